@@ -1,0 +1,154 @@
+"""Tokenizer training sample: bounded sentences, seeded per-domain reservoirs, TFDS/JSONL/text inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenizer import sample as sample_lib
+from tokenizer.sample import Source, cut_sentences, resolve_inputs, sample_sentences
+
+QUIET = dict(log=lambda *_: None)
+
+
+def write_tfds(domain_dir: Path, domain: str, splits: dict[str, list[str]]) -> None:
+    """A TFDS dataset with the features of docs/DESIGN.md, laid out as PREP_DIR/<domain>."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    features = tfds.features.FeaturesDict({
+        "text": tfds.features.Text(), "id": tfds.features.Text(), "source": tfds.features.Text(),
+        "domain": tfds.features.Text(), "language": tfds.features.Text(),
+        "quality_score": tfds.features.Scalar(np.float32), "high_quality": tfds.features.Scalar(np.bool_),
+    })
+    domain_dir.mkdir(parents=True)
+    split_infos = []
+    for split, texts in splits.items():
+        path = domain_dir / f"{domain}-{split}.tfrecord-00000-of-00001"
+        size = 0
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for i, text in enumerate(texts):
+                example = {"text": text, "id": f"{split}-{i}", "source": "fixture", "domain": domain,
+                           "language": "en", "quality_score": 0.5, "high_quality": False}
+                data = features.serialize_example(features.encode_example(example))
+                writer.write(data)
+                size += len(data)
+        split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[len(texts)], num_bytes=size))
+    tfds.folder_dataset.write_metadata(
+        data_dir=str(domain_dir), features=features, split_infos=split_infos,
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def prep_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("prep")
+    for domain in ("web", "code"):
+        write_tfds(root / domain, domain, {
+            "train": [f"{domain} train document {i}\n" * (i + 1) for i in range(20)],
+            "validation": [f"{domain} held-out {i}" for i in range(3)],
+        })
+    return root
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(), st.integers(min_value=4, max_value=300))
+def test_cut_sentences_is_lossless_and_bounded(text, max_bytes):
+    pieces = list(cut_sentences(text, max_bytes))
+    assert "".join(pieces) == text
+    assert all(0 < len(p.encode("utf-8")) <= max_bytes for p in pieces)
+
+
+def test_cut_sentences_keeps_whole_lines_when_they_fit():
+    text = "".join(f"line {i}\n" for i in range(100))
+    pieces = list(cut_sentences(text, 64))
+    assert all(p.endswith("\n") for p in pieces)
+    for piece, following in zip(pieces, pieces[1:]):  # a piece ends only where the next line does not fit
+        assert len(piece) + len(following.splitlines(keepends=True)[0]) > 64
+
+
+def test_reservoir_keeps_quota_by_weight_and_is_seeded(tmp_path):
+    for domain, n in (("web", 500), ("code", 300)):
+        (tmp_path / f"{domain}.jsonl").write_text(
+            "".join(json.dumps({"text": f"{domain} {i}"}) + "\n" for i in range(n)))
+    sources = resolve_inputs([str(tmp_path / "web.jsonl"), str(tmp_path / "code.jsonl")])
+    weights = {"web": 3.0, "code": 1.0, "math": 5.0}  # math absent: its weight is not counted
+    a, desc = sample_sentences(sources, weights, 100, 256, seed=1, **QUIET)
+    b, _ = sample_sentences(sources, weights, 100, 256, seed=1, **QUIET)
+    c, _ = sample_sentences(sources, weights, 100, 256, seed=2, **QUIET)
+    assert a == b and a != c
+    assert desc["domains"]["web"]["sentences_kept"] == 75 and desc["domains"]["code"]["sentences_kept"] == 25
+    assert desc["domains"]["web"]["sentences_seen"] == 500
+    kept = [int(s.split()[1]) for s in a if s.startswith("web")]
+    assert max(kept) > 250  # drawn from the whole stream, not its head
+
+
+def test_reservoir_is_uniform():
+    counts = np.zeros(100)
+    for seed in range(400):
+        sample = sample_lib.DomainSample("web", 1.0, 10, [])
+        sample_lib._reservoir(sample, iter(str(i) for i in range(100)), random.Random(seed))
+        for s in sample.sentences:
+            counts[int(s)] += 1
+    assert counts.sum() == 4000
+    assert counts[:50].sum() == pytest.approx(2000, rel=0.1)  # expected 40 per item
+
+
+def test_domain_prefix_glob_and_text_files(tmp_path):
+    for name in ("a.tex", "b.tex", "notes.md"):
+        (tmp_path / name).write_text(f"content of {name}")
+    sources = resolve_inputs([f"math={tmp_path}/*.tex", str(tmp_path / "notes.md")])
+    assert sources == [Source("math", "text", str(tmp_path / "a.tex")), Source("math", "text", str(tmp_path / "b.tex")),
+                       Source("notes", "text", str(tmp_path / "notes.md"))]
+    assert list(sample_lib.iter_documents(sources[0], "train")) == ["content of a.tex"]
+    with pytest.raises(ValueError, match="no TFDS dataset"):
+        resolve_inputs([str(tmp_path / "missing.jsonl")])
+
+
+def test_max_documents_per_domain_stops_the_stream(tmp_path):
+    (tmp_path / "web.jsonl").write_text("".join(json.dumps({"text": f"d{i}"}) + "\n" for i in range(50)))
+    _, desc = sample_sentences(resolve_inputs([str(tmp_path / "web.jsonl")]), {"web": 1.0}, 1000, 256, 0,
+                               max_documents_per_domain=7, **QUIET)
+    assert desc["domains"]["web"]["documents_read"] == 7
+
+
+def test_prepared_tfds_directory_is_read_per_domain_and_split(prep_dir):
+    sources = resolve_inputs([str(prep_dir)])
+    assert [(s.domain, s.kind) for s in sources] == [("code", "tfds"), ("web", "tfds")]
+    train, desc = sample_sentences(sources, {"web": 1.0, "code": 1.0}, 1000, 128, 0, split="train", **QUIET)
+    assert desc["domains"]["web"]["documents_read"] == 20
+    assert all(len(s.encode()) <= 128 for s in train)
+    held_out = list(sample_lib.iter_documents(sources[1], "validation"))
+    assert sorted(held_out) == [f"web held-out {i}" for i in range(3)]
+    one = resolve_inputs([f"prose={prep_dir / 'web'}"])
+    assert one == [Source("prose", "tfds", str(prep_dir / "web"))]
+
+
+def test_versioned_tfds_directory_uses_the_newest_version(prep_dir, tmp_path):
+    for version in ("1.0.0", "1.10.0", "1.2.0"):
+        shutil.copytree(prep_dir / "web", tmp_path / "web" / version)
+    assert resolve_inputs([str(tmp_path / "web")]) == [Source("web", "tfds", str(tmp_path / "web" / "1.10.0"))]
+
+
+def test_train_on_prepared_tfds(prep_dir, tmp_path):
+    from configs.tokenizer import demo
+    from tokenizer.train import train_tokenizer
+    from tokenizer.vocab import load_vocabulary
+
+    config = demo.get_config()
+    config.inputs = [str(prep_dir)]
+    config.spm.vocab_size = 300
+    settings = train_tokenizer(config, tmp_path, **QUIET)
+    assert settings["sample"]["domains"]["code"]["documents_read"] == 20
+    vocab = load_vocabulary(tmp_path / "tokenizer.model")
+    assert vocab.decode(vocab.encode("web train document 19\n")) == "web train document 19\n"

@@ -1,0 +1,234 @@
+"""Streaming, seeded, per-domain-weighted sample of tokenizer training text.
+
+SentencePiece holds its whole training set in memory, so the sample must be bounded while
+the corpus is not: each domain's documents are streamed once, cut into training sentences
+of at most `max_sentence_bytes` (SentencePiece silently drops longer ones), and a reservoir
+(Vitter's Algorithm R) keeps a uniform random subset of `weight * max_sentences` of them.
+Memory is the sample itself; the same inputs and seed give the same sample.
+
+Inputs (`specs`) are strings, each optionally prefixed by `domain=`:
+- a prepared-data directory `PREP_DIR` holding one TFDS dataset per domain (docs/DESIGN.md);
+- one TFDS dataset directory (read with `tfds.builder_from_directory`, field `text`);
+- JSONL files (`.jsonl`, `.jsonl.gz`, `.json.gz`; field `text`), domain = file stem by default;
+- any other text file, or a glob of them, each file one document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+_JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
+_VERSION = re.compile(r"\d+\.\d+\.\d+")  # TFDS version folders, e.g. 1.0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One input of one domain; `kind` is `tfds`, `jsonl` or `text`."""
+
+    domain: str
+    kind: str
+    path: str
+
+
+def _tfds_dir(path: Path) -> Path | None:
+    """The directory holding dataset_info.json: `path` itself or its newest version folder."""
+    if (path / "dataset_info.json").is_file():
+        return path
+    versions = [p.parent for p in path.glob("*/dataset_info.json") if _VERSION.fullmatch(p.parent.name)]
+    return max(versions, key=lambda v: tuple(map(int, v.name.split(".")))) if versions else None
+
+
+def _file_domain(path: Path) -> str:
+    name = path.name
+    for suffix in _JSONL_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _file_kind(path: Path) -> str:
+    return "jsonl" if path.name.endswith(_JSONL_SUFFIXES) else "text"
+
+
+def resolve_inputs(specs: Sequence[str]) -> list[Source]:
+    """Turns `[domain=]path` strings into sources; fails naming the spec that matches nothing."""
+    sources: list[Source] = []
+    for spec in specs:
+        domain, sep, raw = spec.partition("=")
+        if not sep or "/" in domain:
+            domain, raw = "", spec
+        path = Path(raw)
+        if path.is_dir():
+            tfds_dir = _tfds_dir(path)
+            if tfds_dir is not None:
+                sources.append(Source(domain or path.name, "tfds", str(tfds_dir)))
+                continue
+            prepared = sorted(p for p in path.iterdir() if p.is_dir() and _tfds_dir(p) is not None)
+            if prepared and not domain:
+                sources += [Source(p.name, "tfds", str(_tfds_dir(p))) for p in prepared]
+                continue
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            files = sorted(Path(p) for p in glob.glob(raw) if Path(p).is_file())
+        if not files:
+            raise ValueError(f"input {spec!r}: no TFDS dataset, prepared-data directory or file found")
+        sources += [Source(domain or _file_domain(f), _file_kind(f), str(f)) for f in files]
+    return sources
+
+
+def iter_documents(source: Source, split: str) -> Iterator[str]:
+    """Streams the documents' text of one source (`split` applies to TFDS only)."""
+    if source.kind == "tfds":
+        import tensorflow_datasets as tfds  # slow import, only when TFDS input is used
+
+        builder = tfds.builder_from_directory(source.path)
+        dataset = builder.as_dataset(split=split, shuffle_files=False)
+        for record in dataset.as_numpy_iterator():
+            yield record["text"].decode("utf-8")
+    elif source.kind == "jsonl":
+        opener = gzip.open if source.path.endswith(".gz") else open
+        with opener(source.path, "rt", encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    text = json.loads(line).get("text")
+                    if isinstance(text, str):
+                        yield text
+    else:
+        yield Path(source.path).read_text(encoding="utf-8", errors="replace")
+
+
+def _utf8_prefix(data: bytes, max_bytes: int) -> int:
+    """Largest cut <= max_bytes that does not split a UTF-8 character."""
+    cut = max_bytes
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut
+
+
+def cut_sentences(text: str, max_bytes: int) -> Iterator[str]:
+    """Cuts a document at line ends into pieces of at most `max_bytes` UTF-8 bytes.
+
+    Lines are kept whole (with their newline) when they fit, so indentation and line
+    breaks reach the trainer; a single longer line is cut at character boundaries.
+    """
+    chunk: list[str] = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        data = line.encode("utf-8")
+        if size + len(data) > max_bytes and chunk:
+            yield "".join(chunk)
+            chunk, size = [], 0
+        while len(data) > max_bytes:
+            cut = _utf8_prefix(data, max_bytes)
+            yield data[:cut].decode("utf-8")
+            data = data[cut:]
+        if data:
+            chunk.append(data.decode("utf-8"))
+            size += len(data)
+    if chunk:
+        yield "".join(chunk)
+
+
+def _domain_seed(seed: int, domain: str) -> int:
+    """A per-domain seed independent of PYTHONHASHSEED."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{domain}".encode()).digest()[:8], "little")
+
+
+@dataclasses.dataclass
+class DomainSample:
+    """What was read from one domain and what was kept."""
+
+    domain: str
+    weight: float
+    quota: int
+    sources: list[str]
+    documents_read: int = 0
+    sentences_seen: int = 0
+    sentences: list[str] = dataclasses.field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {
+            "weight": self.weight,
+            "quota": self.quota,
+            "sources": self.sources,
+            "documents_read": self.documents_read,
+            "sentences_seen": self.sentences_seen,
+            "sentences_kept": len(self.sentences),
+            "bytes_kept": sum(len(s.encode("utf-8")) for s in self.sentences),
+        }
+
+
+def _reservoir(sample: DomainSample, sentences: Iterator[str], rng: random.Random) -> None:
+    """Algorithm R: after n items, each is in the reservoir with probability quota / n."""
+    for sentence in sentences:
+        n = sample.sentences_seen
+        sample.sentences_seen += 1
+        if len(sample.sentences) < sample.quota:
+            sample.sentences.append(sentence)
+        else:
+            j = rng.randrange(n + 1)
+            if j < sample.quota:
+                sample.sentences[j] = sentence
+
+
+def quotas(domain_weights: Mapping[str, float], domains: Sequence[str], max_sentences: int) -> dict[str, int]:
+    """Splits `max_sentences` over the domains present, by their normalised weights."""
+    missing = sorted(set(domains) - set(domain_weights))
+    if missing:
+        raise ValueError(f"config.sample.domain_weights: no weight for input domain(s) {missing}")
+    total = sum(domain_weights[d] for d in domains)
+    if total <= 0:
+        raise ValueError(f"config.sample.domain_weights: weights of the input domains {sorted(domains)} sum to 0")
+    return {d: round(max_sentences * domain_weights[d] / total) for d in domains}
+
+
+def sample_sentences(
+    sources: Sequence[Source],
+    domain_weights: Mapping[str, float],
+    max_sentences: int,
+    max_sentence_bytes: int,
+    seed: int,
+    split: str = "train",
+    max_documents_per_domain: int = 0,
+    log=print,
+) -> tuple[list[str], dict]:
+    """Returns the training sentences (domains in sorted order) and a JSON description."""
+    domains = sorted({s.domain for s in sources})
+    domain_quotas = quotas(domain_weights, domains, max_sentences)
+    samples: list[DomainSample] = []
+    for domain in domains:
+        own = [s for s in sources if s.domain == domain]
+        sample = DomainSample(domain, float(domain_weights[domain]), domain_quotas[domain], [s.path for s in own])
+        rng = random.Random(_domain_seed(seed, domain))
+        for source in own:
+            for text in iter_documents(source, split):
+                if max_documents_per_domain and sample.documents_read >= max_documents_per_domain:
+                    break
+                sample.documents_read += 1
+                _reservoir(sample, cut_sentences(text, max_sentence_bytes), rng)
+        log(
+            f"sample: {domain}: {sample.documents_read} documents, {sample.sentences_seen} sentences seen, "
+            f"kept {len(sample.sentences)} (quota {sample.quota})"
+        )
+        samples.append(sample)
+    sentences = [s for sample in samples for s in sample.sentences]
+    description = {
+        "seed": seed,
+        "split": split,
+        "max_sentences": max_sentences,
+        "max_sentence_bytes": max_sentence_bytes,
+        "max_documents_per_domain": max_documents_per_domain,
+        "sentences": len(sentences),
+        "bytes": sum(d.describe()["bytes_kept"] for d in samples),
+        "sha256": hashlib.sha256("\0".join(sentences).encode("utf-8")).hexdigest(),
+        "domains": {d.domain: d.describe() for d in samples},
+    }
+    return sentences, description

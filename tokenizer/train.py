@@ -1,0 +1,233 @@
+"""Train a Gemma-style SentencePiece tokenizer on a sample of the prepared data.
+
+    python -m tokenizer.train --config=configs/tokenizer/demo.py [--input ...] \
+        [--vocab_size N] [--output DIR]
+
+Writes DIR/tokenizer.model, DIR/tokenizer.vocab and DIR/settings.json (the SentencePiece
+settings, the config and a description of the sample). With `config.model_path` set, an
+existing model (e.g. the released Gemma tokenizer.model) is checked and copied instead.
+
+The Gemma properties are fixed here rather than configurable, because later stages rely
+on them: BPE, digits split one per piece, byte fallback for unseen characters, identity
+normalisation without a dummy prefix or whitespace clean-up (so `decode(encode(x)) == x`,
+code indentation included), whitespace-only pieces, and ids pad=0, eos=1, bos=2, unk=3.
+The sample is seeded and SentencePiece's BPE trainer is deterministic, so the same config
+gives a byte-identical model (the pieces do not depend on `num_threads` either; only the
+trainer_spec recorded in the model does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import ml_collections
+import sentencepiece as spm
+from absl import app, flags
+from google.protobuf import json_format
+from ml_collections import config_flags
+from sentencepiece import sentencepiece_model_pb2
+
+from tokenizer import sample as sample_lib
+from tokenizer.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, load_vocabulary
+
+FLAGS = flags.FLAGS
+BYTE_PIECES = 256
+GEMMA_SPM_FLAGS = {
+    "model_type": "bpe",
+    "split_digits": True,
+    "byte_fallback": True,
+    "allow_whitespace_only_pieces": True,
+    "split_by_whitespace": True,
+    "split_by_number": True,
+    "split_by_unicode_script": True,
+    "treat_whitespace_as_suffix": False,
+    "normalization_rule_name": "identity",
+    "add_dummy_prefix": False,
+    "remove_extra_whitespaces": False,
+    "vocabulary_output_piece_score": True,
+    "hard_vocab_limit": True,
+    "input_sentence_size": 0,  # the sample is already drawn (seeded) by tokenizer.sample
+    "pad_id": PAD_ID,
+    "eos_id": EOS_ID,
+    "bos_id": BOS_ID,
+    "unk_id": UNK_ID,
+    "pad_piece": SPECIAL_PIECES[PAD_ID],
+    "eos_piece": SPECIAL_PIECES[EOS_ID],
+    "bos_piece": SPECIAL_PIECES[BOS_ID],
+    "unk_piece": SPECIAL_PIECES[UNK_ID],
+}
+
+
+def _fail(field: str, message: str, value) -> None:
+    raise ValueError(f"config.{field}: {message}, got {value!r}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks every field used, naming the field on failure."""
+    if config.model_path:
+        if not Path(config.model_path).is_file():
+            _fail("model_path", "no such SentencePiece model file", config.model_path)
+        return
+    if not config.inputs:
+        _fail("inputs", "need at least one input (or set config.model_path)", config.inputs)
+    s, t = config.sample, config.spm
+    if s.max_sentences <= 0:
+        _fail("sample.max_sentences", "must be > 0", s.max_sentences)
+    if not 64 <= s.max_sentence_bytes <= 1 << 20:
+        _fail("sample.max_sentence_bytes", "must be in [64, 1048576]", s.max_sentence_bytes)
+    if s.max_documents_per_domain < 0:
+        _fail("sample.max_documents_per_domain", "must be >= 0 (0 = no limit)", s.max_documents_per_domain)
+    if s.seed < 0:
+        _fail("sample.seed", "must be >= 0", s.seed)
+    for domain, weight in s.domain_weights.items():
+        if weight < 0:
+            _fail(f"sample.domain_weights.{domain}", "must be >= 0", weight)
+    symbols = list(t.user_defined_symbols) + list(t.control_symbols)
+    for field in ("user_defined_symbols", "control_symbols"):
+        for symbol in t[field]:
+            if not symbol or symbol in SPECIAL_PIECES.values():
+                _fail(f"spm.{field}", "symbols must be non-empty and not pad/eos/bos/unk", symbol)
+    if len(set(symbols)) != len(symbols):
+        _fail("spm.user_defined_symbols", "duplicate symbol across user_defined_symbols/control_symbols", symbols)
+    reserved = len(SPECIAL_PIECES) + len(symbols) + BYTE_PIECES
+    if t.vocab_size <= reserved:
+        _fail("spm.vocab_size", f"must exceed the {reserved} special, symbol and byte pieces", t.vocab_size)
+    if not 0 < t.character_coverage <= 1:
+        _fail("spm.character_coverage", "must be in (0, 1]", t.character_coverage)
+    if not 1 <= t.max_sentencepiece_length <= 64:
+        _fail("spm.max_sentencepiece_length", "must be in [1, 64]", t.max_sentencepiece_length)
+    if t.num_threads < 1:
+        _fail("spm.num_threads", "must be >= 1", t.num_threads)
+
+
+def spm_flags(config: ml_collections.ConfigDict) -> dict:
+    """The full SentencePiece trainer settings: Gemma's fixed ones plus the config's."""
+    t = config.spm
+    return {
+        **GEMMA_SPM_FLAGS,
+        "vocab_size": t.vocab_size,
+        "character_coverage": t.character_coverage,
+        "max_sentencepiece_length": t.max_sentencepiece_length,
+        "num_threads": t.num_threads,
+        "user_defined_symbols": list(t.user_defined_symbols),
+        "control_symbols": list(t.control_symbols),
+        "max_sentence_length": config.sample.max_sentence_bytes,
+    }
+
+
+def train_model(sentences: list[str], trainer_flags: dict, seed: int) -> bytes:
+    """Runs the SentencePiece BPE trainer in memory and returns the serialised model."""
+    spm.set_random_generator_seed(seed)
+    writer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=writer, minloglevel=1, **trainer_flags
+        )
+    except RuntimeError as e:
+        if "Vocabulary size" in str(e):
+            raise ValueError(f"config.spm.vocab_size: too large for this sample ({e})") from e
+        raise
+    return writer.getvalue()
+
+
+_VOCAB_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def write_vocab(model: bytes, path: Path) -> None:
+    """Writes `piece<TAB>score` lines like SentencePiece's .vocab, one line per piece.
+
+    Pieces may hold newlines and tabs (Gemma keeps whitespace), so backslash, newline,
+    carriage return and tab are written escaped (`\\n` ...) to keep one piece per line.
+    """
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+    lines = (f"{p.piece.translate(_VOCAB_ESCAPES)}\t{p.score:g}\n" for p in proto.pieces)
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def describe_model(model: bytes) -> dict:
+    """The model's own record of how it was built (trainer and normaliser specs)."""
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+    return {
+        "pieces": len(proto.pieces),
+        "sha256": hashlib.sha256(model).hexdigest(),
+        "trainer_spec": json_format.MessageToDict(proto.trainer_spec, preserving_proto_field_name=True),
+        "normalizer_spec": json_format.MessageToDict(proto.normalizer_spec, preserving_proto_field_name=True),
+    }
+
+
+def train_tokenizer(config: ml_collections.ConfigDict, output: str | Path, log=print) -> dict:
+    """Trains (or copies `config.model_path`) into `output`; returns the settings written."""
+    validate(config)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    settings: dict = {"config": config.to_dict()}
+    if config.model_path:
+        log(f"tokenizer: using existing model {config.model_path}")
+        load_vocabulary(config.model_path)  # fails before writing anything if the id layout differs
+        model = Path(config.model_path).read_bytes()
+    else:
+        sources = sample_lib.resolve_inputs(list(config.inputs))
+        log(f"tokenizer: sampling from {len(sources)} source(s) in domains {sorted({s.domain for s in sources})}")
+        sentences, settings["sample"] = sample_lib.sample_sentences(
+            sources,
+            dict(config.sample.domain_weights),
+            config.sample.max_sentences,
+            config.sample.max_sentence_bytes,
+            config.sample.seed,
+            split=config.split,
+            max_documents_per_domain=config.sample.max_documents_per_domain,
+            log=log,
+        )
+        settings["trainer"] = spm_flags(config)
+        log(
+            f"tokenizer: training BPE, vocab {config.spm.vocab_size}, on {len(sentences)} sentences "
+            f"({settings['sample']['bytes'] / 1e6:.1f} MB)"
+        )
+        model = train_model(sentences, settings["trainer"], config.sample.seed)
+    model_path = output / "tokenizer.model"
+    model_path.write_bytes(model)
+    write_vocab(model, output / "tokenizer.vocab")
+    settings["model"] = describe_model(model)
+    settings["seconds"] = round(time.perf_counter() - start, 2)
+    (output / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    log(
+        f"tokenizer: wrote {model_path} ({settings['model']['pieces']} pieces, sha256 {settings['model']['sha256'][:12]}) "
+        f"and settings.json in {settings['seconds']:.1f}s"
+    )
+    return settings
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = FLAGS.config
+    with config.unlocked():
+        if FLAGS.input:
+            config.inputs = list(FLAGS.input)
+        if FLAGS.vocab_size is not None:
+            config.spm.vocab_size = FLAGS.vocab_size
+        if FLAGS.output:
+            config.output = FLAGS.output
+    if not config.output:
+        raise ValueError("config.output: need an output directory (or --output)")
+    train_tokenizer(config, config.output)
+
+
+def run() -> None:
+    """Console entry point; flags are defined here so that importing the module defines none."""
+    config_flags.DEFINE_config_file("config", "configs/tokenizer/demo.py", "Tokenizer config file.")
+    flags.DEFINE_multi_string(
+        "input", None, "[domain=]path of training text (PREP_DIR, TFDS dir, JSONL, text files); overrides config.inputs."
+    )
+    flags.DEFINE_integer("vocab_size", None, "Number of pieces; overrides config.spm.vocab_size.")
+    flags.DEFINE_string("output", None, "Output directory; overrides config.output.")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
