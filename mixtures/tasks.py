@@ -1,0 +1,104 @@
+"""SeqIO Tasks over the prepared TFDS datasets: one per domain and one per high-quality subset.
+
+`PREP_DIR/<domain>` is a TFDS dataset directory (docs/DESIGN.md), so each Task reads it with
+`seqio.TfdsDataSource(tfds_data_dir=...)`, which opens it with `tfds.builder_from_directory`.
+Tokens: the project's vocabulary (`tokenizer.vocab.load_vocabulary`), EOS appended, BOS
+prepended per document when the policy says so, and no truncation: the packer splits long
+documents across rows instead of dropping their tail.
+
+The high-quality Task (`web_hq`, ...) is the same source filtered on the `high_quality`
+feature, so the annealing stage needs no second copy of the data.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import seqio
+import tensorflow as tf
+
+from tokenizer.vocab import BOS_ID, load_vocabulary
+
+DOMAINS = ("web", "math", "code")
+HQ_SUFFIX = "_hq"
+BOS_POLICIES = ("none", "document")
+INDEX_KEY = "source_index"  # passed through when the stream enumerates the source for exact resume
+
+
+def domain_dir(prep_dir: str | Path, domain: str) -> Path:
+    """The TFDS dataset directory of a domain (docs/DESIGN.md)."""
+    return Path(prep_dir) / domain
+
+
+def base_domain(task_name: str) -> str:
+    """`web_hq` -> `web`; `web` -> `web`."""
+    return task_name.removesuffix(HQ_SUFFIX)
+
+
+def is_high_quality(task_name: str) -> bool:
+    return task_name.endswith(HQ_SUFFIX)
+
+
+def _text_to_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Keeps only what the packer needs: the text as `targets` and the source index if present."""
+    def fn(ex):
+        out = {"targets": ex["text"]}
+        if INDEX_KEY in ex:
+            out[INDEX_KEY] = ex[INDEX_KEY]
+        return out
+
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _keep_high_quality(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.filter(lambda ex: ex["high_quality"])
+
+
+def _prepend_bos(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Gemma starts every document with <bos>; SeqIO only knows how to append EOS."""
+    def fn(ex):
+        return {**ex, "targets": tf.concat([tf.constant([BOS_ID], ex["targets"].dtype), ex["targets"]], 0)}
+
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def make_task(name: str, prep_dir: str | Path, vocabulary: seqio.Vocabulary, bos: str = "document") -> seqio.Task:
+    """Builds (does not register) the Task `name` (`web`, `web_hq`, ...)."""
+    if bos not in BOS_POLICIES:
+        raise ValueError(f"bos: must be one of {BOS_POLICIES}, got {bos!r}")
+    source = seqio.TfdsDataSource(tfds_data_dir=str(domain_dir(prep_dir, base_domain(name))), read_only=True)
+    preprocessors = [_keep_high_quality] if is_high_quality(name) else []
+    preprocessors += [
+        _text_to_targets,
+        functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
+        seqio.preprocessors.append_eos,
+    ]
+    if bos == "document":
+        preprocessors.append(_prepend_bos)
+    return seqio.Task(
+        name,
+        source=source,
+        preprocessors=preprocessors,
+        output_features={"targets": seqio.Feature(vocabulary, add_eos=True, dtype=tf.int32)},
+        shuffle_buffer_size=None,  # order is the stream's business: it must be a pure function of the seed
+    )
+
+
+def register_tasks(prep_dir: str | Path, vocab_path: str | Path, bos: str = "document") -> list[str]:
+    """Registers `<domain>` and `<domain>_hq` for every domain present under `prep_dir`.
+
+    Re-registering replaces earlier Tasks of the same name, so a process may point the
+    registry at another prepared directory (tests do).
+    """
+    vocabulary = load_vocabulary(vocab_path)
+    domains = [d for d in DOMAINS if (domain_dir(prep_dir, d) / "dataset_info.json").is_file()]
+    if not domains:
+        raise FileNotFoundError(f"prep_dir: no TFDS dataset for any of {DOMAINS} under {prep_dir}")
+    names = []
+    for domain in domains:
+        for name in (domain, domain + HQ_SUFFIX):
+            seqio.TaskRegistry.remove(name)
+            seqio.TaskRegistry.add_provider(name, make_task(name, prep_dir, vocabulary, bos))
+            names.append(name)
+    return names
