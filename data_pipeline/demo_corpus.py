@@ -115,21 +115,28 @@ def build(output_dir: Path, docs_per_domain: int, max_chars: int, dup_fraction: 
     return counts
 
 
-_OUTPUT = flags.DEFINE_string("output", "runs/demo/corpus", "Folder for web.jsonl, math.jsonl and code.jsonl.")
-_DOCS = flags.DEFINE_integer("docs_per_domain", 600, "Distinct documents per domain (fewer if the install has fewer).")
-_MAX_CHARS = flags.DEFINE_integer("max_chars", 2_000_000, "Characters per domain at most.")
-_DUPS = flags.DEFINE_float("dup_fraction", 0.05, "Fraction of exact copies planted to exercise deduplication.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed for choosing the planted copies.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defined when run as a command, so importing this module defines no flags."""
+    flags.DEFINE_string("output", "runs/demo/corpus", "Folder for web.jsonl, math.jsonl and code.jsonl.")
+    flags.DEFINE_integer("docs_per_domain", 600, "Distinct documents per domain (fewer if the install has fewer).")
+    flags.DEFINE_integer("max_chars", 2_000_000, "Characters per domain at most.")
+    flags.DEFINE_float("dup_fraction", 0.05, "Fraction of exact copies planted to exercise deduplication.")
+    flags.DEFINE_integer("seed", 0, "Seed for choosing the planted copies.")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    counts = build(Path(_OUTPUT.value), _DOCS.value, _MAX_CHARS.value, _DUPS.value, _SEED.value)
+    output = Path(FLAGS.output)
+    counts = build(output, FLAGS.docs_per_domain, FLAGS.max_chars, FLAGS.dup_fraction, FLAGS.seed)
     for domain, n in counts.items():
-        print(f"demo corpus: {domain:5s} {n:6d} documents -> {Path(_OUTPUT.value) / (domain + '.jsonl')}")
+        print(f"demo corpus: {domain:5s} {n:6d} documents -> {output / (domain + '.jsonl')}")
 
 
 def run() -> None:
+    _define_flags()
     app.run(main)
 
 

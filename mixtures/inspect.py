@@ -22,16 +22,22 @@ from ml_collections import config_flags
 from mixtures.schedule import Schedule
 from mixtures.stream import PackedStream
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Mixture config file (configs/mixtures/*.py).")
-_PREP_DIR = flags.DEFINE_string("prep_dir", None, "Prepared data directory (PREP_DIR/{web,math,code}).")
-_VOCAB = flags.DEFINE_string("vocab_path", None, "SentencePiece tokenizer.model (or its directory).")
-_STEPS = flags.DEFINE_integer("steps", 100, "Steps to draw from the stream.")
-_TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Steps the schedule spans (default: --steps).")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch size (rows per step).")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Row length (default: config.seq_len).")
-_WINDOW = flags.DEFINE_integer("window", 50, "Steps per reporting window.")
-_PLOT = flags.DEFINE_string("plot", None, "Write a PNG of schedule against realized shares here.")
-_JSON = flags.DEFINE_string("json", None, "Write the report as JSON here.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defined when run as a command, so importing this module defines no flags."""
+    config_flags.DEFINE_config_file("config", None, "Mixture config file (configs/mixtures/*.py).")
+    flags.DEFINE_string("prep_dir", None, "Prepared data directory (PREP_DIR/{web,math,code}).")
+    flags.DEFINE_string("vocab_path", None, "SentencePiece tokenizer.model (or its directory).")
+    flags.DEFINE_integer("steps", 100, "Steps to draw from the stream.")
+    flags.DEFINE_integer("total_steps", None, "Steps the schedule spans (default: --steps).")
+    flags.DEFINE_integer("batch_size", 8, "Global batch size (rows per step).")
+    flags.DEFINE_integer("seq_len", None, "Row length (default: config.seq_len).")
+    flags.DEFINE_integer("window", 50, "Steps per reporting window.")
+    flags.DEFINE_string("plot", None, "Write a PNG of schedule against realized shares here.")
+    flags.DEFINE_string("json", None, "Write the report as JSON here.")
+
 
 
 def windows_report(schedule, task_names: list[str], token_counts: np.ndarray, window: int) -> list[dict[str, Any]]:
@@ -131,23 +137,24 @@ def print_report(report: dict[str, Any]) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for flag in (_PREP_DIR, _VOCAB):
-        if not flag.value:
-            raise app.UsageError(f"--{flag.name} is required")
-    report = inspect(_CONFIG.value, _PREP_DIR.value, _VOCAB.value, _STEPS.value, _BATCH.value,
-                     _TOTAL_STEPS.value, _SEQ_LEN.value, _WINDOW.value)
+    for name in ("prep_dir", "vocab_path"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"--{name} is required")
+    report = inspect(FLAGS.config, FLAGS.prep_dir, FLAGS.vocab_path, FLAGS.steps, FLAGS.batch_size,
+                     FLAGS.total_steps, FLAGS.seq_len, FLAGS.window)
     print_report(report)
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
             json.dump(report, f, indent=1)
-        print(f"wrote {_JSON.value}")
-    if _PLOT.value:
-        plot(_PLOT.value, Schedule.from_config(_CONFIG.value, report["config"]["total_steps"]),
+        print(f"wrote {FLAGS.json}")
+    if FLAGS.plot:
+        plot(FLAGS.plot, Schedule.from_config(FLAGS.config, report["config"]["total_steps"]),
              list(report["windows"][0]["scheduled"]), report["windows"], report["config"]["steps"])
-        print(f"wrote {_PLOT.value}")
+        print(f"wrote {FLAGS.plot}")
 
 
 def run() -> None:
+    _define_flags()
     flags.mark_flag_as_required("config")
     app.run(main)
 
