@@ -5,15 +5,19 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test bench clean
+.PHONY: install install-bench demo test clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
+
+# The peers the benchmarks compare against (datatrove); not needed for demo or tests.
+install-bench: install
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 
 demo: install
 	bash scripts/demo.sh $(DEMO_DIR)

@@ -1,0 +1,53 @@
+"""Defaults for every data-prep job; ``demo.py`` and ``full.py`` start from these.
+
+Filter thresholds are the papers' own (Gopher, C4, FineWeb, StarCoder) as datatrove uses
+them; each filter is switched per domain with ``enabled``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from data_pipeline import decontaminate, dedup, near_dedup
+from data_pipeline.filters.chain import default_params
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Each: {domain, glob, format (auto|jsonl|parquet|text|tfds), source, text_field, id_field,
+    # language_field, language, split, data_dir}; --input DOMAIN=GLOB adds more.
+    config.inputs = []
+    config.output_dir = ""
+    config.read = ml_collections.ConfigDict({"max_doc_bytes": 1 << 22, "dead_letter_raw_bytes": 1 << 16})
+    config.normalize = ml_collections.ConfigDict({"form": "NFC"})
+
+    config.filters = ml_collections.ConfigDict()
+    config.filters.min_chars = 200
+    for domain, names in (("web", ("language", "gopher_repetition", "gopher_quality", "c4", "fineweb")),
+                          ("math", ("math_density", "gopher_repetition")), ("code", ("code",))):
+        config.filters[domain] = ml_collections.ConfigDict(
+            {name: {"enabled": True, **default_params(name)} for name in names}
+        )
+    # LaTeX repeats structural lines (\item, \end{proof}) and short n-grams legitimately: on the
+    # HoTT book and the Stacks project Gopher repetition dropped 59 of 169 chapter files.
+    config.filters.math.gopher_repetition.enabled = False
+
+    config.pii = ml_collections.ConfigDict(
+        {"enabled": True, "email": True, "ip_address": True, "phone": True, "secrets": True, "secrets_domains": ("code",)}
+    )
+    config.dedup = dedup.default_config()
+    config.near_dedup = near_dedup.default_config()
+    config.decontamination = decontaminate.default_config()
+    config.quality = ml_collections.ConfigDict({
+        "model_path": "",  # data_pipeline.quality model; empty: the heuristic score (data_pipeline/heuristic_quality.py)
+        "min_score": 0.0,  # drop documents scoring below (reason low_quality)
+        "high_quality_percentile": 0.7,  # per domain, documents at or above this score quantile are high_quality
+        "high_quality_min_score": -1.0,  # if >= 0, an absolute threshold instead of the percentile
+    })  # fmt: skip
+    config.split = ml_collections.ConfigDict({"validation_fraction": 0.02})
+    config.output = ml_collections.ConfigDict({"train_shards": 16, "validation_shards": 1})
+    config.runner = ml_collections.ConfigDict(
+        {"runner": "DirectRunner", "direct_running_mode": "multi_processing", "direct_num_workers": 2,
+         "default_sdk_harness_log_level": "WARNING"}
+    )
+    return config

@@ -1,0 +1,30 @@
+"""A full-size job: Common Crawl web text, arXiv-style LaTeX, and code repositories on GCS,
+run on Dataflow. Launch (Beam options pass through unchanged):
+
+  python -m data_pipeline.prepare --config=configs/data/full.py \
+      --output_dir=gs://BUCKET/prep --runner=DataflowRunner --project=PROJECT \
+      --region=us-central1 --temp_location=gs://BUCKET/tmp --num_workers=200 \
+      --setup_file=./setup.py --eval_set gsm8k=gs://BUCKET/eval/gsm8k/test.jsonl
+"""
+
+from __future__ import annotations
+
+from configs.data import base
+
+
+def get_config():
+    config = base.get_config()
+    config.inputs = [
+        {"domain": "web", "glob": "gs://BUCKET/raw/cc/*.jsonl.zst", "format": "jsonl", "source": "common_crawl"},
+        {"domain": "web", "glob": "gs://BUCKET/raw/wiki/*.parquet", "format": "parquet", "source": "wikipedia"},
+        {"domain": "math", "glob": "gs://BUCKET/raw/arxiv/**/*.tex", "format": "text", "source": "arxiv", "language": "en"},
+        {"domain": "code", "glob": "gs://BUCKET/raw/code/*.jsonl.gz", "format": "jsonl", "source": "github",
+         "language_field": "language"},
+    ]  # fmt: skip
+    config.output_dir = "gs://BUCKET/prep"
+    config.filters.web.language.languages = ("en", "de", "fr", "es")
+    config.output.train_shards = 4096
+    config.output.validation_shards = 64
+    config.split.validation_fraction = 0.001
+    config.runner.runner = "DataflowRunner"
+    return config

@@ -1,0 +1,1 @@
+"""Per-document filters: small callables that return None to keep a record or a reason to drop it."""

@@ -1,0 +1,61 @@
+"""The one interface every per-document rule implements, and the word/line helpers they share.
+
+A filter returns ``None`` to keep a record or the stable snake_case reason that rejects it.
+Line-level rules (C4) may rewrite ``record["text"]``; the caller hands each chain its own
+copy of the record. Every filter counts what it sees and drops (datatrove style), which the
+pipeline reports as Beam metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+WORD = re.compile(r"\S+")
+_PUNCT_ONLY = re.compile(r"^\W+$")
+TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？", ":")
+
+
+# A record passes through several rules that split the same text: the last few splits are
+# remembered (read-only tuples) so each is computed once per document.
+@functools.lru_cache(maxsize=4)
+def words(text: str) -> tuple[str, ...]:
+    """Whitespace tokens without the punctuation-only ones (Gopher counts words this way)."""
+    return tuple(w for w in WORD.findall(text) if not _PUNCT_ONLY.match(w))
+
+
+@functools.lru_cache(maxsize=4)
+def lines(text: str) -> tuple[str, ...]:
+    """Non-blank lines."""
+    return tuple(line for line in text.split("\n") if line.strip())
+
+
+class Filter:
+    """Base class: subclasses set ``name`` (the rejection reason) and implement ``reject``."""
+
+    name: str = ""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.dropped = 0
+
+    def reject(self, record: dict[str, Any]) -> str | None:
+        raise NotImplementedError
+
+    def __call__(self, record: dict[str, Any]) -> str | None:
+        self.seen += 1
+        reason = self.reject(record)
+        if reason is not None:
+            self.dropped += 1
+        return reason
+
+
+def check_fraction(section: str, field: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{section}.{field}: must be in [0, 1], got {value}")
+
+
+def check_positive(section: str, field: str, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{section}.{field}: must be >= 0, got {value}")

@@ -1,0 +1,138 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_pipeline import decontaminate, eval_sets
+from data_pipeline.eval_sets import EvalItem
+from tests._dedup_beam import record, run_transform
+
+QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+SHORT = "Which planet has the largest number of known moons today?"  # 10 words -> 8-grams
+FILLER = " ".join(f"filler{i}" for i in range(120))
+
+
+def _config(**overrides):
+    config = decontaminate.default_config()
+    config.builtin_eval_sets = ()
+    config.update(overrides)
+    return config
+
+
+def _items():
+    return [EvalItem("gsm8k", "q1", QUESTION), EvalItem("quiz", "s1", SHORT), EvalItem("quiz", "tiny", "Why so?")]
+
+
+def _run(records, **overrides):
+    config = _config(**overrides)
+    return run_transform(records, lambda: decontaminate.Decontaminate(config, _items()))
+
+
+def test_drops_verbatim_and_reformatted_copies_and_reports_hits():
+    records = [
+        record("verbatim", f"{FILLER} {QUESTION} {FILLER}"),
+        record("reformatted", FILLER + " " + QUESTION.upper().replace(" ", "\n  ").replace(",", " ;") + "!!"),
+        record("short", f"Quiz: {SHORT.lower()}"),
+        record("clean", FILLER + " Natalia sold clips to friends and then went home."),
+    ]
+    kept, rejected, hits = _run(records)
+    assert [r["id"] for r in kept] == ["clean"]
+    assert sorted(r["id"] for r in rejected) == ["reformatted", "short", "verbatim"]
+    assert {r["reason"] for r in rejected} == {"contaminated"}
+    by_doc = {h["id"]: h for h in hits}
+    assert len(hits) == 3
+    assert by_doc["verbatim"]["eval_set"] == "gsm8k" and by_doc["verbatim"]["eval_item_id"] == "q1"
+    assert len(by_doc["verbatim"]["ngram"].split()) == 13
+    assert by_doc["short"]["eval_item_id"] == "s1" and len(by_doc["short"]["ngram"].split()) == 8
+
+
+def test_cut_removes_the_span_with_its_window():
+    before, after = "a" * 300, "b" * 300
+    doc = f"{before} {QUESTION} {after}"
+    records = [record("doc", doc)]
+    kept, rejected, hits = _run(records, action="cut", cut_window_chars=10, min_piece_chars=50)
+    assert rejected == [] and len(hits) == 1
+    text = kept[0]["text"]
+    assert "Natalia" not in text and "clips" not in text
+    start, end = doc.index("Natalia") - 10, doc.index("May?") + len("May") + 10
+    assert text == doc[:start].strip() + "\n\n" + doc[end:].strip()
+    assert text.startswith("a" * 291) and text.endswith("b" * 292)
+
+
+def test_cut_drops_documents_with_nothing_left():
+    kept, rejected, _ = _run([record("doc", QUESTION)], action="cut")
+    assert kept == [] and [r["id"] for r in rejected] == ["doc"]
+
+
+def test_items_shorter_than_short_ngram_are_skipped():
+    index = decontaminate.NgramIndex(_items(), ngram=13, short_ngram=8)
+    assert index.skipped == 1
+    kept, rejected, hits = _run([record("d", FILLER + " why so?")])
+    assert len(kept) == 1 and rejected == [] and hits == []
+
+
+def test_bad_action_names_the_field():
+    with pytest.raises(ValueError, match="config.decontamination.action"):
+        decontaminate.Decontaminate(_config(action="blur"), _items())
+
+
+def test_multiprocess_direct_runner():
+    records = [record(f"c{i}", f"{FILLER} {i}") for i in range(10)] + [record("dirty", QUESTION)]
+    config = _config()
+    kept, rejected, hits = run_transform(
+        records, lambda: decontaminate.Decontaminate(config, _items()), multiprocess=True
+    )
+    assert len(kept) == 10 and [r["id"] for r in rejected] == ["dirty"] and len(hits) == 1
+
+
+def test_load_eval_sets_reads_every_format(tmp_path):
+    (tmp_path / "gsm.jsonl").write_text(json.dumps({"question": "Q one?", "answer": "A one."}) + "\n")
+    with gzip.open(tmp_path / "math.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"problem": "P", "solution": "S", "unique_id": "u7"}) + "\n")
+    (tmp_path / "mmlu.csv").write_text("question,choice0,choice1,answer\nWhat?,yes,no,1\n")
+    arc = {"id": "arc1", "question": {"stem": "Stem?", "choices": [{"text": "c1", "label": "A"}]}}
+    (tmp_path / "arc.jsonl").write_text(json.dumps(arc) + "\n")
+    pq.write_table(pa.Table.from_pylist([{"text": "mbpp task", "code": "def f(): pass", "task_id": 3}]), tmp_path / "m.parquet")
+    specs = {
+        "gsm8k": str(tmp_path / "gsm.jsonl"),
+        "math": str(tmp_path / "math.jsonl.gz"),
+        "mmlu": str(tmp_path / "*.csv"),
+        "arc": str(tmp_path / "arc.jsonl"),
+        "mbpp": str(tmp_path / "m.parquet"),
+    }
+    items = {i.eval_set: i for i in eval_sets.load_eval_sets(specs, _config())}
+    assert items["gsm8k"] == EvalItem("gsm8k", "gsm.jsonl:0", "Q one?\nA one.")
+    assert items["math"] == EvalItem("math", "u7", "P\nS")
+    assert items["mmlu"].text == "What?\nyes\nno\n1"
+    assert items["arc"] == EvalItem("arc", "arc1", "Stem?\nc1")
+    assert items["mbpp"] == EvalItem("mbpp", "3", "mbpp task\ndef f(): pass")
+
+
+def test_builtin_humaneval_needs_no_file():
+    items = eval_sets.load_eval_sets({}, _config(builtin_eval_sets=("humaneval",)))
+    assert len(items) == 164
+    assert items[0].item_id == "HumanEval/0" and "def has_close_elements" in items[0].text
+
+
+def test_parse_specs_rejects_missing_path():
+    assert eval_sets.parse_specs(["a=b.jsonl"]) == {"a": "b.jsonl"}
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        eval_sets.parse_specs(["gsm8k"])
+
+
+def test_number_only_ngrams_are_not_indexed():
+    counting = EvalItem("math", "count", "John counts 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 and stops")
+    index = decontaminate.NgramIndex([counting], ngram=13, short_ngram=8)
+    pages = decontaminate.word_hashes("page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 next".split())
+    assert list(index.matches(pages)) == []
+    leak = decontaminate.word_hashes("john counts 1 2 3 4 5 6 7 8 9 10 11".split())
+    assert [m[2] for m in index.matches(leak)] == [0]
