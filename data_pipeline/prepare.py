@@ -247,22 +247,27 @@ def prepare(config: ml_collections.ConfigDict, input_flags: Sequence[str] = (), 
     return result_stats
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Data-prep config file, e.g. configs/data/demo.py.")
-_INPUT = flags.DEFINE_multi_string("input", [], "DOMAIN=GLOB (repeatable); replaces the config's inputs.")
-_EVAL_SET = flags.DEFINE_multi_string("eval_set", [], "NAME=PATH of an eval set to decontaminate against (repeatable).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output folder (overrides config.output_dir).")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defined when run as a command, so importing this module defines no flags."""
+    config_flags.DEFINE_config_file("config", None, "Data-prep config file, e.g. configs/data/demo.py.")
+    flags.DEFINE_multi_string("input", [], "DOMAIN=GLOB (repeatable); replaces the config's inputs.")
+    flags.DEFINE_multi_string("eval_set", [], "NAME=PATH of an eval set to decontaminate against (repeatable).")
+    flags.DEFINE_string("output_dir", None, "Output folder (overrides config.output_dir).")
 
 
 def main(argv: list[str]) -> None:
     # Beam forwards every worker's INFO log; our own progress lines are printed instead.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)
-    config = _CONFIG.value
+    config = FLAGS.config
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/data/demo.py")
-    if _OUTPUT_DIR.value:
-        config.output_dir = _OUTPUT_DIR.value
-    result = prepare(config, _INPUT.value, _EVAL_SET.value, argv[1:])
+    if FLAGS.output_dir:
+        config.output_dir = FLAGS.output_dir
+    result = prepare(config, FLAGS.input, FLAGS.eval_set, argv[1:])
     print(stats.format_table(result))
     print(f"outputs in {config.output_dir}: {', '.join(result['datasets'].values())}, rejected/, dead_letter/, "
           f"contamination.jsonl, stats.json ({result['elapsed_s']}s)")
@@ -272,6 +277,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console entry point; flags we do not define are passed to Beam."""
+    _define_flags()
     app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
 
 
