@@ -20,7 +20,7 @@ import numpy as np
 import sentencepiece as spm
 from absl import app, flags
 
-from pretrain import hf_mapping, safetensors_stream
+from pretrain import checkpoint, hf_mapping, safetensors_stream
 from pretrain.model.transformer import TransformerConfig
 
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
@@ -186,33 +186,6 @@ def _define_flags() -> None:
                        "Split model.safetensors into files of at most this size.")
 
 
-def _restore_params(workdir: str, step: int | None) -> tuple[dict, Any]:
-  """pretrain.checkpoint.restore_params (params subtree only, one copy of the weights).
-
-  Its read-only CheckpointManager gets no item handlers, so in a fresh process the `state`
-  metadata comes back None; until that is fixed there, retry with the handlers registered.
-  """
-  import orbax.checkpoint as ocp
-
-  from pretrain import checkpoint
-
-  try:
-    return checkpoint.restore_params(workdir, step)
-  except TypeError:
-    pass
-  handlers = {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
-  original = ocp.CheckpointManager
-
-  def with_handlers(*args, **kwargs):
-    return original(*args, item_handlers=handlers, **kwargs)
-
-  checkpoint.ocp.CheckpointManager = with_handlers
-  try:
-    return checkpoint.restore_params(workdir, step)
-  finally:
-    checkpoint.ocp.CheckpointManager = original
-
-
 def main(argv):
   del argv
   args = flags.FLAGS
@@ -221,7 +194,7 @@ def main(argv):
     raise app.UsageError("--workdir and --output are required")
   start = time.time()
   print(f"restoring params from {args.workdir} (step {'latest' if args.step is None else args.step}) ...", flush=True)
-  params, train_config = _restore_params(args.workdir, args.step)
+  params, train_config = checkpoint.restore_params(args.workdir, args.step)
   model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
   tokenizer = args.tokenizer or train_config.get("data", {}).get("tokenizer") or None
   if tokenizer is None:

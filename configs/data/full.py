@@ -4,7 +4,10 @@ run on Dataflow. Launch (Beam options pass through unchanged):
   python -m data_pipeline.prepare --config=configs/data/full.py \
       --output_dir=gs://BUCKET/prep --runner=DataflowRunner --project=PROJECT \
       --region=us-central1 --temp_location=gs://BUCKET/tmp --num_workers=200 \
-      --setup_file=./setup.py --eval_set gsm8k=gs://BUCKET/eval/gsm8k/test.jsonl
+      --extra_package=dist/gemma_pretrain-0.1.0-py3-none-any.whl \
+      --requirements_file=constraints.txt --eval_set gsm8k=gs://BUCKET/eval/gsm8k/test.jsonl
+
+after `pip wheel --no-deps -w dist .` has built the project's wheel for the workers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""Defaults shared by every training launch; launch configs override fields.
+
+Sections: model, mixture, data, train, optim, checkpoint, metrics, mesh, sharding,
+eval, distributed. `pretrain.train.validate` checks them at start.
+"""
+
+import ml_collections
+
+from pretrain import optim, validation
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.workdir = ""  # required: --config.workdir=DIR
+    c.seed = 0
+    c.model = ml_collections.ConfigDict()  # a configs/models/*.py get_config()
+    c.mixture = ml_collections.ConfigDict()  # a configs/mixtures/*.py get_config()
+    c.data = ml_collections.ConfigDict(dict(
+        synthetic=False,  # True: random tokens, a pure function of (seed, step)
+        prep_dir="",
+        tokenizer="",
+        seq_len=128,
+        global_batch_size=8,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        total_steps=100,
+        log_every=10,
+        grad_accum_steps=1,  # micro-batches per optimiser step
+        z_loss=0.0,          # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables
+        compilation_cache_dir="",  # persistent XLA cache, so a resumed run skips compiling
+    ))
+    c.optim = optim.default_config()
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        every_steps=50,
+        keep_last=3,
+        keep_every=0,  # also keep every K-th step forever; 0: none
+        async_save=True,
+    ))
+    c.metrics = ml_collections.ConfigDict(dict(
+        tensorboard=True,
+        peak_flops=0.0,  # per-device peak for MFU; 0: device table or CPU matmul probe
+    ))
+    c.eval = validation.default_config()
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))
+    c.distributed = ml_collections.ConfigDict(dict(
+        initialize=False,  # jax.distributed.initialize() on multi-host pods
+        coordinator_address="",  # empty: auto-detect (TPU VMs)
+        num_processes=1,
+        process_id=0,
+    ))
+    return c

@@ -1,0 +1,108 @@
+"""Orbax checkpoints of a training run: WORKDIR/checkpoints/<step>/{state,data}.
+
+`state` holds params, optimiser state, step and RNG (a pytree, saved asynchronously so
+training continues while it is written); `data` holds the mixture stream's JSON state so
+a resumed run sees exactly the batches an uninterrupted one would. Orbax writes each step
+into a temporary directory and renames it only when complete, so a run killed in the
+middle of a save restores from the previous finished step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+ITEMS = ("state", "data")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Fails fast on bad `config.checkpoint` values, naming the field."""
+    for field in ("every_steps", "keep_last"):
+        if cfg[field] < 1:
+            raise ValueError(f"config.checkpoint.{field}: must be >= 1, got {cfg[field]!r}")
+    if cfg.keep_every < 0:
+        raise ValueError(f"config.checkpoint.keep_every: must be >= 0 (0 keeps none extra), "
+                         f"got {cfg.keep_every!r}")
+
+
+def _absolute(workdir: str | epath.PathLike) -> epath.Path:
+    """Orbax wants absolute paths; gs:// paths already are."""
+    path = epath.Path(workdir)
+    return path.absolute() if isinstance(path, Path) else path
+
+
+def make_manager(workdir: str | Path, cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+    """A manager saving every `every_steps`, keeping the last `keep_last` and every `keep_every`-th."""
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=cfg.every_steps,
+        max_to_keep=cfg.keep_last,
+        keep_period=cfg.keep_every or None,
+        enable_async_checkpointing=cfg.async_save,
+        cleanup_tmp_directories=True,
+        create=True,
+    )
+    return ocp.CheckpointManager(_absolute(workdir) / "checkpoints", options=options,
+                                 item_names=ITEMS)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any],
+         data_state: dict[str, Any] | None, force: bool = False) -> bool:
+    """Starts an (async) save if `step` is due, or always with `force`; True if started."""
+    return manager.save(step, force=force, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state or {})))
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: dict[str, Any]
+                   ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(state, data_state) of the newest finished checkpoint, placed as `abstract_state` says."""
+    step = manager.latest_step()
+    if step is None:
+        return None
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore()))
+    return restored.state, dict(restored.data or {})
+
+
+def load_train_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """WORKDIR/config.json, written by pretrain.train at start."""
+    path = epath.Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a pretrain.train workdir?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def restore_params(workdir: str | Path, step: int | None = None,
+                   sharding: jax.sharding.Sharding | None = None
+                   ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
+    """(params, training config) of checkpoint `step` (default: latest), without optimiser state.
+
+    Only the `params` subtree is read, so export and evaluation of a large model need one
+    copy of the weights, not three. Arrays land on `sharding` (default: the first device).
+    """
+    config = load_train_config(workdir)
+    directory = _absolute(workdir) / "checkpoints"
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+    with ocp.CheckpointManager(directory, item_handlers=handlers,
+                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None or step not in manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {directory} "
+                                    f"(have {sorted(manager.all_steps())})")
+        metadata = manager.item_metadata(step).state
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+            metadata["params"])
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": abstract},
+            restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
+            partial_restore=True)))
+    return restored.state["params"], config

@@ -1,0 +1,92 @@
+"""Training FLOPs per token and the per-device peak used for MFU.
+
+Counting follows PaLM (Chowdhery et al. 2022, appendix B) as MaxText does: 6 FLOPs per
+matmul parameter per token (forward 2 + backward 4) plus causal self-attention,
+QK^T and AV each 2*L*H*hd per token forward, halved by the causal mask, times 3 for
+training. Embedding lookups are not matmuls; the tied output projection is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+# Dense bf16 peak FLOP/s per device, from the vendors' data sheets.
+PEAK_FLOPS = {
+    "TPU v5 lite": 197e12,   # v5e
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v4": 275e12,
+    "TPU v6 lite": 918e12,   # Trillium
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """The dimensions that decide the FLOP count of a Gemma-style decoder."""
+
+    num_layers: int
+    embed_dim: int
+    hidden_dim: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+
+
+def shape_of(model_config: Any) -> Shape:
+    """The Shape of a pretrain.model TransformerConfig (or anything with the same fields)."""
+    return Shape(**{f.name: getattr(model_config, f.name) for f in dataclasses.fields(Shape)})
+
+
+def matmul_params(s: Shape) -> int:
+    """Parameters that take part in a matmul per token (attention, GeGLU MLP, logits)."""
+    attn = s.embed_dim * s.head_dim * (2 * s.num_heads + 2 * s.num_kv_heads)
+    mlp = 3 * s.embed_dim * s.hidden_dim
+    return s.num_layers * (attn + mlp) + s.embed_dim * s.vocab_size
+
+
+def train_flops_per_token(s: Shape, seq_len: int) -> float:
+    """Forward + backward FLOPs for one token in a causal sequence of `seq_len`."""
+    attention = 6 * s.num_layers * s.num_heads * s.head_dim * seq_len  # 3 * (4 S H hd L) / 2
+    return 6 * matmul_params(s) + attention
+
+
+def peak_flops_per_device(dtype: jnp.dtype = jnp.bfloat16) -> tuple[float, str]:
+    """(peak FLOP/s, where it came from) for jax.devices()[0].
+
+    Accelerators use the table; a CPU has no meaningful data-sheet peak, so square
+    matmuls are timed once and the best rate stands in for the peak. float32 is timed
+    beside the activation dtype because CPUs without native bf16 units compute bf16 dots
+    in float32, faster than a bf16 probe would suggest (which would give MFU > 100%).
+    """
+    device = jax.devices()[0]
+    kind = device.device_kind
+    for name, peak in PEAK_FLOPS.items():
+        if name in kind:
+            return peak, f"table[{name}]"
+    if device.platform != "cpu":
+        raise ValueError(f"no peak FLOP/s known for device kind {kind!r}; add it to "
+                         "pretrain.flops.PEAK_FLOPS or set config.metrics.peak_flops")
+    return max(matmul_probe(dtype), matmul_probe(jnp.float32)), "cpu matmul probe"
+
+
+def matmul_probe(dtype: jnp.dtype, n: int = 2048, repeats: int = 3) -> float:
+    """Best observed FLOP/s of an n x n x n matmul on the first device."""
+    a = jnp.ones((n, n), dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best

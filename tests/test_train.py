@@ -1,0 +1,185 @@
+"""The training loop end to end on synthetic data: outputs, exact resume after a kill,
+NaN handling, config validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from pretrain import train as train_lib
+from pretrain.metrics import read_metrics
+from train_fixtures import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_train_writes_config_metrics_and_checkpoints(tmp_path, capsys):
+    summary = train_lib.train(tiny_config(tmp_path))
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, 9))
+    for r in records:
+        for key in ("loss", "tokens_per_sec", "mfu", "lr", "grad_norm", "step_time"):
+            assert np.isfinite(r[key]), key
+        assert set(r["loss_per_source"]) == {"synthetic"}
+        assert r["loss_per_source"]["synthetic"] == pytest.approx(r["loss"], rel=1e-5)
+    assert records[0]["lr"] < records[1]["lr"]  # warmup
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["num_layers"] == 2
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [4, 8]
+    assert summary["final_loss"] == records[-1]["loss"]
+    out = capsys.readouterr().out
+    assert "training done: 8 steps" in out and "loss curve:" in out
+
+
+def _config_file(tmp_path: Path, **train) -> Path:
+    """A --config file for the CLI, built from the shared tiny config."""
+    path = tmp_path / "tiny_config.py"
+    path.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        from train_fixtures import tiny_config
+
+        def get_config():
+            return tiny_config("", **{train!r})
+    """))
+    return path
+
+
+def _cli(config: Path, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "pretrain.train", f"--config={config}",
+            f"--config.workdir={workdir}"]
+
+
+def test_killed_run_resumes_and_matches_uninterrupted_run(tmp_path):
+    steps = 200
+    train = dict(total_steps=steps)
+    config = _config_file(tmp_path, **train)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(_cli(config, killed), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Kill as soon as the first checkpoint is committed (step 4 of 200).
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "4").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "run finished before it could be killed"
+    partial = read_metrics(killed)[-1]["step"]
+    assert partial < steps
+
+    result = subprocess.run(_cli(config, killed), cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from" in result.stdout
+
+    reference = tmp_path / "reference"
+    train_lib.train(tiny_config(reference, **train))
+    resumed_losses = [(r["step"], r["loss"]) for r in read_metrics(killed)]
+    reference_losses = [(r["step"], r["loss"]) for r in read_metrics(reference)]
+    assert resumed_losses == reference_losses  # exact, including the data stream position
+
+
+def test_nan_loss_stops_without_nan_checkpoint(tmp_path):
+    # An absurd learning rate blows the weights up to inf/NaN within a few steps.
+    config = tiny_config(tmp_path, total_steps=40)
+    config.optim.peak_lr = 1e30
+    config.optim.clip_norm = 0.0
+    config.optim.warmup_steps = 0
+    config.checkpoint.every_steps = 1
+    with pytest.raises(train_lib.NonFiniteLossError, match="not finite"):
+        train_lib.train(config)
+    from pretrain.checkpoint import restore_params
+
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    for step in steps:
+        params, _ = restore_params(tmp_path, step)
+        assert all(bool(np.isfinite(x).all()) for x in jax.tree.leaves(params)), step
+    logged = read_metrics(tmp_path)
+    assert len(logged) < 40
+    assert all(np.isfinite(r["loss"]) for r in logged)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("train.total_steps", 0, "config.train.total_steps: must be >= 1"),
+    ("optim.warmup_steps", -1, "config.optim.warmup_steps"),
+    ("optim.schedule", "linear", "config.optim.schedule"),
+    ("checkpoint.keep_last", 0, "config.checkpoint.keep_last"),
+    ("data.global_batch_size", 7, "config.data.global_batch_size"),
+])
+def test_bad_config_fails_at_start_naming_field(tmp_path, field, value, message):
+    config = tiny_config(tmp_path, grad_accum_steps=2)
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        train_lib.train(config)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_cli_help():
+    result = subprocess.run([sys.executable, "-m", "pretrain.train", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert "--config" in result.stdout and "Training config" in result.stdout  # absl exits 1
+
+
+def test_real_stream_trains_switches_stage_and_resumes_exactly(tmp_path, capsys):
+    from mixtures_fixtures import build_prepared, demo_mixture
+
+    prep_dir, vocab = build_prepared(tmp_path / "data", n_docs=40, validation_docs=5)
+    config = tiny_config(tmp_path / "full", total_steps=16)
+    config.data.synthetic = False
+    config.data.prep_dir, config.data.tokenizer = str(prep_dir), str(vocab)
+    config.mixture = demo_mixture(seq_len=config.data.seq_len)  # anneal from step 12
+    config.optim.schedule, config.optim.decay_start = "wsd", "anneal"
+    config.eval.update(dict(every_steps=8, batches=1))
+    train_lib.train(config)
+    out = capsys.readouterr().out
+    assert "step 0: mixture stage general" in out
+    assert "step 12: mixture stage switch -> anneal" in out
+    records = read_metrics(config.workdir)
+    assert records[-1]["loss"] < records[0]["loss"] - 0.5  # fixture text is learnable
+    assert records[0]["mixture_weights"]["web"] == pytest.approx(0.6)
+    assert records[-1]["mixture_weights"]["web_hq"] == pytest.approx(0.4)
+    assert set(records[-1]["loss_per_source"]) <= {"web_hq", "math_hq", "code_hq"}
+    assert records[11]["lr"] == pytest.approx(config.optim.peak_lr)  # WSD decay starts at 12
+    assert records[13]["lr"] < config.optim.peak_lr
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [8, 16]
+    assert set(evals[0]["eval_loss"]) == {"web", "math", "code"}
+    assert sum(evals[1]["eval_loss"].values()) < sum(evals[0]["eval_loss"].values())
+    assert all(np.isfinite(v) for r in evals for v in r["eval_loss"].values())
+
+    # Resume from step 8 (as if killed after that checkpoint): identical losses after it.
+    import shutil
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(config.workdir, resumed)
+    for step in ("12", "16"):
+        shutil.rmtree(resumed / "checkpoints" / step)
+    config.workdir = str(resumed)
+    train_lib.train(config)
+    assert "resumed from" in capsys.readouterr().out
+    assert [(r["step"], r["loss"]) for r in read_metrics(resumed)] == \
+        [(r["step"], r["loss"]) for r in records]
+
+
+@pytest.mark.parametrize("name", ["demo_tiny_cpu", "tpu_v5e_2b", "tpu_v5e_7b"])
+def test_launch_configs_validate(name):
+    import importlib
+
+    config = importlib.import_module(f"configs.train.{name}").get_config()
+    config.workdir, config.data.synthetic = "unused", True  # no prepared data here
+    train_lib.validate(config)
+    schedule = train_lib.mixture_schedule(config)
+    assert train_lib.anneal_start(schedule) == schedule.stages[-1].start_step > 0
