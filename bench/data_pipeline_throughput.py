@@ -1,6 +1,6 @@
 """Throughput of the data-prep job on real documents, side by side with datatrove.
 
-  python bench/data_pipeline_throughput.py [--repeat 4] [--workers 2] [--results bench/RESULTS_data_pipeline.md]
+  python bench/data_pipeline_throughput.py [--repeat 4] [--workers 2] [--results /tmp/figures.md]
 
 Corpus: ../shared/data web (dolma CC, C4, trafilatura), math (.tex of two books), code
 (10 repositories), each web document copied ``--repeat`` times under new ids so fixed

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tokenizer figures for bench/RESULTS_tokenizer.md: train the demo tokenizer at a few vocabulary
+# Tokenizer figures for bench/RESULTS.md: train the demo tokenizer at a few vocabulary
 # sizes on the demo corpus, then report tokens/byte per domain and one-core encode MB/s on
 # held-out real text from ../shared/data (text the tokenizer never saw).
 #   bash bench/tokenizer_bench.sh [OUT_DIR]        (default runs/bench/tokenizer)

@@ -8,7 +8,7 @@ the start of the next row. So rows are >= 99.5% full (except the last row of a f
 source), no document is truncated (tokens in == tokens out), and few are cut: on a
 geometric length distribution at 8192 tokens, look-ahead 64 cuts ~5x fewer documents than
 plain concatenation, for 0.2% padding. SeqIO's `trim_and_pack_dataset` instead drops what
-does not fit a row and pads the rest (bench/RESULTS_mixtures.md compares the fill).
+does not fit a row and pads the rest (bench/RESULTS.md, Mixtures, compares the fill).
 
 The packer's state names documents by their index in the source, never by their tokens,
 so it is small and JSON-serialisable; `restore` rebuilds the buffer by re-reading them.

@@ -29,13 +29,6 @@ from pretrain.checkpoint import restore_params
 from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
 from pretrain.train_step import token_losses
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
-_INPUT = flags.DEFINE_string("input", None, "Documents: .jsonl (text, source, id) or text.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", sorted(DTYPES), "Activation dtype.")
-_DUMP = flags.DEFINE_string("dump", None, "Write per-document tokens and losses (JSON lines).")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "tokenizer.model; default: the training config's.")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Windows scored per forward pass.")
 
 
 def read_documents(path: str | Path) -> list[dict[str, str]]:
@@ -126,21 +119,33 @@ def evaluate(workdir: str | Path, input_path: str | Path, step: int | None = Non
     return result
 
 
+def define_flags() -> None:
+    """The CLI's flags; defined at run time so modules with CLIs import side by side."""
+    flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
+    flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+    flags.DEFINE_string("input", None, "Documents: .jsonl (text, source, id) or text.")
+    flags.DEFINE_enum("dtype", "float32", sorted(DTYPES), "Activation dtype.")
+    flags.DEFINE_string("dump", None, "Write per-document tokens and losses (JSON lines).")
+    flags.DEFINE_string("tokenizer", None, "tokenizer.model; default: the training config's.")
+    flags.DEFINE_integer("batch_size", 8, "Windows scored per forward pass.")
+
+
 def main(argv: list[str]) -> None:
     del argv
-    result = evaluate(_WORKDIR.value, _INPUT.value, _STEP.value, _DTYPE.value, _DUMP.value,
-                      _TOKENIZER.value, _BATCH.value)
-    print(f"{_INPUT.value}: {result['documents']} documents, {result['tokens']} tokens: "
+    f = flags.FLAGS
+    result = evaluate(f.workdir, f.input, f.step, f.dtype, f.dump, f.tokenizer, f.batch_size)
+    print(f"{f.input}: {result['documents']} documents, {result['tokens']} tokens: "
           f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f}")
     for source, r in result.get("per_source", {}).items():
         print(f"  {source or '(no source)'}: {r['documents']} documents, {r['tokens']} tokens: "
               f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.3f}")
-    if _DUMP.value:
-        print(f"per-token losses: {_DUMP.value}")
+    if f.dump:
+        print(f"per-token losses: {f.dump}")
 
 
 def run() -> None:
     """Console-script entry point."""
+    define_flags()
     flags.mark_flags_as_required(["workdir", "input"])
     app.run(main)
 

@@ -31,7 +31,7 @@ stage tokenizer "$PY" -m tokenizer.train --config=configs/tokenizer/demo.py \
                   --input "$DEMO/prep" --output "$DEMO/tokenizer"
 stage mixture   "$PY" -m mixtures.inspect --config=configs/mixtures/demo_two_stage.py \
                   --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" \
-                  --steps 300 --batch_size 8 --seq_len 256 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json"
+                  --steps 450 --batch_size 8 --seq_len 256 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json"
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
                   --config.workdir="$DEMO/train" --config.data.prep_dir="$DEMO/prep" \
                   --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model"

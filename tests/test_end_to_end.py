@@ -7,6 +7,7 @@ runs are chained, and that re-running the training command resumes instead of re
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -26,6 +27,11 @@ def _run(*args: str) -> str:
     return proc.stdout
 
 
+def _read_jsonl_gz(directory: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(directory.glob("*.jsonl.gz"))
+            for line in gzip.open(path, "rt", encoding="utf-8")]
+
+
 @pytest.mark.slow
 def test_corpus_to_checkpoint_and_resume(tmp_path):
     corpus, prep, tok, work = (tmp_path / name for name in ("corpus", "prep", "tokenizer", "train"))
@@ -36,7 +42,12 @@ def test_corpus_to_checkpoint_and_resume(tmp_path):
     stats = json.loads((prep / "stats.json").read_text())
     total = stats["total"]
     assert total["input"] == total["kept"] + total["rejected_total"] + total["dead_letter"]
-    assert total["rejected"].get("exact_duplicate", 0) >= 15, "planted copies are found"
+    rejected = {r["id"]: r["reason"] for r in _read_jsonl_gz(prep / "rejected")}
+    ids = [json.loads(line)["id"] for d in ("web", "math", "code") for line in open(corpus / f"{d}.jsonl")]
+    planted = [i for i in ids if "-dup-" in i]
+    assert len(planted) == 18 and all(i in rejected for i in planted), "every planted copy is dropped"
+    # A copy whose original failed a filter fails the same filter first; the rest are duplicates.
+    assert sum(rejected[i] == "exact_duplicate" for i in planted) == total["rejected"]["exact_duplicate"] > 0
     assert "invariant" in out
 
     _run("tokenizer.train", "--config=configs/tokenizer/demo.py", f"--input={prep}", f"--output={tok}",

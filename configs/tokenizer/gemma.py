@@ -23,6 +23,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.max_sentence_bytes = 4192
     config.spm.vocab_size = 256_000
     config.spm.character_coverage = 0.99995
-    config.spm.num_threads = 1  # see bench/RESULTS_tokenizer.md on threads and determinism
+    config.spm.num_threads = 1  # see bench/RESULTS.md (Tokenizer) on threads and determinism
     config.spm.user_defined_symbols = GEMMA_SYMBOLS
     return config
