@@ -1,11 +1,13 @@
 """Training throughput (tokens/s, MFU) of pretrain.train, and of MaxText on the same model.
 
-  python bench/train_throughput.py [--steps 60] [--maxtext_python /path/to/py3.12/bin/python]
+  python bench/train_throughput.py [--steps 60] [--rounds 3] [--maxtext_python /path/to/py3.12/bin/python]
 
 Both trainers run the tiny Gemma-shaped model of configs/bench/tiny_gemma_cpu.py (emb 256,
 4 layers, 4 query heads, 1 key/value head, head_dim 64, MLP 1024, vocab 32000, seq 256,
 batch 8, bf16 activations, fp32 weights) on synthetic data, one after the other on the
-same machine. Steady-state figures skip the first logged interval (compilation, warm-up).
+same machine, alternating for --rounds rounds so that other load on the machine falls on
+both; the speed-up is the ratio of the medians. Steady-state figures skip the first logged
+interval (compilation, warm-up).
 MaxText needs Python >= 3.12, so it runs from its own interpreter (--maxtext_python);
 without one only our numbers are reported.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 _STEPS = flags.DEFINE_integer("steps", 60, "Training steps per run.")
 _MAXTEXT_PYTHON = flags.DEFINE_string("maxtext_python", None,
                                       "Python >= 3.12 with maxtext installed; skip if unset.")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Alternating runs of each trainer; medians are compared.")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 
 
@@ -86,14 +90,20 @@ def main(argv) -> None:
     del argv
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        ours = run_ours(_STEPS.value, Path(tmp) / "ours")
-        results.append(ours)
-        print(json.dumps(ours))
-        if _MAXTEXT_PYTHON.value:
-            theirs = run_maxtext(_MAXTEXT_PYTHON.value, _STEPS.value, Path(tmp) / "maxtext")
-            results.append(theirs)
-            print(json.dumps(theirs))
-            print(f"speed-up: {ours['tokens_per_sec'] / theirs['tokens_per_sec']:.2f}x MaxText")
+        for round_ in range(_ROUNDS.value):
+            ours = run_ours(_STEPS.value, Path(tmp) / f"ours{round_}")
+            results.append(ours)
+            print(json.dumps(ours))
+            if _MAXTEXT_PYTHON.value:
+                theirs = run_maxtext(_MAXTEXT_PYTHON.value, _STEPS.value, Path(tmp) / f"maxtext{round_}")
+                results.append(theirs)
+                print(json.dumps(theirs))
+    medians = {name: statistics.median(r["tokens_per_sec"] for r in results if r["trainer"] == name)
+               for name in {r["trainer"] for r in results}}
+    for name, tps in sorted(medians.items()):
+        print(f"{name}: median {tps:.0f} tokens/s over {_ROUNDS.value} run(s)")
+    if "maxtext" in medians:
+        print(f"speed-up: {medians['pretrain.train'] / medians['maxtext']:.2f}x MaxText")
     if _OUT.value:
         Path(_OUT.value).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs.models import gemma_2b, gemma_7b, tiny
-from pretrain.model import positional_embeddings
+from pretrain.model import layers, positional_embeddings
 from pretrain.model.transformer import Transformer, TransformerConfig, count_params
 
 SMALL = TransformerConfig(
@@ -154,6 +154,40 @@ def test_bfloat16_activations_keep_float32_master_weights():
   f32 = Transformer(SMALL).apply(variables, tokens, positions, jnp.ones_like(tokens))
   assert bf16.dtype == jnp.float32
   np.testing.assert_allclose(bf16, f32, atol=0.1)
+
+
+@pytest.mark.parametrize("eqn, x_shape, w_shape", [
+    ("BTD,NDH->BTNH", (2, 5, 6), (3, 6, 4)),
+    ("BTNH,NHD->BTD", (2, 5, 3, 4), (3, 4, 6)),
+    ("BTKGS,BSKH->BTKGH", (2, 5, 1, 3, 5), (2, 5, 1, 4)),
+])
+def test_mixed_precision_einsum_gradients(eqn, x_shape, w_shape):
+  """layers.einsum's hand-written gradients equal autodiff's of jnp.einsum."""
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x, w = jax.random.normal(kx, x_shape), jax.random.normal(kw, w_shape)
+  probe = jax.random.normal(kg, jnp.einsum(eqn, x, w).shape)
+
+  def loss(f, dtype):
+    return lambda x, w: jnp.sum(f(x, w, dtype).astype(jnp.float32) * probe)
+
+  ours = jax.grad(loss(lambda x, w, d: layers.einsum(eqn, x, w, d), jnp.float32), (0, 1))(x, w)
+  want = jax.grad(loss(lambda x, w, d: jnp.einsum(eqn, x, w), jnp.float32), (0, 1))(x, w)
+  for a, b in zip(ours, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # bf16 compute: gradients come back in each operand's dtype (float32 master weights).
+  grads = jax.grad(loss(lambda x, w, d: layers.einsum(eqn, x, w, d), jnp.bfloat16), (0, 1))(
+      x.astype(jnp.bfloat16), w)
+  assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == jnp.float32
+  np.testing.assert_allclose(grads[1], want[1], rtol=0.05, atol=0.05)
+  # float32 output (logits) of bf16 operands: the forward is the float32 product of the
+  # bf16-rounded operands, not rounded again.
+  x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+  out = layers.einsum(eqn, x16, w16, jnp.bfloat16, jnp.float32)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, jnp.einsum(eqn, x16.astype(jnp.float32), w16.astype(jnp.float32)),
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="every index"):
+    layers.einsum("BTD,DF->BT", x, w, jnp.float32)
 
 
 def test_reference_parameter_counts():

@@ -53,9 +53,8 @@ class Embedder(nn.Module):
     return x * jnp.sqrt(self.embed_dim).astype(self.dtype)
 
   def decode(self, x: jax.Array) -> jax.Array:
-    return jnp.einsum(
-        "BTD,VD->BTV", x, self.input_embedding.astype(self.dtype), preferred_element_type=jnp.float32
-    )
+    # float32 logits for the softmax; their gradient flows back in the activation dtype.
+    return layers.einsum("BTD,VD->BTV", x, self.input_embedding, self.dtype, jnp.float32)
 
 
 class Attention(nn.Module):
@@ -101,10 +100,10 @@ class Attention(nn.Module):
 
     b, t = query.shape[:2]
     grouped = query.reshape(b, t, k, n // k, h)  # query head i uses key/value head i // (n/k)
-    logits = jnp.einsum("BTKGH,BSKH->BTKGS", grouped, key, preferred_element_type=jnp.float32)
+    logits = layers.einsum("BTKGH,BSKH->BTKGS", grouped, key, self.dtype, jnp.float32)
     logits = jnp.where(mask[:, :, None, None, :], logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    encoded = jnp.einsum("BTKGS,BSKH->BTKGH", probs, value).reshape(b, t, n, h)
+    encoded = layers.einsum("BTKGS,BSKH->BTKGH", probs, value, self.dtype).reshape(b, t, n, h)
     encoded = nn.with_logical_constraint(encoded, (BATCH, LENGTH, HEADS, KV))
 
     out = self._einsum(
@@ -128,17 +127,18 @@ class FeedForward(nn.Module):
         nn.with_logical_partitioning(_fan_in(1, 2, 0), (None, "embed", "mlp")),
         (2, self.features, self.hidden_dim),
         self.param_dtype,
-    ).astype(self.dtype)
+    )
     linear = self.param(
         "linear",
         nn.with_logical_partitioning(_fan_in(0, 1), ("mlp", "embed")),
         (self.hidden_dim, self.features),
         self.param_dtype,
-    ).astype(self.dtype)
-    x = x.astype(self.dtype)
-    gate = nn.gelu(jnp.dot(x, gating[0]), approximate=True)
-    hidden = nn.with_logical_constraint(gate * jnp.dot(x, gating[1]), (BATCH, LENGTH, MLP))
-    return nn.with_logical_constraint(jnp.dot(hidden, linear), (BATCH, LENGTH, EMBED))
+    )
+    gate = nn.gelu(layers.einsum("BTD,DF->BTF", x, gating[0], self.dtype), approximate=True)
+    hidden = gate * layers.einsum("BTD,DF->BTF", x, gating[1], self.dtype)
+    hidden = nn.with_logical_constraint(hidden, (BATCH, LENGTH, MLP))
+    return nn.with_logical_constraint(layers.einsum("BTF,FD->BTD", hidden, linear, self.dtype),
+                                      (BATCH, LENGTH, EMBED))
 
 
 class Block(nn.Module):
