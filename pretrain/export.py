@@ -36,184 +36,184 @@ TOKENIZER_CONFIG = {
 
 
 def tokenizer_file(path: str | Path) -> Path:
-  """The SentencePiece model at `path` (a tokenizer.model file or a directory holding one)."""
-  path = Path(path)
-  path = path / "tokenizer.model" if path.is_dir() else path
-  if not path.is_file():
-    raise FileNotFoundError(f"no SentencePiece tokenizer.model at {path}")
-  return path
+    """The SentencePiece model at `path` (a tokenizer.model file or a directory holding one)."""
+    path = Path(path)
+    path = path / "tokenizer.model" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no SentencePiece tokenizer.model at {path}")
+    return path
 
 
 def _get(tree: Any, path: tuple[str, ...]) -> Any:
-  for key in path:
-    tree = tree[key]
-  return getattr(tree, "value", tree)  # tolerate nn.Partitioned boxes
+    for key in path:
+        tree = tree[key]
+    return getattr(tree, "value", tree)  # tolerate nn.Partitioned boxes
 
 
 def _pop(tree: Any, path: tuple[str, ...]) -> None:
-  """Drops a leaf so its (device) buffer can be freed once exported."""
-  for key in path[:-1]:
-    tree = tree[key]
-  leaf = tree[path[-1]]
-  tree[path[-1]] = None
-  leaf = getattr(leaf, "value", leaf)
-  if isinstance(leaf, jax.Array) and not leaf.is_deleted():
-    leaf.delete()
+    """Drops a leaf so its (device) buffer can be freed once exported."""
+    for key in path[:-1]:
+        tree = tree[key]
+    leaf = tree[path[-1]]
+    tree[path[-1]] = None
+    leaf = getattr(leaf, "value", leaf)
+    if isinstance(leaf, jax.Array) and not leaf.is_deleted():
+        leaf.delete()
 
 
 def _write_tokenizer(tokenizer_path: Path, output: Path, model_max_length: int) -> int:
-  shutil.copyfile(tokenizer_path, output / "tokenizer.model")
-  config = dict(TOKENIZER_CONFIG, model_max_length=model_max_length)
-  (output / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-  special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
-  (output / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-  return spm.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
+    shutil.copyfile(tokenizer_path, output / "tokenizer.model")
+    config = dict(TOKENIZER_CONFIG, model_max_length=model_max_length)
+    (output / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    (output / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    return spm.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
 
 
 def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: str | Path | None,
               output_dir: str | Path, *, dtype: str = "bfloat16",
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, consume: bool = False) -> dict[str, Any]:
-  """Writes an HF GemmaForCausalLM directory from a Flax params tree.
+    """Writes an HF GemmaForCausalLM directory from a Flax params tree.
 
-  The embedding is sliced to the tokenizer's size (all rows without a tokenizer). With
-  `consume`, each parameter is removed from `params` (and its buffer freed) once written.
-  Returns a summary: files, bytes, tensor count, vocabulary rows.
-  """
-  if dtype not in DTYPES:
-    raise ValueError(f"--dtype: must be one of {sorted(DTYPES)}, got {dtype!r}")
-  if max_shard_bytes < 1:
-    raise ValueError(f"--max_shard_bytes: must be >= 1, got {max_shard_bytes}")
-  output = Path(output_dir)
-  output.mkdir(parents=True, exist_ok=True)
-  target = DTYPES[dtype]
-  vocab = model_config.vocab_size
-  if tokenizer_path is not None:
-    vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len)
+    The embedding is sliced to the tokenizer's size (all rows without a tokenizer). With
+    `consume`, each parameter is removed from `params` (and its buffer freed) once written.
+    Returns a summary: files, bytes, tensor count, vocabulary rows.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype: must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if max_shard_bytes < 1:
+        raise ValueError(f"--max_shard_bytes: must be >= 1, got {max_shard_bytes}")
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    target = DTYPES[dtype]
+    vocab = model_config.vocab_size
+    if tokenizer_path is not None:
+        vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len)
 
-  rules = hf_mapping.rules(model_config, vocab)
-  entries, rule_of = [], {}
-  for index, rule in enumerate(rules):
-    leaf = _get(params, rule.flax_path)
-    shapes = jax.eval_shape(rule.to_hf, jax.ShapeDtypeStruct(leaf.shape, target))
-    for name, shape in zip(rule.hf_names, shapes):
-      entries.append((name, tuple(shape.shape), target))
-      rule_of[name] = index
+    rules = hf_mapping.rules(model_config, vocab)
+    entries, rule_of = [], {}
+    for index, rule in enumerate(rules):
+        leaf = _get(params, rule.flax_path)
+        shapes = jax.eval_shape(rule.to_hf, jax.ShapeDtypeStruct(leaf.shape, target))
+        for name, shape in zip(rule.hf_names, shapes):
+            entries.append((name, tuple(shape.shape), target))
+            rule_of[name] = index
 
-  cache: dict[str, Any] = {"rule": None, "tensors": {}}
+    cache: dict[str, Any] = {"rule": None, "tensors": {}}
 
-  def produce(name: str) -> np.ndarray:
-    index = rule_of[name]
-    if cache["rule"] != index:  # convert one parameter; free the previous one
-      if consume and cache["rule"] is not None:
+    def produce(name: str) -> np.ndarray:
+        index = rule_of[name]
+        if cache["rule"] != index:  # convert one parameter; free the previous one
+            if consume and cache["rule"] is not None:
+                _pop(params, rules[cache["rule"]].flax_path)
+            rule = rules[index]
+            host = np.asarray(jax.device_get(_get(params, rule.flax_path))).astype(target)
+            cache.update(rule=index, tensors=dict(zip(rule.hf_names, rule.to_hf(host))))
+        return cache["tensors"].pop(name)
+
+    shards = safetensors_stream.plan_shards(entries, max_shard_bytes)
+    names = ([SINGLE_FILE] if len(shards) == 1 else
+             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    total = 0
+    weight_map = {}
+    for file_name, shard in zip(names, shards):
+        total += safetensors_stream.write_file(output / file_name, shard, produce)
+        weight_map.update({name: file_name for name, _, _ in shard})
+        print(f"  wrote {output / file_name} ({len(shard)} tensors)", flush=True)
+    if consume and cache["rule"] is not None:
         _pop(params, rules[cache["rule"]].flax_path)
-      rule = rules[index]
-      host = np.asarray(jax.device_get(_get(params, rule.flax_path))).astype(target)
-      cache.update(rule=index, tensors=dict(zip(rule.hf_names, rule.to_hf(host))))
-    return cache["tensors"].pop(name)
-
-  shards = safetensors_stream.plan_shards(entries, max_shard_bytes)
-  names = ([SINGLE_FILE] if len(shards) == 1 else
-           [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-  total = 0
-  weight_map = {}
-  for file_name, shard in zip(names, shards):
-    total += safetensors_stream.write_file(output / file_name, shard, produce)
-    weight_map.update({name: file_name for name, _, _ in shard})
-    print(f"  wrote {output / file_name} ({len(shard)} tensors)", flush=True)
-  if consume and cache["rule"] is not None:
-    _pop(params, rules[cache["rule"]].flax_path)
-  if len(shards) > 1:
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    (output / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-  config = hf_mapping.hf_config(model_config, vocab, dtype)
-  (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-  (output / "generation_config.json").write_text(json.dumps(
-      {"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}, indent=2) + "\n")
-  return {"files": names, "bytes": total, "tensors": len(entries), "vocab_size": vocab}
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (output / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    config = hf_mapping.hf_config(model_config, vocab, dtype)
+    (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (output / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}, indent=2) + "\n")
+    return {"files": names, "bytes": total, "tensors": len(entries), "vocab_size": vocab}
 
 
 def export_orbax_params(params: dict, model_config: TransformerConfig, output_dir: str | Path, *,
                         dtype: str = "bfloat16", tokenizer_path: str | Path | None = None
                         ) -> dict[str, Any]:
-  """Writes OUTPUT/params (Orbax, parameters only) and OUTPUT/config.json ({"model": ...}).
+    """Writes OUTPUT/params (Orbax, parameters only) and OUTPUT/config.json ({"model": ...}).
 
-  Leaves are cast one at a time and the source buffers freed, so peak memory stays at
-  one copy plus one parameter.
-  """
-  import orbax.checkpoint as ocp
+    Leaves are cast one at a time and the source buffers freed, so peak memory stays at
+    one copy plus one parameter.
+    """
+    import orbax.checkpoint as ocp
 
-  if dtype not in DTYPES:
-    raise ValueError(f"--dtype: must be one of {sorted(DTYPES)}, got {dtype!r}")
-  output = Path(output_dir).absolute()
-  output.mkdir(parents=True, exist_ok=True)
-  flat, treedef = jax.tree_util.tree_flatten(params)
-  cast = []
-  for i, leaf in enumerate(flat):
-    cast.append(jax.numpy.asarray(getattr(leaf, "value", leaf)).astype(DTYPES[dtype]))
-    if isinstance(flat[i], jax.Array) and flat[i] is not cast[-1]:
-      flat[i].delete()
-    flat[i] = None
-  params = jax.tree_util.tree_unflatten(treedef, cast)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(output / "params", params, force=True)
-  (output / "config.json").write_text(json.dumps({"model": model_config.to_dict()}, indent=2) + "\n")
-  if tokenizer_path is not None:
-    shutil.copyfile(tokenizer_file(tokenizer_path), output / "tokenizer.model")
-  nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
-  return {"files": ["params", "config.json"], "bytes": nbytes, "tensors": len(cast)}
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype: must be one of {sorted(DTYPES)}, got {dtype!r}")
+    output = Path(output_dir).absolute()
+    output.mkdir(parents=True, exist_ok=True)
+    flat, treedef = jax.tree_util.tree_flatten(params)
+    cast = []
+    for i, leaf in enumerate(flat):
+        cast.append(jax.numpy.asarray(getattr(leaf, "value", leaf)).astype(DTYPES[dtype]))
+        if isinstance(flat[i], jax.Array) and flat[i] is not cast[-1]:
+            flat[i].delete()
+        flat[i] = None
+    params = jax.tree_util.tree_unflatten(treedef, cast)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(output / "params", params, force=True)
+    (output / "config.json").write_text(json.dumps({"model": model_config.to_dict()}, indent=2) + "\n")
+    if tokenizer_path is not None:
+        shutil.copyfile(tokenizer_file(tokenizer_path), output / "tokenizer.model")
+    nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
+    return {"files": ["params", "config.json"], "bytes": nbytes, "tensors": len(cast)}
 
 
 def load_orbax_params(directory: str | Path) -> tuple[dict, TransformerConfig]:
-  """(params, model config) of an `--format orbax-params` export."""
-  import orbax.checkpoint as ocp
+    """(params, model config) of an `--format orbax-params` export."""
+    import orbax.checkpoint as ocp
 
-  directory = Path(directory).absolute()
-  config = json.loads((directory / "config.json").read_text())["model"]
-  with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.restore(directory / "params")
-  return params, TransformerConfig.from_config_dict(config, where="config.json:model")
+    directory = Path(directory).absolute()
+    config = json.loads((directory / "config.json").read_text())["model"]
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(directory / "params")
+    return params, TransformerConfig.from_config_dict(config, where="config.json:model")
 
 
 def _define_flags() -> None:
-  """Defined by run(), not at import, so tests can import several CLI modules at once."""
-  flags.DEFINE_string("workdir", None, "pretrain.train workdir (holds config.json, checkpoints/).")
-  flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
-  flags.DEFINE_enum("format", "hf", ["hf", "orbax-params"], "Output format.")
-  flags.DEFINE_string("output", None, "Output directory.")
-  flags.DEFINE_enum("dtype", "bfloat16", sorted(DTYPES), "Stored weight dtype.")
-  flags.DEFINE_string("tokenizer", None, "tokenizer.model (or its directory); default: config.data.tokenizer.")
-  flags.DEFINE_integer("max_shard_bytes", DEFAULT_MAX_SHARD_BYTES,
-                       "Split model.safetensors into files of at most this size.")
+    """Defined by run(), not at import, so tests can import several CLI modules at once."""
+    flags.DEFINE_string("workdir", None, "pretrain.train workdir (holds config.json, checkpoints/).")
+    flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+    flags.DEFINE_enum("format", "hf", ["hf", "orbax-params"], "Output format.")
+    flags.DEFINE_string("output", None, "Output directory.")
+    flags.DEFINE_enum("dtype", "bfloat16", sorted(DTYPES), "Stored weight dtype.")
+    flags.DEFINE_string("tokenizer", None, "tokenizer.model (or its directory); default: config.data.tokenizer.")
+    flags.DEFINE_integer("max_shard_bytes", DEFAULT_MAX_SHARD_BYTES,
+                         "Split model.safetensors into files of at most this size.")
 
 
 def main(argv):
-  del argv
-  args = flags.FLAGS
+    del argv
+    args = flags.FLAGS
 
-  if not args.workdir or not args.output:
-    raise app.UsageError("--workdir and --output are required")
-  start = time.time()
-  print(f"restoring params from {args.workdir} (step {'latest' if args.step is None else args.step}) ...", flush=True)
-  params, train_config = checkpoint.restore_params(args.workdir, args.step)
-  model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
-  tokenizer = args.tokenizer or train_config.get("data", {}).get("tokenizer") or None
-  if tokenizer is None:
-    print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
-  print(f"writing {args.format} ({args.dtype}) to {args.output} ...", flush=True)
-  if args.format == "hf":
-    summary = export_hf(params, model_config, tokenizer, args.output, dtype=args.dtype,
-                        max_shard_bytes=args.max_shard_bytes, consume=True)
-  else:
-    summary = export_orbax_params(params, model_config, args.output, dtype=args.dtype,
-                                  tokenizer_path=tokenizer)
-  print(f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
-        f"{len(summary['files'])} file(s) to {args.output} in {time.time() - start:.1f}s")
+    if not args.workdir or not args.output:
+        raise app.UsageError("--workdir and --output are required")
+    start = time.time()
+    print(f"restoring params from {args.workdir} (step {'latest' if args.step is None else args.step}) ...", flush=True)
+    params, train_config = checkpoint.restore_params(args.workdir, args.step)
+    model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
+    tokenizer = args.tokenizer or train_config.get("data", {}).get("tokenizer") or None
+    if tokenizer is None:
+        print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
+    print(f"writing {args.format} ({args.dtype}) to {args.output} ...", flush=True)
+    if args.format == "hf":
+        summary = export_hf(params, model_config, tokenizer, args.output, dtype=args.dtype,
+                            max_shard_bytes=args.max_shard_bytes, consume=True)
+    else:
+        summary = export_orbax_params(params, model_config, args.output, dtype=args.dtype,
+                                      tokenizer_path=tokenizer)
+    print(f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
+          f"{len(summary['files'])} file(s) to {args.output} in {time.time() - start:.1f}s")
 
 
 def run():
-  _define_flags()
-  app.run(main)
+    _define_flags()
+    app.run(main)
 
 
 if __name__ == "__main__":
-  run()
+    run()

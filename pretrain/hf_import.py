@@ -23,124 +23,124 @@ from pretrain.model.transformer import DTYPES, TransformerConfig
 
 
 def _tensor_files(hf_dir: Path) -> dict[str, Path]:
-  """Tensor name -> safetensors file, from the index JSON or the single model file."""
-  index = hf_dir / "model.safetensors.index.json"
-  if index.exists():
-    weight_map = json.loads(index.read_text())["weight_map"]
-    return {name: hf_dir / file for name, file in weight_map.items()}
-  single = hf_dir / "model.safetensors"
-  if not single.exists():
-    raise FileNotFoundError(f"{hf_dir}: neither model.safetensors nor its index JSON")
-  from safetensors import safe_open
-  with safe_open(single, framework="numpy") as f:
-    return {name: single for name in f.keys()}
+    """Tensor name -> safetensors file, from the index JSON or the single model file."""
+    index = hf_dir / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: hf_dir / file for name, file in weight_map.items()}
+    single = hf_dir / "model.safetensors"
+    if not single.exists():
+        raise FileNotFoundError(f"{hf_dir}: neither model.safetensors nor its index JSON")
+    from safetensors import safe_open
+    with safe_open(single, framework="numpy") as f:
+        return {name: single for name in f.keys()}
 
 
 def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: str = "float32",
               **model_overrides) -> tuple[dict, TransformerConfig]:
-  """(params as numpy arrays, TransformerConfig) of an HF Gemma directory.
+    """(params as numpy arrays, TransformerConfig) of an HF Gemma directory.
 
-  `vocab_size` pads the embedding with zero rows (e.g. 256000 -> 256128, the reference's
-  row count); tensors are read one parameter at a time.
-  """
-  from safetensors import safe_open
+    `vocab_size` pads the embedding with zero rows (e.g. 256000 -> 256128, the reference's
+    row count); tensors are read one parameter at a time.
+    """
+    from safetensors import safe_open
 
-  hf_dir = Path(hf_dir)
-  hf_config = json.loads((hf_dir / "config.json").read_text())
-  config = hf_mapping.model_config_from_hf(hf_config, vocab_size, param_dtype=param_dtype,
-                                           **model_overrides)
-  files = _tensor_files(hf_dir)
-  if "lm_head.weight" in files and not hf_config.get("tie_word_embeddings", True):
-    raise ValueError(f"{hf_dir}: untied lm_head.weight; Gemma ties the output layer to the embedding")
-  dtype = np.dtype(DTYPES[param_dtype])
-  params: dict[str, Any] = {}
-  handles: dict[Path, Any] = {}
-  try:
-    for rule in hf_mapping.rules(config, hf_config["vocab_size"]):
-      missing = [n for n in rule.hf_names if n not in files]
-      if missing:
-        raise KeyError(f"{hf_dir}: tensor {missing[0]} not found")
-      tensors = []
-      for name in rule.hf_names:
-        if files[name] not in handles:
-          handles[files[name]] = safe_open(files[name], framework="numpy").__enter__()
-        tensors.append(handles[files[name]].get_tensor(name))
-      node = params
-      for key in rule.flax_path[:-1]:
-        node = node.setdefault(key, {})
-      node[rule.flax_path[-1]] = np.ascontiguousarray(rule.from_hf(tensors)).astype(dtype)
-  finally:
-    for handle in handles.values():
-      handle.__exit__(None, None, None)
-  return params, config
+    hf_dir = Path(hf_dir)
+    hf_config = json.loads((hf_dir / "config.json").read_text())
+    config = hf_mapping.model_config_from_hf(hf_config, vocab_size, param_dtype=param_dtype,
+                                             **model_overrides)
+    files = _tensor_files(hf_dir)
+    if "lm_head.weight" in files and not hf_config.get("tie_word_embeddings", True):
+        raise ValueError(f"{hf_dir}: untied lm_head.weight; Gemma ties the output layer to the embedding")
+    dtype = np.dtype(DTYPES[param_dtype])
+    params: dict[str, Any] = {}
+    handles: dict[Path, Any] = {}
+    try:
+        for rule in hf_mapping.rules(config, hf_config["vocab_size"]):
+            missing = [n for n in rule.hf_names if n not in files]
+            if missing:
+                raise KeyError(f"{hf_dir}: tensor {missing[0]} not found")
+            tensors = []
+            for name in rule.hf_names:
+                if files[name] not in handles:
+                    handles[files[name]] = safe_open(files[name], framework="numpy").__enter__()
+                tensors.append(handles[files[name]].get_tensor(name))
+            node = params
+            for key in rule.flax_path[:-1]:
+                node = node.setdefault(key, {})
+            node[rule.flax_path[-1]] = np.ascontiguousarray(rule.from_hf(tensors)).astype(dtype)
+    finally:
+        for handle in handles.values():
+            handle.__exit__(None, None, None)
+    return params, config
 
 
 def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigDict) -> Path:
-  """Writes config.json and a step-0 checkpoint (params + fresh optimiser state) to
-  train_config.workdir, in the layout pretrain.train restores."""
-  import jax.numpy as jnp
+    """Writes config.json and a step-0 checkpoint (params + fresh optimiser state) to
+    train_config.workdir, in the layout pretrain.train restores."""
+    import jax.numpy as jnp
 
-  from pretrain import checkpoint, optim, train
+    from pretrain import checkpoint, optim, train
 
-  workdir = Path(train_config.workdir)
-  train.write_config(workdir, train_config)
-  source, schedule = train.make_data(train_config)
-  lr_schedule = optim.make_schedule(train_config.optim, train_config.train.total_steps,
-                                    train.anneal_start(schedule))
-  optimizer = optim.make_optimizer(train_config.optim, lr_schedule)
-  params = jax.tree_util.tree_map(jnp.asarray, params)
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "step": jnp.zeros((), jnp.int32), "rng": jax.random.PRNGKey(train_config.seed)}
-  manager = checkpoint.make_manager(workdir, train_config.checkpoint)
-  checkpoint.save(manager, 0, state, source.get_state(), force=True)
-  manager.wait_until_finished()
-  manager.close()
-  return workdir / "checkpoints" / "0"
+    workdir = Path(train_config.workdir)
+    train.write_config(workdir, train_config)
+    source, schedule = train.make_data(train_config)
+    lr_schedule = optim.make_schedule(train_config.optim, train_config.train.total_steps,
+                                      train.anneal_start(schedule))
+    optimizer = optim.make_optimizer(train_config.optim, lr_schedule)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    state = {"params": params, "opt_state": optimizer.init(params),
+             "step": jnp.zeros((), jnp.int32), "rng": jax.random.PRNGKey(train_config.seed)}
+    manager = checkpoint.make_manager(workdir, train_config.checkpoint)
+    checkpoint.save(manager, 0, state, source.get_state(), force=True)
+    manager.wait_until_finished()
+    manager.close()
+    return workdir / "checkpoints" / "0"
 
 
 ARCHITECTURE_FIELDS = ("num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
                        "hidden_dim", "rope_base")
 
 def check_matches(train_model: TransformerConfig, imported: TransformerConfig, hf_vocab: int) -> None:
-  """The training config must describe the imported model, so pretrain.train restores it."""
-  for field in ARCHITECTURE_FIELDS:
-    want, got = getattr(imported, field), getattr(train_model, field)
-    if want != got:
-      raise ValueError(f"config.model.{field}: {got!r} in the training config but {want!r} in the HF model")
-  if train_model.vocab_size < hf_vocab:
-    raise ValueError(f"config.model.vocab_size: {train_model.vocab_size} is below the HF "
-                     f"vocabulary ({hf_vocab})")
+    """The training config must describe the imported model, so pretrain.train restores it."""
+    for field in ARCHITECTURE_FIELDS:
+        want, got = getattr(imported, field), getattr(train_model, field)
+        if want != got:
+            raise ValueError(f"config.model.{field}: {got!r} in the training config but {want!r} in the HF model")
+    if train_model.vocab_size < hf_vocab:
+        raise ValueError(f"config.model.vocab_size: {train_model.vocab_size} is below the HF "
+                         f"vocabulary ({hf_vocab})")
 
 
 def main(argv):
-  del argv
-  hf_dir = flags.FLAGS.hf_dir
-  if not hf_dir or flags.FLAGS.config is None:
-    raise app.UsageError("--hf_dir and --config are required")
-  train_config = flags.FLAGS.config
-  if not train_config.get("workdir"):
-    raise ValueError("config.workdir: required (--config.workdir=DIR)")
-  train_model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
-  hf_config = json.loads((Path(hf_dir) / "config.json").read_text())
-  hf_vocab = hf_config["vocab_size"]
-  check_matches(train_model, hf_mapping.model_config_from_hf(hf_config), hf_vocab)
-  print(f"reading {hf_dir} ...", flush=True)
-  params, imported = import_hf(hf_dir, train_model.vocab_size, train_model.param_dtype)
-  count = sum(x.size for x in jax.tree_util.tree_leaves(params))
-  print(f"imported {count:,} parameters ({imported.num_layers} layers, {hf_vocab} HF vocabulary "
-        f"rows padded to {train_model.vocab_size})")
-  path = write_training_checkpoint(params, train_config)
-  print(f"wrote {path}; continue training by re-running pretrain.train with the same --config "
-        f"and --config.workdir={train_config.workdir}")
+    del argv
+    hf_dir = flags.FLAGS.hf_dir
+    if not hf_dir or flags.FLAGS.config is None:
+        raise app.UsageError("--hf_dir and --config are required")
+    train_config = flags.FLAGS.config
+    if not train_config.get("workdir"):
+        raise ValueError("config.workdir: required (--config.workdir=DIR)")
+    train_model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
+    hf_config = json.loads((Path(hf_dir) / "config.json").read_text())
+    hf_vocab = hf_config["vocab_size"]
+    check_matches(train_model, hf_mapping.model_config_from_hf(hf_config), hf_vocab)
+    print(f"reading {hf_dir} ...", flush=True)
+    params, imported = import_hf(hf_dir, train_model.vocab_size, train_model.param_dtype)
+    count = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    print(f"imported {count:,} parameters ({imported.num_layers} layers, {hf_vocab} HF vocabulary "
+          f"rows padded to {train_model.vocab_size})")
+    path = write_training_checkpoint(params, train_config)
+    print(f"wrote {path}; continue training by re-running pretrain.train with the same --config "
+          f"and --config.workdir={train_config.workdir}")
 
 
 def run():
-  # Flags are defined here, not at import, so tests can import several CLI modules at once.
-  # pretrain.train defines --config (the training config) when imported; it is shared.
-  from pretrain import train  # noqa: F401
-  flags.DEFINE_string("hf_dir", None, "Hugging Face Gemma directory (config.json, *.safetensors).")
-  app.run(main)
+    # Flags are defined here, not at import, so tests can import several CLI modules at once.
+    # pretrain.train defines --config (the training config) when imported; it is shared.
+    from pretrain import train  # noqa: F401
+    flags.DEFINE_string("hf_dir", None, "Hugging Face Gemma directory (config.json, *.safetensors).")
+    app.run(main)
 
 
 if __name__ == "__main__":
-  run()
+    run()

@@ -19,44 +19,44 @@ DTYPE_NAMES = {np.dtype(np.float32): "F32", np.dtype(ml_dtypes.bfloat16): "BF16"
 
 
 def header(entries: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> bytes:
-  """Header (length prefix included) for tensors written in `entries` order."""
-  meta: dict = {"__metadata__": {"format": "pt"}}
-  offset = 0
-  for name, shape, dtype in entries:
-    size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    meta[name] = {"dtype": DTYPE_NAMES[np.dtype(dtype)], "shape": list(shape),
-                  "data_offsets": [offset, offset + size]}
-    offset += size
-  text = json.dumps(meta, separators=(",", ":")).encode()
-  text += b" " * (-len(text) % 8)  # the reference writer aligns the data start to 8 bytes
-  return struct.pack("<Q", len(text)) + text
+    """Header (length prefix included) for tensors written in `entries` order."""
+    meta: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape, dtype in entries:
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        meta[name] = {"dtype": DTYPE_NAMES[np.dtype(dtype)], "shape": list(shape),
+                      "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(meta, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the reference writer aligns the data start to 8 bytes
+    return struct.pack("<Q", len(text)) + text
 
 
 def write_file(path: Path, entries: Sequence[tuple[str, tuple[int, ...], np.dtype]],
                produce: Callable[[str], np.ndarray]) -> int:
-  """Writes `path`, calling `produce(name)` for each tensor just before its bytes are needed."""
-  written = 0
-  with open(path, "wb") as f:
-    f.write(header(entries))
-    for name, shape, dtype in entries:
-      array = np.ascontiguousarray(produce(name))
-      if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
-        raise ValueError(f"{name}: produced {array.shape} {array.dtype}, planned {shape} {dtype}")
-      f.write(array.reshape(-1).view(np.uint8).data)
-      written += array.nbytes
-  return written
+    """Writes `path`, calling `produce(name)` for each tensor just before its bytes are needed."""
+    written = 0
+    with open(path, "wb") as f:
+        f.write(header(entries))
+        for name, shape, dtype in entries:
+            array = np.ascontiguousarray(produce(name))
+            if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+                raise ValueError(f"{name}: produced {array.shape} {array.dtype}, planned {shape} {dtype}")
+            f.write(array.reshape(-1).view(np.uint8).data)
+            written += array.nbytes
+    return written
 
 
 def plan_shards(entries: Iterable[tuple[str, tuple[int, ...], np.dtype]], max_shard_bytes: int
                 ) -> list[list[tuple[str, tuple[int, ...], np.dtype]]]:
-  """Consecutive groups of at most `max_shard_bytes` (a larger tensor gets a file of its own)."""
-  shards: list[list] = [[]]
-  size = 0
-  for entry in entries:
-    nbytes = int(np.prod(entry[1], dtype=np.int64)) * np.dtype(entry[2]).itemsize
-    if shards[-1] and size + nbytes > max_shard_bytes:
-      shards.append([])
-      size = 0
-    shards[-1].append(entry)
-    size += nbytes
-  return shards
+    """Consecutive groups of at most `max_shard_bytes` (a larger tensor gets a file of its own)."""
+    shards: list[list] = [[]]
+    size = 0
+    for entry in entries:
+        nbytes = int(np.prod(entry[1], dtype=np.int64)) * np.dtype(entry[2]).itemsize
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += nbytes
+    return shards

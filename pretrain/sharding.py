@@ -39,85 +39,85 @@ DEFAULT_RULES: Rules = (
 
 
 def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A mesh over all (or the given) devices with axes (data, fsdp, tensor).
+    """A mesh over all (or the given) devices with axes (data, fsdp, tensor).
 
-  `shape` maps axis names to sizes; absent axes get 1 and one axis may be -1 to take the
-  remaining devices. jax.make_mesh orders devices along the physical interconnect.
-  """
-  unknown = sorted(set(shape) - set(MESH_AXES))
-  if unknown:
-    raise ValueError(f"config.mesh.{unknown[0]}: unknown mesh axis (known: {MESH_AXES})")
-  devices = list(jax.devices() if devices is None else devices)
-  sizes = {axis: int(shape.get(axis, 1)) for axis in MESH_AXES}
-  for axis, size in sizes.items():
-    if size == 0 or size < -1:
-      raise ValueError(f"config.mesh.{axis}: must be >= 1 or -1, got {size}")
-  free = [axis for axis, size in sizes.items() if size == -1]
-  if len(free) > 1:
-    raise ValueError(f"config.mesh.{free[1]}: only one axis may be -1")
-  fixed = int(np.prod([s for s in sizes.values() if s != -1]))
-  if free:
-    if len(devices) % fixed:
-      raise ValueError(f"config.mesh.{free[0]}: {len(devices)} devices not divisible by {fixed}")
-    sizes[free[0]] = len(devices) // fixed
-  total = int(np.prod(list(sizes.values())))
-  if total != len(devices):
-    raise ValueError(f"config.mesh: shape {sizes} needs {total} devices, have {len(devices)}")
-  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-  return jax.make_mesh(tuple(sizes.values()), MESH_AXES, axis_types, devices=devices)
+    `shape` maps axis names to sizes; absent axes get 1 and one axis may be -1 to take the
+    remaining devices. jax.make_mesh orders devices along the physical interconnect.
+    """
+    unknown = sorted(set(shape) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(f"config.mesh.{unknown[0]}: unknown mesh axis (known: {MESH_AXES})")
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = {axis: int(shape.get(axis, 1)) for axis in MESH_AXES}
+    for axis, size in sizes.items():
+        if size == 0 or size < -1:
+            raise ValueError(f"config.mesh.{axis}: must be >= 1 or -1, got {size}")
+    free = [axis for axis, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise ValueError(f"config.mesh.{free[1]}: only one axis may be -1")
+    fixed = int(np.prod([s for s in sizes.values() if s != -1]))
+    if free:
+        if len(devices) % fixed:
+            raise ValueError(f"config.mesh.{free[0]}: {len(devices)} devices not divisible by {fixed}")
+        sizes[free[0]] = len(devices) // fixed
+    total = int(np.prod(list(sizes.values())))
+    if total != len(devices):
+        raise ValueError(f"config.mesh: shape {sizes} needs {total} devices, have {len(devices)}")
+    axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    return jax.make_mesh(tuple(sizes.values()), MESH_AXES, axis_types, devices=devices)
 
 
 def logical_rules(config: Any = None) -> Rules:
-  """DEFAULT_RULES, with entries replaced/added by `config.sharding.logical_axis_rules`.
+    """DEFAULT_RULES, with entries replaced/added by `config.sharding.logical_axis_rules`.
 
-  `config` is a training config (or None); its rules are pairs [logical_name, mesh_axes]
-  where mesh_axes is None, one mesh axis name or a list of them.
-  """
-  overrides = ()
-  sharding_cfg = config.get("sharding") if config is not None and hasattr(config, "get") else None
-  if sharding_cfg is not None and sharding_cfg.get("logical_axis_rules") is not None:
-    overrides = sharding_cfg.get("logical_axis_rules")
-  rules = dict(DEFAULT_RULES)
-  for i, pair in enumerate(overrides):
-    where = f"config.sharding.logical_axis_rules[{i}]"
-    if len(pair) != 2 or not isinstance(pair[0], str):
-      raise ValueError(f"{where}: expected [logical_name, mesh_axes], got {pair!r}")
-    name, axes = pair
-    axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes
-    for axis in (axes if isinstance(axes, tuple) else (axes,)):
-      if axis is not None and axis not in MESH_AXES:
-        raise ValueError(f"{where}: unknown mesh axis {axis!r} (known: {MESH_AXES})")
-    rules[name] = axes
-  return tuple(rules.items())
+    `config` is a training config (or None); its rules are pairs [logical_name, mesh_axes]
+    where mesh_axes is None, one mesh axis name or a list of them.
+    """
+    overrides = ()
+    sharding_cfg = config.get("sharding") if config is not None and hasattr(config, "get") else None
+    if sharding_cfg is not None and sharding_cfg.get("logical_axis_rules") is not None:
+        overrides = sharding_cfg.get("logical_axis_rules")
+    rules = dict(DEFAULT_RULES)
+    for i, pair in enumerate(overrides):
+        where = f"config.sharding.logical_axis_rules[{i}]"
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise ValueError(f"{where}: expected [logical_name, mesh_axes], got {pair!r}")
+        name, axes = pair
+        axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes
+        for axis in (axes if isinstance(axes, tuple) else (axes,)):
+            if axis is not None and axis not in MESH_AXES:
+                raise ValueError(f"{where}: unknown mesh axis {axis!r} (known: {MESH_AXES})")
+        rules[name] = axes
+    return tuple(rules.items())
 
 
 def _fit(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
-  """Drops mesh axes from dimensions they do not divide (e.g. 1 key/value head over tensor=4)."""
-  fitted = []
-  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-    names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
-    kept = []
-    for name in names:
-      if dim % (int(np.prod([mesh.shape[a] for a in kept])) * mesh.shape[name]) == 0:
-        kept.append(name)
-    fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
-  return PartitionSpec(*fitted)
+    """Drops mesh axes from dimensions they do not divide (e.g. 1 key/value head over tensor=4)."""
+    fitted = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+        kept = []
+        for name in names:
+            if dim % (int(np.prod([mesh.shape[a] for a in kept])) * mesh.shape[name]) == 0:
+                kept.append(name)
+        fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    return PartitionSpec(*fitted)
 
 
 def logical_specs(boxed_tree: Any) -> Any:
-  """Tree of logical PartitionSpecs from a tree holding nn.Partitioned (e.g. model.init output)."""
-  return nn.get_partition_spec(boxed_tree)
+    """Tree of logical PartitionSpecs from a tree holding nn.Partitioned (e.g. model.init output)."""
+    return nn.get_partition_spec(boxed_tree)
 
 
 def mesh_shardings(boxed_tree: Any, mesh: Mesh, rules: Rules) -> Any:
-  """NamedShardings for every leaf of a boxed (nn.Partitioned) tree of arrays or shapes.
+    """NamedShardings for every leaf of a boxed (nn.Partitioned) tree of arrays or shapes.
 
-  Works on the output of jax.eval_shape(model.init, ...), so shardings are known before
-  any parameter is allocated; leaves without annotations are replicated.
-  """
-  specs = nn.logical_to_mesh(logical_specs(boxed_tree), rules)
-  shapes = nn.unbox(boxed_tree)
-  return jax.tree_util.tree_map(
-      lambda spec, x: NamedSharding(mesh, _fit(spec, x.shape, mesh)),
-      specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec),
-  )
+    Works on the output of jax.eval_shape(model.init, ...), so shardings are known before
+    any parameter is allocated; leaves without annotations are replicated.
+    """
+    specs = nn.logical_to_mesh(logical_specs(boxed_tree), rules)
+    shapes = nn.unbox(boxed_tree)
+    return jax.tree_util.tree_map(
+        lambda spec, x: NamedSharding(mesh, _fit(spec, x.shape, mesh)),
+        specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec),
+    )

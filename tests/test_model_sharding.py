@@ -58,40 +58,40 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_make_mesh_validates_fields():
-  with pytest.raises(ValueError, match="config.mesh.pipeline: unknown mesh axis"):
-    sharding.make_mesh({"pipeline": 1})
-  with pytest.raises(ValueError, match="config.mesh: shape"):
-    sharding.make_mesh({"data": 2})
-  mesh = sharding.make_mesh({"data": -1})
-  assert mesh.axis_names == sharding.MESH_AXES
+    with pytest.raises(ValueError, match="config.mesh.pipeline: unknown mesh axis"):
+        sharding.make_mesh({"pipeline": 1})
+    with pytest.raises(ValueError, match="config.mesh: shape"):
+        sharding.make_mesh({"data": 2})
+    mesh = sharding.make_mesh({"data": -1})
+    assert mesh.axis_names == sharding.MESH_AXES
 
 
 def test_logical_rules_overrides_name_the_field():
-  import ml_collections
-  cfg = ml_collections.ConfigDict({"sharding": {"logical_axis_rules": [["embed", None],
-                                                                       ["mlp", ["tensor", "fsdp"]]]}})
-  rules = dict(sharding.logical_rules(cfg))
-  assert rules["embed"] is None and rules["mlp"] == ("tensor", "fsdp")
-  assert rules["vocab"] == "tensor"  # defaults kept
-  cfg.sharding.logical_axis_rules = [["embed", "model"]]
-  with pytest.raises(ValueError, match=r"config.sharding.logical_axis_rules\[0\]: unknown mesh axis"):
-    sharding.logical_rules(cfg)
+    import ml_collections
+    cfg = ml_collections.ConfigDict({"sharding": {"logical_axis_rules": [["embed", None],
+                                                                         ["mlp", ["tensor", "fsdp"]]]}})
+    rules = dict(sharding.logical_rules(cfg))
+    assert rules["embed"] is None and rules["mlp"] == ("tensor", "fsdp")
+    assert rules["vocab"] == "tensor"  # defaults kept
+    cfg.sharding.logical_axis_rules = [["embed", "model"]]
+    with pytest.raises(ValueError, match=r"config.sharding.logical_axis_rules\[0\]: unknown mesh axis"):
+        sharding.logical_rules(cfg)
 
 
 @pytest.mark.slow
 def test_sharded_forward_matches_single_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
-                        timeout=300)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  import json
-  results = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert len(results) == 5
-  for name, r in results.items():
-    assert r["err"] < 1e-4, (name, r)
-    assert r["constrained"], name  # activation constraints reached the compiled program
-  assert results["kv1-(1, 2, 4)"]["emb_spec"] == ["tensor", "fsdp"]
-  # One key/value head cannot be split over tensor=4: that axis is dropped, fsdp kept.
-  assert results["kv1-(1, 2, 4)"]["kv_spec"] == [None, None, "fsdp", None]
-  assert results["kv4-(1, 2, 4)"]["kv_spec"] == [None, "tensor", "fsdp", None]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    import json
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 5
+    for name, r in results.items():
+        assert r["err"] < 1e-4, (name, r)
+        assert r["constrained"], name  # activation constraints reached the compiled program
+    assert results["kv1-(1, 2, 4)"]["emb_spec"] == ["tensor", "fsdp"]
+    # One key/value head cannot be split over tensor=4: that axis is dropped, fsdp kept.
+    assert results["kv1-(1, 2, 4)"]["kv_spec"] == [None, None, "fsdp", None]
+    assert results["kv4-(1, 2, 4)"]["kv_spec"] == [None, "tensor", "fsdp", None]

@@ -4,19 +4,19 @@ import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(
-      dict(
-          vocab_size=1024,
-          num_layers=2,
-          embed_dim=128,
-          num_heads=4,
-          num_kv_heads=1,
-          head_dim=32,
-          hidden_dim=512,
-          rope_base=10_000.0,
-          max_seq_len=512,
-          dtype="float32",
-          param_dtype="float32",
-          remat_policy="none",
-      )
-  )
+    return ml_collections.ConfigDict(
+        dict(
+            vocab_size=1024,
+            num_layers=2,
+            embed_dim=128,
+            num_heads=4,
+            num_kv_heads=1,
+            head_dim=32,
+            hidden_dim=512,
+            rope_base=10_000.0,
+            max_seq_len=512,
+            dtype="float32",
+            param_dtype="float32",
+            remat_policy="none",
+        )
+    )

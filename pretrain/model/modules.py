@@ -15,152 +15,152 @@ HEADS, KV, MLP, VOCAB = "activation_heads", "activation_kv", "activation_mlp", "
 
 
 def _fan_in(in_axis, out_axis, batch_axis=()) -> nn.initializers.Initializer:
-  """LeCun-normal over the contracted axes, so every projection starts variance-preserving."""
-  return nn.initializers.variance_scaling(
-      1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
-  )
+    """LeCun-normal over the contracted axes, so every projection starts variance-preserving."""
+    return nn.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
+    )
 
 
 def attention_mask(segment_ids: jax.Array) -> jax.Array:
-  """[B, L, L] boolean: causal by index and only within the same document (segment)."""
-  length = segment_ids.shape[-1]
-  causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
-  same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
-  return causal[None] & same_segment
+    """[B, L, L] boolean: causal by index and only within the same document (segment)."""
+    length = segment_ids.shape[-1]
+    causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
+    same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return causal[None] & same_segment
 
 
 class Embedder(nn.Module):
-  """Token embedding scaled by sqrt(embed_dim); its transpose is the tied output layer."""
+    """Token embedding scaled by sqrt(embed_dim); its transpose is the tied output layer."""
 
-  vocab_size: int
-  embed_dim: int
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+    vocab_size: int
+    embed_dim: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
-  def setup(self):
-    self.input_embedding = self.param(
-        "input_embedding",
-        nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=self.embed_dim**-0.5), ("vocab", "embed")
-        ),
-        (self.vocab_size, self.embed_dim),
-        self.param_dtype,
-    )
+    def setup(self):
+        self.input_embedding = self.param(
+            "input_embedding",
+            nn.with_logical_partitioning(
+                nn.initializers.normal(stddev=self.embed_dim**-0.5), ("vocab", "embed")
+            ),
+            (self.vocab_size, self.embed_dim),
+            self.param_dtype,
+        )
 
-  def encode(self, tokens: jax.Array) -> jax.Array:
-    x = jnp.take(self.input_embedding, tokens, axis=0).astype(self.dtype)
-    # The reference casts the normaliser to the activation dtype before multiplying.
-    return x * jnp.sqrt(self.embed_dim).astype(self.dtype)
+    def encode(self, tokens: jax.Array) -> jax.Array:
+        x = jnp.take(self.input_embedding, tokens, axis=0).astype(self.dtype)
+        # The reference casts the normaliser to the activation dtype before multiplying.
+        return x * jnp.sqrt(self.embed_dim).astype(self.dtype)
 
-  def decode(self, x: jax.Array) -> jax.Array:
-    # float32 logits for the softmax; their gradient flows back in the activation dtype.
-    return layers.einsum("BTD,VD->BTV", x, self.input_embedding, self.dtype, jnp.float32)
+    def decode(self, x: jax.Array) -> jax.Array:
+        # float32 logits for the softmax; their gradient flows back in the activation dtype.
+        return layers.einsum("BTD,VD->BTV", x, self.input_embedding, self.dtype, jnp.float32)
 
 
 class Attention(nn.Module):
-  """Causal, segment-masked multi-head attention with grouped key/value heads and RoPE."""
+    """Causal, segment-masked multi-head attention with grouped key/value heads and RoPE."""
 
-  num_heads: int
-  num_kv_heads: int
-  features: int
-  head_dim: int
-  rope_base: float = 10_000.0
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+    num_heads: int
+    num_kv_heads: int
+    features: int
+    head_dim: int
+    rope_base: float = 10_000.0
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
-  @property
-  def use_qkv_einsum(self) -> bool:
-    return self.num_kv_heads == self.num_heads
+    @property
+    def use_qkv_einsum(self) -> bool:
+        return self.num_kv_heads == self.num_heads
 
-  def _einsum(self, name: str, shape, axes, init) -> layers.Einsum:
-    return layers.Einsum(shape, axes, init, self.dtype, self.param_dtype, name=name)
+    def _einsum(self, name: str, shape, axes, init) -> layers.Einsum:
+        return layers.Einsum(shape, axes, init, self.dtype, self.param_dtype, name=name)
 
-  @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
-    n, k, d, h = self.num_heads, self.num_kv_heads, self.features, self.head_dim
-    if self.use_qkv_einsum:
-      qkv = self._einsum(
-          "qkv_einsum", (3, n, d, h), (None, "q_heads", "embed", "head_dim"), _fan_in(2, (1, 3), 0)
-      )
-      query, key, value = qkv("BTD,SNDH->SBTNH", x)
-    else:
-      query = self._einsum(
-          "q_einsum", (n, d, h), ("q_heads", "embed", "head_dim"), _fan_in(1, (0, 2))
-      )("BTD,NDH->BTNH", x)
-      kv = self._einsum(
-          "kv_einsum", (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), _fan_in(2, (1, 3), 0)
-      )
-      key, value = kv("BSD,CKDH->CBSKH", x)
-    query = nn.with_logical_constraint(query, (BATCH, LENGTH, HEADS, KV))
+    @nn.compact
+    def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+        n, k, d, h = self.num_heads, self.num_kv_heads, self.features, self.head_dim
+        if self.use_qkv_einsum:
+            qkv = self._einsum(
+                "qkv_einsum", (3, n, d, h), (None, "q_heads", "embed", "head_dim"), _fan_in(2, (1, 3), 0)
+            )
+            query, key, value = qkv("BTD,SNDH->SBTNH", x)
+        else:
+            query = self._einsum(
+                "q_einsum", (n, d, h), ("q_heads", "embed", "head_dim"), _fan_in(1, (0, 2))
+            )("BTD,NDH->BTNH", x)
+            kv = self._einsum(
+                "kv_einsum", (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), _fan_in(2, (1, 3), 0)
+            )
+            key, value = kv("BSD,CKDH->CBSKH", x)
+        query = nn.with_logical_constraint(query, (BATCH, LENGTH, HEADS, KV))
 
-    query = positional_embeddings.apply_rope(query, positions, self.rope_base) * jnp.asarray(
-        h**-0.5, self.dtype
-    )
-    key = positional_embeddings.apply_rope(key, positions, self.rope_base)
+        query = positional_embeddings.apply_rope(query, positions, self.rope_base) * jnp.asarray(
+            h**-0.5, self.dtype
+        )
+        key = positional_embeddings.apply_rope(key, positions, self.rope_base)
 
-    b, t = query.shape[:2]
-    grouped = query.reshape(b, t, k, n // k, h)  # query head i uses key/value head i // (n/k)
-    logits = layers.einsum("BTKGH,BSKH->BTKGS", grouped, key, self.dtype, jnp.float32)
-    logits = jnp.where(mask[:, :, None, None, :], logits, _MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    encoded = layers.einsum("BTKGS,BSKH->BTKGH", probs, value, self.dtype).reshape(b, t, n, h)
-    encoded = nn.with_logical_constraint(encoded, (BATCH, LENGTH, HEADS, KV))
+        b, t = query.shape[:2]
+        grouped = query.reshape(b, t, k, n // k, h)  # query head i uses key/value head i // (n/k)
+        logits = layers.einsum("BTKGH,BSKH->BTKGS", grouped, key, self.dtype, jnp.float32)
+        logits = jnp.where(mask[:, :, None, None, :], logits, _MASK_VALUE)
+        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        encoded = layers.einsum("BTKGS,BSKH->BTKGH", probs, value, self.dtype).reshape(b, t, n, h)
+        encoded = nn.with_logical_constraint(encoded, (BATCH, LENGTH, HEADS, KV))
 
-    out = self._einsum(
-        "attn_vec_einsum", (n, h, d), ("q_heads", "head_dim", "embed"), _fan_in((0, 1), 2)
-    )("BTNH,NHD->BTD", encoded)
-    return nn.with_logical_constraint(out, (BATCH, LENGTH, EMBED))
+        out = self._einsum(
+            "attn_vec_einsum", (n, h, d), ("q_heads", "head_dim", "embed"), _fan_in((0, 1), 2)
+        )("BTNH,NHD->BTD", encoded)
+        return nn.with_logical_constraint(out, (BATCH, LENGTH, EMBED))
 
 
 class FeedForward(nn.Module):
-  """GeGLU: gelu_tanh(x W_gate) * (x W_up), then W_down; no biases."""
+    """GeGLU: gelu_tanh(x W_gate) * (x W_up), then W_down; no biases."""
 
-  features: int
-  hidden_dim: int
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+    features: int
+    hidden_dim: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    gating = self.param(
-        "gating_einsum",
-        nn.with_logical_partitioning(_fan_in(1, 2, 0), (None, "embed", "mlp")),
-        (2, self.features, self.hidden_dim),
-        self.param_dtype,
-    )
-    linear = self.param(
-        "linear",
-        nn.with_logical_partitioning(_fan_in(0, 1), ("mlp", "embed")),
-        (self.hidden_dim, self.features),
-        self.param_dtype,
-    )
-    gate = nn.gelu(layers.einsum("BTD,DF->BTF", x, gating[0], self.dtype), approximate=True)
-    hidden = gate * layers.einsum("BTD,DF->BTF", x, gating[1], self.dtype)
-    hidden = nn.with_logical_constraint(hidden, (BATCH, LENGTH, MLP))
-    return nn.with_logical_constraint(layers.einsum("BTF,FD->BTD", hidden, linear, self.dtype),
-                                      (BATCH, LENGTH, EMBED))
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gating = self.param(
+            "gating_einsum",
+            nn.with_logical_partitioning(_fan_in(1, 2, 0), (None, "embed", "mlp")),
+            (2, self.features, self.hidden_dim),
+            self.param_dtype,
+        )
+        linear = self.param(
+            "linear",
+            nn.with_logical_partitioning(_fan_in(0, 1), ("mlp", "embed")),
+            (self.hidden_dim, self.features),
+            self.param_dtype,
+        )
+        gate = nn.gelu(layers.einsum("BTD,DF->BTF", x, gating[0], self.dtype), approximate=True)
+        hidden = gate * layers.einsum("BTD,DF->BTF", x, gating[1], self.dtype)
+        hidden = nn.with_logical_constraint(hidden, (BATCH, LENGTH, MLP))
+        return nn.with_logical_constraint(layers.einsum("BTF,FD->BTD", hidden, linear, self.dtype),
+                                          (BATCH, LENGTH, EMBED))
 
 
 class Block(nn.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
 
-  num_heads: int
-  num_kv_heads: int
-  embed_dim: int
-  head_dim: int
-  hidden_dim: int
-  rope_base: float = 10_000.0
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+    num_heads: int
+    num_kv_heads: int
+    embed_dim: int
+    head_dim: int
+    hidden_dim: int
+    rope_base: float = 10_000.0
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
-    dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    attn = Attention(
-        self.num_heads, self.num_kv_heads, self.embed_dim, self.head_dim, self.rope_base,
-        name="attn", **dtypes,
-    )
-    x = x + attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, mask)
-    mlp = FeedForward(self.embed_dim, self.hidden_dim, name="mlp", **dtypes)
-    x = x + mlp(layers.RMSNorm(name="pre_ffw_norm", **dtypes)(x))
-    return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+    @nn.compact
+    def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        attn = Attention(
+            self.num_heads, self.num_kv_heads, self.embed_dim, self.head_dim, self.rope_base,
+            name="attn", **dtypes,
+        )
+        x = x + attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, mask)
+        mlp = FeedForward(self.embed_dim, self.hidden_dim, name="mlp", **dtypes)
+        x = x + mlp(layers.RMSNorm(name="pre_ffw_norm", **dtypes)(x))
+        return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
