@@ -8,9 +8,10 @@ pipeline reports as Beam metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 WORD = re.compile(r"\S+")
 _PUNCT_ONLY = re.compile(r"^\W+$")
@@ -31,14 +32,31 @@ def lines(text: str) -> tuple[str, ...]:
     return tuple(line for line in text.split("\n") if line.strip())
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class Filter:
-    """Base class: subclasses set ``name`` (the rejection reason) and implement ``reject``."""
+    """Base class. Subclasses are keyword-only dataclasses whose fields are the rule's
+    parameters (configs override them by name); they set ``name``, the rejection reason,
+    and implement ``reject``. Fields listed in ``fractions`` must lie in [0, 1] and those in
+    ``non_negative`` must be >= 0; ``check`` adds a rule's own validation. Errors name the
+    field as ``<section>.<field>``.
+    """
 
-    name: str = ""
+    name: ClassVar[str] = ""
+    fractions: ClassVar[tuple[str, ...]] = ()
+    non_negative: ClassVar[tuple[str, ...]] = ()
+    section: str = "filters"
 
-    def __init__(self) -> None:
+    def __post_init__(self) -> None:
+        for field in self.non_negative:
+            check_positive(self.section, field, getattr(self, field))
+        for field in self.fractions:
+            check_fraction(self.section, field, getattr(self, field))
+        self.check()
         self.seen = 0
         self.dropped = 0
+
+    def check(self) -> None:
+        """Validation beyond the ranges of ``fractions`` and ``non_negative``."""
 
     def reject(self, record: dict[str, Any]) -> str | None:
         raise NotImplementedError

@@ -35,7 +35,7 @@ def default_params(name: str) -> dict[str, Any]:
 
 def build_chain(domain: str, filters_config: Any) -> list[Filter]:
     """[Empty, TooShort, then the enabled filters of ``filters.<domain>`` in REGISTRY order]."""
-    chain: list[Filter] = [Empty(), TooShort(filters_config.min_chars)]
+    chain: list[Filter] = [Empty(), TooShort(min_chars=filters_config.min_chars)]
     domain_config = filters_config.get(domain) or {}
     unknown = set(domain_config) - set(REGISTRY)
     if unknown:

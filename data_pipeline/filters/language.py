@@ -10,38 +10,35 @@ confidence is below ``min_score`` (the fastText-style rule of CCNet and FineWeb)
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
-from data_pipeline.filters.base import Filter, check_fraction
+from data_pipeline.filters.base import Filter
 
 DEFAULT_CANDIDATES = ("en", "de", "fr", "es", "it", "pt", "nl", "ru", "zh", "ja", "ko", "ar", "hi", "pl", "tr", "sv", "vi", "id", "uk", "cs")
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class Language(Filter):
     name = "language"
 
-    def __init__(
-        self,
-        languages: tuple = ("en",),
-        min_score: float = 0.65,
-        candidates: tuple = DEFAULT_CANDIDATES,
-        max_chars: int = 1000,
-        low_accuracy: bool = True,
-        section: str = "filters.web.language",
-    ):
-        super().__init__()
+    languages: tuple = ("en",)
+    min_score: float = 0.65
+    candidates: tuple = DEFAULT_CANDIDATES
+    max_chars: int = 1000
+    low_accuracy: bool = True
+    section: str = "filters.web.language"
+    fractions: ClassVar = ("min_score",)
+
+    def check(self) -> None:
         from lingua import IsoCode639_1
 
-        check_fraction(section, "min_score", min_score)
-        for field, codes in (("languages", languages), ("candidates", candidates)):
+        for field, codes in (("languages", self.languages), ("candidates", self.candidates)):
             for code in codes:
                 if not hasattr(IsoCode639_1, str(code).upper()):
-                    raise ValueError(f"{section}.{field}: unknown ISO 639-1 code {code!r}")
-        self.languages = frozenset(languages)
-        self.candidates = tuple(sorted(set(candidates) | set(languages)))
-        self.min_score = min_score
-        self.max_chars = max_chars
-        self.low_accuracy = low_accuracy
+                    raise ValueError(f"{self.section}.{field}: unknown ISO 639-1 code {code!r}")
+        self.languages = frozenset(self.languages)
+        self.candidates = tuple(sorted(set(self.candidates) | self.languages))
         self._detector = None
 
     def __getstate__(self):  # the Rust detector does not pickle; workers build their own

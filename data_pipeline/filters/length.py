@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
-from data_pipeline.filters.base import Filter, check_positive
+from data_pipeline.filters.base import Filter
 
 
 class Empty(Filter):
@@ -14,13 +15,13 @@ class Empty(Filter):
         return self.name if not record["text"].strip() else None
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class TooShort(Filter):
     name = "too_short"
 
-    def __init__(self, min_chars: int, section: str = "filters.common"):
-        super().__init__()
-        check_positive(section, "min_chars", min_chars)
-        self.min_chars = min_chars
+    min_chars: int
+    section: str = "filters.common"
+    non_negative: ClassVar = ("min_chars",)
 
     def reject(self, record: dict[str, Any]) -> str | None:
         return self.name if len(record["text"].strip()) < self.min_chars else None

@@ -8,10 +8,11 @@ delimiters, operators, math symbols) per word. Worked solutions ("Solution", "Pr
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from data_pipeline.filters.base import Filter, check_positive, words
+from data_pipeline.filters.base import Filter, words
 
 _MATH_TOKEN = re.compile(r"\\[A-Za-z]+|\$|[=+^_<>≤≥≠≈∑∏∫√∞∂∈∉∀∃→⇒↔×÷±·∇]|\d+(?:\.\d+)?")
 _SOLUTION_MARKER = re.compile(
@@ -25,15 +26,14 @@ def math_density(text: str) -> float:
     return len(_MATH_TOKEN.findall(text)) / max(len(words(text)), 1)
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class MathDensity(Filter):
     name = "math_density"
 
-    def __init__(self, min_density: float = 0.1, min_solution_density: float = 0.03, section: str = "filters.math.math_density"):
-        super().__init__()
-        check_positive(section, "min_density", min_density)
-        check_positive(section, "min_solution_density", min_solution_density)
-        self.min_density = min_density
-        self.min_solution_density = min_solution_density
+    min_density: float = 0.1
+    min_solution_density: float = 0.03
+    section: str = "filters.math.math_density"
+    non_negative: ClassVar = ("min_density", "min_solution_density")
 
     def reject(self, record: dict[str, Any]) -> str | None:
         text = record["text"]

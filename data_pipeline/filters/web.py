@@ -3,8 +3,9 @@ FineWeb line rules (Penedo et al. 2024). Defaults are the papers' (as datatrove 
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,7 +13,6 @@ from data_pipeline.filters.base import (
     TERMINAL_PUNCTUATION,
     Filter,
     check_fraction,
-    check_positive,
     lines,
     words,
 )
@@ -23,42 +23,28 @@ _ELLIPSES = ("...", "…")
 _ALPHA = re.compile(r"[^\W\d_]")
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class GopherQuality(Filter):
     """Gopher's document heuristics: length, word shape, symbols, list-likeness, stop words."""
 
     name = "gopher_quality"
 
-    def __init__(
-        self,
-        min_words: int = 50,
-        max_words: int = 100_000,
-        min_mean_word_length: float = 3.0,
-        max_mean_word_length: float = 10.0,
-        max_symbol_word_ratio: float = 0.1,
-        max_bullet_lines_ratio: float = 0.9,
-        max_ellipsis_lines_ratio: float = 0.3,
-        min_alpha_words_ratio: float = 0.8,
-        min_stop_words: int = 2,
-        section: str = "filters.web.gopher_quality",
-    ):
-        super().__init__()
-        for field, value in (("min_words", min_words), ("max_words", max_words), ("min_stop_words", min_stop_words)):
-            check_positive(section, field, value)
-        for field, value in (
-            ("max_bullet_lines_ratio", max_bullet_lines_ratio),
-            ("max_ellipsis_lines_ratio", max_ellipsis_lines_ratio),
-            ("min_alpha_words_ratio", min_alpha_words_ratio),
-        ):
-            check_fraction(section, field, value)
-        if min_mean_word_length > max_mean_word_length:
-            raise ValueError(f"{section}.min_mean_word_length: must be <= max_mean_word_length")
-        self.min_words, self.max_words = min_words, max_words
-        self.min_mean, self.max_mean = min_mean_word_length, max_mean_word_length
-        self.max_symbol_word_ratio = max_symbol_word_ratio
-        self.max_bullet_lines_ratio = max_bullet_lines_ratio
-        self.max_ellipsis_lines_ratio = max_ellipsis_lines_ratio
-        self.min_alpha_words_ratio = min_alpha_words_ratio
-        self.min_stop_words = min_stop_words
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    min_alpha_words_ratio: float = 0.8
+    min_stop_words: int = 2
+    section: str = "filters.web.gopher_quality"
+    non_negative: ClassVar = ("min_words", "max_words", "min_stop_words")
+    fractions: ClassVar = ("max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "min_alpha_words_ratio")
+
+    def check(self) -> None:
+        if self.min_mean_word_length > self.max_mean_word_length:
+            raise ValueError(f"{self.section}.min_mean_word_length: must be <= max_mean_word_length")
 
     def reject(self, record: dict[str, Any]) -> str | None:
         text = record["text"]
@@ -67,7 +53,7 @@ class GopherQuality(Filter):
         if n < self.min_words or n > self.max_words:
             return self.name
         mean = sum(map(len, tokens)) / n
-        if not self.min_mean <= mean <= self.max_mean:
+        if not self.min_mean_word_length <= mean <= self.max_mean_word_length:
             return self.name
         symbols = text.count("#") + sum(text.count(e) for e in _ELLIPSES)
         if symbols / n > self.max_symbol_word_ratio:
@@ -133,40 +119,31 @@ def _duplicate_fractions(parts: list[str]) -> tuple[float, float]:
     return dup_count / max(len(parts), 1), dup_chars / total
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class GopherRepetition(Filter):
     """Gopher's repetition rules: duplicated lines/paragraphs and dominating n-grams."""
 
     name = "gopher_repetition"
 
-    def __init__(
-        self,
-        max_dup_line_fraction: float = 0.3,
-        max_dup_para_fraction: float = 0.3,
-        max_dup_line_char_fraction: float = 0.2,
-        max_dup_para_char_fraction: float = 0.2,
-        top_ngram_max_fractions: tuple = ((2, 0.2), (3, 0.18), (4, 0.16)),
-        dup_ngram_max_fractions: tuple = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)),
-        section: str = "filters.web.gopher_repetition",
-    ):
-        super().__init__()
-        for field, value in (
-            ("max_dup_line_fraction", max_dup_line_fraction),
-            ("max_dup_para_fraction", max_dup_para_fraction),
-            ("max_dup_line_char_fraction", max_dup_line_char_fraction),
-            ("max_dup_para_char_fraction", max_dup_para_char_fraction),
-        ):
-            check_fraction(section, field, value)
-        for field, pairs in (("top_ngram_max_fractions", top_ngram_max_fractions), ("dup_ngram_max_fractions", dup_ngram_max_fractions)):
+    max_dup_line_fraction: float = 0.3
+    max_dup_para_fraction: float = 0.3
+    max_dup_line_char_fraction: float = 0.2
+    max_dup_para_char_fraction: float = 0.2
+    # (n, largest fraction of word characters) pairs.
+    top_ngram_max_fractions: tuple = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_ngram_max_fractions: tuple = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+    section: str = "filters.web.gopher_repetition"
+    fractions: ClassVar = ("max_dup_line_fraction", "max_dup_para_fraction", "max_dup_line_char_fraction",
+                           "max_dup_para_char_fraction")
+
+    def check(self) -> None:
+        for field in ("top_ngram_max_fractions", "dup_ngram_max_fractions"):
+            pairs = tuple((int(n), float(f)) for n, f in getattr(self, field))
             for n, fraction in pairs:
-                if int(n) < 1:
-                    raise ValueError(f"{section}.{field}: n-gram sizes must be >= 1, got {n}")
-                check_fraction(section, field, fraction)
-        self.max_dup_line_fraction = max_dup_line_fraction
-        self.max_dup_para_fraction = max_dup_para_fraction
-        self.max_dup_line_char_fraction = max_dup_line_char_fraction
-        self.max_dup_para_char_fraction = max_dup_para_char_fraction
-        self.top_ngrams = tuple((int(n), float(f)) for n, f in top_ngram_max_fractions)
-        self.dup_ngrams = tuple((int(n), float(f)) for n, f in dup_ngram_max_fractions)
+                if n < 1:
+                    raise ValueError(f"{self.section}.{field}: n-gram sizes must be >= 1, got {n}")
+                check_fraction(self.section, field, fraction)
+            setattr(self, field, pairs)
 
     def reject(self, record: dict[str, Any]) -> str | None:
         text = record["text"]
@@ -183,10 +160,10 @@ class GopherRepetition(Filter):
         if not total_chars:
             return None
         ids = np.fromiter((hash(t) for t in tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
-        for n, limit in self.top_ngrams:
+        for n, limit in self.top_ngram_max_fractions:
             if _top_ngram_char_fraction(ids, lengths, n, total_chars) > limit:
                 return self.name
-        for n, limit in self.dup_ngrams:
+        for n, limit in self.dup_ngram_max_fractions:
             if _duplicate_ngram_char_fraction(ids, lengths, n, total_chars) > limit:
                 return self.name
         return None
@@ -197,41 +174,24 @@ _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "u
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class C4(Filter):
     """C4's rules: keep lines that end in terminal punctuation and have 3+ words; drop pages with
     lorem ipsum, curly braces (code) or fewer than ``min_sentences`` sentences left."""
 
     name = "c4"
 
-    def __init__(
-        self,
-        min_words_per_line: int = 3,
-        max_word_length: int = 1000,
-        min_sentences: int = 5,
-        remove_citations: bool = True,
-        drop_terminal_punct_free_lines: bool = True,
-        drop_javascript_lines: bool = True,
-        drop_policy_lines: bool = True,
-        drop_lorem_ipsum: bool = True,
-        drop_curly_bracket: bool = True,
-        section: str = "filters.web.c4",
-    ):
-        super().__init__()
-        for field, value in (
-            ("min_words_per_line", min_words_per_line),
-            ("max_word_length", max_word_length),
-            ("min_sentences", min_sentences),
-        ):
-            check_positive(section, field, value)
-        self.min_words_per_line = min_words_per_line
-        self.max_word_length = max_word_length
-        self.min_sentences = min_sentences
-        self.remove_citations = remove_citations
-        self.drop_terminal_punct_free_lines = drop_terminal_punct_free_lines
-        self.drop_javascript_lines = drop_javascript_lines
-        self.drop_policy_lines = drop_policy_lines
-        self.drop_lorem_ipsum = drop_lorem_ipsum
-        self.drop_curly_bracket = drop_curly_bracket
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    min_sentences: int = 5
+    remove_citations: bool = True
+    drop_terminal_punct_free_lines: bool = True
+    drop_javascript_lines: bool = True
+    drop_policy_lines: bool = True
+    drop_lorem_ipsum: bool = True
+    drop_curly_bracket: bool = True
+    section: str = "filters.web.c4"
+    non_negative: ClassVar = ("min_words_per_line", "max_word_length", "min_sentences")
 
     def _keep_line(self, line: str) -> bool:
         tokens = line.split()
@@ -267,32 +227,21 @@ class C4(Filter):
         return None
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
 class FineWeb(Filter):
     """FineWeb's line rules: enough lines end in punctuation, not mostly short lines, few
     duplicated-line characters, and not a list (too many newlines per word)."""
 
     name = "fineweb"
 
-    def __init__(
-        self,
-        min_line_punct_ratio: float = 0.12,
-        max_short_line_ratio: float = 0.67,
-        short_line_length: int = 30,
-        max_char_duplicates_ratio: float = 0.01,
-        max_new_line_ratio: float = 0.3,
-        section: str = "filters.web.fineweb",
-    ):
-        super().__init__()
-        check_fraction(section, "min_line_punct_ratio", min_line_punct_ratio)
-        check_fraction(section, "max_short_line_ratio", max_short_line_ratio)
-        check_fraction(section, "max_char_duplicates_ratio", max_char_duplicates_ratio)
-        check_positive(section, "short_line_length", short_line_length)
-        check_positive(section, "max_new_line_ratio", max_new_line_ratio)
-        self.min_line_punct_ratio = min_line_punct_ratio
-        self.max_short_line_ratio = max_short_line_ratio
-        self.short_line_length = short_line_length
-        self.max_char_duplicates_ratio = max_char_duplicates_ratio
-        self.max_new_line_ratio = max_new_line_ratio
+    min_line_punct_ratio: float = 0.12
+    max_short_line_ratio: float = 0.67
+    short_line_length: int = 30
+    max_char_duplicates_ratio: float = 0.01
+    max_new_line_ratio: float = 0.3
+    section: str = "filters.web.fineweb"
+    non_negative: ClassVar = ("short_line_length", "max_new_line_ratio")
+    fractions: ClassVar = ("min_line_punct_ratio", "max_short_line_ratio", "max_char_duplicates_ratio")
 
     def reject(self, record: dict[str, Any]) -> str | None:
         text = record["text"]
