@@ -1,0 +1,138 @@
+"""The one shape of every command: `python -m PACKAGE.MODULE --config=FILE --config.a.b=V
+--shortcut=V ...`.
+
+Inputs are config fields; the most used have flag shortcuts (`--output_dir` sets
+`config.output_dir`). `--help` prints the command's doc and flags and exits 0. Required
+fields that are still empty after the flags are applied stop the command with one line
+naming the field and its shortcut, as do `ConfigError`s raised by the command's
+validation (exit status 2). Flags are defined inside `run`, never at import, so any two
+commands' modules import side by side. Library code logs; only a command's `main` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from common.checks import ConfigError, get
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shortcut:
+    """`--flag` for `config.<field>`; `multi=True` for a repeatable flag (a list field)."""
+
+    flag: str
+    field: str
+    help: str
+    multi: bool = False
+
+
+def config_path(relative: str) -> str:
+    """A file under the project's configs/ (works from any working directory)."""
+    return os.path.join(CONFIGS_DIR, relative)
+
+
+def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    current = node.get(leaf)
+    if isinstance(current, bool) and isinstance(value, str):
+        value = value.lower() in ("1", "true", "yes")
+    elif isinstance(current, int) and not isinstance(current, bool) and isinstance(value, str):
+        value = int(value)
+    elif isinstance(current, float) and isinstance(value, str):
+        value = float(value)
+    with config.unlocked():
+        node[leaf] = value
+
+
+def run(main: Callable[[ml_collections.ConfigDict, list[str]], Any], *,
+        doc: str,
+        default_config: str | Callable[[], ml_collections.ConfigDict] | None,
+        shortcuts: Sequence[Shortcut] = (),
+        required: Sequence[str] = (),
+        define_extra_flags: Callable[[], None] | None = None,
+        pass_unknown_flags: bool = False,
+        argv: Sequence[str] | None = None) -> None:
+    """Parses flags into the config and calls `main(config, remaining_argv)`.
+
+    `default_config` is a configs/-relative file (`"data/base.py"`), a function returning
+    a ConfigDict, or None when `--config` must be given. `pass_unknown_flags` leaves flags
+    this command does not define in `remaining_argv` (data prep hands them to Beam).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+        _define(default_config, shortcuts, define_extra_flags)
+        print(doc.strip() + "\n")
+        print(flags.FLAGS.get_help() if "--helpfull" in argv else _own_flags_help())
+        sys.exit(0)
+    _define(default_config, shortcuts, define_extra_flags)
+
+    def parse(args: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(args, known_only=pass_unknown_flags)
+        except flags.Error as e:
+            sys.stderr.write(f"{os.path.basename(args[0])}: {e}\nTry --help.\n")
+            sys.exit(2)
+
+    def app_main(rest: list[str]) -> None:
+        config = flags.FLAGS.config
+        if config is None:
+            _fail(rest, "--config is required (a file under configs/)")
+        for s in shortcuts:
+            value = flags.FLAGS[s.flag].value
+            if value not in (None, [], ""):
+                _set(config, s.field, list(value) if s.multi else value)
+        by_field = {s.field: s.flag for s in shortcuts}
+        for field in required:
+            if get(config, field) in (None, "", [], ()):
+                hint = f"--{by_field[field]}=... or " if field in by_field else ""
+                _fail(rest, f"config.{field}: required ({hint}--config.{field}=...)")
+        try:
+            main(config, rest[1:])
+        except ConfigError as e:
+            _fail(rest, str(e))
+
+    app.run(app_main, argv=argv, flags_parser=parse)
+
+
+def _own_flags_help() -> str:
+    """Help for this command's flags, without absl's and the libraries' own."""
+    own = [flags.FLAGS.module_help(name) for name in flags.FLAGS.flags_by_module_dict()
+           if not name.startswith(("absl", "jax", "tensorflow", "orbax", "tensorstore"))]
+    return "\n".join(own) + "\n\n--helpfull lists every flag."
+
+
+def _fail(argv: list[str], message: str) -> None:
+    sys.stderr.write(f"{os.path.basename(argv[0]) if argv else 'command'}: {message}\n")
+    sys.exit(2)
+
+
+def _define(default_config, shortcuts: Sequence[Shortcut],
+            define_extra_flags: Callable[[], None] | None) -> None:
+    if "config" in flags.FLAGS:
+        return
+    if callable(default_config):
+        config_flags.DEFINE_config_dict("config", default_config(), "Config; --config.FIELD=VALUE.")
+    else:
+        path = config_path(default_config) if default_config else None
+        config_flags.DEFINE_config_file("config", path, "Config file (configs/...py); "
+                                        "--config.FIELD=VALUE overrides a field.")
+    for s in shortcuts:
+        text = f"{s.help} (sets config.{s.field})"
+        if s.multi:
+            flags.DEFINE_multi_string(s.flag, [], text)
+        else:
+            flags.DEFINE_string(s.flag, None, text)
+    if define_extra_flags:
+        define_extra_flags()

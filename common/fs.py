@@ -1,0 +1,183 @@
+"""The one I/O layer for every path a user gives: inputs, eval sets, prep dir, tokenizer,
+workdir, outputs, models.
+
+Built on `etils.epath`, the filesystem abstraction TFDS and Orbax already use, so a path
+that works here works in them too. Local paths (relative or absolute) are made absolute
+at the command boundary with `resolve`; URIs (`gs://`, `s3://`, ...) pass through
+untouched. Nothing else in the project calls `pathlib`, `glob`, `os.path` or `open` on a
+user path: it calls these functions.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob as _local_glob
+import os
+import re
+from typing import IO, Any, Iterator, Union
+
+from etils import epath
+
+PathLike = Union[str, os.PathLike, epath.Path]
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def is_uri(path: PathLike) -> bool:
+    """True for `scheme://...` paths (object stores, test filesystems)."""
+    return bool(_URI.match(os.fspath(path)))
+
+
+def resolve(path: PathLike) -> str:
+    """A local path made absolute and normalised; a URI returned unchanged (as str)."""
+    text = os.fspath(path)
+    if not text:
+        raise ValueError("empty path")
+    if is_uri(text):
+        return text
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def as_path(path: PathLike) -> epath.Path:
+    """An `epath.Path` for `path`, absolute when local (Orbax requires that)."""
+    return epath.Path(resolve(path))
+
+
+def join(base: PathLike, *parts: str) -> str:
+    """`base/part/...` without mangling `scheme://` (unlike pathlib, which makes `gs:/`)."""
+    text = resolve(base) if not is_uri(base) else os.fspath(base)
+    for part in parts:
+        text = text.rstrip("/") + "/" + str(part).lstrip("/")
+    return text
+
+
+def basename(path: PathLike) -> str:
+    return os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def dirname(path: PathLike) -> str:
+    text = os.fspath(path).rstrip("/")
+    head = text.rsplit("/", 1)[0] if "/" in text else "."
+    return head + "/" if head.endswith(":/") else head
+
+
+def exists(path: PathLike) -> bool:
+    return as_path(path).exists()
+
+
+def isdir(path: PathLike) -> bool:
+    return as_path(path).is_dir()
+
+
+def isfile(path: PathLike) -> bool:
+    p = as_path(path)
+    return p.exists() and not p.is_dir()
+
+
+def makedirs(path: PathLike) -> str:
+    as_path(path).mkdir(parents=True, exist_ok=True)
+    return resolve(path)
+
+
+def listdir(path: PathLike) -> list[str]:
+    """Sorted entry names (not paths) of a directory."""
+    return sorted(p.name for p in as_path(path).iterdir())
+
+
+def rmtree(path: PathLike) -> None:
+    p = as_path(path)
+    if p.exists():
+        p.rmtree() if p.is_dir() else p.unlink()
+
+
+def remove(path: PathLike) -> None:
+    as_path(path).unlink()
+
+
+def rename(src: PathLike, dst: PathLike) -> None:
+    as_path(src).rename(resolve(dst))
+
+
+def copy(src: PathLike, dst: PathLike, overwrite: bool = True) -> None:
+    as_path(src).copy(resolve(dst), overwrite=overwrite)
+
+
+def open(path: PathLike, mode: str = "r") -> IO[Any]:  # noqa: A001 - the I/O layer's open
+    """A file object; `r`/`w`/`a` with optional `b`. Parents are created for writes."""
+    p = as_path(path)
+    if mode[0] in "wa":
+        p.parent.mkdir(parents=True, exist_ok=True)
+    return p.open(mode)
+
+
+def read_text(path: PathLike) -> str:
+    return as_path(path).read_text(encoding="utf-8")
+
+
+def read_bytes(path: PathLike) -> bytes:
+    return as_path(path).read_bytes()
+
+
+def write_text(path: PathLike, text: str) -> None:
+    p = as_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: PathLike, data: bytes) -> None:
+    p = as_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+
+
+def has_wildcard(pattern: PathLike) -> bool:
+    return bool(_WILDCARD.search(os.fspath(pattern)))
+
+
+def glob(pattern: PathLike) -> list[str]:
+    """Sorted paths matching `pattern` (`*`, `?`, `[..]`, and `**` for any depth).
+
+    A pattern without wildcards names itself if it exists (a directory too); URIs keep
+    their scheme in the results.
+    """
+    text = os.fspath(pattern)
+    if not has_wildcard(text):
+        return [resolve(text)] if exists(text) else []
+    if not is_uri(text):
+        return sorted(_local_glob.glob(resolve(text), recursive=True))
+    parts = text.split("/")
+    first = next(i for i, part in enumerate(parts) if _WILDCARD.search(part))
+    base = "/".join(parts[:first])
+    rest = parts[first:]
+    return sorted(_glob_uri(base, rest))
+
+
+def _glob_uri(base: str, rest: list[str]) -> Iterator[str]:
+    if not rest:
+        yield base
+        return
+    head, tail = rest[0], rest[1:]
+    if not isdir(base):
+        return
+    if head == "**":
+        yield from _glob_uri(base, tail)
+        for name in listdir(base):
+            child = f"{base}/{name}"
+            if isdir(child):
+                yield from _glob_uri(child, rest)
+        return
+    for name in listdir(base):
+        if fnmatch.fnmatchcase(name, head):
+            yield from _glob_uri(f"{base}/{name}", tail)
+
+
+def walk_files(root: PathLike) -> list[str]:
+    """Every file under `root` (a directory), sorted; `root` itself if it is a file."""
+    if not isdir(root):
+        return [resolve(root)] if exists(root) else []
+    out = []
+    base = resolve(root)
+    for dirpath, _, files in as_path(base).walk():
+        out.extend(os.fspath(epath.Path(dirpath) / name) for name in files)
+    return sorted(out)
