@@ -29,8 +29,8 @@ from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
 from pretrain.validation import Validation
 
 # Defined at import (unlike the other CLIs) because pretrain.hf_import shares this --config.
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (.py file).",
-                                          lock_config=True)
+_CONFIG = None if "config" in flags.FLAGS else config_flags.DEFINE_config_file(
+    "config", None, "Training config (.py file).", lock_config=True)  # None: imported by a command
 
 
 class NonFiniteLossError(FloatingPointError):

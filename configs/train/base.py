@@ -1,7 +1,7 @@
 """Defaults shared by every training launch; launch configs override fields.
 
 Sections: model, mixture, data, train, optim, checkpoint, metrics, mesh, sharding,
-eval, distributed. `pretrain.train.validate` checks them at start.
+eval, aot, distributed. `pretrain.train.validate` checks them at start.
 """
 
 import ml_collections
@@ -43,6 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval = validation.default_config()
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))
+    c.aot = ml_collections.ConfigDict(dict(  # python -m pretrain.aot: compile for a TPU slice here
+        topology="",  # e.g. "v5e:16x16" (a v5litepod-256)
+        max_hbm_fraction=0.9,  # the step must fit in this share of a chip's HBM
+    ))
     c.distributed = ml_collections.ConfigDict(dict(
         initialize=False,  # jax.distributed.initialize() on multi-host pods
         coordinator_address="",  # empty: auto-detect (TPU VMs)
