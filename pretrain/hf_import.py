@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from pretrain import hf_mapping
-from pretrain.model.transformer import DTYPES, TransformerConfig
+from pretrain.model.transformer import DTYPES, TransformerConfig, stack_layers
 
 
 def _tensor_files(hf_dir: Path) -> dict[str, Path]:
@@ -89,6 +89,8 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
                                       train.anneal_start(schedule))
     optimizer = optim.make_optimizer(train_config.optim, lr_schedule)
     params = jax.tree_util.tree_map(jnp.asarray, params)
+    if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
+        params = stack_layers(params, train_config.model.num_layers)
     state = {"params": params, "opt_state": optimizer.init(params),
              "step": jnp.zeros((), jnp.int32), "rng": jax.random.PRNGKey(train_config.seed)}
     manager = checkpoint.make_manager(workdir, train_config.checkpoint)
