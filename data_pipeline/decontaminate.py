@@ -8,8 +8,10 @@ counting lists match them everywhere). ``action="cut"`` removes each match with 
 around it and keeps the remaining pieces of at least ``min_piece_chars``; a document cut
 into more than ``max_pieces`` pieces, or with nothing left, is dropped, as in GPT-3.
 
-The n-gram index of the eval sets (tens of MB for all the usual benchmarks) is built once
-per worker from the pickled items; documents are matched with a vectorised lookup.
+The n-gram index of the eval sets (tens of MB for all the usual benchmarks) is never part
+of the job graph: only the eval sets' paths are, and each worker process loads the files
+(through common/fs.py, so ``gs://`` works) and builds the index once in ``DoFn.setup``.
+Documents are matched with a vectorised lookup.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import ml_collections
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from data_pipeline.eval_sets import DEFAULT_ID_FIELDS, DEFAULT_TEXT_FIELDS, EvalItem
-from data_pipeline.records import rejection
+from data_pipeline.eval_sets import DEFAULT_ID_FIELDS, DEFAULT_TEXT_FIELDS, EvalItem, load_eval_sets
+from data_pipeline.records import REJECTED, rejection
 from data_pipeline.shingles import ngram_hashes, normalized_words, word_hashes, word_spans
 
 REASON = "contaminated"
@@ -109,20 +111,30 @@ def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: i
     return [p.strip() for p in pieces if len(p.strip()) >= min_piece]
 
 
+_INDEX_CACHE: dict[str, NgramIndex] = {}
+
+
+def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> NgramIndex:
+    """The index of the eval sets, built once per process (DoFn instances share it)."""
+    key = repr((sorted(eval_specs.items()), sorted(config.to_dict().items())))
+    if key not in _INDEX_CACHE:
+        items = load_eval_sets(eval_specs, config)
+        _INDEX_CACHE[key] = NgramIndex(items, int(config.ngram), int(config.short_ngram))
+    return _INDEX_CACHE[key]
+
+
 class _Decontaminate(beam.DoFn):
     """record -> kept (maybe cut) record | tagged rejected | tagged hits."""
 
-    def __init__(self, config: ml_collections.ConfigDict, eval_items: list[EvalItem]) -> None:
+    def __init__(self, config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> None:
         self._config = ml_collections.ConfigDict(config.to_dict())
-        self._items = eval_items
+        self._specs = dict(eval_specs)  # paths only: the items are loaded on the worker
         self._index: NgramIndex | None = None
         self._contaminated = Metrics.counter(NAMESPACE, REASON)
         self._cut = Metrics.counter(NAMESPACE, "cut_documents")
-        self._sets = sorted({item.eval_set for item in eval_items})
-        self._hits = {name: Metrics.counter(NAMESPACE, f"hits_{name}") for name in self._sets}
 
     def setup(self) -> None:
-        self._index = NgramIndex(self._items, int(self._config.ngram), int(self._config.short_ngram))
+        self._index = load_index(self._config, self._specs)
 
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
         spans = list(word_spans(record["text"]))
@@ -134,7 +146,7 @@ class _Decontaminate(beam.DoFn):
             item = self._index.items[i]
             if i not in seen:
                 seen.add(i)
-                self._hits[item.eval_set].inc()
+                Metrics.counter(NAMESPACE, f"hits_{item.eval_set}").inc()
                 yield beam.pvalue.TaggedOutput(
                     "hits",
                     {
@@ -155,23 +167,23 @@ class _Decontaminate(beam.DoFn):
                 yield {**record, "text": "\n\n".join(pieces)}
                 return
         self._contaminated.inc()
-        yield beam.pvalue.TaggedOutput("rejected", rejection(record, REASON))
+        yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, REASON))
 
 
 class Decontaminate(beam.PTransform):
-    """records -> (kept, rejected, contamination hits ``{id, eval_set, eval_item_id, ngram}``)."""
+    """records -> (kept, rejected, contamination hits ``{id, eval_set, eval_item_id, ngram}``).
 
-    def __init__(self, config: ml_collections.ConfigDict, eval_sets: list[EvalItem]) -> None:
+    ``eval_specs`` is ``{NAME: PATH}`` (see eval_sets); ``config.builtin_eval_sets`` are added.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> None:
         super().__init__()
         validate(config)
         self._config = config
-        self._eval_sets = list(eval_sets)
+        self._eval_specs = dict(eval_specs)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
-        if not self._config.enabled or not self._eval_sets:
-            empty = records.pipeline | "NoRejections" >> beam.Create([])
-            return records, empty, records.pipeline | "NoHits" >> beam.Create([])
-        out = records | "MatchEvalNgrams" >> beam.ParDo(_Decontaminate(self._config, self._eval_sets)).with_outputs(
+        out = records | "MatchEvalNgrams" >> beam.ParDo(_Decontaminate(self._config, self._eval_specs)).with_outputs(
             "rejected", "hits", main="kept"
         )
-        return out.kept, out.rejected, out.hits
+        return out.kept, out[REJECTED], out.hits

@@ -47,7 +47,7 @@ class _ScoreFn(beam.DoFn):
         record = {**record, "quality_score": score}
         if score < self._min_score:
             self._low.inc()
-            yield beam.pvalue.TaggedOutput("rejected", records.rejection(record, REASON))
+            yield beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, REASON))
         else:
             yield record
 
@@ -85,4 +85,4 @@ class ScoreQuality(beam.PTransform):
         marked = scored.kept | "MarkHighQuality" >> beam.Map(
             _mark, thresholds=beam.pvalue.AsDict(thresholds), absolute=float(config.high_quality_min_score)
         )
-        return marked, scored.rejected
+        return marked, scored[records.REJECTED]
