@@ -155,7 +155,7 @@ def test_number_only_ngrams_are_not_indexed():
     pages = decontaminate.word_hashes(normalized_words("page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 next"))
     assert list(index.matches(pages)) == []
     leak = decontaminate.word_hashes(normalized_words("john counts 1 2 3 4 5 6 7 8 9 10 11"))
-    assert [m[2] for m in index.matches(leak)] == [0]
+    assert {m[2] for m in index.matches(leak)} == {0}
 
 
 def test_numbers_match_whatever_their_separators(run):
