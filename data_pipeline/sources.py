@@ -104,8 +104,14 @@ def relative_path(path: str, root: str) -> str:
 
 
 def match_files(glob: str) -> list[str]:
-    """Files (not directories) the glob matches, through common/fs.py."""
-    return [path for path in fs.glob(glob) if not fs.isdir(path)]
+    """Files (not directories) the glob matches, through common/fs.py.
+
+    As in Beam's matcher, ``**`` inside a name matches across folders: ``tex/**.tex`` is
+    ``tex/**/*.tex``.
+    """
+    parts = [part if "**" not in part or part == "**" else "**/" + re.sub(r"\*\*+", "*", part)
+             for part in glob.split("/")]
+    return [path for path in fs.glob("/".join(parts)) if not fs.isdir(path)]
 
 
 class ReadFileFn(beam.DoFn):
@@ -185,6 +191,11 @@ class ReadFileFn(beam.DoFn):
         index = -1
         try:
             with open_decompressed(path) as f:
+                f = f if hasattr(f, "peek") else io.BufferedReader(f)
+                head = f.peek(_BINARY_SNIFF_BYTES)[:_BINARY_SNIFF_BYTES]
+                if b"\x00" in head:
+                    counts["held"] = 1
+                    raise _NotText(head)
                 for index, raw in enumerate(f):
                     if raw.strip():
                         counts["held"] += 1
@@ -197,10 +208,6 @@ class ReadFileFn(beam.DoFn):
     def _jsonl(self, path: str, rel: str, counts: dict[str, Any]) -> Iterator[Any]:
         try:
             for index, raw in self._lines(path, counts):
-                if index == 0 and b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
-                    counts["held"], counts["complete"] = 1, True
-                    yield self._dead_letter(f"{rel}:0", path, "binary_file: content is not JSONL text", raw[:_BINARY_SNIFF_BYTES])
-                    return
                 try:
                     row = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError as e:
@@ -210,6 +217,8 @@ class ReadFileFn(beam.DoFn):
                     yield self._dead_letter(f"{rel}:{index}", path, f"bad_json: {e}", raw)
                     continue
                 yield self.parse_row(row, index, rel, path, raw[: self._max_raw_bytes])
+        except _NotText as e:
+            yield self._dead_letter(f"{rel}:0", path, "binary_file: content is not JSONL text", e.head)
         except _CorruptStream as e:
             yield self._dead_letter(f"{rel}:{e.line}:unreadable_rest", path,
                                     f"corrupt_stream: {type(e.cause).__name__}: {e.cause} (after line {e.line}; "
@@ -259,6 +268,12 @@ class ReadFileFn(beam.DoFn):
             yield self._dead_letter(record_id, path, f"invalid_utf8: {e}", data)
             return
         yield self._emit(record_id, text, path, self._language(rel))
+
+
+class _NotText(Exception):
+    def __init__(self, head: bytes) -> None:
+        super().__init__("binary content")
+        self.head = head
 
 
 class _CorruptStream(Exception):
