@@ -215,6 +215,8 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     num_shards = {"train": int(config.output.train_shards), "validation": int(config.output.validation_shards)}
     domains = sorted({s.domain for s in specs})
     tfds_output.write_metadata(staging, domains, outputs.read_jsonl_files(fs.join(work, "shards")), num_shards)
+    for folder in (records.REJECTED, "dead_letter"):  # the layout holds them even when empty
+        fs.makedirs(fs.join(staging, folder))
     if not fs.exists(fs.join(staging, "contamination.jsonl")):
         fs.write_text(fs.join(staging, "contamination.jsonl"), "")
     violations = outputs.read_jsonl_files(fs.join(work, "violations"))
