@@ -26,7 +26,7 @@ stage() {  # stage NAME COMMAND...: run a stage, its stdout shown, its stderr lo
 stage corpus    "$PY" -m data_pipeline.demo_corpus --output "$DEMO/corpus"
 stage prepare   "$PY" -m data_pipeline.prepare --config=configs/data/demo.py \
                   --input "web=$DEMO/corpus/web.jsonl" --input "math=$DEMO/corpus/math.jsonl" \
-                  --input "code=$DEMO/corpus/code.jsonl" --output_dir "$DEMO/prep"
+                  --input "code=$DEMO/corpus/code.jsonl" --output_dir "$DEMO/prep" --overwrite
 stage tokenizer "$PY" -m tokenizer.train --config=configs/tokenizer/demo.py \
                   --input "$DEMO/prep" --output "$DEMO/tokenizer"
 stage mixture   "$PY" -m mixtures.inspect --config=configs/mixtures/demo_two_stage.py \
