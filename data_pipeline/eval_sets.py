@@ -44,6 +44,12 @@ class EvalItem:
     eval_set: str
     item_id: str
     text: str
+    question: str = ""  # the first text field alone (a leak may be the question without its answer)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The texts to index: the whole item, and its question when that is only part of it."""
+        return (self.text, self.question) if self.question and self.question != self.text else (self.text,)
 
 
 def _builtin_humaneval() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -162,5 +168,7 @@ def load_eval_sets(specs: dict[str, str], config: ml_collections.ConfigDict) -> 
                                  f"recognised: {list(config.text_fields)} (config.decontamination.text_fields)")
             text = item_text(row, config.text_fields)
             if text:
-                items.append(EvalItem(name, item_id(row, config.id_fields, f"{fs.basename(file)}:{index}"), text))
+                first = next(f for f in config.text_fields if item_text(row, (f,)))
+                items.append(EvalItem(name, item_id(row, config.id_fields, f"{fs.basename(file)}:{index}"), text,
+                                      item_text(row, (first,))))
     return items

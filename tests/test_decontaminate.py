@@ -12,7 +12,6 @@ import pytest
 
 from data_pipeline import decontaminate, eval_sets
 from data_pipeline.eval_sets import EvalItem
-from data_pipeline.shingles import normalized_words
 from tests._dedup_beam import record, run_transform
 
 QUESTION = (
@@ -70,8 +69,9 @@ def test_drops_verbatim_and_reformatted_copies_and_reports_hits(run):
     by_doc = {h["id"]: h for h in hits}
     assert len(hits) == 3
     assert by_doc["verbatim"]["eval_set"] == "gsm8k" and by_doc["verbatim"]["eval_item_id"] == "q1"
-    assert len(by_doc["verbatim"]["ngram"].split()) == 13
-    assert by_doc["short"]["eval_item_id"] == "s1" and len(by_doc["short"]["ngram"].split()) == 8
+    assert len(by_doc["verbatim"]["match"]) == 50 and by_doc["verbatim"]["match"] in "".join(
+        c for c in QUESTION.lower() if c.isalnum())
+    assert by_doc["short"]["eval_item_id"] == "s1" and len(by_doc["short"]["match"]) == 35
 
 
 def test_cut_removes_the_span_with_its_window(run):
@@ -82,9 +82,11 @@ def test_cut_removes_the_span_with_its_window(run):
     assert rejected == [] and len(hits) == 1
     text = kept[0]["text"]
     assert "Natalia" not in text and "clips" not in text
-    start, end = doc.index("Natalia") - 10, doc.index("May?") + len("May") + 10
-    assert text == doc[:start].strip() + "\n\n" + doc[end:].strip()
-    assert text.startswith("a" * 291) and text.endswith("b" * 292)
+    # Windows are found at the winnowed positions, so a cut may start or end a few
+    # characters inside the item; cut_window_chars covers that (200 by default).
+    before_cut, after_cut = text.split("\n\n")
+    assert set(before_cut) == {"a"} and 280 <= len(before_cut) <= 300
+    assert set(after_cut) == {"b"} and 280 <= len(after_cut) <= 300
 
 
 def test_cut_drops_documents_with_nothing_left(run):
@@ -92,8 +94,8 @@ def test_cut_drops_documents_with_nothing_left(run):
     assert kept == [] and [r["id"] for r in rejected] == ["doc"]
 
 
-def test_items_shorter_than_short_ngram_are_skipped(run):
-    index = decontaminate.NgramIndex(_items(), ngram=13, short_ngram=8)
+def test_items_shorter_than_min_chars_are_skipped(run):
+    index = decontaminate.NgramIndex(_items(), window=50, min_chars=35, w=8)
     assert index.skipped == 1
     kept, rejected, hits = run([record("d", FILLER + " why so?")])
     assert len(kept) == 1 and rejected == [] and hits == []
@@ -129,11 +131,11 @@ def test_load_eval_sets_reads_every_format(tmp_path):
         "mbpp": str(tmp_path / "m.parquet"),
     }
     items = {i.eval_set: i for i in eval_sets.load_eval_sets(specs, _config())}
-    assert items["gsm8k"] == EvalItem("gsm8k", "gsm.jsonl:0", "Q one?\nA one.")
-    assert items["math"] == EvalItem("math", "u7", "P\nS")
+    assert items["gsm8k"] == EvalItem("gsm8k", "gsm.jsonl:0", "Q one?\nA one.", "Q one?")
+    assert items["math"] == EvalItem("math", "u7", "P\nS", "P")
     assert items["mmlu"].text == "What?\nyes\nno\n1"
-    assert items["arc"] == EvalItem("arc", "arc1", "Stem?\nc1")
-    assert items["mbpp"] == EvalItem("mbpp", "3", "mbpp task\ndef f(): pass")
+    assert items["arc"] == EvalItem("arc", "arc1", "Stem?\nc1", "Stem?")
+    assert items["mbpp"] == EvalItem("mbpp", "3", "mbpp task\ndef f(): pass", "mbpp task")
 
 
 def test_builtin_humaneval_needs_no_file():
@@ -150,11 +152,11 @@ def test_parse_specs_rejects_missing_path():
 
 
 def test_number_only_ngrams_are_not_indexed():
-    counting = EvalItem("math", "count", "John counts 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 and stops")
-    index = decontaminate.NgramIndex([counting], ngram=13, short_ngram=8)
-    pages = decontaminate.word_hashes(normalized_words("page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 next"))
+    counting = EvalItem("math", "count", "John counts 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 and stops")
+    index = decontaminate.NgramIndex([counting], window=50, min_chars=35, w=8)
+    pages, _ = decontaminate.normalized_chars("page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 next")
     assert list(index.matches(pages)) == []
-    leak = decontaminate.word_hashes(normalized_words("john counts 1 2 3 4 5 6 7 8 9 10 11"))
+    leak, _ = decontaminate.normalized_chars("JOHN counts: " + ", ".join(map(str, range(1, 26))) + " and stops.")
     assert {m[2] for m in index.matches(leak)} == {0}
 
 
@@ -191,3 +193,16 @@ def test_eval_items_are_not_pickled_into_the_job(tmp_path):
     assert len(pickler.dumps(fn)) < 20_000  # the items alone are > 2 MB
     fn.setup()
     assert len(fn._index.items) == 2000
+
+
+def test_punctuation_dropped_or_spaced_out_inside_words_still_matches(run, tmp_path):
+    """Word n-grams missed these: dropping `(` `,` inside `f(a,b)` merges words, spacing them splits."""
+    code = "def add_numbers(first, second):\n    return first + second  # the sum of two integers"
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text(json.dumps({"text": "Write a function that adds two numbers.", "code": code}) + "\n")
+    docs = [record("dropped", FILLER + "\ndef addnumbersfirst second\n return first  second  the sum of two integers"),
+            record("spaced", FILLER + "\nDEF ADD _ NUMBERS ( FIRST , SECOND ) : RETURN FIRST + SECOND # THE SUM OF TWO INTEGERS"),
+            record("clean", FILLER + "\nthe sum of two integers is an integer")]
+    config = _config()
+    kept, rejected, _ = run_transform(docs, lambda: decontaminate.Decontaminate(config, {"mbpp": str(path)}))
+    assert sorted(r["id"] for r in rejected) == ["dropped", "spaced"] and [r["id"] for r in kept] == ["clean"]
