@@ -57,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
             "verify": True,  # exact Jaccard check of candidate pairs
             "jaccard_threshold": 0.8,  # used when verify is on
             "max_cluster_size": 0,  # 0 = no cap; larger clusters are kept whole and counted
-            "cc_rounds": 12,  # cap on large-star + small-star rounds; not converged by then = job fails
+            "cc_rounds": 8,  # cap on large-star + small-star rounds; not converged by then = the job fails
             "bucket_all_pairs": 8,  # buckets up to this size: every pair is a candidate edge
             "anchors": 3,  # larger buckets: each member to this many smallest members
         }
