@@ -85,3 +85,15 @@ def test_job_graph_does_not_grow_with_the_eval_sets(tmp_path):
     config.eval_sets = [f"big={big}"]
     assert abs(_job_bytes(config) - small) < 2_000
     assert sources.match_files(str(big)) == [str(big)]
+
+
+def test_worker_requirements_are_runtime_only():
+    """The Dataflow recipe installs these on workers: no test or bench pins."""
+    from data_pipeline import worker_requirements
+
+    names = worker_requirements.closure(worker_requirements.runtime_roots())
+    assert {"apache-beam", "numpy", "lingua-language-detector", "zstandard"} <= names
+    assert not names & {"torch", "transformers", "datatrove", "spacy", "pytest", "hypothesis"}
+    lines = worker_requirements.pinned(names, os.path.join(worker_requirements.ROOT, "constraints.txt"))
+    assert any(line.startswith("apache-beam==") for line in lines)
+    assert not any(line.startswith(("torch", "datatrove")) for line in lines)
