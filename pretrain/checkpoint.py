@@ -106,3 +106,23 @@ def restore_params(workdir: str | Path, step: int | None = None,
             restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
             partial_restore=True)))
     return restored.state["params"], config
+
+
+def restore_state(workdir: str | Path, abstract_state: dict[str, Any], step: int | None = None
+                  ) -> tuple[dict[str, Any], int]:
+    """(state, step) of another run's checkpoint `step` (default: latest), read-only.
+
+    The arrays land as `abstract_state`'s shardings say, whatever mesh wrote them: Orbax
+    reads each device's slice of the saved (tensorstore) arrays, so a state written by
+    256 chips restores on 8, or on one CPU. Used by `config.init_from`.
+    """
+    directory = _absolute(workdir) / "checkpoints"
+    with ocp.CheckpointManager(directory, item_names=ITEMS,
+                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None or step not in manager.all_steps():
+            raise FileNotFoundError(f"config.init_from: no checkpoint for step {step} in "
+                                    f"{directory} (have {sorted(manager.all_steps())})")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+    return restored.state, step
