@@ -22,7 +22,7 @@ import re
 import ml_collections
 from packaging.requirements import Requirement
 
-from common import cli
+from common import cli, fs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _NAME = re.compile(r"[-_.]+")
@@ -64,11 +64,10 @@ def closure(roots: list[str]) -> set[str]:
 def pinned(names: set[str], constraints_path: str) -> list[str]:
     """``constraints.txt`` lines of the given distributions, sorted."""
     out = []
-    with open(constraints_path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and _canonical(re.split(r"[=<>!~; ]", line, 1)[0]) in names:
-                out.append(line)
+    for line in fs.read_text(constraints_path).splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and _canonical(re.split(r"[=<>!~; ]", line, maxsplit=1)[0]) in names:
+            out.append(line)
     return sorted(out, key=str.lower)
 
 
