@@ -97,3 +97,23 @@ def test_worker_requirements_are_runtime_only():
     lines = worker_requirements.pinned(names, os.path.join(worker_requirements.ROOT, "constraints.txt"))
     assert any(line.startswith("apache-beam==") for line in lines)
     assert not any(line.startswith(("torch", "datatrove")) for line in lines)
+
+
+def test_dataflow_job_request_builds_without_credentials():
+    """Beam's DataflowRunner builds the job request offline with --dry_run (nothing submitted)."""
+    pytest.importorskip("google.cloud.dataflow", reason="the DataflowRunner needs apache-beam[gcp] (extra 'dataflow')")
+    config = base.get_config()
+    config.inputs = ["web=gs://bucket/raw/*.jsonl.gz"]
+    config.eval_sets = ["gsm8k=gs://bucket/eval/gsm8k/test.jsonl"]
+    config.output_dir = "gs://bucket/prep"
+    options = prepare.pipeline_options(config, [
+        "--runner=DataflowRunner", "--project=test-project", "--region=us-central1", "--job_name=prep-dry-run",
+        "--temp_location=gs://bucket/tmp", "--staging_location=gs://bucket/staging", "--no_auth", "--dry_run=True",
+        "--sdk_location=container"])
+    p = beam.Pipeline(options=options)
+    prepare.build(p, config, prepare.input_specs(config), parse_specs(list(config.eval_sets)), config.output_dir)
+    job = p.run().job
+    assert job.proto.name == "prep-dry-run"
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert {"Read[web:*.jsonl.gz]", "Clean", "ExactDedup", "NearDedup", "Decontaminate", "Quality", "WriteTfds"} <= names
+    assert len(job.proto_pipeline.SerializeToString()) < 1_000_000
