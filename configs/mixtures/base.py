@@ -14,6 +14,9 @@ def pack_config() -> ml_collections.ConfigDict:
         lookahead=64,         # DocumentPacker best-fit buffer
         max_padding=0.005,    # pad a row rather than cut a document when at most this share is left
         # Beam options; flags mixtures.pack does not define also go to Beam (--runner=DataflowRunner ...).
-        runner=ml_collections.ConfigDict(dict(runner="DirectRunner", direct_running_mode="in_memory",
-                                              default_sdk_harness_log_level="WARNING")),
+        # FnApiRunner is the DirectRunner's local engine, named directly because Beam 2.77's
+        # DirectRunner first tries to download its Prism binary (no network at run time here).
+        # direct_running_mode="multi_processing" + direct_num_workers=N spreads tokenization over N cores.
+        runner=ml_collections.ConfigDict(dict(runner="FnApiRunner", direct_running_mode="in_memory",
+                                              direct_num_workers=1, default_sdk_harness_log_level="WARNING")),
     ))
