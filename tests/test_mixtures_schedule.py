@@ -108,3 +108,12 @@ def test_task_counts_before_a_step_match_the_rows_assigned_so_far(interpolate, m
         running += np.bincount(row_tasks(schedule, 3, step, 8), minlength=len(schedule.tasks))
     since = (10, task_counts_before(schedule, 3, 10, 8))
     np.testing.assert_array_equal(task_counts_before(schedule, 3, 40, 8, since), running)
+
+
+def test_weights_array_equals_weights_at_exactly():
+    s = Schedule.from_config(_cfg([dict(start=0.0, weights={"a": 0.7, "b": 0.3}),
+                                   dict(start=0.3, weights={"a": 0.2, "c": 0.8}, interpolate=True),
+                                   dict(start=0.77, weights={"c": 1.0})]), 97)
+    steps = np.arange(0, 130)
+    expected = np.array([[s.weights_at(int(i))[t] for t in s.tasks] for i in steps])
+    np.testing.assert_array_equal(s.weights_array(steps), expected)
