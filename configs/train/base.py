@@ -17,8 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.mixture = ml_collections.ConfigDict()  # a configs/mixtures/*.py get_config()
     c.data = ml_collections.ConfigDict(dict(
         synthetic=False,  # True: random tokens, a pure function of (seed, step)
-        prep_dir="",
-        tokenizer="",
+        packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
+        tokenizer="",   # the tokenizer the rows were packed with (vocab size check, evaluation)
+        workers=0,      # Grain worker processes reading rows; 0: read threads in this process
         seq_len=128,
         global_batch_size=8,
     ))

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scan_layers = True
     c.model.vocab_chunks = 32
     c.mixture = gemma_anneal.get_config()
-    c.data.prep_dir = "gs://YOUR_BUCKET/prep"
+    c.data.packed_dir = "/mnt/disks/data/packed"  # mixtures.pack output, copied to each host's local disk
     c.data.tokenizer = "gs://YOUR_BUCKET/tokenizer/tokenizer.model"
     c.data.seq_len = 8192
     c.data.global_batch_size = 512
