@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
-from train_fixtures import tiny_config
+from train_fixtures import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,20 +89,6 @@ def test_init_from_loads_weights_and_optimizer_and_restarts_schedule(tmp_path):
     assert [r["lr"] for r in records] == [r["lr"] for r in read_metrics(tmp_path / "a")[4:]]
 
 
-def _config_file(tmp_path: Path, **train) -> Path:
-    """A --config file for the CLI, built from the shared tiny config."""
-    path = tmp_path / "tiny_config.py"
-    path.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
-        from train_fixtures import tiny_config
-
-        def get_config():
-            return tiny_config("", **{train!r})
-    """))
-    return path
-
-
 def _cli(config: Path, workdir: Path) -> list[str]:
     return [sys.executable, "-m", "pretrain.train", f"--config={config}",
             f"--config.workdir={workdir}"]
@@ -112,7 +97,7 @@ def _cli(config: Path, workdir: Path) -> list[str]:
 def test_killed_run_resumes_and_matches_uninterrupted_run(tmp_path):
     steps = 200
     train = dict(total_steps=steps)
-    config = _config_file(tmp_path, **train)
+    config = config_file(tmp_path, **train)
     killed = tmp_path / "killed"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(_cli(config, killed), cwd=REPO, env=env,
