@@ -35,6 +35,9 @@ stage mixture   "$PY" -m mixtures.inspect --config=configs/mixtures/demo_two_sta
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
                   --config.workdir="$DEMO/train" --config.data.prep_dir="$DEMO/prep" \
                   --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
+stage anneal    "$PY" -m pretrain.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
+                  --from_workdir="$DEMO/train" --config.from_step=300 \
+                  --config.train.data.prep_dir="$DEMO/prep" --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
 
 echo
 echo "=== demo finished in $((SECONDS - start))s. Outputs:"
@@ -43,4 +46,5 @@ echo "  prepared    $DEMO/prep/{web,math,code} (TFDS), $DEMO/prep/stats.json"
 echo "  tokenizer   $DEMO/tokenizer/tokenizer.model"
 echo "  mixture     $DEMO/mixture.png, $DEMO/mixture.json"
 echo "  training    $DEMO/train (checkpoints/, metrics.jsonl, tensorboard/)"
+echo "  anneal arms $DEMO/anneal/report.{md,json,png}"
 echo "  logs        $DEMO/logs/"
