@@ -3,7 +3,7 @@
 Mesh: pure FSDP (data=1, fsdp=256, tensor=1). 2.5B fp32 params + AdamW moments are ~30 GB,
 ~120 MB per chip once sharded; MQA's single key/value head gives tensor parallelism
 nothing to split, so every chip holds a batch shard instead. 512 x 8192 = 4.2M tokens per
-step; 715k steps is ~3T tokens as in the report. Launch with pretrain/launch_tpu.sh.
+step; 715k steps is ~3T tokens as in the report. Launch with `python -m pretrain.launch` (README).
 """
 
 import ml_collections
@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scan_layers = True
     c.model.vocab_chunks = 32
     c.mixture = gemma_anneal.get_config()
-    c.data.prep_dir = "gs://YOUR_BUCKET/prep"
+    c.data.packed_dir = "/mnt/disks/data/packed"  # mixtures.pack output, copied to each host's local disk
     c.data.tokenizer = "gs://YOUR_BUCKET/tokenizer/tokenizer.model"
     c.data.seq_len = 8192
     c.data.global_batch_size = 512

@@ -3,7 +3,7 @@
 Mesh: fsdp=64 x tensor=4. 8.5B fp32 params + AdamW moments are ~100 GB, ~0.4 GB per chip
 once sharded; tensor=4 splits the 16 heads and the 24576-wide MLP so each chip's
 activations at seq 8192 fit beside full rematerialisation. 512 x 8192 = 4.2M tokens per
-step; 1.43M steps is ~6T tokens as in the report. Launch with pretrain/launch_tpu.sh.
+step; 1.43M steps is ~6T tokens as in the report. Launch with `python -m pretrain.launch` (README).
 """
 
 import ml_collections
