@@ -173,9 +173,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     optim.validate(config.optim, config.train.total_steps)
     checkpoint.validate(config.checkpoint)
     if not config.data.synthetic:
-        require(fs.isdir(config.data.prep_dir), "data.prep_dir",
-                "must be a prepared-data directory (python -m data_pipeline.prepare)",
-                config.data.prep_dir)
+        require(fs.exists(fs.join(config.data.packed_dir or ".", "manifest.json")), "data.packed_dir",
+                "must be a packed-data directory (python -m mixtures.pack)", config.data.packed_dir)
         require(fs.isfile(config.data.tokenizer), "data.tokenizer",
                 "must be a tokenizer.model file (python -m tokenizer.train)", config.data.tokenizer)
         require(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
@@ -199,18 +198,26 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]:
-    """(batch source for this process, mixture schedule or None)."""
+    """(batch source for this process, mixture schedule or None).
+
+    Real data is read from the rows `mixtures.pack` wrote to config.data.packed_dir; each
+    process reads only the rows of its slice of the global batch.
+    """
     d = config.data
     if d.synthetic:
         return data.SyntheticBatches(config.seed, d.global_batch_size, d.seq_len,
                                      config.model.vocab_size, jax.process_index(),
                                      jax.process_count()), mixture_schedule(config)
-    from mixtures.stream import PackedStream  # Imported here: pulls in SeqIO/TensorFlow.
+    from mixtures.stream import MixtureStream
 
-    stream = PackedStream(config.mixture, d.prep_dir, d.tokenizer,
-                          batch_size=d.global_batch_size, total_steps=config.train.total_steps,
-                          seq_len=d.seq_len, seed=config.seed,
-                          process_index=jax.process_index(), process_count=jax.process_count())
+    stream = MixtureStream(config.mixture, d.packed_dir, batch_size=d.global_batch_size,
+                           total_steps=config.train.total_steps, seed=config.seed,
+                           process_index=jax.process_index(), process_count=jax.process_count(),
+                           workers=d.workers)
+    if stream.seq_len != d.seq_len:
+        raise ValueError(f"config.data.seq_len: must equal the packed rows' length {stream.seq_len} "
+                         f"({d.packed_dir}), got {d.seq_len}; re-pack with --config.seq_len={d.seq_len} "
+                         "or train at the packed length")
     return stream, stream.schedule
 
 

@@ -176,12 +176,13 @@ def test_cli_help_and_required_workdir():
 
 
 def test_real_stream_trains_switches_stage_and_resumes_exactly(tmp_path, capsys):
-    from mixtures_fixtures import build_prepared, demo_mixture
+    from mixtures_fixtures import build_prepared, demo_mixture, pack_mixture
 
     prep_dir, vocab = build_prepared(tmp_path / "data", n_docs=40, validation_docs=5)
     config = tiny_config(tmp_path / "full", total_steps=16)
     config.data.synthetic = False
-    config.data.prep_dir, config.data.tokenizer = str(prep_dir), str(vocab)
+    packed = pack_mixture(tmp_path / "data", prep_dir, vocab, seq_len=config.data.seq_len)
+    config.data.packed_dir, config.data.tokenizer = str(packed), str(vocab)
     config.mixture = demo_mixture(seq_len=config.data.seq_len)  # anneal from step 12
     config.optim.schedule, config.optim.decay_start = "wsd", "anneal"
     config.eval.update(dict(every_steps=8, batches=1))

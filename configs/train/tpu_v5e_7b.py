@@ -15,8 +15,8 @@ from configs.train import tpu_v5e_2b
 def get_config() -> ml_collections.ConfigDict:
     c = tpu_v5e_2b.get_config()
     c.model = gemma_7b.get_config()
-    c.model.remat_policy = "full"
+    c.model.update(dict(remat_policy="full", attention="splash", scan_layers=True, vocab_chunks=32))
     c.train.total_steps = 1_430_000
     c.optim.peak_lr = 2e-4
-    c.mesh.update(dict(data=1, fsdp=-1, tensor=4))
+    c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
     return c
