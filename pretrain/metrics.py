@@ -11,8 +11,9 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 from etils import epath

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,12 +26,18 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from common import checks, cli, fs
 from pretrain import checkpoint, data, flops, optim, sharding
-from pretrain.metrics import (Goodput, MetricsWriter, goodput_over_sessions, read_metrics,
-                              recomputed_seconds)
+from pretrain.metrics import (
+    Goodput,
+    MetricsWriter,
+    goodput_over_sessions,
+    read_metrics,
+    recomputed_seconds,
+)
 from pretrain.model.transformer import Transformer, TransformerConfig
 from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
 

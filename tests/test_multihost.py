@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_fixtures import config_file, tiny_config
 
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
-from train_fixtures import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 40

@@ -27,7 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from absl import flags
