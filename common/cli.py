@@ -120,19 +120,25 @@ def _fail(argv: list[str], message: str) -> None:
 
 def _define(default_config, shortcuts: Sequence[Shortcut],
             define_extra_flags: Callable[[], None] | None) -> None:
-    if "config" in flags.FLAGS:
-        return
-    if callable(default_config):
-        config_flags.DEFINE_config_dict("config", default_config(), "Config; --config.FIELD=VALUE.")
-    else:
-        path = config_path(default_config) if default_config else None
-        config_flags.DEFINE_config_file("config", path, "Config file (configs/...py); "
-                                        "--config.FIELD=VALUE overrides a field.")
+    """Defines what is not defined yet: `--config` may come from a module that shares it
+    (pretrain.hf_import uses pretrain.train's), and a second `run` in one process reuses all."""
+    if "config" not in flags.FLAGS:
+        if callable(default_config):
+            config_flags.DEFINE_config_dict("config", default_config(), "Config; --config.FIELD=VALUE.")
+        else:
+            path = config_path(default_config) if default_config else None
+            config_flags.DEFINE_config_file("config", path, "Config file (configs/...py); "
+                                            "--config.FIELD=VALUE overrides a field.")
     for s in shortcuts:
+        if s.flag in flags.FLAGS:
+            continue
         text = f"{s.help} (sets config.{s.field})"
         if s.multi:
             flags.DEFINE_multi_string(s.flag, [], text)
         else:
             flags.DEFINE_string(s.flag, None, text)
     if define_extra_flags:
-        define_extra_flags()
+        try:
+            define_extra_flags()
+        except flags.DuplicateFlagError:
+            pass

@@ -125,6 +125,22 @@ def write_text(path: PathLike, text: str) -> None:
     p.write_text(text, encoding="utf-8")
 
 
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Replaces the file's content all at once: a reader, or a kill, never sees half of it.
+
+    Locally the text goes to a sibling temporary file renamed over `path` (rename is
+    atomic on POSIX); object stores (`gs://`, ...) publish an object only when its upload
+    completes, so a plain write already has that property there.
+    """
+    if is_uri(path):
+        write_text(path, text)
+        return
+    target = resolve(path)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    write_text(tmp, text)
+    os.replace(tmp, target)
+
+
 def write_bytes(path: PathLike, data: bytes) -> None:
     p = as_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -10,43 +10,41 @@ state); running pretrain.train with the same config then continues from those we
 """
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from pretrain import hf_mapping
+from common import cli, fs
+from common.checks import require
+from pretrain import hf_mapping, safetensors_stream
 from pretrain.model.transformer import DTYPES, TransformerConfig
 
 
-def _tensor_files(hf_dir: Path) -> dict[str, Path]:
+def _tensor_files(hf_dir: str) -> dict[str, str]:
     """Tensor name -> safetensors file, from the index JSON or the single model file."""
-    index = hf_dir / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return {name: hf_dir / file for name, file in weight_map.items()}
-    single = hf_dir / "model.safetensors"
-    if not single.exists():
+    index = fs.join(hf_dir, "model.safetensors.index.json")
+    if fs.exists(index):
+        weight_map = json.loads(fs.read_text(index))["weight_map"]
+        return {name: fs.join(hf_dir, file) for name, file in weight_map.items()}
+    single = fs.join(hf_dir, "model.safetensors")
+    if not fs.exists(single):
         raise FileNotFoundError(f"{hf_dir}: neither model.safetensors nor its index JSON")
-    from safetensors import safe_open
-    with safe_open(single, framework="numpy") as f:
+    with safetensors_stream.Reader(single) as f:
         return {name: single for name in f.keys()}
 
 
-def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: str = "float32",
+def import_hf(hf_dir: fs.PathLike, vocab_size: int | None = None, param_dtype: str = "float32",
               **model_overrides) -> tuple[dict, TransformerConfig]:
     """(params as numpy arrays, TransformerConfig) of an HF Gemma directory.
 
     `vocab_size` pads the embedding with zero rows (e.g. 256000 -> 256128, the reference's
     row count); tensors are read one parameter at a time.
     """
-    from safetensors import safe_open
-
-    hf_dir = Path(hf_dir)
-    hf_config = json.loads((hf_dir / "config.json").read_text())
+    hf_dir = fs.resolve(hf_dir)
+    hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
     config = hf_mapping.model_config_from_hf(hf_config, vocab_size, param_dtype=param_dtype,
                                              **model_overrides)
     files = _tensor_files(hf_dir)
@@ -54,7 +52,7 @@ def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: st
         raise ValueError(f"{hf_dir}: untied lm_head.weight; Gemma ties the output layer to the embedding")
     dtype = np.dtype(DTYPES[param_dtype])
     params: dict[str, Any] = {}
-    handles: dict[Path, Any] = {}
+    handles: dict[str, safetensors_stream.Reader] = {}
     try:
         for rule in hf_mapping.rules(config, hf_config["vocab_size"]):
             missing = [n for n in rule.hf_names if n not in files]
@@ -63,26 +61,26 @@ def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: st
             tensors = []
             for name in rule.hf_names:
                 if files[name] not in handles:
-                    handles[files[name]] = safe_open(files[name], framework="numpy").__enter__()
-                tensors.append(handles[files[name]].get_tensor(name))
+                    handles[files[name]] = safetensors_stream.Reader(files[name])
+                tensors.append(handles[files[name]][name])
             node = params
             for key in rule.flax_path[:-1]:
                 node = node.setdefault(key, {})
             node[rule.flax_path[-1]] = np.ascontiguousarray(rule.from_hf(tensors)).astype(dtype)
     finally:
         for handle in handles.values():
-            handle.__exit__(None, None, None)
+            handle.close()
     return params, config
 
 
-def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigDict) -> Path:
+def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigDict) -> str:
     """Writes config.json and a step-0 checkpoint (params + fresh optimiser state) to
     train_config.workdir, in the layout pretrain.train restores."""
     import jax.numpy as jnp
 
     from pretrain import checkpoint, optim, train
 
-    workdir = Path(train_config.workdir)
+    workdir = fs.as_path(train_config.workdir)
     train.write_config(workdir, train_config)
     source, schedule = train.make_data(train_config)
     lr_schedule = optim.make_schedule(train_config.optim, train_config.train.total_steps,
@@ -95,7 +93,7 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     checkpoint.save(manager, 0, state, source.get_state(), force=True)
     manager.wait_until_finished()
     manager.close()
-    return workdir / "checkpoints" / "0"
+    return fs.join(workdir, "checkpoints", "0")
 
 
 ARCHITECTURE_FIELDS = ("num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
@@ -112,16 +110,15 @@ def check_matches(train_model: TransformerConfig, imported: TransformerConfig, h
                          f"vocabulary ({hf_vocab})")
 
 
-def main(argv):
-    del argv
+def main(train_config: ml_collections.ConfigDict, argv: list[str]) -> None:
     hf_dir = flags.FLAGS.hf_dir
-    if not hf_dir or flags.FLAGS.config is None:
-        raise app.UsageError("--hf_dir and --config are required")
-    train_config = flags.FLAGS.config
-    if not train_config.get("workdir"):
-        raise ValueError("config.workdir: required (--config.workdir=DIR)")
+    require(bool(hf_dir), "hf_dir", "required (--hf_dir=DIR)", hf_dir)
+    require(bool(train_config.get("workdir")), "workdir", "required (--config.workdir=DIR)")
+    hf_dir = fs.resolve(hf_dir)
+    with train_config.unlocked():
+        train_config.workdir = fs.resolve(train_config.workdir)
     train_model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
-    hf_config = json.loads((Path(hf_dir) / "config.json").read_text())
+    hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
     hf_vocab = hf_config["vocab_size"]
     check_matches(train_model, hf_mapping.model_config_from_hf(hf_config), hf_vocab)
     print(f"reading {hf_dir} ...", flush=True)
@@ -134,12 +131,15 @@ def main(argv):
           f"and --config.workdir={train_config.workdir}")
 
 
-def run():
-    # Flags are defined here, not at import, so tests can import several CLI modules at once.
-    # pretrain.train defines --config (the training config) when imported; it is shared.
+def run() -> None:
+    """Console entry point. `--hf_dir` is a plain flag: it is not part of the training config
+    this command writes to WORKDIR/config.json."""
+    # pretrain.train still defines --config when imported; importing it first lets cli.run
+    # reuse that flag instead of defining a second one.
     from pretrain import train  # noqa: F401
-    flags.DEFINE_string("hf_dir", None, "Hugging Face Gemma directory (config.json, *.safetensors).")
-    app.run(main)
+
+    cli.run(main, doc=__doc__, default_config=None, define_extra_flags=lambda: flags.DEFINE_string(
+        "hf_dir", None, "Hugging Face Gemma directory (config.json, *.safetensors); local or gs://."))
 
 
 if __name__ == "__main__":

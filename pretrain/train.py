@@ -22,6 +22,7 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
+from common import fs
 from pretrain import checkpoint, data, flops, optim, sharding
 from pretrain.metrics import MetricsWriter, read_metrics
 from pretrain.model.transformer import Transformer, TransformerConfig
@@ -62,9 +63,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     optim.validate(config.optim, config.train.total_steps)
     checkpoint.validate(config.checkpoint)
     if not config.data.synthetic:
-        need(epath.Path(config.data.prep_dir).is_dir(), "data.prep_dir",
+        need(fs.isdir(config.data.prep_dir), "data.prep_dir",
              "must be a prepared-data directory (python -m data_pipeline.prepare)")
-        need(epath.Path(config.data.tokenizer).is_file(), "data.tokenizer",
+        need(fs.isfile(config.data.tokenizer), "data.tokenizer",
              "must be a tokenizer.model file (python -m tokenizer.train)")
         need(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
         from tokenizer.vocab import load_vocabulary
@@ -72,6 +73,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
         tokens = load_vocabulary(config.data.tokenizer).vocab_size
         need(config.model.vocab_size >= tokens, "model.vocab_size",
              f"must cover the tokenizer's {tokens} tokens")
+
+
+PATH_FIELDS = ("workdir", "data.prep_dir", "data.tokenizer", "train.compilation_cache_dir")
+
+
+def resolve_paths(config: ml_collections.ConfigDict) -> None:
+    """Local relative paths made absolute, so config.json (read by export and evaluate)
+    works from any directory and Orbax gets the absolute path it requires; gs:// unchanged."""
+    for field in PATH_FIELDS:
+        *parents, leaf = field.split(".")
+        node = _get(config, ".".join(parents)) if parents else config
+        if node.get(leaf):
+            node[leaf] = fs.resolve(node[leaf])
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
@@ -171,10 +185,11 @@ def batch_shardings(mesh: jax.sharding.Mesh, rules) -> dict[str, NamedSharding]:
 def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Trains to config.train.total_steps (resuming WORKDIR if possible); returns a summary."""
     maybe_initialize_distributed(config.distributed)
+    resolve_paths(config)
     validate(config)
     if config.train.compilation_cache_dir:  # Re-runs and resumes skip XLA compilation.
         jax.config.update("jax_compilation_cache_dir", config.train.compilation_cache_dir)
-    workdir = epath.Path(config.workdir)
+    workdir = fs.as_path(config.workdir)
     write_config(workdir, config)
     total_steps, log_every = config.train.total_steps, config.train.log_every
     chief = jax.process_index() == 0

@@ -186,9 +186,22 @@ def test_bad_inputs_fail_naming_the_field(corpus, tmp_path):
     with pytest.raises(ValueError, match="config.inputs"):
         train_tokenizer(tiny_config([], tmp_path), tmp_path, log=lambda *_: None)
     with pytest.raises(ValueError, match="config.sample.domain_weights"):
-        train_tokenizer(tiny_config([f"prose={corpus[1]}"], tmp_path), tmp_path, log=lambda *_: None)
+        train_tokenizer(tiny_config([f"prose={corpus[1]}", corpus[0]], tmp_path), tmp_path,
+                        log=lambda *_: None)
     with pytest.raises(ValueError, match="config.spm.vocab_size: too large"):
         train_tokenizer(tiny_config(corpus, tmp_path, **{"spm.vocab_size": 50_000}), tmp_path, log=lambda *_: None)
+
+
+def test_a_file_without_domain_prefix_trains_on_its_own(corpus, tmp_path):
+    """`tokenizer.train --input corpus.jsonl`: the domain is the file's name, not a configured one."""
+    corpus_file = tmp_path / "corpus.jsonl"
+    corpus_file.write_text(Path(corpus[0]).read_text())
+    settings = train_tokenizer(tiny_config([str(corpus_file)], tmp_path / "tok",
+                                           **{"spm.vocab_size": 400}),
+                               tmp_path / "tok", log=lambda *_: None)
+    assert list(settings["sample"]["domains"]) == ["corpus"]
+    assert settings["sample"]["domains"]["corpus"]["sentences_kept"] > 0
+    assert load_vocabulary(tmp_path / "tok").vocab_size == 400
 
 
 def test_gemma_config_puts_turn_tokens_at_the_released_ids(corpus, tmp_path):
