@@ -11,6 +11,7 @@ and tokens/s. The JSON is the same for the same config and seed, apart from the 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from common import fs
 from mixtures.schedule import Schedule
 from mixtures.stream import PackedStream
 
@@ -73,7 +75,9 @@ def plot(path: str, schedule, task_names: list[str], windows: list[dict], steps:
     ax.set_ylabel("share of non-padding tokens")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    fs.write_bytes(path, buffer.getvalue())  # through common.fs: PATH may be gs://
 
 
 def inspect(config, prep_dir: str, vocab_path: str, steps: int, batch_size: int, total_steps: int | None = None,
@@ -144,8 +148,7 @@ def main(argv: list[str]) -> None:
                      FLAGS.total_steps, FLAGS.seq_len, FLAGS.window)
     print_report(report)
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(report, f, indent=1)
+        fs.write_text(FLAGS.json, json.dumps(report, indent=1))
         print(f"wrote {FLAGS.json}")
     if FLAGS.plot:
         plot(FLAGS.plot, Schedule.from_config(FLAGS.config, report["config"]["total_steps"]),

@@ -214,12 +214,13 @@ class FakeGCS:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._process.terminate()
+        self._process.wait(timeout=10)
         for k, v in self._saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        self._server.shutdown()
-        self._process.terminate()
-        self._process.wait(timeout=10)
         self._dir.cleanup()

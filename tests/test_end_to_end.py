@@ -50,7 +50,7 @@ def _pipeline(cwd: Path, root: str, corpus: str, env: dict | None = None) -> dic
         "--config.sample.max_sentences=1500")
     run("mixtures.inspect", "--config=configs/mixtures/demo_two_stage.py", f"--prep_dir={prep}",
         f"--vocab_path={tok}/tokenizer.model", "--steps=8", "--batch_size=4", "--seq_len=64",
-        f"--json={root}/mixture.json")
+        f"--json={root}/mixture.json", f"--plot={root}/mixture.png")
     train = ["pretrain.train", "--config=configs/train/demo_tiny_cpu.py", f"--config.workdir={work}",
              f"--config.data.prep_dir={prep}", f"--config.data.tokenizer={tok}/tokenizer.model",
              *TRAIN_FLAGS]
