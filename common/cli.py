@@ -95,7 +95,7 @@ def run(main: Callable[[ml_collections.ConfigDict, list[str]], Any], *,
                 _set(config, s.field, list(value) if s.multi else value)
         by_field = {s.field: s.flag for s in shortcuts}
         for field in required:
-            if get(config, field) in (None, "", [], ()):
+            if _get_or_none(config, field) in (None, "", [], ()):
                 hint = f"--{by_field[field]}=... or " if field in by_field else ""
                 _fail(rest, f"config.{field}: required ({hint}--config.{field}=...)")
         try:
@@ -104,6 +104,14 @@ def run(main: Callable[[ml_collections.ConfigDict, list[str]], Any], *,
             _fail(rest, str(e))
 
     app.run(app_main, argv=argv, flags_parser=parse)
+
+
+def _get_or_none(config: ml_collections.ConfigDict, field: str) -> Any:
+    """The field's value; None when absent (a shortcut may add a field the file lacks)."""
+    try:
+        return get(config, field)
+    except KeyError:
+        return None
 
 
 def _own_flags_help() -> str:
@@ -120,25 +128,19 @@ def _fail(argv: list[str], message: str) -> None:
 
 def _define(default_config, shortcuts: Sequence[Shortcut],
             define_extra_flags: Callable[[], None] | None) -> None:
-    """Defines what is not defined yet: `--config` may come from a module that shares it
-    (pretrain.hf_import uses pretrain.train's), and a second `run` in one process reuses all."""
-    if "config" not in flags.FLAGS:
-        if callable(default_config):
-            config_flags.DEFINE_config_dict("config", default_config(), "Config; --config.FIELD=VALUE.")
-        else:
-            path = config_path(default_config) if default_config else None
-            config_flags.DEFINE_config_file("config", path, "Config file (configs/...py); "
-                                            "--config.FIELD=VALUE overrides a field.")
+    if "config" in flags.FLAGS:
+        return
+    if callable(default_config):
+        config_flags.DEFINE_config_dict("config", default_config(), "Config; --config.FIELD=VALUE.")
+    else:
+        path = config_path(default_config) if default_config else None
+        config_flags.DEFINE_config_file("config", path, "Config file (configs/...py); "
+                                        "--config.FIELD=VALUE overrides a field.")
     for s in shortcuts:
-        if s.flag in flags.FLAGS:
-            continue
         text = f"{s.help} (sets config.{s.field})"
         if s.multi:
             flags.DEFINE_multi_string(s.flag, [], text)
         else:
             flags.DEFINE_string(s.flag, None, text)
     if define_extra_flags:
-        try:
-            define_extra_flags()
-        except flags.DuplicateFlagError:
-            pass
+        define_extra_flags()

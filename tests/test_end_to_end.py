@@ -25,6 +25,7 @@ DOMAINS = ("web", "math", "code")
 TRAIN_FLAGS = ["--config.model.vocab_size=512", "--config.data.seq_len=64",
                "--config.data.global_batch_size=4", "--config.train.log_every=1",
                "--config.checkpoint.every_steps=3", "--config.optim.warmup_steps=2",
+               "--config.train.total_steps=7",
                "--config.eval.every_steps=0"]
 
 
@@ -36,26 +37,30 @@ def _run(cwd: Path, *args: str, env: dict | None = None) -> str:
 
 
 def _pipeline(cwd: Path, root: str, corpus: str, env: dict | None = None) -> dict:
-    """prepare -> tokenizer -> mixture -> train (checkpoint, resume) -> evaluate -> export,
+    """prepare -> tokenizer -> pack -> mixture report -> train (checkpoint, resume) -> evaluate -> export,
     every path under `root` (relative to `cwd`, or a URI); returns what the checks need."""
     from common import fs
 
-    prep, tok, work, hf = (fs.join(root, n) if fs.is_uri(root) else f"{root}/{n}"
-                           for n in ("prep", "tokenizer", "train", "hf"))
+    prep, tok, packed, work, hf = (fs.join(root, n) if fs.is_uri(root) else f"{root}/{n}"
+                                   for n in ("prep", "tokenizer", "packed", "train", "hf"))
     run = lambda *args: _run(cwd, *args, env=env)  # noqa: E731
     out = {"prepare": run("data_pipeline.prepare", "--config=configs/data/demo.py",
                           f"--output_dir={prep}",
                           *(f"--input={d}={corpus}/{d}.jsonl" for d in DOMAINS))}
     run("tokenizer.train", f"--input={prep}", f"--output={tok}", "--vocab_size=512",
         "--config.sample.max_sentences=1500")
-    run("mixtures.inspect", "--config=configs/mixtures/demo_two_stage.py", f"--prep_dir={prep}",
-        f"--vocab_path={tok}/tokenizer.model", "--steps=8", "--batch_size=4", "--seq_len=64",
-        f"--json={root}/mixture.json", f"--plot={root}/mixture.png")
+    out["pack"] = run("mixtures.pack", "--config=configs/mixtures/demo_two_stage.py", "--config.seq_len=64",
+                      f"--prep_dir={prep}", f"--vocab_path={tok}/tokenizer.model", f"--output={packed}")
+    run("mixtures.report", "--config=configs/mixtures/demo_two_stage.py", f"--packed_dir={packed}",
+        "--steps=8", "--batch_size=4", f"--json={root}/mixture.json", f"--plot={root}/mixture.png")
     train = ["pretrain.train", "--config=configs/train/demo_tiny_cpu.py", f"--config.workdir={work}",
-             f"--config.data.prep_dir={prep}", f"--config.data.tokenizer={tok}/tokenizer.model",
+             f"--config.data.packed_dir={packed}", f"--config.data.tokenizer={tok}/tokenizer.model",
              *TRAIN_FLAGS]
-    out["train"] = run(*train, "--config.train.total_steps=5")
-    out["resume"] = run(*train, "--config.train.total_steps=7")  # restores step 5, runs 6..7
+    out["train"] = run(*train)
+    out["first_metrics"] = fs.read_text(fs.join(work, "metrics.jsonl"))
+    for step in ("6", "7"):  # as if the run had died after step 5: its last checkpoint is 3
+        fs.rmtree(fs.join(work, "checkpoints", step))
+    out["resume"] = run(*train)  # the same command: restores step 3, trains 4..7 again
     out["evaluate"] = run("pretrain.evaluate", f"--workdir={work}", f"--input={corpus}/math.jsonl",
                           f"--dump={root}/losses.jsonl")
     out["export"] = run("pretrain.export", f"--workdir={work}", "--format=hf", f"--output={hf}")
@@ -81,10 +86,13 @@ def _check_outputs(root: str, corpus: Path, out: dict) -> None:
                for line in (corpus / f"{d}.jsonl").read_text().splitlines() if "-dup-" in line]
     assert planted and set(planted) <= rejected, "every planted copy is dropped"
     assert json.loads(fs.read_text(fs.join(root, "mixture.json")))
-    assert "(step 5 of 7)" in out["resume"], out["resume"][-2000:]  # the last step is always saved
+    assert "tokens in == tokens out" in out["pack"]
+    assert "(step 3 of 7)" in out["resume"], out["resume"][-2000:]
     metrics = [json.loads(line) for line in
                fs.read_text(fs.join(root, "train", "metrics.jsonl")).splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6, 7], "each step logged once"
+    first = [json.loads(line) for line in out["first_metrics"].splitlines()]
+    assert [m["loss"] for m in metrics] == [m["loss"] for m in first], "the resume is exact"
     steps = sorted(int(n) for n in fs.listdir(fs.join(root, "train", "checkpoints")) if n.isdigit())
     assert steps[-1] == 7
     dumped = [json.loads(line) for line in fs.read_text(fs.join(root, "losses.jsonl")).splitlines()]
