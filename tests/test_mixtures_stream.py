@@ -148,3 +148,19 @@ def test_missing_packed_dir_and_unpacked_task_fail_clearly(packed_dir, tmp_path)
     cfg.tasks = cfg.tasks + ["books"]
     with pytest.raises(KeyError, match="task 'books' split 'train' is not in the packed data"):
         MixtureStream(cfg, packed_dir, batch_size=BATCH, total_steps=STEPS)
+
+
+def test_scheduled_task_without_rows_fails_at_start(packed_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "no_hq"
+    shutil.copytree(packed_dir, copy)
+    m = manifest_lib.read(str(copy))
+    m["splits"]["train"]["web_hq"].update(files=[], rows=0)  # e.g. no document marked high quality
+    manifest_lib.write(str(copy), m)
+    with pytest.raises(ValueError, match=r"tasks \['web_hq'\] have weight but no packed rows"):
+        _stream(str(copy))
+    cfg = demo_mixture(PACK_SEQ_LEN)
+    cfg.stages[1]["weights"] = {"math_hq": 0.5, "code_hq": 0.5}
+    with MixtureStream(cfg, str(copy), batch_size=BATCH, total_steps=STEPS) as stream:
+        assert len(_take(stream, STEPS)) == STEPS  # unscheduled, so never read
