@@ -322,7 +322,8 @@ def main(argv: list[str]) -> None:
     if not (packed / "manifest.json").exists():
         from mixtures import pack
 
-        pack.print_report(pack.pack(cfg), 0.0)
+        start = time.perf_counter()
+        pack.print_report(pack.pack(cfg), time.perf_counter() - start)
     if _ROUNDS.value:
         compare_packing(prep, vocab, work, _ROUNDS.value)
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")

@@ -11,7 +11,7 @@ import ml_collections
 import pytest
 
 from configs.anneal import demo
-from mixtures_fixtures import build_prepared
+from mixtures_fixtures import build_prepared, pack_mixture
 from pretrain import anneal, anneal_report
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
@@ -26,6 +26,7 @@ def study_config(root: Path, prep_dir: Path, vocab: Path, probe: Path) -> ml_col
     train = tiny_config(root / "unused")
     train.data.synthetic = False
     train.data.prep_dir, train.data.tokenizer = str(prep_dir), str(vocab)
+    train.data.packed_dir = str(pack_mixture(root / "data", prep_dir, vocab, seq_len=train.data.seq_len))
     train.mixture = c.train.mixture
     train.mixture.seq_len = train.data.seq_len
     train.checkpoint.async_save = False

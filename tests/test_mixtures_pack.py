@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import seqio
 
 from mixtures import manifest as manifest_lib, pack, rows, tasks as tasks_lib
 from tests.mixtures_fixtures import PACK_SEQ_LEN, demo_mixture, pack_mixture, packed_fixture

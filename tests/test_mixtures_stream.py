@@ -88,30 +88,55 @@ def test_worker_processes_give_the_same_batches(packed_dir):
         _assert_same(_take(a, 4), _take(b, 4))
 
 
-def test_changed_config_or_packed_data_is_refused_at_resume(packed_dir, tmp_path):
-    with _stream(packed_dir) as stream:
-        next(stream)
-        state = stream.get_state()
-    with _stream(packed_dir, total_steps=STEPS + 1) as other, \
-            pytest.raises(StateMismatchError, match="cannot resume at step 1: the mixture, seed"):
-        other.set_state(state)
+def _state_at(packed_dir, step, **kw):
+    with _stream(packed_dir, **kw) as stream:
+        _take(stream, step)
+        return json.loads(json.dumps(stream.get_state()))
+
+
+def test_changed_past_is_refused_at_resume_naming_what_changed(packed_dir, tmp_path):
+    state = _state_at(packed_dir, 11)  # the anneal stage started at step 9
+    with _stream(packed_dir, total_steps=STEPS + 2) as other, \
+            pytest.raises(StateMismatchError, match="cannot resume at step 11: the mixture schedule differs"):
+        other.set_state(state)  # the switch moves to step 10
     cfg = demo_mixture(PACK_SEQ_LEN)
     cfg.stages[0]["weights"] = {"web": 0.5, "code": 0.35, "math": 0.15}
     with MixtureStream(cfg, packed_dir, batch_size=BATCH, total_steps=STEPS) as other, \
-            pytest.raises(StateMismatchError, match="the mixture"):
+            pytest.raises(StateMismatchError, match="the mixture schedule differs"):
         other.set_state(state)
-    # the same rows under another fingerprint: a re-packed directory
+    with _stream(packed_dir, seed=5) as other, pytest.raises(StateMismatchError, match="the seed, the batch size"):
+        other.set_state(state)
     import shutil
 
     copy = tmp_path / "repacked"
     shutil.copytree(packed_dir, copy)
     m = manifest_lib.read(str(copy))
-    m["settings"]["lookahead"] += 1
+    m["splits"]["train"]["web"]["files"][0]["sha256"] = "0" * 64  # other rows for web
     manifest_lib.write(str(copy), m)
-    with _stream(str(copy)) as other, pytest.raises(StateMismatchError, match="packed data at .* is not the one"):
+    with _stream(str(copy)) as other, pytest.raises(StateMismatchError, match=r"packed rows of \['web'\]"):
         other.set_state(state)
     with _stream(packed_dir) as other, pytest.raises(StateMismatchError, match="old online-packing stream"):
         other.set_state({"version": 1, "step": 3})
+
+
+def test_branching_after_the_resume_step_is_the_run_the_new_config_gives(packed_dir, tmp_path):
+    """What pretrain.anneal does: resume a prefix with a schedule that only differs later on."""
+    state = _state_at(packed_dir, 5)
+    branch = demo_mixture(PACK_SEQ_LEN)
+    branch.stages[1]["start"] = 0.5  # the anneal starts at step 6 instead of 9
+    branch.tasks = ["web", "math", "code", "code_hq", "web_hq", "math_hq"]  # unused tasks may move
+    import shutil
+
+    copy = tmp_path / "other_hq"  # e.g. another high-quality marking: only unread tasks differ
+    shutil.copytree(packed_dir, copy)
+    m = manifest_lib.read(str(copy))
+    m["splits"]["train"]["web_hq"]["files"][0]["sha256"] = "0" * 64
+    manifest_lib.write(str(copy), m)
+    with MixtureStream(branch, str(copy), batch_size=BATCH, total_steps=STEPS) as resumed, \
+            MixtureStream(branch, packed_dir, batch_size=BATCH, total_steps=STEPS) as fresh:
+        resumed.set_state(state)
+        _take(fresh, 5)
+        _assert_same(_take(resumed, 5), _take(fresh, 5))
 
 
 def test_each_epoch_reads_every_row_once_in_a_new_order():
@@ -148,3 +173,19 @@ def test_missing_packed_dir_and_unpacked_task_fail_clearly(packed_dir, tmp_path)
     cfg.tasks = cfg.tasks + ["books"]
     with pytest.raises(KeyError, match="task 'books' split 'train' is not in the packed data"):
         MixtureStream(cfg, packed_dir, batch_size=BATCH, total_steps=STEPS)
+
+
+def test_scheduled_task_without_rows_fails_at_start(packed_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "no_hq"
+    shutil.copytree(packed_dir, copy)
+    m = manifest_lib.read(str(copy))
+    m["splits"]["train"]["web_hq"].update(files=[], rows=0)  # e.g. no document marked high quality
+    manifest_lib.write(str(copy), m)
+    with pytest.raises(ValueError, match=r"tasks \['web_hq'\] have weight but no packed rows"):
+        _stream(str(copy))
+    cfg = demo_mixture(PACK_SEQ_LEN)
+    cfg.stages[1]["weights"] = {"math_hq": 0.5, "code_hq": 0.5}
+    with MixtureStream(cfg, str(copy), batch_size=BATCH, total_steps=STEPS) as stream:
+        assert len(_take(stream, STEPS)) == STEPS  # unscheduled, so never read
