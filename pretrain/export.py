@@ -22,7 +22,7 @@ from absl import logging
 
 from common import checks, cli, fs
 from pretrain import checkpoint, hf_mapping, safetensors_stream
-from pretrain.model.transformer import TransformerConfig
+from pretrain.model.transformer import TransformerConfig, unstack_layers
 
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # the HF hub convention: shard above 5 GB
@@ -89,6 +89,7 @@ def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: fs.
     if tokenizer_path is not None:
         vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len)
 
+    params = unstack_layers(params, model_config.num_layers)  # a scan_layers tree -> layer_{i}
     rules = hf_mapping.rules(model_config, vocab)
     entries, rule_of = [], {}
     for index, rule in enumerate(rules):
