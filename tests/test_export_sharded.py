@@ -22,9 +22,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pretrain import export  # noqa: E402
-from pretrain.checkpoint import restore_params  # noqa: E402
-from pretrain.model.transformer import Transformer, TransformerConfig  # noqa: E402
+from pretrain import export
+from pretrain.checkpoint import restore_params
+from pretrain.model.transformer import Transformer, TransformerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

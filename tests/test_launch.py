@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ODD = "--config.data.prep_dir=gs://b/my prep's \"dir\" $HOME `x`"  # must arrive verbatim
+ODD = "--config.data.packed_dir=/mnt/my packed's \"dir\" $HOME `x`"  # must arrive verbatim
 
 FAKE_GCLOUD = r'''#!/usr/bin/env python3
 import json, os, sys
@@ -130,6 +130,7 @@ def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
     assert ["git", "archive"] == [c[:2] for c in printed if c[0] == "git"][-1]
     setup = next(a for a in gcloud[3] if a.startswith("--command="))
     assert "set -euo pipefail" in setup and "uv python install 3.11" in setup
+    assert "gcloud storage rsync --recursive --quiet gs://bkt/packed /mnt/disks/data/packed" in setup
     assert "| tee" not in result.stdout
     train = _remote_train_args(gcloud[4])
     assert train[:3] == [".venv/bin/python", "-m", "pretrain.train"]

@@ -277,3 +277,24 @@ def test_tpu_configs_start_on_gcs(name, tmp_path_factory):
         writer.write(1, {"loss": 1.5})
         writer.close()
         assert read_metrics(config.workdir) == [{"step": 1, "loss": 1.5}]
+
+
+def test_resume_counts_recomputed_steps_and_sums_sessions(tmp_path):
+    from pretrain.metrics import goodput_over_sessions, recomputed_seconds
+
+    def snapshot(session, wall, compile_s):
+        return {"session": session, "wall_s": wall, "restart_s": 1.0, "compile_s": compile_s,
+                "data_wait_s": 0.0, "checkpoint_s": 0.5, "eval_s": 0.0,
+                "productive_s": wall - 1.5 - compile_s}
+
+    records = [{"step": 10, "step_time": 0.5, "goodput": snapshot(0, 10.0, 2.0)},
+               {"step": 20, "step_time": 0.25, "goodput": snapshot(0, 20.0, 2.0)},
+               {"step": 30, "step_time": 0.2, "goodput": snapshot(0, 30.0, 2.0)}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # Checkpoint at 15: steps 16-20 (0.25 s each) and 21-30 (0.2 s each) are redone.
+    assert recomputed_seconds(tmp_path, 15) == pytest.approx(5 * 0.25 + 10 * 0.2)
+    assert recomputed_seconds(tmp_path, 30) == 0.0
+    total = goodput_over_sessions(records + [
+        {"step": 40, "step_time": 0.2, "goodput": snapshot(1, 12.0, 3.0)}])
+    assert total["sessions"] == 2 and total["wall_s"] == 42.0 and total["compile_s"] == 5.0
+    assert total["goodput"] == pytest.approx((42.0 - 2 * 1.5 - 5.0) / 42.0)
