@@ -1,19 +1,21 @@
 """Throughput of the data-prep job on real documents, side by side with datatrove.
 
-  python bench/data_pipeline_throughput.py [--repeat 4] [--workers 2] [--results /tmp/figures.md]
+  python bench/data_pipeline_throughput.py [--repeat 4] [--workers 2] [--rounds 3] [--per_stage]
 
 Corpus: ../shared/data web (dolma CC, C4, trafilatura), math (.tex of two books), code
 (10 repositories), each web document copied ``--repeat`` times under new ids so fixed
-start-up costs do not dominate. Measured in one run, on the same documents and cores:
+start-up costs do not dominate. Measured in one run, on the same documents and cores, in
+``--rounds`` alternating rounds (the machine is shared: each round runs both systems, the
+order flips every round, and the spread of the per-round ratio is reported):
 
-1. per stage, in one process: documents/s and MB/s of each per-document step;
-2. ours, "same work" as datatrove: web only, Gopher quality + C4 + MinHash near-dedup,
-   Beam DirectRunner multi-processing with ``--workers`` workers, TFDS output;
-3. datatrove: the same web documents through JsonlReader -> GopherQuality -> C4 ->
-   JsonlWriter, then its four MinHash stages (signature, buckets, clusters, filter),
-   LocalPipelineExecutor with ``--workers`` tasks and workers;
-4. ours, the whole job (all filters, PII, exact + near dedup, decontamination against
-   HumanEval, quality score) over web + math + code.
+- ours, the whole job (all filters, language id, PII, exact + near dedup, decontamination
+  against HumanEval, quality score, TFDS output) over web + math + code, Beam DirectRunner
+  multi-processing with ``--workers`` workers, run as a user runs it (a subprocess);
+- datatrove 0.10.1 over the same files: JsonlReader -> GopherQuality -> C4 -> JsonlWriter,
+  then its four MinHash stages (signature, buckets, clusters, filter + write),
+  LocalPipelineExecutor with ``--workers`` tasks and workers.
+
+``--per_stage`` adds documents/s of each per-document step in one process.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ SHARDS = 8
 _DATA_DIR = flags.DEFINE_string("data_dir", str(DATA), "The shared sample data (README there).")
 _REPEAT = flags.DEFINE_integer("repeat", 4, "Copies of every web document (new ids).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Worker processes for both systems.")
-_RESULTS = flags.DEFINE_string("results", "", "Markdown file to write the figures to.")
-_SKIP_DATATROVE = flags.DEFINE_bool("skip_datatrove", False, "Measure only this project.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds of both systems.")
+_PER_STAGE = flags.DEFINE_bool("per_stage", False, "Also time each per-document step in one process.")
 
 
 def _jsonl_rows(path: Path):
@@ -119,16 +121,10 @@ def per_stage(corpus: dict[str, list[dict]]) -> list[tuple[str, int, float, floa
     return results
 
 
-def run_ours(work: Path, domains: tuple[str, ...], same_work: bool, workers: int) -> float:
-    """Wall seconds of the Beam job (a subprocess, as a user runs it)."""
-    out = work / ("out_same" if same_work else "out_full")
-    args = [sys.executable, "-m", "data_pipeline.prepare", "--config=configs/data/base.py", f"--output_dir={out}",
-            f"--direct_num_workers={workers}"]  # fmt: skip
-    args += [f"--input={d}={work / d / 'part-*.jsonl'}" for d in domains]
-    if same_work:
-        for name in ("language", "gopher_repetition", "fineweb"):
-            args.append(f"--config.filters.web.{name}.enabled=False")
-        args += ["--config.pii.enabled=False", "--config.dedup.enabled=False", "--config.decontamination.enabled=False"]
+def run_ours(work: Path, out: Path, workers: int) -> float:
+    """Wall seconds of the whole Beam job (a subprocess, as a user runs it)."""
+    args = [sys.executable, "-m", "data_pipeline.prepare", f"--output_dir={out}", f"--direct_num_workers={workers}"]
+    args += [f"--input={d}={work / d / 'part-*.jsonl'}" for d in ("web", "math", "code")]
     start = time.perf_counter()
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -138,8 +134,8 @@ def run_ours(work: Path, domains: tuple[str, ...], same_work: bool, workers: int
     return elapsed
 
 
-def run_datatrove(work: Path, workers: int) -> dict[str, float]:
-    """Wall seconds per datatrove stage on the web shards."""
+def run_datatrove(work: Path, dt: Path, workers: int) -> dict[str, float]:
+    """Wall seconds per datatrove stage on the same shards (web + math + code)."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
@@ -153,11 +149,10 @@ def run_datatrove(work: Path, workers: int) -> dict[str, float]:
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
-    dt = work / "datatrove"
     minhash = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
     stages = {
         "read + Gopher + C4 + write": [
-            JsonlReader(str(work / "web"), glob_pattern="*.jsonl"),
+            JsonlReader(str(work), glob_pattern="*/part-*.jsonl"),
             GopherQualityFilter(),
             C4QualityFilter(),
             JsonlWriter(str(dt / "filtered")),
@@ -196,37 +191,30 @@ def main(argv: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="dp_bench_"))
     try:
         corpus = build_corpus(data, work, _REPEAT.value)
-        web_docs, web_mb = len(corpus["web"]), _mb(corpus["web"])
         all_docs = sum(len(v) for v in corpus.values())
         all_mb = sum(_mb(v) for v in corpus.values())
-        print(f"corpus: web {web_docs} docs ({web_mb:.1f} MB, {_REPEAT.value} copies each), "
-              f"math {len(corpus['math'])}, code {len(corpus['code'])}; {all_docs} docs, {all_mb:.1f} MB")  # fmt: skip
-        stage_rows = [(n, d, f"{d / s:,.0f}", f"{mb / s:.1f}") for n, d, s, mb in per_stage(corpus)]
-        print(_table(stage_rows, ("stage (1 process)", "docs", "docs/s", "MB/s")))
-        ours_same = run_ours(work, ("web",), True, _WORKERS.value)
-        ours_full = run_ours(work, ("web", "math", "code"), False, _WORKERS.value)
-        rows = [
-            ("ours: Gopher + C4 + MinHash dedup, web", web_docs, f"{ours_same:.1f}", f"{web_docs / ours_same:,.0f}", f"{web_mb / ours_same:.2f}"),
-            ("ours: whole job, web + math + code", all_docs, f"{ours_full:.1f}", f"{all_docs / ours_full:,.0f}", f"{all_mb / ours_full:.2f}"),
-        ]  # fmt: skip
-        if not _SKIP_DATATROVE.value:
-            dt = run_datatrove(work, _WORKERS.value)
-            total = sum(dt.values())
-            rows += [(f"datatrove: {name}", web_docs, f"{s:.1f}", "", "") for name, s in dt.items()]
-            rows.append(("datatrove: Gopher + C4 + MinHash dedup, web", web_docs, f"{total:.1f}", f"{web_docs / total:,.0f}", f"{web_mb / total:.2f}"))
-            rows.append(("ours / datatrove documents/s (same work)", "", "", f"{total / ours_same:.2f}x", ""))
-        end_to_end = _table(rows, ("run", "docs", "wall s", "docs/s", "MB/s"))
-        print(end_to_end)
-        if _RESULTS.value:
-            cpus = os.cpu_count()
-            Path(_RESULTS.value).write_text(
-                "# Data pipeline throughput\n\n"
-                f"`python bench/data_pipeline_throughput.py --repeat {_REPEAT.value} --workers {_WORKERS.value}` "
-                f"on {cpus} CPU cores (shared machine). Corpus: {all_docs} documents, {all_mb:.1f} MB "
-                f"(web {web_docs} = real documents x {_REPEAT.value} copies).\n\n"
-                "## Per stage, one process\n\n" + _table(stage_rows, ("stage", "docs", "docs/s", "MB/s")) + "\n\n"
-                "## End to end (wall clock, including start-up)\n\n" + end_to_end + "\n"
-            )
+        print(f"corpus: web {len(corpus['web'])} docs ({_REPEAT.value} copies each), math {len(corpus['math'])}, "
+              f"code {len(corpus['code'])}; {all_docs} docs, {all_mb:.1f} MB", flush=True)
+        if _PER_STAGE.value:
+            stage_rows = [(n, d, f"{d / s:,.0f}", f"{mb / s:.1f}") for n, d, s, mb in per_stage(corpus)]
+            print(_table(stage_rows, ("stage (1 process)", "docs", "docs/s", "MB/s")))
+        rows, ratios = [], []
+        for r in range(_ROUNDS.value):
+            times = {}
+            for system in (("ours", "datatrove") if r % 2 == 0 else ("datatrove", "ours")):
+                if system == "ours":
+                    times[system] = run_ours(work, work / f"out_{r}", _WORKERS.value)
+                else:
+                    times[system] = sum(run_datatrove(work, work / f"datatrove_{r}", _WORKERS.value).values())
+                print(f"round {r}: {system} {times[system]:.1f}s", flush=True)
+            ratio = times["datatrove"] / times["ours"]
+            ratios.append(ratio)
+            rows.append((r, " then ".join(times), f"{times['ours']:.1f}", f"{all_docs / times['ours']:,.0f}",
+                         f"{times['datatrove']:.1f}", f"{all_docs / times['datatrove']:,.0f}", f"{ratio:.2f}x"))
+        print(_table(rows, ("round", "order", "ours s", "ours docs/s", "datatrove s", "datatrove docs/s",
+                            "ours/datatrove docs/s")))
+        print(f"ratio over {len(ratios)} rounds: min {min(ratios):.2f}x, median {sorted(ratios)[len(ratios) // 2]:.2f}x, "
+              f"max {max(ratios):.2f}x ({all_docs} docs, {all_mb:.1f} MB, {_WORKERS.value} workers, {os.cpu_count()} cores)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -74,12 +74,13 @@ def main(argv):
     rng = random.Random(_SEED.value)
     config = _CONFIG.value
     config.builtin_eval_sets = ("humaneval",)
-    items = load_eval_sets({name: str(DATA / path) for name, path in EVAL.items()}, config)
+    specs = {name: str(DATA / path) for name, path in EVAL.items()}
+    items = load_eval_sets(specs, config)
     by_text = defaultdict(set)
     for item in items:
         by_text[" ".join(normalized_words(item.text))].add((item.eval_set, item.item_id))
-    short = sum(1 for i in items if len(normalized_words(i.text)) < config.short_ngram)
-    print(f"{len(items)} eval items from {len(EVAL) + 1} sets; {short} shorter than {config.short_ngram} words (never matchable)")
+    short = sum(1 for i in items if len(decontaminate.normalized_chars(i.text)[0]) < config.min_chars)
+    print(f"{len(items)} eval items from {len(EVAL) + 1} sets; {short} shorter than {config.min_chars} letters/digits (never matchable)")
 
     hosts = load_web_docs(min_words=50)
     docs, expected = [], {}
@@ -99,7 +100,7 @@ def main(argv):
     out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"decontamination_bench_{os.getpid()}"
     start = time.time()
     p = beam.Pipeline(options=options)
-    _, _, hits = p | beam.Create(docs) | decontaminate.Decontaminate(config, items)
+    _, _, hits = p | beam.Create(docs) | decontaminate.Decontaminate(config, specs)
     _ = hits | beam.Map(lambda h: f"{h['id']}\t{h['eval_set']}\t{h['eval_item_id']}") | beam.io.WriteToText(str(out_dir / "hits"))
     p.run().wait_until_finish()
     seconds = time.time() - start

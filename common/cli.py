@@ -95,7 +95,7 @@ def run(main: Callable[[ml_collections.ConfigDict, list[str]], Any], *,
                 _set(config, s.field, list(value) if s.multi else value)
         by_field = {s.field: s.flag for s in shortcuts}
         for field in required:
-            if get(config, field) in (None, "", [], ()):
+            if _get_or_none(config, field) in (None, "", [], ()):
                 hint = f"--{by_field[field]}=... or " if field in by_field else ""
                 _fail(rest, f"config.{field}: required ({hint}--config.{field}=...)")
         try:
@@ -104,6 +104,14 @@ def run(main: Callable[[ml_collections.ConfigDict, list[str]], Any], *,
             _fail(rest, str(e))
 
     app.run(app_main, argv=argv, flags_parser=parse)
+
+
+def _get_or_none(config: ml_collections.ConfigDict, field: str) -> Any:
+    """The field's value; None when absent (a shortcut may add a field the file lacks)."""
+    try:
+        return get(config, field)
+    except KeyError:
+        return None
 
 
 def _own_flags_help() -> str:

@@ -17,7 +17,6 @@ from data_pipeline.filters.chain import run_chain
 from data_pipeline.normalize import normalize_record
 from data_pipeline.pii import Redactor
 
-REJECTED = "rejected"
 
 
 class CleanFn(beam.DoFn):
@@ -32,10 +31,22 @@ class CleanFn(beam.DoFn):
         record, reason = run_chain(self._chains[record["domain"]], normalize_record(record, self._form))
         if reason is not None:
             beam.metrics.Metrics.counter("data_pipeline", f"rejected_{reason}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, records.rejection(record, reason))
+            yield beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, reason))
             return
         if self._redactor is not None:
             record = self._redactor(record)
             self._redactions.inc(record["redactions"])
         self._kept.inc()
         yield record
+
+
+class Clean(beam.PTransform):
+    """records -> (kept, rejected): normalised, filtered, redacted."""
+
+    def __init__(self, chains: dict[str, list[Filter]], redactor: Redactor | None, form: str = "NFC"):
+        super().__init__()
+        self._fn = CleanFn(chains, redactor, form)
+
+    def expand(self, pcoll):
+        out = pcoll | "CleanFilterRedact" >> beam.ParDo(self._fn).with_outputs(records.REJECTED, main="kept")
+        return out.kept, out[records.REJECTED]

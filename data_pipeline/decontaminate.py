@@ -1,20 +1,31 @@
-"""Decontamination: find eval-set word n-grams in training documents; drop or cut them.
+"""Decontamination: find eval-set text in training documents; drop or cut it.
 
-Following GPT-3 (Brown et al. 2020, appendix C): text is compared as lower-cased words
-with punctuation and whitespace folded, with 13-grams; items too short for a 13-gram use
-8-grams, and items shorter than that are skipped (an 8-word match is the least that is not
-mostly common phrases); n-grams made only of numbers are not indexed (page numbering and
-counting lists match them everywhere). ``action="cut"`` removes each match with ``cut_window_chars``
-around it and keeps the remaining pieces of at least ``min_piece_chars``; a document cut
-into more than ``max_pieces`` pieces, or with nothing left, is dropped, as in GPT-3.
+Text is compared as its string of lower-cased letters and digits, everything else removed
+(``normalized_chars``): case, whitespace, punctuation and how numbers are grouped do not
+exist there, so ``1,000`` / ``1 , 000`` / ``1000``, ``f(a, b)`` / ``f ( a , b )`` / ``fab``
+and a re-wrapped or re-cased copy all look the same. (Matching word 13-grams, as GPT-3 did,
+missed a pasted item whenever punctuation inside a token was dropped or spaced out, since
+that changes the words themselves, and every 13-gram of a short math question spans a
+number.) A match is a shared window of ``window_chars`` characters (50 by default: about
+ten words) that holds at least one letter (``1 2 3 ... 15`` is page numbering). Items are
+indexed by winnowing (Schleimer et al. 2003): the smallest window hash of every ``winnow``
+consecutive windows, which guarantees that any shared stretch of ``window_chars + winnow -
+1`` characters is found while indexing about a quarter of the windows. The first text field
+of an item (its question) is indexed on its own too, and a part shorter than that is
+indexed with every window of ``min_chars`` characters; parts shorter than ``min_chars`` are
+skipped (too short to tell a leak from a common phrase). ``action="cut"`` removes each match
+with ``cut_window_chars`` around it and keeps the remaining pieces of at least
+``min_piece_chars``; a document cut into more than ``max_pieces`` pieces, or with nothing
+left, is dropped, as in GPT-3.
 
-The n-gram index of the eval sets (tens of MB for all the usual benchmarks) is built once
-per worker from the pickled items; documents are matched with a vectorised lookup.
+The index is never part of the job graph: only the eval sets' paths are, and each worker
+process loads the files (through common/fs.py, so ``gs://`` works) and builds the index
+once in ``DoFn.setup``. Documents are matched with a vectorised lookup.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,13 +34,16 @@ import ml_collections
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from data_pipeline.eval_sets import DEFAULT_ID_FIELDS, DEFAULT_TEXT_FIELDS, EvalItem
-from data_pipeline.records import rejection
-from data_pipeline.shingles import ngram_hashes, normalized_words, word_hashes, word_spans
+from common import checks
+from data_pipeline.eval_sets import DEFAULT_ID_FIELDS, DEFAULT_TEXT_FIELDS, EvalItem, load_eval_sets
+from data_pipeline.records import REJECTED, rejection
 
 REASON = "contaminated"
 NAMESPACE = "decontamination"
 ACTIONS = ("drop", "cut")
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_POLY = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -37,8 +51,9 @@ def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "enabled": True,
-            "ngram": 13,
-            "short_ngram": 8,  # for items with fewer than `ngram` words; shorter items skipped
+            "window_chars": 50,  # letters+digits in a matching window (about ten words)
+            "min_chars": 35,  # shorter item parts are matched whole-window at this size; below, skipped
+            "winnow": 8,  # index the smallest of every `winnow` consecutive window hashes
             "action": "drop",  # drop | cut
             "cut_window_chars": 200,
             "min_piece_chars": 200,
@@ -50,52 +65,96 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
-def validate(config: ml_collections.ConfigDict, prefix: str = "config.decontamination") -> None:
+def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination") -> None:
     """Fail at start with the field name on bad values."""
-    if config.action not in ACTIONS:
-        raise ValueError(f"{prefix}.action: must be one of {ACTIONS}, got {config.action!r}")
-    if config.short_ngram < 1:
-        raise ValueError(f"{prefix}.short_ngram: must be >= 1, got {config.short_ngram}")
-    if config.ngram < config.short_ngram:
-        raise ValueError(f"{prefix}.ngram: must be >= short_ngram={config.short_ngram}, got {config.ngram}")
+    checks.one_of(config.action, ACTIONS, f"{prefix}.action")
+    checks.positive(config.min_chars, f"{prefix}.min_chars")
+    checks.positive(config.winnow, f"{prefix}.winnow")
+    checks.require(config.window_chars >= config.min_chars, f"{prefix}.window_chars",
+                   f"must be >= min_chars={config.min_chars}", config.window_chars)
     for field in ("cut_window_chars", "min_piece_chars", "max_pieces"):
-        if config[field] < 0:
-            raise ValueError(f"{prefix}.{field}: must be >= 0, got {config[field]}")
+        checks.non_negative(config[field], f"{prefix}.{field}")
 
 
-def _has_word(words: list[str], n: int) -> np.ndarray:
-    """Mask of n-grams with at least one non-number: "1 2 3 ... 13" is page numbering, not a leak."""
-    numeric = np.cumsum([0] + [w.isdigit() for w in words])
-    return (numeric[n:] - numeric[:-n]) < n
+def normalized_chars(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(code points of the lower-cased letters and digits of ``text``, their offsets in ``text``)."""
+    lower = text.lower()
+    if len(lower) != len(text):  # a few characters lower-case to two; keep offsets exact
+        lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    keep = np.frombuffer(_NOT_ALNUM.sub(lambda m: "\0" * len(m.group()), lower).encode("utf-32-le"), dtype=np.uint32)
+    offsets = np.flatnonzero(keep)
+    return keep[offsets].astype(np.uint64), offsets
+
+
+def window_hashes(codes: np.ndarray, k: int) -> np.ndarray:
+    """Hash of the ``k``-character window starting at every position (empty when shorter)."""
+    count = len(codes) - k + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = (codes + np.uint64(1)) * _MIX
+        out = mixed[:count].copy()
+        for i in range(1, k):
+            out *= _POLY
+            out += mixed[i : i + count]
+    return out
+
+
+def _has_letter(codes: np.ndarray, k: int) -> np.ndarray:
+    """Mask of windows with at least one letter: digits-only windows are page numbers, not leaks."""
+    digits = np.cumsum(np.concatenate([[0], (codes >= 48) & (codes <= 57)]))
+    return (digits[k:] - digits[:-k]) < k
+
+
+def winnow(hashes: np.ndarray, w: int) -> np.ndarray:
+    """The hashes winnowing keeps: the minimum of each run of ``w`` consecutive window hashes."""
+    if len(hashes) <= w:
+        return np.unique(hashes)
+    windows = np.lib.stride_tricks.sliding_window_view(hashes, w)
+    return np.unique(windows.min(axis=1))
 
 
 class NgramIndex:
-    """n-gram hash -> eval items containing it, for the two n-gram sizes in use."""
+    """Window hash -> eval items containing it, for the two window sizes in use."""
 
-    def __init__(self, items: list[EvalItem], ngram: int, short_ngram: int) -> None:
+    def __init__(self, items: list[EvalItem], window: int, min_chars: int, w: int) -> None:
         self.items = items
         self.skipped = 0
-        table: dict[int, dict[int, list[int]]] = {ngram: defaultdict(list), short_ngram: defaultdict(list)}
+        keys: dict[int, list[np.ndarray]] = {window: [], min_chars: []}
+        owners: dict[int, list[np.ndarray]] = {window: [], min_chars: []}
         for i, item in enumerate(items):
-            words = normalized_words(item.text)
-            n = ngram if len(words) >= ngram else short_ngram
-            if len(words) < n:
-                self.skipped += 1
-                continue
-            for h in np.unique(ngram_hashes(word_hashes(words), n)[_has_word(words, n)]).tolist():
-                table[n][h].append(i)
-        self.table = {n: dict(t) for n, t in table.items() if t}
-        # Sorted once, so each document costs a binary search, not a re-sort of the index.
-        self.keys = {n: np.sort(np.fromiter(t, dtype=np.uint64, count=len(t))) for n, t in self.table.items()}
+            indexed = False
+            for part in item.parts:
+                codes, _ = normalized_chars(part)
+                if len(codes) < min_chars:
+                    continue
+                indexed = True
+                if len(codes) >= window + w - 1:
+                    k, grams = window, winnow(window_hashes(codes, window)[_has_letter(codes, window)], w)
+                else:
+                    k = min(window, len(codes)) if len(codes) >= window else min_chars
+                    grams = np.unique(window_hashes(codes, k)[_has_letter(codes, k)])
+                keys.setdefault(k, []).append(grams)
+                owners.setdefault(k, []).append(np.full(len(grams), i, dtype=np.int32))
+            self.skipped += not indexed
+        self.keys, self.owners = {}, {}
+        for k in keys:
+            if keys[k]:
+                all_keys, all_owners = np.concatenate(keys[k]), np.concatenate(owners[k])
+                order = np.argsort(all_keys, kind="stable")
+                self.keys[k], self.owners[k] = all_keys[order], all_owners[order]
 
-    def matches(self, hashes: np.ndarray) -> Iterator[tuple[int, int, int]]:
-        """(n, start word, item index) for every indexed n-gram in a document."""
-        for n, keys in self.keys.items():
-            grams = ngram_hashes(hashes, n)
-            slots = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)
-            for start in np.flatnonzero(keys[slots] == grams).tolist():
-                for i in self.table[n][int(grams[start])]:
-                    yield n, start, i
+    def matches(self, codes: np.ndarray) -> Iterator[tuple[int, int, int]]:
+        """(window size, start position, item index) for every indexed window in a document."""
+        for k, keys in self.keys.items():
+            grams = window_hashes(codes, k)
+            if not len(grams):
+                continue
+            lo = np.searchsorted(keys, grams, side="left")
+            hi = np.searchsorted(keys, grams, side="right")
+            for start in np.flatnonzero(hi > lo).tolist():
+                for j in range(lo[start], hi[start]):
+                    yield k, start, int(self.owners[k][j])
 
 
 def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: int) -> list[str]:
@@ -109,39 +168,47 @@ def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: i
     return [p.strip() for p in pieces if len(p.strip()) >= min_piece]
 
 
+_INDEX_CACHE: dict[str, NgramIndex] = {}
+
+
+def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> NgramIndex:
+    """The index of the eval sets, built once per process (DoFn instances share it)."""
+    key = repr((sorted(eval_specs.items()), sorted(config.to_dict().items())))
+    if key not in _INDEX_CACHE:
+        items = load_eval_sets(eval_specs, config)
+        _INDEX_CACHE[key] = NgramIndex(items, int(config.window_chars), int(config.min_chars), int(config.winnow))
+    return _INDEX_CACHE[key]
+
+
 class _Decontaminate(beam.DoFn):
     """record -> kept (maybe cut) record | tagged rejected | tagged hits."""
 
-    def __init__(self, config: ml_collections.ConfigDict, eval_items: list[EvalItem]) -> None:
+    def __init__(self, config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> None:
         self._config = ml_collections.ConfigDict(config.to_dict())
-        self._items = eval_items
+        self._specs = dict(eval_specs)  # paths only: the items are loaded on the worker
         self._index: NgramIndex | None = None
         self._contaminated = Metrics.counter(NAMESPACE, REASON)
         self._cut = Metrics.counter(NAMESPACE, "cut_documents")
-        self._sets = sorted({item.eval_set for item in eval_items})
-        self._hits = {name: Metrics.counter(NAMESPACE, f"hits_{name}") for name in self._sets}
 
     def setup(self) -> None:
-        self._index = NgramIndex(self._items, int(self._config.ngram), int(self._config.short_ngram))
+        self._index = load_index(self._config, self._specs)
 
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
-        spans = list(word_spans(record["text"]))
-        words = [w for w, _, _ in spans]
-        hashes = word_hashes(words)
+        codes, offsets = normalized_chars(record["text"])
         seen, cut = set(), []
-        for n, start, i in self._index.matches(hashes):
-            cut.append((spans[start][1], spans[start + n - 1][2]))
+        for k, start, i in self._index.matches(codes):
+            cut.append((int(offsets[start]), int(offsets[start + k - 1]) + 1))
             item = self._index.items[i]
             if i not in seen:
                 seen.add(i)
-                self._hits[item.eval_set].inc()
+                Metrics.counter(NAMESPACE, f"hits_{item.eval_set}").inc()
                 yield beam.pvalue.TaggedOutput(
                     "hits",
                     {
                         "id": record["id"],
                         "eval_set": item.eval_set,
                         "eval_item_id": item.item_id,
-                        "ngram": " ".join(words[start : start + n]),
+                        "match": "".join(map(chr, codes[start : start + k].tolist())),
                     },
                 )
         if not cut:
@@ -155,23 +222,23 @@ class _Decontaminate(beam.DoFn):
                 yield {**record, "text": "\n\n".join(pieces)}
                 return
         self._contaminated.inc()
-        yield beam.pvalue.TaggedOutput("rejected", rejection(record, REASON))
+        yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, REASON))
 
 
 class Decontaminate(beam.PTransform):
-    """records -> (kept, rejected, contamination hits ``{id, eval_set, eval_item_id, ngram}``)."""
+    """records -> (kept, rejected, contamination hits ``{id, eval_set, eval_item_id, match}``).
 
-    def __init__(self, config: ml_collections.ConfigDict, eval_sets: list[EvalItem]) -> None:
+    ``eval_specs`` is ``{NAME: PATH}`` (see eval_sets); ``config.builtin_eval_sets`` are added.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> None:
         super().__init__()
         validate(config)
         self._config = config
-        self._eval_sets = list(eval_sets)
+        self._eval_specs = dict(eval_specs)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
-        if not self._config.enabled or not self._eval_sets:
-            empty = records.pipeline | "NoRejections" >> beam.Create([])
-            return records, empty, records.pipeline | "NoHits" >> beam.Create([])
-        out = records | "MatchEvalNgrams" >> beam.ParDo(_Decontaminate(self._config, self._eval_sets)).with_outputs(
+        out = records | "MatchEvalNgrams" >> beam.ParDo(_Decontaminate(self._config, self._eval_specs)).with_outputs(
             "rejected", "hits", main="kept"
         )
-        return out.kept, out.rejected, out.hits
+        return out.kept, out[REJECTED], out.hits

@@ -17,7 +17,7 @@ import apache_beam as beam
 import ml_collections
 from apache_beam.metrics import Metrics
 
-from data_pipeline.records import rejection
+from data_pipeline.records import REJECTED, rejection
 from data_pipeline.shingles import normalized_words
 
 REASON = "exact_duplicate"
@@ -83,7 +83,7 @@ class _KeepRepresentative(beam.DoFn):
                 self._groups.inc()
             dropped = True
             self._dropped.inc()
-            yield beam.pvalue.TaggedOutput("rejected", rejection(record, REASON))
+            yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, REASON))
         if best is None:
             return
         yield best
@@ -95,17 +95,14 @@ class ExactDedup(beam.PTransform):
     def __init__(self, config: ml_collections.ConfigDict) -> None:
         super().__init__()
         validate(config)
-        self._enabled = bool(config.enabled)
         self._normalization = str(config.normalization)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
-        if not self._enabled:
-            return records, records.pipeline | "NoRejections" >> beam.Create([])
         normalization = self._normalization
         results = (
             records
             | "KeyByTextHash" >> beam.Map(lambda r: (text_hash(r["text"], normalization), r))
             | "GroupByTextHash" >> beam.GroupByKey()
-            | "KeepRepresentative" >> beam.ParDo(_KeepRepresentative()).with_outputs("rejected", main="kept")
+            | "KeepRepresentative" >> beam.ParDo(_KeepRepresentative()).with_outputs(REJECTED, main="kept")
         )
-        return results.kept, results.rejected
+        return results.kept, results[REJECTED]

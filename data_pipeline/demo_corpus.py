@@ -27,7 +27,9 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from absl import app, flags
+import ml_collections
+
+from common import cli, fs
 
 _MATH_MARKERS = re.compile(r"\.\. math::|:math:`|\\frac|\\sum|\\int|\\sqrt|\\alpha|\\beta|\\lambda|\\pi")
 _MATH_PACKAGES = ("scipy", "sympy", "numpy")
@@ -86,13 +88,13 @@ def code_documents() -> Iterator[tuple[str, str]]:
 _DOMAINS = {"web": web_documents, "math": math_documents, "code": code_documents}
 
 
-def build(output_dir: Path, docs_per_domain: int, max_chars: int, dup_fraction: float, seed: int) -> dict[str, int]:
+def build(output_dir: fs.PathLike, docs_per_domain: int, max_chars: int, dup_fraction: float, seed: int) -> dict[str, int]:
     """Writes the three JSONL files; returns documents written per domain.
 
     Each domain stops at ``docs_per_domain`` documents or ``max_chars`` characters,
     whichever comes first, so the demo stays a few minutes long on 2 cores.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = fs.makedirs(output_dir)
     rng = random.Random(seed)
     counts = {}
     for domain, documents in _DOMAINS.items():
@@ -108,36 +110,37 @@ def build(output_dir: Path, docs_per_domain: int, max_chars: int, dup_fraction: 
                 break
         for i, original in enumerate(rng.sample(records, int(len(records) * dup_fraction))):
             records.append({"id": f"{domain}-dup-{i:04d}", "text": original["text"], "origin": original["origin"]})
-        with open(output_dir / f"{domain}.jsonl", "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fs.write_text(fs.join(output_dir, f"{domain}.jsonl"),
+                      "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
         counts[domain] = len(records)
     return counts
 
 
-FLAGS = flags.FLAGS
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "output": "runs/demo/corpus",  # folder for web.jsonl, math.jsonl and code.jsonl
+        "docs_per_domain": 600,  # distinct documents per domain (fewer if the install has fewer)
+        "max_chars": 2_000_000,  # characters per domain at most
+        "dup_fraction": 0.05,  # fraction of exact copies planted to exercise deduplication
+        "seed": 0,  # seed for choosing the planted copies
+    })
 
 
-def _define_flags() -> None:
-    """Defined when run as a command, so importing this module defines no flags."""
-    flags.DEFINE_string("output", "runs/demo/corpus", "Folder for web.jsonl, math.jsonl and code.jsonl.")
-    flags.DEFINE_integer("docs_per_domain", 600, "Distinct documents per domain (fewer if the install has fewer).")
-    flags.DEFINE_integer("max_chars", 2_000_000, "Characters per domain at most.")
-    flags.DEFINE_float("dup_fraction", 0.05, "Fraction of exact copies planted to exercise deduplication.")
-    flags.DEFINE_integer("seed", 0, "Seed for choosing the planted copies.")
-
-
-def main(argv: list[str]) -> None:
+def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     del argv
-    output = Path(FLAGS.output)
-    counts = build(output, FLAGS.docs_per_domain, FLAGS.max_chars, FLAGS.dup_fraction, FLAGS.seed)
+    output = fs.resolve(config.output)
+    counts = build(output, config.docs_per_domain, config.max_chars, config.dup_fraction, config.seed)
     for domain, n in counts.items():
-        print(f"demo corpus: {domain:5s} {n:6d} documents -> {output / (domain + '.jsonl')}")
+        print(f"demo corpus: {domain:5s} {n:6d} documents -> {fs.join(output, domain + '.jsonl')}")
 
 
 def run() -> None:
-    _define_flags()
-    app.run(main)
+    cli.run(main, doc=__doc__, default_config=default_config,
+            shortcuts=[cli.Shortcut("output", "output", "Folder for web.jsonl, math.jsonl and code.jsonl."),
+                       cli.Shortcut("docs_per_domain", "docs_per_domain", "Distinct documents per domain."),
+                       cli.Shortcut("max_chars", "max_chars", "Characters per domain at most."),
+                       cli.Shortcut("dup_fraction", "dup_fraction", "Fraction of exact copies planted."),
+                       cli.Shortcut("seed", "seed", "Seed for choosing the planted copies.")])
 
 
 if __name__ == "__main__":

@@ -6,23 +6,27 @@ list covers the usual layouts of GSM8K (question, answer), MATH (problem, soluti
 HumanEval (prompt, canonical_solution), MBPP (text, code), MMLU (question, choice0-3),
 ARC (question.stem, question.choices), BBH (input, target) and OpenBookQA (tsv).
 ``PATH`` = ``builtin`` names a set shipped inside an installed package (no download).
+Files are read through common/fs.py, so ``gs://`` eval sets work like local ones. A row that
+has none of the text fields is an error naming the file and the fields it has: a silently
+empty eval set would decontaminate nothing.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import glob
-import gzip
+import io
 import json
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
 
+from common import fs
+from data_pipeline.textio import open_decompressed, parse_assignment, strip_compression
+
 BUILTIN = "builtin"
-_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".tsv", ".parquet")
+_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 DEFAULT_TEXT_FIELDS = (
     "question.stem", "question", "problem", "prompt", "text", "input", "instruction",
@@ -40,6 +44,12 @@ class EvalItem:
     eval_set: str
     item_id: str
     text: str
+    question: str = ""  # the first text field alone (a leak may be the question without its answer)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The texts to index: the whole item, and its question when that is only part of it."""
+        return (self.text, self.question) if self.question and self.question != self.text else (self.text,)
 
 
 def _builtin_humaneval() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -53,49 +63,44 @@ BUILTINS = {"humaneval": _builtin_humaneval}
 
 
 def parse_specs(specs: Sequence[str]) -> dict[str, str]:
-    """``["NAME=PATH", ...]`` (the repeatable ``--eval_set`` flag) -> ``{NAME: PATH}``."""
+    """``["NAME=PATH", ...]`` (the repeatable ``--eval_set`` flag) -> ``{NAME: PATH}``.
+
+    Paths are resolved (local relative -> absolute; URIs untouched) so workers find them.
+    """
     out = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--eval_set: expected NAME=PATH, got {spec!r}")
-        out[name] = path
+        name, path = parse_assignment(spec, "eval_set")
+        out[name] = path if path == BUILTIN else fs.resolve(path)
     return out
 
 
 def _files(path: str) -> list[str]:
-    if os.path.isdir(path):
-        found = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
-    else:
-        found = glob.glob(path)
-    files = sorted(f for f in found if f.endswith(_SUFFIXES))
+    found = fs.walk_files(path) if fs.isdir(path) else fs.glob(path)
+    files = sorted(f for f in found if strip_compression(f).endswith(_SUFFIXES))
     if not files:
-        raise ValueError(f"--eval_set: no {'/'.join(_SUFFIXES)} files at {path!r}")
+        raise ValueError(f"--eval_set: no {'/'.join(_SUFFIXES)} files (optionally .gz) at {path!r}")
     return files
 
 
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
-
-
 def _rows(path: str) -> Iterator[dict[str, Any]]:
-    if path.endswith(".parquet"):
+    name = strip_compression(path)
+    with open_decompressed(path) as raw:
+        data = raw.read()
+    if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        yield from pq.read_table(path).to_pylist()
+        yield from pq.read_table(io.BytesIO(data)).to_pylist()
         return
-    with _open_text(path) as f:
-        if path.endswith((".csv", ".tsv")):
-            yield from csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ",")
-        elif path.endswith((".json", ".json.gz")):
-            data = json.load(f)
-            if isinstance(data, dict):  # e.g. BBH: {"canary": ..., "examples": [...]}
-                data = next((v for v in data.values() if isinstance(v, list)), [])
-            yield from data
-        else:
-            yield from (json.loads(line) for line in f if line.strip())
+    text = data.decode("utf-8")
+    if name.endswith((".csv", ".tsv")):
+        yield from csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if name.endswith(".tsv") else ",")
+    elif name.endswith(".json"):
+        rows = json.loads(text)
+        if isinstance(rows, dict):  # e.g. BBH: {"canary": ..., "examples": [...]}
+            rows = next((v for v in rows.values() if isinstance(v, list)), [])
+        yield from rows
+    else:
+        yield from (json.loads(line) for line in text.splitlines() if line.strip())
 
 
 def _get(row: Any, dotted: str) -> Any:
@@ -121,7 +126,11 @@ def item_text(row: dict[str, Any], text_fields: Sequence[str]) -> str:
     return "\n".join(s for field in text_fields for s in _strings(_get(row, field)) if s.strip())
 
 
-def _item_id(row: dict[str, Any], id_fields: Sequence[str], fallback: str) -> str:
+def has_text_field(row: Any, text_fields: Sequence[str]) -> bool:
+    return isinstance(row, dict) and any(_get(row, field) is not None for field in text_fields)
+
+
+def item_id(row: dict[str, Any], id_fields: Sequence[str], fallback: str) -> str:
     for field in id_fields:
         value = _get(row, field)
         if value is not None and not isinstance(value, (dict, list)):
@@ -129,7 +138,8 @@ def _item_id(row: dict[str, Any], id_fields: Sequence[str], fallback: str) -> st
     return fallback
 
 
-def _named_rows(name: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def named_rows(name: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file name, row) of every row of the eval set ``name`` at ``path``."""
     if path == BUILTIN:
         if name not in BUILTINS:
             raise ValueError(f"--eval_set {name}=builtin: built-ins are {sorted(BUILTINS)}")
@@ -137,20 +147,28 @@ def _named_rows(name: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         return
     for file in _files(path):
         for row in _rows(file):
-            yield os.path.basename(file), row
+            yield file, row
 
 
 def load_eval_sets(specs: dict[str, str], config: ml_collections.ConfigDict) -> list[EvalItem]:
-    """Items of every ``NAME: PATH`` spec plus ``config.builtin_eval_sets``; empty texts skipped.
+    """Items of every ``NAME: PATH`` spec plus ``config.builtin_eval_sets``.
 
     ``config`` is ``config.decontamination`` (fields ``text_fields``, ``id_fields``,
     ``builtin_eval_sets``). Ids come from the first id field present, else ``file:row``.
+    Rows whose text fields are present but blank are skipped; a row with none of the text
+    fields raises, naming the file and the fields it has.
     """
     specs = {**{name: BUILTIN for name in config.builtin_eval_sets}, **specs}
     items = []
     for name, path in specs.items():
-        for index, (file, row) in enumerate(_named_rows(name, path)):
+        for index, (file, row) in enumerate(named_rows(name, path)):
+            if not has_text_field(row, config.text_fields):
+                seen = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ValueError(f"--eval_set {name}: row {index} of {file} has no text field; fields seen: {seen}; "
+                                 f"recognised: {list(config.text_fields)} (config.decontamination.text_fields)")
             text = item_text(row, config.text_fields)
             if text:
-                items.append(EvalItem(name, _item_id(row, config.id_fields, f"{file}:{index}"), text))
+                first = next(f for f in config.text_fields if item_text(row, (f,)))
+                items.append(EvalItem(name, item_id(row, config.id_fields, f"{fs.basename(file)}:{index}"), text,
+                                      item_text(row, (first,))))
     return items

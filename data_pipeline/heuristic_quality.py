@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from data_pipeline.filters.base import TERMINAL_PUNCTUATION, lines, words
-from data_pipeline.filters.math import math_density
+from data_pipeline.filters.base import STOP_WORDS, TERMINAL_PUNCTUATION, lines, words
+from data_pipeline.filters.math_density import math_density
 
-_STOP_WORDS = frozenset("the be to of and a in that have it for not on with as you do at this but by from".split())
 _COMMENT_PREFIXES = ("#", "//", "/*", "*", '"""', "'''", "--", ";")
 
 
@@ -40,7 +39,7 @@ def heuristic_score(record: dict[str, Any]) -> float:
         signals = [_length(len(tokens)), _clip(math_density(text) / 0.3)]
     else:
         punct = sum(line.rstrip().endswith(TERMINAL_PUNCTUATION) for line in doc_lines) / len(doc_lines)
-        stop = sum(t.lower() in _STOP_WORDS for t in tokens) / len(tokens)
+        stop = sum(t.lower() in STOP_WORDS for t in tokens) / len(tokens)
         alpha = sum(t.isalpha() for t in tokens) / len(tokens)
         signals = [_length(len(tokens)), punct, _clip(stop / 0.3), alpha]
     return sum(signals) / len(signals)

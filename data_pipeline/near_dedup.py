@@ -5,15 +5,26 @@ al. 2014, "Connected Components in MapReduce and Beyond"):
 
 1. Every document gets a MinHash signature of its word 5-gram shingles; its ``bands`` slices
    of ``rows`` values are LSH buckets. Two documents with Jaccard ``s`` share a bucket with
-   probability ``1 - (1 - s**rows)**bands``; the default 14 x 8 puts the 50% point near 0.72
-   and catches pairs at 0.8 with ~92% and at 0.85 with ~99% probability.
-2. A bucket links its members to its smallest member (a star, not all pairs).
+   probability ``1 - (1 - s**rows)**bands``. The default 20 bands x 5 rows puts the 50% point
+   near 0.55 and misses a pair at 0.85 with probability ~1e-5 (0.997 at 0.8). With 14 x 8
+   (datatrove's default, ours before) a pair at 0.85 was missed once in 200: insertions and
+   deletions shift every 5-gram they touch, so 1-2% edited words already bring a page down
+   to 0.85, and the held-out benchmark lost such pairs. The extra candidates that the lower
+   threshold brings are removed by the exact Jaccard check (step 3).
+2. Candidate edges of a bucket: every pair when it has at most ``bucket_all_pairs`` members,
+   else every member to each of the bucket's ``anchors`` smallest members (and the anchors
+   to each other). Linking only to the bucket minimum (a star) let one LSH false positive at
+   the minimum unlink every true duplicate in the bucket once verification refuted that
+   edge. A bucket is read twice as a stream (the smallest members, then the edges), so a
+   hot bucket of millions of members never has to fit in a worker's memory.
 3. Optionally each candidate edge is checked with the exact Jaccard of the two shingle sets
    (the sets travel to the edge through two keyed joins; nothing is broadcast).
 4. Connected components by alternating large-star / small-star rounds: each round is a
    GroupByKey per node, so no worker ever holds more than one node's neighbourhood.
-   Afterwards every node that still has a smaller neighbour is a duplicate of it; the
-   smallest ``(id, source)`` in each cluster is its representative.
+   The rounds are unrolled up to ``cc_rounds``; a distributed check then proves the result
+   is the fixpoint (every parent is a root, every edge's ends share the root) and fails the
+   job loudly, naming the field to raise, when it is not. Every non-root node is a
+   duplicate; the smallest ``(id, source)`` in each cluster is its representative.
 5. A cluster larger than ``max_cluster_size`` is usually a chain of drifting templates, not
    copies of one document: it is dissolved (all kept) and counted.
 """
@@ -21,6 +32,7 @@ al. 2014, "Connected Components in MapReduce and Beyond"):
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -29,7 +41,7 @@ import ml_collections
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from data_pipeline.records import rejection
+from data_pipeline.records import REJECTED, rejection
 from data_pipeline.shingles import jaccard, shingle_set
 
 REASON = "near_duplicate"
@@ -43,20 +55,22 @@ def default_config() -> ml_collections.ConfigDict:
         {
             "enabled": True,
             "ngram": 5,  # words per shingle
-            "num_perm": 112,  # MinHash permutations = bands * rows
-            "bands": 14,
+            "num_perm": 100,  # MinHash permutations = bands * rows
+            "bands": 20,
             "seed": 1,
             "verify": True,  # exact Jaccard check of candidate pairs
             "jaccard_threshold": 0.8,  # used when verify is on
             "max_cluster_size": 0,  # 0 = no cap; larger clusters are kept whole and counted
-            "cc_rounds": 6,  # large-star + small-star rounds for connected components
+            "cc_rounds": 8,  # cap on large-star + small-star rounds; not converged by then = the job fails
+            "bucket_all_pairs": 8,  # buckets up to this size: every pair is a candidate edge
+            "anchors": 3,  # larger buckets: each member to this many smallest members
         }
     )
 
 
 def validate(config: ml_collections.ConfigDict, prefix: str = "config.near_dedup") -> None:
     """Fail at start with the field name on bad values."""
-    for field in ("ngram", "num_perm", "bands", "cc_rounds"):
+    for field in ("ngram", "num_perm", "bands", "cc_rounds", "bucket_all_pairs", "anchors"):
         if int(config[field]) < 1:
             raise ValueError(f"{prefix}.{field}: must be >= 1, got {config[field]}")
     if config.num_perm % config.bands:
@@ -68,8 +82,13 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "config.near_dedup
 
 
 def node_key(record: dict[str, Any]) -> str:
-    """Graph node of a record; string order equals ``(id, source)`` order."""
-    return f"{record['id']}\x00{record['source']}"
+    """Graph node of a record; string order equals ``(id, source)`` order.
+
+    A digest of the text ends the key, so two different documents that share an
+    ``(id, source)`` (the data's mistake) stay two nodes instead of merging into one.
+    """
+    digest = hashlib.blake2b(record["text"].encode("utf-8"), digest_size=8).hexdigest()
+    return f"{record['id']}\x00{record['source']}\x00{digest}"
 
 
 class MinHasher:
@@ -123,11 +142,28 @@ class _Signatures(beam.DoFn):
             yield beam.pvalue.TaggedOutput("shingles", (node, shingles.tobytes()))
 
 
-def _bucket_star(element: tuple[bytes, Iterable[str]]) -> Iterator[tuple[str, str]]:
-    """Link every member of an LSH bucket to its smallest member."""
-    members = sorted(set(element[1]))
-    for other in members[1:]:
-        yield members[0], other
+def bucket_edges(element: tuple[bytes, Iterable[str]], all_pairs: int, anchors: int) -> Iterator[tuple[str, str]]:
+    """Candidate edges (smaller, larger) of one LSH bucket, reading its members as a stream.
+
+    The members iterable is read twice (Beam's grouped values are re-iterable); only the
+    ``max(all_pairs, anchors)`` smallest are ever held, however hot the bucket.
+    """
+    _, members = element
+    keep = max(all_pairs, anchors)
+    smallest = sorted(set(heapq.nsmallest(keep + 1, members)))
+    if len(smallest) <= all_pairs:
+        for i, a in enumerate(smallest):
+            for b in smallest[i + 1 :]:
+                yield a, b
+        return
+    heads = smallest[:anchors]
+    for i, a in enumerate(heads):
+        for b in heads[i + 1 :]:
+            yield a, b
+    for member in members:
+        if member > heads[-1]:
+            for head in heads:
+                yield head, member
 
 
 class _Count(beam.DoFn):
@@ -205,11 +241,46 @@ def _small_star(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]
             yield v, smallest
 
 
+class NotConverged(RuntimeError):
+    """Connected components did not reach the fixpoint within ``cc_rounds`` rounds."""
+
+
+def _check_edge(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, str]]]:
+    """(a, {edges: [b...], parent: [p]}) -> (b, (a, root of a)) for each edge."""
+    a, groups = element
+    root = groups["parent"][0] if groups["parent"] else a
+    for b in groups["edges"]:
+        yield b, (a, root)
+
+
+class _FailUnlessFixpoint(beam.DoFn):
+    """Raises when an edge's ends have different roots or a parent has a parent itself."""
+
+    def __init__(self, rounds: int) -> None:
+        self._rounds = rounds
+
+    def process(self, element: tuple[str, dict[str, list]]) -> Iterator[None]:
+        b, groups = element
+        root_b = groups["parent"][0] if groups["parent"] else b
+        for a, root_a in groups["ends"]:
+            if root_a != root_b:
+                raise NotConverged(
+                    f"near_dedup: connected components not converged after {self._rounds} rounds "
+                    f"({a!r} -> {root_a!r} but {b!r} -> {root_b!r}); raise config.near_dedup.cc_rounds")
+        if groups["parent"] and groups["children"] and b != root_b:
+            raise NotConverged(f"near_dedup: connected components not converged after {self._rounds} rounds "
+                               f"({b!r} is both a child and a parent); raise config.near_dedup.cc_rounds")
+        return iter(())
+
+
 class ConnectedComponents(beam.PTransform):
     """Undirected edges (a, b) -> (node, parent) with parent < node, for non-root nodes.
 
     Alternating large-star/small-star rounds keep the components and turn each one into a
-    star around its minimum; after enough rounds the parent is the component's minimum.
+    star around its minimum (Kiveris et al. 2014: O(log^2 n) rounds). Beam graphs cannot
+    loop, so ``rounds`` rounds are unrolled (a converged graph passes through the rest
+    unchanged) and a final distributed check fails the job unless the result is the
+    fixpoint: every edge's two ends have the same root and no parent has a parent.
     """
 
     def __init__(self, rounds: int) -> None:
@@ -217,6 +288,7 @@ class ConnectedComponents(beam.PTransform):
         self._rounds = rounds
 
     def expand(self, edges: beam.PCollection) -> beam.PCollection:
+        original = edges
         for i in range(self._rounds):
             edges = (
                 edges
@@ -227,7 +299,19 @@ class ConnectedComponents(beam.PTransform):
                 | f"SmallStarGroup{i}" >> beam.GroupByKey()
                 | f"SmallStar{i}" >> beam.FlatMap(_small_star)
             )
-        return edges | "GroupParents" >> beam.GroupByKey() | "SmallestParent" >> beam.MapTuple(lambda v, ps: (v, min(ps)))
+        parents = edges | "GroupParents" >> beam.GroupByKey() | "SmallestParent" >> beam.MapTuple(lambda v, ps: (v, min(ps)))
+        ends = (
+            {"edges": original, "parent": parents}
+            | "JoinFirstEnd" >> beam.CoGroupByKey()
+            | "RootOfFirstEnd" >> beam.FlatMap(_check_edge)
+        )
+        children = parents | "ByParent" >> beam.MapTuple(lambda v, p: (p, v))
+        _ = (
+            {"ends": ends, "parent": parents, "children": children}
+            | "JoinSecondEnd" >> beam.CoGroupByKey()
+            | "FailUnlessFixpoint" >> beam.ParDo(_FailUnlessFixpoint(self._rounds))
+        )
+        return parents
 
 
 class _CapClusters(beam.DoFn):
@@ -263,7 +347,7 @@ class _Split(beam.DoFn):
         for record in groups["records"]:
             if duplicate:
                 self._dropped.inc()
-                yield beam.pvalue.TaggedOutput("rejected", rejection(record, REASON))
+                yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, REASON))
             else:
                 yield record
 
@@ -278,13 +362,11 @@ class NearDedup(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         config = self._config
-        if not config.enabled:
-            return records, records.pipeline | "NoRejections" >> beam.Create([])
         signed = records | "MinHash" >> beam.ParDo(_Signatures(config)).with_outputs("shingles", main="buckets")
         edges = (
             signed.buckets
             | "GroupBuckets" >> beam.GroupByKey()
-            | "BucketStars" >> beam.FlatMap(_bucket_star)
+            | "BucketEdges" >> beam.FlatMap(bucket_edges, int(config.bucket_all_pairs), int(config.anchors))
             | "DistinctCandidates" >> beam.Distinct()
             | "CountCandidates" >> beam.ParDo(_Count("candidate_pairs"))
         )
@@ -309,6 +391,6 @@ class NearDedup(beam.PTransform):
         split = (
             {"records": records | "KeyByNode" >> beam.Map(lambda r: (node_key(r), r)), "roots": roots}
             | "JoinRoots" >> beam.CoGroupByKey()
-            | "Split" >> beam.ParDo(_Split()).with_outputs("rejected", main="kept")
+            | "Split" >> beam.ParDo(_Split()).with_outputs(REJECTED, main="kept")
         )
-        return split.kept, split.rejected
+        return split.kept, split[REJECTED]

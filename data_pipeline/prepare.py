@@ -1,195 +1,178 @@
 """The data-prep job: raw corpora -> cleaned, deduplicated, decontaminated TFDS datasets.
 
-  python -m data_pipeline.prepare --config=configs/data/demo.py [--input DOMAIN=GLOB ...]
-      [--eval_set NAME=PATH ...] [--output_dir DIR] [any Beam pipeline option]
+  python -m data_pipeline.prepare [--config=configs/data/demo.py] [--input DOMAIN=GLOB ...]
+      [--eval_set NAME=PATH ...] --output_dir DIR [--overwrite] [any Beam pipeline option]
 
-Stages (docs/DESIGN.md has the output layout): read (dead letters for unreadable input) ->
-normalise + per-domain filters + PII -> exact dedup -> near dedup -> decontamination ->
-quality score and high-quality mark -> per-domain TFDS datasets, plus rejected/,
-dead_letter/, contamination.jsonl and stats.json. Flags that are not ours go to Beam
-unchanged, so ``--runner=DataflowRunner --project=...`` runs the same job on Dataflow.
+Without --config the defaults of configs/data/base.py apply. The stages are the literal
+list in ``stages()``: read (dead letters for unreadable input) -> clean (normalise, filter,
+redact PII) -> exact dedup -> near dedup -> decontamination -> quality; then per-domain
+TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl and stats.json (layout in
+docs/DESIGN.md). Every configured stage runs or the job fails; nothing is skipped quietly.
+Outputs are written to a fresh staging folder and committed at the end (data_pipeline/
+outputs.py): an existing non-empty output folder is refused unless --overwrite, and even
+then only a previous run's own outputs (named by its marker file) are replaced. Flags that
+are not ours go to Beam unchanged, so ``--runner=DataflowRunner --project=...`` runs the
+same job on Dataflow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import posixpath
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apache_beam as beam
 import ml_collections
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from ml_collections import config_flags
 
-from data_pipeline import records, sources, stats, tfds_output
-from data_pipeline.clean import REJECTED, CleanFn
+from common import checks, cli, fs
+from data_pipeline import outputs, records, sources, stats, tfds_output
+from data_pipeline.clean import Clean
+from data_pipeline.decontaminate import Decontaminate
+from data_pipeline.dedup import ExactDedup
+from data_pipeline.eval_sets import load_eval_sets, parse_specs
 from data_pipeline.filters.chain import build_chain
+from data_pipeline.near_dedup import NearDedup
 from data_pipeline.pii import Redactor
 from data_pipeline.scoring import ScoreQuality
 
 WORK_DIR = "_work"
-OUTPUT_PATHS = ("rejected", "dead_letter", "contamination.jsonl", "stats.json", WORK_DIR, *records.DOMAINS)
+HITS = "hits"
 
 
-def input_specs(config: ml_collections.ConfigDict, input_flags: Sequence[str]) -> list[sources.InputSpec]:
-    """``--input`` flags replace the config's inputs (so a run needs no new config file)."""
-    if input_flags:
-        return [sources.InputSpec.from_flag(value) for value in input_flags]
+@dataclasses.dataclass
+class StageResult:
+    """What every stage returns: the records it kept, those it rejected, and side outputs."""
+
+    kept: beam.PCollection
+    rejected: beam.PCollection
+    side: dict[str, beam.PCollection] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of the job: ``make()`` builds its PTransform, which returns
+    ``(kept, rejected, *side outputs named by side)``; a disabled stage passes records on."""
+
+    name: str
+    enabled: bool
+    make: Callable[[], beam.PTransform]
+    side: tuple[str, ...] = ()
+
+    def apply(self, pcoll: beam.PCollection) -> StageResult:
+        if not self.enabled:
+            empty = {name: pcoll.pipeline | f"{self.name}Off{name}" >> beam.Create([]) for name in ("rejected", *self.side)}
+            return StageResult(pcoll, empty.pop("rejected"), empty)
+        kept, rejected, *side = pcoll | self.name >> self.make()
+        if len(side) != len(self.side):
+            raise RuntimeError(f"stage {self.name}: returned {len(side)} side outputs, declared {self.side}")
+        return StageResult(kept, rejected, dict(zip(self.side, side)))
+
+
+def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dict[str, str]) -> list[Stage]:
+    """The job's stages, in order."""
+    chains = {domain: build_chain(domain, config.filters) for domain in domains}
+    pii = {k: v for k, v in config.pii.items() if k != "enabled"}
+    try:
+        redactor = Redactor(**pii) if config.pii.enabled else None
+    except TypeError as e:
+        raise checks.ConfigError(f"config.pii: {e}") from None
+    return [
+        Stage("Clean", True, lambda: Clean(chains, redactor, config.normalize.form)),
+        Stage("ExactDedup", config.dedup.enabled, lambda: ExactDedup(config.dedup)),
+        Stage("NearDedup", config.near_dedup.enabled, lambda: NearDedup(config.near_dedup)),
+        Stage("Decontaminate", config.decontamination.enabled,
+              lambda: Decontaminate(config.decontamination, eval_specs), side=(HITS,)),
+        Stage("Quality", True, lambda: ScoreQuality(config.quality)),
+    ]
+
+
+def input_specs(config: ml_collections.ConfigDict) -> list[sources.InputSpec]:
+    """``config.inputs``: dicts of InputSpec fields, or ``"DOMAIN=GLOB"`` strings (--input)."""
     specs = []
     for i, entry in enumerate(config.inputs):
+        if isinstance(entry, str):
+            specs.append(sources.InputSpec.from_flag(entry))
+            continue
         entry = dict(entry)
         unknown = set(entry) - {f.name for f in dataclasses.fields(sources.InputSpec)}
-        if unknown:
-            raise ValueError(f"config.inputs[{i}]: unknown fields {sorted(unknown)}")
+        checks.require(not unknown, f"inputs[{i}]", f"unknown fields {sorted(unknown)}")
         specs.append(sources.InputSpec(**entry))
-    if not specs:
-        raise ValueError("config.inputs: no inputs; give some in the config or with --input DOMAIN=GLOB")
+    checks.require(bool(specs), "inputs", "no inputs; give some in the config or with --input DOMAIN=GLOB")
     names = [s.source for s in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"config.inputs: source names must be unique, got {names}")
+    checks.require(len(set(names)) == len(names), "inputs", "source names must be unique", names)
     return specs
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the fields this module reads; the stages check their own sections."""
-    if not config.output_dir:
-        raise ValueError("config.output_dir: must be set (or pass --output_dir)")
-    if not 0.0 <= config.split.validation_fraction < 1.0:
-        raise ValueError(f"config.split.validation_fraction: must be in [0, 1), got {config.split.validation_fraction}")
+    checks.require(bool(config.output_dir), "output_dir", "must be set (or pass --output_dir)")
+    checks.require(0.0 <= config.split.validation_fraction < 1.0, "split.validation_fraction", "must be in [0, 1)",
+                   config.split.validation_fraction)
     for field in ("train_shards", "validation_shards"):
-        if int(config.output[field]) < 1:
-            raise ValueError(f"config.output.{field}: must be >= 1, got {config.output[field]}")
+        checks.positive(int(config.output[field]), f"output.{field}")
     for field in ("max_doc_bytes", "dead_letter_raw_bytes"):
-        if int(config.read[field]) < 1:
-            raise ValueError(f"config.read.{field}: must be >= 1, got {config.read[field]}")
-    if config.normalize.form not in ("NFC", "NFKC", "NFD", "NFKD"):
-        raise ValueError(f"config.normalize.form: must be NFC, NFKC, NFD or NFKD, got {config.normalize.form!r}")
-
-
-def _optional_stages(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> tuple[list, list[str]]:
-    """(PTransforms of the colleague-owned stages that are importable, names skipped)."""
-    stages, skipped = [], []
-    try:
-        from data_pipeline.dedup import ExactDedup
-
-        stages.append(("ExactDedup", ExactDedup(config.dedup)))
-    except ImportError as e:
-        skipped.append(f"exact_dedup ({e})")
-    try:
-        from data_pipeline.near_dedup import NearDedup
-
-        stages.append(("NearDedup", NearDedup(config.near_dedup)))
-    except ImportError as e:
-        skipped.append(f"near_dedup ({e})")
-    try:
-        from data_pipeline.decontaminate import Decontaminate
-        from data_pipeline.eval_sets import load_eval_sets
-
-        items = load_eval_sets(eval_specs, config.decontamination) if config.decontamination.enabled else []
-        stages.append(("Decontaminate", Decontaminate(config.decontamination, items)))
-        if config.decontamination.enabled:
-            print(f"decontamination: {len(items)} eval items from {sorted({i.eval_set for i in items})}")
-    except ImportError as e:
-        skipped.append(f"decontamination ({e})")
-    return stages, skipped
-
-
-def _write_jsonl(pcoll, prefix: str, label: str, single_file: bool = False):
-    encoded = pcoll | f"Encode{label}" >> beam.Map(lambda e: json.dumps(e, ensure_ascii=False, sort_keys=True))
-    if single_file:
-        return encoded | f"Write{label}" >> beam.io.WriteToText(prefix, shard_name_template="")
-    return encoded | f"Write{label}" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl.gz")
+        checks.positive(int(config.read[field]), f"read.{field}")
+    checks.one_of(config.normalize.form, ("NFC", "NFKC", "NFD", "NFKD"), "normalize.form")
 
 
 def build(p: beam.Pipeline, config: ml_collections.ConfigDict, specs: list[sources.InputSpec],
-          eval_specs: dict[str, str]) -> list[str]:
-    """Adds the whole job to ``p``; returns the names of stages skipped because not importable."""
-    out = config.output_dir
-    work = posixpath.join(out, WORK_DIR)
-    chains = {domain: build_chain(domain, config.filters) for domain in {s.domain for s in specs}}
-    try:
-        redactor = Redactor(**{k: v for k, v in config.pii.items() if k != "enabled"}) if config.pii.enabled else None
-    except TypeError as e:
-        raise ValueError(f"config.pii: {e}") from None
-    optional, skipped = _optional_stages(config, eval_specs)
-    quality = ScoreQuality(config.quality)
-
+          eval_specs: dict[str, str], out: str) -> None:
+    """Adds the whole job to ``p``, writing under ``out`` (the run's staging folder)."""
+    work = fs.join(out, WORK_DIR)
     reads = [
         p | f"Read[{spec.source}]" >> sources.ReadSource(spec, int(config.read.max_doc_bytes), int(config.read.dead_letter_raw_bytes))
         for spec in specs
     ]
     read_records = [r.records for r in reads] | "FlattenRecords" >> beam.Flatten()
     dead = [r[sources.DEAD_LETTER] for r in reads] | "FlattenDeadLetters" >> beam.Flatten()
-    rejected = [r[sources.REJECTED] for r in reads] | "FlattenReadRejections" >> beam.Flatten()
+    file_counts = [r[sources.FILE_COUNTS] for r in reads] | "FlattenFileCounts" >> beam.Flatten()
+    rejections = [[r[records.REJECTED] for r in reads] | "FlattenReadRejections" >> beam.Flatten()]
 
-    cleaned = read_records | "Clean" >> beam.ParDo(CleanFn(chains, redactor, config.normalize.form)).with_outputs(
-        REJECTED, main="kept"
-    )
-    kept, rejections, hits = cleaned.kept, [rejected, cleaned[REJECTED]], []
-    for name, stage in optional:
-        result = kept | name >> stage
-        kept, rejections = result[0], rejections + [result[1]]
-        hits.extend(result[2:])
-    kept, low_quality = kept | "Quality" >> quality
-    rejections.append(low_quality)
+    kept, side = read_records, {}
+    for stage in stages(config, {s.domain for s in specs}, eval_specs):
+        result = stage.apply(kept)
+        kept = result.kept
+        rejections.append(result.rejected)
+        side.update(result.side)
     all_rejected = rejections | "FlattenRejected" >> beam.Flatten()
-    all_hits = (hits or [p | "NoHits" >> beam.Create([])]) | "FlattenHits" >> beam.Flatten()
+    hits = side[HITS]
 
     num_shards = {"train": int(config.output.train_shards), "validation": int(config.output.validation_shards)}
     shard_infos = kept | "WriteTfds" >> tfds_output.WriteTfdsShards(out, config.split.validation_fraction, num_shards)
-    _write_jsonl(shard_infos, posixpath.join(work, "shards"), "ShardInfos")
-    _write_jsonl(all_rejected, posixpath.join(out, "rejected", "rejected"), "Rejected")
-    _write_jsonl(dead, posixpath.join(out, "dead_letter", "dead_letter"), "DeadLetters")
-    _write_jsonl(all_hits, posixpath.join(out, "contamination.jsonl"), "Contamination", single_file=True)
+    big = num_shards["train"]  # shards of the outputs that may be as large as the input
+    _ = shard_infos | "WriteShardInfos" >> outputs.WriteJsonl(fs.join(work, "shards"), compress=False)
+    _ = all_rejected | "WriteRejected" >> outputs.WriteJsonl(fs.join(out, records.REJECTED, "rejected"), big)
+    _ = dead | "WriteDeadLetters" >> outputs.WriteJsonl(fs.join(out, "dead_letter", "dead_letter"), big)
+    _ = hits | "WriteContamination" >> outputs.WriteJsonl(fs.join(out, "contamination.jsonl"), exact=True, compress=False)
 
-    inputs = [read_records, rejected, dead] | "FlattenInputs" >> beam.Flatten()
+    inputs = [read_records, rejections[0], dead] | "FlattenInputs" >> beam.Flatten()
     violations = {stats.INPUT: inputs, stats.KEPT: kept, stats.REJECTED: all_rejected, stats.DEAD_LETTER: dead} | "CheckIds" >> stats.CheckIds()
     counts = (
         [
             inputs | "CountInput" >> stats.CountBy(stats.INPUT),
+            file_counts | "CountHeld" >> stats.CountBy(stats.HELD, value_fn=lambda c: c["held"]),
+            file_counts | "CountIncomplete" >> stats.CountBy(stats.INCOMPLETE_FILES, value_fn=lambda c: int(not c["complete"])),
             kept | "CountKept" >> stats.CountBy(stats.KEPT),
             kept | "CountRedactions" >> stats.CountBy(stats.REDACTIONS, value_fn=lambda r: r.get("redactions", 0)),
             all_rejected | "CountRejected" >> stats.CountBy(stats.REJECTED, detail_fn=lambda r: r["reason"]),
             dead | "CountDead" >> stats.CountBy(stats.DEAD_LETTER),
-            all_hits | "CountHits" >> stats.CountBy(stats.CONTAMINATION, detail_fn=lambda h: h["eval_set"]),
+            hits | "CountHits" >> stats.CountBy(stats.CONTAMINATION, detail_fn=lambda h: h["eval_set"]),
             violations | "CountViolations" >> stats.CountBy(stats.ID_VIOLATION, detail_fn=lambda v: v["kind"]),
         ]
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombinePerKey(sum)
         | "CountPairs" >> beam.MapTuple(lambda key, n: list(key) + [n])
     )
-    _write_jsonl(counts, posixpath.join(work, "counts"), "Counts")
+    _ = counts | "WriteCounts" >> outputs.WriteJsonl(fs.join(work, "counts"), compress=False)
     examples = violations | "SampleViolations" >> beam.combiners.Sample.FixedSizeGlobally(stats.MAX_VIOLATION_EXAMPLES)
-    _write_jsonl(examples | "Unbatch" >> beam.FlatMap(lambda batch: batch), posixpath.join(work, "violations"), "Violations")
-    return skipped
-
-
-def _read_jsonl_files(prefix: str) -> list[Any]:
-    import gzip
-
-    rows = []
-    for metadata in FileSystems.match([prefix + "*"])[0].metadata_list:
-        with FileSystems.open(metadata.path, compression_type="uncompressed") as raw:
-            data = raw.read()
-        if metadata.path.endswith(".gz"):
-            data = gzip.decompress(data)
-        rows.extend(json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip())
-    return rows
-
-
-def _clear_outputs(out: str) -> None:
-    """Removes what a previous run wrote here (only our own paths), so no stale shard survives."""
-    stale = [posixpath.join(out, name) for name in OUTPUT_PATHS if FileSystems.exists(posixpath.join(out, name))]
-    if stale:
-        FileSystems.delete(stale)
+    _ = (examples | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+         | "WriteViolations" >> outputs.WriteJsonl(fs.join(work, "violations"), compress=False))
 
 
 def _metrics(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -200,85 +183,85 @@ def _metrics(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     return {f"{c.key.metric.namespace}/{c.key.metric.name}": int(c.committed or c.attempted or 0) for c in counters}
 
 
-def prepare(config: ml_collections.ConfigDict, input_flags: Sequence[str] = (), eval_flags: Sequence[str] = (),
-            beam_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Runs the job; returns (and writes) stats.json's content."""
-    from data_pipeline.eval_sets import parse_specs
+def pipeline_options(config: ml_collections.ConfigDict, beam_args: Sequence[str]) -> PipelineOptions:
+    return PipelineOptions([f"--{k}={v}" for k, v in config.runner.items()] + list(beam_args))
 
+
+def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Runs the job; returns (and writes) stats.json's content."""
     start = time.time()
     validate(config)
-    specs = input_specs(config, list(input_flags))
+    specs = input_specs(config)
     for spec in specs:
         sources.check_matches(spec)
-    eval_specs = parse_specs(list(eval_flags))
-    out = config.output_dir
-    runner_args = [f"--{k}={v}" for k, v in config.runner.items()]
-    options = PipelineOptions(runner_args + list(beam_args))
-    _clear_outputs(out)
+    eval_specs = parse_specs(list(config.eval_sets))
+    if config.decontamination.enabled:  # fail now on an unreadable eval set, not on every worker
+        items = load_eval_sets(eval_specs, config.decontamination)
+        absl_logging.info("decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items}))
+    out = fs.resolve(config.output_dir)
+    old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
+    staging = outputs.new_staging(out)
     for spec in specs:
-        print(f"input {spec.source}: domain={spec.domain} format={spec.format} glob={spec.glob}")
+        absl_logging.info("input %s: domain=%s format=%s glob=%s", spec.source, spec.domain, spec.format, spec.glob)
+    options = pipeline_options(config, beam_args)
     p = beam.Pipeline(options=options)
-    skipped = build(p, config, specs, eval_specs)
-    for name in skipped:
-        print(f"WARNING: stage skipped, module not available: {name}")
-    print(f"running the pipeline ({options.get_all_options()['runner']}) ...", flush=True)
+    build(p, config, specs, eval_specs, staging)
+    absl_logging.info("running the pipeline (%s) ...", options.get_all_options()["runner"])
     result = p.run()
     result.wait_until_finish()
-    print(f"pipeline finished in {time.time() - start:.1f}s; writing TFDS metadata and stats", flush=True)
+    absl_logging.info("pipeline finished in %.1fs; writing TFDS metadata and stats", time.time() - start)
 
-    work = posixpath.join(out, WORK_DIR)
+    work = fs.join(staging, WORK_DIR)
     num_shards = {"train": int(config.output.train_shards), "validation": int(config.output.validation_shards)}
     domains = sorted({s.domain for s in specs})
-    tfds_output.write_metadata(out, domains, _read_jsonl_files(posixpath.join(work, "shards")), num_shards)
-    violations = _read_jsonl_files(posixpath.join(work, "violations"))
-    counts = [((kind, source, detail), n) for kind, source, detail, n in _read_jsonl_files(posixpath.join(work, "counts"))]
+    tfds_output.write_metadata(staging, domains, outputs.read_jsonl_files(fs.join(work, "shards")), num_shards)
+    for folder in (records.REJECTED, "dead_letter"):  # the layout holds them even when empty
+        fs.makedirs(fs.join(staging, folder))
+    if not fs.exists(fs.join(staging, "contamination.jsonl")):
+        fs.write_text(fs.join(staging, "contamination.jsonl"), "")
+    violations = outputs.read_jsonl_files(fs.join(work, "violations"))
+    counts = [((kind, source, detail), n) for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts"))]
     metrics = _metrics(result)
     extra = {
         "metrics": metrics,
         "dedup_clusters": {"exact": metrics.get("dedup/exact_duplicate_groups"), "near": metrics.get("near_dedup/clusters")},
-        "stages_skipped": skipped,
-        "datasets": {d: posixpath.join(out, d) for d in domains},
+        "stages": [s.name for s in stages(config, set(domains), eval_specs) if s.enabled],
+        "datasets": {d: fs.join(out, d) for d in domains},
         "elapsed_s": round(time.time() - start, 1),
     }
     result_stats = stats.assemble(counts, {s.source: s.domain for s in specs}, violations, extra)
-    with FileSystems.create(posixpath.join(out, "stats.json")) as f:
-        f.write(stats.dumps(result_stats).encode("utf-8"))
-    FileSystems.delete([work])
+    fs.write_text(fs.join(staging, "stats.json"), stats.dumps(result_stats))
+    fs.rmtree(work)
+    outputs.commit(out, staging, old_outputs)
     return result_stats
 
 
-FLAGS = flags.FLAGS
+def _define_extra_flags() -> None:
+    flags.DEFINE_bool("overwrite", None, "Replace the outputs of an earlier prepare run in --output_dir "
+                      "(only what its marker names; sets config.overwrite).")
 
 
-def _define_flags() -> None:
-    """Defined when run as a command, so importing this module defines no flags."""
-    config_flags.DEFINE_config_file("config", None, "Data-prep config file, e.g. configs/data/demo.py.")
-    flags.DEFINE_multi_string("input", [], "DOMAIN=GLOB (repeatable); replaces the config's inputs.")
-    flags.DEFINE_multi_string("eval_set", [], "NAME=PATH of an eval set to decontaminate against (repeatable).")
-    flags.DEFINE_string("output_dir", None, "Output folder (overrides config.output_dir).")
-
-
-def main(argv: list[str]) -> None:
-    # Beam forwards every worker's INFO log; our own progress lines are printed instead.
+def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
+    # Beam forwards every worker's INFO log; the job's own progress is logged at INFO.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    config = FLAGS.config
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/data/demo.py")
-    if FLAGS.output_dir:
-        config.output_dir = FLAGS.output_dir
-    result = prepare(config, FLAGS.input, FLAGS.eval_set, argv[1:])
+    absl_logging.set_verbosity(absl_logging.INFO)
+    if flags.FLAGS.overwrite is not None:
+        config.overwrite = flags.FLAGS.overwrite
+    result = prepare(config, beam_args)
     print(stats.format_table(result))
-    print(f"outputs in {config.output_dir}: {', '.join(result['datasets'].values())}, rejected/, dead_letter/, "
-          f"contamination.jsonl, stats.json ({result['elapsed_s']}s)")
+    print(f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "
+          f"dead_letter/, contamination.jsonl, stats.json ({result['elapsed_s']}s)")
     if not result["invariant"]["ok"]:
         sys.exit("invariant violated: input != kept + rejected + dead_letter (see stats.json)")
 
 
 def run() -> None:
     """Console entry point; flags we do not define are passed to Beam."""
-    _define_flags()
-    app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
+    cli.run(main, doc=__doc__, default_config="data/base.py",
+            shortcuts=[cli.Shortcut("input", "inputs", "DOMAIN=GLOB (repeatable); replaces the config's inputs.", multi=True),
+                       cli.Shortcut("eval_set", "eval_sets", "NAME=PATH of an eval set (repeatable).", multi=True),
+                       cli.Shortcut("output_dir", "output_dir", "Output folder.")],
+            required=["output_dir"], define_extra_flags=_define_extra_flags, pass_unknown_flags=True)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,18 @@ Job:  ``config.quality.model_path`` = MODEL; the job's quality stage (``data_pip
 
 from __future__ import annotations
 
-import glob
-import gzip
+import io
 import json
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
+
+from common import checks, cli, fs
+from data_pipeline.sources import guess_format, match_files
+from data_pipeline.textio import open_decompressed
 
 FORMAT = "gemma-pretrain-quality-v1"
 
@@ -39,6 +41,9 @@ def default_train_config() -> ml_collections.ConfigDict:
             "seed": 0,
             "text_field": "text",  # for jsonl inputs; other files are one document each
             "max_chars": 100_000,
+            "positive": [],  # GLOBs of high-quality documents (--positive, repeatable)
+            "negative": [],  # GLOBs of low-quality documents (--negative, repeatable)
+            "output": "",  # the model file to write (--output)
         }
     )
 
@@ -66,17 +71,18 @@ class QualityScorer:
 
     @classmethod
     def load(cls, path: str) -> QualityScorer:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(fs.read_bytes(path)), allow_pickle=False) as data:
             params = json.loads(str(data["params"]))
             if params.get("format") != FORMAT:
                 raise ValueError(f"{path}: not a quality model ({FORMAT})")
             return cls(params, data["coef"], float(data["intercept"]))
 
     def save(self, path: str) -> None:
-        with open(path, "wb") as f:  # a file object, so numpy does not append ".npz"
-            np.savez_compressed(
-                f, params=np.array(json.dumps(self.params)), coef=self.coef.astype(np.float32), intercept=np.array(self.intercept)
-            )
+        buffer = io.BytesIO()  # a file object, so numpy does not append ".npz"
+        np.savez_compressed(
+            buffer, params=np.array(json.dumps(self.params)), coef=self.coef.astype(np.float32), intercept=np.array(self.intercept)
+        )
+        fs.write_bytes(path, buffer.getvalue())
 
     def score_batch(self, texts: Sequence[str]) -> np.ndarray:
         features = self._vectorizer.transform([t[: self.params["max_chars"]] for t in texts])
@@ -87,21 +93,22 @@ class QualityScorer:
 
 
 def read_documents(pattern: str, text_field: str) -> Iterator[str]:
-    """Texts from a glob: jsonl(.gz) lines' ``text_field``, any other file as one document."""
-    paths = sorted(glob.glob(pattern, recursive=True))
+    """Texts from a glob (through common/fs.py): JSONL files' ``text_field``, any other file
+    as one document; the format is decided per file, as in the job's reader."""
+    paths = match_files(fs.resolve(pattern))
     if not paths:
         raise ValueError(f"no files match {pattern!r}")
     for path in paths:
-        if path.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-            with (gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")) as f:
-                for line in f:
-                    if line.strip():
-                        text = json.loads(line).get(text_field)
-                        if isinstance(text, str) and text.strip():
-                            yield text
+        with open_decompressed(path) as f:
+            data = f.read()
+        if guess_format(path) == "jsonl":
+            for line in data.decode("utf-8").splitlines():
+                if line.strip():
+                    text = json.loads(line).get(text_field)
+                    if isinstance(text, str) and text.strip():
+                        yield text
         else:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
+            text = data.decode("utf-8", errors="replace")
             if text.strip():
                 yield text
 
@@ -132,47 +139,32 @@ def train(positive: Sequence[str], negative: Sequence[str], config: ml_collectio
     return scorer, metrics
 
 
-def _define_flags() -> None:
-    """CLI flags, defined only when run as a program so importing this module adds none."""
-    from absl import flags
-    from ml_collections import config_flags
-
-    flags.DEFINE_multi_string("positive", None, "GLOB of high-quality documents (repeatable).")
-    flags.DEFINE_multi_string("negative", None, "GLOB of low-quality documents (repeatable).")
-    flags.DEFINE_string("output", None, "Path of the model file to write (.npz).")
-    config_flags.DEFINE_config_dict("config", default_train_config(), "Training settings; --config.field=value.")
-    flags.mark_flags_as_required(["positive", "negative", "output"])
-
-
-def main(argv: Sequence[str]) -> None:
-    from absl import app, flags
-
-    if list(argv[1:]) != ["train"]:
-        raise app.UsageError("usage: python -m data_pipeline.quality train --positive GLOB --negative GLOB --output MODEL")
-    FLAGS = flags.FLAGS
-    config = FLAGS.config
-    if not 0.0 <= config.holdout_fraction < 1.0:
-        raise ValueError(f"config.holdout_fraction: must be in [0, 1), got {config.holdout_fraction}")
-    if config.n_features < 2 or config.ngram_max < 1:
-        raise ValueError(f"config.n_features/config.ngram_max: must be >= 2 / >= 1, got {config.n_features}/{config.ngram_max}")
+def main(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
+    checks.require(list(argv) == ["train"], "command", "usage: python -m data_pipeline.quality train "
+                   "--positive GLOB --negative GLOB --output MODEL", list(argv))
+    checks.require(0.0 <= config.holdout_fraction < 1.0, "holdout_fraction", "must be in [0, 1)", config.holdout_fraction)
+    checks.require(config.n_features >= 2, "n_features", "must be >= 2", config.n_features)
+    checks.positive(config.ngram_max, "ngram_max")
     start = time.time()
     docs = {}
     for label in ("positive", "negative"):
-        docs[label] = [t for pattern in FLAGS[label].value for t in read_documents(pattern, config.text_field)]
+        docs[label] = [t for pattern in config[label] for t in read_documents(pattern, config.text_field)]
         print(f"read {len(docs[label])} {label} documents", flush=True)
     scorer, metrics = train(docs["positive"], docs["negative"], config)
-    scorer.save(FLAGS.output)
-    print(f"wrote {FLAGS.output} in {time.time() - start:.1f}s")
+    output = fs.resolve(config.output)
+    scorer.save(output)
+    print(f"wrote {output} in {time.time() - start:.1f}s")
     for key, value in metrics.items():
         print(f"  {key:18s} {value:.4f}" if isinstance(value, float) else f"  {key:18s} {value}")
 
 
 def run(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``gemma-quality``)."""
-    from absl import app
-
-    _define_flags()
-    app.run(main, argv=list(argv) if argv is not None else sys.argv)
+    cli.run(main, doc=__doc__, default_config=default_train_config, argv=argv,
+            shortcuts=[cli.Shortcut("positive", "positive", "GLOB of high-quality documents (repeatable).", multi=True),
+                       cli.Shortcut("negative", "negative", "GLOB of low-quality documents (repeatable).", multi=True),
+                       cli.Shortcut("output", "output", "Path of the model file to write (.npz).")],
+            required=["positive", "negative", "output"])
 
 
 if __name__ == "__main__":

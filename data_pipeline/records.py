@@ -12,6 +12,8 @@ import base64
 from typing import Any
 
 DOMAINS = ("web", "math", "code")
+# The tag of every stage's rejected output (and the rejected/ folder): defined here only.
+REJECTED = "rejected"
 # Rejected text is kept for inspection, but not whole huge documents.
 REJECTED_TEXT_CHARS = 2000
 

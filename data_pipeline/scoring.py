@@ -12,6 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from common import fs
 from data_pipeline import records
 from data_pipeline.heuristic_quality import heuristic_score
 
@@ -47,7 +48,7 @@ class _ScoreFn(beam.DoFn):
         record = {**record, "quality_score": score}
         if score < self._min_score:
             self._low.inc()
-            yield beam.pvalue.TaggedOutput("rejected", records.rejection(record, REASON))
+            yield beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, REASON))
         else:
             yield record
 
@@ -67,7 +68,8 @@ class ScoreQuality(beam.PTransform):
 
     def expand(self, pcoll):
         config = self._config
-        scored = pcoll | "Score" >> beam.ParDo(_ScoreFn(config.model_path, config.min_score)).with_outputs(
+        model_path = fs.resolve(config.model_path) if config.model_path else ""  # loaded on workers via common/fs.py
+        scored = pcoll | "Score" >> beam.ParDo(_ScoreFn(model_path, config.min_score)).with_outputs(
             "rejected", main="kept"
         )
         percentile = float(config.high_quality_percentile)
@@ -85,4 +87,4 @@ class ScoreQuality(beam.PTransform):
         marked = scored.kept | "MarkHighQuality" >> beam.Map(
             _mark, thresholds=beam.pvalue.AsDict(thresholds), absolute=float(config.high_quality_min_score)
         )
-        return marked, scored.rejected
+        return marked, scored[records.REJECTED]

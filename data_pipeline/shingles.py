@@ -1,16 +1,19 @@
-"""Word n-grams of normalised text as 64-bit hashes, shared by dedup and decontamination.
+"""Word n-grams of normalised text as 64-bit hashes: the package's one n-gram hashing, used by
+near dedup (shingles), exact dedup (``words`` normalisation) and Gopher's repetition rules.
 
 Normalisation folds case, punctuation and whitespace: a word is a run of Unicode word
-characters, lower-cased. Word hashes are CRC-32 (stable across processes and machines,
-unlike Python's salted ``hash``), and an n-gram hash is a polynomial of its word hashes,
-computed for all positions at once with numpy so that long documents stay cheap.
+characters, lower-cased, except that a run of digits alone is one word per digit, so a
+number's shingles do not depend on how it is grouped (``1,000``, ``1 , 000`` and ``1000``
+are all ``1 0 0 0``); mixed runs (``mp3``, ``x86``) stay whole. Word hashes are CRC-32
+(stable across processes and machines, unlike Python's salted ``hash``), and an n-gram
+hash is a polynomial of its word hashes, computed for all positions at once with numpy so
+that long documents stay cheap.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -21,13 +24,7 @@ _POLY = np.uint64(0x9E3779B97F4A7C15)
 
 def normalized_words(text: str) -> list[str]:
     """Lower-cased words of ``text``; punctuation and whitespace only separate words."""
-    return [w.lower() for w in WORD_RE.findall(text)]
-
-
-def word_spans(text: str) -> Iterator[tuple[str, int, int]]:
-    """(normalised word, start char, end char) for each word, to map n-grams back to text."""
-    for m in WORD_RE.finditer(text):
-        yield m.group().lower(), m.start(), m.end()
+    return [part for word in WORD_RE.findall(text.lower()) for part in (word if word.isdigit() else (word,))]
 
 
 def word_hashes(words: list[str]) -> np.ndarray:

@@ -1,43 +1,48 @@
 """Readers for raw corpora: JSONL (plain, .gz, .zst), Parquet, plain-text file trees, TFDS.
 
 Every input yields records with a stable ``id`` (the input's id field, else
-``<path relative to the glob's root>:<record index>``), and everything that cannot be
-read becomes a dead letter with its raw bytes and the error, never an exception that
-kills the job and never a silent drop. Records larger than ``max_doc_bytes`` are rejected
-as ``too_long`` right here, so a 50 MB document is never carried through the pipeline.
-Files are the unit of parallelism: ``MatchAll`` + ``Reshuffle`` spreads them over workers,
-which is how Beam reads many-file corpora on Dataflow.
+``<path relative to the glob's root>:<record index>``). The format is decided per file, from
+the file's own name (``--input web=DIR/*`` over ``.jsonl`` and ``.jsonl.gz`` files reads
+them as JSONL), unless the input names one. What cannot be parsed is a dead letter with
+its raw bytes and the error: one per bad line or row, and one for a file whose content is
+not its format (binary in a text format, a Parquet file without its magic bytes). I/O
+errors are *raised*, so the runner retries the bundle; only a compressed stream that is
+itself corrupt ends a file early, as one dead letter, and the file is reported incomplete.
+Each file also reports how many records it holds (lines, Parquet rows from the footer,
+TFDS shard lengths), so the job's invariant counts what the files hold, not what the
+reader chose to emit. Records larger than ``max_doc_bytes`` are rejected as ``too_long``
+here, so a 50 MB document is never carried through the pipeline. Files are the unit of
+parallelism: the glob is expanded on a worker and ``Reshuffle`` spreads the files.
+All I/O goes through common/fs.py (data_pipeline/textio.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
 import json
-import posixpath
 import re
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+from absl import logging
 
+from common import fs
 from data_pipeline import records
 from data_pipeline.code_languages import language_from_path
+from data_pipeline.textio import CORRUPT_STREAM_ERRORS, open_decompressed, parse_assignment, strip_compression
 
 FORMATS = ("jsonl", "parquet", "text", "tfds")
 DEAD_LETTER = "dead_letter"
-REJECTED = "rejected"
+FILE_COUNTS = "file_counts"
 _BINARY_SNIFF_BYTES = 8192
 _WILDCARD = re.compile(r"[*?\[]")
 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """One configured input: which files, how to parse them, and which domain they feed."""
+    """One configured input: which files, how to parse them (``auto``: per file), which domain."""
 
     domain: str
     glob: str
@@ -55,33 +60,33 @@ class InputSpec:
             raise ValueError(f"inputs.domain: must be one of {records.DOMAINS}, got {self.domain!r}")
         if not self.glob:
             raise ValueError("inputs.glob: must not be empty")
-        fmt = self.format if self.format != "auto" else guess_format(self.glob)
-        if fmt not in FORMATS:
+        fmt = "tfds" if self.glob.startswith("tfds:") else self.format
+        if fmt not in FORMATS + ("auto",):
             raise ValueError(f"inputs.format: must be one of {FORMATS} or 'auto', got {self.format!r}")
         object.__setattr__(self, "format", fmt)
+        if fmt != "tfds":
+            object.__setattr__(self, "glob", fs.resolve(self.glob))
         if not self.source:
-            object.__setattr__(self, "source", f"{self.domain}:{posixpath.basename(self.glob.rstrip('/'))}")
+            object.__setattr__(self, "source", f"{self.domain}:{fs.basename(self.glob)}")
 
     @classmethod
     def from_flag(cls, value: str) -> "InputSpec":
         """Parses ``--input DOMAIN=GLOB``."""
-        domain, sep, glob = value.partition("=")
-        if not sep:
-            raise ValueError(f"--input: expected DOMAIN=GLOB, got {value!r}")
-        return cls(domain=domain.strip(), glob=glob.strip())
+        domain, glob = parse_assignment(value, "input", "DOMAIN", "GLOB")
+        return cls(domain=domain, glob=glob)
+
+    def format_of(self, path: str) -> str:
+        """The configured format, or (``auto``) the one the file's own name says."""
+        return self.format if self.format != "auto" else guess_format(path)
 
 
-def guess_format(glob: str) -> str:
-    """Format from the glob's file extension; anything unknown is read as plain text files."""
-    name = glob.lower()
-    for suffix in (".gz", ".zst", ".zstd"):
-        name = name.removesuffix(suffix)
+def guess_format(path: str) -> str:
+    """Format from a file's extension; anything unknown is read as a plain text file."""
+    name = strip_compression(path.lower())
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl"
     if name.endswith(".parquet"):
         return "parquet"
-    if name.startswith("tfds:"):
-        return "tfds"
     return "text"
 
 
@@ -98,21 +103,19 @@ def relative_path(path: str, root: str) -> str:
     return path
 
 
-def open_decompressed(path: str) -> BinaryIO:
-    """Opens ``path`` and undoes .gz / .zst compression by extension."""
-    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    lower = path.lower()
-    if lower.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw)
-    if lower.endswith((".zst", ".zstd")):
-        import zstandard
+def match_files(glob: str) -> list[str]:
+    """Files (not directories) the glob matches, through common/fs.py.
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
-    return raw
+    As in Beam's matcher, ``**`` inside a name matches across folders: ``tex/**.tex`` is
+    ``tex/**/*.tex``.
+    """
+    parts = [part if "**" not in part or part == "**" else "**/" + re.sub(r"\*\*+", "*", part)
+             for part in glob.split("/")]
+    return [path for path in fs.glob("/".join(parts)) if not fs.isdir(path)]
 
 
 class ReadFileFn(beam.DoFn):
-    """Parses one matched file into records; side outputs ``dead_letter`` and ``rejected``."""
+    """Parses one matched file into records; side outputs dead letters, rejections, file counts."""
 
     def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int):
         self._spec = spec
@@ -122,24 +125,19 @@ class ReadFileFn(beam.DoFn):
         self._read = beam.metrics.Metrics.counter("data_pipeline", f"read_{spec.domain}")
         self._dead = beam.metrics.Metrics.counter("data_pipeline", "dead_letter")
 
-    def process(self, element: tuple[str, int]) -> Iterator[Any]:
-        path, size = element
+    def process(self, path: str) -> Iterator[Any]:
         rel = relative_path(path, self._root)
-        count = 0
-        try:
-            if self._spec.format == "jsonl":
-                parsed = self._jsonl(path, rel)
-            elif self._spec.format == "parquet":
-                parsed = self._parquet(path, rel)
-            else:
-                yield from self._text_file(path, rel, size)
-                return
-            for count, output in enumerate(parsed, 1):
-                yield output
-        except Exception as e:  # noqa: BLE001 - a broken file must become a dead letter, not a crash
-            # Records read before the failure were emitted already; the rest of the file is one entry.
-            yield self._dead_letter(f"{rel}:error", path, f"unreadable_file: {type(e).__name__}: {e}", b"")
-        print(f"read {self._spec.source}: {path} ({count} records)", flush=True)  # progress, one line per file
+        fmt = self._spec.format_of(path)
+        counts = {"held": 0, "complete": True}
+        if fmt == "jsonl":
+            yield from self._jsonl(path, rel, counts)
+        elif fmt == "parquet":
+            yield from self._parquet(path, rel, counts)
+        else:
+            counts["held"] = 1
+            yield from self._text_file(path, rel)
+        logging.info("read %s: %s as %s (%d records)", self._spec.source, path, fmt, counts["held"])
+        yield beam.pvalue.TaggedOutput(FILE_COUNTS, {"source": self._spec.source, "path": path, **counts})
 
     def _dead_letter(self, record_id: str, path: str, error: str, raw: bytes) -> beam.pvalue.TaggedOutput:
         self._dead.inc()
@@ -158,9 +156,8 @@ class ReadFileFn(beam.DoFn):
         }
         self._read.inc()
         if len(text) > self._max_doc_bytes // 4 and len(text.encode("utf-8")) > self._max_doc_bytes:
-            return beam.pvalue.TaggedOutput(REJECTED, records.rejection(record, "too_long"))
+            return beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, "too_long"))
         return record
-
     def _language(self, rel: str, row: dict[str, Any] | None = None) -> str:
         if row is not None and self._spec.language_field and isinstance(row.get(self._spec.language_field), (str, bytes)):
             value = row[self._spec.language_field]
@@ -189,32 +186,57 @@ class ReadFileFn(beam.DoFn):
             return self._dead_letter(record_id, path, f"{error}: {self._spec.text_field!r}", raw)
         return self._emit(record_id, text, path, self._language(rel, row))
 
-    def _jsonl(self, path: str, rel: str) -> Iterator[Any]:
-        with open_decompressed(path) as f:
-            head = f.peek(_BINARY_SNIFF_BYTES) if hasattr(f, "peek") else b""
-            if b"\x00" in head[:_BINARY_SNIFF_BYTES]:
-                yield self._dead_letter(f"{rel}:0", path, "binary_file", head[:_BINARY_SNIFF_BYTES])
-                return
-            for index, raw in enumerate(f):
-                if not raw.strip():
-                    continue  # blank separator lines are not records
+    def _lines(self, path: str, counts: dict[str, Any]) -> Iterator[tuple[int, bytes]]:
+        """(index, raw line) of each non-blank line; a corrupt compressed stream ends the file."""
+        index = -1
+        try:
+            with open_decompressed(path) as f:
+                f = f if hasattr(f, "peek") else io.BufferedReader(f)
+                head = f.peek(_BINARY_SNIFF_BYTES)[:_BINARY_SNIFF_BYTES]
+                if b"\x00" in head:
+                    counts["held"] = 1
+                    raise _NotText(head)
+                for index, raw in enumerate(f):
+                    if raw.strip():
+                        counts["held"] += 1
+                        yield index, raw
+        except CORRUPT_STREAM_ERRORS as e:
+            counts["held"] += 1  # the unreadable rest is one dead letter
+            counts["complete"] = False
+            raise _CorruptStream(index + 1, e) from e
+
+    def _jsonl(self, path: str, rel: str, counts: dict[str, Any]) -> Iterator[Any]:
+        try:
+            for index, raw in self._lines(path, counts):
                 try:
-                    line = raw.decode("utf-8")
+                    row = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError as e:
                     yield self._dead_letter(f"{rel}:{index}", path, f"invalid_utf8: {e}", raw)
                     continue
-                try:
-                    row = json.loads(line)
                 except ValueError as e:
                     yield self._dead_letter(f"{rel}:{index}", path, f"bad_json: {e}", raw)
                     continue
                 yield self.parse_row(row, index, rel, path, raw[: self._max_raw_bytes])
+        except _NotText as e:
+            yield self._dead_letter(f"{rel}:0", path, "binary_file: content is not JSONL text", e.head)
+        except _CorruptStream as e:
+            yield self._dead_letter(f"{rel}:{e.line}:unreadable_rest", path,
+                                    f"corrupt_stream: {type(e.cause).__name__}: {e.cause} (after line {e.line}; "
+                                    f"the rest of the file is unreadable)", b"")
 
-    def _parquet(self, path: str, rel: str) -> Iterator[Any]:
+    def _parquet(self, path: str, rel: str, counts: dict[str, Any]) -> Iterator[Any]:
         import pyarrow.parquet as pq
 
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with fs.open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(-4, io.SEEK_END)
+            if head != b"PAR1" or f.read(4) != b"PAR1":
+                counts["held"] = 1
+                yield self._dead_letter(f"{rel}:0", path, "not_parquet: the file lacks Parquet's PAR1 magic bytes", head)
+                return
+            f.seek(0)
             table = pq.ParquetFile(f)
+            counts["held"] = table.metadata.num_rows
             names = set(table.schema_arrow.names)
             columns = [c for c in (self._spec.text_field, self._spec.id_field, self._spec.language_field) if c in names]
             index = 0
@@ -223,26 +245,41 @@ class ReadFileFn(beam.DoFn):
                     yield self.parse_row(row, index, rel, path, b"")
                     index += 1
 
-    def _text_file(self, path: str, rel: str, size: int) -> Iterator[Any]:
-        """One document per file; ``size`` (stored bytes, compressed if the file is) bounds it."""
-        with open_decompressed(path) as f:
-            head = f.read(_BINARY_SNIFF_BYTES)
-            record_id = f"{rel}:0"
-            if b"\x00" in head:
-                yield self._dead_letter(record_id, path, "binary_file", head)
-                return
-            if size > self._max_doc_bytes:
-                self._read.inc()
-                record = {"id": record_id, "source": self._spec.source, "domain": self._spec.domain}
-                yield beam.pvalue.TaggedOutput(REJECTED, records.rejection(record, "too_long", keep_text=False))
-                return
-            data = head + f.read()
+    def _text_file(self, path: str, rel: str) -> Iterator[Any]:
+        """One document per file, read up to the size limit (a larger one is rejected unread)."""
+        record_id = f"{rel}:0"
+        try:
+            with open_decompressed(path) as f:
+                data = f.read(self._max_doc_bytes + 1)
+        except CORRUPT_STREAM_ERRORS as e:
+            yield self._dead_letter(record_id, path, f"corrupt_stream: {type(e).__name__}: {e}", b"")
+            return
+        if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+            yield self._dead_letter(record_id, path, "binary_file: content is not text", data[:_BINARY_SNIFF_BYTES])
+            return
+        if len(data) > self._max_doc_bytes:
+            self._read.inc()
+            record = {"id": record_id, "source": self._spec.source, "domain": self._spec.domain}
+            yield beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, "too_long", keep_text=False))
+            return
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             yield self._dead_letter(record_id, path, f"invalid_utf8: {e}", data)
             return
         yield self._emit(record_id, text, path, self._language(rel))
+
+
+class _NotText(Exception):
+    def __init__(self, head: bytes) -> None:
+        super().__init__("binary content")
+        self.head = head
+
+
+class _CorruptStream(Exception):
+    def __init__(self, line: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.line, self.cause = line, cause
 
 
 class ReadTfdsShardFn(beam.DoFn):
@@ -260,6 +297,9 @@ class ReadTfdsShardFn(beam.DoFn):
         for index, example in enumerate(dataset.as_numpy_iterator()):
             row = {k: v for k, v in example.items()}
             yield self._file_fn.parse_row(row, index, f"{name}/{split}/{shard}", self._spec.glob, b"")
+        held = builder.info.splits[split].shard_lengths[shard]
+        yield beam.pvalue.TaggedOutput(FILE_COUNTS, {"source": self._spec.source, "path": f"{self._spec.glob}[{shard}]",
+                                                     "held": held, "complete": True})
 
 
 def tfds_builder(spec: InputSpec):
@@ -267,7 +307,7 @@ def tfds_builder(spec: InputSpec):
     import tensorflow_datasets as tfds
 
     target = spec.glob.removeprefix("tfds:")
-    if "/" in target and FileSystems.exists(posixpath.join(target, "dataset_info.json")):
+    if "/" in target and fs.exists(fs.join(target, "dataset_info.json")):
         return tfds.builder_from_directory(target)
     return tfds.builder(target, data_dir=spec.data_dir or None)
 
@@ -282,12 +322,12 @@ def check_matches(spec: InputSpec) -> None:
         if spec.split not in builder.info.splits:
             raise ValueError(f"inputs[{spec.source}].split: {spec.split!r} not in {list(builder.info.splits)}")
         return
-    if not FileSystems.match([spec.glob])[0].metadata_list:
+    if not match_files(spec.glob):
         raise ValueError(f"inputs[{spec.source}].glob: no files match {spec.glob!r}")
 
 
 class ReadSource(beam.PTransform):
-    """PCollection of records for one input, with tagged ``dead_letter`` and ``rejected`` outputs."""
+    """Records of one input, with tagged ``dead_letter``, ``rejected`` and ``file_counts`` outputs."""
 
     def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int):
         super().__init__()
@@ -302,15 +342,11 @@ class ReadSource(beam.PTransform):
             units = pbegin | "Shards" >> beam.Create(list(range(shards)))
             fn = ReadTfdsShardFn(spec, self._max_doc_bytes, self._max_raw_bytes)
         else:
-            units = (
-                pbegin
-                | "Glob" >> beam.Create([spec.glob])
-                | "Match" >> fileio.MatchAll()
-                | "PathSize" >> beam.Map(lambda metadata: (metadata.path, metadata.size_in_bytes))
-            )
+            # The glob is expanded on a worker: a million file names never enter the job graph.
+            units = pbegin | "Glob" >> beam.Create([spec.glob]) | "Match" >> beam.FlatMap(match_files)
             fn = ReadFileFn(spec, self._max_doc_bytes, self._max_raw_bytes)
         return (
             units
             | "Spread" >> beam.Reshuffle()
-            | "Parse" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, REJECTED, main="records")
+            | "Parse" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, records.REJECTED, FILE_COUNTS, main="records")
         )

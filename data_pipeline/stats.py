@@ -18,6 +18,9 @@ import apache_beam as beam
 INPUT, KEPT, REJECTED, DEAD_LETTER, REDACTIONS, CONTAMINATION, ID_VIOLATION = (
     "input", "kept", "rejected", "dead_letter", "redactions", "contamination", "id_violation",
 )
+# What the input files hold by their own count (lines, Parquet footer rows, TFDS shard
+# lengths), and files whose compressed stream broke off (their true size is unknown).
+HELD, INCOMPLETE_FILES = "held_by_files", "incomplete_files"
 # An id that several input records share (the data's doing) vs. a record the job lost or duplicated.
 DUPLICATE_INPUT_ID, LOST_OR_DUPLICATED = "duplicate_input_id", "lost_or_duplicated"
 OUTCOMES = (KEPT, REJECTED, DEAD_LETTER)
@@ -62,7 +65,8 @@ class CheckIds(beam.PTransform):
 
 
 def _empty_entry() -> dict[str, Any]:
-    return {INPUT: 0, KEPT: 0, REJECTED: {}, "rejected_total": 0, DEAD_LETTER: 0, REDACTIONS: 0}
+    return {INPUT: 0, HELD: 0, INCOMPLETE_FILES: 0, KEPT: 0, REJECTED: {}, "rejected_total": 0, DEAD_LETTER: 0,
+            REDACTIONS: 0}
 
 
 def assemble(counts: Iterable[tuple[tuple[str, str, str], int]], source_domains: dict[str, str],
@@ -87,7 +91,7 @@ def assemble(counts: Iterable[tuple[tuple[str, str, str], int]], source_domains:
     total = _empty_entry()
     domains: dict[str, dict[str, int]] = {}
     for entry in sources.values():
-        for key in (INPUT, KEPT, "rejected_total", DEAD_LETTER, REDACTIONS):
+        for key in (INPUT, HELD, INCOMPLETE_FILES, KEPT, "rejected_total", DEAD_LETTER, REDACTIONS):
             total[key] += entry[key]
         for reason, n in entry[REJECTED].items():
             total[REJECTED][reason] = total[REJECTED].get(reason, 0) + n
@@ -101,8 +105,11 @@ def assemble(counts: Iterable[tuple[tuple[str, str, str], int]], source_domains:
         "sources": sources,
         "contamination": contamination,
         "invariant": {
-            "ok": accounted == total[INPUT] and id_checks[LOST_OR_DUPLICATED] == 0,
+            "ok": (accounted == total[INPUT] == total[HELD] and id_checks[LOST_OR_DUPLICATED] == 0
+                   and total[INCOMPLETE_FILES] == 0),
             "input": total[INPUT],
+            HELD: total[HELD],
+            INCOMPLETE_FILES: total[INCOMPLETE_FILES],
             "kept_plus_rejected_plus_dead_letter": accounted,
             **id_checks,
             "id_violation_examples": violation_examples[:MAX_VIOLATION_EXAMPLES],
@@ -128,6 +135,7 @@ def format_table(stats: dict[str, Any]) -> str:
         f"invariant input == kept + rejected + dead_letter: {invariant['input']} == "
         f"{invariant['kept_plus_rejected_plus_dead_letter']} ({'ok' if invariant['ok'] else 'VIOLATED'}, "
         f"{invariant[LOST_OR_DUPLICATED]} ids lost or duplicated, {invariant[DUPLICATE_INPUT_ID]} ids shared by several inputs)"
+        f"; the input files hold {invariant[HELD]} records, {invariant[INCOMPLETE_FILES]} files unreadable to the end"
     )
     if stats["contamination"]:
         lines.append("contamination hits: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["contamination"].items())))

@@ -4,18 +4,23 @@ Workers write the shards: records are keyed by (domain, split, shard) with the s
 the split both drawn from a hash of the id, so a record's place is stable across runs and
 runners, and each shard is sorted by id (deterministic bytes). Every shard writer reports
 its example count and byte size, so the driver writes the metadata
-(``tfds.folder_dataset.write_metadata``) without reading the data back.
+(``tfds.folder_dataset.write_metadata``) without reading the data back. A shard is
+framed by TensorFlow's TFRecordWriter into a local temporary file and copied to its place
+through common/fs.py, so any filesystem that layer knows works as an output.
 """
 
 from __future__ import annotations
 
 import hashlib
-import posixpath
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
+
+from common import fs
 
 SPLITS = ("train", "validation")
 FILE_FORMAT = "tfrecord"
@@ -51,7 +56,7 @@ def split_of(record_id: str, validation_fraction: float) -> str:
 
 def shard_path(output_dir: str, domain: str, split: str, shard: int, num_shards: int) -> str:
     name = f"{domain}-{split}.{FILE_FORMAT}-{shard:05d}-of-{num_shards:05d}"
-    return posixpath.join(output_dir, domain, name)
+    return fs.join(output_dir, domain, name)
 
 
 def example_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -79,14 +84,17 @@ class _WriteShardFn(beam.DoFn):
 
         (domain, split, shard), group = element
         path = shard_path(self._output_dir, domain, split, shard, self._num_shards[split])
-        tf.io.gfile.makedirs(posixpath.dirname(path))
         count = size = 0
-        with tf.io.TFRecordWriter(path) as writer:
-            for record in sorted(group, key=lambda r: r["id"]):
-                data = self._features.serialize_example(self._features.encode_example(example_of(record)))
-                writer.write(data)
-                count += 1
-                size += len(data)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "shard.tfrecord")
+            with tf.io.TFRecordWriter(local) as writer:
+                for record in sorted(group, key=lambda r: r["id"]):
+                    data = self._features.serialize_example(self._features.encode_example(example_of(record)))
+                    writer.write(data)
+                    count += 1
+                    size += len(data)
+            with open(local, "rb") as src, fs.open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
         yield {"domain": domain, "split": split, "shard": shard, "num_examples": count, "num_bytes": size}
 
 
@@ -117,22 +125,18 @@ class WriteTfdsShards(beam.PTransform):
 
 def write_metadata(output_dir: str, domains: Iterable[str], shard_infos: list[dict[str, Any]], num_shards: dict[str, int]) -> None:
     """Fills shards that got no records with empty files, then writes TFDS metadata per domain."""
-    import tensorflow as tf
     import tensorflow_datasets as tfds
 
     by_key = {(i["domain"], i["split"], i["shard"]): i for i in shard_infos}
     for domain in domains:
-        domain_dir = posixpath.join(output_dir, domain)
-        if not FileSystems.exists(domain_dir):
-            FileSystems.mkdirs(domain_dir)
+        domain_dir = fs.makedirs(fs.join(output_dir, domain))
         split_infos = []
         for split in SPLITS:
             lengths, total_bytes = [], 0
             for shard in range(num_shards[split]):
                 info = by_key.get((domain, split, shard))
                 if info is None:
-                    with tf.io.TFRecordWriter(shard_path(output_dir, domain, split, shard, num_shards[split])):
-                        pass
+                    fs.write_bytes(shard_path(output_dir, domain, split, shard, num_shards[split]), b"")
                     lengths.append(0)
                 else:
                     lengths.append(info["num_examples"])

@@ -80,12 +80,17 @@ def load_train_config(workdir: str | Path) -> ml_collections.ConfigDict:
 
 
 def restore_params(workdir: str | Path, step: int | None = None,
-                   sharding: jax.sharding.Sharding | None = None
+                   sharding: jax.sharding.Sharding | Any | None = None
                    ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
     """(params, training config) of checkpoint `step` (default: latest), without optimiser state.
 
     Only the `params` subtree is read, so export and evaluation of a large model need one
-    copy of the weights, not three. Arrays land on `sharding` (default: the first device).
+    copy of the weights, not three. The arrays are laid out for the current process set,
+    whatever mesh wrote them (Orbax reads each target shard's slice of the saved arrays):
+    `sharding` is one Sharding for every leaf or a tree of them matching the params (e.g.
+    pretrain.train's state shardings on this process set's mesh); by default each leaf is
+    whole on this process's first local device, so one CPU host can export a checkpoint
+    written by a pod.
     """
     config = load_train_config(workdir)
     directory = _absolute(workdir) / "checkpoints"
@@ -97,12 +102,34 @@ def restore_params(workdir: str | Path, step: int | None = None,
             raise FileNotFoundError(f"no checkpoint for step {step} in {directory} "
                                     f"(have {sorted(manager.all_steps())})")
         metadata = manager.item_metadata(step).state
-        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        if isinstance(sharding, jax.sharding.Sharding):
+            sharding = jax.tree.map(lambda _: sharding, metadata["params"])
         abstract = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-            metadata["params"])
+            lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
+            metadata["params"], sharding)
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item={"params": abstract},
             restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
             partial_restore=True)))
     return restored.state["params"], config
+
+
+def restore_state(workdir: str | Path, abstract_state: dict[str, Any], step: int | None = None
+                  ) -> tuple[dict[str, Any], int]:
+    """(state, step) of another run's checkpoint `step` (default: latest), read-only.
+
+    The arrays land as `abstract_state`'s shardings say, whatever mesh wrote them: Orbax
+    reads each device's slice of the saved (tensorstore) arrays, so a state written by
+    256 chips restores on 8, or on one CPU. Used by `config.init_from`.
+    """
+    directory = _absolute(workdir) / "checkpoints"
+    with ocp.CheckpointManager(directory, item_names=ITEMS,
+                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None or step not in manager.all_steps():
+            raise FileNotFoundError(f"config.init_from: no checkpoint for step {step} in "
+                                    f"{directory} (have {sorted(manager.all_steps())})")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+    return restored.state, step

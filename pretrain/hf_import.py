@@ -1,7 +1,7 @@
 """Imports a Hugging Face Gemma directory (e.g. a released Gemma) into Flax params or a
 training checkpoint, so it can be evaluated or continued with pretrain.train.
 
-  python -m pretrain.hf_import --hf_dir DIR --config=configs/train/X.py --config.workdir=W
+  python -m pretrain.hf_import --hf_dir DIR --config=configs/train/X.py --workdir W
 
 The training config's `model` must describe the HF model (its vocab_size may be larger:
 256128 rows for the released 256000-piece Gemma; extra rows are zero). Writes
@@ -16,7 +16,8 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+
+from common import cli, fs
 
 from pretrain import hf_mapping
 from pretrain.model.transformer import DTYPES, TransformerConfig
@@ -75,27 +76,26 @@ def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: st
     return params, config
 
 
-def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigDict) -> Path:
+def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigDict) -> str:
     """Writes config.json and a step-0 checkpoint (params + fresh optimiser state) to
-    train_config.workdir, in the layout pretrain.train restores."""
-    import jax.numpy as jnp
+    train_config.workdir, in the layout pretrain.train restores.
 
-    from pretrain import checkpoint, optim, train
+    The state is built by pretrain.train's own setup (mesh, shardings, optimiser), so the
+    checkpoint is exactly what a fresh run would have written; its data state is empty,
+    which pretrain.train reads as "start of the stream".
+    """
+    from pretrain import checkpoint, sharding, train
 
-    workdir = Path(train_config.workdir)
+    workdir = fs.resolve(train_config.workdir)
     train.write_config(workdir, train_config)
-    source, schedule = train.make_data(train_config)
-    lr_schedule = optim.make_schedule(train_config.optim, train_config.train.total_steps,
-                                      train.anneal_start(schedule))
-    optimizer = optim.make_optimizer(train_config.optim, lr_schedule)
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    state = {"params": params, "opt_state": optimizer.init(params),
-             "step": jnp.zeros((), jnp.int32), "rng": jax.random.PRNGKey(train_config.seed)}
+    setup = train.build_state(train_config, sharding.make_mesh(dict(train_config.mesh)))
+    params = jax.device_put(params, setup.sharding["params"])
+    state = setup.from_params(params, jax.random.PRNGKey(train_config.seed))
     manager = checkpoint.make_manager(workdir, train_config.checkpoint)
-    checkpoint.save(manager, 0, state, source.get_state(), force=True)
+    checkpoint.save(manager, 0, state, None, force=True)
     manager.wait_until_finished()
     manager.close()
-    return workdir / "checkpoints" / "0"
+    return fs.join(workdir, "checkpoints", "0")
 
 
 ARCHITECTURE_FIELDS = ("num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
@@ -112,14 +112,12 @@ def check_matches(train_model: TransformerConfig, imported: TransformerConfig, h
                          f"vocabulary ({hf_vocab})")
 
 
-def main(argv):
+def main(train_config: ml_collections.ConfigDict, argv: list[str]) -> None:
     del argv
-    hf_dir = flags.FLAGS.hf_dir
-    if not hf_dir or flags.FLAGS.config is None:
-        raise app.UsageError("--hf_dir and --config are required")
-    train_config = flags.FLAGS.config
-    if not train_config.get("workdir"):
-        raise ValueError("config.workdir: required (--config.workdir=DIR)")
+    with train_config.unlocked():  # the input, not part of the training config it writes
+        hf_dir = fs.resolve(train_config.hf_dir)
+        del train_config["hf_dir"]
+        train_config.workdir = fs.resolve(train_config.workdir)
     train_model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
     hf_config = json.loads((Path(hf_dir) / "config.json").read_text())
     hf_vocab = hf_config["vocab_size"]
@@ -131,15 +129,16 @@ def main(argv):
           f"rows padded to {train_model.vocab_size})")
     path = write_training_checkpoint(params, train_config)
     print(f"wrote {path}; continue training by re-running pretrain.train with the same --config "
-          f"and --config.workdir={train_config.workdir}")
+          f"and --workdir={train_config.workdir}")
 
 
-def run():
-    # Flags are defined here, not at import, so tests can import several CLI modules at once.
-    # pretrain.train defines --config (the training config) when imported; it is shared.
-    from pretrain import train  # noqa: F401
-    flags.DEFINE_string("hf_dir", None, "Hugging Face Gemma directory (config.json, *.safetensors).")
-    app.run(main)
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.run(main, doc=__doc__, default_config=None,
+            shortcuts=[cli.Shortcut("hf_dir", "hf_dir", "Hugging Face Gemma directory "
+                                    "(config.json, *.safetensors)"),
+                       cli.Shortcut("workdir", "workdir", "training workdir to write")],
+            required=["hf_dir", "workdir"], argv=argv)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ object stores cannot append, so there the whole file is rewritten at each write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -71,6 +73,10 @@ class MetricsWriter:
                         tf.summary.scalar(name, value)
             self._tb.flush()
 
+    def records(self) -> list[dict[str, Any]]:
+        """The records kept so far (those up to the resume step, then this session's)."""
+        return [json.loads(line) for line in self._lines] if self.enabled else []
+
     def close(self) -> None:
         if self.enabled:
             if self._append:
@@ -83,3 +89,75 @@ def read_metrics(workdir: str | epath.PathLike) -> list[dict[str, Any]]:
     """The records of WORKDIR/metrics.jsonl, in order."""
     path = epath.Path(workdir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+GOODPUT_CATEGORIES = ("restart", "compile", "data_wait", "checkpoint", "eval")
+
+
+class Goodput:
+    """Seconds of wall time lost to each overhead, so a run reports what share was training.
+
+    Categories: `restart` (process start to the first step: imports, distributed init,
+    state init or restore, plus the logged work a resume recomputes), `compile` (XLA
+    compilation of the step), `data_wait` (the host blocked on the input stream),
+    `checkpoint` (the blocking part of saves and the final wait for async writes), `eval`
+    (held-out evaluation). The rest of the wall time is productive stepping.
+    """
+
+    def __init__(self, started: float | None = None):
+        self._clock = time.perf_counter
+        self.started = self._clock() if started is None else started
+        self.lost = dict.fromkeys(GOODPUT_CATEGORIES, 0.0)
+
+    def add(self, category: str, seconds: float) -> None:
+        self.lost[category] += seconds
+
+    def timed(self, category: str):
+        """Context manager adding the time spent inside it to `category`."""
+        @contextlib.contextmanager
+        def timer():
+            start = self._clock()
+            try:
+                yield
+            finally:
+                self.add(category, self._clock() - start)
+        return timer()
+
+    def snapshot(self) -> dict[str, float]:
+        """{wall, <category>_s..., productive_s, goodput} since this session started."""
+        wall = self._clock() - self.started
+        lost = sum(self.lost.values())
+        return {"wall_s": wall, **{f"{k}_s": v for k, v in self.lost.items()},
+                "productive_s": max(wall - lost, 0.0), "goodput": max(wall - lost, 0.0) / wall
+                if wall > 0 else 0.0}
+
+
+def recomputed_seconds(workdir: str | epath.PathLike, resume_step: int) -> float:
+    """Step time a resume from `resume_step` throws away: logged intervals past it.
+
+    Each logged record's `step_time` is the mean over the steps since the previous record,
+    so the work after the restored checkpoint is the sum of those steps' times.
+    """
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return 0.0
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lost, previous = 0.0, resume_step
+    for r in records:
+        if r["step"] > resume_step:
+            lost += r.get("step_time", 0.0) * (r["step"] - previous)
+            previous = r["step"]
+    return lost
+
+
+def goodput_over_sessions(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Sums each session's last cumulative goodput snapshot (a session = one process run)."""
+    last: dict[int, dict[str, float]] = {}
+    for r in records:
+        if "goodput" in r:
+            last[r["goodput"].get("session", 0)] = r["goodput"]
+    totals = {key: sum(s.get(key, 0.0) for s in last.values())
+              for key in ("wall_s", *(f"{k}_s" for k in GOODPUT_CATEGORIES), "productive_s")}
+    totals["goodput"] = totals["productive_s"] / totals["wall_s"] if totals["wall_s"] else 0.0
+    totals["sessions"] = len(last)
+    return totals

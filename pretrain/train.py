@@ -1,15 +1,19 @@
-"""Pretrain a Gemma model: `python -m pretrain.train --config=configs/train/demo_tiny_cpu.py --config.workdir=DIR`.
+"""Pretrain a Gemma model: `python -m pretrain.train --config=configs/train/demo_tiny_cpu.py --workdir=DIR`.
 
-Read top to bottom, like nanoGPT's train.py: set up the mesh, model, optimiser and data;
-restore the latest checkpoint of WORKDIR if there is one (so re-running the same command
-resumes); then loop: next batch -> sharded step -> log -> checkpoint. A NaN or inf loss or
-gradient stops the run before anything is saved from it.
+`train()` reads top to bottom like nanoGPT's train.py: set up the mesh, model, optimiser
+and data; restore the latest checkpoint of WORKDIR if there is one (so re-running the same
+command resumes), or start from another run's weights (`config.init_from`); then loop:
+next batch -> sharded step -> log -> checkpoint. A NaN or inf loss or gradient stops the
+run before anything is saved from it. Setup (`build_state`, `restore_or_init`),
+evaluation, checkpointing and reporting live in the functions the loop calls, and
+pretrain.hf_import and pretrain.anneal reuse them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -17,99 +21,175 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
-from etils import epath
+from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
-from ml_collections import config_flags
 
+from common import checks, cli, fs
 from pretrain import checkpoint, data, flops, optim, sharding
-from pretrain.metrics import MetricsWriter, read_metrics
+from pretrain.metrics import (Goodput, MetricsWriter, goodput_over_sessions, read_metrics,
+                              recomputed_seconds)
 from pretrain.model.transformer import Transformer, TransformerConfig
 from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
-from pretrain.validation import Validation
 
-# Defined at import (unlike the other CLIs) because pretrain.hf_import shares this --config.
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (.py file).",
-                                          lock_config=True)
+PROCESS_START = time.perf_counter()  # the command's goodput counts imports as startup
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf; nothing from that step on is saved."""
 
 
+# ----------------------------------------------------------------------------- the loop
+
+def train(config: ml_collections.ConfigDict, started: float | None = None) -> dict[str, Any]:
+    """Trains to config.train.total_steps (resuming WORKDIR if possible); returns a summary.
+
+    `started` (a time.perf_counter() value, default now) is when this session began, for
+    the goodput's startup share; the command passes its process start.
+    """
+    goodput = Goodput(started=started)
+    setup_distributed(config.distributed)
+    validate(config)
+    enable_compilation_cache(config)
+    workdir = fs.resolve(config.workdir)
+    write_config(workdir, config)
+    total_steps = config.train.total_steps
+
+    setup = build_state(config, sharding.make_mesh(dict(config.mesh)))
+    source, _ = make_data(config)
+    manager = checkpoint.make_manager(workdir, config.checkpoint)
+    state, start, origin = restore_or_init(setup, config, manager, source)
+    step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
+    evaluate = make_evaluator(config, setup)
+    report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin)
+    goodput.add("restart", time.perf_counter() - goodput.started
+                + recomputed_seconds(workdir, start))
+
+    try:
+        for step in range(start, total_steps):
+            weights = report.mixture_at(step)
+            with goodput.timed("data_wait"):
+                batch = data.to_global(next(source), setup.batch_sharding,
+                                       config.data.global_batch_size)
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            report.collect(done, metrics)
+
+            if report.log_due(done) or save_due(config, done):
+                report.check_finite(manager)  # before anything from a NaN step is saved
+            if report.log_due(done):
+                with goodput.timed("eval"):
+                    eval_loss = evaluate(done, state["params"])
+                report.log(done, metrics, weights, eval_loss)
+            if save_due(config, done):
+                with goodput.timed("checkpoint"):
+                    checkpoint.save(manager, done, state, source.get_state(),
+                                    force=done == total_steps)
+    finally:  # Also on NaN or Ctrl-C: commit the last good async save, stop the reader.
+        with goodput.timed("checkpoint"):
+            manager.wait_until_finished()
+        manager.close()
+        report.close()
+        source.close()
+    return report.finish(total_steps)
+
+
+def save_due(config: ml_collections.ConfigDict, done: int) -> bool:
+    return done % config.checkpoint.every_steps == 0 or done == config.train.total_steps
+
+
 # ----------------------------------------------------------------------------- setup
+
+def setup_distributed(cfg: ml_collections.ConfigDict) -> None:
+    """jax.distributed.initialize on multi-host runs, only when the config asks for it.
+
+    On TPU VMs the coordinator, process count and id are detected; elsewhere (the
+    two-process CPU test, GPU clusters) they come from the config. Every process sends
+    heartbeats to the coordinator: when one dies (preemption, SIGKILL, OOM) the others
+    abort within `heartbeat_timeout_s` with "tasks are unhealthy (stopped sending
+    heartbeats)" instead of hanging in a collective, so a supervisor can restart them.
+    """
+    if not cfg.initialize or jax.distributed.is_initialized():
+        return
+    if cfg.cpu_collectives:  # cross-process collectives for the CPU backend (tests)
+        jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
+    kwargs: dict[str, Any] = dict(initialization_timeout=cfg.initialization_timeout_s,
+                                  heartbeat_timeout_seconds=cfg.heartbeat_timeout_s)
+    if cfg.coordinator_address:
+        kwargs.update(coordinator_address=cfg.coordinator_address,
+                      num_processes=cfg.num_processes, process_id=cfg.process_id)
+    jax.distributed.initialize(**kwargs)
+    logging.info("process %d of %d, %d local of %d devices", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
+
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field the trainer reads, so a bad value fails before any compute."""
-    def need(ok: bool, field: str, msg: str) -> None:
-        if not ok:
-            raise ValueError(f"config.{field}: {msg}, got {_get(config, field)!r}")
-
-    need(bool(config.workdir), "workdir", "must be set (--config.workdir=DIR)")
-    need(config.train.total_steps >= 1, "train.total_steps", "must be >= 1")
-    need(config.train.log_every >= 1, "train.log_every", "must be >= 1")
-    need(config.train.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
-    need(config.train.z_loss >= 0, "train.z_loss", "must be >= 0")
-    need(config.data.seq_len >= 2, "data.seq_len", "must be >= 2")
-    need(config.data.global_batch_size >= 1, "data.global_batch_size", "must be >= 1")
-    need(config.data.global_batch_size % config.train.grad_accum_steps == 0,
-         "data.global_batch_size", f"must be divisible by train.grad_accum_steps="
-         f"{config.train.grad_accum_steps}")
-    need(config.eval.every_steps >= 0, "eval.every_steps", "must be >= 0 (0 disables)")
-    need(config.eval.every_steps % config.train.log_every == 0, "eval.every_steps",
-         f"must be a multiple of train.log_every={config.train.log_every}")
-    need(config.eval.batches >= 1, "eval.batches", "must be >= 1")
+    require, get = checks.require, checks.get
+    require(bool(config.workdir), "workdir", "must be set (--workdir=DIR)")
+    for field in ("train.total_steps", "train.log_every", "train.grad_accum_steps",
+                  "data.global_batch_size", "eval.batches"):
+        require(get(config, field) >= 1, field, "must be >= 1", get(config, field))
+    checks.non_negative(config.train.z_loss, "train.z_loss")
+    require(config.data.seq_len >= 2, "data.seq_len", "must be >= 2", config.data.seq_len)
+    require(config.data.global_batch_size % config.train.grad_accum_steps == 0,
+            "data.global_batch_size", f"must be divisible by train.grad_accum_steps="
+            f"{config.train.grad_accum_steps}", config.data.global_batch_size)
+    checks.non_negative(config.eval.every_steps, "eval.every_steps")
+    require(config.eval.every_steps % config.train.log_every == 0, "eval.every_steps",
+            f"must be a multiple of train.log_every={config.train.log_every}",
+            config.eval.every_steps)
+    if config.init_from.workdir:
+        require(fs.isfile(fs.join(config.init_from.workdir, "config.json")), "init_from.workdir",
+                "must be a pretrain.train workdir (config.json, checkpoints/)",
+                config.init_from.workdir)
     optim.validate(config.optim, config.train.total_steps)
     checkpoint.validate(config.checkpoint)
     if not config.data.synthetic:
-        need(epath.Path(config.data.prep_dir).is_dir(), "data.prep_dir",
-             "must be a prepared-data directory (python -m data_pipeline.prepare)")
-        need(epath.Path(config.data.tokenizer).is_file(), "data.tokenizer",
-             "must be a tokenizer.model file (python -m tokenizer.train)")
-        need(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
+        require(fs.exists(fs.join(config.data.packed_dir or ".", "manifest.json")), "data.packed_dir",
+                "must be a packed-data directory (python -m mixtures.pack)", config.data.packed_dir)
+        require(fs.isfile(config.data.tokenizer), "data.tokenizer",
+                "must be a tokenizer.model file (python -m tokenizer.train)", config.data.tokenizer)
+        require(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
         from tokenizer.vocab import load_vocabulary
 
         tokens = load_vocabulary(config.data.tokenizer).vocab_size
-        need(config.model.vocab_size >= tokens, "model.vocab_size",
-             f"must cover the tokenizer's {tokens} tokens")
+        require(config.model.vocab_size >= tokens, "model.vocab_size",
+                f"must cover the tokenizer's {tokens} tokens", config.model.vocab_size)
 
 
-def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        config = config[part]
-    return config
+def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:
+    """Re-runs and resumes load the compiled step from disk instead of recompiling it."""
+    if config.train.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.train.compilation_cache_dir)
 
 
-def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
-    """jax.distributed.initialize on multi-host pods, only when the config asks for it."""
-    if not cfg.initialize:
-        return
-    kwargs = {}
-    if cfg.coordinator_address:
-        kwargs = dict(coordinator_address=cfg.coordinator_address,
-                      num_processes=cfg.num_processes, process_id=cfg.process_id)
-    jax.distributed.initialize(**kwargs)  # On TPU VMs the arguments are auto-detected.
-
-
-def write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+        fs.makedirs(workdir)
+        fs.write_text(fs.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
 
 
 def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]:
-    """(batch source for this process, mixture schedule or None)."""
+    """(batch source for this process, mixture schedule or None).
+
+    Real data is read from the rows `mixtures.pack` wrote to config.data.packed_dir; each
+    process reads only the rows of its slice of the global batch.
+    """
     d = config.data
     if d.synthetic:
         return data.SyntheticBatches(config.seed, d.global_batch_size, d.seq_len,
                                      config.model.vocab_size, jax.process_index(),
                                      jax.process_count()), mixture_schedule(config)
-    from mixtures.stream import PackedStream  # Imported here: pulls in SeqIO/TensorFlow.
+    from mixtures.stream import MixtureStream
 
-    stream = PackedStream(config.mixture, d.prep_dir, d.tokenizer,
-                          batch_size=d.global_batch_size, total_steps=config.train.total_steps,
-                          seq_len=d.seq_len, seed=config.seed,
-                          process_index=jax.process_index(), process_count=jax.process_count())
+    stream = MixtureStream(config.mixture, d.packed_dir, batch_size=d.global_batch_size,
+                           total_steps=config.train.total_steps, seed=config.seed,
+                           process_index=jax.process_index(), process_count=jax.process_count(),
+                           workers=d.workers)
+    if stream.seq_len != d.seq_len:
+        raise ValueError(f"config.data.seq_len: must equal the packed rows' length {stream.seq_len} "
+                         f"({d.packed_dir}), got {d.seq_len}; re-pack with --config.seq_len={d.seq_len} "
+                         "or train at the packed length")
     return stream, stream.schedule
 
 
@@ -133,15 +213,46 @@ def anneal_start(schedule: Any) -> int | None:
     return schedule.stages[-1].start_step
 
 
-def init_state(model: nn.Module, optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict,
-               mesh: jax.sharding.Mesh, rules) -> tuple[Any, Any, Any]:
-    """(init function, abstract state, state shardings) from the params' logical axes."""
+@dataclasses.dataclass
+class TrainState:
+    """Everything about the model and its optimiser that the loop and other commands share.
+
+    `abstract` is the state's shapes, dtypes and shardings (what a restore fills in);
+    `init(rng)` and `from_params(params, rng)` build a fresh, sharded state.
+    """
+
+    config: ml_collections.ConfigDict
+    mesh: jax.sharding.Mesh
+    rules: Any
+    model_config: TransformerConfig
+    model: Transformer
+    schedule: Any  # the mixture schedule (or None)
+    lr_schedule: optax.Schedule
+    optimizer: optax.GradientTransformation
+    abstract: Any
+    sharding: Any
+    batch_sharding: dict[str, NamedSharding]
+    init: Callable[[jax.Array], Any]
+    from_params: Callable[[Any, jax.Array], Any]
+
+
+def build_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> TrainState:
+    """Model, optimiser and the state's shardings (from the params' logical axes) on `mesh`."""
+    rules = sharding.logical_rules(config)
+    model_config = TransformerConfig.from_config_dict(config.model)
+    model = Transformer(model_config)
+    schedule = mixture_schedule(config)
+    lr_schedule = optim.make_schedule(config.optim, config.train.total_steps,
+                                      anneal_start(schedule))
+    optimizer = optim.make_optimizer(config.optim, lr_schedule)
     dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
 
-    def init(rng):
-        params = nn.unbox(model.init(rng, dummy, dummy, dummy)["params"])
+    def from_params(params, rng):
         return {"params": params, "opt_state": optimizer.init(params),
                 "step": jnp.zeros((), jnp.int32), "rng": rng}
+
+    def init(rng):
+        return from_params(nn.unbox(model.init(rng, dummy, dummy, dummy)["params"]), rng)
 
     boxed = jax.eval_shape(lambda r: model.init(r, dummy, dummy, dummy)["params"],
                            jax.random.PRNGKey(0))
@@ -156,7 +267,12 @@ def init_state(model: nn.Module, optimizer: optax.GradientTransformation, config
                       "step": replicated, "rng": replicated}
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract, state_sharding)
-    return jax.jit(init, out_shardings=state_sharding), abstract, state_sharding
+    return TrainState(
+        config=config, mesh=mesh, rules=rules, model_config=model_config, model=model,
+        schedule=schedule, lr_schedule=lr_schedule, optimizer=optimizer, abstract=abstract,
+        sharding=state_sharding, batch_sharding=batch_shardings(mesh, rules),
+        init=jax.jit(init, out_shardings=state_sharding),
+        from_params=jax.jit(from_params, out_shardings=state_sharding))
 
 
 def batch_shardings(mesh: jax.sharding.Mesh, rules) -> dict[str, NamedSharding]:
@@ -166,136 +282,203 @@ def batch_shardings(mesh: jax.sharding.Mesh, rules) -> dict[str, NamedSharding]:
             for key in BATCH_KEYS}
 
 
-# ----------------------------------------------------------------------------- loop
+def restore_or_init(setup: TrainState, config: ml_collections.ConfigDict, manager,
+                    source: data.BatchSource) -> tuple[Any, int, str]:
+    """(state, first step, where it came from): this run's latest checkpoint, else
+    `config.init_from`, else a fresh initialisation.
 
-def train(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Trains to config.train.total_steps (resuming WORKDIR if possible); returns a summary."""
-    maybe_initialize_distributed(config.distributed)
-    validate(config)
-    if config.train.compilation_cache_dir:  # Re-runs and resumes skip XLA compilation.
-        jax.config.update("jax_compilation_cache_dir", config.train.compilation_cache_dir)
-    workdir = epath.Path(config.workdir)
-    write_config(workdir, config)
-    total_steps, log_every = config.train.total_steps, config.train.log_every
-    chief = jax.process_index() == 0
-
-    mesh = sharding.make_mesh(dict(config.mesh))
-    rules = sharding.logical_rules(config)
-    model_cfg = TransformerConfig.from_config_dict(config.model)
-    model = Transformer(model_cfg)
-
-    source, schedule = make_data(config)
-    lr_schedule = optim.make_schedule(config.optim, total_steps, anneal_start(schedule))
-    optimizer = optim.make_optimizer(config.optim, lr_schedule)
-    init_fn, abstract_state, state_sharding = init_state(model, optimizer, config, mesh, rules)
-
-    manager = checkpoint.make_manager(workdir, config.checkpoint)
-    restored = checkpoint.restore_latest(manager, abstract_state)
-    if restored is None:
-        state = init_fn(jax.random.PRNGKey(config.seed))
-        start = 0
-    else:
+    Resuming restores the data stream's position too. `init_from` loads another run's
+    params and optimiser state into a fresh data stream; its step counter (and so the
+    learning-rate schedule) restarts at 0 unless `init_from.keep_step`.
+    """
+    restored = checkpoint.restore_latest(manager, setup.abstract)
+    if restored is not None:
         state, data_state = restored
-        source.set_state(data_state)
+        if data_state:  # empty: a checkpoint written before any data was read (hf_import)
+            source.set_state(data_state)
         start = int(state["step"])
-        if chief:
-            print(f"resumed from {manager.directory}/{start} (step {start} of {total_steps})")
+        return state, start, (f"resumed from {manager.directory}/{start} (step {start} of "
+                              f"{config.train.total_steps})")
+    init_from = config.init_from
+    if init_from.workdir:
+        state, step = checkpoint.restore_state(init_from.workdir, setup.abstract,
+                                               None if init_from.step < 0 else init_from.step)
+        if not init_from.keep_step:
+            state = restart_schedule(setup, state)
+        start = int(state["step"])
+        return state, start, (f"initialised from {init_from.workdir} step {step} (params and "
+                              f"optimiser state); fresh data stream, starting at step {start}")
+    return setup.init(jax.random.PRNGKey(config.seed)), 0, "initialised from scratch"
 
-    in_sharding = batch_shardings(mesh, rules)
-    step_fn = jit_train_step(
-        make_train_step(model, optimizer, lr_schedule,
-                        micro_steps=config.train.grad_accum_steps, z_loss=config.train.z_loss,
-                        num_tasks=len(source.task_names), rules=rules),
-        state_sharding, in_sharding, mesh)
-    validate_every = 0 if config.data.synthetic else config.eval.every_steps
-    if validate_every:
-        held_out = Validation(config, model, mesh, rules, state_sharding["params"], in_sharding)
-    writer = MetricsWriter(workdir, resume_step=start, tensorboard=config.metrics.tensorboard)
 
-    tokens_per_step = config.data.global_batch_size * config.data.seq_len
-    flops_per_step = tokens_per_step * flops.train_flops_per_token(
-        flops.shape_of(model_cfg), config.data.seq_len)
-    peak, peak_source = ((config.metrics.peak_flops, "config") if config.metrics.peak_flops
-                         else flops.peak_flops_per_device(model_cfg.activation_dtype))
-    peak_total = peak * jax.device_count()
-    if chief:
-        print(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].device_kind} "
-              f"device(s); peak {peak / 1e12:.3g} TFLOP/s per device ({peak_source}); "
-              f"{flops_per_step / 1e9:.3g} GFLOP per step; {tokens_per_step} tokens per step")
+def restart_schedule(setup: TrainState, state: Any) -> Any:
+    """`state` with its step and the optimiser's schedule count at 0 (Adam's moments and
+    their bias-correction count are kept, so the first updates are not inflated)."""
+    def reset(node):
+        if isinstance(node, optax.ScaleByScheduleState):
+            return node._replace(count=jnp.zeros_like(node.count))
+        return node
 
-    stage = weights = None
-    pending: list[tuple[int, dict]] = []  # steps run since the last finiteness check
-    interval_start, interval_steps = time.perf_counter(), 0
-    run_start = time.perf_counter()
+    def restart(state):
+        opt_state = jax.tree.map(reset, state["opt_state"],
+                                 is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState))
+        return {**state, "opt_state": opt_state, "step": jnp.zeros_like(state["step"])}
+
+    return jax.jit(restart, out_shardings=setup.sharding, donate_argnums=0)(state)
+
+
+def compile_on_first_call(setup: TrainState, num_tasks: int, goodput: Goodput
+                          ) -> Callable[[Any, dict], tuple[Any, dict]]:
+    """The sharded train step, compiled (and timed as goodput `compile`) on its first batch."""
+    c = setup.config
+    jitted = jit_train_step(
+        make_train_step(setup.model, setup.optimizer, setup.lr_schedule,
+                        micro_steps=c.train.grad_accum_steps, z_loss=c.train.z_loss,
+                        num_tasks=num_tasks, rules=setup.rules),
+        setup.sharding, setup.batch_sharding, setup.mesh)
     compiled = None
-    try:
-        for step in range(start, total_steps):
-            # Mixture weights in effect: print when the stage switches.
-            if schedule is not None and not config.data.synthetic:
-                weights = schedule.weights_at(step)
-                if chief and schedule.stage_at(step) != stage:
-                    word = "mixture stage" if stage is None else "mixture stage switch ->"
-                    stage = schedule.stage_at(step)
-                    print(f"step {step}: {word} {stage}: " +
-                          ", ".join(f"{k}={v:.3f}" for k, v in weights.items() if v), flush=True)
 
-            batch = data.to_global(next(source), in_sharding, config.data.global_batch_size)
-            if compiled is None:
-                t0 = time.perf_counter()
-                with jax.set_mesh(mesh):  # Lets the model's activation constraints see the mesh.
-                    compiled = step_fn.lower(state, batch).compile()
-                if chief:
-                    print(f"compiled train step in {time.perf_counter() - t0:.1f}s")
-                interval_start = time.perf_counter()
-            state, metrics = compiled(state, batch)
-            pending.append((step + 1, metrics))
-            interval_steps += 1
-            done = step + 1
+    def step(state, batch):
+        nonlocal compiled
+        if compiled is None:
+            with goodput.timed("compile"), jax.set_mesh(setup.mesh):  # model constraints see the mesh
+                compiled = jitted.lower(state, batch).compile()
+            logging.info("compiled the train step in %.1fs", goodput.lost["compile"])
+        return compiled(state, batch)
 
-            save_due = done % config.checkpoint.every_steps == 0 or done == total_steps
-            if done % log_every == 0 or done == total_steps or save_due:
-                check_finite(pending, manager)
-                pending.clear()
-            if done % log_every == 0 or done == total_steps:
-                elapsed = time.perf_counter() - interval_start
-                record = log_record(jax.device_get(metrics), source.task_names, weights,
-                                    elapsed / interval_steps, tokens_per_step, flops_per_step,
-                                    peak_total)
-                if validate_every and (done % validate_every == 0 or done == total_steps):
-                    record["eval_loss"] = held_out(state["params"])
-                    if chief:
-                        print(f"step {done}: validation loss " + ", ".join(
-                            f"{k} {v:.4f}" for k, v in record["eval_loss"].items()))
-                writer.write(done, record)
-                if chief:
-                    print(f"step {done}/{total_steps}: loss {record['loss']:.4f} "
-                          f"lr {record['lr']:.3g} grad_norm {record['grad_norm']:.3g} "
-                          f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}", flush=True)
-                interval_start, interval_steps = time.perf_counter(), 0
-            if save_due:
-                checkpoint.save(manager, done, state, source.get_state(), force=done == total_steps)
-
-    finally:  # Also on NaN or Ctrl-C: commit the last good async save, stop the reader.
-        manager.wait_until_finished()
-        manager.close()
-        writer.close()
-        source.close()
-    summary = summarize(workdir, start, total_steps, time.perf_counter() - run_start)
-    if chief:
-        print_summary(summary)
-    return summary
+    return step
 
 
-def check_finite(pending: list[tuple[int, dict]], manager) -> None:
-    """Raises NonFiniteLossError at the first step whose loss or gradient is NaN/inf."""
-    for step, metrics in pending:
-        if not bool(metrics["finite"]):
-            last = manager.latest_step()
-            raise NonFiniteLossError(
-                f"loss {float(metrics['loss'])} / grad_norm {float(metrics['grad_norm'])} at "
-                f"step {step} is not finite; stopping without saving. Last good checkpoint: "
-                f"{'none' if last is None else f'step {last}'}. Lower config.optim.peak_lr or "
-                "inspect the data near this step.")
+def make_evaluator(config: ml_collections.ConfigDict, setup: TrainState
+                   ) -> Callable[[int, Any], dict[str, float] | None]:
+    """`evaluate(step, params)`: held-out loss per domain when due, else None."""
+    every = 0 if config.data.synthetic else config.eval.every_steps
+    if not every:
+        return lambda step, params: None
+    from pretrain.validation import Validation
+
+    held_out = Validation(config, setup.model, setup.mesh, setup.rules,
+                          setup.sharding["params"], setup.batch_sharding)
+    total = config.train.total_steps
+    return lambda step, params: (held_out(params) if step % every == 0 or step == total
+                                 else None)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+class Reporter:
+    """Everything the run says: printed lines (process 0 only), metrics.jsonl, the summary.
+
+    Holds the metrics of the steps run since the last finiteness check, the interval
+    timing behind tokens/s and MFU, and the mixture stage last announced.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, setup: TrainState, workdir: str,
+                 start: int, task_names: list[str], goodput: Goodput, origin: str):
+        self.config, self.workdir, self.start = config, workdir, start
+        self.task_names, self.goodput, self.schedule = task_names, goodput, setup.schedule
+        self.say = print if jax.process_index() == 0 else (lambda *a, **k: None)
+        self.writer = MetricsWriter(workdir, resume_step=start,
+                                    tensorboard=config.metrics.tensorboard)
+        self.session = 1 + max((r.get("goodput", {}).get("session", 0)
+                                for r in self.writer.records()), default=-1)
+        self.tokens_per_step = config.data.global_batch_size * config.data.seq_len
+        self.flops_per_step = self.tokens_per_step * flops.train_flops_per_token(
+            flops.shape_of(setup.model_config), config.data.seq_len)
+        peak, peak_source = ((config.metrics.peak_flops, "config") if config.metrics.peak_flops
+                             else flops.peak_flops_per_device(setup.model_config.activation_dtype))
+        self.peak_total = peak * jax.device_count()
+        self.pending: list[tuple[int, dict]] = []
+        self.stage = None
+        self.interval_start, self.interval_steps = time.perf_counter(), 0
+        self.overhead_at_interval_start = self._overhead()
+        self.say(origin)
+        self.say(f"mesh {dict(setup.mesh.shape)} on {jax.device_count()} "
+                 f"{jax.devices()[0].device_kind} device(s) in {jax.process_count()} "
+                 f"process(es); peak {peak / 1e12:.3g} TFLOP/s per device ({peak_source}); "
+                 f"{self.flops_per_step / 1e9:.3g} GFLOP per step; {self.tokens_per_step} "
+                 "tokens per step")
+
+    def mixture_at(self, step: int) -> dict[str, float] | None:
+        """The mixture weights in effect at `step`; announces each stage as it begins."""
+        if self.schedule is None or self.config.data.synthetic:
+            return None
+        weights = self.schedule.weights_at(step)
+        stage = self.schedule.stage_at(step)
+        if stage != self.stage:
+            word = "mixture stage" if self.stage is None else "mixture stage switch ->"
+            self.say(f"step {step}: {word} {stage}: " +
+                     ", ".join(f"{k}={v:.3f}" for k, v in weights.items() if v), flush=True)
+            self.stage = stage
+        return weights
+
+    def collect(self, done: int, metrics: dict) -> None:
+        self.pending.append((done, metrics))
+        self.interval_steps += 1
+
+    def log_due(self, done: int) -> bool:
+        return done % self.config.train.log_every == 0 or done == self.config.train.total_steps
+
+    def check_finite(self, manager) -> None:
+        """Raises NonFiniteLossError at the first step whose loss or gradient is NaN/inf."""
+        for step, metrics in self.pending:
+            if not bool(metrics["finite"]):
+                last = manager.latest_step()
+                raise NonFiniteLossError(
+                    f"loss {float(metrics['loss'])} / grad_norm {float(metrics['grad_norm'])} at "
+                    f"step {step} is not finite; stopping without saving. Last good checkpoint: "
+                    f"{'none' if last is None else f'step {last}'}. Lower config.optim.peak_lr or "
+                    "inspect the data near this step.")
+        self.pending.clear()
+
+    def log(self, done: int, metrics: dict, weights: dict[str, float] | None,
+            eval_loss: dict[str, float] | None) -> None:
+        """Writes the metrics.jsonl record of step `done` and prints its line."""
+        elapsed = (time.perf_counter() - self.interval_start
+                   - (self._overhead() - self.overhead_at_interval_start))
+        record = log_record(jax.device_get(metrics), self.task_names, weights,
+                            elapsed / max(self.interval_steps, 1), self.tokens_per_step,
+                            self.flops_per_step, self.peak_total)
+        if eval_loss is not None:
+            record["eval_loss"] = eval_loss
+            self.say(f"step {done}: validation loss " + ", ".join(
+                f"{k} {v:.4f}" for k, v in eval_loss.items()))
+        record["goodput"] = {"session": self.session, **self.goodput.snapshot()}
+        self.writer.write(done, record)
+        self.say(f"step {done}/{self.config.train.total_steps}: loss {record['loss']:.4f} "
+                 f"lr {record['lr']:.3g} grad_norm {record['grad_norm']:.3g} "
+                 f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}", flush=True)
+        self.interval_start, self.interval_steps = time.perf_counter(), 0
+        self.overhead_at_interval_start = self._overhead()
+
+    def _overhead(self) -> float:
+        """Seconds spent compiling, evaluating and checkpointing so far: not step time."""
+        lost = self.goodput.lost
+        return lost["compile"] + lost["eval"] + lost["checkpoint"]
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def finish(self, total_steps: int) -> dict[str, Any]:
+        """The run's summary (all sessions, from metrics.jsonl), printed by process 0."""
+        s = summarize(self.workdir, self.start, total_steps,
+                      time.perf_counter() - self.goodput.started)
+        self.say("=" * 72)
+        self.say(f"training done: {s['total_steps']} steps ({s['steps_this_session']} this "
+                 f"session, resumed from {s['resumed_from']}) in {s['wall_seconds']:.1f}s")
+        if s["first_loss"] is not None:
+            self.say(f"loss {s['first_loss']:.4f} -> {s['final_loss']:.4f} (min "
+                     f"{s['min_loss']:.4f}); {s['mean_tokens_per_sec']:.0f} tok/s, MFU "
+                     f"{s['mean_mfu']:.2%}")
+            self.say("loss curve: " + "  ".join(f"{step}:{loss}" for step, loss in s["loss_curve"]))
+        g = s.get("goodput")
+        if g:
+            self.say(f"goodput {g['goodput']:.1%} over {g['sessions']} session(s): "
+                     f"{g['productive_s']:.1f}s training of {g['wall_s']:.1f}s; lost "
+                     + ", ".join(f"{k.removesuffix('_s')} {g[k]:.1f}s" for k in
+                                 ("restart_s", "compile_s", "data_wait_s", "checkpoint_s", "eval_s")))
+        self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl,tensorboard,config.json}}")
+        return s
 
 
 def log_record(m: dict[str, Any], task_names: list[str], weights: dict[str, float] | None,
@@ -318,8 +501,8 @@ def log_record(m: dict[str, Any], task_names: list[str], weights: dict[str, floa
     return record
 
 
-def summarize(workdir: epath.Path, start: int, total_steps: int, wall: float) -> dict[str, Any]:
-    """Loss curve and speed over the whole run (all sessions), from metrics.jsonl."""
+def summarize(workdir: str, start: int, total_steps: int, wall: float) -> dict[str, Any]:
+    """Loss curve, speed and goodput over the whole run (all sessions), from metrics.jsonl."""
     records = read_metrics(workdir) if jax.process_index() == 0 else []
     losses = [r["loss"] for r in records]
     # Skip the first logged interval when averaging speed: it includes warm-up.
@@ -337,30 +520,25 @@ def summarize(workdir: epath.Path, start: int, total_steps: int, wall: float) ->
                        records[:: max(1, len(records) // 10)]] if records else [],
         "mean_tokens_per_sec": float(np.mean([r["tokens_per_sec"] for r in steady])) if steady else None,
         "mean_mfu": float(np.mean([r["mfu"] for r in steady])) if steady else None,
+        "goodput": goodput_over_sessions(records) if records else None,
     }
 
 
-def print_summary(s: dict[str, Any]) -> None:
-    print("=" * 72)
-    print(f"training done: {s['total_steps']} steps ({s['steps_this_session']} this session, "
-          f"resumed from {s['resumed_from']}) in {s['wall_seconds']:.1f}s")
-    if s["first_loss"] is not None:
-        print(f"loss {s['first_loss']:.4f} -> {s['final_loss']:.4f} (min {s['min_loss']:.4f}); "
-              f"{s['mean_tokens_per_sec']:.0f} tok/s, MFU {s['mean_mfu']:.2%}")
-        print("loss curve: " + "  ".join(f"{step}:{loss}" for step, loss in s["loss_curve"]))
-    print(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl,tensorboard,config.json}}")
+# ----------------------------------------------------------------------------- command
 
-
-def main(argv: list[str]) -> None:
+def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
-    train(_CONFIG.value)
+    config.workdir = fs.resolve(config.workdir) if config.workdir else config.workdir
+    train(config, started=PROCESS_START)
 
 
-def run() -> None:
+def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main, doc=__doc__, default_config="train/demo_tiny_cpu.py",
+            shortcuts=[cli.Shortcut("workdir", "workdir", "run directory: checkpoints, "
+                                    "metrics.jsonl, config.json (resumes if it has checkpoints)")],
+            required=["workdir"], argv=argv)
 
 
 if __name__ == "__main__":

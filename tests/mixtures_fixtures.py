@@ -113,3 +113,59 @@ def demo_mixture(seq_len: int = 64, interpolate: bool = False):
     cfg.bos = "document"
     cfg.seed = 1234
     return cfg
+
+
+PACK_SEQ_LEN = 64
+
+_MIXTURE_CONFIG = """
+from configs.mixtures import base
+from tests.mixtures_fixtures import demo_mixture
+
+
+def get_config():
+    cfg = demo_mixture({seq_len})
+    cfg.pack = base.pack_config()
+    cfg.pack.rows_per_shard = 8  # several packing shards even on the tiny fixture
+    return cfg
+"""
+
+
+def write_mixture_config(path: Path, seq_len: int = PACK_SEQ_LEN) -> Path:
+    """A mixture config file (demo_mixture + the pack defaults) for the commands' --config."""
+    path.write_text(_MIXTURE_CONFIG.format(seq_len=seq_len))
+    return path
+
+
+def run_module(module: str, *args: str, timeout: int = 600) -> str:
+    """Runs `python -m module args` from the repository root; returns stdout, raises on failure."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode:
+        raise AssertionError(f"{module} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def pack_mixture(root: Path, prep_dir: Path, vocab: Path, *extra: str, seq_len: int = PACK_SEQ_LEN) -> Path:
+    """Runs the pack command (DirectRunner) on prepared data; returns the packed directory."""
+    config = write_mixture_config(root / "mixture_config.py", seq_len)
+    out = root / "packed"
+    run_module("mixtures.pack", f"--config={config}", f"--prep_dir={prep_dir}", f"--vocab_path={vocab}",
+               f"--output={out}", *extra)
+    return out
+
+
+_PACKED: dict[str, tuple[Path, Path, Path]] = {}
+
+
+def packed_fixture(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(prep_dir, vocab, packed_dir) built once per test session (packing takes ~20 s)."""
+    if "demo" not in _PACKED:
+        root = tmp_path_factory.mktemp("packed_fixture")
+        prep_dir, vocab = build_prepared(root)
+        _PACKED["demo"] = (prep_dir, vocab, pack_mixture(root, prep_dir, vocab))
+    return _PACKED["demo"]

@@ -44,3 +44,17 @@ def test_run_with_flags_only(tmp_path):
     assert set(stats["sources"]) == {"web:web.jsonl"}
     assert stats["total"]["rejected"] == {"gopher_quality": 4, "contaminated": 1}  # prose(i) has < 300 words, the leak more
     assert stats["contamination"] == {"gsm": 1}
+
+
+def test_runs_without_config_and_reads_each_file_by_its_own_format(tmp_path):
+    """Base defaults apply without --config; `web=DIR/*` reads .jsonl and .jsonl.gz as JSONL."""
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"a{i}", "text": prose(i)} for i in range(3)])
+    write_jsonl(tmp_path / "in" / "b.jsonl.gz", [{"id": f"b{i}", "text": prose(10 + i)} for i in range(2)], compress="gz")
+    out = tmp_path / "out"
+    result = _cli(f"--input=web={tmp_path / 'in'}/*", f"--output_dir={out}", "--direct_running_mode=in_memory")
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["total"]["input"] == stats["invariant"]["held_by_files"] == 5
+    assert stats["invariant"]["ok"]
+    again = _cli(f"--input=web={tmp_path / 'in'}/*", f"--output_dir={out}", "--direct_running_mode=in_memory")
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr

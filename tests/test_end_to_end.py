@@ -54,8 +54,13 @@ def test_corpus_to_checkpoint_and_resume(tmp_path):
          "--vocab_size=512")
     assert (tok / "tokenizer.model").is_file()
 
+    packed = tmp_path / "packed"
+    out = _run("mixtures.pack", "--config=configs/mixtures/demo_two_stage.py", "--config.seq_len=64",
+               f"--prep_dir={prep}", f"--vocab_path={tok / 'tokenizer.model'}", f"--output={packed}")
+    assert "tokens in == tokens out" in out
+
     train = ["pretrain.train", "--config=configs/train/demo_tiny_cpu.py", f"--config.workdir={work}",
-             f"--config.data.prep_dir={prep}", f"--config.data.tokenizer={tok / 'tokenizer.model'}",
+             f"--config.data.packed_dir={packed}", f"--config.data.tokenizer={tok / 'tokenizer.model'}",
              "--config.model.vocab_size=512", "--config.data.seq_len=64", "--config.data.global_batch_size=4",
              "--config.train.total_steps=10", "--config.train.log_every=1", "--config.checkpoint.every_steps=5",
              "--config.optim.warmup_steps=2"]

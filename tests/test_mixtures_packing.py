@@ -1,9 +1,10 @@
-"""The packer: full rows, nothing truncated or lost, targets follow the document."""
+"""The packer and the row record: full rows, nothing truncated or lost, targets follow the document."""
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from mixtures.packing import DocumentPacker, write_row
+from mixtures import rows as rows_lib
+from mixtures.packing import DocumentPacker
 
 
 def _docs(lengths):
@@ -20,10 +21,12 @@ def _pack_all(docs, seq_len, lookahead):
 
 
 def _batch(rows, seq_len):
-    out = {k: np.zeros((len(rows), seq_len), np.int32) for k in ("inputs", "targets", "segment_ids", "positions")}
-    out["loss_weights"] = np.zeros((len(rows), seq_len), np.float32)
+    """The rows through their stored form: encoded as records, decoded into batch arrays."""
+    out = rows_lib.empty_batch(len(rows), seq_len)
     for r, row in enumerate(rows):
-        write_row(row, out, r)
+        record = rows_lib.encode(row)
+        assert rows_lib.token_count(record) == sum(p.end - p.start for p in row)
+        rows_lib.decode_into(record, out, r)
     return out
 
 
@@ -79,15 +82,3 @@ def test_best_fit_cuts_fewer_documents_than_plain_concatenation():
         return sum(not p.ends_document for row in rows for p in row)
 
     assert cuts(64, 0.005) < cuts(1, 0.0) / 2
-
-
-def test_state_restores_the_same_rows():
-    docs = _docs([5, 70, 3, 40, 90, 12, 33, 8, 61, 2, 50, 47])
-    packer = DocumentPacker(docs, 32, 4)
-    for _ in range(5):
-        packer.next_row()
-    pending, read = packer.state(), packer.documents_in
-    restored = DocumentPacker(docs[read:], 32, 4)
-    restored.restore(pending, docs[:read])
-    rest = lambda p: [[(int(x.start), int(x.end), x.tokens[0]) for x in row] for row in iter(p.next_row, [])]
-    assert rest(restored) == rest(packer)

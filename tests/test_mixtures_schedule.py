@@ -4,8 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from mixtures.assignment import row_tasks, task_counts_before
 from mixtures.schedule import Schedule
-from mixtures.stream import row_tasks
 from tests.mixtures_fixtures import demo_mixture
 
 
@@ -94,3 +94,26 @@ def test_shipped_configs_validate_and_end_on_high_quality(name):
     s = Schedule.from_config(cfg, 1000)
     assert s.weights_at(0)["web"] == 0.6
     assert s.stage_at(999) == "anneal" and s.weights_at(999)["web_hq"] == 0.4
+
+
+@pytest.mark.parametrize("interpolate", [False, True])
+def test_task_counts_before_a_step_match_the_rows_assigned_so_far(interpolate, monkeypatch):
+    from mixtures import assignment
+
+    schedule = Schedule.from_config(demo_mixture(interpolate=interpolate), 40)
+    running = np.zeros(len(schedule.tasks), np.int64)
+    monkeypatch.setattr(assignment, "_COUNT_CHUNK_ROWS", 24)  # several chunks of 3 steps at batch 8
+    for step in range(40):
+        np.testing.assert_array_equal(task_counts_before(schedule, 3, step, 8), running)
+        running += np.bincount(row_tasks(schedule, 3, step, 8), minlength=len(schedule.tasks))
+    since = (10, task_counts_before(schedule, 3, 10, 8))
+    np.testing.assert_array_equal(task_counts_before(schedule, 3, 40, 8, since), running)
+
+
+def test_weights_array_equals_weights_at_exactly():
+    s = Schedule.from_config(_cfg([dict(start=0.0, weights={"a": 0.7, "b": 0.3}),
+                                   dict(start=0.3, weights={"a": 0.2, "c": 0.8}, interpolate=True),
+                                   dict(start=0.77, weights={"c": 1.0})]), 97)
+    steps = np.arange(0, 130)
+    expected = np.array([[s.weights_at(int(i))[t] for t in s.tasks] for i in steps])
+    np.testing.assert_array_equal(s.weights_array(steps), expected)

@@ -1,28 +1,26 @@
-"""PackedStream over tiny prepared TFDS datasets: layout, exact resume, host slicing, shares."""
+"""MixtureStream over packed rows: layout, host slicing, epochs, exact resume and its refusals."""
 
 import json
 
 import numpy as np
 import pytest
-import seqio
 
-from mixtures import tasks as tasks_lib
-from mixtures.stream import PackedStream, read_documents
-from tests.mixtures_fixtures import build_prepared, demo_mixture
+from mixtures import assignment, manifest as manifest_lib
+from mixtures.stream import MixtureStream, StateMismatchError
+from tests.mixtures_fixtures import PACK_SEQ_LEN, demo_mixture, packed_fixture
 
-SEQ_LEN, BATCH, STEPS = 64, 4, 12  # the anneal stage starts at step 9
+BATCH, STEPS = 8, 12  # the anneal stage starts at step 9
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return build_prepared(tmp_path_factory.mktemp("mixtures"))
+def packed_dir(tmp_path_factory):
+    return str(packed_fixture(tmp_path_factory)[2])
 
 
-def _stream(prepared, **kw):
-    prep_dir, vocab = prepared
-    args = dict(batch_size=BATCH, total_steps=STEPS, prefetch=2)
+def _stream(packed_dir, **kw):
+    args = dict(batch_size=BATCH, total_steps=STEPS)
     args.update(kw)
-    return PackedStream(demo_mixture(SEQ_LEN), prep_dir, vocab, **args)
+    return MixtureStream(demo_mixture(PACK_SEQ_LEN), packed_dir, **args)
 
 
 def _take(stream, n):
@@ -37,40 +35,47 @@ def _assert_same(a, b):
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-def test_register_tasks_names_and_high_quality_filter(prepared):
-    prep_dir, vocab = prepared
-    names = tasks_lib.register_tasks(prep_dir, vocab)
-    assert names == ["web", "web_hq", "math", "math_hq", "code", "code_hq"]
-    hq = [i for i, _ in read_documents(seqio.get_mixture_or_task("math_hq"), "train", 0, 60)]
-    assert hq == list(range(0, 60, 3))  # the fixture marks every third record high quality
-    index, tokens = next(read_documents(seqio.get_mixture_or_task("web"), "train", 0))
-    assert (index, tokens[0], tokens[-1]) == (0, 2, 1)  # <bos> ... <eos>, nothing truncated
-    tasks_lib.register_tasks(prep_dir, vocab, bos="none")
-    _, tokens = next(read_documents(seqio.get_mixture_or_task("web"), "train", 0))
-    assert tokens[0] != 2 and tokens[-1] == 1
-
-
-def test_batch_layout_matches_design(prepared):
-    with _stream(prepared) as stream:
+def test_batch_layout_matches_design(packed_dir):
+    with _stream(packed_dir) as stream:
         batch = next(stream)
     assert stream.task_names == ["web", "math", "code", "web_hq", "math_hq", "code_hq"]
+    assert set(batch) == {"inputs", "targets", "loss_weights", "segment_ids", "positions", "task_ids"}
     for key in ("inputs", "targets", "segment_ids", "positions"):
-        assert batch[key].shape == (BATCH, SEQ_LEN) and batch[key].dtype == np.int32, key
+        assert batch[key].shape == (BATCH, PACK_SEQ_LEN) and batch[key].dtype == np.int32, key
     assert batch["loss_weights"].dtype == np.float32 and batch["task_ids"].shape == (BATCH,)
     assert batch["task_ids"].dtype == np.int32
     seg, inp, tgt, w = batch["segment_ids"], batch["inputs"], batch["targets"], batch["loss_weights"]
     same_doc = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0)
     assert (tgt[:, :-1][same_doc] == inp[:, 1:][same_doc]).all()  # next token within the document
-    assert (w[seg == 0] == 0).all() and (seg > 0).mean() >= 0.99
+    assert (w[seg == 0] == 0).all() and (seg > 0).mean() >= 0.9
+    starts = np.diff(seg, axis=1, prepend=0) != 0
+    assert (batch["positions"][starts & (seg > 0)] == 0).all()
 
 
-def test_resume_from_saved_state_gives_identical_batches(prepared):
-    with _stream(prepared) as stream:
+def test_processes_read_their_own_rows_and_union_is_the_global_batch(packed_dir):
+    with _stream(packed_dir) as one:
+        global_batches = _take(one, 6)
+    for count in (2, 4):
+        streams = [_stream(packed_dir, process_index=p, process_count=count) for p in range(count)]
+        slices = [_take(s, 6) for s in streams]
+        for step, g in enumerate(global_batches):
+            for k in g:
+                np.testing.assert_array_equal(np.concatenate([s[step][k] for s in slices]), g[k], err_msg=k)
+        read = [s.read_bytes for s in streams]
+        assert sum(read) == one.read_bytes  # each row is read by exactly one process
+        assert all(r < one.read_bytes * 0.75 for r in read)
+        assert all(s.get_state() == one.get_state() for s in streams)
+        for s in streams:
+            s.close()
+
+
+def test_resume_from_saved_state_gives_identical_batches(packed_dir):
+    with _stream(packed_dir) as stream:
         uninterrupted = _take(stream, STEPS + 3)  # crosses the stage switch and wraps epochs
-    with _stream(prepared) as first:
+    with _stream(packed_dir, read_threads=3) as first:
         _take(first, 5)
         saved = json.loads(json.dumps(first.get_state()))
-    with _stream(prepared) as resumed:
+    with _stream(packed_dir) as resumed:
         resumed.set_state(saved)
         assert resumed.step == 5
         _assert_same(_take(resumed, STEPS - 2), uninterrupted[5:])
@@ -78,66 +83,68 @@ def test_resume_from_saved_state_gives_identical_batches(prepared):
         _assert_same(_take(resumed, 2), uninterrupted[5:7])
 
 
-def test_same_seed_same_stream_other_seed_other_stream(prepared):
-    with _stream(prepared, prefetch=0) as a, _stream(prepared) as b, _stream(prepared, seed=99) as c:
-        x, y, z = _take(a, 3), _take(b, 3), _take(c, 3)
-    _assert_same(x, y)
-    assert any((p["task_ids"] != q["task_ids"]).any() for p, q in zip(x, z))
+def test_worker_processes_give_the_same_batches(packed_dir):
+    with _stream(packed_dir) as a, _stream(packed_dir, workers=2) as b:
+        _assert_same(_take(a, 4), _take(b, 4))
 
 
-def test_two_processes_slices_union_is_the_global_batch(prepared):
-    with _stream(prepared) as one, _stream(prepared, process_index=0, process_count=2) as p0, \
-            _stream(prepared, process_index=1, process_count=2) as p1:
-        for g, a, b in zip(_take(one, 6), _take(p0, 6), _take(p1, 6)):
-            assert a["inputs"].shape == (BATCH // 2, SEQ_LEN)
-            for k in g:
-                np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), g[k], err_msg=k)
-        assert p0.get_state() == p1.get_state() == one.get_state()
+def test_changed_config_or_packed_data_is_refused_at_resume(packed_dir, tmp_path):
+    with _stream(packed_dir) as stream:
+        next(stream)
+        state = stream.get_state()
+    with _stream(packed_dir, total_steps=STEPS + 1) as other, \
+            pytest.raises(StateMismatchError, match="cannot resume at step 1: the mixture, seed"):
+        other.set_state(state)
+    cfg = demo_mixture(PACK_SEQ_LEN)
+    cfg.stages[0]["weights"] = {"web": 0.5, "code": 0.35, "math": 0.15}
+    with MixtureStream(cfg, packed_dir, batch_size=BATCH, total_steps=STEPS) as other, \
+            pytest.raises(StateMismatchError, match="the mixture"):
+        other.set_state(state)
+    # the same rows under another fingerprint: a re-packed directory
+    import shutil
+
+    copy = tmp_path / "repacked"
+    shutil.copytree(packed_dir, copy)
+    m = manifest_lib.read(str(copy))
+    m["settings"]["lookahead"] += 1
+    manifest_lib.write(str(copy), m)
+    with _stream(str(copy)) as other, pytest.raises(StateMismatchError, match="packed data at .* is not the one"):
+        other.set_state(state)
+    with _stream(packed_dir) as other, pytest.raises(StateMismatchError, match="old online-packing stream"):
+        other.set_state({"version": 1, "step": 3})
 
 
-def test_token_accounting_and_stage_switch(prepared):
-    with _stream(prepared, prefetch=0) as stream:
-        batches = _take(stream, STEPS)
-        counts = stream.token_counts()
-    out = sum(int((b["segment_ids"] > 0).sum()) for b in batches)
-    assert out == sum(c["tokens_in"] - c["tokens_waiting"] for c in counts.values())
+def test_each_epoch_reads_every_row_once_in_a_new_order():
+    rows = 37
+    epochs = [[assignment.packed_row(k, rows, 99) for k in range(e * rows, (e + 1) * rows)] for e in range(3)]
+    assert all(sorted(e) == list(range(rows)) for e in epochs)
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert assignment.task_seed(0, "web") != assignment.task_seed(0, "math")
+
+
+def test_stage_switch_and_seed(packed_dir):
+    with _stream(packed_dir) as stream, _stream(packed_dir, seed=99) as other:
+        batches, others = _take(stream, STEPS), _take(other, STEPS)
     hq = {stream.task_names.index(t) for t in ("web_hq", "math_hq", "code_hq")}
     for step, b in enumerate(batches):
         assert (set(b["task_ids"]) <= hq) == (stream.stage_at(step) == "anneal")
-    assert stream.weights_at(STEPS - 1)["web_hq"] == 0.4
+    assert any((p["task_ids"] != q["task_ids"]).any() for p, q in zip(batches, others))
 
 
 @pytest.mark.parametrize("kw, message", [
     (dict(batch_size=3, process_count=2), "process_count: must divide batch_size=3"),
     (dict(process_index=2, process_count=2), r"process_index: must be in \[0, 2\)"),
-    (dict(seq_len=0), "config.seq_len: must be > 0"),
+    (dict(split="test"), "split 'test' is not in the packed data"),
 ])
-def test_bad_arguments_fail_at_start(prepared, kw, message):
-    with pytest.raises(ValueError, match=message):
-        _stream(prepared, **kw)
+def test_bad_arguments_fail_at_start(packed_dir, kw, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        _stream(packed_dir, **kw)
 
 
-def test_unknown_task_and_bad_state_fail_clearly(prepared):
-    prep_dir, vocab = prepared
-    cfg = demo_mixture(SEQ_LEN)
+def test_missing_packed_dir_and_unpacked_task_fail_clearly(packed_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="pack the mixture first"):
+        _stream(str(tmp_path))
+    cfg = demo_mixture(PACK_SEQ_LEN)
     cfg.tasks = cfg.tasks + ["books"]
-    with pytest.raises(ValueError, match=r"config.tasks: \['books'\] not found"):
-        PackedStream(cfg, prep_dir, vocab, batch_size=BATCH, total_steps=STEPS)
-    cfg = demo_mixture(SEQ_LEN)
-    cfg.bos = "sometimes"
-    with pytest.raises(ValueError, match="bos: must be one of"):
-        PackedStream(cfg, prep_dir, vocab, batch_size=BATCH, total_steps=STEPS)
-    with _stream(prepared) as stream:
-        state = stream.get_state()
-        with pytest.raises(ValueError, match="stream state: batch_size=8"):
-            stream.set_state({**state, "batch_size": 8})
-
-
-def test_task_without_documents_fails_instead_of_spinning(tmp_path):
-    from tests.mixtures_fixtures import make_documents, train_tokenizer, write_prepared
-
-    docs = [dict(d, high_quality=False) for d in make_documents("web", 6)]
-    write_prepared(tmp_path / "prep", "web", {"train": docs})
-    tasks_lib.register_tasks(tmp_path / "prep", train_tokenizer(tmp_path / "tok"))
-    with pytest.raises(ValueError, match="task web_hq: split 'train' yields no documents"):
-        next(read_documents(seqio.get_mixture_or_task("web_hq"), "train", 0))
+    with pytest.raises(KeyError, match="task 'books' split 'train' is not in the packed data"):
+        MixtureStream(cfg, packed_dir, batch_size=BATCH, total_steps=STEPS)

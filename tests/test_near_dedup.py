@@ -114,12 +114,55 @@ def test_cluster_size_cap_dissolves_big_clusters():
     assert rejected == [] and len(kept) == len(records)
 
 
-def test_disabled_keeps_everything():
-    records, _, _ = _near_dup_corpus()
+def test_components_that_do_not_converge_fail_loudly():
+    rng = random.Random(4)
+    names = [f"n{rng.random():.12f}" for _ in range(64)]
+    edges = [(min(names[i], names[i + 1]), max(names[i], names[i + 1])) for i in range(63)]  # a long shuffled path
+    with pytest.raises(Exception, match="not converged after 1 rounds"):
+        run_transform(edges, lambda: near_dedup.ConnectedComponents(rounds=1))
+
+
+def test_bucket_edges_survive_a_false_positive_at_the_minimum():
+    """Star edges to the minimum only: one refuted edge there unlinked every true duplicate."""
+    rng = random.Random(6)
+    base = _doc(rng, 400)
+    a = " ".join(base)
+    b = " ".join(_edit(rng, base, 1))  # Jaccard ~0.98 with a
+    m = " ".join(_edit(rng, base, 6))  # Jaccard ~0.88: a candidate that a 0.95 threshold refutes
+    sets = [shingle_set(t, 5) for t in (a, b, m)]
+    assert jaccard(sets[0], sets[1]) > 0.95 > max(jaccard(sets[0], sets[2]), jaccard(sets[1], sets[2]))
+    # One band of one row: find a seed under which all three share the bucket.
+    seed = next(s for s in range(500)
+                if len({int(near_dedup.MinHasher(1, s).signature(x)[0]) for x in sets}) == 1)
+    records = [record("0_fp", m), record("1_a", a), record("2_b", b)]
     config = near_dedup.default_config()
-    config.enabled = False
+    config.update({"num_perm": 1, "bands": 1, "seed": seed, "jaccard_threshold": 0.95})
     kept, rejected = run_transform(records, lambda: near_dedup.NearDedup(config))
-    assert len(kept) == len(records) and rejected == []
+    assert [r["id"] for r in rejected] == ["2_b"]
+    assert sorted(r["id"] for r in kept) == ["0_fp", "1_a"]
+
+
+def test_hot_bucket_links_every_member_to_the_anchors():
+    members = [f"n{i:05d}" for i in range(5000)]
+    random.Random(0).shuffle(members)
+    edges = list(near_dedup.bucket_edges((b"k", members), all_pairs=8, anchors=3))
+    heads = ["n00000", "n00001", "n00002"]
+    assert len(edges) == 3 + 3 * (5000 - 3)
+    assert {b for a, b in edges if a == "n00000"} == set(members) - {"n00000"}
+    assert all(a in heads and a < b for a, b in edges)
+    small = list(near_dedup.bucket_edges((b"k", ["c", "a", "b"]), all_pairs=8, anchors=3))
+    assert sorted(small) == [("a", "b"), ("a", "c"), ("b", "c")]
+
+
+def test_documents_sharing_an_id_stay_apart():
+    """Two different documents with the same (id, source) are two graph nodes, not one."""
+    rng = random.Random(7)
+    base = _doc(rng, 300)
+    records = [record("x", " ".join(base)), record("x", " ".join(_doc(rng, 300))),
+               record("a", " ".join(_edit(rng, base, 2)))]
+    kept, rejected = run_transform(records, lambda: near_dedup.NearDedup(near_dedup.default_config()))
+    assert [r["text"] for r in rejected] == [records[0]["text"]]
+    assert sorted(r["text"] for r in kept) == sorted([records[1]["text"], records[2]["text"]])
 
 
 @pytest.mark.parametrize(

@@ -8,17 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
-from train_fixtures import tiny_config
+from train_fixtures import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,18 +40,53 @@ def test_train_writes_config_metrics_and_checkpoints(tmp_path, capsys):
     assert "training done: 8 steps" in out and "loss curve:" in out
 
 
-def _config_file(tmp_path: Path, **train) -> Path:
-    """A --config file for the CLI, built from the shared tiny config."""
-    path = tmp_path / "tiny_config.py"
-    path.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
-        from train_fixtures import tiny_config
+def test_goodput_accounts_for_compile_checkpoint_and_startup(tmp_path):
+    summary = train_lib.train(tiny_config(tmp_path))
+    g = summary["goodput"]
+    assert g["sessions"] == 1
+    assert g["compile_s"] > 0 and g["checkpoint_s"] > 0 and g["restart_s"] > 0
+    lost = sum(g[f"{k}_s"] for k in ("restart", "compile", "data_wait", "checkpoint", "eval"))
+    assert g["productive_s"] == pytest.approx(g["wall_s"] - lost)
+    assert 0 < g["goodput"] < 1
+    snapshots = [r["goodput"] for r in read_metrics(tmp_path)]
+    walls = [s["wall_s"] for s in snapshots]
+    assert walls == sorted(walls) and snapshots[-1]["wall_s"] == g["wall_s"]
+    # Compilation happens once, before the first record.
+    assert snapshots[0]["compile_s"] == snapshots[-1]["compile_s"] > 0
 
-        def get_config():
-            return tiny_config("", **{train!r})
-    """))
-    return path
+
+def test_init_from_loads_weights_and_optimizer_and_restarts_schedule(tmp_path):
+    from pretrain import checkpoint, sharding
+
+    source_run = tiny_config(tmp_path / "a", total_steps=8)
+    train_lib.train(source_run)
+    config = tiny_config(tmp_path / "b", total_steps=4)
+    config.init_from.update(dict(workdir=str(tmp_path / "a"), step=4))
+    setup = train_lib.build_state(config, sharding.make_mesh(dict(config.mesh)))
+    source, _ = train_lib.make_data(config)
+    manager = checkpoint.make_manager(config.workdir, config.checkpoint)
+    state, start, origin = train_lib.restore_or_init(setup, config, manager, source)
+    manager.close()
+    assert start == 0 and int(state["step"]) == 0 and "step 4" in origin
+    want, _ = checkpoint.restore_params(tmp_path / "a", step=4)
+    for got, expected in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    adam, schedule = state["opt_state"][1][0], state["opt_state"][1][-1]
+    assert int(adam.count) == 4 and int(schedule.count) == 0  # moments kept, LR restarts
+    assert float(jnp.abs(adam.nu["final_norm"]["scale"]).sum()) > 0
+
+    train_lib.train(config)
+    records = read_metrics(config.workdir)
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and records[0]["lr"] == 0.0
+    # Trained weights start well below a fresh model's loss on the same first batch.
+    assert records[0]["loss"] < read_metrics(tmp_path / "a")[0]["loss"] - 0.05
+
+    config = tiny_config(tmp_path / "c", total_steps=8)
+    config.init_from.update(dict(workdir=str(tmp_path / "a"), step=4, keep_step=True))
+    train_lib.train(config)
+    records = read_metrics(config.workdir)
+    assert [r["step"] for r in records] == [5, 6, 7, 8]
+    assert [r["lr"] for r in records] == [r["lr"] for r in read_metrics(tmp_path / "a")[4:]]
 
 
 def _cli(config: Path, workdir: Path) -> list[str]:
@@ -62,7 +97,7 @@ def _cli(config: Path, workdir: Path) -> list[str]:
 def test_killed_run_resumes_and_matches_uninterrupted_run(tmp_path):
     steps = 200
     train = dict(total_steps=steps)
-    config = _config_file(tmp_path, **train)
+    config = config_file(tmp_path, **train)
     killed = tmp_path / "killed"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(_cli(config, killed), cwd=REPO, env=env,
@@ -89,6 +124,8 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(tmp_path):
     resumed_losses = [(r["step"], r["loss"]) for r in read_metrics(killed)]
     reference_losses = [(r["step"], r["loss"]) for r in read_metrics(reference)]
     assert resumed_losses == reference_losses  # exact, including the data stream position
+    sessions = {r["goodput"]["session"] for r in read_metrics(killed)}
+    assert sessions == {0, 1}
 
 
 def test_nan_loss_stops_without_nan_checkpoint(tmp_path):
@@ -127,19 +164,25 @@ def test_bad_config_fails_at_start_naming_field(tmp_path, field, value, message)
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_cli_help():
+def test_cli_help_and_required_workdir():
     result = subprocess.run([sys.executable, "-m", "pretrain.train", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
-    assert "--config" in result.stdout and "Training config" in result.stdout  # absl exits 1
+    assert result.returncode == 0
+    assert "--config" in result.stdout and "--workdir" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "pretrain.train"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "config.workdir: required (--workdir=" in result.stderr
 
 
 def test_real_stream_trains_switches_stage_and_resumes_exactly(tmp_path, capsys):
-    from mixtures_fixtures import build_prepared, demo_mixture
+    from mixtures_fixtures import build_prepared, demo_mixture, pack_mixture
 
     prep_dir, vocab = build_prepared(tmp_path / "data", n_docs=40, validation_docs=5)
     config = tiny_config(tmp_path / "full", total_steps=16)
     config.data.synthetic = False
-    config.data.prep_dir, config.data.tokenizer = str(prep_dir), str(vocab)
+    packed = pack_mixture(tmp_path / "data", prep_dir, vocab, seq_len=config.data.seq_len)
+    config.data.packed_dir, config.data.tokenizer = str(packed), str(vocab)
     config.mixture = demo_mixture(seq_len=config.data.seq_len)  # anneal from step 12
     config.optim.schedule, config.optim.decay_start = "wsd", "anneal"
     config.eval.update(dict(every_steps=8, batches=1))

@@ -33,3 +33,13 @@ def tiny_config(workdir: str, **train) -> ml_collections.ConfigDict:
     c.metrics.peak_flops = 1e12  # skip the CPU matmul probe
     c.train.compilation_cache_dir = str(COMPILATION_CACHE)
     return c
+
+
+def config_file(directory: Path, **train) -> Path:
+    """A --config file for the pretrain.train command, built from `tiny_config`."""
+    tests = Path(__file__).resolve().parent
+    path = Path(directory) / "tiny_config.py"
+    path.write_text(
+        f"import sys\nsys.path.insert(0, {str(tests)!r})\nfrom train_fixtures import tiny_config\n\n"
+        f"def get_config():\n    return tiny_config('', **{train!r})\n")
+    return path

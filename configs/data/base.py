@@ -14,10 +14,13 @@ from data_pipeline.filters.chain import default_params
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    # Each: {domain, glob, format (auto|jsonl|parquet|text|tfds), source, text_field, id_field,
-    # language_field, language, split, data_dir}; --input DOMAIN=GLOB adds more.
+    # Each: {domain, glob, format (auto = per file, by its extension | jsonl | parquet | text | tfds),
+    # source, text_field, id_field, language_field, language, split, data_dir}, or a
+    # "DOMAIN=GLOB" string; --input DOMAIN=GLOB (repeatable) replaces the list.
     config.inputs = []
+    config.eval_sets = []  # "NAME=PATH" strings (--eval_set), decontaminated against with the built-ins
     config.output_dir = ""
+    config.overwrite = False  # replace an earlier prepare run's outputs in output_dir (only those)
     config.read = ml_collections.ConfigDict({"max_doc_bytes": 1 << 22, "dead_letter_raw_bytes": 1 << 16})
     config.normalize = ml_collections.ConfigDict({"form": "NFC"})
 

@@ -1,13 +1,18 @@
 """A full-size job: Common Crawl web text, arXiv-style LaTeX, and code repositories on GCS,
 run on Dataflow. Launch (Beam options pass through unchanged):
 
+  python -m data_pipeline.worker_requirements > worker-requirements.txt
   python -m data_pipeline.prepare --config=configs/data/full.py \
       --output_dir=gs://BUCKET/prep --runner=DataflowRunner --project=PROJECT \
       --region=us-central1 --temp_location=gs://BUCKET/tmp --num_workers=200 \
       --extra_package=dist/gemma_pretrain-0.1.0-py3-none-any.whl \
-      --requirements_file=constraints.txt --eval_set gsm8k=gs://BUCKET/eval/gsm8k/test.jsonl
+      --requirements_file=worker-requirements.txt --eval_set gsm8k=gs://BUCKET/eval/gsm8k/test.jsonl
 
-after `pip wheel --no-deps -w dist .` has built the project's wheel for the workers.
+after `pip wheel --no-deps -w dist .` has built the project's wheel for the workers. The
+workers install the runtime dependencies only (worker_requirements: no test or bench pins);
+the launching machine needs `apache-beam[gcp]` for DataflowRunner. Inputs, eval sets, the
+quality model and the outputs are read and written on the workers through common/fs.py
+(gs:// included); the eval sets' paths, not their items, travel in the job.
 """
 
 from __future__ import annotations

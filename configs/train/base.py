@@ -1,7 +1,7 @@
 """Defaults shared by every training launch; launch configs override fields.
 
 Sections: model, mixture, data, train, optim, checkpoint, metrics, mesh, sharding,
-eval, distributed. `pretrain.train.validate` checks them at start.
+eval, init_from, aot, distributed. `pretrain.train.validate` checks them at start.
 """
 
 import ml_collections
@@ -17,8 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.mixture = ml_collections.ConfigDict()  # a configs/mixtures/*.py get_config()
     c.data = ml_collections.ConfigDict(dict(
         synthetic=False,  # True: random tokens, a pure function of (seed, step)
-        prep_dir="",
-        tokenizer="",
+        packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
+        tokenizer="",   # the tokenizer the rows were packed with (vocab size check, evaluation)
+        workers=0,      # Grain worker processes reading rows; 0: read threads in this process
         seq_len=128,
         global_batch_size=8,
     ))
@@ -43,10 +44,22 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval = validation.default_config()
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))
+    c.init_from = ml_collections.ConfigDict(dict(
+        workdir="",  # another run's workdir: start from its params and optimiser state
+        step=-1,  # its checkpoint step; -1: the latest
+        keep_step=False,  # False: step counter and LR schedule restart at 0; True: continue
+    ))  # the data stream always starts fresh; ignored once this run has its own checkpoint
+    c.aot = ml_collections.ConfigDict(dict(  # python -m pretrain.aot: compile for a TPU slice here
+        topology="",  # e.g. "v5e:16x16" (a v5litepod-256)
+        max_hbm_fraction=0.9,  # the step must fit in this share of a chip's HBM
+    ))
     c.distributed = ml_collections.ConfigDict(dict(
         initialize=False,  # jax.distributed.initialize() on multi-host pods
         coordinator_address="",  # empty: auto-detect (TPU VMs)
         num_processes=1,
         process_id=0,
+        heartbeat_timeout_s=100,  # a process silent this long is dead: the others abort
+        initialization_timeout_s=300,  # how long to wait for every process to join
+        cpu_collectives="gloo",  # cross-process collectives on the CPU backend
     ))
     return c

@@ -3,7 +3,7 @@
 Mesh: fsdp=64 x tensor=4. 8.5B fp32 params + AdamW moments are ~100 GB, ~0.4 GB per chip
 once sharded; tensor=4 splits the 16 heads and the 24576-wide MLP so each chip's
 activations at seq 8192 fit beside full rematerialisation. 512 x 8192 = 4.2M tokens per
-step; 1.43M steps is ~6T tokens as in the report. Launch with pretrain/launch_tpu.sh.
+step; 1.43M steps is ~6T tokens as in the report. Launch with `python -m pretrain.launch` (README).
 """
 
 import ml_collections
@@ -15,8 +15,8 @@ from configs.train import tpu_v5e_2b
 def get_config() -> ml_collections.ConfigDict:
     c = tpu_v5e_2b.get_config()
     c.model = gemma_7b.get_config()
-    c.model.remat_policy = "full"
+    c.model.update(dict(remat_policy="full", attention="splash", scan_layers=True, vocab_chunks=32))
     c.train.total_steps = 1_430_000
     c.optim.peak_lr = 2e-4
-    c.mesh.update(dict(data=1, fsdp=-1, tensor=4))
+    c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
     return c

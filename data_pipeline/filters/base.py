@@ -16,6 +16,11 @@ from typing import Any, ClassVar
 WORD = re.compile(r"\S+")
 _PUNCT_ONLY = re.compile(r"^\W+$")
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？", ":")
+# The package's stop words: Gopher's eight (a page needs two of them), within the common
+# English function words whose density the heuristic quality score uses.
+GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+STOP_WORDS = GOPHER_STOP_WORDS | frozenset(
+    "a in it for not on as you do at this but by from".split())
 
 
 # A record passes through several rules that split the same text: the last few splits are

@@ -13,7 +13,7 @@ from data_pipeline.filters.base import Filter
 from data_pipeline.filters.code import Code
 from data_pipeline.filters.language import Language
 from data_pipeline.filters.length import Empty, TooShort
-from data_pipeline.filters.math import MathDensity
+from data_pipeline.filters.math_density import MathDensity
 from data_pipeline.filters.web import C4, FineWeb, GopherQuality, GopherRepetition
 
 REGISTRY: dict[str, type[Filter]] = {

@@ -10,14 +10,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from data_pipeline.filters.base import (
+    GOPHER_STOP_WORDS,
     TERMINAL_PUNCTUATION,
     Filter,
     check_fraction,
     lines,
     words,
 )
+from data_pipeline.shingles import ngram_hashes, word_hashes
 
-_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 _BULLETS = ("●", "•", "*", "-", "‣", "⁃", "◦", "▪", "▫", "–")
 _ELLIPSES = ("...", "…")
 _ALPHA = re.compile(r"[^\W\d_]")
@@ -68,25 +69,16 @@ class GopherQuality(Filter):
                 return self.name
         if sum(bool(_ALPHA.search(w)) for w in tokens) / n < self.min_alpha_words_ratio:
             return self.name
-        if sum(w.lower() in _STOP_WORDS for w in tokens) < self.min_stop_words:
+        if sum(w.lower() in GOPHER_STOP_WORDS for w in tokens) < self.min_stop_words:
             return self.name
         return None
-
-
-def _ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
-    """One 64-bit hash per word n-gram (polynomial in the word hashes, wrapping)."""
-    out = np.zeros(len(ids) - n + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            out = out * np.uint64(1_000_003) + ids[k : len(ids) - n + 1 + k]
-    return out
 
 
 def _top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, total_chars: int) -> float:
     """Characters covered by the most frequent word n-gram (all its occurrences), over all word characters."""
     if len(ids) < n:
         return 0.0
-    uniques, first, counts = np.unique(_ngram_hashes(ids, n), return_index=True, return_counts=True)
+    uniques, first, counts = np.unique(ngram_hashes(ids, n), return_index=True, return_counts=True)
     top = int(np.argmax(counts))
     if counts[top] < 2:
         return 0.0
@@ -98,7 +90,7 @@ def _duplicate_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int,
     """Characters of words inside repeats of an earlier n-gram, each character counted once."""
     if len(ids) < n:
         return 0.0
-    grams = _ngram_hashes(ids, n)
+    grams = ngram_hashes(ids, n)
     _, first, inverse = np.unique(grams, return_index=True, return_inverse=True)
     repeat = (first[inverse] < np.arange(len(grams))).astype(np.int32)
     covered = np.convolve(repeat, np.ones(n, dtype=np.int32))[: len(ids)] > 0
@@ -159,7 +151,7 @@ class GopherRepetition(Filter):
         total_chars = int(lengths.sum())
         if not total_chars:
             return None
-        ids = np.fromiter((hash(t) for t in tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
+        ids = word_hashes(tokens)  # stable across processes (Python's hash() is salted per process)
         for n, limit in self.top_ngram_max_fractions:
             if _top_ngram_char_fraction(ids, lengths, n, total_chars) > limit:
                 return self.name

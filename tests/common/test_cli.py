@@ -1,0 +1,63 @@
+"""Every command's shape: shortcuts set config fields, required fields and bad values fail
+naming the field with exit status 2, --help exits 0."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+COMMAND = textwrap.dedent('''
+    """A test command."""
+    import json
+    import ml_collections
+    from common import checks, cli
+
+    def default_config():
+        c = ml_collections.ConfigDict()
+        c.output_dir, c.steps, c.inputs = "", 3, []
+        return c
+
+    def main(config, rest):
+        checks.require(config.steps >= 1, "steps", "must be >= 1", config.steps)
+        print(json.dumps({"output_dir": config.output_dir, "steps": config.steps,
+                          "inputs": list(config.inputs), "rest": rest}))
+
+    cli.run(main, doc=__doc__, default_config=default_config,
+            shortcuts=[cli.Shortcut("output_dir", "output_dir", "Where outputs go."),
+                       cli.Shortcut("input", "inputs", "An input.", multi=True)],
+            required=["output_dir"])
+''')
+
+
+@pytest.fixture
+def command(tmp_path):
+    path = tmp_path / "command.py"
+    path.write_text(COMMAND)
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True)
+    return run
+
+
+def test_shortcuts_and_overrides_set_config_fields(command):
+    import json
+    out = command("--output_dir=o", "--input=a", "--input", "b", "--config.steps=5")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"output_dir": "o", "steps": 5, "inputs": ["a", "b"], "rest": []}
+
+
+def test_missing_required_field_and_bad_value_name_the_field(command):
+    missing = command()
+    assert missing.returncode == 2 and "config.output_dir" in missing.stderr
+    bad = command("--output_dir=o", "--config.steps=0")
+    assert bad.returncode == 2 and "config.steps" in bad.stderr and "got 0" in bad.stderr
+    unknown = command("--bogus=1")
+    assert unknown.returncode == 2 and "bogus" in unknown.stderr
+
+
+def test_help_exits_zero_and_lists_the_shortcuts(command):
+    out = command("--help")
+    assert out.returncode == 0
+    assert "A test command." in out.stdout and "--output_dir" in out.stdout
+    assert "sets config.output_dir" in out.stdout

@@ -1,0 +1,42 @@
+"""The I/O layer: local paths become absolute, URIs keep their scheme, globbing works on both."""
+
+import os
+
+import pytest
+
+from common import fs
+
+
+def test_resolve_makes_local_paths_absolute_and_keeps_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert fs.resolve("runs/demo") == str(tmp_path / "runs" / "demo")
+    assert fs.resolve("gs://bucket/prep/") == "gs://bucket/prep/"
+    with pytest.raises(ValueError):
+        fs.resolve("")
+
+
+def test_join_never_mangles_a_scheme():
+    assert fs.join("gs://bucket/prep", "web", "train") == "gs://bucket/prep/web/train"
+    assert fs.join("gs://bucket/prep/", "/web") == "gs://bucket/prep/web"
+    assert fs.basename("gs://bucket/prep/web/") == "web"
+    assert fs.dirname("gs://bucket/prep/web") == "gs://bucket/prep"
+
+
+def test_write_read_glob_walk_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fs.write_text("a/b/one.jsonl", "1\n")
+    fs.write_text("a/two.jsonl", "2\n")
+    fs.write_bytes("a/b/c/three.txt", b"3")
+    assert fs.read_text("a/b/one.jsonl") == "1\n"
+    assert fs.glob("a/*.jsonl") == [str(tmp_path / "a" / "two.jsonl")]
+    assert fs.glob("a/**/*.jsonl") == sorted(str(tmp_path / p) for p in ("a/two.jsonl", "a/b/one.jsonl"))
+    assert fs.glob("a/b") == [str(tmp_path / "a" / "b")] and fs.glob("missing/*") == []
+    assert [os.path.relpath(p, tmp_path) for p in fs.walk_files("a")] == [
+        "a/b/c/three.txt", "a/b/one.jsonl", "a/two.jsonl"]
+    with fs.open("a/log.txt", "a") as f:
+        f.write("x")
+    with fs.open("a/log.txt", "a") as f:
+        f.write("y")
+    assert fs.read_text("a/log.txt") == "xy" and fs.isfile("a/log.txt") and fs.isdir("a")
+    fs.rmtree("a/b")
+    assert not fs.exists("a/b") and fs.listdir("a") == ["log.txt", "two.jsonl"]
