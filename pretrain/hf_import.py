@@ -87,6 +87,7 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
         params = stack_layers(params, train_config.model.num_layers)
     params = jax.device_put(params, setup.sharding["params"])
+    state = setup.from_params(params, jax.random.PRNGKey(train_config.seed))
     manager = checkpoint.make_manager(workdir, train_config.checkpoint)
     checkpoint.save(manager, 0, state, None, force=True)
     manager.wait_until_finished()
