@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import sentencepiece as spm
 
+from configs.models import tiny
 from pretrain.model.transformer import TransformerConfig
 from tokenizer.train import GEMMA_SPM_FLAGS
 
@@ -27,9 +28,10 @@ def train_tokenizer(directory: Path) -> Path:
 
 
 def tiny_config(num_kv_heads: int, **overrides) -> TransformerConfig:
-    values = dict(vocab_size=320, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=num_kv_heads,
-                  head_dim=16, hidden_dim=96, max_seq_len=128)
-    return TransformerConfig(**(values | overrides))
+    values = tiny.get_config().to_dict() | dict(
+        vocab_size=320, embed_dim=64, num_kv_heads=num_kv_heads, head_dim=16, hidden_dim=96,
+        max_seq_len=128)
+    return TransformerConfig.from_config_dict(values | overrides)
 
 
 def random_params(config: TransformerConfig, seed: int = 0) -> dict:

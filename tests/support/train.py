@@ -8,6 +8,7 @@ from pathlib import Path
 
 import ml_collections
 
+from configs.models import tiny
 from configs.train import base
 
 # Shared by every test process of a session: the same tiny programs compile once.
@@ -18,10 +19,8 @@ def tiny_config(workdir: str, **train) -> ml_collections.ConfigDict:
     """Synthetic data, 2-layer MQA model, seq 32, batch 8; `train` overrides config.train."""
     c = base.get_config()
     c.workdir = str(workdir)
-    c.model = ml_collections.ConfigDict(dict(
-        vocab_size=256, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=1, head_dim=16,
-        hidden_dim=128, rope_base=10_000.0, max_seq_len=64, dtype="float32",
-        param_dtype="float32", remat_policy="none"))
+    c.model = tiny.get_config()
+    c.model.update(dict(vocab_size=256, embed_dim=64, head_dim=16, hidden_dim=128, max_seq_len=64))
     c.data.synthetic = True
     c.data.seq_len = 32
     c.data.global_batch_size = 8
