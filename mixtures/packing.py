@@ -10,8 +10,8 @@ geometric length distribution at 8192 tokens, look-ahead 64 cuts ~5x fewer docum
 plain concatenation, for 0.2% padding. SeqIO's `trim_and_pack_dataset` instead drops what
 does not fit a row and pads the rest (bench/RESULTS.md, Mixtures, compares the fill).
 
-The packer's state names documents by their index in the source, never by their tokens,
-so it is small and JSON-serialisable; `restore` rebuilds the buffer by re-reading them.
+It runs offline, inside each shard of the packing job (`mixtures.pack`); `mixtures.rows`
+stores its rows.
 """
 
 from __future__ import annotations
@@ -68,26 +68,6 @@ class DocumentPacker:
         self.documents_in = 0
         self.tokens_in = 0
 
-    def restore(self, pending: list[list[int]], documents: Iterable[Document]) -> None:
-        """Refills the buffer from `pending` = [[source index, offset], ...] (see `state`).
-
-        `documents` must yield at least the pending documents, in source order.
-        """
-        offsets = {index: offset for index, offset in pending}
-        for index, tokens in documents:
-            if index in offsets:
-                self._waiting.append(_Waiting(index, tokens, offsets.pop(index)))
-        if offsets:
-            raise ValueError(f"packer state names documents {sorted(offsets)} that the source no longer yields")
-
-    def state(self) -> list[list[int]]:
-        """[[source index, tokens already packed], ...] of the documents still waiting."""
-        return [[w.index, w.offset] for w in self._waiting]
-
-    def tokens_waiting(self) -> int:
-        """Tokens read in but not yet packed: tokens_in == tokens packed + tokens_waiting."""
-        return sum(w.remaining for w in self._waiting)
-
     def _refill(self) -> None:
         while not self._exhausted and len(self._waiting) < self.lookahead:
             try:
@@ -132,20 +112,3 @@ class DocumentPacker:
             room -= n
         return row
 
-
-def write_row(pieces: list[Piece], out: dict[str, np.ndarray], r: int) -> None:
-    """Writes one row into row `r` of preallocated batch arrays (zeros = padding).
-
-    `targets` is the next token of the same document, also across a cut (the next row
-    holds it); the last token of a document has no target and weight 0.
-    """
-    o = 0
-    for segment, p in enumerate(pieces, start=1):
-        n = p.end - p.start
-        out["inputs"][r, o:o + n] = p.tokens[p.start:p.end]
-        last = n if p.ends_document else n + 1
-        out["targets"][r, o:o + last - 1] = p.tokens[p.start + 1:p.start + last]
-        out["loss_weights"][r, o:o + last - 1] = 1.0
-        out["segment_ids"][r, o:o + n] = segment
-        out["positions"][r, o:o + n] = np.arange(n, dtype=np.int32)
-        o += n

@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 SUM_TOLERANCE = 1e-6
 
 
@@ -105,6 +107,23 @@ class Schedule:
         nxt = self.stages[i + 1]
         alpha = (step - stage.start_step) / (nxt.start_step - stage.start_step)
         return {t: (1 - alpha) * stage.weights[t] + alpha * nxt.weights[t] for t in self.tasks}
+
+    def weights_array(self, steps: np.ndarray) -> np.ndarray:
+        """`weights_at` for many steps at once: [len(steps), tasks], the same floats, vectorised."""
+        steps = np.asarray(steps, np.int64)
+        if steps.size and steps.min() < 0:
+            raise ValueError(f"step: must be >= 0, got {steps.min()}")
+        starts = np.array([stage.start_step for stage in self.stages])
+        index = np.searchsorted(starts, steps, side="right") - 1
+        table = np.array([[stage.weights[t] for t in self.tasks] for stage in self.stages])
+        out = table[index]
+        for i, stage in enumerate(self.stages):
+            mine = index == i
+            if stage.interpolate and mine.any():
+                nxt = self.stages[i + 1]
+                alpha = ((steps[mine] - stage.start_step) / (nxt.start_step - stage.start_step))[:, None]
+                out[mine] = (1 - alpha) * table[i] + alpha * table[i + 1]
+        return out
 
     def table(self) -> list[dict[str, Any]]:
         """One row per stage: name, step span, weights, interpolation (for printing)."""

@@ -60,6 +60,25 @@ def train_flops_per_token(s: Shape, seq_len: int) -> float:
     return 6 * matmul_params(s) + attention
 
 
+def executed_train_flops_per_token(s: Shape, seq_len: int, remat_policy: str,
+                                   vocab_chunks: int) -> float:
+    """`train_flops_per_token` plus the recomputation the step actually runs.
+
+    Rematerialisation reruns the blocks' forward pass ("full") or their attention
+    ("dots_with_no_batch_dims": its score/value einsums have batch dimensions, so they are
+    not saved); the chunked cross-entropy recomputes the output layer's logits in the
+    backward pass. Used by pretrain.aot because XLA's cost analysis counts a loop body
+    (nn.scan over layers, the vocabulary-chunk scan) once and a Pallas kernel as nothing.
+    """
+    attention_forward = 2 * s.num_layers * s.num_heads * s.head_dim * seq_len
+    blocks_forward = 2 * (matmul_params(s) - s.embed_dim * s.vocab_size) + attention_forward
+    recompute = {"full": blocks_forward, "dots_with_no_batch_dims": attention_forward}
+    extra = recompute.get(remat_policy, 0)
+    if vocab_chunks:
+        extra += 2 * s.embed_dim * s.vocab_size
+    return train_flops_per_token(s, seq_len) + extra
+
+
 def peak_flops_per_device(dtype: jnp.dtype = jnp.bfloat16) -> tuple[float, str]:
     """(peak FLOP/s, where it came from) for jax.devices()[0].
 
@@ -79,8 +98,12 @@ def peak_flops_per_device(dtype: jnp.dtype = jnp.bfloat16) -> tuple[float, str]:
     return max(matmul_probe(dtype), matmul_probe(jnp.float32)), "cpu matmul probe"
 
 
-def matmul_probe(dtype: jnp.dtype, n: int = 2048, repeats: int = 3) -> float:
-    """Best observed FLOP/s of an n x n x n matmul, float32-accumulated, on the first device."""
+def matmul_probe(dtype: jnp.dtype, n: int = 2048, repeats: int = 12) -> float:
+    """Best observed FLOP/s of an n x n x n matmul, float32-accumulated, on the first device.
+
+    The best of many short trials: on a shared machine a few trials can all land on a
+    busy moment, making the "peak" too low and MFU above 100% (it happened with 3).
+    """
     a = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
     matmul(a, a).block_until_ready()

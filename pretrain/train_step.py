@@ -17,17 +17,27 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pretrain.model.cross_entropy import chunked_token_losses, token_losses
+
 Batch = dict[str, jax.Array]
 State = dict[str, Any]  # params, opt_state, step, rng
 BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions", "task_ids")
+__all__ = ["token_losses", "make_loss_fn", "make_train_step", "jit_train_step"]
 
 
-def token_losses(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(cross-entropy, log-normaliser) per token, in float32."""
-    logits = logits.astype(jnp.float32)
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return log_z - target_logit, log_z
+def model_token_losses(model: nn.Module, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(cross-entropy, log-normaliser) per token of `batch` under the model.
+
+    With `config.vocab_chunks` the loss is fused with the tied output layer
+    (pretrain.model.cross_entropy) and the full-vocabulary logits never exist.
+    """
+    args = (batch["inputs"], batch["positions"], batch["segment_ids"])
+    chunks = model.config.vocab_chunks
+    if not chunks:
+        return token_losses(model.apply({"params": params}, *args), batch["targets"])
+    hidden = model.apply({"params": params}, *args, return_hidden=True)
+    return chunked_token_losses(hidden, params["embedder"]["input_embedding"], batch["targets"],
+                                chunks, model.config.activation_dtype)
 
 
 def make_loss_fn(model: nn.Module, z_loss: float, num_tasks: int,
@@ -36,9 +46,7 @@ def make_loss_fn(model: nn.Module, z_loss: float, num_tasks: int,
 
     def loss_fn(params: Any, batch: Batch, total_weight: jax.Array):
         with nn.logical_axis_rules(rules):
-            logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                                 batch["segment_ids"])
-        ce, log_z = token_losses(logits, batch["targets"])
+            ce, log_z = model_token_losses(model, params, batch)
         weights = batch["loss_weights"].astype(jnp.float32)
         per_token = ce + z_loss * jnp.square(log_z) if z_loss else ce
         objective = jnp.sum(per_token * weights) / total_weight

@@ -1,8 +1,9 @@
 """Periodic held-out loss on each domain's `validation` split during training.
 
-Each task gets its own single-task PackedStream over the validation split, rewound to its
-start before every evaluation, so successive evaluations score the same tokens and their
-losses are comparable along the run.
+Each task gets its own single-task MixtureStream over the packed validation split (written
+by `mixtures.pack` next to the training rows), rewound to its start before every
+evaluation, so successive evaluations score the same tokens and their losses are
+comparable along the run.
 """
 
 from __future__ import annotations
@@ -30,19 +31,18 @@ class Validation:
 
     def __init__(self, config: ml_collections.ConfigDict, model, mesh: jax.sharding.Mesh,
                  rules, param_sharding: Any, batch_sharding: dict[str, Any]):
-        from mixtures.stream import PackedStream  # SeqIO/TensorFlow: import lazily.
+        from mixtures.stream import MixtureStream
 
         d = config.data
         self.batches, self.global_batch = config.eval.batches, d.global_batch_size
         self.batch_sharding = batch_sharding
         self.streams = {}
         for task in config.eval.tasks:
-            stream = PackedStream(single_task_mixture(config.mixture, task), d.prep_dir,
-                                  d.tokenizer, batch_size=d.global_batch_size,
-                                  total_steps=self.batches, seq_len=d.seq_len, seed=config.seed,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count(), split="validation",
-                                  prefetch=0)
+            stream = MixtureStream(single_task_mixture(config.mixture, task), d.packed_dir,
+                                   batch_size=d.global_batch_size, total_steps=self.batches,
+                                   seed=config.seed, process_index=jax.process_index(),
+                                   process_count=jax.process_count(), split="validation",
+                                   read_threads=1, prefetch=1)
             self.streams[task] = (stream, stream.get_state())
         loss_fn = make_loss_fn(model, 0.0, 1, rules)
 

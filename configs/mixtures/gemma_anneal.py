@@ -5,6 +5,8 @@ The last 2% before the switch ramps linearly (interpolate=True) so the loss sees
 
 import ml_collections
 
+from configs.mixtures import base
+
 
 def get_config() -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
@@ -17,5 +19,6 @@ def get_config() -> ml_collections.ConfigDict:
     ]
     cfg.seq_len = 8192
     cfg.bos = "document"
-    cfg.seed = 0
+    cfg.seed = 0  # document shuffle (mixtures.pack) and row assignment (mixtures.stream)
+    cfg.pack = base.pack_config()
     return cfg

@@ -1,7 +1,7 @@
 """Defaults shared by every training launch; launch configs override fields.
 
 Sections: model, mixture, data, train, optim, checkpoint, metrics, mesh, sharding,
-eval, init_from, distributed. `pretrain.train.validate` checks them at start.
+eval, init_from, aot, distributed. `pretrain.train.validate` checks them at start.
 """
 
 import ml_collections
@@ -17,8 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.mixture = ml_collections.ConfigDict()  # a configs/mixtures/*.py get_config()
     c.data = ml_collections.ConfigDict(dict(
         synthetic=False,  # True: random tokens, a pure function of (seed, step)
-        prep_dir="",
-        tokenizer="",
+        packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
+        prep_dir="",    # the prepared data those rows came from: not read by the trainer (held-out evaluation)
+        tokenizer="",   # the tokenizer the rows were packed with (vocab size check, evaluation)
+        workers=0,      # Grain worker processes reading rows; 0: read threads in this process
         seq_len=128,
         global_batch_size=8,
     ))
@@ -48,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
         step=-1,  # its checkpoint step; -1: the latest
         keep_step=False,  # False: step counter and LR schedule restart at 0; True: continue
     ))  # the data stream always starts fresh; ignored once this run has its own checkpoint
+    c.aot = ml_collections.ConfigDict(dict(  # python -m pretrain.aot: compile for a TPU slice here
+        topology="",  # e.g. "v5e:16x16" (a v5litepod-256)
+        max_hbm_fraction=0.9,  # the step must fit in this share of a chip's HBM
+    ))
     c.distributed = ml_collections.ConfigDict(dict(
         initialize=False,  # jax.distributed.initialize() on multi-host pods
         coordinator_address="",  # empty: auto-detect (TPU VMs)

@@ -4,10 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pretrain.model import layers, positional_embeddings
-
-# Large negative logit for masked positions; finite so fully masked rows cannot make NaNs.
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+from pretrain.model import attention, layers, positional_embeddings
 
 # Logical axis names of activations; pretrain.sharding maps them to mesh axes.
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
@@ -19,14 +16,6 @@ def _fan_in(in_axis, out_axis, batch_axis=()) -> nn.initializers.Initializer:
     return nn.initializers.variance_scaling(
         1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
     )
-
-
-def attention_mask(segment_ids: jax.Array) -> jax.Array:
-    """[B, L, L] boolean: causal by index and only within the same document (segment)."""
-    length = segment_ids.shape[-1]
-    causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
-    same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
-    return causal[None] & same_segment
 
 
 class Embedder(nn.Module):
@@ -65,6 +54,7 @@ class Attention(nn.Module):
     features: int
     head_dim: int
     rope_base: float = 10_000.0
+    implementation: str = "xla"  # attention core: pretrain.model.attention.IMPLEMENTATIONS
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -76,7 +66,7 @@ class Attention(nn.Module):
         return layers.Einsum(shape, axes, init, self.dtype, self.param_dtype, name=name)
 
     @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
         n, k, d, h = self.num_heads, self.num_kv_heads, self.features, self.head_dim
         if self.use_qkv_einsum:
             qkv = self._einsum(
@@ -98,12 +88,7 @@ class Attention(nn.Module):
         )
         key = positional_embeddings.apply_rope(key, positions, self.rope_base)
 
-        b, t = query.shape[:2]
-        grouped = query.reshape(b, t, k, n // k, h)  # query head i uses key/value head i // (n/k)
-        logits = layers.einsum("BTKGH,BSKH->BTKGS", grouped, key, self.dtype, jnp.float32)
-        logits = jnp.where(mask[:, :, None, None, :], logits, _MASK_VALUE)
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        encoded = layers.einsum("BTKGS,BSKH->BTKGH", probs, value, self.dtype).reshape(b, t, n, h)
+        encoded = attention.attend(query, key, value, segment_ids, self.implementation, self.dtype)
         encoded = nn.with_logical_constraint(encoded, (BATCH, LENGTH, HEADS, KV))
 
         out = self._einsum(
@@ -150,17 +135,18 @@ class Block(nn.Module):
     head_dim: int
     hidden_dim: int
     rope_base: float = 10_000.0
+    attention: str = "xla"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         attn = Attention(
             self.num_heads, self.num_kv_heads, self.embed_dim, self.head_dim, self.rope_base,
-            name="attn", **dtypes,
+            self.attention, name="attn", **dtypes,
         )
-        x = x + attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, mask)
+        x = x + attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, segment_ids)
         mlp = FeedForward(self.embed_dim, self.hidden_dim, name="mlp", **dtypes)
         x = x + mlp(layers.RMSNorm(name="pre_ffw_norm", **dtypes)(x))
         return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pretrain.model import layers, modules
+from pretrain.model import attention, layers, modules
 
 # Which intermediate values a rematerialised block keeps for the backward pass.
 REMAT_POLICIES = {
@@ -36,6 +36,10 @@ class TransformerConfig:
     dtype: str = "float32"  # activations / matmul inputs
     param_dtype: str = "float32"  # master weights
     remat_policy: str = "none"
+    # How the same maths is executed (no effect on the parameters' values):
+    attention: str = "xla"  # "xla" (CPU, reference), "splash" (TPU Pallas), "cudnn" (GPU)
+    scan_layers: bool = False  # nn.scan over the blocks: one compiled block, stacked params
+    vocab_chunks: int = 0  # >0: fused chunked cross-entropy over this many vocabulary chunks
 
     def __post_init__(self):
         _validate(dataclasses.asdict(self), "TransformerConfig")
@@ -88,18 +92,35 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
     for name in ("dtype", "param_dtype"):
         if values[name] not in DTYPES:
             raise ValueError(f"{where}.{name}: must be one of {sorted(DTYPES)}, got {values[name]!r}")
+    if values["attention"] not in attention.IMPLEMENTATIONS:
+        raise ValueError(f"{where}.attention: must be one of {attention.IMPLEMENTATIONS}, "
+                         f"got {values['attention']!r}")
+    if not isinstance(values["scan_layers"], bool):
+        raise ValueError(f"{where}.scan_layers: must be a bool, got {values['scan_layers']!r}")
+    chunks = values["vocab_chunks"]
+    if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 0 or (
+            chunks and values["vocab_size"] % chunks):
+        raise ValueError(f"{where}.vocab_chunks: must be 0 (full logits) or a positive divisor of "
+                         f"vocab_size={values['vocab_size']}, got {chunks!r}")
     if values["remat_policy"] not in REMAT_POLICIES:
         raise ValueError(f"{where}.remat_policy: must be one of {sorted(REMAT_POLICIES)}, "
                          f"got {values['remat_policy']!r}")
 
 
 class Transformer(nn.Module):
-    """Gemma v1 decoder-only transformer with tied embeddings; returns float32 logits."""
+    """Gemma v1 decoder-only transformer with tied embeddings; returns float32 logits.
+
+    `return_hidden=True` returns the final-normed hidden states [B, T, D] instead, for
+    `cross_entropy.chunked_token_losses` with params["embedder"]["input_embedding"].
+    With `scan_layers` the blocks' parameters are stacked under "layers" with a leading
+    [num_layers] axis (`unstack_layers` / `stack_layers` convert to and from layer_{i}).
+    """
 
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+                 return_hidden: bool = False) -> jax.Array:
         """tokens, positions, segment_ids: int [B, L]. Positions restart at each packed document."""
         cfg = self.config
         dtypes = dict(dtype=cfg.activation_dtype, param_dtype=cfg.weight_dtype)
@@ -107,19 +128,57 @@ class Transformer(nn.Module):
         x = nn.with_logical_constraint(
             embedder.encode(tokens), (modules.BATCH, modules.LENGTH, modules.EMBED)
         )
-        mask = modules.attention_mask(segment_ids)
+        block_args = (cfg.num_heads, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim,
+                      cfg.hidden_dim, cfg.rope_base, cfg.attention)
         block_cls = modules.Block
-        policy = REMAT_POLICIES[cfg.remat_policy]
         if cfg.remat_policy != "none":
-            block_cls = nn.remat(modules.Block, policy=policy)
-        for i in range(cfg.num_layers):
-            x = block_cls(
-                cfg.num_heads, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim, cfg.hidden_dim,
-                cfg.rope_base, name=f"layer_{i}", **dtypes,
-            )(x, positions, mask)
+            block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[cfg.remat_policy],
+                                 prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            scanned = nn.scan(_Carried, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                              metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = scanned(block_cls, block_args, dtypes, name="layers")(x, positions, segment_ids)
+        else:
+            for i in range(cfg.num_layers):
+                x = block_cls(*block_args, name=f"layer_{i}", **dtypes)(x, positions, segment_ids)
         x = layers.RMSNorm(name="final_norm", **dtypes)(x)
+        if return_hidden:
+            return x
         logits = embedder.decode(x)
         return nn.with_logical_constraint(logits, (modules.BATCH, modules.LENGTH, modules.VOCAB))
+
+
+class _Carried(nn.Module):
+    """One block as an nn.scan body: (x, positions, segment_ids) -> (x, None)."""
+
+    block_cls: Any
+    block_args: tuple
+    dtypes: dict
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):
+        return self.block_cls(*self.block_args, name="block", **self.dtypes)(
+            x, positions, segment_ids), None
+
+
+def unstack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
+    """A scan_layers params tree ("layers": stacked) as the per-layer one ("layer_{i}")."""
+    params = dict(params)
+    if "layers" not in params:
+        return params
+    stacked = params.pop("layers")["block"]
+    for i in range(num_layers):
+        params[f"layer_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    return params
+
+
+def stack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
+    """The inverse of `unstack_layers`: per-layer params stacked for scan_layers."""
+    params = dict(params)
+    per_layer = [params.pop(f"layer_{i}") for i in range(num_layers)]
+    params["layers"] = {"block": jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)}
+    return params
 
 
 def abstract_variables(config: TransformerConfig, batch: int = 1, seq_len: int = 8) -> Any:

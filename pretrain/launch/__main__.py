@@ -1,0 +1,5 @@
+"""`python -m pretrain.launch`: see pretrain/launch/pod.py."""
+
+from pretrain.launch.pod import run
+
+run()
