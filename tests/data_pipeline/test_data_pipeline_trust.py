@@ -15,17 +15,16 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.support.data import prose, write_jsonl  # noqa: E402
-
 from common import fs  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
 from configs.data import base  # noqa: E402
 from data_pipeline import outputs, prepare, sources, stats  # noqa: E402
+from tests.support.data import prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _config(inputs, out) -> "base.ml_collections.ConfigDict":
+def _config(inputs, out) -> base.ml_collections.ConfigDict:
     config = base.get_config()
     config.inputs = inputs
     config.output_dir = str(out)
