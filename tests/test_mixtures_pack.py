@@ -94,8 +94,7 @@ def test_other_seed_other_rows_and_edited_manifest_refused(packed, tmp_path):
     first = manifest_lib.read(str(packed_dir))
     other = tmp_path / "other"
     other.mkdir()
-    out = pack_mixture(other, prep_dir, vocab, "--config.seed=7", "--config.tasks=('web',)",
-                       "--config.pack.splits=('train',)")
+    out = pack_mixture(other, prep_dir, vocab, "--config.seed=7", "--config.pack.splits=('train',)")
     second = manifest_lib.read(str(out))
     assert second["fingerprint"] != first["fingerprint"]
     a, b = first["splits"]["train"]["web"], second["splits"]["train"]["web"]
