@@ -42,6 +42,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from common.domains import DOMAINS  # noqa: E402
+
 _SHARED = flags.DEFINE_string("shared_data", str(REPO.parent / "shared" / "data"), "The shared sample data.")
 _WORK = flags.DEFINE_string("work_dir", None, "Keeps PREP, the tokenizer and the packed rows between runs "
                             "(default: a temp dir).")
@@ -52,7 +54,6 @@ _CHILD = flags.DEFINE_string("child", None, "Internal: run the resume child writ
 _RESUME = flags.DEFINE_string("resume_state", None, "Internal: the child resumes from this JSON state.")
 
 SEQ_LEN = 8192
-DOMAINS = ("web", "math", "code")
 
 
 # ----------------------------------------------------------------------------- data
