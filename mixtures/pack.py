@@ -29,7 +29,8 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import ml_collections
@@ -38,7 +39,8 @@ from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs
-from mixtures import manifest as manifest_lib, rows
+from mixtures import manifest as manifest_lib
+from mixtures import rows
 from mixtures.packing import DocumentPacker
 
 Key = tuple[str, str]  # (task, split)

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from mixtures import manifest as manifest_lib, pack, rows, tasks as tasks_lib
+from mixtures import manifest as manifest_lib
+from mixtures import pack, rows
+from mixtures import tasks as tasks_lib
 from tests.support.mixtures import PACK_SEQ_LEN, demo_mixture, pack_mixture, packed_fixture
 
 
