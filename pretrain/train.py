@@ -571,10 +571,24 @@ def summarize(workdir: str, start: int, total_steps: int, wall: float) -> dict[s
 
 # ----------------------------------------------------------------------------- command
 
+PATH_FIELDS = ("workdir", "data.packed_dir", "data.tokenizer", "train.compilation_cache_dir",
+               "init_from.workdir")
+
+
+def resolve_paths(config: ml_collections.ConfigDict) -> None:
+    """Local relative paths made absolute at the command boundary, so config.json (read by
+    export, evaluate and resumes) works from any directory; gs:// URIs are left as given."""
+    for field in PATH_FIELDS:
+        *parents, leaf = field.split(".")
+        node = checks.get(config, ".".join(parents)) if parents else config
+        if node.get(leaf):
+            node[leaf] = fs.resolve(node[leaf])
+
+
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
-    config.workdir = fs.resolve(config.workdir) if config.workdir else config.workdir
+    resolve_paths(config)
     try:
         train(config, started=PROCESS_START)
     except Preempted as e:
