@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scan_layers = True
     c.model.vocab_chunks = 32
     c.mixture = gemma_anneal.get_config()
-    c.data.packed_dir = "/mnt/disks/data/packed"  # mixtures.pack output, copied to each host's local disk
+    # mixtures.pack output; each host reads its rows from the bucket (ArrayRecord's GCS reader)
+    c.data.packed_dir = "gs://YOUR_BUCKET/packed"
     c.data.tokenizer = "gs://YOUR_BUCKET/tokenizer/tokenizer.model"
     c.data.seq_len = 8192
     c.data.global_batch_size = 512

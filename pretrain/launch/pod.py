@@ -49,7 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
         project="",
         zone="",
         tpu_name="",  # the queued resource and its node share this name
-        bucket="",  # gs://BUCKET: prep/, tokenizer/, runs/RUN/, xla_cache/
+        bucket="",  # gs://BUCKET: packed/, tokenizer/, runs/RUN/, xla_cache/
         accelerator="v5litepod-256",
         runtime="v2-alpha-tpuv5-lite",
         spot=True,
@@ -156,7 +156,7 @@ class Pod:
     def train_command(self) -> list[str]:
         b = self.c.bucket
         return [".venv/bin/python", "-m", "pretrain.train", f"--config={self.c.train_config}",
-                f"--workdir={self.workdir}", f"--config.data.prep_dir={fs.join(b, 'prep')}",
+                f"--workdir={self.workdir}", f"--config.data.packed_dir={fs.join(b, 'packed')}",
                 f"--config.data.tokenizer={fs.join(b, 'tokenizer', 'tokenizer.model')}",
                 f"--config.train.compilation_cache_dir={fs.join(b, 'xla_cache')}",
                 *self.c.overrides]
