@@ -143,6 +143,11 @@ def main() -> None:
           [py, "-m", "data_pipeline.prepare", "--config=configs/data/demo.py", *inputs, *evals,
            f"--config.quality.model_path={out}/reference/quality.npz",
            f"--output_dir={out}/prep_reference"], timings)
+    for marking in ("heuristic", "reference"):
+        stage(f"pack_{marking}", out, f"{out}/packed_{marking}/manifest.json",
+              [py, "-m", "mixtures.pack", "--config=configs/mixtures/demo_two_stage.py",
+               f"--prep_dir={out}/prep_{marking}", f"--vocab_path={out}/tokenizer/tokenizer.model",
+               f"--output={out}/packed_{marking}"], timings)
     stage("anneal", out, f"{out}/study/report.json",
           [py, "-m", "pretrain.anneal", f"--config=configs/anneal/study.py:{out}",
            f"--config.seeds=({args.seeds},)", *args.extra], timings)

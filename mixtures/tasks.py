@@ -18,11 +18,9 @@ import seqio
 import tensorflow as tf
 
 from common import fs
-from tokenizer.vocab import BOS_ID, load_vocabulary
+from common.domains import DOMAINS, HQ_SUFFIX
+from tokenizer.vocab import BOS_ID, BOS_POLICIES, bos_prefix, load_vocabulary
 
-DOMAINS = ("web", "math", "code")
-HQ_SUFFIX = "_hq"
-BOS_POLICIES = ("none", "document")
 INDEX_KEY = "source_index"  # passed through when the stream enumerates the source for exact resume
 
 
@@ -74,7 +72,7 @@ def make_task(name: str, prep_dir: fs.PathLike, vocabulary: seqio.Vocabulary, bo
         functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
         seqio.preprocessors.append_eos,
     ]
-    if bos == "document":
+    if bos_prefix(bos):
         preprocessors.append(_prepend_bos)
     return seqio.Task(
         name,

@@ -124,6 +124,8 @@ def arm_config(base: ml_collections.ConfigDict, arm: dict[str, Any], general: di
     c.optim.update(dict(arm.get("optim") or {}))
     if arm.get("prep_dir"):  # the same documents with another high_quality marking
         c.data.prep_dir = fs.resolve(arm["prep_dir"])
+    if arm.get("packed_dir"):  # mixtures.pack of that prep_dir
+        c.data.packed_dir = fs.resolve(arm["packed_dir"])
     c.train.log_every = _divisor(c.train.log_every, eval_every)
     c.eval.every_steps = eval_every
     c.checkpoint.every_steps = anneal_steps
@@ -224,7 +226,7 @@ def run_arms(config: ml_collections.ConfigDict, progress: Callable[[str], None] 
             step = latest_step(prefix_dir) if config.from_step < 0 else config.from_step
             base = load_train_config(prefix_dir)
             base.data.update({k: v for k, v in config.train.data.items()
-                              if k in ("prep_dir", "tokenizer") and v})
+                              if k in ("prep_dir", "packed_dir", "tokenizer") and v})
         else:
             prefix_dir, step = fs.join(seed_dir, "prefix"), config.prefix_steps
             base = prefix_config(config, seed, prefix_dir)
@@ -264,7 +266,7 @@ def study(config: ml_collections.ConfigDict, progress: Callable[[str], None] = l
     config.output_dir = fs.resolve(config.output_dir)
     if config.from_workdir:
         config.from_workdir = fs.resolve(config.from_workdir)
-    for field in ("prep_dir", "tokenizer"):
+    for field in ("prep_dir", "packed_dir", "tokenizer"):
         if config.train.data[field]:
             config.train.data[field] = fs.resolve(config.train.data[field])
     fs.makedirs(config.output_dir)

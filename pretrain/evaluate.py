@@ -29,7 +29,6 @@ from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
 from pretrain.train_step import token_losses
 
 
-
 def read_documents(path: fs.PathLike) -> list[dict[str, str]]:
     """[{text, source, id}] from JSON lines or blank-line-separated plain text."""
     text = fs.read_text(path)
@@ -80,7 +79,11 @@ def evaluate(workdir: fs.PathLike, input_path: fs.PathLike, step: int | None = N
              dtype: str = "float32", dump: fs.PathLike | None = None,
              tokenizer: str | None = None, batch_size: int = 8) -> dict[str, Any]:
     """{'loss', 'perplexity', 'tokens', 'documents', 'per_source': {...}} of the checkpoint."""
-    from tokenizer.vocab import BOS_ID, EOS_ID, load_vocabulary  # SeqIO/TF: import lazily.
+    from tokenizer.vocab import (  # SeqIO/TF: import lazily.
+        EOS_ID,
+        bos_prefix,
+        load_vocabulary,
+    )
 
     params, config = restore_params(workdir, step)
     model_cfg = TransformerConfig.from_config_dict({**config.model.to_dict(), "dtype": dtype})
@@ -91,7 +94,7 @@ def evaluate(workdir: fs.PathLike, input_path: fs.PathLike, step: int | None = N
     if vocab.vocab_size > model_cfg.vocab_size:
         raise ValueError(f"--tokenizer: {vocab.vocab_size} tokens, more than the model's "
                          f"{model_cfg.vocab_size} embedding rows")
-    bos = [BOS_ID] if config.get("mixture", {}).get("bos", "document") == "document" else []
+    bos = bos_prefix(config.get("mixture", {}).get("bos", "document"))
     docs = read_documents(input_path)
     token_lists = [bos + list(vocab.encode(d["text"])) + [EOS_ID] for d in docs]
     losses = score(Transformer(model_cfg), params, token_lists, config.data.seq_len, batch_size)

@@ -15,16 +15,17 @@ from typing import Any
 
 import jax
 import ml_collections
-import ml_dtypes
 import numpy as np
 import sentencepiece as spm
 from absl import logging
 
 from common import checks, cli, fs
 from pretrain import checkpoint, hf_mapping, safetensors_stream
-from pretrain.model.transformer import TransformerConfig
+from pretrain.model.transformer import DTYPES as MODEL_DTYPES
+from pretrain.model.transformer import TransformerConfig, unstack_layers
 
-DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
+# The model's dtype table, as numpy dtypes; HF checkpoints are bfloat16 or float32.
+DTYPES = {name: np.dtype(MODEL_DTYPES[name]) for name in ("bfloat16", "float32")}
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # the HF hub convention: shard above 5 GB
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -89,6 +90,7 @@ def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: fs.
     if tokenizer_path is not None:
         vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len)
 
+    params = unstack_layers(params, model_config.num_layers)  # a scan_layers tree -> layer_{i}
     rules = hf_mapping.rules(model_config, vocab)
     entries, rule_of = [], {}
     for index, rule in enumerate(rules):

@@ -18,7 +18,7 @@ import numpy as np
 
 from common import cli, fs
 from pretrain import hf_mapping, safetensors_stream
-from pretrain.model.transformer import DTYPES, TransformerConfig
+from pretrain.model.transformer import DTYPES, TransformerConfig, stack_layers
 
 
 def _tensor_files(hf_dir: str) -> dict[str, str]:
@@ -84,6 +84,8 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     workdir = fs.resolve(train_config.workdir)
     train.write_config(workdir, train_config)
     setup = train.build_state(train_config, sharding.make_mesh(dict(train_config.mesh)))
+    if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
+        params = stack_layers(params, train_config.model.num_layers)
     params = jax.device_put(params, setup.sharding["params"])
     state = setup.from_params(params, jax.random.PRNGKey(train_config.seed))
     manager = checkpoint.make_manager(workdir, train_config.checkpoint)

@@ -14,6 +14,16 @@ from common import fs
 
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_PIECES = {PAD_ID: "<pad>", EOS_ID: "<eos>", BOS_ID: "<bos>", UNK_ID: "<unk>"}
+# Where <bos> goes: "document" puts one before every document (Gemma's training format),
+# "none" never. Tasks, held-out evaluation and pretrain.evaluate all ask bos_prefix.
+BOS_POLICIES = ("none", "document")
+
+
+def bos_prefix(policy: str) -> list[int]:
+    """The tokens that open every document under the mixture's `bos` policy."""
+    if policy not in BOS_POLICIES:
+        raise ValueError(f"bos: must be one of {BOS_POLICIES}, got {policy!r}")
+    return [BOS_ID] if policy == "document" else []
 
 
 class GemmaVocabulary(seqio.SentencePieceVocabulary):

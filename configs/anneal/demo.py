@@ -42,7 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Each arm: name, the weights of its annealing stage (None: keep the prefix's mixture) and
     # optional `optim` overrides of its decay (e.g. {"end_lr_ratio": 0.0}) and `prep_dir` (the
-    # same prepared documents with another high_quality marking). The first arm is the
+    # same prepared documents with another high_quality marking) with `packed_dir`, its
+    # mixtures.pack output. The first arm is the
     # reference every other arm is compared with.
     c.arms = [
         dict(name="general", weights=None, optim={}),

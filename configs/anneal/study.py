@@ -35,15 +35,17 @@ def get_config(out: str = ""):
     c.anneal_steps = 60
     c.eval_every = 20
     c.train.data.prep_dir = f"{root}/prep_heuristic"
+    c.train.data.packed_dir = f"{root}/packed_heuristic"
     c.train.data.tokenizer = f"{root}/tokenizer/tokenizer.model"
     c.train.metrics.peak_flops = 1e12  # skip the CPU matmul probe in every run
     c.train.train.compilation_cache_dir = f"{root}/xla_cache"  # arms reuse the prefix's programs
     c.arms = [
         dict(name="general", weights=None, optim={}),
         dict(name="hq_heuristic", weights=HQ, optim={}),
-        dict(name="hq_reference", weights=HQ, optim={}, prep_dir=f"{root}/prep_reference"),
+        dict(name="hq_reference", weights=HQ, optim={}, prep_dir=f"{root}/prep_reference",
+             packed_dir=f"{root}/packed_reference"),
         dict(name="hq_reference_mc", weights={"web_hq": 0.3, "math_hq": 0.35, "code_hq": 0.35},
-             optim={}, prep_dir=f"{root}/prep_reference"),
+             optim={}, prep_dir=f"{root}/prep_reference", packed_dir=f"{root}/packed_reference"),
     ]
     c.probes.sets = {
         "gsm8k": f"{root}/probes/gsm8k_test.jsonl",
