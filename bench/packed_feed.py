@@ -300,14 +300,17 @@ def resume_check(packed: Path, work: Path) -> None:
 
 
 def resume_cost(packed: Path, cfg) -> None:
-    with _stream(packed, cfg, 512, 715_000) as s:
-        state = s.get_state()
-        state["step"] = 100_000
-        s.set_state(state)
-        t = time.perf_counter()
-        next(s)
-        print(f"\n== first batch after resuming at step 100,000 (batch 512, 51.2M earlier rows counted): "
-              f"{time.perf_counter() - t:.2f}s")
+    print("\n== resuming deep into gemma_anneal (715k steps, batch 512)")
+    for step in (100_000, 640_000):
+        with _stream(packed, cfg, 512, 715_000) as s:
+            t = time.perf_counter()
+            state = {"version": 2, "step": step, "fingerprints": s.fingerprints(step)}  # what get_state saves
+            saved = time.perf_counter() - t
+            t = time.perf_counter()
+            s.set_state(state)
+            next(s)
+            print(f"  step {step:,}: get_state {saved:.2f}s; set_state + first batch ({step * 512 / 1e6:.0f}M "
+                  f"earlier rows counted) {time.perf_counter() - t:.2f}s", flush=True)
 
 
 def main(argv: list[str]) -> None:

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import numpy as np
 from absl import flags
 
-from mixtures import assignment, manifest as manifest_lib, rows
+from mixtures import assignment, rows
+from mixtures import manifest as manifest_lib
 from mixtures.manifest import canonical_hash
 from mixtures.schedule import Schedule
 
@@ -229,7 +231,7 @@ class MixtureStream:
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
         return iter(ds)
 
-    def __iter__(self) -> "MixtureStream":
+    def __iter__(self) -> MixtureStream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -246,7 +248,7 @@ class MixtureStream:
         if iterator is not None and hasattr(iterator, "close"):
             iterator.close()
 
-    def __enter__(self) -> "MixtureStream":
+    def __enter__(self) -> MixtureStream:
         return self
 
     def __exit__(self, *exc) -> None:

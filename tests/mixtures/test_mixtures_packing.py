@@ -1,7 +1,8 @@
 """The packer and the row record: full rows, nothing truncated or lost, targets follow the document."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixtures import rows as rows_lib
 from mixtures.packing import DocumentPacker

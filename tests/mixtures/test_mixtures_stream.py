@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from mixtures import assignment, manifest as manifest_lib
+from mixtures import assignment
+from mixtures import manifest as manifest_lib
 from mixtures.stream import MixtureStream, StateMismatchError
 from tests.support.mixtures import PACK_SEQ_LEN, demo_mixture, packed_fixture
 
