@@ -37,8 +37,8 @@ stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py 
                   --config.workdir="$DEMO/train" --config.data.packed_dir="$DEMO/packed" \
                   --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
 stage anneal    "$PY" -m pretrain.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
-                  --from_workdir="$DEMO/train" --config.from_step=300 \
-                  --config.train.data.prep_dir="$DEMO/prep" --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
+                  --from_workdir="$DEMO/train" --config.from_step=300 --config.prep_dir="$DEMO/prep" \
+                  --config.train.data.packed_dir="$DEMO/packed" --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
 
 echo
 echo "=== demo finished in $((SECONDS - start))s. Outputs:"
