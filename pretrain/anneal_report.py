@@ -79,8 +79,9 @@ def cost(timings: dict[str, Any]) -> dict[str, Any]:
     prefix = [t["seconds"] for t in timings.get("prefix", []) if t["seconds"]]
     arms = {a: [t["seconds"] for t in ts if t["seconds"]] for a, ts in timings.get("arms", {}).items()}
     k = len(arms)
+    arm_seconds = [s for ts in arms.values() for s in ts]
     per_seed_prefix = float(np.mean(prefix)) if prefix else 0.0
-    per_seed_arm = float(np.mean([s for ts in arms.values() for s in ts])) if arms else 0.0
+    per_seed_arm = float(np.mean(arm_seconds)) if arm_seconds else 0.0
     return {"prefix_seconds_per_seed": per_seed_prefix, "arm_seconds_per_seed": per_seed_arm,
             "arms": k, "branched_seconds_per_seed": per_seed_prefix + k * per_seed_arm,
             "separate_runs_seconds_per_seed": k * (per_seed_prefix + per_seed_arm),
