@@ -5,24 +5,33 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install install-bench demo test clean
+.PHONY: install install-test install-bench demo test clean
 
+# The runtime dependencies only: what `make demo` and a user's runs need.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e .
+	touch $@
+
+# Adds the test extra: pytest, torch + transformers (the export is loaded back), the GCS
+# emulator and client (the gs:// end-to-end test).
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 # The peers the benchmarks compare against (datatrove); not needed for demo or tests.
-install-bench: install
+install-bench: install-test
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 
 demo: install
 	bash scripts/demo.sh $(DEMO_DIR)
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 _CHILD = r"""
 import json, os, sys, time

@@ -277,6 +277,8 @@ def bench_decontamination(pages: list[dict], rng: random.Random, variant: str, p
             if name in QUESTION_ONLY and question:
                 pastes["question"] = perturb(question, rng)
             for kind, item in pastes.items():
+                if kind == "question" and len(decontaminate.normalized_chars(question)[0]) < config.min_chars:
+                    kind = "question_short"  # fewer letters+digits than config.min_chars: never matched by design
                 doc_id = f"{kind}|{name}|{k}"
                 docs.append({**rng.choice(pages), "id": doc_id, "text": paste(rng.choice(pages)["text"], item, rng)})
                 expected[doc_id] = (name, item_id)

@@ -42,6 +42,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from common.domains import DOMAINS  # noqa: E402
+
 _SHARED = flags.DEFINE_string("shared_data", str(REPO.parent / "shared" / "data"), "The shared sample data.")
 _WORK = flags.DEFINE_string("work_dir", None, "Keeps PREP, the tokenizer and the packed rows between runs "
                             "(default: a temp dir).")
@@ -52,7 +54,6 @@ _CHILD = flags.DEFINE_string("child", None, "Internal: run the resume child writ
 _RESUME = flags.DEFINE_string("resume_state", None, "Internal: the child resumes from this JSON state.")
 
 SEQ_LEN = 8192
-DOMAINS = ("web", "math", "code")
 
 
 # ----------------------------------------------------------------------------- data
@@ -299,14 +300,17 @@ def resume_check(packed: Path, work: Path) -> None:
 
 
 def resume_cost(packed: Path, cfg) -> None:
-    with _stream(packed, cfg, 512, 715_000) as s:
-        state = s.get_state()
-        state["step"] = 100_000
-        s.set_state(state)
-        t = time.perf_counter()
-        next(s)
-        print(f"\n== first batch after resuming at step 100,000 (batch 512, 51.2M earlier rows counted): "
-              f"{time.perf_counter() - t:.2f}s")
+    print("\n== resuming deep into gemma_anneal (715k steps, batch 512)")
+    for step in (100_000, 640_000):
+        with _stream(packed, cfg, 512, 715_000) as s:
+            t = time.perf_counter()
+            state = {"version": 2, "step": step, "fingerprints": s.fingerprints(step)}  # what get_state saves
+            saved = time.perf_counter() - t
+            t = time.perf_counter()
+            s.set_state(state)
+            next(s)
+            print(f"  step {step:,}: get_state {saved:.2f}s; set_state + first batch ({step * 512 / 1e6:.0f}M "
+                  f"earlier rows counted) {time.perf_counter() - t:.2f}s", flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -322,7 +326,8 @@ def main(argv: list[str]) -> None:
     if not (packed / "manifest.json").exists():
         from mixtures import pack
 
-        pack.print_report(pack.pack(cfg), 0.0)
+        start = time.perf_counter()
+        pack.print_report(pack.pack(cfg), time.perf_counter() - start)
     if _ROUNDS.value:
         compare_packing(prep, vocab, work, _ROUNDS.value)
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")

@@ -1,13 +1,14 @@
 """Training throughput (tokens/s, MFU) of pretrain.train, and of MaxText on the same model.
 
-  python bench/train_throughput.py [--steps 60] [--rounds 3] [--maxtext_python /path/to/py3.12/bin/python]
+  python bench/train_throughput.py [--steps 60] [--rounds 3] [--remat full] [--maxtext_python /path/to/py3.12/bin/python]
 
 Both trainers run the tiny Gemma-shaped model of configs/bench/tiny_gemma_cpu.py (emb 256,
 4 layers, 4 query heads, 1 key/value head, head_dim 64, MLP 1024, vocab 32000, seq 256,
 batch 8, bf16 activations, fp32 weights) on synthetic data, one after the other on the
 same machine, alternating for --rounds rounds so that other load on the machine falls on
 both; the speed-up is the ratio of the medians. Steady-state figures skip the first logged
-interval (compilation, warm-up).
+interval (compilation, warm-up). Both sides run the same rematerialisation policy
+(--remat: "full" recomputes each block's forward pass, "none" keeps every activation).
 MaxText needs Python >= 3.12, so it runs from its own interpreter (--maxtext_python);
 without one only our numbers are reported.
 """
@@ -32,12 +33,15 @@ _MAXTEXT_PYTHON = flags.DEFINE_string("maxtext_python", None,
                                       "Python >= 3.12 with maxtext installed; skip if unset.")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Alternating runs of each trainer; medians are compared.")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
+_REMAT = flags.DEFINE_enum("remat", "full", ["full"], "Rematerialisation policy of both trainers; "
+                           "'full' means the same in both (nothing inside a block is saved).")
 
 
 def run_ours(steps: int, workdir: Path) -> dict:
     cmd = [sys.executable, "-m", "pretrain.train", "--config=configs/bench/tiny_gemma_cpu.py",
            f"--config.workdir={workdir}", f"--config.train.total_steps={steps}",
-           "--config.train.log_every=10", "--config.metrics.tensorboard=False"]
+           "--config.train.log_every=10", "--config.metrics.tensorboard=False",
+           f"--config.model.remat_policy={_REMAT.value}"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     wall = time.perf_counter() - start
@@ -57,8 +61,7 @@ MAXTEXT_ARGS = [
     "base_emb_dim=256", "base_num_decoder_layers=4", "base_num_query_heads=4",
     "base_num_kv_heads=1", "head_dim=64", "base_mlp_dim=1024", "vocab_size=32000",
     "mlp_activations=['gelu','linear']", "dtype=bfloat16", "weight_dtype=float32",
-    "logits_via_embedding=True", "scan_layers=False", "remat_policy=minimal",
-    "attention=dot_product", "log_period=10",
+    "logits_via_embedding=True", "scan_layers=False", "attention=dot_product", "log_period=10",
 ]
 
 
@@ -68,7 +71,8 @@ def run_maxtext(python: str, steps: int, workdir: Path) -> dict:
                        " 'configs', 'base.yml'))"], check=True, capture_output=True,
         text=True).stdout.strip()
     cmd = [python, "-m", "maxtext.trainers.pre_train.train", base_yml, "run_name=bench",
-           f"base_output_directory={workdir}", f"steps={steps}", *MAXTEXT_ARGS]
+           f"base_output_directory={workdir}", f"steps={steps}", *MAXTEXT_ARGS,
+           f"remat_policy={_REMAT.value}"]
     start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})

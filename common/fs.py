@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob as _local_glob
+import io
 import os
 import re
 from typing import IO, Any, Iterator, Union
@@ -104,11 +105,53 @@ def copy(src: PathLike, dst: PathLike, overwrite: bool = True) -> None:
 
 
 def open(path: PathLike, mode: str = "r") -> IO[Any]:  # noqa: A001 - the I/O layer's open
-    """A file object; `r`/`w`/`a` with optional `b`. Parents are created for writes."""
+    """A file object; `r`/`w`/`a` with optional `b`. Parents are created for writes.
+
+    Binary reads of a URI return an `io.BufferedReader`, like a local `open(path, "rb")`:
+    the object-store file (tf.io.gfile's GFile) lacks `readable`/`readinto`/`peek`, which
+    gzip, zstandard and `io` wrappers expect.
+    """
     p = as_path(path)
     if mode[0] in "wa":
         p.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "rb" and is_uri(path):
+        return io.BufferedReader(_RawReader(p.open("rb")), buffer_size=1 << 20)
     return p.open(mode)
+
+
+class _RawReader(io.RawIOBase):
+    """The raw-stream interface over a remote file object with read/seek/tell/close."""
+
+    def __init__(self, handle: Any):
+        # etils' gfile backend hands out a context manager that yields the GFile.
+        self._context = None if hasattr(handle, "read") else handle
+        self._f = handle.__enter__() if self._context is not None else handle
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._f.seek(offset, whence)
+        return self._f.tell()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._context is not None:
+                self._context.__exit__(None, None, None)
+            else:
+                self._f.close()
+        super().close()
 
 
 def read_text(path: PathLike) -> str:
@@ -123,6 +166,22 @@ def write_text(path: PathLike, text: str) -> None:
     p = as_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text, encoding="utf-8")
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Replaces the file's content all at once: a reader, or a kill, never sees half of it.
+
+    Locally the text goes to a sibling temporary file renamed over `path` (rename is
+    atomic on POSIX); object stores (`gs://`, ...) publish an object only when its upload
+    completes, so a plain write already has that property there.
+    """
+    if is_uri(path):
+        write_text(path, text)
+        return
+    target = resolve(path)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    write_text(tmp, text)
+    os.replace(tmp, target)
 
 
 def write_bytes(path: PathLike, data: bytes) -> None:

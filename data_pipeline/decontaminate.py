@@ -25,7 +25,6 @@ once in ``DoFn.setup``. Documents are matched with a vectorised lookup.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,9 +40,9 @@ from data_pipeline.records import REJECTED, rejection
 REASON = "contaminated"
 NAMESPACE = "decontamination"
 ACTIONS = ("drop", "cut")
-_NOT_ALNUM = re.compile(r"[\W_]+")
 _POLY = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
+_POLY_INV = np.uint64(pow(int(_POLY), -1, 2**64))
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -76,28 +75,64 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination")
         checks.non_negative(config[field], f"{prefix}.{field}")
 
 
+_ASCII_ALNUM = np.array([chr(c).isalnum() for c in range(128)] + [False])
+
+
 def normalized_chars(text: str) -> tuple[np.ndarray, np.ndarray]:
     """(code points of the lower-cased letters and digits of ``text``, their offsets in ``text``)."""
     lower = text.lower()
     if len(lower) != len(text):  # a few characters lower-case to two; keep offsets exact
         lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-    keep = np.frombuffer(_NOT_ALNUM.sub(lambda m: "\0" * len(m.group()), lower).encode("utf-32-le"), dtype=np.uint32)
+    codes = np.frombuffer(lower.encode("utf-32-le"), dtype=np.uint32)
+    keep = _ASCII_ALNUM[np.minimum(codes, 128)]
+    wide = codes >= 128
+    if wide.any():
+        distinct = sorted(c for c in set(lower) if ord(c) >= 128)
+        table = np.array([ord(c) for c in distinct], dtype=np.uint32)
+        keep[wide] = np.array([c.isalnum() for c in distinct])[np.searchsorted(table, codes[wide])]
     offsets = np.flatnonzero(keep)
-    return keep[offsets].astype(np.uint64), offsets
+    return codes[offsets].astype(np.uint64), offsets
+
+
+class _Powers:
+    """P**t and P**-t (mod 2**64) for t < n, grown on demand: rolling window hashes in O(n)."""
+
+    def __init__(self) -> None:
+        self.up = self.down = np.ones(1, dtype=np.uint64)
+
+    def upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.up) < n:
+            size = max(n, 2 * len(self.up))
+            with np.errstate(over="ignore"):
+                self.up, self.down = (np.cumprod(_series(base, size), dtype=np.uint64) for base in (_POLY, _POLY_INV))
+        return self.up, self.down
+
+
+def _series(base: np.uint64, size: int) -> np.ndarray:
+    """[1, base, base, ...] as uint64 (cumprod turns it into the powers)."""
+    out = np.full(size, base, dtype=np.uint64)
+    out[0] = 1
+    return out
+
+
+_POWERS = _Powers()
 
 
 def window_hashes(codes: np.ndarray, k: int) -> np.ndarray:
-    """Hash of the ``k``-character window starting at every position (empty when shorter)."""
+    """Hash of the ``k``-character window starting at every position (empty when shorter).
+
+    ``sum_j m[i+j] * P**(k-1-j)`` with ``m`` the mixed code points, from one prefix sum:
+    ``(S[i+k] - S[i]) * P**(i+k-1)`` where ``S`` sums ``m[t] * P**-t`` (P is odd, so
+    invertible mod 2**64; all arithmetic wraps).
+    """
     count = len(codes) - k + 1
     if count <= 0:
         return np.zeros(0, dtype=np.uint64)
+    up, down = _POWERS.upto(len(codes))
     with np.errstate(over="ignore"):
         mixed = (codes + np.uint64(1)) * _MIX
-        out = mixed[:count].copy()
-        for i in range(1, k):
-            out *= _POLY
-            out += mixed[i : i + count]
-    return out
+        prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(mixed * down[: len(codes)], dtype=np.uint64)])
+        return (prefix[k:] - prefix[:count]) * up[k - 1 : k - 1 + count]
 
 
 def _has_letter(codes: np.ndarray, k: int) -> np.ndarray:
@@ -106,43 +141,74 @@ def _has_letter(codes: np.ndarray, k: int) -> np.ndarray:
     return (digits[k:] - digits[:-k]) < k
 
 
-def winnow(hashes: np.ndarray, w: int) -> np.ndarray:
-    """The hashes winnowing keeps: the minimum of each run of ``w`` consecutive window hashes."""
-    if len(hashes) <= w:
-        return np.unique(hashes)
-    windows = np.lib.stride_tricks.sliding_window_view(hashes, w)
-    return np.unique(windows.min(axis=1))
-
-
 class NgramIndex:
-    """Window hash -> eval items containing it, for the two window sizes in use."""
+    """Window hash -> eval items containing it, for the two window sizes in use.
+
+    Built in a few vectorised passes over all item parts at once (one code-point array
+    with the parts' boundaries), so indexing tens of thousands of items takes seconds.
+    """
+
+    _BATCH_CHARS = 1 << 24  # code points per pass (bounds the temporary arrays)
 
     def __init__(self, items: list[EvalItem], window: int, min_chars: int, w: int) -> None:
         self.items = items
-        self.skipped = 0
-        keys: dict[int, list[np.ndarray]] = {window: [], min_chars: []}
-        owners: dict[int, list[np.ndarray]] = {window: [], min_chars: []}
-        for i, item in enumerate(items):
-            indexed = False
-            for part in item.parts:
-                codes, _ = normalized_chars(part)
-                if len(codes) < min_chars:
-                    continue
-                indexed = True
-                if len(codes) >= window + w - 1:
-                    k, grams = window, winnow(window_hashes(codes, window)[_has_letter(codes, window)], w)
-                else:
-                    k = min(window, len(codes)) if len(codes) >= window else min_chars
-                    grams = np.unique(window_hashes(codes, k)[_has_letter(codes, k)])
-                keys.setdefault(k, []).append(grams)
-                owners.setdefault(k, []).append(np.full(len(grams), i, dtype=np.int32))
-            self.skipped += not indexed
+        self.window, self.min_chars, self.w = window, min_chars, w
+        parts = [(i, part) for i, item in enumerate(items) for part in item.parts]
+        found: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {window: [], min_chars: []}
+        indexed = np.zeros(len(items), dtype=bool)
+        start = 0
+        while start < len(parts):
+            stop, chars = start, 0
+            while stop < len(parts) and (chars < self._BATCH_CHARS or stop == start):
+                chars += len(parts[stop][1])
+                stop += 1
+            self._index_batch(parts[start:stop], found, indexed)
+            start = stop
+        self.skipped = int((~indexed).sum())
         self.keys, self.owners = {}, {}
-        for k in keys:
-            if keys[k]:
-                all_keys, all_owners = np.concatenate(keys[k]), np.concatenate(owners[k])
-                order = np.argsort(all_keys, kind="stable")
-                self.keys[k], self.owners[k] = all_keys[order], all_owners[order]
+        for k, pieces in found.items():
+            if sum(len(p[0]) for p in pieces):
+                all_keys = np.concatenate([p[0] for p in pieces])
+                all_owners = np.concatenate([p[1] for p in pieces])
+                order = np.lexsort((all_owners, all_keys))
+                all_keys, all_owners = all_keys[order], all_owners[order]
+                distinct = np.ones(len(all_keys), dtype=bool)
+                distinct[1:] = (all_keys[1:] != all_keys[:-1]) | (all_owners[1:] != all_owners[:-1])
+                self.keys[k], self.owners[k] = all_keys[distinct], all_owners[distinct]
+
+    def _index_batch(self, parts: list[tuple[int, str]], found: dict, indexed: np.ndarray) -> None:
+        codes, offsets = normalized_chars("\x00".join(text for _, text in parts))
+        # Part p covers codes[bounds[p]:bounds[p + 1]] (the separators are not letters or digits).
+        text_starts = np.cumsum([0] + [len(text) + 1 for _, text in parts])
+        bounds = np.searchsorted(offsets, text_starts)
+        lengths = np.diff(bounds)
+        owner_of_part = np.array([i for i, _ in parts], dtype=np.int32)
+        part_of = np.repeat(np.arange(len(parts)), lengths)
+        end_of = bounds[1:][part_of]
+        indexed[owner_of_part[lengths >= self.min_chars]] = True
+        long_part = lengths >= self.window + self.w - 1
+        for k in (self.window, self.min_chars):
+            hashes = window_hashes(codes, k)
+            if not len(hashes):
+                continue
+            n = len(hashes)
+            valid = (np.arange(n) + k <= end_of[:n]) & _has_letter(codes, k)
+            if k == self.window:
+                # Long parts: winnowed; parts shorter than window + w - 1 but >= window: every window.
+                whole = valid & ~long_part[part_of[:n]]
+                sentinel = np.where(valid & long_part[part_of[:n]], hashes, np.uint64(np.iinfo(np.uint64).max))
+                if n >= self.w:
+                    mark = np.zeros(n, dtype=bool)
+                    runs = np.lib.stride_tricks.sliding_window_view(sentinel, self.w)
+                    mark[runs.argmin(axis=1) + np.arange(len(runs))] = True
+                    picks = np.flatnonzero(mark & valid & long_part[part_of[:n]])
+                else:
+                    picks = np.flatnonzero(valid & long_part[part_of[:n]])
+                chosen = np.flatnonzero(whole | np.isin(np.arange(n), picks, kind="table"))
+            else:
+                short = (lengths >= self.min_chars) & (lengths < self.window)
+                chosen = np.flatnonzero(valid & short[part_of[:n]])
+            found[k].append((hashes[chosen], owner_of_part[part_of[chosen]]))
 
     def matches(self, codes: np.ndarray) -> Iterator[tuple[int, int, int]]:
         """(window size, start position, item index) for every indexed window in a document."""
@@ -150,11 +216,12 @@ class NgramIndex:
             grams = window_hashes(codes, k)
             if not len(grams):
                 continue
-            lo = np.searchsorted(keys, grams, side="left")
-            hi = np.searchsorted(keys, grams, side="right")
-            for start in np.flatnonzero(hi > lo).tolist():
-                for j in range(lo[start], hi[start]):
+            lo = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)
+            for start in np.flatnonzero(keys[lo] == grams).tolist():
+                j = int(lo[start])
+                while j < len(keys) and keys[j] == grams[start]:
                     yield k, start, int(self.owners[k][j])
+                    j += 1
 
 
 def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: int) -> list[str]:

@@ -17,6 +17,7 @@ import apache_beam as beam
 import ml_collections
 from apache_beam.metrics import Metrics
 
+from common import checks
 from data_pipeline.records import REJECTED, rejection
 from data_pipeline.shingles import normalized_words
 
@@ -37,10 +38,9 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
-def validate(config: ml_collections.ConfigDict, prefix: str = "config.dedup") -> None:
+def validate(config: ml_collections.ConfigDict, prefix: str = "dedup") -> None:
     """Fail at start with the field name on bad values."""
-    if config.normalization not in NORMALIZATIONS:
-        raise ValueError(f"{prefix}.normalization: must be one of {NORMALIZATIONS}, got {config.normalization!r}")
+    checks.one_of(config.normalization, NORMALIZATIONS, f"{prefix}.normalization")
 
 
 def normalize(text: str, normalization: str) -> str:

@@ -41,6 +41,7 @@ import ml_collections
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from common import checks
 from data_pipeline.records import REJECTED, rejection
 from data_pipeline.shingles import jaccard, shingle_set
 
@@ -68,17 +69,15 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
-def validate(config: ml_collections.ConfigDict, prefix: str = "config.near_dedup") -> None:
+def validate(config: ml_collections.ConfigDict, prefix: str = "near_dedup") -> None:
     """Fail at start with the field name on bad values."""
     for field in ("ngram", "num_perm", "bands", "cc_rounds", "bucket_all_pairs", "anchors"):
-        if int(config[field]) < 1:
-            raise ValueError(f"{prefix}.{field}: must be >= 1, got {config[field]}")
-    if config.num_perm % config.bands:
-        raise ValueError(f"{prefix}.bands: must divide num_perm={config.num_perm}, got {config.bands}")
-    if not 0.0 < config.jaccard_threshold <= 1.0:
-        raise ValueError(f"{prefix}.jaccard_threshold: must be in (0, 1], got {config.jaccard_threshold}")
-    if config.max_cluster_size < 0:
-        raise ValueError(f"{prefix}.max_cluster_size: must be >= 0, got {config.max_cluster_size}")
+        checks.positive(int(config[field]), f"{prefix}.{field}")
+    checks.require(config.num_perm % config.bands == 0, f"{prefix}.bands", f"must divide num_perm={config.num_perm}",
+                   config.bands)
+    checks.require(0.0 < config.jaccard_threshold <= 1.0, f"{prefix}.jaccard_threshold", "must be in (0, 1]",
+                   config.jaccard_threshold)
+    checks.non_negative(config.max_cluster_size, f"{prefix}.max_cluster_size")
 
 
 def node_key(record: dict[str, Any]) -> str:

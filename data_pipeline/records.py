@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-DOMAINS = ("web", "math", "code")
+from common.domains import DOMAINS  # noqa: F401 - records name their domain from this list
+
 # The tag of every stage's rejected output (and the rejected/ folder): defined here only.
 REJECTED = "rejected"
 # Rejected text is kept for inspection, but not whole huge documents.

@@ -12,7 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from common import fs
+from common import checks, fs
 from data_pipeline import records
 from data_pipeline.heuristic_quality import heuristic_score
 
@@ -20,13 +20,11 @@ REASON = "low_quality"
 _QUANTILES = 100
 
 
-def validate(config: Any, prefix: str = "config.quality") -> None:
-    if not 0.0 <= config.min_score <= 1.0:
-        raise ValueError(f"{prefix}.min_score: must be in [0, 1], got {config.min_score}")
-    if not 0.0 <= config.high_quality_percentile <= 1.0:
-        raise ValueError(f"{prefix}.high_quality_percentile: must be in [0, 1], got {config.high_quality_percentile}")
-    if config.high_quality_min_score > 1.0:
-        raise ValueError(f"{prefix}.high_quality_min_score: must be <= 1 (or < 0 to use the percentile)")
+def validate(config: Any, prefix: str = "quality") -> None:
+    checks.fraction(config.min_score, f"{prefix}.min_score")
+    checks.fraction(config.high_quality_percentile, f"{prefix}.high_quality_percentile")
+    checks.require(config.high_quality_min_score <= 1.0, f"{prefix}.high_quality_min_score",
+                   "must be <= 1 (or < 0 to use the percentile)", config.high_quality_min_score)
 
 
 class _ScoreFn(beam.DoFn):

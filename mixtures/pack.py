@@ -29,7 +29,8 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import ml_collections
@@ -38,7 +39,8 @@ from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs
-from mixtures import manifest as manifest_lib, rows
+from mixtures import manifest as manifest_lib
+from mixtures import rows
 from mixtures.packing import DocumentPacker
 
 Key = tuple[str, str]  # (task, split)
@@ -150,6 +152,7 @@ class PackShard(beam.DoFn):
             fs.makedirs(fs.dirname(target))
             fs.copy(local, target)
         self.rows.inc(stats["rows"])
+        absl_logging.info("packed %s: %d rows", relative, stats["rows"])
         yield dict(task=task, split=split, shard=shard, path=relative, sha256=digest.hexdigest(),
                    documents=packer.documents_in, tokens_in=packer.tokens_in, **stats)
 
@@ -272,8 +275,10 @@ def print_report(manifest: dict[str, Any], elapsed: float) -> None:
 
 def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # per-shard INFO lines stay in worker logs
     start = time.time()
+    print(f"packing {list(config.tasks)} x {list(config.pack.splits)} at seq_len {config.seq_len} "
+          f"into {fs.resolve(config.pack.output)} ({config.pack.runner.runner}) ...", flush=True)
     manifest = pack(config, beam_args)
     print_report(manifest, time.time() - start)
     print(f"wrote {fs.join(config.pack.output, manifest_lib.FILE_NAME)}")

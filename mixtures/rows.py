@@ -14,7 +14,7 @@ per row, far from being the bottleneck (bench/RESULTS.md, Packed data feed).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class Schedule:
         self.total_steps = total_steps
 
     @classmethod
-    def from_config(cls, mixture_cfg: Any, total_steps: int) -> "Schedule":
+    def from_config(cls, mixture_cfg: Any, total_steps: int) -> Schedule:
         """Validates `mixture_cfg.tasks` / `.stages` and turns start fractions into steps."""
         if not isinstance(total_steps, int) or total_steps <= 0:
             raise ValueError(f"total_steps: must be a positive int, got {total_steps!r}")

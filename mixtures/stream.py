@@ -20,21 +20,24 @@ host falls as 1/hosts. Which rows those are is a pure function of (seed, step, s
 (`mixtures.assignment`): every process computes the task of every global row of a step
 (a few hundred numbers), and for its own contiguous slice of rows the packed row behind
 each, through a seeded per-epoch permutation of the task's rows. The state is therefore
-just the step, plus fingerprints of the config and of the packed data, checked at
-resume. The per-step work runs in a Grain pipeline: `MapDataset` over steps, read
+just the step, plus fingerprints of what fixed the batches before it (settings, schedule
+so far, the packed rows of the tasks read so far), checked at resume. The per-step work runs in a Grain pipeline: `MapDataset` over steps, read
 threads with prefetch, and optionally worker processes (`workers > 0`, `mp_prefetch`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import numpy as np
 from absl import flags
 
-from mixtures import assignment, manifest as manifest_lib, rows
+from mixtures import assignment, rows
+from mixtures import manifest as manifest_lib
 from mixtures.manifest import canonical_hash
 from mixtures.schedule import Schedule
 
@@ -147,11 +150,12 @@ class MixtureStream:
         plan = _Plan(self.schedule, self.seed, batch_size, slice(lo, lo + self.local_batch_size), num_rows,
                      [assignment.task_seed(self.seed, t) for t in self.task_names])
         self._read_step = _ReadStep(plan, sources, self.seq_len)
-        self.fingerprints = {
-            "config": canonical_hash(dict(tasks=self.task_names, stages=self.schedule.table(), seed=self.seed,
-                                          batch_size=batch_size, total_steps=total_steps, split=split)),
-            "packed_data": self.manifest["fingerprint"],
-        }
+        self._stream_fingerprint = canonical_hash(dict(seed=self.seed, batch_size=batch_size, split=split,
+                                                       seq_len=self.seq_len))
+        self._task_fingerprints = {t: canonical_hash(dict(files=[(f["rows"], f["sha256"]) for f in
+                                                                 self.manifest["splits"][split][t]["files"]],
+                                                          seq_len=self.seq_len, vocab=self.manifest["vocab"]["sha256"]))
+                                   for t in self.task_names}
         self.read_bytes = 0
         self._iterator: Iterator | None = None
         self._step = 0
@@ -169,25 +173,50 @@ class MixtureStream:
         """The step of the next batch `next` returns."""
         return self._step
 
+    def fingerprints(self, step: int) -> dict[str, Any]:
+        """What fixes the batches of steps [0, step): the stream's settings, the schedule over
+        those steps, and the packed rows of every task scheduled in them.
+
+        The schedule after `step` and tasks not yet scheduled are free to differ, so a run can
+        branch into another annealing stage (pretrain.anneal) and remain the exact run that
+        the new config would have trained from the start.
+        """
+        weights = self.schedule.weights_array(np.arange(step))
+        # A task without weight so far was never drawn, wherever it sits in the task list.
+        used = [i for i in range(len(self.task_names)) if step and weights[:, i].max() > 0]
+        schedule = hashlib.sha256()
+        for i in used:
+            schedule.update(self.task_names[i].encode() + b"\0" + np.ascontiguousarray(weights[:, i], "<f8").tobytes())
+        return {"stream": self._stream_fingerprint, "schedule": schedule.hexdigest(),
+                "packed_rows": {self.task_names[i]: self._task_fingerprints[self.task_names[i]] for i in used}}
+
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable, the same on every process."""
-        return {"version": STATE_VERSION, "step": self._step, "fingerprints": dict(self.fingerprints)}
+        return {"version": STATE_VERSION, "step": self._step, "fingerprints": self.fingerprints(self._step)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Continues at `state["step"]`; refuses a state saved with another config or packed data."""
+        """Continues at `state["step"]`; refuses a state whose past batches this config or
+        packed data would not reproduce, saying which part differs."""
         if state.get("version") != STATE_VERSION:
             raise StateMismatchError(
                 f"data state version {state.get('version')!r} is not {STATE_VERSION}: it was saved by the "
                 "old online-packing stream; restart this run in a new workdir")
-        saved = state.get("fingerprints", {})
-        for what, why in (("config", "the mixture, seed, batch size, total steps or split changed"),
-                          ("packed_data", f"the packed data at {self.packed_dir} is not the one the run started "
-                                          "with (re-packed or another directory)")):
-            if saved.get(what) != self.fingerprints[what]:
-                raise StateMismatchError(
-                    f"cannot resume at step {state.get('step')}: {why} (fingerprint {str(saved.get(what))[:12]} "
-                    f"saved, {self.fingerprints[what][:12]} now). Resume with the original config and packed "
-                    "data, or start a new workdir.")
+        step = int(state["step"])
+        saved, now = state.get("fingerprints", {}), self.fingerprints(step)
+        problems = []
+        if saved.get("stream") != now["stream"]:
+            problems.append("the seed, the batch size, the split or seq_len changed")
+        elif saved.get("schedule") != now["schedule"]:
+            problems.append(f"the mixture schedule differs before step {step} (tasks, stages or total_steps "
+                            "changed where the run has already been; a schedule may only change after the "
+                            "resume step)")
+        changed = sorted(t for t, h in saved.get("packed_rows", {}).items() if now["packed_rows"].get(t) != h)
+        if changed and not problems:
+            problems.append(f"the packed rows of {changed} at {self.packed_dir} are not those the run read "
+                            "(re-packed with other data or settings, or another directory)")
+        if problems:
+            raise StateMismatchError(f"cannot resume at step {step}: {problems[0]}. Resume with the original "
+                                     "config and packed data, or start a new workdir.")
         self.close()
         self._step = int(state["step"])
 
@@ -202,7 +231,7 @@ class MixtureStream:
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
         return iter(ds)
 
-    def __iter__(self) -> "MixtureStream":
+    def __iter__(self) -> MixtureStream:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -219,7 +248,7 @@ class MixtureStream:
         if iterator is not None and hasattr(iterator, "close"):
             iterator.close()
 
-    def __enter__(self) -> "MixtureStream":
+    def __enter__(self) -> MixtureStream:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,22 +13,20 @@ feature, so the annealing stage needs no second copy of the data.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import seqio
 import tensorflow as tf
 
-from tokenizer.vocab import BOS_ID, load_vocabulary
+from common import fs
+from common.domains import DOMAINS, HQ_SUFFIX
+from tokenizer.vocab import BOS_ID, BOS_POLICIES, bos_prefix, load_vocabulary
 
-DOMAINS = ("web", "math", "code")
-HQ_SUFFIX = "_hq"
-BOS_POLICIES = ("none", "document")
 INDEX_KEY = "source_index"  # passed through when the stream enumerates the source for exact resume
 
 
-def domain_dir(prep_dir: str | Path, domain: str) -> Path:
-    """The TFDS dataset directory of a domain (docs/DESIGN.md)."""
-    return Path(prep_dir) / domain
+def domain_dir(prep_dir: fs.PathLike, domain: str) -> str:
+    """The TFDS dataset directory of a domain (docs/DESIGN.md); gs:// kept intact."""
+    return fs.join(prep_dir, domain)
 
 
 def base_domain(task_name: str) -> str:
@@ -63,18 +61,18 @@ def _prepend_bos(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def make_task(name: str, prep_dir: str | Path, vocabulary: seqio.Vocabulary, bos: str = "document") -> seqio.Task:
+def make_task(name: str, prep_dir: fs.PathLike, vocabulary: seqio.Vocabulary, bos: str = "document") -> seqio.Task:
     """Builds (does not register) the Task `name` (`web`, `web_hq`, ...)."""
     if bos not in BOS_POLICIES:
         raise ValueError(f"bos: must be one of {BOS_POLICIES}, got {bos!r}")
-    source = seqio.TfdsDataSource(tfds_data_dir=str(domain_dir(prep_dir, base_domain(name))), read_only=True)
+    source = seqio.TfdsDataSource(tfds_data_dir=domain_dir(prep_dir, base_domain(name)), read_only=True)
     preprocessors = [_keep_high_quality] if is_high_quality(name) else []
     preprocessors += [
         _text_to_targets,
         functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
         seqio.preprocessors.append_eos,
     ]
-    if bos == "document":
+    if bos_prefix(bos):
         preprocessors.append(_prepend_bos)
     return seqio.Task(
         name,
@@ -85,14 +83,14 @@ def make_task(name: str, prep_dir: str | Path, vocabulary: seqio.Vocabulary, bos
     )
 
 
-def register_tasks(prep_dir: str | Path, vocab_path: str | Path, bos: str = "document") -> list[str]:
+def register_tasks(prep_dir: fs.PathLike, vocab_path: fs.PathLike, bos: str = "document") -> list[str]:
     """Registers `<domain>` and `<domain>_hq` for every domain present under `prep_dir`.
 
     Re-registering replaces earlier Tasks of the same name, so a process may point the
     registry at another prepared directory (tests do).
     """
     vocabulary = load_vocabulary(vocab_path)
-    domains = [d for d in DOMAINS if (domain_dir(prep_dir, d) / "dataset_info.json").is_file()]
+    domains = [d for d in DOMAINS if fs.isfile(fs.join(domain_dir(prep_dir, d), "dataset_info.json"))]
     if not domains:
         raise FileNotFoundError(f"prep_dir: no TFDS dataset for any of {DOMAINS} under {prep_dir}")
     names = []

@@ -66,7 +66,7 @@ def training_texts(prep_dir: str, domain: str):
 
 
 def prepared_domains(prep_dir: str) -> list[str]:
-    from mixtures.tasks import DOMAINS
+    from common.domains import DOMAINS
 
     return [d for d in DOMAINS if fs.exists(fs.join(prep_dir, d, "dataset_info.json"))]
 

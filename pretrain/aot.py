@@ -5,7 +5,7 @@
 `jax.experimental.topologies.get_topology_desc` describes the slice's devices without
 having them (it needs `libtpu`: `pip install 'libtpu==0.0.42.*'`, the version `jax[tpu]`
 0.10.2 pins, or `pip install -e '.[test]'`). The step built by `pretrain.train`'s own
-`init_state`, `make_train_step` and `jit_train_step` is lowered with abstract state and
+`build_state`, `make_train_step` and `jit_train_step` is lowered with abstract state and
 batch and compiled for those devices; the compiler then reports, per chip, what the
 program needs in HBM and how many FLOPs and bytes one step costs. From those a roofline
 gives a step time and MFU (compute, HBM and ICI bounds, assuming perfect overlap), next to
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from common import checks, cli
-from pretrain import flops, optim, sharding
+from pretrain import flops, sharding
 
 INSTALL_HINT = ("pip install 'libtpu==0.0.42.*'  (the libtpu jax[tpu]==0.10.2 pins; also in the "
                 "test extra: pip install -e '.[test]')")
@@ -151,35 +151,27 @@ def fsdp_ici_bytes(param_count: int, compute_bytes: int, grad_bytes: int, fsdp: 
 
 def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any, dict]:
     """(compiled step, facts) for `config` on `devices`, built exactly as pretrain.train builds it."""
-    from pretrain.model.transformer import Transformer, TransformerConfig
-    from pretrain.train import anneal_start, batch_shardings, init_state, mixture_schedule
+    from pretrain import train
     from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
 
-    mesh = sharding.make_mesh(dict(config.mesh), devices=devices)
-    rules = sharding.logical_rules(config)
-    model_cfg = TransformerConfig.from_config_dict(config.model)
-    model = Transformer(model_cfg)
-    total_steps = config.train.total_steps
-    lr = optim.make_schedule(config.optim, total_steps, anneal_start(mixture_schedule(config)))
-    optimizer = optim.make_optimizer(config.optim, lr)
-    _, abstract_state, state_sharding = init_state(model, optimizer, config, mesh, rules)
-    batch_sharding = batch_shardings(mesh, rules)
+    setup = train.build_state(config, sharding.make_mesh(dict(config.mesh), devices=devices))
     rows, length = config.data.global_batch_size, config.data.seq_len
     dtypes = {"loss_weights": jnp.float32}
     batch = {key: jax.ShapeDtypeStruct((rows,) if key == "task_ids" else (rows, length),
-                                       dtypes.get(key, jnp.int32), sharding=batch_sharding[key])
+                                       dtypes.get(key, jnp.int32), sharding=setup.batch_sharding[key])
              for key in BATCH_KEYS}
     num_tasks = max(1, len(config.mixture.get("tasks", ()) or ()))
     step = jit_train_step(
-        make_train_step(model, optimizer, lr, micro_steps=config.train.grad_accum_steps,
-                        z_loss=config.train.z_loss, num_tasks=num_tasks, rules=rules),
-        state_sharding, batch_sharding, mesh)
+        make_train_step(setup.model, setup.optimizer, setup.lr_schedule,
+                        micro_steps=config.train.grad_accum_steps, z_loss=config.train.z_loss,
+                        num_tasks=num_tasks, rules=setup.rules),
+        setup.sharding, setup.batch_sharding, setup.mesh)
     start = time.perf_counter()
-    with jax.set_mesh(mesh):
-        compiled = step.lower(abstract_state, batch).compile()
-    params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
-    return compiled, {"mesh": dict(mesh.shape), "compile_seconds": time.perf_counter() - start,
-                      "param_count": int(params), "model": model_cfg}
+    with jax.set_mesh(setup.mesh):
+        compiled = step.lower(setup.abstract, batch).compile()
+    params = sum(x.size for x in jax.tree.leaves(setup.abstract["params"]))
+    return compiled, {"mesh": dict(setup.mesh.shape), "compile_seconds": time.perf_counter() - start,
+                      "param_count": int(params), "model": setup.model_config}
 
 
 def analyse(config: ml_collections.ConfigDict, topology: str) -> Report:

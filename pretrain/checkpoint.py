@@ -10,13 +10,14 @@ middle of a save restores from the previous finished step.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+
+from common import fs
 
 ITEMS = ("state", "data")
 
@@ -31,13 +32,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                          f"got {cfg.keep_every!r}")
 
 
-def _absolute(workdir: str | epath.PathLike) -> epath.Path:
-    """Orbax wants absolute paths; gs:// paths already are."""
-    path = epath.Path(workdir)
-    return path.absolute() if isinstance(path, Path) else path
+def _checkpoints_dir(workdir: fs.PathLike) -> epath.Path:
+    """WORKDIR/checkpoints as Orbax wants it: absolute when local, a URI left as is."""
+    return fs.as_path(fs.join(workdir, "checkpoints"))
 
 
-def make_manager(workdir: str | Path, cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+def make_manager(workdir: fs.PathLike, cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
     """A manager saving every `every_steps`, keeping the last `keep_last` and every `keep_every`-th."""
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=cfg.every_steps,
@@ -47,7 +47,7 @@ def make_manager(workdir: str | Path, cfg: ml_collections.ConfigDict) -> ocp.Che
         cleanup_tmp_directories=True,
         create=True,
     )
-    return ocp.CheckpointManager(_absolute(workdir) / "checkpoints", options=options,
+    return ocp.CheckpointManager(_checkpoints_dir(workdir), options=options,
                                  item_names=ITEMS)
 
 
@@ -71,15 +71,15 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: dict[str, Any
     return restored.state, dict(restored.data or {})
 
 
-def load_train_config(workdir: str | Path) -> ml_collections.ConfigDict:
+def load_train_config(workdir: fs.PathLike) -> ml_collections.ConfigDict:
     """WORKDIR/config.json, written by pretrain.train at start."""
-    path = epath.Path(workdir) / "config.json"
-    if not path.exists():
+    path = fs.join(workdir, "config.json")
+    if not fs.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir} a pretrain.train workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return ml_collections.ConfigDict(json.loads(fs.read_text(path)))
 
 
-def restore_params(workdir: str | Path, step: int | None = None,
+def restore_params(workdir: fs.PathLike, step: int | None = None,
                    sharding: jax.sharding.Sharding | Any | None = None
                    ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
     """(params, training config) of checkpoint `step` (default: latest), without optimiser state.
@@ -93,7 +93,7 @@ def restore_params(workdir: str | Path, step: int | None = None,
     written by a pod.
     """
     config = load_train_config(workdir)
-    directory = _absolute(workdir) / "checkpoints"
+    directory = _checkpoints_dir(workdir)
     handlers = {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
     with ocp.CheckpointManager(directory, item_handlers=handlers,
                                options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
@@ -115,7 +115,7 @@ def restore_params(workdir: str | Path, step: int | None = None,
     return restored.state["params"], config
 
 
-def restore_state(workdir: str | Path, abstract_state: dict[str, Any], step: int | None = None
+def restore_state(workdir: fs.PathLike, abstract_state: dict[str, Any], step: int | None = None
                   ) -> tuple[dict[str, Any], int]:
     """(state, step) of another run's checkpoint `step` (default: latest), read-only.
 
@@ -123,7 +123,7 @@ def restore_state(workdir: str | Path, abstract_state: dict[str, Any], step: int
     reads each device's slice of the saved (tensorstore) arrays, so a state written by
     256 chips restores on 8, or on one CPU. Used by `config.init_from`.
     """
-    directory = _absolute(workdir) / "checkpoints"
+    directory = _checkpoints_dir(workdir)
     with ocp.CheckpointManager(directory, item_names=ITEMS,
                                options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
         step = manager.latest_step() if step is None else step

@@ -17,7 +17,7 @@ from pretrain.train_step import BATCH_KEYS
 
 
 class BatchSource(Protocol):
-    """What the trainer needs from a stream (mixtures.stream.PackedStream satisfies it)."""
+    """What the trainer needs from a stream (mixtures.stream.MixtureStream satisfies it)."""
 
     task_names: list[str]
 

@@ -17,25 +17,22 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from absl import app, flags
 
+from common import checks, cli, fs
 from pretrain.checkpoint import restore_params
 from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
 from pretrain.train_step import token_losses
 
 
-
-def read_documents(path: str | Path) -> list[dict[str, str]]:
+def read_documents(path: fs.PathLike) -> list[dict[str, str]]:
     """[{text, source, id}] from JSON lines or blank-line-separated plain text."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".jsonl", ".json"):
+    text = fs.read_text(path)
+    if fs.basename(path).endswith((".jsonl", ".json")):
         docs = []
         for i, line in enumerate(l for l in text.splitlines() if l.strip()):
             record = json.loads(line)
@@ -78,11 +75,15 @@ def score(model: Transformer, params: Any, token_lists: list[list[int]], seq_len
     return [np.concatenate(parts) if parts else np.zeros(0, np.float32) for parts in losses]
 
 
-def evaluate(workdir: str | Path, input_path: str | Path, step: int | None = None,
-             dtype: str = "float32", dump: str | Path | None = None,
+def evaluate(workdir: fs.PathLike, input_path: fs.PathLike, step: int | None = None,
+             dtype: str = "float32", dump: fs.PathLike | None = None,
              tokenizer: str | None = None, batch_size: int = 8) -> dict[str, Any]:
     """{'loss', 'perplexity', 'tokens', 'documents', 'per_source': {...}} of the checkpoint."""
-    from tokenizer.vocab import BOS_ID, EOS_ID, load_vocabulary  # SeqIO/TF: import lazily.
+    from tokenizer.vocab import (  # SeqIO/TF: import lazily.
+        EOS_ID,
+        bos_prefix,
+        load_vocabulary,
+    )
 
     params, config = restore_params(workdir, step)
     model_cfg = TransformerConfig.from_config_dict({**config.model.to_dict(), "dtype": dtype})
@@ -93,7 +94,7 @@ def evaluate(workdir: str | Path, input_path: str | Path, step: int | None = Non
     if vocab.vocab_size > model_cfg.vocab_size:
         raise ValueError(f"--tokenizer: {vocab.vocab_size} tokens, more than the model's "
                          f"{model_cfg.vocab_size} embedding rows")
-    bos = [BOS_ID] if config.get("mixture", {}).get("bos", "document") == "document" else []
+    bos = bos_prefix(config.get("mixture", {}).get("bos", "document"))
     docs = read_documents(input_path)
     token_lists = [bos + list(vocab.encode(d["text"])) + [EOS_ID] for d in docs]
     losses = score(Transformer(model_cfg), params, token_lists, config.data.seq_len, batch_size)
@@ -112,42 +113,52 @@ def evaluate(workdir: str | Path, input_path: str | Path, step: int | None = Non
     if any(doc["source"] for doc in docs):
         result["per_source"] = {s: summary(p) for s, p in sorted(by_source.items())}
     if dump:
-        with open(dump, "w") as f:
+        with fs.open(dump, "w") as f:
             for doc, tokens, doc_losses in zip(docs, token_lists, losses):
                 f.write(json.dumps({"id": doc["id"], "source": doc["source"], "tokens": tokens,
                                     "losses": [float(x) for x in doc_losses]}) + "\n")
     return result
 
 
-def define_flags() -> None:
-    """The CLI's flags; defined at run time so modules with CLIs import side by side."""
-    flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
-    flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
-    flags.DEFINE_string("input", None, "Documents: .jsonl (text, source, id) or text.")
-    flags.DEFINE_enum("dtype", "float32", sorted(DTYPES), "Activation dtype.")
-    flags.DEFINE_string("dump", None, "Write per-document tokens and losses (JSON lines).")
-    flags.DEFINE_string("tokenizer", None, "tokenizer.model; default: the training config's.")
-    flags.DEFINE_integer("batch_size", 8, "Windows scored per forward pass.")
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "workdir": "",  # training workdir (config.json, checkpoints/)
+        "step": -1,  # checkpoint step; -1: the latest
+        "input": "",  # documents: .jsonl (text, source, id) or plain text
+        "dtype": "float32",  # activation dtype
+        "dump": "",  # write per-document tokens and losses here (JSON lines)
+        "tokenizer": "",  # tokenizer.model; default: the training config's
+        "batch_size": 8,  # windows scored per forward pass
+    })
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    f = flags.FLAGS
-    result = evaluate(f.workdir, f.input, f.step, f.dtype, f.dump, f.tokenizer, f.batch_size)
-    print(f"{f.input}: {result['documents']} documents, {result['tokens']} tokens: "
+def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+    checks.require(not argv, "input", "unexpected positional arguments", argv)
+    checks.one_of(config.dtype, DTYPES, "dtype")
+    checks.positive(config.batch_size, "batch_size")
+    result = evaluate(fs.resolve(config.workdir), fs.resolve(config.input),
+                      None if config.step < 0 else config.step, config.dtype,
+                      config.dump or None, config.tokenizer or None, config.batch_size)
+    print(f"{config.input}: {result['documents']} documents, {result['tokens']} tokens: "
           f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f}")
     for source, r in result.get("per_source", {}).items():
         print(f"  {source or '(no source)'}: {r['documents']} documents, {r['tokens']} tokens: "
               f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.3f}")
-    if f.dump:
-        print(f"per-token losses: {f.dump}")
+    if config.dump:
+        print(f"per-token losses: {config.dump}")
 
 
 def run() -> None:
     """Console-script entry point."""
-    define_flags()
-    flags.mark_flags_as_required(["workdir", "input"])
-    app.run(main)
+    cli.run(main, doc=__doc__, default_config=default_config, shortcuts=[
+        cli.Shortcut("workdir", "workdir", "training workdir (config.json, checkpoints/)"),
+        cli.Shortcut("step", "step", "checkpoint step; default: the latest"),
+        cli.Shortcut("input", "input", "documents: .jsonl (text, source, id) or plain text"),
+        cli.Shortcut("dtype", "dtype", "activation dtype"),
+        cli.Shortcut("dump", "dump", "write per-document tokens and losses (JSON lines)"),
+        cli.Shortcut("tokenizer", "tokenizer", "tokenizer.model; default: the training config's"),
+        cli.Shortcut("batch_size", "batch_size", "windows scored per forward pass"),
+    ], required=["workdir", "input"])
 
 
 if __name__ == "__main__":

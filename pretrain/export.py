@@ -3,27 +3,29 @@
   python -m pretrain.export --workdir W [--step N] --format hf --output DIR [--dtype bfloat16]
   python -m pretrain.export --workdir W --format orbax-params --output DIR --dtype float32
 
+W and DIR may be local (relative or absolute) or gs:// paths.
 The HF directory loads with `transformers.GemmaForCausalLM.from_pretrained(DIR)`. Tensors
 are converted and written one at a time (pretrain.safetensors_stream), each parameter's
 device buffer is freed once written, so the host never holds a second full copy.
 """
 
 import json
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
-import ml_dtypes
+import ml_collections
 import numpy as np
 import sentencepiece as spm
-from absl import app, flags
+from absl import logging
 
+from common import checks, cli, fs
 from pretrain import checkpoint, hf_mapping, safetensors_stream
-from pretrain.model.transformer import TransformerConfig
+from pretrain.model.transformer import DTYPES as MODEL_DTYPES
+from pretrain.model.transformer import TransformerConfig, unstack_layers
 
-DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
+# The model's dtype table, as numpy dtypes; HF checkpoints are bfloat16 or float32.
+DTYPES = {name: np.dtype(MODEL_DTYPES[name]) for name in ("bfloat16", "float32")}
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # the HF hub convention: shard above 5 GB
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -35,13 +37,11 @@ TOKENIZER_CONFIG = {
 }
 
 
-def tokenizer_file(path: str | Path) -> Path:
+def tokenizer_file(path: fs.PathLike) -> str:
     """The SentencePiece model at `path` (a tokenizer.model file or a directory holding one)."""
-    path = Path(path)
-    path = path / "tokenizer.model" if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"no SentencePiece tokenizer.model at {path}")
-    return path
+    from tokenizer.vocab import model_file  # imports SeqIO/TensorFlow: only when needed
+
+    return model_file(path)
 
 
 def _get(tree: Any, path: tuple[str, ...]) -> Any:
@@ -61,17 +61,18 @@ def _pop(tree: Any, path: tuple[str, ...]) -> None:
         leaf.delete()
 
 
-def _write_tokenizer(tokenizer_path: Path, output: Path, model_max_length: int) -> int:
-    shutil.copyfile(tokenizer_path, output / "tokenizer.model")
+def _write_tokenizer(tokenizer_path: str, output: str, model_max_length: int) -> int:
+    model = fs.read_bytes(tokenizer_path)
+    fs.write_bytes(fs.join(output, "tokenizer.model"), model)
     config = dict(TOKENIZER_CONFIG, model_max_length=model_max_length)
-    (output / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    fs.write_text(fs.join(output, "tokenizer_config.json"), json.dumps(config, indent=2) + "\n")
     special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
-    (output / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    return spm.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
+    fs.write_text(fs.join(output, "special_tokens_map.json"), json.dumps(special, indent=2) + "\n")
+    return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
 
 
-def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: str | Path | None,
-              output_dir: str | Path, *, dtype: str = "bfloat16",
+def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: fs.PathLike | None,
+              output_dir: fs.PathLike, *, dtype: str = "bfloat16",
               max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, consume: bool = False) -> dict[str, Any]:
     """Writes an HF GemmaForCausalLM directory from a Flax params tree.
 
@@ -83,13 +84,13 @@ def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: str
         raise ValueError(f"--dtype: must be one of {sorted(DTYPES)}, got {dtype!r}")
     if max_shard_bytes < 1:
         raise ValueError(f"--max_shard_bytes: must be >= 1, got {max_shard_bytes}")
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    output = fs.makedirs(output_dir)
     target = DTYPES[dtype]
     vocab = model_config.vocab_size
     if tokenizer_path is not None:
         vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len)
 
+    params = unstack_layers(params, model_config.num_layers)  # a scan_layers tree -> layer_{i}
     rules = hf_mapping.rules(model_config, vocab)
     entries, rule_of = [], {}
     for index, rule in enumerate(rules):
@@ -117,23 +118,23 @@ def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: str
     total = 0
     weight_map = {}
     for file_name, shard in zip(names, shards):
-        total += safetensors_stream.write_file(output / file_name, shard, produce)
+        total += safetensors_stream.write_file(fs.join(output, file_name), shard, produce)
         weight_map.update({name: file_name for name, _, _ in shard})
-        print(f"  wrote {output / file_name} ({len(shard)} tensors)", flush=True)
+        logging.info("wrote %s (%d tensors)", fs.join(output, file_name), len(shard))
     if consume and cache["rule"] is not None:
         _pop(params, rules[cache["rule"]].flax_path)
     if len(shards) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (output / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        fs.write_text(fs.join(output, INDEX_FILE), json.dumps(index, indent=2) + "\n")
     config = hf_mapping.hf_config(model_config, vocab, dtype)
-    (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (output / "generation_config.json").write_text(json.dumps(
+    fs.write_text(fs.join(output, "config.json"), json.dumps(config, indent=2) + "\n")
+    fs.write_text(fs.join(output, "generation_config.json"), json.dumps(
         {"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}, indent=2) + "\n")
     return {"files": names, "bytes": total, "tensors": len(entries), "vocab_size": vocab}
 
 
-def export_orbax_params(params: dict, model_config: TransformerConfig, output_dir: str | Path, *,
-                        dtype: str = "bfloat16", tokenizer_path: str | Path | None = None
+def export_orbax_params(params: dict, model_config: TransformerConfig, output_dir: fs.PathLike, *,
+                        dtype: str = "bfloat16", tokenizer_path: fs.PathLike | None = None
                         ) -> dict[str, Any]:
     """Writes OUTPUT/params (Orbax, parameters only) and OUTPUT/config.json ({"model": ...}).
 
@@ -144,8 +145,7 @@ def export_orbax_params(params: dict, model_config: TransformerConfig, output_di
 
     if dtype not in DTYPES:
         raise ValueError(f"--dtype: must be one of {sorted(DTYPES)}, got {dtype!r}")
-    output = Path(output_dir).absolute()
-    output.mkdir(parents=True, exist_ok=True)
+    output = fs.makedirs(output_dir)
     flat, treedef = jax.tree_util.tree_flatten(params)
     cast = []
     for i, leaf in enumerate(flat):
@@ -155,64 +155,74 @@ def export_orbax_params(params: dict, model_config: TransformerConfig, output_di
         flat[i] = None
     params = jax.tree_util.tree_unflatten(treedef, cast)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(output / "params", params, force=True)
-    (output / "config.json").write_text(json.dumps({"model": model_config.to_dict()}, indent=2) + "\n")
+        checkpointer.save(fs.as_path(fs.join(output, "params")), params, force=True)
+    fs.write_text(fs.join(output, "config.json"),
+                  json.dumps({"model": model_config.to_dict()}, indent=2) + "\n")
     if tokenizer_path is not None:
-        shutil.copyfile(tokenizer_file(tokenizer_path), output / "tokenizer.model")
+        fs.copy(tokenizer_file(tokenizer_path), fs.join(output, "tokenizer.model"))
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
     return {"files": ["params", "config.json"], "bytes": nbytes, "tensors": len(cast)}
 
 
-def load_orbax_params(directory: str | Path) -> tuple[dict, TransformerConfig]:
+def load_orbax_params(directory: fs.PathLike) -> tuple[dict, TransformerConfig]:
     """(params, model config) of an `--format orbax-params` export."""
     import orbax.checkpoint as ocp
 
-    directory = Path(directory).absolute()
-    config = json.loads((directory / "config.json").read_text())["model"]
+    config = json.loads(fs.read_text(fs.join(directory, "config.json")))["model"]
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(directory / "params")
+        params = checkpointer.restore(fs.as_path(fs.join(directory, "params")))
     return params, TransformerConfig.from_config_dict(config, where="config.json:model")
 
 
-def _define_flags() -> None:
-    """Defined by run(), not at import, so tests can import several CLI modules at once."""
-    flags.DEFINE_string("workdir", None, "pretrain.train workdir (holds config.json, checkpoints/).")
-    flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
-    flags.DEFINE_enum("format", "hf", ["hf", "orbax-params"], "Output format.")
-    flags.DEFINE_string("output", None, "Output directory.")
-    flags.DEFINE_enum("dtype", "bfloat16", sorted(DTYPES), "Stored weight dtype.")
-    flags.DEFINE_string("tokenizer", None, "tokenizer.model (or its directory); default: config.data.tokenizer.")
-    flags.DEFINE_integer("max_shard_bytes", DEFAULT_MAX_SHARD_BYTES,
-                         "Split model.safetensors into files of at most this size.")
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "workdir": "",  # pretrain.train workdir (config.json, checkpoints/)
+        "step": -1,  # checkpoint step; -1: the latest
+        "format": "hf",  # hf | orbax-params
+        "output": "",  # output directory
+        "dtype": "bfloat16",  # stored weight dtype
+        "tokenizer": "",  # tokenizer.model (or its directory); default: config.data.tokenizer
+        "max_shard_bytes": DEFAULT_MAX_SHARD_BYTES,  # split model.safetensors above this size
+    })
 
 
-def main(argv):
-    del argv
-    args = flags.FLAGS
-
-    if not args.workdir or not args.output:
-        raise app.UsageError("--workdir and --output are required")
+def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+    checks.require(not argv, "workdir", "unexpected positional arguments", argv)
+    checks.one_of(config.format, ("hf", "orbax-params"), "format")
+    checks.one_of(config.dtype, DTYPES, "dtype")
+    checks.positive(config.max_shard_bytes, "max_shard_bytes")
+    workdir, output = fs.resolve(config.workdir), fs.resolve(config.output)
+    step = None if config.step < 0 else config.step
     start = time.time()
-    print(f"restoring params from {args.workdir} (step {'latest' if args.step is None else args.step}) ...", flush=True)
-    params, train_config = checkpoint.restore_params(args.workdir, args.step)
+    print(f"restoring params from {workdir} (step {'latest' if step is None else step}) ...", flush=True)
+    params, train_config = checkpoint.restore_params(workdir, step)
     model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
-    tokenizer = args.tokenizer or train_config.get("data", {}).get("tokenizer") or None
+    tokenizer = config.tokenizer or train_config.get("data", {}).get("tokenizer") or None
     if tokenizer is None:
         print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
-    print(f"writing {args.format} ({args.dtype}) to {args.output} ...", flush=True)
-    if args.format == "hf":
-        summary = export_hf(params, model_config, tokenizer, args.output, dtype=args.dtype,
-                            max_shard_bytes=args.max_shard_bytes, consume=True)
+    print(f"writing {config.format} ({config.dtype}) to {output} ...", flush=True)
+    if config.format == "hf":
+        summary = export_hf(params, model_config, tokenizer, output, dtype=config.dtype,
+                            max_shard_bytes=config.max_shard_bytes, consume=True)
     else:
-        summary = export_orbax_params(params, model_config, args.output, dtype=args.dtype,
+        summary = export_orbax_params(params, model_config, output, dtype=config.dtype,
                                       tokenizer_path=tokenizer)
     print(f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
-          f"{len(summary['files'])} file(s) to {args.output} in {time.time() - start:.1f}s")
+          f"{len(summary['files'])} file(s) to {output} in {time.time() - start:.1f}s")
 
 
-def run():
-    _define_flags()
-    app.run(main)
+def run() -> None:
+    """Console entry point."""
+    cli.run(main, doc=__doc__, default_config=default_config, shortcuts=[
+        cli.Shortcut("workdir", "workdir", "pretrain.train workdir (config.json, checkpoints/)"),
+        cli.Shortcut("step", "step", "checkpoint step; default: the latest"),
+        cli.Shortcut("format", "format", "hf or orbax-params"),
+        cli.Shortcut("output", "output", "output directory"),
+        cli.Shortcut("dtype", "dtype", "stored weight dtype: bfloat16 or float32"),
+        cli.Shortcut("tokenizer", "tokenizer", "tokenizer.model or its directory; default: "
+                     "the training config's data.tokenizer"),
+        cli.Shortcut("max_shard_bytes", "max_shard_bytes", "split model.safetensors above this size"),
+    ], required=["workdir", "output"])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ state); running pretrain.train with the same config then continues from those we
 """
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -18,36 +17,32 @@ import ml_collections
 import numpy as np
 
 from common import cli, fs
+from pretrain import hf_mapping, safetensors_stream
+from pretrain.model.transformer import DTYPES, TransformerConfig, stack_layers
 
-from pretrain import hf_mapping
-from pretrain.model.transformer import DTYPES, TransformerConfig
 
-
-def _tensor_files(hf_dir: Path) -> dict[str, Path]:
+def _tensor_files(hf_dir: str) -> dict[str, str]:
     """Tensor name -> safetensors file, from the index JSON or the single model file."""
-    index = hf_dir / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return {name: hf_dir / file for name, file in weight_map.items()}
-    single = hf_dir / "model.safetensors"
-    if not single.exists():
+    index = fs.join(hf_dir, "model.safetensors.index.json")
+    if fs.exists(index):
+        weight_map = json.loads(fs.read_text(index))["weight_map"]
+        return {name: fs.join(hf_dir, file) for name, file in weight_map.items()}
+    single = fs.join(hf_dir, "model.safetensors")
+    if not fs.exists(single):
         raise FileNotFoundError(f"{hf_dir}: neither model.safetensors nor its index JSON")
-    from safetensors import safe_open
-    with safe_open(single, framework="numpy") as f:
+    with safetensors_stream.Reader(single) as f:
         return {name: single for name in f.keys()}
 
 
-def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: str = "float32",
+def import_hf(hf_dir: fs.PathLike, vocab_size: int | None = None, param_dtype: str = "float32",
               **model_overrides) -> tuple[dict, TransformerConfig]:
     """(params as numpy arrays, TransformerConfig) of an HF Gemma directory.
 
     `vocab_size` pads the embedding with zero rows (e.g. 256000 -> 256128, the reference's
     row count); tensors are read one parameter at a time.
     """
-    from safetensors import safe_open
-
-    hf_dir = Path(hf_dir)
-    hf_config = json.loads((hf_dir / "config.json").read_text())
+    hf_dir = fs.resolve(hf_dir)
+    hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
     config = hf_mapping.model_config_from_hf(hf_config, vocab_size, param_dtype=param_dtype,
                                              **model_overrides)
     files = _tensor_files(hf_dir)
@@ -55,7 +50,7 @@ def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: st
         raise ValueError(f"{hf_dir}: untied lm_head.weight; Gemma ties the output layer to the embedding")
     dtype = np.dtype(DTYPES[param_dtype])
     params: dict[str, Any] = {}
-    handles: dict[Path, Any] = {}
+    handles: dict[str, safetensors_stream.Reader] = {}
     try:
         for rule in hf_mapping.rules(config, hf_config["vocab_size"]):
             missing = [n for n in rule.hf_names if n not in files]
@@ -64,15 +59,15 @@ def import_hf(hf_dir: str | Path, vocab_size: int | None = None, param_dtype: st
             tensors = []
             for name in rule.hf_names:
                 if files[name] not in handles:
-                    handles[files[name]] = safe_open(files[name], framework="numpy").__enter__()
-                tensors.append(handles[files[name]].get_tensor(name))
+                    handles[files[name]] = safetensors_stream.Reader(files[name])
+                tensors.append(handles[files[name]][name])
             node = params
             for key in rule.flax_path[:-1]:
                 node = node.setdefault(key, {})
             node[rule.flax_path[-1]] = np.ascontiguousarray(rule.from_hf(tensors)).astype(dtype)
     finally:
         for handle in handles.values():
-            handle.__exit__(None, None, None)
+            handle.close()
     return params, config
 
 
@@ -89,6 +84,8 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     workdir = fs.resolve(train_config.workdir)
     train.write_config(workdir, train_config)
     setup = train.build_state(train_config, sharding.make_mesh(dict(train_config.mesh)))
+    if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
+        params = stack_layers(params, train_config.model.num_layers)
     params = jax.device_put(params, setup.sharding["params"])
     state = setup.from_params(params, jax.random.PRNGKey(train_config.seed))
     manager = checkpoint.make_manager(workdir, train_config.checkpoint)
@@ -119,7 +116,7 @@ def main(train_config: ml_collections.ConfigDict, argv: list[str]) -> None:
         del train_config["hf_dir"]
         train_config.workdir = fs.resolve(train_config.workdir)
     train_model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
-    hf_config = json.loads((Path(hf_dir) / "config.json").read_text())
+    hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
     hf_vocab = hf_config["vocab_size"]
     check_matches(train_model, hf_mapping.model_config_from_hf(hf_config), hf_vocab)
     print(f"reading {hf_dir} ...", flush=True)

@@ -1,8 +1,11 @@
 """Training metrics: WORKDIR/metrics.jsonl (one object per logged step) and TensorBoard.
 
 On resume the log is cut back to the restored step, so a step killed after logging but
-before its checkpoint appears once, not twice. WORKDIR may be a gs:// path (etils.epath):
-object stores cannot append, so there the whole file is rewritten at each write.
+before its checkpoint appears once, not twice; the cut replaces the file atomically
+(common.fs.write_text_atomic), so a kill during it cannot truncate the log. Each record
+is then appended: on a local disk to the open file, flushed per line; on an object store
+(`gs://`, which cannot append) the whole log is rewritten, and the store publishes the new
+object only once it is complete, so a kill leaves the previous version.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import contextlib
 import json
 import math
 import time
-from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
-from etils import epath
+
+from common import fs
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
@@ -26,30 +30,40 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
         out[prefix] = float(value)
 
 
+def _parse(lines: list[str]) -> list[tuple[int, str]]:
+    """(step, line) of each complete record; a torn last line (a kill mid-append) is dropped."""
+    out = []
+    for line in lines:
+        try:
+            out.append((int(json.loads(line)["step"]), line))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
 class MetricsWriter:
     """Appends JSON lines and TensorBoard scalars; a no-op on non-chief processes."""
 
-    def __init__(self, workdir: str | epath.PathLike, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, workdir: fs.PathLike, resume_step: int = 0, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
-        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.path = fs.join(workdir, "metrics.jsonl")
         self._tb = None
+        self._file = None
         if not self.enabled:
             return
-        self._lines = self._lines_until(resume_step)
-        self.path.write_text("".join(self._lines))
-        self._append = isinstance(self.path, Path)  # local files append; object stores rewrite
-        self._file = self.path.open("a") if self._append else None
+        existing = fs.read_text(self.path).splitlines() if fs.exists(self.path) else []
+        records = _parse([line for line in existing if line.strip()])
+        self._lines = [line + "\n" for step, line in records if step <= resume_step]
+        if len(self._lines) != len(existing) or not fs.exists(self.path):
+            fs.write_text_atomic(self.path, "".join(self._lines))
+        self._append = not fs.is_uri(self.path)  # local files append; object stores rewrite
+        if self._append:
+            self._file = fs.open(self.path, "a")
         if tensorboard:
             import tensorflow as tf  # Lazy: TensorFlow takes seconds to import.
 
             tf.config.set_visible_devices([], "GPU")
-            self._tb = tf.summary.create_file_writer(str(epath.Path(workdir) / "tensorboard"))
-
-    def _lines_until(self, step: int) -> list[str]:
-        if not self.path.exists():
-            return []
-        return [line + "\n" for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+            self._tb = tf.summary.create_file_writer(fs.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Logs `metrics` (nested dicts allowed, e.g. loss per source) at `step`."""
@@ -61,7 +75,7 @@ class MetricsWriter:
             self._file.write(line)
             self._file.flush()
         else:
-            self.path.write_text("".join(self._lines))
+            fs.write_text(self.path, "".join(self._lines))
         if self._tb is not None:
             import tensorflow as tf
 
@@ -79,16 +93,16 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self.enabled:
-            if self._append:
+            if self._file is not None:
                 self._file.close()
             if self._tb is not None:
                 self._tb.close()
 
 
-def read_metrics(workdir: str | epath.PathLike) -> list[dict[str, Any]]:
+def read_metrics(workdir: fs.PathLike) -> list[dict[str, Any]]:
     """The records of WORKDIR/metrics.jsonl, in order."""
-    path = epath.Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = fs.read_text(fs.join(workdir, "metrics.jsonl"))
+    return [json.loads(line) for _, line in _parse([l for l in text.splitlines() if l.strip()])]
 
 
 GOODPUT_CATEGORIES = ("restart", "compile", "data_wait", "checkpoint", "eval")
@@ -132,16 +146,15 @@ class Goodput:
                 if wall > 0 else 0.0}
 
 
-def recomputed_seconds(workdir: str | epath.PathLike, resume_step: int) -> float:
+def recomputed_seconds(workdir: fs.PathLike, resume_step: int) -> float:
     """Step time a resume from `resume_step` throws away: logged intervals past it.
 
     Each logged record's `step_time` is the mean over the steps since the previous record,
     so the work after the restored checkpoint is the sum of those steps' times.
     """
-    path = epath.Path(workdir) / "metrics.jsonl"
-    if not path.exists():
+    if not fs.exists(fs.join(workdir, "metrics.jsonl")):
         return 0.0
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_metrics(workdir)
     lost, previous = 0.0, resume_step
     for r in records:
         if r["step"] > resume_step:

@@ -10,9 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags
-from ml_collections import config_flags
 
+from common import checks, cli
 from pretrain.model.transformer import TransformerConfig, abstract_variables
 
 def model_config_from(cfg: ml_collections.ConfigDict) -> TransformerConfig:
@@ -34,11 +33,9 @@ def parameter_table(config: TransformerConfig) -> dict[str, int]:
     return dict(groups)
 
 
-def main(argv):
-    del argv
-    if flags.FLAGS.config is None:
-        raise app.UsageError("--config is required")
-    config = model_config_from(flags.FLAGS.config)
+def main(cfg: ml_collections.ConfigDict, argv: list[str]) -> None:
+    checks.require(not argv, "config", "unexpected positional arguments", argv)
+    config = model_config_from(cfg)
     table = parameter_table(config)
     total = sum(table.values())
     print(f"model: {config.num_layers} layers, d_model {config.embed_dim}, {config.num_heads} heads, "
@@ -50,10 +47,9 @@ def main(argv):
           f"{total * jnp.dtype(config.weight_dtype).itemsize / 2**30:.2f} GiB in {config.param_dtype})")
 
 
-def run():
-    # Flags are defined here, not at import, so tests can import several CLI modules at once.
-    config_flags.DEFINE_config_file("config", None, "Model config, or a training config with .model.")
-    app.run(main)
+def run() -> None:
+    """Console entry point: `--config` (a model config, or a training config) is required."""
+    cli.run(main, doc=__doc__, default_config=None)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ DEFAULT_RULES: Rules = (
     ("head_dim", None),
     ("mlp", "tensor"),
     ("norm", None),
+    ("layers", None),  # the stacked axis of scan_layers parameters
 )
 
 

@@ -12,8 +12,10 @@ pretrain.hf_import and pretrain.anneal reuse them.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,13 +23,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from common import checks, cli, fs
 from pretrain import checkpoint, data, flops, optim, sharding
-from pretrain.metrics import (Goodput, MetricsWriter, goodput_over_sessions, read_metrics,
-                              recomputed_seconds)
+from pretrain.metrics import (
+    Goodput,
+    MetricsWriter,
+    goodput_over_sessions,
+    read_metrics,
+    recomputed_seconds,
+)
 from pretrain.model.transformer import Transformer, TransformerConfig
 from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
 
@@ -37,6 +47,12 @@ PROCESS_START = time.perf_counter()  # the command's goodput counts imports as s
 class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf; nothing from that step on is saved."""
 
+
+class Preempted(RuntimeError):
+    """A preemption notice stopped the run after a checkpoint; the command exits PREEMPTED."""
+
+
+PREEMPTED = 3  # exit status after a preemption checkpoint: resume by rerunning
 
 # ----------------------------------------------------------------------------- the loop
 
@@ -58,6 +74,7 @@ def train(config: ml_collections.ConfigDict, started: float | None = None) -> di
     source, _ = make_data(config)
     manager = checkpoint.make_manager(workdir, config.checkpoint)
     state, start, origin = restore_or_init(setup, config, manager, source)
+    preemption_notice(start)  # registers the starting step with the preemption service
     step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
     evaluate = make_evaluator(config, setup)
     report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin)
@@ -74,16 +91,21 @@ def train(config: ml_collections.ConfigDict, started: float | None = None) -> di
             done = step + 1
             report.collect(done, metrics)
 
-            if report.log_due(done) or save_due(config, done):
+            preempted = preemption_notice(done)
+            saving = save_due(config, done) or preempted
+            if report.log_due(done) or saving:
                 report.check_finite(manager)  # before anything from a NaN step is saved
             if report.log_due(done):
                 with goodput.timed("eval"):
                     eval_loss = evaluate(done, state["params"])
                 report.log(done, metrics, weights, eval_loss)
-            if save_due(config, done):
+            if saving:
                 with goodput.timed("checkpoint"):
                     checkpoint.save(manager, done, state, source.get_state(),
-                                    force=done == total_steps)
+                                    force=preempted or done == total_steps)
+            if preempted:
+                raise Preempted(f"preemption notice (SIGTERM): saved step {done} on every "
+                                "process; rerun the same command to resume")
     finally:  # Also on NaN or Ctrl-C: commit the last good async save, stop the reader.
         with goodput.timed("checkpoint"):
             manager.wait_until_finished()
@@ -95,6 +117,19 @@ def train(config: ml_collections.ConfigDict, started: float | None = None) -> di
 
 def save_due(config: ml_collections.ConfigDict, done: int) -> bool:
     return done % config.checkpoint.every_steps == 0 or done == config.train.total_steps
+
+
+def preemption_notice(done: int) -> bool:
+    """True, on every process at the same step, once any process got SIGTERM.
+
+    jax.distributed's preemption service turns a SIGTERM on any host (a Spot VM's
+    preemption notice, `pretrain.launch --action=stop`) into a step all hosts agree on, so
+    they save one consistent checkpoint before they go. Every process calls this with the
+    starting step and then every step: the agreed step is one past the largest step any
+    process has reported, and it only matches if reported steps are consecutive.
+    """
+    return (jax.distributed.is_initialized()
+            and multihost_utils.reached_preemption_sync_point(done))
 
 
 # ----------------------------------------------------------------------------- setup
@@ -343,12 +378,22 @@ def compile_on_first_call(setup: TrainState, num_tasks: int, goodput: Goodput
     def step(state, batch):
         nonlocal compiled
         if compiled is None:
-            with goodput.timed("compile"), jax.set_mesh(setup.mesh):  # model constraints see the mesh
-                compiled = jitted.lower(state, batch).compile()
+            with goodput.timed("compile"):
+                with jax.set_mesh(setup.mesh):  # the model's activation constraints see the mesh
+                    compiled = jitted.lower(state, batch).compile()
+                # Hosts compile at different speeds; the first step's collectives set up their
+                # communicators with short timeouts, so start it together.
+                wait_for_all_processes("train_step_compiled", c.distributed.initialization_timeout_s)
             logging.info("compiled the train step in %.1fs", goodput.lost["compile"])
         return compiled(state, batch)
 
     return step
+
+
+def wait_for_all_processes(name: str, timeout_s: float) -> None:
+    """A barrier on the jax.distributed coordination service (no device collective)."""
+    if jax.process_count() > 1:
+        ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
 
 
 def make_evaluator(config: ml_collections.ConfigDict, setup: TrainState
@@ -528,11 +573,29 @@ def summarize(workdir: str, start: int, total_steps: int, wall: float) -> dict[s
 
 # ----------------------------------------------------------------------------- command
 
+PATH_FIELDS = ("workdir", "data.packed_dir", "data.tokenizer", "train.compilation_cache_dir",
+               "init_from.workdir")
+
+
+def resolve_paths(config: ml_collections.ConfigDict) -> None:
+    """Local relative paths made absolute at the command boundary, so config.json (read by
+    export, evaluate and resumes) works from any directory; gs:// URIs are left as given."""
+    for field in PATH_FIELDS:
+        *parents, leaf = field.split(".")
+        node = checks.get(config, ".".join(parents)) if parents else config
+        if node.get(leaf):
+            node[leaf] = fs.resolve(node[leaf])
+
+
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
-    config.workdir = fs.resolve(config.workdir) if config.workdir else config.workdir
-    train(config, started=PROCESS_START)
+    resolve_paths(config)
+    try:
+        train(config, started=PROCESS_START)
+    except Preempted as e:
+        print(f"pretrain.train: {e}", file=sys.stderr, flush=True)
+        sys.exit(PREEMPTED)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -2,9 +2,17 @@
 # `make demo`: the whole path once, on CPU, on the embedded corpus. Each stage is the same
 # command a user runs on their own data; its summary goes to the terminal, its full log to
 # $DEMO/logs/.
+#
+# Environment knobs (CI runs the same script, smaller): DEMO_STEPS (training steps, default
+# the config's 450), DEMO_DOCS (corpus documents per domain, default 600), DEMO_ANNEAL_FROM
+# (the training checkpoint the anneal arms branch from, default 300), DEMO_ANNEAL_STEPS
+# (steps per arm, and its evaluation interval; default the config's), PY (interpreter).
 set -euo pipefail
 DEMO=${1:-runs/demo}
 PY=${PY:-.venv/bin/python}
+STEPS=${DEMO_STEPS:+--config.train.total_steps=$DEMO_STEPS}
+DOCS=${DEMO_DOCS:+--docs_per_domain=$DEMO_DOCS}
+ANNEAL_STEPS=${DEMO_ANNEAL_STEPS:+--config.anneal_steps=$DEMO_ANNEAL_STEPS --config.eval_every=$DEMO_ANNEAL_STEPS}
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 mkdir -p "$DEMO/logs"
 start=$SECONDS
@@ -23,7 +31,7 @@ stage() {  # stage NAME COMMAND...: run a stage, its stdout shown, its stderr lo
   echo "--- $name took $((SECONDS - t0))s"
 }
 
-stage corpus    "$PY" -m data_pipeline.demo_corpus --output "$DEMO/corpus"
+stage corpus    "$PY" -m data_pipeline.demo_corpus --output "$DEMO/corpus" $DOCS
 stage prepare   "$PY" -m data_pipeline.prepare --config=configs/data/demo.py \
                   --input "web=$DEMO/corpus/web.jsonl" --input "math=$DEMO/corpus/math.jsonl" \
                   --input "code=$DEMO/corpus/code.jsonl" --output_dir "$DEMO/prep" --overwrite
@@ -32,13 +40,18 @@ stage tokenizer "$PY" -m tokenizer.train --config=configs/tokenizer/demo.py \
 stage pack      "$PY" -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \
                   --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed"
 stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stage.py --packed_dir="$DEMO/packed" \
-                  --steps 450 --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json"
+                  --steps "${DEMO_STEPS:-450}" --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json"
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
                   --config.workdir="$DEMO/train" --config.data.packed_dir="$DEMO/packed" \
-                  --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
+                  --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS
 stage anneal    "$PY" -m pretrain.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
-                  --from_workdir="$DEMO/train" --config.from_step=300 --config.prep_dir="$DEMO/prep" \
-                  --config.train.data.packed_dir="$DEMO/packed" --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
+                  --from_workdir="$DEMO/train" --config.from_step="${DEMO_ANNEAL_FROM:-300}" $ANNEAL_STEPS \
+                  --config.prep_dir="$DEMO/prep" --config.train.data.packed_dir="$DEMO/packed" \
+                  --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
+# Perplexity of the final checkpoint on one domain's documents (seen in training: the demo
+# has no separate held-out file; the held-out loss per domain is in metrics.jsonl).
+stage evaluate  "$PY" -m pretrain.evaluate --workdir "$DEMO/train" --input "$DEMO/corpus/math.jsonl"
+stage export    "$PY" -m pretrain.export --workdir "$DEMO/train" --format hf --output "$DEMO/hf"
 
 echo
 echo "=== demo finished in $((SECONDS - start))s. Outputs:"
@@ -49,4 +62,5 @@ echo "  packed      $DEMO/packed (ArrayRecord rows, manifest.json)"
 echo "  mixture     $DEMO/mixture.png, $DEMO/mixture.json"
 echo "  training    $DEMO/train (checkpoints/, metrics.jsonl, tensorboard/)"
 echo "  anneal arms $DEMO/anneal/report.{md,json,png}"
+echo "  export      $DEMO/hf (transformers.AutoModelForCausalLM.from_pretrained(\"$DEMO/hf\"), with torch installed)"
 echo "  logs        $DEMO/logs/"

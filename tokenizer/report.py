@@ -1,6 +1,6 @@
 """Tokenizer report: tokens per byte per domain on held-out text, and encode speed on one core.
 
-    python -m tokenizer.report --model DIR/tokenizer.model --input PREP_DIR [--input math=x.jsonl ...]
+    python -m tokenizer.report --model DIR/tokenizer.model --input PREP_DIR [--input math=x.jsonl ...] [--json OUT]
 
 Tokens per byte (UTF-8 bytes of the original text) is the compression figure that decides
 how many training tokens a corpus yields; it is read on the `validation` split of the
@@ -16,15 +16,13 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
+import ml_collections
 import sentencepiece as spm
-from absl import app, flags
 
+from common import cli, checks, fs
 from tokenizer import sample as sample_lib
 from tokenizer.vocab import load_vocabulary
-
-FLAGS = flags.FLAGS
 
 
 @contextlib.contextmanager
@@ -95,28 +93,38 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.max_mb_per_domain <= 0:
-        raise ValueError(f"--max_mb_per_domain: must be > 0, got {FLAGS.max_mb_per_domain}")
-    vocab = load_vocabulary(FLAGS.model)
-    print(f"report: {vocab.sentencepiece_model_file}, {vocab.vocab_size} pieces, split {FLAGS.split!r}")
-    rows = measure(vocab.tokenizer, FLAGS.input, FLAGS.split, int(FLAGS.max_mb_per_domain * 1e6))
+def default_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "model": "",  # tokenizer.model, or its directory
+        "inputs": [],  # [domain=]path of held-out text, as tokenizer.train's inputs
+        "split": "validation",  # TFDS split to read
+        "max_mb_per_domain": 20.0,  # read at most this many MB of text per domain
+        "json": "",  # also write the rows here
+    })
+
+
+def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+    checks.require(not argv, "inputs", "unexpected positional arguments (use --input)", argv)
+    checks.positive(config.max_mb_per_domain, "max_mb_per_domain")
+    vocab = load_vocabulary(config.model)
+    print(f"report: {vocab.sentencepiece_model_file}, {vocab.vocab_size} pieces, split {config.split!r}")
+    rows = measure(vocab.tokenizer, list(config.inputs), config.split,
+                   int(config.max_mb_per_domain * 1e6))
     print(format_table(rows))
-    if FLAGS.json:
-        Path(FLAGS.json).write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"report: rows written to {FLAGS.json}")
+    if config.json:
+        fs.write_text(config.json, json.dumps(rows, indent=2) + "\n")
+        print(f"report: rows written to {config.json}")
 
 
 def run() -> None:
-    """Console entry point; flags are defined here so that importing the module defines none."""
-    flags.DEFINE_string("model", None, "SentencePiece tokenizer.model (or its directory).", required=True)
-    flags.DEFINE_multi_string("input", None, "[domain=]path of held-out text (as tokenizer.train).", required=True)
-    flags.DEFINE_string("split", "validation", "TFDS split to read.")
-    flags.DEFINE_float("max_mb_per_domain", 20.0, "Read at most this many MB of text per domain.")
-    flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
-    app.run(main)
+    """Console entry point."""
+    cli.run(main, doc=__doc__, default_config=default_config, shortcuts=[
+        cli.Shortcut("model", "model", "SentencePiece tokenizer.model (or its directory)"),
+        cli.Shortcut("input", "inputs", "[domain=]path of held-out text; repeatable", multi=True),
+        cli.Shortcut("split", "split", "TFDS split to read"),
+        cli.Shortcut("max_mb_per_domain", "max_mb_per_domain", "MB of text read per domain"),
+        cli.Shortcut("json", "json", "also write the rows to this JSON file"),
+    ], required=["model", "inputs"])
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ Inputs (`specs`) are strings, each optionally prefixed by `domain=`:
 from __future__ import annotations
 
 import dataclasses
-import glob
 import gzip
 import hashlib
 import json
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+
+from common import fs
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")  # TFDS version folders, e.g. 1.0.0
@@ -38,24 +38,25 @@ class Source:
     path: str
 
 
-def _tfds_dir(path: Path) -> Path | None:
+def _tfds_dir(path: str) -> str | None:
     """The directory holding dataset_info.json: `path` itself or its newest version folder."""
-    if (path / "dataset_info.json").is_file():
+    if fs.isfile(fs.join(path, "dataset_info.json")):
         return path
-    versions = [p.parent for p in path.glob("*/dataset_info.json") if _VERSION.fullmatch(p.parent.name)]
-    return max(versions, key=lambda v: tuple(map(int, v.name.split(".")))) if versions else None
+    versions = [fs.dirname(p) for p in fs.glob(fs.join(path, "*", "dataset_info.json"))
+                if _VERSION.fullmatch(fs.basename(fs.dirname(p)))]
+    return max(versions, key=lambda v: tuple(map(int, fs.basename(v).split(".")))) if versions else None
 
 
-def _file_domain(path: Path) -> str:
-    name = path.name
+def _file_domain(path: str) -> str:
+    name = fs.basename(path)
     for suffix in _JSONL_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
-    return path.stem
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
 
 
-def _file_kind(path: Path) -> str:
-    return "jsonl" if path.name.endswith(_JSONL_SUFFIXES) else "text"
+def _file_kind(path: str) -> str:
+    return "jsonl" if path.endswith(_JSONL_SUFFIXES) else "text"
 
 
 def resolve_inputs(specs: Sequence[str]) -> list[Source]:
@@ -65,22 +66,23 @@ def resolve_inputs(specs: Sequence[str]) -> list[Source]:
         domain, sep, raw = spec.partition("=")
         if not sep or "/" in domain:
             domain, raw = "", spec
-        path = Path(raw)
-        if path.is_dir():
+        path = fs.resolve(raw)
+        if fs.isdir(path):
             tfds_dir = _tfds_dir(path)
             if tfds_dir is not None:
-                sources.append(Source(domain or path.name, "tfds", str(tfds_dir)))
+                sources.append(Source(domain or fs.basename(path), "tfds", tfds_dir))
                 continue
-            prepared = sorted(p for p in path.iterdir() if p.is_dir() and _tfds_dir(p) is not None)
+            children = [fs.join(path, name) for name in fs.listdir(path)]
+            prepared = [(p, t) for p in children if fs.isdir(p) and (t := _tfds_dir(p)) is not None]
             if prepared and not domain:
-                sources += [Source(p.name, "tfds", str(_tfds_dir(p))) for p in prepared]
+                sources += [Source(fs.basename(p), "tfds", t) for p, t in prepared]
                 continue
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            files = fs.walk_files(path)
         else:
-            files = sorted(Path(p) for p in glob.glob(raw) if Path(p).is_file())
+            files = [p for p in fs.glob(path) if fs.isfile(p)]
         if not files:
             raise ValueError(f"input {spec!r}: no TFDS dataset, prepared-data directory or file found")
-        sources += [Source(domain or _file_domain(f), _file_kind(f), str(f)) for f in files]
+        sources += [Source(domain or _file_domain(f), _file_kind(f), f) for f in files]
     return sources
 
 
@@ -94,15 +96,16 @@ def iter_documents(source: Source, split: str) -> Iterator[str]:
         for record in dataset.as_numpy_iterator():
             yield record["text"].decode("utf-8")
     elif source.kind == "jsonl":
-        opener = gzip.open if source.path.endswith(".gz") else open
-        with opener(source.path, "rt", encoding="utf-8") as f:
-            for line in f:
+        with fs.open(source.path, "rb") as raw:
+            binary = gzip.GzipFile(fileobj=raw) if source.path.endswith(".gz") else raw
+            for data in binary:
+                line = data.decode("utf-8")
                 if line.strip():
                     text = json.loads(line).get("text")
                     if isinstance(text, str):
                         yield text
     else:
-        yield Path(source.path).read_text(encoding="utf-8", errors="replace")
+        yield fs.read_bytes(source.path).decode("utf-8", errors="replace")
 
 
 def _utf8_prefix(data: bytes, max_bytes: int) -> int:
@@ -179,6 +182,14 @@ def _reservoir(sample: DomainSample, sentences: Iterator[str], rng: random.Rando
                 sample.sentences[j] = sentence
 
 
+def weights_for(domain_weights: Mapping[str, float], domains: Sequence[str]) -> Mapping[str, float]:
+    """The configured weights, or equal ones when no input domain has a configured weight
+    (`tokenizer.train --input corpus.jsonl`: the domain is the file's name). An input
+    domain without a weight next to weighted ones stays an error (in `quotas`): its share
+    would be a guess."""
+    return domain_weights if set(domains) & set(domain_weights) else {d: 1.0 for d in domains}
+
+
 def quotas(domain_weights: Mapping[str, float], domains: Sequence[str], max_sentences: int) -> dict[str, int]:
     """Splits `max_sentences` over the domains present, by their normalised weights."""
     missing = sorted(set(domains) - set(domain_weights))
@@ -202,6 +213,7 @@ def sample_sentences(
 ) -> tuple[list[str], dict]:
     """Returns the training sentences (domains in sorted order) and a JSON description."""
     domains = sorted({s.domain for s in sources})
+    domain_weights = weights_for(domain_weights, domains)
     domain_quotas = quotas(domain_weights, domains, max_sentences)
     samples: list[DomainSample] = []
     for domain in domains:

@@ -22,19 +22,17 @@ import hashlib
 import io
 import json
 import time
-from pathlib import Path
 
 import ml_collections
 import sentencepiece as spm
-from absl import app, flags
 from google.protobuf import json_format
-from ml_collections import config_flags
 from sentencepiece import sentencepiece_model_pb2
 
+from common import cli, fs
+from common.checks import require
 from tokenizer import sample as sample_lib
 from tokenizer.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, load_vocabulary
 
-FLAGS = flags.FLAGS
 BYTE_PIECES = 256
 GEMMA_SPM_FLAGS = {
     "model_type": "bpe",
@@ -63,13 +61,13 @@ GEMMA_SPM_FLAGS = {
 
 
 def _fail(field: str, message: str, value) -> None:
-    raise ValueError(f"config.{field}: {message}, got {value!r}")
+    require(False, field, message, value)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field used, naming the field on failure."""
     if config.model_path:
-        if not Path(config.model_path).is_file():
+        if not fs.isfile(config.model_path):
             _fail("model_path", "no such SentencePiece model file", config.model_path)
         return
     if not config.inputs:
@@ -137,7 +135,7 @@ def train_model(sentences: list[str], trainer_flags: dict, seed: int) -> bytes:
 _VOCAB_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-def write_vocab(model: bytes, path: Path) -> None:
+def write_vocab(model: bytes, path: fs.PathLike) -> None:
     """Writes `piece<TAB>score` lines like SentencePiece's .vocab, one line per piece.
 
     Pieces may hold newlines and tabs (Gemma keeps whitespace), so backslash, newline,
@@ -145,7 +143,7 @@ def write_vocab(model: bytes, path: Path) -> None:
     """
     proto = sentencepiece_model_pb2.ModelProto.FromString(model)
     lines = (f"{p.piece.translate(_VOCAB_ESCAPES)}\t{p.score:g}\n" for p in proto.pieces)
-    path.write_text("".join(lines), encoding="utf-8")
+    fs.write_text(path, "".join(lines))
 
 
 def describe_model(model: bytes) -> dict:
@@ -159,17 +157,16 @@ def describe_model(model: bytes) -> dict:
     }
 
 
-def train_tokenizer(config: ml_collections.ConfigDict, output: str | Path, log=print) -> dict:
+def train_tokenizer(config: ml_collections.ConfigDict, output: fs.PathLike, log=print) -> dict:
     """Trains (or copies `config.model_path`) into `output`; returns the settings written."""
     validate(config)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = fs.makedirs(output)
     start = time.perf_counter()
     settings: dict = {"config": config.to_dict()}
     if config.model_path:
         log(f"tokenizer: using existing model {config.model_path}")
         load_vocabulary(config.model_path)  # fails before writing anything if the id layout differs
-        model = Path(config.model_path).read_bytes()
+        model = fs.read_bytes(config.model_path)
     else:
         sources = sample_lib.resolve_inputs(list(config.inputs))
         log(f"tokenizer: sampling from {len(sources)} source(s) in domains {sorted({s.domain for s in sources})}")
@@ -189,12 +186,12 @@ def train_tokenizer(config: ml_collections.ConfigDict, output: str | Path, log=p
             f"({settings['sample']['bytes'] / 1e6:.1f} MB)"
         )
         model = train_model(sentences, settings["trainer"], config.sample.seed)
-    model_path = output / "tokenizer.model"
-    model_path.write_bytes(model)
-    write_vocab(model, output / "tokenizer.vocab")
+    model_path = fs.join(output, "tokenizer.model")
+    fs.write_bytes(model_path, model)
+    write_vocab(model, fs.join(output, "tokenizer.vocab"))
     settings["model"] = describe_model(model)
     settings["seconds"] = round(time.perf_counter() - start, 2)
-    (output / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    fs.write_text(fs.join(output, "settings.json"), json.dumps(settings, indent=2, sort_keys=True) + "\n")
     log(
         f"tokenizer: wrote {model_path} ({settings['model']['pieces']} pieces, sha256 {settings['model']['sha256'][:12]}) "
         f"and settings.json in {settings['seconds']:.1f}s"
@@ -202,31 +199,19 @@ def train_tokenizer(config: ml_collections.ConfigDict, output: str | Path, log=p
     return settings
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = FLAGS.config
-    with config.unlocked():
-        if FLAGS.input:
-            config.inputs = list(FLAGS.input)
-        if FLAGS.vocab_size is not None:
-            config.spm.vocab_size = FLAGS.vocab_size
-        if FLAGS.output:
-            config.output = FLAGS.output
-    if not config.output:
-        raise ValueError("config.output: need an output directory (or --output)")
+def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+    require(not argv, "inputs", "unexpected positional arguments (use --input)", argv)
     train_tokenizer(config, config.output)
 
 
 def run() -> None:
-    """Console entry point; flags are defined here so that importing the module defines none."""
-    config_flags.DEFINE_config_file("config", "configs/tokenizer/demo.py", "Tokenizer config file.")
-    flags.DEFINE_multi_string(
-        "input", None, "[domain=]path of training text (PREP_DIR, TFDS dir, JSONL, text files); overrides config.inputs."
-    )
-    flags.DEFINE_integer("vocab_size", None, "Number of pieces; overrides config.spm.vocab_size.")
-    flags.DEFINE_string("output", None, "Output directory; overrides config.output.")
-    app.run(main)
+    """Console entry point."""
+    cli.run(main, doc=__doc__, default_config="tokenizer/demo.py", shortcuts=[
+        cli.Shortcut("input", "inputs", "[domain=]path of training text (PREP_DIR, TFDS dir, "
+                     "JSONL, text files, globs; local or gs://); repeatable", multi=True),
+        cli.Shortcut("vocab_size", "spm.vocab_size", "number of pieces"),
+        cli.Shortcut("output", "output", "output directory"),
+    ], required=["output"])
 
 
 if __name__ == "__main__":

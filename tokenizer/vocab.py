@@ -8,12 +8,22 @@ by `tokenizer.train` and for the released Gemma `tokenizer.model`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import seqio
+
+from common import fs
 
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_PIECES = {PAD_ID: "<pad>", EOS_ID: "<eos>", BOS_ID: "<bos>", UNK_ID: "<unk>"}
+# Where <bos> goes: "document" puts one before every document (Gemma's training format),
+# "none" never. Tasks, held-out evaluation and pretrain.evaluate all ask bos_prefix.
+BOS_POLICIES = ("none", "document")
+
+
+def bos_prefix(policy: str) -> list[int]:
+    """The tokens that open every document under the mixture's `bos` policy."""
+    if policy not in BOS_POLICIES:
+        raise ValueError(f"bos: must be one of {BOS_POLICIES}, got {policy!r}")
+    return [BOS_ID] if policy == "document" else []
 
 
 class GemmaVocabulary(seqio.SentencePieceVocabulary):
@@ -33,11 +43,17 @@ class GemmaVocabulary(seqio.SentencePieceVocabulary):
             )
 
 
-def load_vocabulary(path: str | Path, extra_ids: int = 0) -> GemmaVocabulary:
-    """Loads a SentencePiece `tokenizer.model` (trained here or released) as a vocabulary."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.model"
-    if not path.is_file():
-        raise FileNotFoundError(f"no SentencePiece model at {path}")
-    return GemmaVocabulary(str(path), extra_ids=extra_ids)
+def model_file(path: fs.PathLike) -> str:
+    """The `tokenizer.model` at `path` (the file, or a directory holding one), any filesystem."""
+    path = fs.join(path, "tokenizer.model") if fs.isdir(path) else fs.resolve(path)
+    if not fs.isfile(path):
+        raise FileNotFoundError(f"no SentencePiece tokenizer.model at {path}")
+    return path
+
+
+def load_vocabulary(path: fs.PathLike, extra_ids: int = 0) -> GemmaVocabulary:
+    """Loads a SentencePiece `tokenizer.model` (trained here or released) as a vocabulary.
+
+    SeqIO reads the file through tf.io.gfile, so `path` may be a gs:// URI.
+    """
+    return GemmaVocabulary(model_file(path), extra_ids=extra_ids)

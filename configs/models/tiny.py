@@ -1,4 +1,7 @@
-"""Tiny Gemma-shaped model for the CPU demo and tests (MQA like the 2B)."""
+"""Tiny Gemma-shaped model for the CPU demo and tests (MQA like the 2B).
+
+The one tiny model: tests and the CPU benchmark start from it and override sizes.
+"""
 
 import ml_collections
 

@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         synthetic=False,  # True: random tokens, a pure function of (seed, step)
         packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
+        prep_dir="",    # the prepared data those rows came from: not read by the trainer (held-out evaluation)
         tokenizer="",   # the tokenizer the rows were packed with (vocab size check, evaluation)
         workers=0,      # Grain worker processes reading rows; 0: read threads in this process
         seq_len=128,

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.vocab_size = demo_tokenizer.get_config().spm.vocab_size  # one row per token id
     c.mixture = demo_two_stage.get_config()
     c.data.packed_dir = "runs/demo/packed"
+    c.data.prep_dir = "runs/demo/prep"
     c.data.tokenizer = "runs/demo/tokenizer/tokenizer.model"
     c.data.seq_len = 256
     c.data.global_batch_size = 8

@@ -27,7 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from absl import flags
@@ -49,7 +49,8 @@ def default_config() -> ml_collections.ConfigDict:
         project="",
         zone="",
         tpu_name="",  # the queued resource and its node share this name
-        bucket="",  # gs://BUCKET: prep/, tokenizer/, runs/RUN/, xla_cache/
+        bucket="",  # gs://BUCKET: packed/, tokenizer/, runs/RUN/, xla_cache/
+        packed_dir="/mnt/disks/data/packed",  # each host's local copy of gs://BUCKET/packed
         accelerator="v5litepod-256",
         runtime="v2-alpha-tpuv5-lite",
         spot=True,
@@ -156,7 +157,7 @@ class Pod:
     def train_command(self) -> list[str]:
         b = self.c.bucket
         return [".venv/bin/python", "-m", "pretrain.train", f"--config={self.c.train_config}",
-                f"--workdir={self.workdir}", f"--config.data.prep_dir={fs.join(b, 'prep')}",
+                f"--workdir={self.workdir}", f"--config.data.packed_dir={self.c.packed_dir}",
                 f"--config.data.tokenizer={fs.join(b, 'tokenizer', 'tokenizer.model')}",
                 f"--config.train.compilation_cache_dir={fs.join(b, 'xla_cache')}",
                 *self.c.overrides]
@@ -253,13 +254,15 @@ fi"""
 
 
 def setup_script(c: ml_collections.ConfigDict) -> str:
-    """Unpacks the archive and installs the environment, on every host; fails on any error.
+    """Unpacks the archive, installs the environment and copies the packed rows to local disk,
+    on every host; fails on any error.
 
     uv (from PyPI, into the system Python's user site) downloads a pinned CPython build,
     so the image's Python (3.10 on Ubuntu 22.04) is left alone; the project's exact pins
     (constraints.txt) plus jax[tpu] for the libtpu that matches the pinned jax.
     """
     jax_pin = _pin("jax")
+    packed = shlex.quote(c.packed_dir)
     lines = [
         "set -euo pipefail",
         'export PATH="$HOME/.local/bin:$PATH"',
@@ -275,6 +278,10 @@ def setup_script(c: ml_collections.ConfigDict) -> str:
         f"{shlex.quote(f'jax[tpu]=={jax_pin}')} -f {LIBTPU_INDEX}",
         ".venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count())' "
         ">/dev/null",
+        # The trainer reads packed rows from local disk (mixtures.pack's output).
+        f"sudo mkdir -p {packed} && sudo chown \"$USER\" {packed}",
+        f"gcloud storage rsync --recursive --quiet {shlex.quote(fs.join(c.bucket, 'packed'))} "
+        f"{packed}",
     ]
     return "\n".join(lines)
 
@@ -308,7 +315,7 @@ def run(argv: list[str] | None = None) -> None:
         cli.Shortcut("project", "project", "Google Cloud project"),
         cli.Shortcut("zone", "zone", "TPU zone, e.g. us-west4-a"),
         cli.Shortcut("tpu_name", "tpu_name", "queued resource / TPU VM name"),
-        cli.Shortcut("bucket", "bucket", "gs://BUCKET holding prep/, tokenizer/, runs/"),
+        cli.Shortcut("bucket", "bucket", "gs://BUCKET holding packed/, tokenizer/, runs/"),
         cli.Shortcut("accelerator", "accelerator", "e.g. v5litepod-256"),
         cli.Shortcut("train_config", "train_config", "pretrain.train config file"),
         cli.Shortcut("run_name", "run_name", "run directory name under gs://BUCKET/runs/"),

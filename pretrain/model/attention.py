@@ -32,6 +32,7 @@ from pretrain.model import layers
 # Large negative logit for masked positions; finite so fully masked rows cannot make NaNs.
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 IMPLEMENTATIONS = ("xla", "splash", "cudnn")
+SPLASH_LANES = 128  # splash tiles are multiples of this; other lengths take the dense path
 
 
 def attention_mask(segment_ids: jax.Array) -> jax.Array:
@@ -48,6 +49,8 @@ def attend(query: jax.Array, key: jax.Array, value: jax.Array, segment_ids: jax.
     if implementation == "xla":
         return xla_attention(query, key, value, segment_ids, dtype)
     if implementation == "splash":
+        if query.shape[1] % SPLASH_LANES:  # e.g. the 8-token rows that init traces: same maths
+            return xla_attention(query, key, value, segment_ids, dtype)
         return splash_attention(query, key, value, segment_ids)
     if implementation == "cudnn":
         return cudnn_attention(query, key, value, segment_ids)
@@ -77,15 +80,18 @@ def splash_attention(query, key, value, segment_ids, *, interpret: bool | None =
     """Pallas splash attention, sharded over batch (and heads) with shard_map.
 
     The mesh is the one set by `jax.set_mesh` (the train step compiles under it); without
-    one (a single device) the kernel runs unsharded. `block` is the query/key tile; it is
-    lowered to the sequence length for short rows. `interpret` None: see the module doc.
+    one (a single device) the kernel runs unsharded. The query/key tile is the largest
+    multiple of 128 up to `block` that divides the sequence length. `interpret` None: see
+    the module docstring.
     """
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
     t, n, k = query.shape[1], query.shape[2], key.shape[2]
-    tile = min(block, t)
-    if t % tile:
-        raise ValueError(f"splash attention needs the sequence length ({t}) to be a multiple of {tile}")
+    tiles = [b for b in range(SPLASH_LANES, block + 1, SPLASH_LANES) if t % b == 0]
+    if not tiles:
+        raise ValueError(f"splash attention needs the sequence length ({t}) to be a multiple of "
+                         f"{SPLASH_LANES}")
+    tile = tiles[-1]
     sizes = splash.BlockSizes(block_q=tile, block_kv=tile, block_kv_compute=tile,
                               block_q_dkv=tile, block_kv_dkv=tile, block_kv_dkv_compute=tile,
                               block_q_dq=tile, block_kv_dq=tile)

@@ -1,0 +1,39 @@
+"""Every command has one shape (common/cli.py): --help exits 0 and lists its flags; a missing
+input stops it before any work with exit status 2 and one line naming the config field."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+
+# (module, a flag its --help lists, arguments missing an input, the field the error names)
+COMMANDS = [
+    ("tokenizer.train", "--vocab_size", ["--config.output="], "config.output: required"),
+    ("tokenizer.report", "--max_mb_per_domain", ["--model=x"], "config.inputs: required"),
+    ("pretrain.export", "--max_shard_bytes", ["--workdir=w"], "config.output: required"),
+    ("pretrain.evaluate", "--batch_size", ["--input=x.jsonl"], "config.workdir: required"),
+    ("pretrain.model_info", "--config", [], "--config is required"),
+    ("pretrain.hf_import", "--hf_dir", ["--config=configs/train/demo_tiny_cpu.py"], "config.hf_dir: required"),
+]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("module, flag, missing, message", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_help_and_missing_input(module, flag, missing, message):
+    help_run = _run(module, "--help")
+    assert help_run.returncode == 0, help_run.stderr[-2000:]
+    assert flag in help_run.stdout
+    failed = _run(module, *missing)
+    assert failed.returncode == 2, (failed.stdout[-2000:], failed.stderr[-2000:])
+    assert message in failed.stderr.strip().splitlines()[-1]

@@ -1,0 +1,168 @@
+"""pretrain.anneal: branched arms are exact continuations, every arm is scored alike, the report adds up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+from configs.anneal import demo
+from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
+from pretrain import anneal, anneal_report
+from pretrain import train as train_lib
+from pretrain.metrics import read_metrics
+from tests.support.train import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+PREFIX, ANNEAL = 8, 4
+
+
+def study_config(root: Path, prep_dir: Path, packed_dir: Path, vocab: Path, probe: Path
+                 ) -> ml_collections.ConfigDict:
+    c = demo.get_config()
+    train = tiny_config(root / "unused")
+    train.data.synthetic = False
+    train.data.seq_len = PACK_SEQ_LEN
+    train.data.packed_dir, train.data.tokenizer = str(packed_dir), str(vocab)
+    c.prep_dir = str(prep_dir)
+    train.mixture = c.train.mixture
+    train.mixture.seq_len = train.data.seq_len
+    train.checkpoint.async_save = False
+    train.eval.batches = 1
+    c.train = train
+    c.output_dir = str(root / "study")
+    c.prefix_steps, c.anneal_steps, c.eval_every = PREFIX, ANNEAL, ANNEAL
+    c.probes.sets = {"quiz": str(probe), "leaky": str(probe.with_name("leaky.jsonl"))}
+    c.probes.groups = {"quizzes": ["quiz", "leaky"]}
+    c.probes.max_items = 10
+    c.probes.validation_docs = 3
+    c.verdict.lower, c.verdict.level = ["quiz"], ["val_web"]
+    return c
+
+
+@pytest.fixture(scope="module")
+def studied(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anneal")
+    prep_dir, vocab, packed_dir = packed_fixture(tmp_path_factory)
+    probe = root / "quiz.jsonl"  # eval-set shaped: question + reference answer
+    probe.write_text("".join(json.dumps({"question": f"let prove theorem {i} integer prime",
+                                         "answer": "sum equal proof group ring field"}) + "\n"
+                             for i in range(4)))
+    import tensorflow_datasets as tfds
+
+    leaked = next(ex["text"].decode() for ex in tfds.as_numpy(
+        tfds.builder_from_directory(str(prep_dir / "code")).as_dataset(split="train"))
+        if len(ex["text"].split()) >= 20)
+    (root / "leaky.jsonl").write_text(json.dumps({"question": leaked}) + "\n")
+    config = study_config(root, prep_dir, packed_dir, vocab, probe)
+    report = anneal.study(config, trainer=train_in_process)
+    return root, config, report
+
+
+def train_in_process(config: ml_collections.ConfigDict, log_path: str) -> float:
+    """The tests' trainer: pretrain.train's function, without a subprocess per run."""
+    return train_lib.train(config)["wall_seconds"]
+
+
+def test_arm_is_the_uninterrupted_run_it_branched_from(studied):
+    root, config, report = studied
+    arm_dir = report["runs"]["seeds"]["0"]["arms"]["general"]["workdir"]
+    # One run of prefix + anneal steps, WSD decay from the prefix's end, no branching.
+    whole = ml_collections.ConfigDict(config.train.to_dict())
+    whole.workdir = str(root / "whole")
+    whole.train.total_steps = PREFIX + ANNEAL
+    whole.optim.schedule, whole.optim.decay_start = "wsd", str(PREFIX)
+    whole.eval.every_steps = 0
+    train_lib.train(whole)
+    expected = {r["step"]: r["loss"] for r in read_metrics(whole.workdir)}
+    branched = read_metrics(arm_dir)
+    assert [r["step"] for r in branched] == list(range(PREFIX + 1, PREFIX + ANNEAL + 1))
+    assert all(r["loss"] == expected[r["step"]] for r in branched)
+    assert branched[0]["lr"] == pytest.approx(config.train.optim.peak_lr)  # decay from the branch
+    assert branched[1]["lr"] < branched[0]["lr"]
+
+
+def test_arms_differ_only_in_their_annealing_mixture(studied):
+    _, _, report = studied
+    arms = report["runs"]["seeds"]["0"]["arms"]
+    hq = read_metrics(arms["hq"]["workdir"])
+    general = read_metrics(arms["general"]["workdir"])
+    assert hq[-1]["mixture_weights"]["web_hq"] == pytest.approx(0.4)
+    assert set(hq[-1]["loss_per_source"]) <= {"web_hq", "math_hq", "code_hq"}
+    assert set(general[-1]["loss_per_source"]) <= {"web", "math", "code"}
+    assert [r["lr"] for r in hq] == [r["lr"] for r in general]
+    prefix_ckpts = Path(report["runs"]["seeds"]["0"]["prefix"]["workdir"]) / "checkpoints"
+    assert [p.name for p in prefix_ckpts.iterdir()] == [str(PREFIX)]  # trained once
+
+
+def test_every_run_scored_on_the_same_heldout_sets(studied):
+    _, config, report = studied
+    losses = report["losses"]["0"]
+    assert set(losses) == {"prefix", "general", "hq"}
+    for run in losses.values():
+        assert set(run) == {"val_web", "val_math", "val_code", "quiz", "leaky", "quizzes"}
+    assert report["heldout"]["documents"] == {"val_web": 3, "val_math": 3, "val_code": 3,
+                                              "quiz": 4, "leaky": 1}
+    # Annealing moves the probes off the prefix's values.
+    assert losses["general"]["val_web"] != losses["prefix"]["val_web"]
+    delta = report["summary"]["delta"]["quiz"]["hq"]["mean"]
+    assert delta == pytest.approx(losses["hq"]["quiz"] - losses["general"]["quiz"])
+    assert "general" not in report["summary"]["delta"]["quiz"]
+
+
+def test_contamination_check_finds_a_probe_that_is_in_training(studied):
+    root, _, report = studied
+    assert report["heldout"]["contaminated_items"] == {"quiz": 0, "leaky": 1}
+    assert "CONTAMINATED" in report["markdown"]
+    for kind in ("json", "md", "png"):
+        assert Path(report["paths"][kind]).stat().st_size > 0
+    assert json.loads(Path(report["paths"]["json"]).read_text())["reference"] == "general"
+
+
+def test_summary_spread_and_verdict():
+    losses = {s: {"prefix": {"m": 3.0, "w": 3.0}, "a": {"m": 2.0 + d, "w": 2.0},
+                  "b": {"m": 1.8 + d, "w": 2.03}} for s, d in (("0", 0.0), ("1", 0.02))}
+    summary = anneal_report.summarize(losses, "a")
+    assert summary["table"]["m"]["a"]["std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert summary["delta"]["m"]["b"]["mean"] == pytest.approx(-0.2)
+    assert summary["delta"]["m"]["b"]["std"] == pytest.approx(0.0, abs=1e-12)
+    v = anneal_report.verdict(summary, "a", lower=["m"], level=["w"], tolerance=0.01)["b"]
+    assert v["checks"]["m"]["ok"] and not v["checks"]["w"]["ok"]  # +1.5% > 1%, spread 0
+    assert anneal_report.verdict(summary, "a", ["m"], ["w"], 0.02)["b"]["all_ok"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("anneal_steps", 0, "config.anneal_steps: must be > 0"),
+    ("eval_every", 3, "config.eval_every: must divide anneal_steps"),
+    ("arms", [dict(name="x", weights={"web": 0.5})], "config.arms[0].weights: must be >= 0 and sum to 1"),
+    ("arms", [dict(name="x", weights=None, optim={"peak": 1})], "config.arms[0].optim: unknown"),
+])
+def test_bad_config_fails_naming_field(field, value, message):
+    config = demo.get_config()
+    config.anneal_steps = 40
+    with config.unlocked():
+        config[field] = value
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        anneal.validate(config)
+
+
+def test_subprocess_trainer_runs_the_config_it_is_given(tmp_path):
+    config = tiny_config(tmp_path / "run", total_steps=2)
+    config.optim.warmup_steps = 1
+    seconds = anneal.train_subprocess(config, str(tmp_path / "train.log"))
+    assert seconds > 0
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written == json.loads(config.to_json())
+    assert [r["step"] for r in read_metrics(config.workdir)] == [1, 2]
+    assert (tmp_path / "train.log").stat().st_size > 0
+
+
+def test_cli_help():
+    result = subprocess.run([sys.executable, "-m", "pretrain.anneal", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "--from_workdir" in result.stdout

@@ -1,0 +1,249 @@
+"""The memory-saving execution paths compute the reference's maths: fused chunked
+cross-entropy, the attention cores (splash in Pallas interpret mode, the cuDNN call on
+its XLA implementation) and the layer scan, each against the plain path, values and
+gradients, on packed rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pretrain.model import attention
+from pretrain.model.cross_entropy import chunked_token_losses, token_losses
+from pretrain.model.transformer import Transformer, TransformerConfig, stack_layers, unstack_layers
+from pretrain.train_step import make_loss_fn
+
+TINY = TransformerConfig(vocab_size=256, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=1,
+                         head_dim=16, hidden_dim=128)
+
+
+def _packed_segments(rows: int, length: int) -> np.ndarray:
+    """Rows of 2-3 documents of uneven lengths, one row ending in padding (segment 0)."""
+    seg = np.ones((rows, length), np.int32)
+    seg[:, length // 3:] = 2
+    seg[:, 3 * length // 4:] = 3
+    seg[-1, -length // 8:] = 0
+    return seg
+
+
+def _ce_inputs(dtype=jnp.float32):
+    rng = np.random.default_rng(0)
+    hidden = jnp.asarray(rng.normal(size=(2, 12, 32)), dtype)
+    embedding = jnp.asarray(rng.normal(size=(96, 32)) * 0.3, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 96, (2, 12)), jnp.int32)
+    return hidden, embedding, targets
+
+
+def _reference_ce(hidden, embedding, targets, dtype):
+    logits = jnp.einsum("BTD,VD->BTV", hidden.astype(dtype), embedding.astype(dtype),
+                        preferred_element_type=jnp.float32)
+    return token_losses(logits, targets)
+
+
+@pytest.mark.parametrize("chunks", [1, 4, 96])
+def test_chunked_cross_entropy_matches_full_logits_values_and_gradients(chunks):
+    hidden, embedding, targets = _ce_inputs()
+    weights = jnp.linspace(0.0, 1.0, targets.size).reshape(targets.shape)
+
+    def objective(fn):  # cross-entropy plus a z-loss term: cotangents reach both outputs
+        def f(h, e):
+            ce, log_z = fn(h, e)
+            return jnp.sum(weights * (ce + 0.1 * jnp.square(log_z)))
+        return jax.value_and_grad(f, argnums=(0, 1))(hidden, embedding)
+
+    want, want_grads = objective(lambda h, e: _reference_ce(h, e, targets, jnp.float32))
+    got, got_grads = objective(lambda h, e: chunked_token_losses(h, e, targets, chunks, jnp.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    ce, log_z = chunked_token_losses(hidden, embedding, targets, chunks, jnp.float32)
+    want_ce, want_log_z = _reference_ce(hidden, embedding, targets, jnp.float32)
+    np.testing.assert_allclose(ce, want_ce, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(log_z, want_log_z, rtol=1e-6)
+
+
+def test_chunked_cross_entropy_bf16_matches_the_models_bf16_output_layer():
+    hidden, embedding, targets = _ce_inputs(jnp.bfloat16)
+    got = chunked_token_losses(hidden, embedding, targets, 8, jnp.bfloat16)
+    want = _reference_ce(hidden, embedding, targets, jnp.bfloat16)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_cross_entropy_rejects_a_chunk_count_that_does_not_divide_the_vocabulary():
+    hidden, embedding, targets = _ce_inputs()
+    with pytest.raises(ValueError, match="divide the vocabulary"):
+        chunked_token_losses(hidden, embedding, targets, 5, jnp.float32)
+    with pytest.raises(ValueError, match="config.model.vocab_chunks"):
+        TransformerConfig.from_config_dict({**TINY.to_dict(), "vocab_chunks": 7})
+
+
+def _batch(rows=4, length=32, seed=0):
+    rng = np.random.default_rng(seed)
+    seg = _packed_segments(rows, length)
+    positions = np.zeros_like(seg)
+    for r in range(rows):
+        for s in np.unique(seg[r]):
+            idx = np.flatnonzero(seg[r] == s)
+            positions[r, idx] = np.arange(len(idx))
+    tokens = rng.integers(0, 256, (rows, length + 1)).astype(np.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": seg,
+            "positions": positions, "loss_weights": (seg > 0).astype(np.float32),
+            "task_ids": np.arange(rows, dtype=np.int32) % 2}
+
+
+def _params(config):
+    dummy = jnp.zeros((1, 8), jnp.int32)
+    return nn.unbox(Transformer(config).init(jax.random.key(1), dummy, dummy, dummy)["params"])
+
+
+def test_train_loss_with_fused_cross_entropy_equals_the_full_logits_loss():
+    """Objective, per-task sums and every parameter gradient, z-loss on."""
+    batch, params = _batch(), _params(TINY)
+    total = jnp.float32(batch["loss_weights"].sum())
+
+    def run(config):
+        loss_fn = make_loss_fn(Transformer(config), 1e-3, num_tasks=2)
+        return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, batch, total)
+
+    (want, want_sums), want_grads = run(TINY)
+    (got, got_sums), got_grads = run(dataclasses.replace(TINY, vocab_chunks=8))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for key in want_sums:
+        np.testing.assert_allclose(got_sums[key], want_sums[key], rtol=1e-6, atol=1e-7)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7),
+                 got_grads, want_grads)
+
+
+def _qkv(kv_heads, length=256, heads=4, dim=32):
+    rng = np.random.default_rng(kv_heads)
+    shape = (2, length)
+    q = jnp.asarray(rng.normal(size=(*shape, heads, dim)) / np.sqrt(dim), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(*shape, kv_heads, dim)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(*shape, kv_heads, dim)), jnp.float32)
+    return q, k, v, jnp.asarray(_packed_segments(2, length))
+
+
+CORES = {
+    "splash": lambda q, k, v, s: attention.splash_attention(q, k, v, s, interpret=True, block=128),
+    "cudnn_call": lambda q, k, v, s: attention.cudnn_attention(q, k, v, s, implementation=None),
+}
+
+
+@pytest.mark.parametrize("core", sorted(CORES))
+@pytest.mark.parametrize("kv_heads", [1, 4])  # MQA (2B), MHA (7B)
+def test_attention_cores_match_the_dense_reference_on_packed_rows(core, kv_heads):
+    q, k, v, seg = _qkv(kv_heads)
+    probe = jnp.asarray(np.random.default_rng(9).normal(size=q.shape), jnp.float32)
+
+    def loss(fn):
+        return jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v, seg) * probe),
+                                  argnums=(0, 1, 2))(q, k, v)
+
+    want, want_grads = loss(lambda q, k, v, s: attention.xla_attention(q, k, v, s, jnp.float32))
+    got, got_grads = loss(CORES[core])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(w))))
+
+
+def test_documents_do_not_see_each_other_in_any_core():
+    """Changing document 1's values leaves document 2's outputs unchanged (and vice versa is causal)."""
+    q, k, v, seg = _qkv(1)
+    later = np.asarray(seg[0]) == 2
+    v2 = v.at[:, np.flatnonzero(np.asarray(seg[0]) == 1)].add(5.0)
+    for fn in [lambda *a: attention.xla_attention(*a, jnp.float32), *CORES.values()]:
+        a, b = fn(q, k, v, seg), fn(q, k, v2, seg)
+        np.testing.assert_allclose(a[0, later], b[0, later], atol=1e-6)
+        assert not np.allclose(a[0, ~later], b[0, ~later])
+
+
+def test_scanned_layers_compute_the_same_loss_and_map_to_per_layer_params():
+    batch, params = _batch(), _params(TINY)
+    scanned = dataclasses.replace(TINY, scan_layers=True, remat_policy="full")
+    stacked = stack_layers(params, TINY.num_layers)
+    assert jax.tree.structure(stacked) == jax.tree.structure(_params(scanned))
+    assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, _params(scanned))
+    jax.tree.map(np.testing.assert_array_equal, unstack_layers(stacked, TINY.num_layers), params)
+    total = jnp.float32(batch["loss_weights"].sum())
+
+    def run(config, p):
+        loss_fn = make_loss_fn(Transformer(config), 0.0, num_tasks=2)
+        return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(p, batch, total)
+
+    (want, _), want_grads = run(TINY, params)
+    (got, _), got_grads = run(scanned, stacked)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7),
+                 unstack_layers(got_grads, TINY.num_layers), want_grads)
+
+
+def test_a_scanned_checkpoint_exports_the_same_hugging_face_tensors(tmp_path):
+    from safetensors.numpy import load_file
+
+    from pretrain import export
+
+    params = _params(TINY)
+    scanned = dataclasses.replace(TINY, scan_layers=True)
+    export.export_hf(params, TINY, None, tmp_path / "layers", dtype="float32")
+    export.export_hf(stack_layers(params, TINY.num_layers), scanned, None, tmp_path / "scan",
+                     dtype="float32")
+    want, got = (load_file(tmp_path / d / "model.safetensors") for d in ("layers", "scan"))
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+_SHARDED = textwrap.dedent("""
+    import dataclasses, json, sys
+    import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+    sys.path.insert(0, "tests/pretrain")
+    from pretrain import sharding
+    from pretrain.model.transformer import Transformer, TransformerConfig, abstract_variables, stack_layers
+    from pretrain.train_step import make_loss_fn
+    from test_model_kernels import _batch
+
+    assert jax.device_count() == 8
+    errors = {}
+    for kv, shape in ((1, (2, 4, 1)), (4, (1, 4, 2))):
+        ref = TransformerConfig(vocab_size=256, num_layers=2, embed_dim=32, num_heads=4,
+                                num_kv_heads=kv, head_dim=16, hidden_dim=64)
+        fast = dataclasses.replace(ref, attention="splash", scan_layers=True, vocab_chunks=4,
+                                   remat_policy="full")
+        batch = _batch(rows=8, length=128, seed=kv)
+        total = jnp.float32(batch["loss_weights"].sum())
+        dummy = jnp.zeros((1, 8), jnp.int32)
+        params = nn.unbox(Transformer(ref).init(jax.random.key(0), dummy, dummy, dummy)["params"])
+        want = jax.jit(make_loss_fn(Transformer(ref), 1e-3, 2))(params, batch, total)[0]
+        mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, shape)))
+        rules = sharding.logical_rules(None)
+        shardings = sharding.mesh_shardings(abstract_variables(fast)["params"], mesh, rules)
+        placed = jax.device_put(stack_layers(params, 2), shardings)
+        rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+        with jax.sharding.set_mesh(mesh):
+            got = jax.jit(make_loss_fn(Transformer(fast), 1e-3, 2, rules))(
+                placed, jax.device_put(batch, rows), total)[0]
+        errors[f"kv{kv}-{shape}"] = abs(float(got) - float(want)) / abs(float(want))
+    print(json.dumps(errors))
+""")
+
+
+def test_sharded_splash_scan_and_fused_loss_equal_the_one_device_reference():
+    """8 simulated devices, batch over (data, fsdp), heads over tensor: splash runs in shard_map."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    errors = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(errors) == 2 and max(errors.values()) < 1e-5, errors
