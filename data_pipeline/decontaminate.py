@@ -205,7 +205,7 @@ class NgramIndex:
         prefix, up = _prefix(codes)
         # Whole items too short for a min_chars window are matched whole (the item's
         # every letter and digit, in order), if they have a letter: BBH's short tasks.
-        whole = np.array([is_whole for _, _, is_whole in parts]) & (lengths >= max(1, self.min_item_chars)) & (
+        whole = np.array([is_whole for _, _, is_whole in parts]) & (lengths >= self.min_item_chars) & (self.min_item_chars > 0) & (
             lengths < self.min_chars)
         letters = np.concatenate([[0], np.cumsum((codes < 48) | (codes > 57))])
         whole &= (letters[bounds[1:]] - letters[bounds[:-1]]) > 0
