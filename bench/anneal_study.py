@@ -10,7 +10,8 @@ a reason if they are absent). Stages, each skipped when its output exists (so an
    train ids 601-974, Wikipedia articles from wikitext-2): never the same items.
 2. the demo corpus; data_pipeline.prepare decontaminated against every probe set, once
    with the heuristic high-quality score (prep_heuristic) and once with the reference
-   classifier (prep_reference, `data_pipeline.quality train`); the tokenizer.
+   classifier (prep_reference, `data_pipeline.quality train`); the tokenizer; both packed
+   with the demo mixture's six tasks (`mixtures.pack`).
 3. `python -m pretrain.anneal --config=configs/anneal/study.py:WORK_DIR`, timed.
 """
 
@@ -143,11 +144,11 @@ def main() -> None:
           [py, "-m", "data_pipeline.prepare", "--config=configs/data/demo.py", *inputs, *evals,
            f"--config.quality.model_path={out}/reference/quality.npz",
            f"--output_dir={out}/prep_reference"], timings)
-    for marking in ("heuristic", "reference"):
-        stage(f"pack_{marking}", out, f"{out}/packed_{marking}/manifest.json",
+    for recipe in ("heuristic", "reference"):
+        stage(f"pack_{recipe}", out, f"{out}/packed_{recipe}/manifest.json",
               [py, "-m", "mixtures.pack", "--config=configs/mixtures/demo_two_stage.py",
-               f"--prep_dir={out}/prep_{marking}", f"--vocab_path={out}/tokenizer/tokenizer.model",
-               f"--output={out}/packed_{marking}"], timings)
+               f"--prep_dir={out}/prep_{recipe}", f"--vocab_path={out}/tokenizer/tokenizer.model",
+               f"--output={out}/packed_{recipe}"], timings)
     stage("anneal", out, f"{out}/study/report.json",
           [py, "-m", "pretrain.anneal", f"--config=configs/anneal/study.py:{out}",
            f"--config.seeds=({args.seeds},)", *args.extra], timings)

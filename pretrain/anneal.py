@@ -3,15 +3,17 @@
   python -m pretrain.anneal --config=configs/anneal/demo.py [--from_workdir W] [--output_dir D]
 
 Why branching is cheap and exact: the prefix trains with warmup then a constant learning
-rate, which is the stable phase of a warmup-stable-decay (WSD) schedule. Each arm copies the
-prefix's last checkpoint (parameters, AdamW moments, step, the data stream's position) into
-its own workdir and resumes it as a run of `prefix + anneal` steps whose mixture switches to
-the arm's annealing weights at the prefix's last step and whose learning rate decays from
-there. So an arm is exactly the run that would have trained prefix + anneal in one go, and K
-arms cost prefix + K x anneal steps, not K x (prefix + anneal).
+rate, which is the stable phase of a warmup-stable-decay (WSD) schedule. Each arm is a run
+of `prefix + anneal` steps in its own workdir that starts from the prefix's last checkpoint
+(`config.init_from` with `keep_step`: parameters, AdamW moments and the step) and whose
+mixture is the prefix's until the branch point, then the arm's annealing weights, with the
+learning rate decaying from there. The data stream is a pure function of (seed, step,
+schedule), so an arm reads exactly the rows the uninterrupted run would: an arm is the run
+that would have trained prefix + anneal in one go (tested), and K arms cost
+prefix + K x anneal steps, not K x (prefix + anneal).
 
 Every run is a `pretrain.train` subprocess on a generated config (the training config with
-the arm's mixture and decay), so the trainer's own resume path restores the branch. Each
+the arm's mixture, decay and init_from). Each
 arm is then scored with `pretrain.evaluate` on the same held-out file (per-domain validation
 documents and eval-set probes, see `pretrain.anneal_eval`), and `pretrain.anneal_report`
 writes the table, the curves and the verdict to OUTPUT_DIR/report.{json,md,png}.
@@ -43,6 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the study's own fields (the training config is checked by pretrain.train)."""
     checks.require(bool(config.output_dir), "output_dir", "must be set (--output_dir=DIR)")
+    checks.require(bool(config.prep_dir), "prep_dir",
+                   "must be the prepared data behind the packed rows (held-out documents)")
     checks.require(len(config.seeds) >= 1, "seeds", "must name at least one seed", config.seeds)
     checks.require(len(set(config.seeds)) == len(config.seeds), "seeds", "must be distinct",
                    config.seeds)
@@ -110,9 +114,10 @@ def prefix_config(study: ml_collections.ConfigDict, seed: int, workdir: str
 
 
 def arm_config(base: ml_collections.ConfigDict, arm: dict[str, Any], general: dict[str, float],
-               start: int, anneal_steps: int, eval_every: int, seed: int, workdir: str
-               ) -> ml_collections.ConfigDict:
-    """`base` (the prefix's training config) continued for `anneal_steps` as the arm says."""
+               source_workdir: str, start: int, anneal_steps: int, eval_every: int, seed: int,
+               workdir: str) -> ml_collections.ConfigDict:
+    """`base` (the prefix's training config) continued from `source_workdir`'s checkpoint
+    `start` for `anneal_steps` as the arm says (`config.init_from`, keeping the step)."""
     c = ml_collections.ConfigDict(base.to_dict())
     total = start + anneal_steps
     c.workdir, c.seed = workdir, seed
@@ -122,10 +127,9 @@ def arm_config(base: ml_collections.ConfigDict, arm: dict[str, Any], general: di
     c.optim.schedule, c.optim.decay_start = "wsd", str(start)
     c.optim.warmup_steps = min(c.optim.warmup_steps, start)
     c.optim.update(dict(arm.get("optim") or {}))
-    if arm.get("prep_dir"):  # the same documents with another high_quality marking
-        c.data.prep_dir = fs.resolve(arm["prep_dir"])
-    if arm.get("packed_dir"):  # mixtures.pack of that prep_dir
+    if arm.get("packed_dir"):  # the same documents packed with another high_quality marking
         c.data.packed_dir = fs.resolve(arm["packed_dir"])
+    c.init_from.update(dict(workdir=source_workdir, step=start, keep_step=True))
     c.train.log_every = _divisor(c.train.log_every, eval_every)
     c.eval.every_steps = eval_every
     c.checkpoint.every_steps = anneal_steps
@@ -149,30 +153,6 @@ def latest_step(workdir: str) -> int:
     if not steps:
         raise checks.ConfigError(f"config.from_workdir: no checkpoint under {directory}")
     return max(steps)
-
-
-def branch(source_workdir: str, step: int, workdir: str, seed: int) -> None:
-    """Copies checkpoint `step` into `workdir`, so pretrain.train resumes the arm from it.
-
-    The data stream's state keeps its position in every task; only its seed is set to the
-    arm's (it picks which task each row of the annealing stage draws from).
-    """
-    src = fs.join(source_workdir, "checkpoints", str(step))
-    if not fs.isdir(src):
-        raise checks.ConfigError(f"config.from_step: no checkpoint {src}")
-    dst = fs.join(workdir, "checkpoints", str(step))
-    if fs.exists(dst):
-        fs.rmtree(dst)
-    for path in fs.walk_files(src):
-        target = fs.join(dst, path[len(src):].lstrip("/"))
-        fs.makedirs(fs.dirname(target))
-        fs.copy(path, target)
-    data_state = fs.join(dst, "data", "data.json")  # Orbax's JsonSave of the stream state
-    if fs.exists(data_state):
-        state = json.loads(fs.read_text(data_state))
-        if state:
-            state["seed"] = seed
-            fs.write_text(data_state, json.dumps(state))
 
 
 def train_subprocess(config: ml_collections.ConfigDict, log_path: str) -> float:
@@ -201,6 +181,18 @@ def train_subprocess(config: ml_collections.ConfigDict, log_path: str) -> float:
     return seconds
 
 
+TIMING_FILE = "anneal_timing.json"  # a run's wall seconds, kept for the cost of a resumed study
+
+
+def _timed(workdir: str, seconds: float, steps: int) -> None:
+    fs.write_text(fs.join(workdir, TIMING_FILE), json.dumps({"steps": steps, "seconds": seconds}))
+
+
+def _timing(workdir: str) -> dict[str, Any]:
+    path = fs.join(workdir, TIMING_FILE)
+    return json.loads(fs.read_text(path)) if fs.exists(path) else {"steps": 0, "seconds": 0.0}
+
+
 def _done(workdir: str, step: int) -> bool:
     return fs.isdir(fs.join(workdir, "checkpoints", str(step)))
 
@@ -226,27 +218,27 @@ def run_arms(config: ml_collections.ConfigDict, progress: Callable[[str], None] 
             step = latest_step(prefix_dir) if config.from_step < 0 else config.from_step
             base = load_train_config(prefix_dir)
             base.data.update({k: v for k, v in config.train.data.items()
-                              if k in ("prep_dir", "packed_dir", "tokenizer") and v})
+                              if k in ("packed_dir", "tokenizer") and v})
         else:
             prefix_dir, step = fs.join(seed_dir, "prefix"), config.prefix_steps
             base = prefix_config(config, seed, prefix_dir)
             if not _done(prefix_dir, step):
                 progress(f"seed {seed}: training the prefix ({step} steps) in {prefix_dir}")
-                seconds = trainer(base, fs.join(logs, f"seed{seed}_prefix.log"))
-                runs["timings"]["prefix"].append({"seed": seed, "steps": step, "seconds": seconds})
+                _timed(prefix_dir, trainer(base, fs.join(logs, f"seed{seed}_prefix.log")), step)
+            runs["timings"]["prefix"].append({"seed": seed, **_timing(prefix_dir)})
         general = prefix_weights(base, step)
         arms = {}
         for arm in config.arms:
             workdir = fs.join(seed_dir, arm["name"])
-            cfg = arm_config(base, arm, general, step, config.anneal_steps, config.eval_every,
-                             seed, workdir)
+            cfg = arm_config(base, arm, general, prefix_dir, step, config.anneal_steps,
+                             config.eval_every, seed, workdir)
             if not _done(workdir, cfg.train.total_steps):
-                branch(prefix_dir, step, workdir, seed)
                 progress(f"seed {seed}: arm {arm['name']} ({config.anneal_steps} steps from "
                          f"step {step}) in {workdir}")
-                seconds = trainer(cfg, fs.join(logs, f"seed{seed}_{arm['name']}.log"))
-                runs["timings"]["arms"].setdefault(arm["name"], []).append(
-                    {"seed": seed, "steps": config.anneal_steps, "seconds": seconds})
+                _timed(workdir, trainer(cfg, fs.join(logs, f"seed{seed}_{arm['name']}.log")),
+                       config.anneal_steps)
+            runs["timings"]["arms"].setdefault(arm["name"], []).append(
+                {"seed": seed, **_timing(workdir)})
             arms[arm["name"]] = {"workdir": workdir, "step": cfg.train.total_steps,
                                  "weights": dict(cfg.mixture.stages[-1]["weights"]),
                                  "optim": dict(arm.get("optim") or {})}
@@ -266,9 +258,10 @@ def study(config: ml_collections.ConfigDict, progress: Callable[[str], None] = l
     config.output_dir = fs.resolve(config.output_dir)
     if config.from_workdir:
         config.from_workdir = fs.resolve(config.from_workdir)
-    for field in ("prep_dir", "packed_dir", "tokenizer"):
+    for field in ("packed_dir", "tokenizer"):
         if config.train.data[field]:
             config.train.data[field] = fs.resolve(config.train.data[field])
+    config.prep_dir = fs.resolve(config.prep_dir)
     fs.makedirs(config.output_dir)
     fs.write_text(fs.join(config.output_dir, "study_config.json"),
                   config.to_json_best_effort(indent=2) + "\n")

@@ -11,8 +11,9 @@ belongs to:
   benchmark's answers better, scored without generation (loss-based probes).
 
 Decontamination is what keeps the probes out of training; `contamination()` checks it
-rather than assuming it: it looks every probe item's word n-grams up in the training split
-with the decontamination stage's own index and reports the items found (expected: none).
+rather than assuming it: it looks every probe item up in the training split with the
+decontamination stage's own index (`data_pipeline.decontaminate.NgramIndex`) and reports
+the items found (expected: none).
 Each checkpoint is scored with `pretrain.evaluate.evaluate` (the trainer's tokenization and
 windows), so the numbers are the ones `python -m pretrain.evaluate` prints.
 """
@@ -71,17 +72,17 @@ def prepared_domains(prep_dir: str) -> list[str]:
 
 
 def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
-    """{probe set: items sharing a decontamination n-gram with PREP's train split}."""
+    """{probe set: items sharing a decontamination window with PREP's train split}."""
     from data_pipeline import decontaminate
-    from data_pipeline.shingles import normalized_words, word_hashes
 
     cfg = decontaminate.default_config()
-    index = decontaminate.NgramIndex(items, cfg.ngram, cfg.short_ngram)
+    index = decontaminate.NgramIndex(items, cfg.window_chars, cfg.min_chars, cfg.winnow)
     found: set[int] = set()
-    if index.table:
+    if index.keys:
         for domain in prepared_domains(prep_dir):
             for text in training_texts(prep_dir, domain):
-                found.update(i for _, _, i in index.matches(word_hashes(normalized_words(text))))
+                codes, _ = decontaminate.normalized_chars(text)
+                found.update(i for _, _, i in index.matches(codes))
     counts = {item.eval_set: 0 for item in items}
     for i in found:
         counts[items[i].eval_set] += 1
@@ -90,7 +91,7 @@ def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
 
 def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any]:
     """Writes the held-out file; returns its composition and the contamination check."""
-    prep_dir = config.train.data.prep_dir
+    prep_dir = config.prep_dir
     docs = []
     for domain in prepared_domains(prep_dir):
         texts = validation_documents(prep_dir, domain, config.probes.validation_docs)

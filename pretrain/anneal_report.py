@@ -76,11 +76,12 @@ def verdict(summary: dict[str, Any], reference: str, lower: list[str], level: li
 
 def cost(timings: dict[str, Any]) -> dict[str, Any]:
     """Seconds of prefix + K x anneal (what ran) against K x (prefix + anneal) (separate runs)."""
-    prefix = [t["seconds"] for t in timings.get("prefix", [])]
-    arms = {a: [t["seconds"] for t in ts] for a, ts in timings.get("arms", {}).items()}
+    prefix = [t["seconds"] for t in timings.get("prefix", []) if t["seconds"]]
+    arms = {a: [t["seconds"] for t in ts if t["seconds"]] for a, ts in timings.get("arms", {}).items()}
     k = len(arms)
+    arm_seconds = [s for ts in arms.values() for s in ts]
     per_seed_prefix = float(np.mean(prefix)) if prefix else 0.0
-    per_seed_arm = float(np.mean([s for ts in arms.values() for s in ts])) if arms else 0.0
+    per_seed_arm = float(np.mean(arm_seconds)) if arm_seconds else 0.0
     return {"prefix_seconds_per_seed": per_seed_prefix, "arm_seconds_per_seed": per_seed_arm,
             "arms": k, "branched_seconds_per_seed": per_seed_prefix + k * per_seed_arm,
             "separate_runs_seconds_per_seed": k * (per_seed_prefix + per_seed_arm),
@@ -138,7 +139,7 @@ def markdown(config: ml_collections.ConfigDict, runs: dict[str, Any], scores: di
     dirty = {k: v for k, v in held["contaminated_items"].items() if v}
     lines += ["", "Held-out documents: " + ", ".join(f"{k} {v}" for k, v in held["documents"].items())
               + ". Probes are eval items as question + reference answer text; "
-              + ("none of them shares a decontamination n-gram with the training split "
+              + ("none of them shares a decontamination window with the training split "
                  "(checked on the prepared data)." if not dirty else
                  f"CONTAMINATED items found in the training split: {dirty}.")]
     if costs["arms"] and costs["prefix_seconds_per_seed"]:

@@ -341,6 +341,8 @@ def restore_or_init(setup: TrainState, config: ml_collections.ConfigDict, manage
         if not init_from.keep_step:
             state = restart_schedule(setup, state)
         start = int(state["step"])
+        if start:  # keep_step: the stream (a function of seed, step, schedule) starts there too
+            source.set_state({**source.get_state(), "step": start})
         return state, start, (f"initialised from {init_from.workdir} step {step} (params and "
                               f"optimiser state); fresh data stream, starting at step {start}")
     return setup.init(jax.random.PRNGKey(config.seed)), 0, "initialised from scratch"

@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.anneal_steps = 60
     c.eval_every = 20  # validation loss every N steps during the anneal (the curves)
 
+    c.prep_dir = "runs/demo/prep"  # the prepared data behind train.data.packed_dir: held-out documents
     c.train = demo_tiny_cpu.get_config()  # model, data, optimiser and eval of prefix and arms
     c.train.workdir = "(set per run)"
     c.train.checkpoint.async_save = False
@@ -41,9 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.mixture.tasks = list(GENERAL)
 
     # Each arm: name, the weights of its annealing stage (None: keep the prefix's mixture) and
-    # optional `optim` overrides of its decay (e.g. {"end_lr_ratio": 0.0}) and `prep_dir` (the
-    # same prepared documents with another high_quality marking) with `packed_dir`, its
-    # mixtures.pack output. The first arm is the
+    # optional `optim` overrides of its decay (e.g. {"end_lr_ratio": 0.0}) and `packed_dir` (the
+    # same documents packed with another high_quality marking). The first arm is the
     # reference every other arm is compared with.
     c.arms = [
         dict(name="general", weights=None, optim={}),

@@ -4,10 +4,11 @@ Run by `bench/anneal_study.py`, which builds the data this config points at (OUT
 in `--config=configs/anneal/study.py:DIR`): the demo corpus prepared twice, decontaminated against every probe set, with
 two ways of choosing the high-quality subsets:
 
-- OUT/prep_heuristic: `high_quality` = top 30% of each domain by the heuristic score
-  (data_pipeline/heuristic_quality.py), the project's default and the demo's recipe;
-- OUT/prep_reference: top 30% of each domain by a classifier (data_pipeline.quality) trained to
-  tell reference text (GSM8K *train* question+answer, MBPP *train* problems+solutions,
+- OUT/prep_heuristic (packed: OUT/packed_heuristic): `high_quality` = top 30% of each domain
+  by the heuristic score (data_pipeline/heuristic_quality.py), the project's default and the
+  demo's recipe;
+- OUT/prep_reference (packed: OUT/packed_reference): top 30% of each domain by a classifier
+  (data_pipeline.quality) trained to tell reference text (GSM8K *train* question+answer, MBPP *train* problems+solutions,
   Wikipedia articles) from the corpus: the DCLM / OpenWebMath way of choosing data that
   looks like what the model should be good at. The probes use the *test* splits.
 
@@ -34,7 +35,7 @@ def get_config(out: str = ""):
     c.prefix_steps = 240
     c.anneal_steps = 60
     c.eval_every = 20
-    c.train.data.prep_dir = f"{root}/prep_heuristic"
+    c.prep_dir = f"{root}/prep_heuristic"  # held-out documents; the same in both preps
     c.train.data.packed_dir = f"{root}/packed_heuristic"
     c.train.data.tokenizer = f"{root}/tokenizer/tokenizer.model"
     c.train.metrics.peak_flops = 1e12  # skip the CPU matmul probe in every run
@@ -42,10 +43,9 @@ def get_config(out: str = ""):
     c.arms = [
         dict(name="general", weights=None, optim={}),
         dict(name="hq_heuristic", weights=HQ, optim={}),
-        dict(name="hq_reference", weights=HQ, optim={}, prep_dir=f"{root}/prep_reference",
-             packed_dir=f"{root}/packed_reference"),
+        dict(name="hq_reference", weights=HQ, optim={}, packed_dir=f"{root}/packed_reference"),
         dict(name="hq_reference_mc", weights={"web_hq": 0.3, "math_hq": 0.35, "code_hq": 0.35},
-             optim={}, prep_dir=f"{root}/prep_reference", packed_dir=f"{root}/packed_reference"),
+             optim={}, packed_dir=f"{root}/packed_reference"),
     ]
     c.probes.sets = {
         "gsm8k": f"{root}/probes/gsm8k_test.jsonl",

@@ -11,7 +11,7 @@ import ml_collections
 import pytest
 
 from configs.anneal import demo
-from tests.support.mixtures import build_prepared, pack_mixture
+from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
 from pretrain import anneal, anneal_report
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
@@ -21,12 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 PREFIX, ANNEAL = 8, 4
 
 
-def study_config(root: Path, prep_dir: Path, vocab: Path, probe: Path) -> ml_collections.ConfigDict:
+def study_config(root: Path, prep_dir: Path, packed_dir: Path, vocab: Path, probe: Path
+                 ) -> ml_collections.ConfigDict:
     c = demo.get_config()
     train = tiny_config(root / "unused")
     train.data.synthetic = False
-    train.data.prep_dir, train.data.tokenizer = str(prep_dir), str(vocab)
-    train.data.packed_dir = str(pack_mixture(root / "data", prep_dir, vocab, seq_len=train.data.seq_len))
+    train.data.seq_len = PACK_SEQ_LEN
+    train.data.packed_dir, train.data.tokenizer = str(packed_dir), str(vocab)
+    c.prep_dir = str(prep_dir)
     train.mixture = c.train.mixture
     train.mixture.seq_len = train.data.seq_len
     train.checkpoint.async_save = False
@@ -45,7 +47,7 @@ def study_config(root: Path, prep_dir: Path, vocab: Path, probe: Path) -> ml_col
 @pytest.fixture(scope="module")
 def studied(tmp_path_factory):
     root = tmp_path_factory.mktemp("anneal")
-    prep_dir, vocab = build_prepared(root / "data", n_docs=40, validation_docs=5)
+    prep_dir, vocab, packed_dir = packed_fixture(tmp_path_factory)
     probe = root / "quiz.jsonl"  # eval-set shaped: question + reference answer
     probe.write_text("".join(json.dumps({"question": f"let prove theorem {i} integer prime",
                                          "answer": "sum equal proof group ring field"}) + "\n"
@@ -56,7 +58,7 @@ def studied(tmp_path_factory):
         tfds.builder_from_directory(str(prep_dir / "code")).as_dataset(split="train"))
         if len(ex["text"].split()) >= 20)
     (root / "leaky.jsonl").write_text(json.dumps({"question": leaked}) + "\n")
-    config = study_config(root, prep_dir, vocab, probe)
+    config = study_config(root, prep_dir, packed_dir, vocab, probe)
     report = anneal.study(config, trainer=train_in_process)
     return root, config, report
 
