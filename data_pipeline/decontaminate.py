@@ -12,9 +12,10 @@ indexed by winnowing (Schleimer et al. 2003): the smallest window hash of every 
 consecutive windows, which guarantees that any shared stretch of ``window_chars + winnow -
 1`` characters is found while indexing about a quarter of the windows. The first text field
 of an item (its question) is indexed on its own too, and a part shorter than that is
-indexed with every window of ``min_chars`` characters; parts shorter than ``min_chars`` are
-skipped (too short to tell a leak from a common phrase). ``action="cut"`` removes each match
-with ``cut_window_chars`` around it and keeps the remaining pieces of at least
+indexed with every window of ``min_chars`` characters. A whole item shorter than that (BBH's
+boolean expressions) matches only as a whole, from ``min_item_chars`` on; a question part
+shorter than ``min_chars`` is skipped (too short to tell a leak from a common phrase).
+``action="cut"`` removes each match with ``cut_window_chars`` around it and keeps the remaining pieces of at least
 ``min_piece_chars``; a document cut into more than ``max_pieces`` pieces, or with nothing
 left, is dropped, as in GPT-3.
 
@@ -51,7 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
         {
             "enabled": True,
             "window_chars": 50,  # letters+digits in a matching window (about ten words)
-            "min_chars": 35,  # shorter item parts are matched whole-window at this size; below, skipped
+            "min_chars": 35,  # item parts shorter than window_chars are matched in windows of this size
+            "min_item_chars": 20,  # whole items shorter than min_chars are matched whole; shorter, skipped
             "winnow": 8,  # index the smallest of every `winnow` consecutive window hashes
             "action": "drop",  # drop | cut
             "cut_window_chars": 200,
@@ -69,6 +71,8 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination")
     checks.one_of(config.action, ACTIONS, f"{prefix}.action")
     checks.positive(config.min_chars, f"{prefix}.min_chars")
     checks.positive(config.winnow, f"{prefix}.winnow")
+    checks.require(0 < config.min_item_chars <= config.min_chars, f"{prefix}.min_item_chars",
+                   f"must be in (0, min_chars={config.min_chars}]", config.min_item_chars)
     checks.require(config.window_chars >= config.min_chars, f"{prefix}.window_chars",
                    f"must be >= min_chars={config.min_chars}", config.window_chars)
     for field in ("cut_window_chars", "min_piece_chars", "max_pieces"):
@@ -118,21 +122,31 @@ def _series(base: np.uint64, size: int) -> np.ndarray:
 _POWERS = _Powers()
 
 
+def _prefix(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, P powers): S[i] sums ``m[t] * P**-t`` for t < i, ``m`` the mixed code points."""
+    up, down = _POWERS.upto(len(codes) + 1)
+    with np.errstate(over="ignore"):
+        mixed = (codes + np.uint64(1)) * _MIX
+        prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(mixed * down[: len(codes)], dtype=np.uint64)])
+    return prefix, up
+
+
+def _windows(prefix: np.ndarray, up: np.ndarray, k: int) -> np.ndarray:
+    count = len(prefix) - k
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return (prefix[k:] - prefix[:count]) * up[k - 1 : k - 1 + count]
+
+
 def window_hashes(codes: np.ndarray, k: int) -> np.ndarray:
     """Hash of the ``k``-character window starting at every position (empty when shorter).
 
     ``sum_j m[i+j] * P**(k-1-j)`` with ``m`` the mixed code points, from one prefix sum:
     ``(S[i+k] - S[i]) * P**(i+k-1)`` where ``S`` sums ``m[t] * P**-t`` (P is odd, so
-    invertible mod 2**64; all arithmetic wraps).
+    invertible mod 2**64; all arithmetic wraps). The hash does not depend on ``i``.
     """
-    count = len(codes) - k + 1
-    if count <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    up, down = _POWERS.upto(len(codes))
-    with np.errstate(over="ignore"):
-        mixed = (codes + np.uint64(1)) * _MIX
-        prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(mixed * down[: len(codes)], dtype=np.uint64)])
-        return (prefix[k:] - prefix[:count]) * up[k - 1 : k - 1 + count]
+    return _windows(*_prefix(codes), k)
 
 
 def _has_letter(codes: np.ndarray, k: int) -> np.ndarray:
@@ -150,10 +164,11 @@ class NgramIndex:
 
     _BATCH_CHARS = 1 << 24  # code points per pass (bounds the temporary arrays)
 
-    def __init__(self, items: list[EvalItem], window: int, min_chars: int, w: int) -> None:
+    def __init__(self, items: list[EvalItem], window: int, min_chars: int, w: int, min_item_chars: int = 0) -> None:
         self.items = items
-        self.window, self.min_chars, self.w = window, min_chars, w
-        parts = [(i, part) for i, item in enumerate(items) for part in item.parts]
+        self.window, self.min_chars, self.w, self.min_item_chars = window, min_chars, w, min_item_chars
+        # (item, text, is the whole item): a whole item may be short; its question alone may not.
+        parts = [(i, part, j == 0) for i, item in enumerate(items) for j, part in enumerate(item.parts)]
         found: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {window: [], min_chars: []}
         indexed = np.zeros(len(items), dtype=bool)
         start = 0
@@ -176,19 +191,32 @@ class NgramIndex:
                 distinct[1:] = (all_keys[1:] != all_keys[:-1]) | (all_owners[1:] != all_owners[:-1])
                 self.keys[k], self.owners[k] = all_keys[distinct], all_owners[distinct]
 
-    def _index_batch(self, parts: list[tuple[int, str]], found: dict, indexed: np.ndarray) -> None:
-        codes, offsets = normalized_chars("\x00".join(text for _, text in parts))
+    def _index_batch(self, parts: list[tuple[int, str, bool]], found: dict, indexed: np.ndarray) -> None:
+        codes, offsets = normalized_chars("\x00".join(text for _, text, _ in parts))
         # Part p covers codes[bounds[p]:bounds[p + 1]] (the separators are not letters or digits).
-        text_starts = np.cumsum([0] + [len(text) + 1 for _, text in parts])
+        text_starts = np.cumsum([0] + [len(text) + 1 for _, text, _ in parts])
         bounds = np.searchsorted(offsets, text_starts)
         lengths = np.diff(bounds)
-        owner_of_part = np.array([i for i, _ in parts], dtype=np.int32)
+        owner_of_part = np.array([i for i, _, _ in parts], dtype=np.int32)
         part_of = np.repeat(np.arange(len(parts)), lengths)
         end_of = bounds[1:][part_of]
         indexed[owner_of_part[lengths >= self.min_chars]] = True
         long_part = lengths >= self.window + self.w - 1
+        prefix, up = _prefix(codes)
+        # Whole items too short for a min_chars window are matched whole (the item's
+        # every letter and digit, in order), if they have a letter: BBH's short tasks.
+        whole = np.array([is_whole for _, _, is_whole in parts]) & (lengths >= self.min_item_chars) & (self.min_item_chars > 0) & (
+            lengths < self.min_chars)
+        letters = np.concatenate([[0], np.cumsum((codes < 48) | (codes > 57))])
+        whole &= (letters[bounds[1:]] - letters[bounds[:-1]]) > 0
+        for p in np.flatnonzero(whole).tolist():
+            k = int(lengths[p])
+            with np.errstate(over="ignore"):
+                key = (prefix[bounds[p] + k] - prefix[bounds[p]]) * up[bounds[p] + k - 1]
+            found.setdefault(k, []).append((np.array([key], dtype=np.uint64), owner_of_part[p : p + 1]))
+            indexed[owner_of_part[p]] = True
         for k in (self.window, self.min_chars):
-            hashes = window_hashes(codes, k)
+            hashes = _windows(prefix, up, k)
             if not len(hashes):
                 continue
             n = len(hashes)
@@ -212,8 +240,9 @@ class NgramIndex:
 
     def matches(self, codes: np.ndarray) -> Iterator[tuple[int, int, int]]:
         """(window size, start position, item index) for every indexed window in a document."""
+        prefix, up = _prefix(codes)
         for k, keys in self.keys.items():
-            grams = window_hashes(codes, k)
+            grams = _windows(prefix, up, k)
             if not len(grams):
                 continue
             lo = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)
@@ -243,7 +272,8 @@ def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) ->
     key = repr((sorted(eval_specs.items()), sorted(config.to_dict().items())))
     if key not in _INDEX_CACHE:
         items = load_eval_sets(eval_specs, config)
-        _INDEX_CACHE[key] = NgramIndex(items, int(config.window_chars), int(config.min_chars), int(config.winnow))
+        _INDEX_CACHE[key] = NgramIndex(items, int(config.window_chars), int(config.min_chars), int(config.winnow),
+                                       int(config.min_item_chars))
     return _INDEX_CACHE[key]
 
 

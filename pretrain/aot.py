@@ -36,6 +36,10 @@ INSTALL_HINT = ("pip install 'libtpu==0.0.42.*'  (the libtpu jax[tpu]==0.10.2 pi
 GIB = 2**30
 
 
+class DoesNotFit(RuntimeError):
+    """The TPU compiler itself refused the step: it needs more HBM than a chip has."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Chip:
     """Per-chip figures of a TPU generation, from Google's published system specs."""
@@ -168,7 +172,13 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any,
         setup.sharding, setup.batch_sharding, setup.mesh)
     start = time.perf_counter()
     with jax.set_mesh(setup.mesh):
-        compiled = step.lower(setup.abstract, batch).compile()
+        lowered = step.lower(setup.abstract, batch)
+        try:
+            compiled = lowered.compile()
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            raise DoesNotFit(str(e).strip().splitlines()[0][:2000]) from None
     params = sum(x.size for x in jax.tree.leaves(setup.abstract["params"]))
     return compiled, {"mesh": dict(setup.mesh.shape), "compile_seconds": time.perf_counter() - start,
                       "param_count": int(params), "model": setup.model_config}
@@ -240,14 +250,19 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     topology = config.aot.topology
     checks.require(bool(topology), "aot.topology", "required (--topology=v5e:16x16)", topology)
     chips = parse_topology(topology)
-    report = analyse(config, topology)
+    advice = ("Lower data.global_batch_size per chip (raise train.grad_accum_steps to keep the "
+              "tokens per step), set model.remat_policy, model.vocab_chunks, model.attention='splash'.")
+    try:
+        report = analyse(config, topology)
+    except DoesNotFit as e:
+        print(f"DOES NOT FIT on {topology}: the TPU compiler ran out of HBM: {e}\n{advice}",
+              file=sys.stderr)
+        sys.exit(1)
     print(format_report(report))
     if not report.fits:
         print(f"DOES NOT FIT: {report.peak_bytes / GIB:.2f} GiB per chip > "
               f"{report.max_fraction:.0%} of {report.hbm_bytes / GIB:.2f} GiB on {chips} chips. "
-              "Lower data.global_batch_size per chip (raise train.grad_accum_steps to keep the "
-              "tokens per step), set model.remat_policy, model.vocab_chunks, model.attention='splash'.",
-              file=sys.stderr)
+              + advice, file=sys.stderr)
         sys.exit(1)
     print("fits")
 

@@ -10,7 +10,8 @@ with explicit input/output shardings over the (data, fsdp, tensor) mesh.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

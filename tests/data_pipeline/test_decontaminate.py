@@ -97,6 +97,7 @@ def test_cut_drops_documents_with_nothing_left(run):
 def test_items_shorter_than_min_chars_are_skipped(run):
     index = decontaminate.NgramIndex(_items(), window=50, min_chars=35, w=8)
     assert index.skipped == 1
+    assert decontaminate.NgramIndex(_items(), window=50, min_chars=35, w=8, min_item_chars=5).skipped == 0
     kept, rejected, hits = run([record("d", FILLER + " why so?")])
     assert len(kept) == 1 and rejected == [] and hits == []
 

