@@ -342,7 +342,10 @@ def restore_or_init(setup: TrainState, config: ml_collections.ConfigDict, manage
             state = restart_schedule(setup, state)
         start = int(state["step"])
         if start:  # keep_step: the stream (a function of seed, step, schedule) starts there too
-            source.set_state({**source.get_state(), "step": start})
+            data_state = {**source.get_state(), "step": start}
+            if hasattr(source, "fingerprints"):  # MixtureStream: this config's own past
+                data_state["fingerprints"] = source.fingerprints(start)
+            source.set_state(data_state)
         return state, start, (f"initialised from {init_from.workdir} step {step} (params and "
                               f"optimiser state); fresh data stream, starting at step {start}")
     return setup.init(jax.random.PRNGKey(config.seed)), 0, "initialised from scratch"
