@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install install-test install-bench demo test clean
+.PHONY: install install-test install-bench demo lint test clean
 
 # The runtime dependencies only: what `make demo` and a user's runs need.
 install: $(VENV)/.installed
@@ -30,6 +30,11 @@ install-bench: install-test
 
 demo: install
 	bash scripts/demo.sh $(DEMO_DIR)
+
+# ruff: the lint rules and the formatter configured in pyproject.toml.
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install-test
 	$(BIN)/python -m pytest -q tests

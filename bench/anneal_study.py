@@ -57,10 +57,15 @@ def build_probes_and_reference(out: str) -> None:
                 if k < 3:
                     mmlu.append((k, name, {**row, "id": f"{name}:{k}"}))
     write_jsonl(f"{out}/probes/mmlu_test.jsonl", [r for _, _, r in sorted(mmlu, key=lambda t: t[:2])])
-    web = read_jsonl(os.path.join(SHARED, "web", "dolma-cc",
-                                  "formats__gz__CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"))
-    write_jsonl(f"{out}/probes/web_pages.jsonl", [{"id": r["id"], "text": r["text"]} for r in web
-                                                  if _english_page(r["text"])][:150])
+    web = read_jsonl(
+        os.path.join(
+            SHARED, "web", "dolma-cc", "formats__gz__CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+        )
+    )
+    write_jsonl(
+        f"{out}/probes/web_pages.jsonl",
+        [{"id": r["id"], "text": r["text"]} for r in web if _english_page(r["text"])][:150],
+    )
 
     gsm8k_train = read_jsonl(os.path.join(EVAL, "gsm8k", "train.jsonl"))
     reference = [{"text": f"{r['question']}\n{r['answer']}"} for r in gsm8k_train[:1500]]
@@ -74,8 +79,11 @@ def _english_page(text: str) -> bool:
     """A Common Crawl page of 500-20,000 characters that reads as English prose."""
     words = text.lower().split()
     ascii_share = sum(c.isascii() for c in text) / max(len(text), 1)
-    return 500 <= len(text) <= 20_000 and ascii_share > 0.97 and \
-        sum(w in ("the", "and", "of", "to") for w in words) / max(len(words), 1) > 0.05
+    return (
+        500 <= len(text) <= 20_000
+        and ascii_share > 0.97
+        and sum(w in ("the", "and", "of", "to") for w in words) / max(len(words), 1) > 0.05
+    )
 
 
 def _wikitext_articles(wiki_dir: str) -> list[str]:
@@ -102,8 +110,13 @@ def stage(name: str, out: str, done: str, command: list[str], timings: dict) -> 
     print(f"[{name}] $ {' '.join(command)}", flush=True)
     start = time.perf_counter()
     with open(f"{out}/logs/{name}.log", "w") as log:
-        code = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}).returncode
+        code = subprocess.run(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        ).returncode
     timings[name] = round(time.perf_counter() - start, 1)
     if code:
         sys.exit(f"[{name}] failed; see {out}/logs/{name}.log")
@@ -124,34 +137,114 @@ def main() -> None:
     timings: dict[str, float] = {}
     if not os.path.exists(f"{out}/reference/positive.jsonl"):
         build_probes_and_reference(out)
-    evals = [f"--eval_set={n}={out}/probes/{f}" for n, f in (
-        ("gsm8k", "gsm8k_test.jsonl"), ("math", "math_test.jsonl"), ("mbpp", "mbpp_test.jsonl"),
-        ("mmlu", "mmlu_test.jsonl"), ("web", "web_pages.jsonl"))]
+    evals = [
+        f"--eval_set={n}={out}/probes/{f}"
+        for n, f in (
+            ("gsm8k", "gsm8k_test.jsonl"),
+            ("math", "math_test.jsonl"),
+            ("mbpp", "mbpp_test.jsonl"),
+            ("mmlu", "mmlu_test.jsonl"),
+            ("web", "web_pages.jsonl"),
+        )
+    ]
     inputs = [f"--input={d}={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")]
-    stage("corpus", out, f"{out}/corpus/code.jsonl",
-          [py, "-m", "data_pipeline.demo_corpus", "--output", f"{out}/corpus"], timings)
-    stage("prepare_heuristic", out, f"{out}/prep_heuristic/stats.json",
-          [py, "-m", "data_pipeline.prepare", "--config=configs/data/demo.py", *inputs, *evals,
-           f"--output_dir={out}/prep_heuristic"], timings)
-    stage("tokenizer", out, f"{out}/tokenizer/tokenizer.model",
-          [py, "-m", "tokenizer.train", "--config=configs/tokenizer/demo.py",
-           f"--input={out}/prep_heuristic", f"--output={out}/tokenizer"], timings)
-    stage("quality_classifier", out, f"{out}/reference/quality.npz",
-          [py, "-m", "data_pipeline.quality", "train", f"--positive={out}/reference/positive.jsonl",
-           *[f"--negative={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")],
-           f"--output={out}/reference/quality.npz"], timings)
-    stage("prepare_reference", out, f"{out}/prep_reference/stats.json",
-          [py, "-m", "data_pipeline.prepare", "--config=configs/data/demo.py", *inputs, *evals,
-           f"--config.quality.model_path={out}/reference/quality.npz",
-           f"--output_dir={out}/prep_reference"], timings)
+    stage(
+        "corpus",
+        out,
+        f"{out}/corpus/code.jsonl",
+        [py, "-m", "data_pipeline.demo_corpus", "--output", f"{out}/corpus"],
+        timings,
+    )
+    stage(
+        "prepare_heuristic",
+        out,
+        f"{out}/prep_heuristic/stats.json",
+        [
+            py,
+            "-m",
+            "data_pipeline.prepare",
+            "--config=configs/data/demo.py",
+            *inputs,
+            *evals,
+            f"--output_dir={out}/prep_heuristic",
+        ],
+        timings,
+    )
+    stage(
+        "tokenizer",
+        out,
+        f"{out}/tokenizer/tokenizer.model",
+        [
+            py,
+            "-m",
+            "tokenizer.train",
+            "--config=configs/tokenizer/demo.py",
+            f"--input={out}/prep_heuristic",
+            f"--output={out}/tokenizer",
+        ],
+        timings,
+    )
+    stage(
+        "quality_classifier",
+        out,
+        f"{out}/reference/quality.npz",
+        [
+            py,
+            "-m",
+            "data_pipeline.quality",
+            "train",
+            f"--positive={out}/reference/positive.jsonl",
+            *[f"--negative={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")],
+            f"--output={out}/reference/quality.npz",
+        ],
+        timings,
+    )
+    stage(
+        "prepare_reference",
+        out,
+        f"{out}/prep_reference/stats.json",
+        [
+            py,
+            "-m",
+            "data_pipeline.prepare",
+            "--config=configs/data/demo.py",
+            *inputs,
+            *evals,
+            f"--config.quality.model_path={out}/reference/quality.npz",
+            f"--output_dir={out}/prep_reference",
+        ],
+        timings,
+    )
     for recipe in ("heuristic", "reference"):
-        stage(f"pack_{recipe}", out, f"{out}/packed_{recipe}/manifest.json",
-              [py, "-m", "mixtures.pack", "--config=configs/mixtures/demo_two_stage.py",
-               f"--prep_dir={out}/prep_{recipe}", f"--vocab_path={out}/tokenizer/tokenizer.model",
-               f"--output={out}/packed_{recipe}"], timings)
-    stage("anneal", out, f"{out}/study/report.json",
-          [py, "-m", "pretrain.anneal", f"--config=configs/anneal/study.py:{out}",
-           f"--config.seeds=({args.seeds},)", *args.extra], timings)
+        stage(
+            f"pack_{recipe}",
+            out,
+            f"{out}/packed_{recipe}/manifest.json",
+            [
+                py,
+                "-m",
+                "mixtures.pack",
+                "--config=configs/mixtures/demo_two_stage.py",
+                f"--prep_dir={out}/prep_{recipe}",
+                f"--vocab_path={out}/tokenizer/tokenizer.model",
+                f"--output={out}/packed_{recipe}",
+            ],
+            timings,
+        )
+    stage(
+        "anneal",
+        out,
+        f"{out}/study/report.json",
+        [
+            py,
+            "-m",
+            "pretrain.anneal",
+            f"--config=configs/anneal/study.py:{out}",
+            f"--config.seeds=({args.seeds},)",
+            *args.extra,
+        ],
+        timings,
+    )
     print(json.dumps(timings))
     with open(f"{out}/study/report.md") as f:
         print(f.read())

@@ -55,7 +55,9 @@ def _jsonl_rows(path: Path):
 
 def build_corpus(data: Path, work: Path, repeat: int) -> dict[str, list[dict]]:
     """Writes work/<domain>/part-*.jsonl; returns the records per domain."""
-    web_files = sorted((data / "web" / "dolma-cc").glob("*.json*.gz")) + sorted((data / "web" / "olmo-c4").glob("*.json*.gz"))
+    web_files = sorted((data / "web" / "dolma-cc").glob("*.json*.gz")) + sorted(
+        (data / "web" / "olmo-c4").glob("*.json*.gz")
+    )
     web_files += [data / "web" / "trafilatura" / "trafilatura_tests_extracted.jsonl"]
     web = []
     for path in web_files:
@@ -109,7 +111,9 @@ def per_stage(corpus: dict[str, list[dict]]) -> list[tuple[str, int, float, floa
         "exact-dedup hash": lambda i: dedup.text_hash(docs[i]["text"], "case_whitespace"),
         "MinHash signature": lambda i: hasher.signature(shingles.shingle_set(docs[i]["text"], 5)),
         "quality score (heuristic)": lambda i: heuristic_quality.heuristic_score(docs[i]),
-        "TFDS serialize": lambda i: features.serialize_example(features.encode_example(tfds_output.example_of(docs[i]))),
+        "TFDS serialize": lambda i: features.serialize_example(
+            features.encode_example(tfds_output.example_of(docs[i]))
+        ),
     }
     results = []
     mb = _mb(docs)
@@ -123,14 +127,20 @@ def per_stage(corpus: dict[str, list[dict]]) -> list[tuple[str, int, float, floa
 
 def run_ours(work: Path, out: Path, workers: int) -> float:
     """Wall seconds of the whole Beam job (a subprocess, as a user runs it)."""
-    args = [sys.executable, "-m", "data_pipeline.prepare", f"--output_dir={out}", f"--direct_num_workers={workers}"]
+    args = [
+        sys.executable,
+        "-m",
+        "data_pipeline.prepare",
+        f"--output_dir={out}",
+        f"--direct_num_workers={workers}",
+    ]
     args += [f"--input={d}={work / d / 'part-*.jsonl'}" for d in ("web", "math", "code")]
     start = time.perf_counter()
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode:
         sys.exit(f"data_pipeline.prepare failed:\n{result.stderr[-5000:]}")
-    print(result.stdout[result.stdout.find("source "):])
+    print(result.stdout[result.stdout.find("source ") :])
     return elapsed
 
 
@@ -149,7 +159,9 @@ def run_datatrove(work: Path, dt: Path, workers: int) -> dict[str, float]:
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
-    minhash = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
+    minhash = MinhashConfig(
+        n_grams=5, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1")
+    )
     stages = {
         "read + Gopher + C4 + write": [
             JsonlReader(str(work), glob_pattern="*/part-*.jsonl"),
@@ -157,7 +169,10 @@ def run_datatrove(work: Path, dt: Path, workers: int) -> dict[str, float]:
             C4QualityFilter(),
             JsonlWriter(str(dt / "filtered")),
         ],
-        "MinHash signatures": [JsonlReader(str(dt / "filtered")), MinhashDedupSignature(str(dt / "sigs"), config=minhash)],
+        "MinHash signatures": [
+            JsonlReader(str(dt / "filtered")),
+            MinhashDedupSignature(str(dt / "sigs"), config=minhash),
+        ],
         "MinHash buckets": [MinhashDedupBuckets(str(dt / "sigs"), str(dt / "buckets"), config=minhash)],
         "MinHash clusters": [MinhashDedupCluster(str(dt / "buckets"), str(dt / "remove"), config=minhash)],
         "MinHash filter + write": [
@@ -193,15 +208,18 @@ def main(argv: list[str]) -> None:
         corpus = build_corpus(data, work, _REPEAT.value)
         all_docs = sum(len(v) for v in corpus.values())
         all_mb = sum(_mb(v) for v in corpus.values())
-        print(f"corpus: web {len(corpus['web'])} docs ({_REPEAT.value} copies each), math {len(corpus['math'])}, "
-              f"code {len(corpus['code'])}; {all_docs} docs, {all_mb:.1f} MB", flush=True)
+        print(
+            f"corpus: web {len(corpus['web'])} docs ({_REPEAT.value} copies each), math {len(corpus['math'])}, "
+            f"code {len(corpus['code'])}; {all_docs} docs, {all_mb:.1f} MB",
+            flush=True,
+        )
         if _PER_STAGE.value:
             stage_rows = [(n, d, f"{d / s:,.0f}", f"{mb / s:.1f}") for n, d, s, mb in per_stage(corpus)]
             print(_table(stage_rows, ("stage (1 process)", "docs", "docs/s", "MB/s")))
         rows, ratios = [], []
         for r in range(_ROUNDS.value):
             times = {}
-            for system in (("ours", "datatrove") if r % 2 == 0 else ("datatrove", "ours")):
+            for system in ("ours", "datatrove") if r % 2 == 0 else ("datatrove", "ours"):
                 if system == "ours":
                     times[system] = run_ours(work, work / f"out_{r}", _WORKERS.value)
                 else:
@@ -209,12 +227,35 @@ def main(argv: list[str]) -> None:
                 print(f"round {r}: {system} {times[system]:.1f}s", flush=True)
             ratio = times["datatrove"] / times["ours"]
             ratios.append(ratio)
-            rows.append((r, " then ".join(times), f"{times['ours']:.1f}", f"{all_docs / times['ours']:,.0f}",
-                         f"{times['datatrove']:.1f}", f"{all_docs / times['datatrove']:,.0f}", f"{ratio:.2f}x"))
-        print(_table(rows, ("round", "order", "ours s", "ours docs/s", "datatrove s", "datatrove docs/s",
-                            "ours/datatrove docs/s")))
-        print(f"ratio over {len(ratios)} rounds: min {min(ratios):.2f}x, median {sorted(ratios)[len(ratios) // 2]:.2f}x, "
-              f"max {max(ratios):.2f}x ({all_docs} docs, {all_mb:.1f} MB, {_WORKERS.value} workers, {os.cpu_count()} cores)")
+            rows.append(
+                (
+                    r,
+                    " then ".join(times),
+                    f"{times['ours']:.1f}",
+                    f"{all_docs / times['ours']:,.0f}",
+                    f"{times['datatrove']:.1f}",
+                    f"{all_docs / times['datatrove']:,.0f}",
+                    f"{ratio:.2f}x",
+                )
+            )
+        print(
+            _table(
+                rows,
+                (
+                    "round",
+                    "order",
+                    "ours s",
+                    "ours docs/s",
+                    "datatrove s",
+                    "datatrove docs/s",
+                    "ours/datatrove docs/s",
+                ),
+            )
+        )
+        print(
+            f"ratio over {len(ratios)} rounds: min {min(ratios):.2f}x, median {sorted(ratios)[len(ratios) // 2]:.2f}x, "
+            f"max {max(ratios):.2f}x ({all_docs} docs, {all_mb:.1f} MB, {_WORKERS.value} workers, {os.cpu_count()} cores)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

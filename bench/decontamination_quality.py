@@ -51,7 +51,9 @@ def perturb(text: str, rng: random.Random) -> str:
     out = []
     for token in text.split():
         token = rng.choice([str.lower, str.upper, str.title, str])(token)
-        token = "".join(rng.choice(PUNCT) if c in string.punctuation and rng.random() < 0.3 else c for c in token)
+        token = "".join(
+            rng.choice(PUNCT) if c in string.punctuation and rng.random() < 0.3 else c for c in token
+        )
         if token[-1] in string.punctuation and rng.random() < 0.5:
             token = token[:-1] or token
         elif rng.random() < 0.1:
@@ -80,7 +82,9 @@ def main(argv):
     for item in items:
         by_text[" ".join(normalized_words(item.text))].add((item.eval_set, item.item_id))
     short = sum(1 for i in items if len(decontaminate.normalized_chars(i.text)[0]) < config.min_chars)
-    print(f"{len(items)} eval items from {len(EVAL) + 1} sets; {short} shorter than {config.min_chars} letters/digits (never matchable)")
+    print(
+        f"{len(items)} eval items from {len(EVAL) + 1} sets; {short} shorter than {config.min_chars} letters/digits (never matchable)"
+    )
 
     hosts = load_web_docs(min_words=50)
     docs, expected = [], {}
@@ -91,17 +95,25 @@ def main(argv):
         for k, item in enumerate(rng.sample(pool, min(_ITEMS.value, len(pool)))):
             for variant, text in (("verbatim", item.text), ("perturbed", perturb(item.text, rng))):
                 doc_id = f"{variant}:{name}:{k}"
-                docs.append({**rng.choice(hosts), "id": doc_id, "text": paste(rng.choice(hosts)["text"], text, rng)})
+                docs.append(
+                    {**rng.choice(hosts), "id": doc_id, "text": paste(rng.choice(hosts)["text"], text, rng)}
+                )
                 expected[doc_id] = by_text[" ".join(normalized_words(item.text))]
     docs += hosts
     print(f"{len(docs)} documents: {len(hosts)} clean web documents, {len(expected)} with a pasted item")
 
-    options = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    options = PipelineOptions(
+        ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    )
     out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"decontamination_bench_{os.getpid()}"
     start = time.time()
     p = beam.Pipeline(options=options)
     _, _, hits = p | beam.Create(docs) | decontaminate.Decontaminate(config, specs)
-    _ = hits | beam.Map(lambda h: f"{h['id']}\t{h['eval_set']}\t{h['eval_item_id']}") | beam.io.WriteToText(str(out_dir / "hits"))
+    _ = (
+        hits
+        | beam.Map(lambda h: f"{h['id']}\t{h['eval_set']}\t{h['eval_item_id']}")
+        | beam.io.WriteToText(str(out_dir / "hits"))
+    )
     p.run().wait_until_finish()
     seconds = time.time() - start
     found = defaultdict(set)
@@ -122,7 +134,9 @@ def main(argv):
         sets = ", ".join(f"{s} {per[s, True] / (per[s, True] + per[s, False]):.3f}" for s in sorted(per_set))
         print(f"recall {variant:9s} {hit / total:.4f} ({hit}/{total}; target >= {target})  per set: {sets}")
     flagged = sorted(d["id"] for d in hosts if found[d["id"]])
-    print(f"false positives {len(flagged) / len(hosts):.4%} ({len(flagged)}/{len(hosts)} clean docs; target <= 0.1%)")
+    print(
+        f"false positives {len(flagged) / len(hosts):.4%} ({len(flagged)}/{len(hosts)} clean docs; target <= 0.1%)"
+    )
     for doc_id in flagged:
         print(f"  flagged clean doc {doc_id}: {sorted(found[doc_id])[:3]}")
 

@@ -62,7 +62,9 @@ print(json.dumps(dict(method=method, params=sum(x.size for x in jax.tree_util.tr
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
@@ -70,12 +72,19 @@ def main():
     for method in ("stream", "save_file"):
         with tempfile.TemporaryDirectory() as out:
             print(f"running {method} ...", flush=True)
-            proc = subprocess.run([sys.executable, "-c", _CHILD, method, out, str(args.layers), args.dtype],
-                                  env=env, capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", _CHILD, method, out, str(args.layers), args.dtype],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{r['method']:>9}: {r['params']:,} params, weights {r['weights_mib']:.0f} MiB, "
-                  f"peak RSS above loaded weights {r['peak_above_base_mib']:.0f} MiB, "
-                  f"{r['written_mib']:.0f} MiB written in {r['seconds']:.1f}s ({r['mib_per_s']:.0f} MiB/s)")
+            print(
+                f"{r['method']:>9}: {r['params']:,} params, weights {r['weights_mib']:.0f} MiB, "
+                f"peak RSS above loaded weights {r['peak_above_base_mib']:.0f} MiB, "
+                f"{r['written_mib']:.0f} MiB written in {r['seconds']:.1f}s ({r['mib_per_s']:.0f} MiB/s)"
+            )
 
 
 if __name__ == "__main__":

@@ -30,11 +30,15 @@ def compiled_step(chunks: int):
     config = tiny_gemma_cpu.get_config()
     config.model.update(dict(vocab_chunks=chunks, remat_policy=_REMAT.value))
     setup = train.build_state(config, sharding.make_mesh(dict(config.mesh)))
-    step = jit_train_step(make_train_step(setup.model, setup.optimizer, setup.lr_schedule,
-                                          rules=setup.rules),
-                          setup.sharding, setup.batch_sharding, setup.mesh)
-    source = data.SyntheticBatches(0, config.data.global_batch_size, config.data.seq_len,
-                                   config.model.vocab_size, 0, 1)
+    step = jit_train_step(
+        make_train_step(setup.model, setup.optimizer, setup.lr_schedule, rules=setup.rules),
+        setup.sharding,
+        setup.batch_sharding,
+        setup.mesh,
+    )
+    source = data.SyntheticBatches(
+        0, config.data.global_batch_size, config.data.seq_len, config.model.vocab_size, 0, 1
+    )
     batch = data.to_global(next(source), setup.batch_sharding, config.data.global_batch_size)
     state = setup.init(jax.random.PRNGKey(0))
     with jax.set_mesh(setup.mesh):
@@ -57,13 +61,17 @@ def main(argv) -> None:
             variants[chunks] = (compiled, state, batch, tokens)
     for chunks, t in times.items():
         tokens = variants[chunks][3]
-        print(f"vocab_chunks={chunks:3d} remat={_REMAT.value}: best {min(t):.3f}s "
-              f"({tokens / min(t):.0f} tokens/s), median {statistics.median(t):.3f}s, "
-              f"all {[round(x, 3) for x in t]}")
+        print(
+            f"vocab_chunks={chunks:3d} remat={_REMAT.value}: best {min(t):.3f}s "
+            f"({tokens / min(t):.0f} tokens/s), median {statistics.median(t):.3f}s, "
+            f"all {[round(x, 3) for x in t]}"
+        )
     base = min(times[min(times)])
     for chunks, t in times.items():
-        print(f"speed-up of vocab_chunks={chunks} over vocab_chunks={min(times)}: "
-              f"best {base / min(t):.2f}x, median {statistics.median(times[min(times)]) / statistics.median(t):.2f}x")
+        print(
+            f"speed-up of vocab_chunks={chunks} over vocab_chunks={min(times)}: "
+            f"best {base / min(t):.2f}x, median {statistics.median(times[min(times)]) / statistics.median(t):.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ from data_pipeline.normalize import normalize_record
 
 # ../shared/data next to the checkout; SHARED_DATA overrides (a worktree lives elsewhere).
 DATA = os.environ.get("SHARED_DATA") or os.path.normpath(
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"))
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+)
 WEB_FILES = ("web/dolma-cc/*.json*.gz", "web/olmo-c4/*.json*.gz", "web/trafilatura/*.jsonl")
 
 EVAL_SETS = {
@@ -77,6 +78,7 @@ ALL_EVAL = {**EVAL_SETS["tuned"], **EVAL_SETS["heldout"]}
 
 # ---------------------------------------------------------------- reference similarity
 
+
 def ref_shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
     words = text.lower().split()
     return {tuple(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
@@ -87,6 +89,7 @@ def ref_jaccard(a: set, b: set) -> float:
 
 
 # ---------------------------------------------------------------- hosts
+
 
 def filtered_pages() -> list[dict]:
     """Real web pages that the default web filter chain keeps (normalised as the job does)."""
@@ -104,8 +107,15 @@ def filtered_pages() -> list[dict]:
                     if not text or text in seen:
                         continue
                     seen.add(text)
-                    record = normalize_record({"id": f"{os.path.basename(path)}:{i}", "text": text, "source": "web",
-                                               "domain": "web", "language": ""})
+                    record = normalize_record(
+                        {
+                            "id": f"{os.path.basename(path)}:{i}",
+                            "text": text,
+                            "source": "web",
+                            "domain": "web",
+                            "language": "",
+                        }
+                    )
                     record, reason = run_chain(chain, record)
                     if reason is None:
                         pages.append(record)
@@ -113,6 +123,7 @@ def filtered_pages() -> list[dict]:
 
 
 # ---------------------------------------------------------------- near-dup twins
+
 
 def _word_edits(words: list[str], rng: random.Random, fraction: float, pool: list[str]) -> list[str]:
     """tuned: single-word substitutions, insertions and deletions at random places."""
@@ -233,6 +244,7 @@ def eval_rows(name: str, path: str) -> list[tuple[str, str, str | None]]:
 
 # ---------------------------------------------------------------- running the stages
 
+
 def _run(docs: list[dict], transform: beam.PTransform, tag: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         options = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=in_memory"])
@@ -258,11 +270,21 @@ def bench_near_dedup(pages: list[dict], rng: random.Random, variant: str) -> dic
     # A rejection is correct when the document has a planted twin, or a real near-duplicate
     # already in the sample (reference Jaccard >= 0.8 with some other document).
     shingles = {d["id"]: ref_shingles(d["text"]) for d in docs}
-    wrong = [d for d in rejected - planted
-             if not any(ref_jaccard(shingles[d], shingles[o]) >= 0.8 for o in shingles if o != d)]
-    return {"docs": len(docs), "pairs": len(twins), "recall": sum(caught) / max(1, len(twins)),
-            "rejected": len(rejected), "precision": 1 - len(wrong) / max(1, len(rejected)),
-            "misses": misses[:10], "wrong": wrong[:10], "seconds": round(seconds, 1)}
+    wrong = [
+        d
+        for d in rejected - planted
+        if not any(ref_jaccard(shingles[d], shingles[o]) >= 0.8 for o in shingles if o != d)
+    ]
+    return {
+        "docs": len(docs),
+        "pairs": len(twins),
+        "recall": sum(caught) / max(1, len(twins)),
+        "rejected": len(rejected),
+        "precision": 1 - len(wrong) / max(1, len(rejected)),
+        "misses": misses[:10],
+        "wrong": wrong[:10],
+        "seconds": round(seconds, 1),
+    }
 
 
 def bench_decontamination(pages: list[dict], rng: random.Random, variant: str, per_set: int) -> dict:
@@ -280,7 +302,9 @@ def bench_decontamination(pages: list[dict], rng: random.Random, variant: str, p
                 if kind == "question" and len(decontaminate.normalized_chars(question)[0]) < config.min_chars:
                     kind = "question_short"  # fewer letters+digits than config.min_chars: never matched by design
                 doc_id = f"{kind}|{name}|{k}"
-                docs.append({**rng.choice(pages), "id": doc_id, "text": paste(rng.choice(pages)["text"], item, rng)})
+                docs.append(
+                    {**rng.choice(pages), "id": doc_id, "text": paste(rng.choice(pages)["text"], item, rng)}
+                )
                 expected[doc_id] = (name, item_id)
     docs += pages
     start = time.time()
@@ -297,16 +321,26 @@ def bench_decontamination(pages: list[dict], rng: random.Random, variant: str, p
         per[kind, name, ok] += 1
         if not ok and len(missed) < 8:
             missed.append(doc_id)
-    recall = {f"{kind}/{name}": round(per[kind, name, True] / (per[kind, name, True] + per[kind, name, False]), 4)
-              for kind, name, _ in sorted(per)}
+    recall = {
+        f"{kind}/{name}": round(per[kind, name, True] / (per[kind, name, True] + per[kind, name, False]), 4)
+        for kind, name, _ in sorted(per)
+    }
     flagged = [p["id"] for p in pages if found[p["id"]]]
-    return {"docs": len(docs), "pasted": len(expected), "recall": recall,
-            "false_positive_rate": len(flagged) / len(pages), "flagged_clean": flagged[:10], "missed": missed,
-            "seconds": round(seconds, 1)}
+    return {
+        "docs": len(docs),
+        "pasted": len(expected),
+        "recall": recall,
+        "false_positive_rate": len(flagged) / len(pages),
+        "flagged_clean": flagged[:10],
+        "missed": missed,
+        "seconds": round(seconds, 1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variant", choices=sorted(EVAL_SETS), default="tuned")
     parser.add_argument("--items_per_set", type=int, default=200)
     parser.add_argument("--only", choices=("near_dedup", "decontamination"), default=None)
@@ -322,8 +356,9 @@ def main() -> None:
         results["near_dedup"] = bench_near_dedup(pages, random.Random(SEEDS[args.variant]), args.variant)
         print(json.dumps(results["near_dedup"]), flush=True)
     if args.only in (None, "decontamination"):
-        results["decontamination"] = bench_decontamination(pages, random.Random(SEEDS[args.variant] + 100),
-                                                           args.variant, args.items_per_set)
+        results["decontamination"] = bench_decontamination(
+            pages, random.Random(SEEDS[args.variant] + 100), args.variant, args.items_per_set
+        )
         print(json.dumps(results["decontamination"]), flush=True)
     print(json.dumps(results, indent=1))
 

@@ -16,6 +16,7 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import _export_fixtures as fx  # noqa: E402
+
 from pretrain import export  # noqa: E402
 from pretrain.model.transformer import Transformer  # noqa: E402
 
@@ -27,11 +28,14 @@ def main():
         params = fx.random_params(config, seed=kv)
         with tempfile.TemporaryDirectory() as out:
             export.export_hf(params, config, None, out, dtype="float32")
-            hf = transformers.GemmaForCausalLM.from_pretrained(out, dtype=torch.float32,
-                                                               attn_implementation="eager").eval()
+            hf = transformers.GemmaForCausalLM.from_pretrained(
+                out, dtype=torch.float32, attn_implementation="eager"
+            ).eval()
         apply = Transformer(config).apply
         tokens = rng.integers(0, config.vocab_size, (4, 64)).astype(np.int32)
-        ours = np.asarray(apply({"params": params}, tokens, np.tile(np.arange(64), (4, 1)), np.ones_like(tokens)))
+        ours = np.asarray(
+            apply({"params": params}, tokens, np.tile(np.arange(64), (4, 1)), np.ones_like(tokens))
+        )
         with torch.no_grad():
             ref = hf(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
         unpacked = np.abs(ours - ref).max()
@@ -45,11 +49,13 @@ def main():
         for doc in docs:
             with torch.no_grad():
                 ref = hf(torch.tensor(doc[None], dtype=torch.long)).logits.numpy()[0]
-            packed = max(packed, float(np.abs(ours[start:start + len(doc)] - ref).max()))
+            packed = max(packed, float(np.abs(ours[start : start + len(doc)] - ref).max()))
             start += len(doc)
         name = "MQA (1 kv head)" if kv == 1 else "MHA (4 kv heads)"
-        print(f"{name}: max |diff| unpacked {unpacked:.2e}, packed {packed:.2e} "
-              f"(logit scale {np.abs(ours).max():.1f})")
+        print(
+            f"{name}: max |diff| unpacked {unpacked:.2e}, packed {packed:.2e} "
+            f"(logit scale {np.abs(ours).max():.1f})"
+        )
 
 
 if __name__ == "__main__":

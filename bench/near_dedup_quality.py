@@ -51,7 +51,15 @@ def load_web_docs(min_words: int = 100) -> list[dict[str, str]]:
                     text = json.loads(line).get("text", "")
                     if len(text.split()) >= min_words and text not in seen:
                         seen.add(text)
-                        docs.append({"id": f"{path.name}:{i}", "text": text, "source": "web", "domain": "web", "language": "en"})
+                        docs.append(
+                            {
+                                "id": f"{path.name}:{i}",
+                                "text": text,
+                                "source": "web",
+                                "domain": "web",
+                                "language": "en",
+                            }
+                        )
     return docs
 
 
@@ -82,9 +90,13 @@ def main(argv):
             twin = {**doc, "id": f"twin:{doc['id']}", "text": planted[0]}
             docs.append(twin)
             pairs.append((doc["id"], twin["id"], planted[1]))
-    print(f"{len(docs)} documents, {len(pairs)} planted pairs (Jaccard {min(p[2] for p in pairs):.3f}-{max(p[2] for p in pairs):.3f})")
+    print(
+        f"{len(docs)} documents, {len(pairs)} planted pairs (Jaccard {min(p[2] for p in pairs):.3f}-{max(p[2] for p in pairs):.3f})"
+    )
 
-    options = PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    options = PipelineOptions(
+        ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    )
     out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"near_dedup_bench_{os.getpid()}"
     start = time.time()
     p = beam.Pipeline(options=options)
@@ -111,7 +123,9 @@ def main(argv):
     precision = with_twin / max(1, len(rejected_ids))
     print(f"NearDedup on {len(docs)} docs in {seconds:.1f}s (DirectRunner, 2 workers); counters {counters}")
     print(f"recall    {recall:.4f}  ({caught}/{len(pairs)} planted pairs caught; target >= 0.95)")
-    print(f"precision {precision:.4f}  ({with_twin}/{len(rejected_ids)} rejected have a twin with Jaccard >= 0.5; target >= 0.97)")
+    print(
+        f"precision {precision:.4f}  ({with_twin}/{len(rejected_ids)} rejected have a twin with Jaccard >= 0.5; target >= 0.97)"
+    )
     print(f"rejected beyond planted twins: {len(rejected_ids) - caught}")
 
 

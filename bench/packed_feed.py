@@ -45,8 +45,9 @@ from absl import app, flags  # noqa: E402
 from common.domains import DOMAINS  # noqa: E402
 
 _SHARED = flags.DEFINE_string("shared_data", str(REPO.parent / "shared" / "data"), "The shared sample data.")
-_WORK = flags.DEFINE_string("work_dir", None, "Keeps PREP, the tokenizer and the packed rows between runs "
-                            "(default: a temp dir).")
+_WORK = flags.DEFINE_string(
+    "work_dir", None, "Keeps PREP, the tokenizer and the packed rows between runs (default: a temp dir)."
+)
 _MAX_DOCS = flags.DEFINE_integer("max_docs", 0, "Documents per domain (0: all).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds of the packing comparison (0 skips it).")
 _STEPS = flags.DEFINE_integer("steps", 120, "Steps for the single-process throughput.")
@@ -58,25 +59,42 @@ SEQ_LEN = 8192
 
 # ----------------------------------------------------------------------------- data
 
+
 def _record(domain: str, doc_id: str, text: str) -> dict:
     high = int(hashlib.sha1(doc_id.encode()).hexdigest(), 16) % 3 == 0
-    return dict(text=text, id=doc_id, source=f"shared_{domain}", domain=domain, language="en",
-                quality_score=1.0 if high else 0.5, high_quality=high)
+    return dict(
+        text=text,
+        id=doc_id,
+        source=f"shared_{domain}",
+        domain=domain,
+        language="en",
+        quality_score=1.0 if high else 0.5,
+        high_quality=high,
+    )
 
 
 def shared_corpus(shared: Path, max_docs: int) -> dict[str, list[dict]]:
     """Real documents per domain from ../shared/data."""
     web = []
-    for path in sorted((shared / "web/dolma-cc").glob("*.jsonl.gz")) + sorted((shared / "web/olmo-c4").glob("*.json*.gz")):
+    for path in sorted((shared / "web/dolma-cc").glob("*.jsonl.gz")) + sorted(
+        (shared / "web/olmo-c4").glob("*.json*.gz")
+    ):
         with gzip.open(path, "rt") as f:
             for i, line in enumerate(f):
                 text = json.loads(line).get("text", "")
                 if text.strip():
                     web.append(_record("web", f"{path.name}:{i}", text))
-    math = [_record("math", str(p), p.read_text(errors="replace"))
-            for p in sorted((shared / "math").glob("*/*.tex")) if p.stat().st_size > 0]
+    math = [
+        _record("math", str(p), p.read_text(errors="replace"))
+        for p in sorted((shared / "math").glob("*/*.tex"))
+        if p.stat().st_size > 0
+    ]
     with open(shared / "code/code_sample.jsonl") as f:
-        code = [_record("code", f"{r['repo']}/{r['path']}", r["text"]) for r in map(json.loads, f) if r["text"].strip()]
+        code = [
+            _record("code", f"{r['repo']}/{r['path']}", r["text"])
+            for r in map(json.loads, f)
+            if r["text"].strip()
+        ]
     corpus = {"web": web, "math": math, "code": code}
     return {d: docs[:max_docs] if max_docs else docs for d, docs in corpus.items()}
 
@@ -98,11 +116,24 @@ def build_inputs(work: Path) -> tuple[Path, Path]:
     if not vocab.exists():
         vocab.parent.mkdir(parents=True, exist_ok=True)
         corpus = shared_corpus(Path(_SHARED.value), _MAX_DOCS.value)
-        lines = [line for docs in corpus.values() for d in docs for line in d["text"].splitlines() if line.strip()]
+        lines = [
+            line for docs in corpus.values() for d in docs for line in d["text"].splitlines() if line.strip()
+        ]
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines[::3]), model_prefix=str(vocab.with_suffix("")), vocab_size=16384,
-            model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, byte_fallback=True, split_digits=True,
-            input_sentence_size=200_000, shuffle_input_sentence=True, minloglevel=2)
+            sentence_iterator=iter(lines[::3]),
+            model_prefix=str(vocab.with_suffix("")),
+            vocab_size=16384,
+            model_type="bpe",
+            pad_id=0,
+            eos_id=1,
+            bos_id=2,
+            unk_id=3,
+            byte_fallback=True,
+            split_digits=True,
+            input_sentence_size=200_000,
+            shuffle_input_sentence=True,
+            minloglevel=2,
+        )
         print(f"trained {vocab}", flush=True)
     return prep, vocab
 
@@ -118,6 +149,7 @@ def mixture_config(prep: Path, vocab: Path, output: Path, tasks=DOMAINS):
 
 # ----------------------------------------------------------------------------- packing
 
+
 def run_pack(prep: Path, vocab: Path, output: Path) -> dict:
     from mixtures import pack
 
@@ -129,8 +161,14 @@ def run_pack(prep: Path, vocab: Path, output: Path) -> dict:
     stats = manifest["splits"]["train"]
     tokens = sum(s["tokens_out"] for s in stats.values())
     rows = sum(s["rows"] for s in stats.values())
-    return dict(tokens=tokens, wall=wall, cpu=cpu, fill=tokens / (rows * SEQ_LEN), dropped=0.0,
-                fill_per_task={t: round(s["fill"], 5) for t, s in stats.items()})
+    return dict(
+        tokens=tokens,
+        wall=wall,
+        cpu=cpu,
+        fill=tokens / (rows * SEQ_LEN),
+        dropped=0.0,
+        fill_per_task={t: round(s["fill"], 5) for t, s in stats.items()},
+    )
 
 
 def run_seqio(prep: Path, vocab: Path, output: Path) -> dict:
@@ -144,22 +182,38 @@ def run_seqio(prep: Path, vocab: Path, output: Path) -> dict:
     from mixtures import tasks as tasks_lib
 
     tasks_lib.register_tasks(prep, vocab)
-    for name in DOMAINS:  # the same task, cached after all its preprocessors (SeqIO caches up to the placeholder)
+    for (
+        name
+    ) in DOMAINS:  # the same task, cached after all its preprocessors (SeqIO caches up to the placeholder)
         task = seqio.get_mixture_or_task(name)
         seqio.TaskRegistry.remove(f"{name}_cached")
-        seqio.TaskRegistry.add(f"{name}_cached", source=task.source, output_features=task.output_features,
-                               preprocessors=[*task.preprocessors, seqio.CacheDatasetPlaceholder()])
+        seqio.TaskRegistry.add(
+            f"{name}_cached",
+            source=task.source,
+            output_features=task.output_features,
+            preprocessors=[*task.preprocessors, seqio.CacheDatasetPlaceholder()],
+        )
     wall, cpu = time.perf_counter(), time.process_time()
-    options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    options = PipelineOptions(
+        ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    )
     with beam.Pipeline(options=options) as p:
         for task in DOMAINS:
-            _ = (p | f"Pre_{task}" >> seqio.beam_utils.PreprocessTask(seqio.get_mixture_or_task(f"{task}_cached"),
-                                                                      "train")
-                 | f"Write_{task}" >> seqio.beam_utils.WriteExampleTfRecord(str(output / task / "train.tfrecord"), num_shards=4))
+            _ = (
+                p
+                | f"Pre_{task}"
+                >> seqio.beam_utils.PreprocessTask(seqio.get_mixture_or_task(f"{task}_cached"), "train")
+                | f"Write_{task}"
+                >> seqio.beam_utils.WriteExampleTfRecord(str(output / task / "train.tfrecord"), num_shards=4)
+            )
     files = sorted(str(f) for f in output.glob("*/train.tfrecord*"))
     ds = tf.data.TFRecordDataset(files).map(
-        lambda r: {"targets": tf.io.parse_single_example(r, {"targets": tf.io.VarLenFeature(tf.int64)})
-                   ["targets"].values})
+        lambda r: {
+            "targets": tf.io.parse_single_example(r, {"targets": tf.io.VarLenFeature(tf.int64)})[
+                "targets"
+            ].values
+        }
+    )
     tokens_in = 0
     for ex in ds.as_numpy_iterator():
         tokens_in += len(ex["targets"])
@@ -169,7 +223,9 @@ def run_seqio(prep: Path, vocab: Path, output: Path) -> dict:
         kept += int((ex["targets_segment_ids"] > 0).sum())
         rows += 1
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return dict(tokens=tokens_in, wall=wall, cpu=cpu, fill=kept / (rows * SEQ_LEN), dropped=1 - kept / tokens_in)
+    return dict(
+        tokens=tokens_in, wall=wall, cpu=cpu, fill=kept / (rows * SEQ_LEN), dropped=1 - kept / tokens_in
+    )
 
 
 def compare_packing(prep: Path, vocab: Path, work: Path, rounds: int) -> None:
@@ -180,24 +236,37 @@ def compare_packing(prep: Path, vocab: Path, work: Path, rounds: int) -> None:
             with tempfile.TemporaryDirectory(dir=work) as tmp:
                 res = fn(prep, vocab, Path(tmp) / "out")
             results[name].append(res)
-            print(f"  round {r} {name}: {res['tokens']:,} tokens in {res['wall']:.1f}s wall / {res['cpu']:.1f} CPU-s "
-                  f"= {res['tokens'] / res['cpu']:,.0f} tokens per CPU-second; fill {res['fill']:.4%}, "
-                  f"dropped {res['dropped']:.2%}", flush=True)
+            print(
+                f"  round {r} {name}: {res['tokens']:,} tokens in {res['wall']:.1f}s wall / {res['cpu']:.1f} CPU-s "
+                f"= {res['tokens'] / res['cpu']:,.0f} tokens per CPU-second; fill {res['fill']:.4%}, "
+                f"dropped {res['dropped']:.2%}",
+                flush=True,
+            )
     for name, rs in results.items():
         per_cpu = [x["tokens"] / x["cpu"] for x in rs]
         per_wall = [x["tokens"] / x["wall"] for x in rs]
-        print(f"  {name}: tokens per CPU-second {min(per_cpu):,.0f}-{max(per_cpu):,.0f}, wall tokens/s "
-              f"{min(per_wall):,.0f}-{max(per_wall):,.0f}, fill {rs[-1]['fill']:.4%}, dropped {rs[-1]['dropped']:.2%}"
-              + (f", fill per task {rs[-1]['fill_per_task']}" if "fill_per_task" in rs[-1] else ""))
+        print(
+            f"  {name}: tokens per CPU-second {min(per_cpu):,.0f}-{max(per_cpu):,.0f}, wall tokens/s "
+            f"{min(per_wall):,.0f}-{max(per_wall):,.0f}, fill {rs[-1]['fill']:.4%}, dropped {rs[-1]['dropped']:.2%}"
+            + (f", fill per task {rs[-1]['fill_per_task']}" if "fill_per_task" in rs[-1] else "")
+        )
 
 
 # ----------------------------------------------------------------------------- reading
 
+
 def _stream(packed: Path, cfg, batch: int, total_steps: int, p: int = 0, count: int = 1, **kw):
     from mixtures.stream import MixtureStream
 
-    return MixtureStream(cfg, str(packed), batch_size=batch, total_steps=total_steps, process_index=p,
-                         process_count=count, **kw)
+    return MixtureStream(
+        cfg,
+        str(packed),
+        batch_size=batch,
+        total_steps=total_steps,
+        process_index=p,
+        process_count=count,
+        **kw,
+    )
 
 
 def _digest(batch: dict) -> str:
@@ -214,20 +283,30 @@ def processes_check(packed: Path, cfg) -> None:
         reference = [next(one) for _ in range(steps)]
         total = one.read_bytes
     for count in (1, 2, 4, 64):
-        streams = [_stream(packed, cfg, batch, 1000, p, count, read_threads=1, prefetch=1) for p in range(count)]
+        streams = [
+            _stream(packed, cfg, batch, 1000, p, count, read_threads=1, prefetch=1) for p in range(count)
+        ]
         slices = [[next(s) for _ in range(steps)] for s in streams]
-        same = all(np.array_equal(np.concatenate([sl[i][k] for sl in slices]), reference[i][k])
-                   for i in range(steps) for k in reference[i])
+        same = all(
+            np.array_equal(np.concatenate([sl[i][k] for sl in slices]), reference[i][k])
+            for i in range(steps)
+            for k in reference[i]
+        )
         read = np.array([s.read_bytes for s in streams])
         for s in streams:
             s.close()
-        print(f"  P={count:>2}: union == P=1 batches: {same}; bytes read per process mean {read.mean() / 1e6:.2f} MB "
-              f"(min {read.min() / 1e6:.2f}, max {read.max() / 1e6:.2f}) = {read.mean() / total:.4f} of the "
-              f"global {total / 1e6:.2f} MB (1/P = {1 / count:.4f}); sum/global = {read.sum() / total:.4f}", flush=True)
+        print(
+            f"  P={count:>2}: union == P=1 batches: {same}; bytes read per process mean {read.mean() / 1e6:.2f} MB "
+            f"(min {read.min() / 1e6:.2f}, max {read.max() / 1e6:.2f}) = {read.mean() / total:.4f} of the "
+            f"global {total / 1e6:.2f} MB (1/P = {1 / count:.4f}); sum/global = {read.sum() / total:.4f}",
+            flush=True,
+        )
 
 
 def throughput(packed: Path, cfg, steps: int) -> None:
-    print(f"\n== one process (index 0 of 32, global batch 512: 16 rows of {SEQ_LEN}), one read thread, {steps} steps")
+    print(
+        f"\n== one process (index 0 of 32, global batch 512: 16 rows of {SEQ_LEN}), one read thread, {steps} steps"
+    )
     for threads, workers in ((1, 0), (2, 0)):
         with _stream(packed, cfg, 512, 10_000, 0, 32, read_threads=threads, prefetch=2, workers=workers) as s:
             next(s)
@@ -236,8 +315,11 @@ def throughput(packed: Path, cfg, steps: int) -> None:
             for _ in range(steps):
                 tokens += int((next(s)["segment_ids"] > 0).sum())
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        print(f"  read_threads={threads}: {tokens / wall:,.0f} tokens/s wall, {tokens / cpu:,.0f} tokens per "
-              f"CPU-second ({steps * 16 / wall:,.0f} rows/s)", flush=True)
+        print(
+            f"  read_threads={threads}: {tokens / wall:,.0f} tokens/s wall, {tokens / cpu:,.0f} tokens per "
+            f"CPU-second ({steps * 16 / wall:,.0f} rows/s)",
+            flush=True,
+        )
 
 
 def schedule_windows(packed: Path, cfg) -> None:
@@ -252,12 +334,19 @@ def schedule_windows(packed: Path, cfg) -> None:
             np.add.at(counts[step], b["task_ids"], (b["segment_ids"] > 0).sum(1))
         windows = windows_report(s.schedule, s.task_names, counts, 50)
     worst = max(abs(w["realized"][t] - w["scheduled"][t]) for w in windows for t in w["realized"])
-    print(f"\n== realized token shares, gemma_anneal over {total} steps (stages start at {switch}), batch {batch}, "
-          f"50-step windows: max |realized - scheduled| = {worst:.4f}")
+    print(
+        f"\n== realized token shares, gemma_anneal over {total} steps (stages start at {switch}), batch {batch}, "
+        f"50-step windows: max |realized - scheduled| = {worst:.4f}"
+    )
     for w in windows[-4:]:
-        print(f"  {w['start_step']}-{w['end_step']}: " + ", ".join(
-            f"{t} {w['realized'][t]:.3f} ({w['scheduled'][t]:.3f})" for t in w["realized"] if w["scheduled"][t]
-            or w["realized"][t]))
+        print(
+            f"  {w['start_step']}-{w['end_step']}: "
+            + ", ".join(
+                f"{t} {w['realized'][t]:.3f} ({w['scheduled'][t]:.3f})"
+                for t in w["realized"]
+                if w["scheduled"][t] or w["realized"][t]
+            )
+        )
 
 
 def child(packed: Path, cfg, out: str, resume: str | None) -> None:
@@ -275,12 +364,19 @@ def child(packed: Path, cfg, out: str, resume: str | None) -> None:
 
 def resume_check(packed: Path, work: Path) -> None:
     print("\n== exact resume: child SIGKILLed mid-run, a new child resumes from its last saved state")
-    base = [sys.executable, str(Path(__file__).resolve()), f"--work_dir={work}", f"--shared_data={_SHARED.value}"]
+    base = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        f"--work_dir={work}",
+        f"--shared_data={_SHARED.value}",
+    ]
     clean, killed = work / "clean.jsonl", work / "killed.jsonl"
     for f in (clean, killed):
         f.unlink(missing_ok=True)
     subprocess.run(base + [f"--child={clean}"], check=True, capture_output=True)
-    proc = subprocess.Popen(base + [f"--child={killed}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        base + [f"--child={killed}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     while not killed.exists() or len(killed.read_text().splitlines()) < 25:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -288,11 +384,16 @@ def resume_check(packed: Path, work: Path) -> None:
     lines = [json.loads(x) for x in killed.read_text().splitlines()]
     last = lines[-1]
     print(f"  killed after step {last['step']} (state {last['state']['step']})")
-    subprocess.run(base + [f"--child={killed}", f"--resume_state={json.dumps(last['state'])}"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        base + [f"--child={killed}", f"--resume_state={json.dumps(last['state'])}"],
+        check=True,
+        capture_output=True,
+    )
     got = [json.loads(x) for x in killed.read_text().splitlines()]
     want = [json.loads(x) for x in clean.read_text().splitlines()]
-    same = [g["digest"] for g in got] == [w["digest"] for w in want] and [g["step"] for g in got] == list(range(60))
+    same = [g["digest"] for g in got] == [w["digest"] for w in want] and [g["step"] for g in got] == list(
+        range(60)
+    )
     print(f"  steps 0-59 of (killed + resumed) identical to the uninterrupted run: {same}")
     m = json.loads((work / "packed" / "manifest.json").read_text())["splits"]["train"]
     rows = ", ".join(f"{t}: {s['rows']}" for t, s in m.items())
@@ -309,14 +410,19 @@ def resume_cost(packed: Path, cfg) -> None:
             t = time.perf_counter()
             s.set_state(state)
             next(s)
-            print(f"  step {step:,}: get_state {saved:.2f}s; set_state + first batch ({step * 512 / 1e6:.0f}M "
-                  f"earlier rows counted) {time.perf_counter() - t:.2f}s", flush=True)
+            print(
+                f"  step {step:,}: get_state {saved:.2f}s; set_state + first batch ({step * 512 / 1e6:.0f}M "
+                f"earlier rows counted) {time.perf_counter() - t:.2f}s",
+                flush=True,
+            )
 
 
 def main(argv: list[str]) -> None:
     del argv
     if not Path(_SHARED.value).is_dir():
-        raise SystemExit(f"skipped: {_SHARED.value} is absent (the shared sample data is not part of the project)")
+        raise SystemExit(
+            f"skipped: {_SHARED.value} is absent (the shared sample data is not part of the project)"
+        )
     work = Path(_WORK.value or tempfile.mkdtemp(prefix="packed_bench_"))
     prep, vocab = build_inputs(work)
     packed = work / "packed"

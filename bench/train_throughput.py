@@ -29,65 +29,120 @@ from absl import app, flags
 
 REPO = Path(__file__).resolve().parents[1]
 _STEPS = flags.DEFINE_integer("steps", 60, "Training steps per run.")
-_MAXTEXT_PYTHON = flags.DEFINE_string("maxtext_python", None,
-                                      "Python >= 3.12 with maxtext installed; skip if unset.")
+_MAXTEXT_PYTHON = flags.DEFINE_string(
+    "maxtext_python", None, "Python >= 3.12 with maxtext installed; skip if unset."
+)
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Alternating runs of each trainer; medians are compared.")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
-_REMAT = flags.DEFINE_enum("remat", "full", ["full"], "Rematerialisation policy of both trainers; "
-                           "'full' means the same in both (nothing inside a block is saved).")
+_REMAT = flags.DEFINE_enum(
+    "remat",
+    "full",
+    ["full"],
+    "Rematerialisation policy of both trainers; "
+    "'full' means the same in both (nothing inside a block is saved).",
+)
 
 
 def run_ours(steps: int, workdir: Path) -> dict:
-    cmd = [sys.executable, "-m", "pretrain.train", "--config=configs/bench/tiny_gemma_cpu.py",
-           f"--config.workdir={workdir}", f"--config.train.total_steps={steps}",
-           "--config.train.log_every=10", "--config.metrics.tensorboard=False",
-           f"--config.model.remat_policy={_REMAT.value}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pretrain.train",
+        "--config=configs/bench/tiny_gemma_cpu.py",
+        f"--config.workdir={workdir}",
+        f"--config.train.total_steps={steps}",
+        "--config.train.log_every=10",
+        "--config.metrics.tensorboard=False",
+        f"--config.model.remat_policy={_REMAT.value}",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     wall = time.perf_counter() - start
     records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
     steady = records[1:]
     step_time = sum(r["step_time"] for r in steady) / len(steady)
-    return {"trainer": "pretrain.train", "steps": steps, "wall_seconds": wall,
-            "step_time": step_time, "tokens_per_sec": 8 * 256 / step_time,
-            "mfu": sum(r["mfu"] for r in steady) / len(steady),
-            "final_loss": records[-1]["loss"]}
+    return {
+        "trainer": "pretrain.train",
+        "steps": steps,
+        "wall_seconds": wall,
+        "step_time": step_time,
+        "tokens_per_sec": 8 * 256 / step_time,
+        "mfu": sum(r["mfu"] for r in steady) / len(steady),
+        "final_loss": records[-1]["loss"],
+    }
 
 
 MAXTEXT_ARGS = [
-    "dataset_type=synthetic", "enable_checkpointing=False", "hardware=cpu",
+    "dataset_type=synthetic",
+    "enable_checkpointing=False",
+    "hardware=cpu",
     "skip_jax_distributed_system=True",
-    "per_device_batch_size=8", "max_target_length=256", "decoder_block=gemma",
-    "base_emb_dim=256", "base_num_decoder_layers=4", "base_num_query_heads=4",
-    "base_num_kv_heads=1", "head_dim=64", "base_mlp_dim=1024", "vocab_size=32000",
-    "mlp_activations=['gelu','linear']", "dtype=bfloat16", "weight_dtype=float32",
-    "logits_via_embedding=True", "scan_layers=False", "attention=dot_product", "log_period=10",
+    "per_device_batch_size=8",
+    "max_target_length=256",
+    "decoder_block=gemma",
+    "base_emb_dim=256",
+    "base_num_decoder_layers=4",
+    "base_num_query_heads=4",
+    "base_num_kv_heads=1",
+    "head_dim=64",
+    "base_mlp_dim=1024",
+    "vocab_size=32000",
+    "mlp_activations=['gelu','linear']",
+    "dtype=bfloat16",
+    "weight_dtype=float32",
+    "logits_via_embedding=True",
+    "scan_layers=False",
+    "attention=dot_product",
+    "log_period=10",
 ]
 
 
 def run_maxtext(python: str, steps: int, workdir: Path) -> dict:
     base_yml = subprocess.run(
-        [python, "-c", "import maxtext, os; print(os.path.join(os.path.dirname(maxtext.__file__),"
-                       " 'configs', 'base.yml'))"], check=True, capture_output=True,
-        text=True).stdout.strip()
-    cmd = [python, "-m", "maxtext.trainers.pre_train.train", base_yml, "run_name=bench",
-           f"base_output_directory={workdir}", f"steps={steps}", *MAXTEXT_ARGS,
-           f"remat_policy={_REMAT.value}"]
+        [
+            python,
+            "-c",
+            "import maxtext, os; print(os.path.join(os.path.dirname(maxtext.__file__),"
+            " 'configs', 'base.yml'))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    cmd = [
+        python,
+        "-m",
+        "maxtext.trainers.pre_train.train",
+        base_yml,
+        "run_name=bench",
+        f"base_output_directory={workdir}",
+        f"steps={steps}",
+        *MAXTEXT_ARGS,
+        f"remat_policy={_REMAT.value}",
+    ]
     start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     wall = time.perf_counter() - start
     log = result.stdout + result.stderr
     (workdir / "maxtext.log").write_text(log)
     if result.returncode:
         raise RuntimeError(f"MaxText failed (rc {result.returncode}); log tail:\n{log[-3000:]}")
     # "completed step: 12, seconds: 0.123, TFLOP/s/device: ..., Tokens/s/device: ..., ..."
-    steps_done = re.findall(r"completed step: (\d+), seconds: ([\d.]+), TFLOP/s/device: ([\d.]+), "
-                            r"Tokens/s/device: ([\d.]+).*?loss: ([\d.]+)", log)
+    steps_done = re.findall(
+        r"completed step: (\d+), seconds: ([\d.]+), TFLOP/s/device: ([\d.]+), "
+        r"Tokens/s/device: ([\d.]+).*?loss: ([\d.]+)",
+        log,
+    )
     steady = [s for s in steps_done if int(s[0]) >= 10]
     step_time = sum(float(s[1]) for s in steady) / len(steady)
-    return {"trainer": "maxtext", "steps": steps, "wall_seconds": wall, "step_time": step_time,
-            "tokens_per_sec": 8 * 256 / step_time, "final_loss": float(steps_done[-1][4])}
+    return {
+        "trainer": "maxtext",
+        "steps": steps,
+        "wall_seconds": wall,
+        "step_time": step_time,
+        "tokens_per_sec": 8 * 256 / step_time,
+        "final_loss": float(steps_done[-1][4]),
+    }
 
 
 def main(argv) -> None:
@@ -102,8 +157,10 @@ def main(argv) -> None:
                 theirs = run_maxtext(_MAXTEXT_PYTHON.value, _STEPS.value, Path(tmp) / f"maxtext{round_}")
                 results.append(theirs)
                 print(json.dumps(theirs))
-    medians = {name: statistics.median(r["tokens_per_sec"] for r in results if r["trainer"] == name)
-               for name in {r["trainer"] for r in results}}
+    medians = {
+        name: statistics.median(r["tokens_per_sec"] for r in results if r["trainer"] == name)
+        for name in {r["trainer"] for r in results}
+    }
     for name, tps in sorted(medians.items()):
         print(f"{name}: median {tps:.0f} tokens/s over {_ROUNDS.value} run(s)")
     if "maxtext" in medians:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ml_collections
 from absl import app, flags
@@ -56,14 +57,17 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
         node[leaf] = value
 
 
-def run(main: Callable[[ml_collections.ConfigDict, list[str]], Any], *,
-        doc: str,
-        default_config: str | Callable[[], ml_collections.ConfigDict] | None,
-        shortcuts: Sequence[Shortcut] = (),
-        required: Sequence[str] = (),
-        define_extra_flags: Callable[[], None] | None = None,
-        pass_unknown_flags: bool = False,
-        argv: Sequence[str] | None = None) -> None:
+def run(
+    main: Callable[[ml_collections.ConfigDict, list[str]], Any],
+    *,
+    doc: str,
+    default_config: str | Callable[[], ml_collections.ConfigDict] | None,
+    shortcuts: Sequence[Shortcut] = (),
+    required: Sequence[str] = (),
+    define_extra_flags: Callable[[], None] | None = None,
+    pass_unknown_flags: bool = False,
+    argv: Sequence[str] | None = None,
+) -> None:
     """Parses flags into the config and calls `main(config, remaining_argv)`.
 
     `default_config` is a configs/-relative file (`"data/base.py"`), a function returning
@@ -116,8 +120,11 @@ def _get_or_none(config: ml_collections.ConfigDict, field: str) -> Any:
 
 def _own_flags_help() -> str:
     """Help for this command's flags, without absl's and the libraries' own."""
-    own = [flags.FLAGS.module_help(name) for name in flags.FLAGS.flags_by_module_dict()
-           if not name.startswith(("absl", "jax", "tensorflow", "orbax", "tensorstore"))]
+    own = [
+        flags.FLAGS.module_help(name)
+        for name in flags.FLAGS.flags_by_module_dict()
+        if not name.startswith(("absl", "jax", "tensorflow", "orbax", "tensorstore"))
+    ]
     return "\n".join(own) + "\n\n--helpfull lists every flag."
 
 
@@ -126,16 +133,18 @@ def _fail(argv: list[str], message: str) -> None:
     sys.exit(2)
 
 
-def _define(default_config, shortcuts: Sequence[Shortcut],
-            define_extra_flags: Callable[[], None] | None) -> None:
+def _define(
+    default_config, shortcuts: Sequence[Shortcut], define_extra_flags: Callable[[], None] | None
+) -> None:
     if "config" in flags.FLAGS:
         return
     if callable(default_config):
         config_flags.DEFINE_config_dict("config", default_config(), "Config; --config.FIELD=VALUE.")
     else:
         path = config_path(default_config) if default_config else None
-        config_flags.DEFINE_config_file("config", path, "Config file (configs/...py); "
-                                        "--config.FIELD=VALUE overrides a field.")
+        config_flags.DEFINE_config_file(
+            "config", path, "Config file (configs/...py); --config.FIELD=VALUE overrides a field."
+        )
     for s in shortcuts:
         text = f"{s.help} (sets config.{s.field})"
         if s.multi:

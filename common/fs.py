@@ -15,11 +15,12 @@ import glob as _local_glob
 import io
 import os
 import re
-from typing import IO, Any, Iterator, Union
+from collections.abc import Iterator
+from typing import IO, Any
 
 from etils import epath
 
-PathLike = Union[str, os.PathLike, epath.Path]
+PathLike = str | os.PathLike | epath.Path
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _WILDCARD = re.compile(r"[*?\[]")
@@ -132,7 +133,7 @@ class _RawReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         data = self._f.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def seekable(self) -> bool:

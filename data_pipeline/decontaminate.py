@@ -71,10 +71,18 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination")
     checks.one_of(config.action, ACTIONS, f"{prefix}.action")
     checks.positive(config.min_chars, f"{prefix}.min_chars")
     checks.positive(config.winnow, f"{prefix}.winnow")
-    checks.require(0 < config.min_item_chars <= config.min_chars, f"{prefix}.min_item_chars",
-                   f"must be in (0, min_chars={config.min_chars}]", config.min_item_chars)
-    checks.require(config.window_chars >= config.min_chars, f"{prefix}.window_chars",
-                   f"must be >= min_chars={config.min_chars}", config.window_chars)
+    checks.require(
+        0 < config.min_item_chars <= config.min_chars,
+        f"{prefix}.min_item_chars",
+        f"must be in (0, min_chars={config.min_chars}]",
+        config.min_item_chars,
+    )
+    checks.require(
+        config.window_chars >= config.min_chars,
+        f"{prefix}.window_chars",
+        f"must be >= min_chars={config.min_chars}",
+        config.window_chars,
+    )
     for field in ("cut_window_chars", "min_piece_chars", "max_pieces"):
         checks.non_negative(config[field], f"{prefix}.{field}")
 
@@ -108,7 +116,9 @@ class _Powers:
         if len(self.up) < n:
             size = max(n, 2 * len(self.up))
             with np.errstate(over="ignore"):
-                self.up, self.down = (np.cumprod(_series(base, size), dtype=np.uint64) for base in (_POLY, _POLY_INV))
+                self.up, self.down = (
+                    np.cumprod(_series(base, size), dtype=np.uint64) for base in (_POLY, _POLY_INV)
+                )
         return self.up, self.down
 
 
@@ -127,7 +137,9 @@ def _prefix(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     up, down = _POWERS.upto(len(codes) + 1)
     with np.errstate(over="ignore"):
         mixed = (codes + np.uint64(1)) * _MIX
-        prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(mixed * down[: len(codes)], dtype=np.uint64)])
+        prefix = np.concatenate(
+            [np.zeros(1, dtype=np.uint64), np.cumsum(mixed * down[: len(codes)], dtype=np.uint64)]
+        )
     return prefix, up
 
 
@@ -164,7 +176,9 @@ class NgramIndex:
 
     _BATCH_CHARS = 1 << 24  # code points per pass (bounds the temporary arrays)
 
-    def __init__(self, items: list[EvalItem], window: int, min_chars: int, w: int, min_item_chars: int = 0) -> None:
+    def __init__(
+        self, items: list[EvalItem], window: int, min_chars: int, w: int, min_item_chars: int = 0
+    ) -> None:
         self.items = items
         self.window, self.min_chars, self.w, self.min_item_chars = window, min_chars, w, min_item_chars
         # (item, text, is the whole item): a whole item may be short; its question alone may not.
@@ -205,8 +219,12 @@ class NgramIndex:
         prefix, up = _prefix(codes)
         # Whole items too short for a min_chars window are matched whole (the item's
         # every letter and digit, in order), if they have a letter: BBH's short tasks.
-        whole = np.array([is_whole for _, _, is_whole in parts]) & (lengths >= self.min_item_chars) & (self.min_item_chars > 0) & (
-            lengths < self.min_chars)
+        whole = (
+            np.array([is_whole for _, _, is_whole in parts])
+            & (lengths >= self.min_item_chars)
+            & (self.min_item_chars > 0)
+            & (lengths < self.min_chars)
+        )
         letters = np.concatenate([[0], np.cumsum((codes < 48) | (codes > 57))])
         whole &= (letters[bounds[1:]] - letters[bounds[:-1]]) > 0
         for p in np.flatnonzero(whole).tolist():
@@ -224,7 +242,9 @@ class NgramIndex:
             if k == self.window:
                 # Long parts: winnowed; parts shorter than window + w - 1 but >= window: every window.
                 whole = valid & ~long_part[part_of[:n]]
-                sentinel = np.where(valid & long_part[part_of[:n]], hashes, np.uint64(np.iinfo(np.uint64).max))
+                sentinel = np.where(
+                    valid & long_part[part_of[:n]], hashes, np.uint64(np.iinfo(np.uint64).max)
+                )
                 if n >= self.w:
                     mark = np.zeros(n, dtype=bool)
                     runs = np.lib.stride_tricks.sliding_window_view(sentinel, self.w)
@@ -272,8 +292,13 @@ def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) ->
     key = repr((sorted(eval_specs.items()), sorted(config.to_dict().items())))
     if key not in _INDEX_CACHE:
         items = load_eval_sets(eval_specs, config)
-        _INDEX_CACHE[key] = NgramIndex(items, int(config.window_chars), int(config.min_chars), int(config.winnow),
-                                       int(config.min_item_chars))
+        _INDEX_CACHE[key] = NgramIndex(
+            items,
+            int(config.window_chars),
+            int(config.min_chars),
+            int(config.winnow),
+            int(config.min_item_chars),
+        )
     return _INDEX_CACHE[key]
 
 
@@ -334,8 +359,10 @@ class Decontaminate(beam.PTransform):
         self._config = config
         self._eval_specs = dict(eval_specs)
 
-    def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
-        out = records | "MatchEvalNgrams" >> beam.ParDo(_Decontaminate(self._config, self._eval_specs)).with_outputs(
-            "rejected", "hits", main="kept"
-        )
+    def expand(
+        self, records: beam.PCollection
+    ) -> tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
+        out = records | "MatchEvalNgrams" >> beam.ParDo(
+            _Decontaminate(self._config, self._eval_specs)
+        ).with_outputs("rejected", "hits", main="kept")
         return out.kept, out[REJECTED], out.hits

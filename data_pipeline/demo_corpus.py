@@ -88,7 +88,9 @@ def code_documents() -> Iterator[tuple[str, str]]:
 _DOMAINS = {"web": web_documents, "math": math_documents, "code": code_documents}
 
 
-def build(output_dir: fs.PathLike, docs_per_domain: int, max_chars: int, dup_fraction: float, seed: int) -> dict[str, int]:
+def build(
+    output_dir: fs.PathLike, docs_per_domain: int, max_chars: int, dup_fraction: float, seed: int
+) -> dict[str, int]:
     """Writes the three JSONL files; returns documents written per domain.
 
     Each domain stops at ``docs_per_domain`` documents or ``max_chars`` characters,
@@ -109,21 +111,27 @@ def build(output_dir: fs.PathLike, docs_per_domain: int, max_chars: int, dup_fra
             if len(records) >= docs_per_domain or chars >= max_chars:
                 break
         for i, original in enumerate(rng.sample(records, int(len(records) * dup_fraction))):
-            records.append({"id": f"{domain}-dup-{i:04d}", "text": original["text"], "origin": original["origin"]})
-        fs.write_text(fs.join(output_dir, f"{domain}.jsonl"),
-                      "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+            records.append(
+                {"id": f"{domain}-dup-{i:04d}", "text": original["text"], "origin": original["origin"]}
+            )
+        fs.write_text(
+            fs.join(output_dir, f"{domain}.jsonl"),
+            "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records),
+        )
         counts[domain] = len(records)
     return counts
 
 
 def default_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({
-        "output": "runs/demo/corpus",  # folder for web.jsonl, math.jsonl and code.jsonl
-        "docs_per_domain": 600,  # distinct documents per domain (fewer if the install has fewer)
-        "max_chars": 2_000_000,  # characters per domain at most
-        "dup_fraction": 0.05,  # fraction of exact copies planted to exercise deduplication
-        "seed": 0,  # seed for choosing the planted copies
-    })
+    return ml_collections.ConfigDict(
+        {
+            "output": "runs/demo/corpus",  # folder for web.jsonl, math.jsonl and code.jsonl
+            "docs_per_domain": 600,  # distinct documents per domain (fewer if the install has fewer)
+            "max_chars": 2_000_000,  # characters per domain at most
+            "dup_fraction": 0.05,  # fraction of exact copies planted to exercise deduplication
+            "seed": 0,  # seed for choosing the planted copies
+        }
+    )
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
@@ -135,12 +143,18 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 
 
 def run() -> None:
-    cli.run(main, doc=__doc__, default_config=default_config,
-            shortcuts=[cli.Shortcut("output", "output", "Folder for web.jsonl, math.jsonl and code.jsonl."),
-                       cli.Shortcut("docs_per_domain", "docs_per_domain", "Distinct documents per domain."),
-                       cli.Shortcut("max_chars", "max_chars", "Characters per domain at most."),
-                       cli.Shortcut("dup_fraction", "dup_fraction", "Fraction of exact copies planted."),
-                       cli.Shortcut("seed", "seed", "Seed for choosing the planted copies.")])
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=default_config,
+        shortcuts=[
+            cli.Shortcut("output", "output", "Folder for web.jsonl, math.jsonl and code.jsonl."),
+            cli.Shortcut("docs_per_domain", "docs_per_domain", "Distinct documents per domain."),
+            cli.Shortcut("max_chars", "max_chars", "Characters per domain at most."),
+            cli.Shortcut("dup_fraction", "dup_fraction", "Fraction of exact copies planted."),
+            cli.Shortcut("seed", "seed", "Seed for choosing the planted copies."),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ def _rows(path: str) -> Iterator[dict[str, Any]]:
         return
     text = data.decode("utf-8")
     if name.endswith((".csv", ".tsv")):
-        yield from csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if name.endswith(".tsv") else ",")
+        yield from csv.DictReader(
+            io.StringIO(text, newline=""), delimiter="\t" if name.endswith(".tsv") else ","
+        )
     elif name.endswith(".json"):
         rows = json.loads(text)
         if isinstance(rows, dict):  # e.g. BBH: {"canary": ..., "examples": [...]}
@@ -164,11 +166,19 @@ def load_eval_sets(specs: dict[str, str], config: ml_collections.ConfigDict) -> 
         for index, (file, row) in enumerate(named_rows(name, path)):
             if not has_text_field(row, config.text_fields):
                 seen = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ValueError(f"--eval_set {name}: row {index} of {file} has no text field; fields seen: {seen}; "
-                                 f"recognised: {list(config.text_fields)} (config.decontamination.text_fields)")
+                raise ValueError(
+                    f"--eval_set {name}: row {index} of {file} has no text field; fields seen: {seen}; "
+                    f"recognised: {list(config.text_fields)} (config.decontamination.text_fields)"
+                )
             text = item_text(row, config.text_fields)
             if text:
                 first = next(f for f in config.text_fields if item_text(row, (f,)))
-                items.append(EvalItem(name, item_id(row, config.id_fields, f"{fs.basename(file)}:{index}"), text,
-                                      item_text(row, (first,))))
+                items.append(
+                    EvalItem(
+                        name,
+                        item_id(row, config.id_fields, f"{fs.basename(file)}:{index}"),
+                        text,
+                        item_text(row, (first,)),
+                    )
+                )
     return items

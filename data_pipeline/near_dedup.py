@@ -73,10 +73,18 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "near_dedup") -> N
     """Fail at start with the field name on bad values."""
     for field in ("ngram", "num_perm", "bands", "cc_rounds", "bucket_all_pairs", "anchors"):
         checks.positive(int(config[field]), f"{prefix}.{field}")
-    checks.require(config.num_perm % config.bands == 0, f"{prefix}.bands", f"must divide num_perm={config.num_perm}",
-                   config.bands)
-    checks.require(0.0 < config.jaccard_threshold <= 1.0, f"{prefix}.jaccard_threshold", "must be in (0, 1]",
-                   config.jaccard_threshold)
+    checks.require(
+        config.num_perm % config.bands == 0,
+        f"{prefix}.bands",
+        f"must divide num_perm={config.num_perm}",
+        config.bands,
+    )
+    checks.require(
+        0.0 < config.jaccard_threshold <= 1.0,
+        f"{prefix}.jaccard_threshold",
+        "must be in (0, 1]",
+        config.jaccard_threshold,
+    )
     checks.non_negative(config.max_cluster_size, f"{prefix}.max_cluster_size")
 
 
@@ -141,7 +149,9 @@ class _Signatures(beam.DoFn):
             yield beam.pvalue.TaggedOutput("shingles", (node, shingles.tobytes()))
 
 
-def bucket_edges(element: tuple[bytes, Iterable[str]], all_pairs: int, anchors: int) -> Iterator[tuple[str, str]]:
+def bucket_edges(
+    element: tuple[bytes, Iterable[str]], all_pairs: int, anchors: int
+) -> Iterator[tuple[str, str]]:
     """Candidate edges (smaller, larger) of one LSH bucket, reading its members as a stream.
 
     The members iterable is read twice (Beam's grouped values are re-iterable); only the
@@ -265,10 +275,13 @@ class _FailUnlessFixpoint(beam.DoFn):
             if root_a != root_b:
                 raise NotConverged(
                     f"near_dedup: connected components not converged after {self._rounds} rounds "
-                    f"({a!r} -> {root_a!r} but {b!r} -> {root_b!r}); raise config.near_dedup.cc_rounds")
+                    f"({a!r} -> {root_a!r} but {b!r} -> {root_b!r}); raise config.near_dedup.cc_rounds"
+                )
         if groups["parent"] and groups["children"] and b != root_b:
-            raise NotConverged(f"near_dedup: connected components not converged after {self._rounds} rounds "
-                               f"({b!r} is both a child and a parent); raise config.near_dedup.cc_rounds")
+            raise NotConverged(
+                f"near_dedup: connected components not converged after {self._rounds} rounds "
+                f"({b!r} is both a child and a parent); raise config.near_dedup.cc_rounds"
+            )
         return iter(())
 
 
@@ -298,7 +311,11 @@ class ConnectedComponents(beam.PTransform):
                 | f"SmallStarGroup{i}" >> beam.GroupByKey()
                 | f"SmallStar{i}" >> beam.FlatMap(_small_star)
             )
-        parents = edges | "GroupParents" >> beam.GroupByKey() | "SmallestParent" >> beam.MapTuple(lambda v, ps: (v, min(ps)))
+        parents = (
+            edges
+            | "GroupParents" >> beam.GroupByKey()
+            | "SmallestParent" >> beam.MapTuple(lambda v, ps: (v, min(ps)))
+        )
         ends = (
             {"edges": original, "parent": parents}
             | "JoinFirstEnd" >> beam.CoGroupByKey()
@@ -361,7 +378,9 @@ class NearDedup(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         config = self._config
-        signed = records | "MinHash" >> beam.ParDo(_Signatures(config)).with_outputs("shingles", main="buckets")
+        signed = records | "MinHash" >> beam.ParDo(_Signatures(config)).with_outputs(
+            "shingles", main="buckets"
+        )
         edges = (
             signed.buckets
             | "GroupBuckets" >> beam.GroupByKey()

@@ -47,7 +47,9 @@ def _marker(path: str) -> dict[str, Any] | None:
 
 def _stale_staging(out: str) -> list[str]:
     """Staging folders that failed runs of this job left in ``out`` (each holds our marker)."""
-    return [n for n in fs.listdir(out) if n.startswith(STAGING_PREFIX) and _marker(fs.join(out, n)) is not None]
+    return [
+        n for n in fs.listdir(out) if n.startswith(STAGING_PREFIX) and _marker(fs.join(out, n)) is not None
+    ]
 
 
 def check_output_dir(out: str, overwrite: bool) -> list[str]:
@@ -59,11 +61,15 @@ def check_output_dir(out: str, overwrite: bool) -> list[str]:
         return []
     marker = _marker(out)
     if not overwrite:
-        raise ConfigError(f"config.output_dir: {out} is not empty; pass --overwrite (config.overwrite=True) to "
-                          f"replace the outputs of an earlier prepare run there")
+        raise ConfigError(
+            f"config.output_dir: {out} is not empty; pass --overwrite (config.overwrite=True) to "
+            f"replace the outputs of an earlier prepare run there"
+        )
     if marker is None:
-        raise ConfigError(f"config.output_dir: {out} is not empty and has no {MARKER}, so it is not the output of "
-                          f"an earlier prepare run; refusing to delete anything there: choose an empty folder")
+        raise ConfigError(
+            f"config.output_dir: {out} is not empty and has no {MARKER}, so it is not the output of "
+            f"an earlier prepare run; refusing to delete anything there: choose an empty folder"
+        )
     return [name for name in marker["outputs"] if name != MARKER]
 
 
@@ -81,15 +87,25 @@ def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
     names = [n for n in fs.listdir(staging) if n != MARKER]
     clash = [n for n in names if fs.exists(fs.join(out, n)) and n not in old_outputs]
     if clash:
-        raise RuntimeError(f"{out}: {clash} exist and are not outputs of an earlier prepare run; the new outputs "
-                           f"stay in {staging}")
+        raise RuntimeError(
+            f"{out}: {clash} exist and are not outputs of an earlier prepare run; the new outputs "
+            f"stay in {staging}"
+        )
     stale = [n for n in _stale_staging(out) if fs.join(out, n) != staging]
     for name in old_outputs + stale:
         fs.rmtree(fs.join(out, name))
     for name in names:
         _move(fs.join(staging, name), fs.join(out, name))
-    fs.write_text(fs.join(out, MARKER), json.dumps({"job": JOB, "outputs": sorted(names),
-                                                    "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    fs.write_text(
+        fs.join(out, MARKER),
+        json.dumps(
+            {
+                "job": JOB,
+                "outputs": sorted(names),
+                "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        ),
+    )
     fs.rmtree(staging)
     return names
 
@@ -99,7 +115,7 @@ def _move(src: str, dst: str) -> None:
         fs.rename(src, dst)  # one rename on a local disk
         return
     for path in fs.walk_files(src):
-        target = dst + path[len(src):]
+        target = dst + path[len(src) :]
         fs.makedirs(fs.dirname(target))
         fs.rename(path, target)
 
@@ -142,7 +158,12 @@ class WriteJsonl(beam.PTransform):
 
     def __init__(self, prefix: str, shards: int = 1, compress: bool = True, exact: bool = False) -> None:
         super().__init__()
-        self._prefix, self._shards, self._compress, self._exact = prefix, (1 if exact else shards), compress, exact
+        self._prefix, self._shards, self._compress, self._exact = (
+            prefix,
+            (1 if exact else shards),
+            compress,
+            exact,
+        )
 
     def expand(self, pcoll):
         shards = self._shards

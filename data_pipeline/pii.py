@@ -29,9 +29,17 @@ PHONE = re.compile(
 # (pattern, literal prefixes): a pattern only runs on text containing one of its prefixes, so
 # the cost of a rule that cannot match is one substring search, not a regex scan.
 SECRETS = (
-    (re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP )?PRIVATE KEY(?: BLOCK)?-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----"), ("-----BEGIN",)),
+    (
+        re.compile(
+            r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP )?PRIVATE KEY(?: BLOCK)?-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----"
+        ),
+        ("-----BEGIN",),
+    ),
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), ("AKIA", "ASIA")),  # AWS access key id
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),  # GitHub tokens
+    (
+        re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    ),  # GitHub tokens
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b"), ("xox",)),  # Slack tokens
     (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"), ("sk-",)),  # OpenAI-style secret keys
     (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), ("AIza",)),  # Google API key
@@ -74,8 +82,14 @@ def _public_ip(match: re.Match) -> bool:
 class Redactor:
     """Applies the configured redactions; ``redact`` returns (text, number of redactions)."""
 
-    def __init__(self, email: bool = True, ip_address: bool = True, phone: bool = True, secrets: bool = True,
-                 secrets_domains: tuple = ("code",)):
+    def __init__(
+        self,
+        email: bool = True,
+        ip_address: bool = True,
+        phone: bool = True,
+        secrets: bool = True,
+        secrets_domains: tuple = ("code",),
+    ):
         self.email, self.ip_address, self.phone, self.secrets = email, ip_address, phone, secrets
         self.secrets_domains = frozenset(secrets_domains)
 

@@ -66,7 +66,10 @@ class Stage:
 
     def apply(self, pcoll: beam.PCollection) -> StageResult:
         if not self.enabled:
-            empty = {name: pcoll.pipeline | f"{self.name}Off{name}" >> beam.Create([]) for name in ("rejected", *self.side)}
+            empty = {
+                name: pcoll.pipeline | f"{self.name}Off{name}" >> beam.Create([])
+                for name in ("rejected", *self.side)
+            }
             return StageResult(pcoll, empty.pop("rejected"), empty)
         kept, rejected, *side = pcoll | self.name >> self.make()
         if len(side) != len(self.side):
@@ -86,8 +89,12 @@ def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dic
         Stage("Clean", True, lambda: Clean(chains, redactor, config.normalize.form)),
         Stage("ExactDedup", config.dedup.enabled, lambda: ExactDedup(config.dedup)),
         Stage("NearDedup", config.near_dedup.enabled, lambda: NearDedup(config.near_dedup)),
-        Stage("Decontaminate", config.decontamination.enabled,
-              lambda: Decontaminate(config.decontamination, eval_specs), side=(HITS,)),
+        Stage(
+            "Decontaminate",
+            config.decontamination.enabled,
+            lambda: Decontaminate(config.decontamination, eval_specs),
+            side=(HITS,),
+        ),
         Stage("Quality", True, lambda: ScoreQuality(config.quality)),
     ]
 
@@ -112,8 +119,12 @@ def input_specs(config: ml_collections.ConfigDict) -> list[sources.InputSpec]:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the fields this module reads; the stages check their own sections."""
     checks.require(bool(config.output_dir), "output_dir", "must be set (or pass --output_dir)")
-    checks.require(0.0 <= config.split.validation_fraction < 1.0, "split.validation_fraction", "must be in [0, 1)",
-                   config.split.validation_fraction)
+    checks.require(
+        0.0 <= config.split.validation_fraction < 1.0,
+        "split.validation_fraction",
+        "must be in [0, 1)",
+        config.split.validation_fraction,
+    )
     for field in ("train_shards", "validation_shards"):
         checks.positive(int(config.output[field]), f"output.{field}")
     for field in ("max_doc_bytes", "dead_letter_raw_bytes"):
@@ -121,12 +132,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     checks.one_of(config.normalize.form, ("NFC", "NFKC", "NFD", "NFKD"), "normalize.form")
 
 
-def build(p: beam.Pipeline, config: ml_collections.ConfigDict, specs: list[sources.InputSpec],
-          eval_specs: dict[str, str], out: str) -> None:
+def build(
+    p: beam.Pipeline,
+    config: ml_collections.ConfigDict,
+    specs: list[sources.InputSpec],
+    eval_specs: dict[str, str],
+    out: str,
+) -> None:
     """Adds the whole job to ``p``, writing under ``out`` (the run's staging folder)."""
     work = fs.join(out, WORK_DIR)
     reads = [
-        p | f"Read[{spec.source}]" >> sources.ReadSource(spec, int(config.read.max_doc_bytes), int(config.read.dead_letter_raw_bytes))
+        p
+        | f"Read[{spec.source}]"
+        >> sources.ReadSource(spec, int(config.read.max_doc_bytes), int(config.read.dead_letter_raw_bytes))
         for spec in specs
     ]
     read_records = [r.records for r in reads] | "FlattenRecords" >> beam.Flatten()
@@ -143,36 +161,57 @@ def build(p: beam.Pipeline, config: ml_collections.ConfigDict, specs: list[sourc
     all_rejected = rejections | "FlattenRejected" >> beam.Flatten()
     hits = side[HITS]
 
-    num_shards = {"train": int(config.output.train_shards), "validation": int(config.output.validation_shards)}
-    shard_infos = kept | "WriteTfds" >> tfds_output.WriteTfdsShards(out, config.split.validation_fraction, num_shards)
+    num_shards = {
+        "train": int(config.output.train_shards),
+        "validation": int(config.output.validation_shards),
+    }
+    shard_infos = kept | "WriteTfds" >> tfds_output.WriteTfdsShards(
+        out, config.split.validation_fraction, num_shards
+    )
     big = num_shards["train"]  # shards of the outputs that may be as large as the input
     _ = shard_infos | "WriteShardInfos" >> outputs.WriteJsonl(fs.join(work, "shards"), compress=False)
     _ = all_rejected | "WriteRejected" >> outputs.WriteJsonl(fs.join(out, records.REJECTED, "rejected"), big)
     _ = dead | "WriteDeadLetters" >> outputs.WriteJsonl(fs.join(out, "dead_letter", "dead_letter"), big)
-    _ = hits | "WriteContamination" >> outputs.WriteJsonl(fs.join(out, "contamination.jsonl"), exact=True, compress=False)
+    _ = hits | "WriteContamination" >> outputs.WriteJsonl(
+        fs.join(out, "contamination.jsonl"), exact=True, compress=False
+    )
 
     inputs = [read_records, rejections[0], dead] | "FlattenInputs" >> beam.Flatten()
-    violations = {stats.INPUT: inputs, stats.KEPT: kept, stats.REJECTED: all_rejected, stats.DEAD_LETTER: dead} | "CheckIds" >> stats.CheckIds()
+    violations = {
+        stats.INPUT: inputs,
+        stats.KEPT: kept,
+        stats.REJECTED: all_rejected,
+        stats.DEAD_LETTER: dead,
+    } | "CheckIds" >> stats.CheckIds()
     counts = (
         [
             inputs | "CountInput" >> stats.CountBy(stats.INPUT),
             file_counts | "CountHeld" >> stats.CountBy(stats.HELD, value_fn=lambda c: c["held"]),
-            file_counts | "CountIncomplete" >> stats.CountBy(stats.INCOMPLETE_FILES, value_fn=lambda c: int(not c["complete"])),
+            file_counts
+            | "CountIncomplete"
+            >> stats.CountBy(stats.INCOMPLETE_FILES, value_fn=lambda c: int(not c["complete"])),
             kept | "CountKept" >> stats.CountBy(stats.KEPT),
-            kept | "CountRedactions" >> stats.CountBy(stats.REDACTIONS, value_fn=lambda r: r.get("redactions", 0)),
+            kept
+            | "CountRedactions" >> stats.CountBy(stats.REDACTIONS, value_fn=lambda r: r.get("redactions", 0)),
             all_rejected | "CountRejected" >> stats.CountBy(stats.REJECTED, detail_fn=lambda r: r["reason"]),
             dead | "CountDead" >> stats.CountBy(stats.DEAD_LETTER),
             hits | "CountHits" >> stats.CountBy(stats.CONTAMINATION, detail_fn=lambda h: h["eval_set"]),
-            violations | "CountViolations" >> stats.CountBy(stats.ID_VIOLATION, detail_fn=lambda v: v["kind"]),
+            violations
+            | "CountViolations" >> stats.CountBy(stats.ID_VIOLATION, detail_fn=lambda v: v["kind"]),
         ]
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombinePerKey(sum)
         | "CountPairs" >> beam.MapTuple(lambda key, n: list(key) + [n])
     )
     _ = counts | "WriteCounts" >> outputs.WriteJsonl(fs.join(work, "counts"), compress=False)
-    examples = violations | "SampleViolations" >> beam.combiners.Sample.FixedSizeGlobally(stats.MAX_VIOLATION_EXAMPLES)
-    _ = (examples | "Unbatch" >> beam.FlatMap(lambda batch: batch)
-         | "WriteViolations" >> outputs.WriteJsonl(fs.join(work, "violations"), compress=False))
+    examples = violations | "SampleViolations" >> beam.combiners.Sample.FixedSizeGlobally(
+        stats.MAX_VIOLATION_EXAMPLES
+    )
+    _ = (
+        examples
+        | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+        | "WriteViolations" >> outputs.WriteJsonl(fs.join(work, "violations"), compress=False)
+    )
 
 
 def _metrics(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -180,7 +219,10 @@ def _metrics(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
         counters = result.metrics().query()["counters"]
     except Exception:  # noqa: BLE001 - some runners do not report metrics; stats.json does not need them
         return {}
-    return {f"{c.key.metric.namespace}/{c.key.metric.name}": int(c.committed or c.attempted or 0) for c in counters}
+    return {
+        f"{c.key.metric.namespace}/{c.key.metric.name}": int(c.committed or c.attempted or 0)
+        for c in counters
+    }
 
 
 def pipeline_options(config: ml_collections.ConfigDict, beam_args: Sequence[str]) -> PipelineOptions:
@@ -197,12 +239,16 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     eval_specs = parse_specs(list(config.eval_sets))
     if config.decontamination.enabled:  # fail now on an unreadable eval set, not on every worker
         items = load_eval_sets(eval_specs, config.decontamination)
-        absl_logging.info("decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items}))
+        absl_logging.info(
+            "decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items})
+        )
     out = fs.resolve(config.output_dir)
     old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
     staging = outputs.new_staging(out)
     for spec in specs:
-        absl_logging.info("input %s: domain=%s format=%s glob=%s", spec.source, spec.domain, spec.format, spec.glob)
+        absl_logging.info(
+            "input %s: domain=%s format=%s glob=%s", spec.source, spec.domain, spec.format, spec.glob
+        )
     options = pipeline_options(config, beam_args)
     p = beam.Pipeline(options=options)
     build(p, config, specs, eval_specs, staging)
@@ -212,19 +258,30 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     absl_logging.info("pipeline finished in %.1fs; writing TFDS metadata and stats", time.time() - start)
 
     work = fs.join(staging, WORK_DIR)
-    num_shards = {"train": int(config.output.train_shards), "validation": int(config.output.validation_shards)}
+    num_shards = {
+        "train": int(config.output.train_shards),
+        "validation": int(config.output.validation_shards),
+    }
     domains = sorted({s.domain for s in specs})
-    tfds_output.write_metadata(staging, domains, outputs.read_jsonl_files(fs.join(work, "shards")), num_shards)
+    tfds_output.write_metadata(
+        staging, domains, outputs.read_jsonl_files(fs.join(work, "shards")), num_shards
+    )
     for folder in (records.REJECTED, "dead_letter"):  # the layout holds them even when empty
         fs.makedirs(fs.join(staging, folder))
     if not fs.exists(fs.join(staging, "contamination.jsonl")):
         fs.write_text(fs.join(staging, "contamination.jsonl"), "")
     violations = outputs.read_jsonl_files(fs.join(work, "violations"))
-    counts = [((kind, source, detail), n) for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts"))]
+    counts = [
+        ((kind, source, detail), n)
+        for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts"))
+    ]
     metrics = _metrics(result)
     extra = {
         "metrics": metrics,
-        "dedup_clusters": {"exact": metrics.get("dedup/exact_duplicate_groups"), "near": metrics.get("near_dedup/clusters")},
+        "dedup_clusters": {
+            "exact": metrics.get("dedup/exact_duplicate_groups"),
+            "near": metrics.get("near_dedup/clusters"),
+        },
         "stages": [s.name for s in stages(config, set(domains), eval_specs) if s.enabled],
         "datasets": {d: fs.join(out, d) for d in domains},
         "elapsed_s": round(time.time() - start, 1),
@@ -237,8 +294,12 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
 
 
 def _define_extra_flags() -> None:
-    flags.DEFINE_bool("overwrite", None, "Replace the outputs of an earlier prepare run in --output_dir "
-                      "(only what its marker names; sets config.overwrite).")
+    flags.DEFINE_bool(
+        "overwrite",
+        None,
+        "Replace the outputs of an earlier prepare run in --output_dir "
+        "(only what its marker names; sets config.overwrite).",
+    )
 
 
 def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
@@ -249,19 +310,31 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
         config.overwrite = flags.FLAGS.overwrite
     result = prepare(config, beam_args)
     print(stats.format_table(result))
-    print(f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "
-          f"dead_letter/, contamination.jsonl, stats.json ({result['elapsed_s']}s)")
+    print(
+        f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "
+        f"dead_letter/, contamination.jsonl, stats.json ({result['elapsed_s']}s)"
+    )
     if not result["invariant"]["ok"]:
         sys.exit("invariant violated: input != kept + rejected + dead_letter (see stats.json)")
 
 
 def run() -> None:
     """Console entry point; flags we do not define are passed to Beam."""
-    cli.run(main, doc=__doc__, default_config="data/base.py",
-            shortcuts=[cli.Shortcut("input", "inputs", "DOMAIN=GLOB (repeatable); replaces the config's inputs.", multi=True),
-                       cli.Shortcut("eval_set", "eval_sets", "NAME=PATH of an eval set (repeatable).", multi=True),
-                       cli.Shortcut("output_dir", "output_dir", "Output folder.")],
-            required=["output_dir"], define_extra_flags=_define_extra_flags, pass_unknown_flags=True)
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config="data/base.py",
+        shortcuts=[
+            cli.Shortcut(
+                "input", "inputs", "DOMAIN=GLOB (repeatable); replaces the config's inputs.", multi=True
+            ),
+            cli.Shortcut("eval_set", "eval_sets", "NAME=PATH of an eval set (repeatable).", multi=True),
+            cli.Shortcut("output_dir", "output_dir", "Output folder."),
+        ],
+        required=["output_dir"],
+        define_extra_flags=_define_extra_flags,
+        pass_unknown_flags=True,
+    )
 
 
 if __name__ == "__main__":

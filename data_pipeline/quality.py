@@ -80,7 +80,10 @@ class QualityScorer:
     def save(self, path: str) -> None:
         buffer = io.BytesIO()  # a file object, so numpy does not append ".npz"
         np.savez_compressed(
-            buffer, params=np.array(json.dumps(self.params)), coef=self.coef.astype(np.float32), intercept=np.array(self.intercept)
+            buffer,
+            params=np.array(json.dumps(self.params)),
+            coef=self.coef.astype(np.float32),
+            intercept=np.array(self.intercept),
         )
         fs.write_bytes(path, buffer.getvalue())
 
@@ -113,14 +116,21 @@ def read_documents(pattern: str, text_field: str) -> Iterator[str]:
                 yield text
 
 
-def train(positive: Sequence[str], negative: Sequence[str], config: ml_collections.ConfigDict) -> tuple[QualityScorer, dict[str, float]]:
+def train(
+    positive: Sequence[str], negative: Sequence[str], config: ml_collections.ConfigDict
+) -> tuple[QualityScorer, dict[str, float]]:
     """Fit logistic regression on hashed n-grams; returns the scorer and held-out metrics."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     if not positive or not negative:
         raise ValueError(f"need positive and negative documents, got {len(positive)} and {len(negative)}")
-    params = {"format": FORMAT, "n_features": int(config.n_features), "ngram_max": int(config.ngram_max), "max_chars": int(config.max_chars)}
+    params = {
+        "format": FORMAT,
+        "n_features": int(config.n_features),
+        "ngram_max": int(config.ngram_max),
+        "max_chars": int(config.max_chars),
+    }
     texts = [t[: params["max_chars"]] for t in (*positive, *negative)]
     labels = np.array([1] * len(positive) + [0] * len(negative))
     rng = np.random.default_rng(config.seed)
@@ -140,9 +150,15 @@ def train(positive: Sequence[str], negative: Sequence[str], config: ml_collectio
 
 
 def main(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
-    checks.require(list(argv) == ["train"], "command", "usage: python -m data_pipeline.quality train "
-                   "--positive GLOB --negative GLOB --output MODEL", list(argv))
-    checks.require(0.0 <= config.holdout_fraction < 1.0, "holdout_fraction", "must be in [0, 1)", config.holdout_fraction)
+    checks.require(
+        list(argv) == ["train"],
+        "command",
+        "usage: python -m data_pipeline.quality train --positive GLOB --negative GLOB --output MODEL",
+        list(argv),
+    )
+    checks.require(
+        0.0 <= config.holdout_fraction < 1.0, "holdout_fraction", "must be in [0, 1)", config.holdout_fraction
+    )
     checks.require(config.n_features >= 2, "n_features", "must be >= 2", config.n_features)
     checks.positive(config.ngram_max, "ngram_max")
     start = time.time()
@@ -160,11 +176,18 @@ def main(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
 
 def run(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``gemma-quality``)."""
-    cli.run(main, doc=__doc__, default_config=default_train_config, argv=argv,
-            shortcuts=[cli.Shortcut("positive", "positive", "GLOB of high-quality documents (repeatable).", multi=True),
-                       cli.Shortcut("negative", "negative", "GLOB of low-quality documents (repeatable).", multi=True),
-                       cli.Shortcut("output", "output", "Path of the model file to write (.npz).")],
-            required=["positive", "negative", "output"])
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=default_train_config,
+        argv=argv,
+        shortcuts=[
+            cli.Shortcut("positive", "positive", "GLOB of high-quality documents (repeatable).", multi=True),
+            cli.Shortcut("negative", "negative", "GLOB of low-quality documents (repeatable).", multi=True),
+            cli.Shortcut("output", "output", "Path of the model file to write (.npz)."),
+        ],
+        required=["positive", "negative", "output"],
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def rejection(record: dict[str, Any], reason: str, keep_text: bool = True) -> di
     }
 
 
-def dead_letter(record_id: str, source: str, path: str, error: str, raw: bytes, max_raw_bytes: int) -> dict[str, Any]:
+def dead_letter(
+    record_id: str, source: str, path: str, error: str, raw: bytes, max_raw_bytes: int
+) -> dict[str, Any]:
     """The dead-letter entry for unreadable input; ``raw`` is base64, cut to ``max_raw_bytes``."""
     return {
         "id": record_id,

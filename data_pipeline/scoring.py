@@ -23,8 +23,12 @@ _QUANTILES = 100
 def validate(config: Any, prefix: str = "quality") -> None:
     checks.fraction(config.min_score, f"{prefix}.min_score")
     checks.fraction(config.high_quality_percentile, f"{prefix}.high_quality_percentile")
-    checks.require(config.high_quality_min_score <= 1.0, f"{prefix}.high_quality_min_score",
-                   "must be <= 1 (or < 0 to use the percentile)", config.high_quality_min_score)
+    checks.require(
+        config.high_quality_min_score <= 1.0,
+        f"{prefix}.high_quality_min_score",
+        "must be <= 1 (or < 0 to use the percentile)",
+        config.high_quality_min_score,
+    )
 
 
 class _ScoreFn(beam.DoFn):
@@ -66,7 +70,9 @@ class ScoreQuality(beam.PTransform):
 
     def expand(self, pcoll):
         config = self._config
-        model_path = fs.resolve(config.model_path) if config.model_path else ""  # loaded on workers via common/fs.py
+        model_path = (
+            fs.resolve(config.model_path) if config.model_path else ""
+        )  # loaded on workers via common/fs.py
         scored = pcoll | "Score" >> beam.ParDo(_ScoreFn(model_path, config.min_score)).with_outputs(
             "rejected", main="kept"
         )

@@ -109,8 +109,10 @@ def match_files(glob: str) -> list[str]:
     As in Beam's matcher, ``**`` inside a name matches across folders: ``tex/**.tex`` is
     ``tex/**/*.tex``.
     """
-    parts = [part if "**" not in part or part == "**" else "**/" + re.sub(r"\*\*+", "*", part)
-             for part in glob.split("/")]
+    parts = [
+        part if "**" not in part or part == "**" else "**/" + re.sub(r"\*\*+", "*", part)
+        for part in glob.split("/")
+    ]
     return [path for path in fs.glob("/".join(parts)) if not fs.isdir(path)]
 
 
@@ -158,8 +160,13 @@ class ReadFileFn(beam.DoFn):
         if len(text) > self._max_doc_bytes // 4 and len(text.encode("utf-8")) > self._max_doc_bytes:
             return beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, "too_long"))
         return record
+
     def _language(self, rel: str, row: dict[str, Any] | None = None) -> str:
-        if row is not None and self._spec.language_field and isinstance(row.get(self._spec.language_field), (str, bytes)):
+        if (
+            row is not None
+            and self._spec.language_field
+            and isinstance(row.get(self._spec.language_field), (str, bytes))
+        ):
             value = row[self._spec.language_field]
             value = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
             return value.lower() if self._spec.domain == "code" else value
@@ -220,9 +227,13 @@ class ReadFileFn(beam.DoFn):
         except _NotText as e:
             yield self._dead_letter(f"{rel}:0", path, "binary_file: content is not JSONL text", e.head)
         except _CorruptStream as e:
-            yield self._dead_letter(f"{rel}:{e.line}:unreadable_rest", path,
-                                    f"corrupt_stream: {type(e.cause).__name__}: {e.cause} (after line {e.line}; "
-                                    f"the rest of the file is unreadable)", b"")
+            yield self._dead_letter(
+                f"{rel}:{e.line}:unreadable_rest",
+                path,
+                f"corrupt_stream: {type(e.cause).__name__}: {e.cause} (after line {e.line}; "
+                f"the rest of the file is unreadable)",
+                b"",
+            )
 
     def _parquet(self, path: str, rel: str, counts: dict[str, Any]) -> Iterator[Any]:
         import pyarrow.parquet as pq
@@ -232,13 +243,19 @@ class ReadFileFn(beam.DoFn):
             f.seek(-4, io.SEEK_END)
             if head != b"PAR1" or f.read(4) != b"PAR1":
                 counts["held"] = 1
-                yield self._dead_letter(f"{rel}:0", path, "not_parquet: the file lacks Parquet's PAR1 magic bytes", head)
+                yield self._dead_letter(
+                    f"{rel}:0", path, "not_parquet: the file lacks Parquet's PAR1 magic bytes", head
+                )
                 return
             f.seek(0)
             table = pq.ParquetFile(f)
             counts["held"] = table.metadata.num_rows
             names = set(table.schema_arrow.names)
-            columns = [c for c in (self._spec.text_field, self._spec.id_field, self._spec.language_field) if c in names]
+            columns = [
+                c
+                for c in (self._spec.text_field, self._spec.id_field, self._spec.language_field)
+                if c in names
+            ]
             index = 0
             for batch in table.iter_batches(columns=columns or None):
                 for row in batch.to_pylist():
@@ -255,12 +272,16 @@ class ReadFileFn(beam.DoFn):
             yield self._dead_letter(record_id, path, f"corrupt_stream: {type(e).__name__}: {e}", b"")
             return
         if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
-            yield self._dead_letter(record_id, path, "binary_file: content is not text", data[:_BINARY_SNIFF_BYTES])
+            yield self._dead_letter(
+                record_id, path, "binary_file: content is not text", data[:_BINARY_SNIFF_BYTES]
+            )
             return
         if len(data) > self._max_doc_bytes:
             self._read.inc()
             record = {"id": record_id, "source": self._spec.source, "domain": self._spec.domain}
-            yield beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, "too_long", keep_text=False))
+            yield beam.pvalue.TaggedOutput(
+                records.REJECTED, records.rejection(record, "too_long", keep_text=False)
+            )
             return
         try:
             text = data.decode("utf-8")
@@ -298,8 +319,15 @@ class ReadTfdsShardFn(beam.DoFn):
             row = {k: v for k, v in example.items()}
             yield self._file_fn.parse_row(row, index, f"{name}/{split}/{shard}", self._spec.glob, b"")
         held = builder.info.splits[split].shard_lengths[shard]
-        yield beam.pvalue.TaggedOutput(FILE_COUNTS, {"source": self._spec.source, "path": f"{self._spec.glob}[{shard}]",
-                                                     "held": held, "complete": True})
+        yield beam.pvalue.TaggedOutput(
+            FILE_COUNTS,
+            {
+                "source": self._spec.source,
+                "path": f"{self._spec.glob}[{shard}]",
+                "held": held,
+                "complete": True,
+            },
+        )
 
 
 def tfds_builder(spec: InputSpec):
@@ -318,9 +346,13 @@ def check_matches(spec: InputSpec) -> None:
         try:
             builder = tfds_builder(spec)
         except Exception as e:  # noqa: BLE001 - TFDS raises several types for "not there"
-            raise ValueError(f"inputs[{spec.source}].glob: cannot open TFDS dataset {spec.glob!r}: {e}") from None
+            raise ValueError(
+                f"inputs[{spec.source}].glob: cannot open TFDS dataset {spec.glob!r}: {e}"
+            ) from None
         if spec.split not in builder.info.splits:
-            raise ValueError(f"inputs[{spec.source}].split: {spec.split!r} not in {list(builder.info.splits)}")
+            raise ValueError(
+                f"inputs[{spec.source}].split: {spec.split!r} not in {list(builder.info.splits)}"
+            )
         return
     if not match_files(spec.glob):
         raise ValueError(f"inputs[{spec.source}].glob: no files match {spec.glob!r}")
@@ -348,5 +380,6 @@ class ReadSource(beam.PTransform):
         return (
             units
             | "Spread" >> beam.Reshuffle()
-            | "Parse" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, records.REJECTED, FILE_COUNTS, main="records")
+            | "Parse"
+            >> beam.ParDo(fn).with_outputs(DEAD_LETTER, records.REJECTED, FILE_COUNTS, main="records")
         )

@@ -16,7 +16,13 @@ from typing import Any
 import apache_beam as beam
 
 INPUT, KEPT, REJECTED, DEAD_LETTER, REDACTIONS, CONTAMINATION, ID_VIOLATION = (
-    "input", "kept", "rejected", "dead_letter", "redactions", "contamination", "id_violation",
+    "input",
+    "kept",
+    "rejected",
+    "dead_letter",
+    "redactions",
+    "contamination",
+    "id_violation",
 )
 # What the input files hold by their own count (lines, Parquet footer rows, TFDS shard
 # lengths), and files whose compressed stream broke off (their true size is unknown).
@@ -39,7 +45,10 @@ class CountBy(beam.PTransform):
     def expand(self, pcoll):
         kind, detail_fn, value_fn = self._kind, self._detail_fn, self._value_fn
         return pcoll | beam.Map(
-            lambda e: ((kind, e.get("source", ""), detail_fn(e) if detail_fn else ""), value_fn(e) if value_fn else 1)
+            lambda e: (
+                (kind, e.get("source", ""), detail_fn(e) if detail_fn else ""),
+                value_fn(e) if value_fn else 1,
+            )
         )
 
 
@@ -65,14 +74,28 @@ class CheckIds(beam.PTransform):
 
 
 def _empty_entry() -> dict[str, Any]:
-    return {INPUT: 0, HELD: 0, INCOMPLETE_FILES: 0, KEPT: 0, REJECTED: {}, "rejected_total": 0, DEAD_LETTER: 0,
-            REDACTIONS: 0}
+    return {
+        INPUT: 0,
+        HELD: 0,
+        INCOMPLETE_FILES: 0,
+        KEPT: 0,
+        REJECTED: {},
+        "rejected_total": 0,
+        DEAD_LETTER: 0,
+        REDACTIONS: 0,
+    }
 
 
-def assemble(counts: Iterable[tuple[tuple[str, str, str], int]], source_domains: dict[str, str],
-             violation_examples: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+def assemble(
+    counts: Iterable[tuple[tuple[str, str, str], int]],
+    source_domains: dict[str, str],
+    violation_examples: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """stats.json content from the reduced counts."""
-    sources: dict[str, dict[str, Any]] = {s: {"domain": d, **_empty_entry()} for s, d in source_domains.items()}
+    sources: dict[str, dict[str, Any]] = {
+        s: {"domain": d, **_empty_entry()} for s, d in source_domains.items()
+    }
     contamination: dict[str, int] = {}
     id_checks = {DUPLICATE_INPUT_ID: 0, LOST_OR_DUPLICATED: 0}
     for (kind, source, detail), n in counts:
@@ -105,8 +128,11 @@ def assemble(counts: Iterable[tuple[tuple[str, str, str], int]], source_domains:
         "sources": sources,
         "contamination": contamination,
         "invariant": {
-            "ok": (accounted == total[INPUT] == total[HELD] and id_checks[LOST_OR_DUPLICATED] == 0
-                   and total[INCOMPLETE_FILES] == 0),
+            "ok": (
+                accounted == total[INPUT] == total[HELD]
+                and id_checks[LOST_OR_DUPLICATED] == 0
+                and total[INCOMPLETE_FILES] == 0
+            ),
             "input": total[INPUT],
             HELD: total[HELD],
             INCOMPLETE_FILES: total[INCOMPLETE_FILES],
@@ -123,10 +149,18 @@ def format_table(stats: dict[str, Any]) -> str:
     rows = [("source", "domain", "input", "kept", "rejected", "dead", "redact", "top rejection reasons")]
     for name, entry in sorted(stats["sources"].items()) + [("TOTAL", {"domain": "", **stats["total"]})]:
         top = sorted(entry[REJECTED].items(), key=lambda kv: -kv[1])[:3]
-        rows.append((
-            name, entry["domain"], str(entry[INPUT]), str(entry[KEPT]), str(entry["rejected_total"]),
-            str(entry[DEAD_LETTER]), str(entry[REDACTIONS]), ", ".join(f"{r}={n}" for r, n in top),
-        ))
+        rows.append(
+            (
+                name,
+                entry["domain"],
+                str(entry[INPUT]),
+                str(entry[KEPT]),
+                str(entry["rejected_total"]),
+                str(entry[DEAD_LETTER]),
+                str(entry[REDACTIONS]),
+                ", ".join(f"{r}={n}" for r, n in top),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-" * len(lines[0]))
@@ -138,7 +172,9 @@ def format_table(stats: dict[str, Any]) -> str:
         f"; the input files hold {invariant[HELD]} records, {invariant[INCOMPLETE_FILES]} files unreadable to the end"
     )
     if stats["contamination"]:
-        lines.append("contamination hits: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["contamination"].items())))
+        lines.append(
+            "contamination hits: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["contamination"].items()))
+        )
     return "\n".join(lines)
 
 

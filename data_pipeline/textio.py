@@ -61,5 +61,7 @@ def open_decompressed(path: str) -> BinaryIO:
     if kind == "zst":
         import zstandard
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True))
+        return io.BufferedReader(
+            zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+        )
     return raw

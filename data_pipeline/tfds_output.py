@@ -79,7 +79,9 @@ class _WriteShardFn(beam.DoFn):
     def setup(self):
         self._features = features()
 
-    def process(self, element: tuple[tuple[str, str, int], Iterable[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    def process(
+        self, element: tuple[tuple[str, str, int], Iterable[dict[str, Any]]]
+    ) -> Iterator[dict[str, Any]]:
         import tensorflow as tf
 
         (domain, split, shard), group = element
@@ -123,7 +125,9 @@ class WriteTfdsShards(beam.PTransform):
         )
 
 
-def write_metadata(output_dir: str, domains: Iterable[str], shard_infos: list[dict[str, Any]], num_shards: dict[str, int]) -> None:
+def write_metadata(
+    output_dir: str, domains: Iterable[str], shard_infos: list[dict[str, Any]], num_shards: dict[str, int]
+) -> None:
     """Fills shards that got no records with empty files, then writes TFDS metadata per domain."""
     import tensorflow_datasets as tfds
 

@@ -66,7 +66,11 @@ def pinned(names: set[str], constraints_path: str) -> list[str]:
     out = []
     for line in fs.read_text(constraints_path).splitlines():
         line = line.strip()
-        if line and not line.startswith("#") and _canonical(re.split(r"[=<>!~; ]", line, maxsplit=1)[0]) in names:
+        if (
+            line
+            and not line.startswith("#")
+            and _canonical(re.split(r"[=<>!~; ]", line, maxsplit=1)[0]) in names
+        ):
             out.append(line)
     return sorted(out, key=str.lower)
 
@@ -77,8 +81,13 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 
 
 def run() -> None:
-    cli.run(main, doc=__doc__, default_config=lambda: ml_collections.ConfigDict(
-        {"constraints": os.path.join(ROOT, "constraints.txt")}))
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=lambda: ml_collections.ConfigDict(
+            {"constraints": os.path.join(ROOT, "constraints.txt")}
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ def row_tasks(schedule: Schedule, seed: int, step: int, batch_size: int) -> np.n
     return np.searchsorted(cumulative, u, side="right").astype(np.int32)
 
 
-def task_counts_before(schedule: Schedule, seed: int, step: int, batch_size: int,
-                       since: tuple[int, np.ndarray] | None = None) -> np.ndarray:
+def task_counts_before(
+    schedule: Schedule, seed: int, step: int, batch_size: int, since: tuple[int, np.ndarray] | None = None
+) -> np.ndarray:
     """Rows each task received in steps [0, step); `since=(s, counts at s)` continues from s <= step."""
     first, counts = (0, np.zeros(len(schedule.tasks), np.int64)) if since is None else since
     counts = counts.copy()
@@ -70,7 +71,7 @@ def task_counts_before(schedule: Schedule, seed: int, step: int, batch_size: int
             tasks = np.searchsorted(cumulative[0], u, side="right")
         else:  # searchsorted(side="right") per row == number of cumulative entries <= u
             tasks = (cumulative[:, None, :] <= u.reshape(len(steps), batch_size, 1)).sum(-1).ravel()
-        counts += np.bincount(tasks, minlength=len(schedule.tasks))[:len(schedule.tasks)]
+        counts += np.bincount(tasks, minlength=len(schedule.tasks))[: len(schedule.tasks)]
     return counts
 
 

@@ -52,13 +52,19 @@ def read(packed_dir: str) -> dict[str, Any]:
     """The manifest of `packed_dir`; FileNotFoundError that says how to make one."""
     path = fs.join(packed_dir, FILE_NAME)
     if not fs.exists(path):
-        raise FileNotFoundError(f"{path} not found: pack the mixture first "
-                                f"(python -m mixtures.pack --config=... --output={packed_dir})")
+        raise FileNotFoundError(
+            f"{path} not found: pack the mixture first "
+            f"(python -m mixtures.pack --config=... --output={packed_dir})"
+        )
     manifest = json.loads(fs.read_text(path))
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; re-run mixtures.pack")
+        raise ValueError(
+            f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; re-run mixtures.pack"
+        )
     if with_fingerprint(manifest)["fingerprint"] != manifest.get("fingerprint"):
-        raise ValueError(f"{path}: content does not match its fingerprint (edited or truncated); re-run mixtures.pack")
+        raise ValueError(
+            f"{path}: content does not match its fingerprint (edited or truncated); re-run mixtures.pack"
+        )
     return manifest
 
 
@@ -68,6 +74,8 @@ def task_files(packed_dir: str, manifest: dict[str, Any], split: str, task: str)
         entry = manifest["splits"][split][task]
     except KeyError:
         packed = {s: sorted(t) for s, t in manifest["splits"].items()}
-        raise KeyError(f"task {task!r} split {split!r} is not in the packed data at {packed_dir} (it holds "
-                       f"{packed}); re-run mixtures.pack with this mixture") from None
+        raise KeyError(
+            f"task {task!r} split {split!r} is not in the packed data at {packed_dir} (it holds "
+            f"{packed}); re-run mixtures.pack with this mixture"
+        ) from None
     return [(fs.join(packed_dir, f["path"]), int(f["rows"])) for f in entry["files"]]

@@ -55,18 +55,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
     checks.positive(p.docs_per_read, "pack.docs_per_read")
     checks.positive(p.lookahead, "pack.lookahead")
     checks.require(0 <= p.max_padding < 1, "pack.max_padding", "must be in [0, 1)", p.max_padding)
-    checks.require(fs.isdir(p.prep_dir), "pack.prep_dir", "must be a prepared-data directory "
-                   "(python -m data_pipeline.prepare)", p.prep_dir)
+    checks.require(
+        fs.isdir(p.prep_dir),
+        "pack.prep_dir",
+        "must be a prepared-data directory (python -m data_pipeline.prepare)",
+        p.prep_dir,
+    )
     checks.require(fs.isfile(p.vocab_path), "pack.vocab_path", "must be a tokenizer.model file", p.vocab_path)
     if fs.exists(p.output) and fs.listdir(p.output):
-        checks.require(fs.exists(fs.join(p.output, manifest_lib.FILE_NAME)), "pack.output",
-                       "exists and is not a packed directory (no manifest.json); refusing to overwrite it",
-                       p.output)
+        checks.require(
+            fs.exists(fs.join(p.output, manifest_lib.FILE_NAME)),
+            "pack.output",
+            "exists and is not a packed directory (no manifest.json); refusing to overwrite it",
+            p.output,
+        )
 
 
 def document_key(seed: int, task: str, split: str, index: int) -> int:
     """The document's place in the seeded shuffle, and (mod shards) its packing shard."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{task}:{split}:{index}".encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(f"{seed}:{task}:{split}:{index}".encode(), digest_size=8).digest(), "little"
+    )
 
 
 def num_shards(tokens: int, seq_len: int, rows_per_shard: int) -> int:
@@ -112,8 +121,11 @@ def read_documents(task_name: str, split: str, lo: int, hi: int) -> Iterator[tup
 
     task = seqio.get_mixture_or_task(task_name)
     builder = task.source.tfds_dataset.builder
-    ds = builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False,
-                            read_config=tfds.ReadConfig(interleave_cycle_length=1))
+    ds = builder.as_dataset(
+        split=f"{split}[{lo}:{hi}]",
+        shuffle_files=False,
+        read_config=tfds.ReadConfig(interleave_cycle_length=1),
+    )
     ds = ds.enumerate(lo).map(lambda k, ex: {**ex, INDEX_KEY: k})
     ds = task.preprocess_postcache(task.preprocess_precache(ds), sequence_length=None)
     for ex in ds.as_numpy_iterator():
@@ -153,39 +165,65 @@ class PackShard(beam.DoFn):
             fs.copy(local, target)
         self.rows.inc(stats["rows"])
         absl_logging.info("packed %s: %d rows", relative, stats["rows"])
-        yield dict(task=task, split=split, shard=shard, path=relative, sha256=digest.hexdigest(),
-                   documents=packer.documents_in, tokens_in=packer.tokens_in, **stats)
+        yield dict(
+            task=task,
+            split=split,
+            shard=shard,
+            path=relative,
+            sha256=digest.hexdigest(),
+            documents=packer.documents_in,
+            tokens_in=packer.tokens_in,
+            **stats,
+        )
 
 
 def manifest_header(config: ml_collections.ConfigDict, vocab: dict[str, Any]) -> dict[str, Any]:
     """What the rows were packed with (plain values, so it travels to a Beam worker)."""
-    return dict(format=manifest_lib.FORMAT, seq_len=int(config.seq_len), seed=int(config.seed), bos=config.bos,
-                vocab=vocab, tasks=list(config.tasks), split_names=list(config.pack.splits),
-                settings=dict(rows_per_shard=int(config.pack.rows_per_shard),
-                              lookahead=int(config.pack.lookahead), max_padding=float(config.pack.max_padding)))
+    return dict(
+        format=manifest_lib.FORMAT,
+        seq_len=int(config.seq_len),
+        seed=int(config.seed),
+        bos=config.bos,
+        vocab=vocab,
+        tasks=list(config.tasks),
+        split_names=list(config.pack.splits),
+        settings=dict(
+            rows_per_shard=int(config.pack.rows_per_shard),
+            lookahead=int(config.pack.lookahead),
+            max_padding=float(config.pack.max_padding),
+        ),
+    )
 
 
-def assemble_manifest(shard_stats: list[dict[str, Any]], header: dict[str, Any],
-                      read_tokens: dict[Key, int]) -> dict[str, Any]:
+def assemble_manifest(
+    shard_stats: list[dict[str, Any]], header: dict[str, Any], read_tokens: dict[Key, int]
+) -> dict[str, Any]:
     """The manifest (without its fingerprint): per split and task, files in index order and stats."""
     splits: dict[str, dict[str, Any]] = {}
     for split in header["split_names"]:
         splits[split] = {}
         for task in header["tasks"]:
-            mine = sorted((s for s in shard_stats if (s["task"], s["split"]) == (task, split)),
-                          key=lambda s: s["shard"])
-            totals = {k: sum(s[k] for s in mine) for k in ("rows", "documents", "tokens_in", "tokens_out",
-                                                              "cut_documents")}
+            mine = sorted(
+                (s for s in shard_stats if (s["task"], s["split"]) == (task, split)), key=lambda s: s["shard"]
+            )
+            totals = {
+                k: sum(s[k] for s in mine)
+                for k in ("rows", "documents", "tokens_in", "tokens_out", "cut_documents")
+            }
             totals["tokens_read"] = int(read_tokens.get((task, split), 0))
-            totals["fill"] = totals["tokens_out"] / (totals["rows"] * header["seq_len"]) if totals["rows"] else None
-            totals["files"] = [dict(path=s["path"], rows=s["rows"], tokens=s["tokens_out"], sha256=s["sha256"])
-                               for s in mine]
+            totals["fill"] = (
+                totals["tokens_out"] / (totals["rows"] * header["seq_len"]) if totals["rows"] else None
+            )
+            totals["files"] = [
+                dict(path=s["path"], rows=s["rows"], tokens=s["tokens_out"], sha256=s["sha256"]) for s in mine
+            ]
             splits[split][task] = totals
     return {**{k: v for k, v in header.items() if k != "split_names"}, "splits": splits}
 
 
-def _write_manifest(shard_stats: list[dict[str, Any]], output: str, header: dict[str, Any],
-                    read_tokens: dict[Key, int]) -> None:
+def _write_manifest(
+    shard_stats: list[dict[str, Any]], output: str, header: dict[str, Any], read_tokens: dict[Key, int]
+) -> None:
     manifest_lib.write(output, assemble_manifest(shard_stats, header, read_tokens))
 
 
@@ -195,8 +233,12 @@ def work_items(config: ml_collections.ConfigDict) -> list[tuple[str, str, int, i
 
     registered = tasks_lib.register_tasks(config.pack.prep_dir, config.pack.vocab_path, bos=config.bos)
     missing = [t for t in config.tasks if t not in registered]
-    checks.require(not missing, "tasks", f"{missing} have no prepared data under {config.pack.prep_dir} "
-                   f"(registered: {registered})", list(config.tasks))
+    checks.require(
+        not missing,
+        "tasks",
+        f"{missing} have no prepared data under {config.pack.prep_dir} (registered: {registered})",
+        list(config.tasks),
+    )
     import seqio
 
     items = []
@@ -209,41 +251,73 @@ def work_items(config: ml_collections.ConfigDict) -> list[tuple[str, str, int, i
     return items
 
 
-def build(p: beam.Pipeline, config: ml_collections.ConfigDict, items: list[tuple[str, str, int, int]],
-          vocab: dict[str, Any]) -> None:
+def build(
+    p: beam.Pipeline,
+    config: ml_collections.ConfigDict,
+    items: list[tuple[str, str, int, int]],
+    vocab: dict[str, Any],
+) -> None:
     """The job's stages: read+tokenize -> count -> key to shards -> pack per shard -> manifest."""
     pc = config.pack
     seq_len, rows_per_shard = int(config.seq_len), int(pc.rows_per_shard)
-    documents = (p | "WorkItems" >> beam.Create(items)
-                 | "Spread" >> beam.Reshuffle()
-                 | "ReadAndTokenize" >> beam.ParDo(ReadDocuments(pc.prep_dir, pc.vocab_path, config.bos,
-                                                                 int(config.seed))))
-    read_tokens = (documents | "Lengths" >> beam.MapTuple(lambda key, doc: (key, len(doc[1])))
-                   | "TokensPerTask" >> beam.CombinePerKey(sum))
-    shards = read_tokens | "Shards" >> beam.MapTuple(lambda key, n: (key, num_shards(n, seq_len, rows_per_shard)))
-    shard_stats = (documents
-                   | "ToShard" >> beam.Map(lambda kv, s: ((*kv[0], kv[1][0] % s[kv[0]]), kv[1]),
-                                           s=beam.pvalue.AsDict(shards))
-                   | "GroupShards" >> beam.GroupByKey()
-                   | "Pack" >> beam.ParDo(PackShard(pc.output, seq_len, int(pc.lookahead), float(pc.max_padding)),
-                                          shards=beam.pvalue.AsDict(shards)))
-    _ = (shard_stats | "AllStats" >> beam.combiners.ToList()
-         | "Manifest" >> beam.Map(_write_manifest, output=pc.output, header=manifest_header(config, vocab),
-                                  read_tokens=beam.pvalue.AsDict(read_tokens)))
+    documents = (
+        p
+        | "WorkItems" >> beam.Create(items)
+        | "Spread" >> beam.Reshuffle()
+        | "ReadAndTokenize"
+        >> beam.ParDo(ReadDocuments(pc.prep_dir, pc.vocab_path, config.bos, int(config.seed)))
+    )
+    read_tokens = (
+        documents
+        | "Lengths" >> beam.MapTuple(lambda key, doc: (key, len(doc[1])))
+        | "TokensPerTask" >> beam.CombinePerKey(sum)
+    )
+    shards = read_tokens | "Shards" >> beam.MapTuple(
+        lambda key, n: (key, num_shards(n, seq_len, rows_per_shard))
+    )
+    shard_stats = (
+        documents
+        | "ToShard"
+        >> beam.Map(lambda kv, s: ((*kv[0], kv[1][0] % s[kv[0]]), kv[1]), s=beam.pvalue.AsDict(shards))
+        | "GroupShards" >> beam.GroupByKey()
+        | "Pack"
+        >> beam.ParDo(
+            PackShard(pc.output, seq_len, int(pc.lookahead), float(pc.max_padding)),
+            shards=beam.pvalue.AsDict(shards),
+        )
+    )
+    _ = (
+        shard_stats
+        | "AllStats" >> beam.combiners.ToList()
+        | "Manifest"
+        >> beam.Map(
+            _write_manifest,
+            output=pc.output,
+            header=manifest_header(config, vocab),
+            read_tokens=beam.pvalue.AsDict(read_tokens),
+        )
+    )
 
 
 def vocab_info(vocab_path: str) -> dict[str, Any]:
     from tokenizer.vocab import load_vocabulary
 
-    return dict(path=vocab_path, size=int(load_vocabulary(vocab_path).vocab_size),
-                sha256=hashlib.sha256(fs.read_bytes(vocab_path)).hexdigest())
+    return dict(
+        path=vocab_path,
+        size=int(load_vocabulary(vocab_path).vocab_size),
+        sha256=hashlib.sha256(fs.read_bytes(vocab_path)).hexdigest(),
+    )
 
 
 def pack(config: ml_collections.ConfigDict, beam_args: Iterable[str] = ()) -> dict[str, Any]:
     """Runs the job; returns the manifest it wrote."""
     pc = config.pack
     with config.unlocked():
-        pc.prep_dir, pc.vocab_path, pc.output = fs.resolve(pc.prep_dir), fs.resolve(pc.vocab_path), fs.resolve(pc.output)
+        pc.prep_dir, pc.vocab_path, pc.output = (
+            fs.resolve(pc.prep_dir),
+            fs.resolve(pc.vocab_path),
+            fs.resolve(pc.output),
+        )
     validate(config)
     items = work_items(config)
     fs.rmtree(pc.output)  # validate() made sure it is a packed directory (or absent)
@@ -254,42 +328,60 @@ def pack(config: ml_collections.ConfigDict, beam_args: Iterable[str] = ()) -> di
     for split, tasks in manifest["splits"].items():
         for task, s in tasks.items():
             if s["tokens_out"] != s["tokens_in"] or s["tokens_in"] != s["tokens_read"]:
-                raise RuntimeError(f"{split}/{task}: tokens read {s['tokens_read']}, packed in {s['tokens_in']}, "
-                                   f"out {s['tokens_out']}: packing lost tokens")
+                raise RuntimeError(
+                    f"{split}/{task}: tokens read {s['tokens_read']}, packed in {s['tokens_in']}, "
+                    f"out {s['tokens_out']}: packing lost tokens"
+                )
     return manifest
 
 
 def print_report(manifest: dict[str, Any], elapsed: float) -> None:
     print(f"seq_len {manifest['seq_len']}, seed {manifest['seed']}, vocab {manifest['vocab']['size']} tokens")
-    print(f"  {'split/task':<22} {'documents':>10} {'tokens':>12} {'rows':>8} {'files':>5} {'fill':>8} {'cut':>6}")
+    print(
+        f"  {'split/task':<22} {'documents':>10} {'tokens':>12} {'rows':>8} {'files':>5} {'fill':>8} {'cut':>6}"
+    )
     total = 0
     for split, tasks in manifest["splits"].items():
         for task, s in tasks.items():
             fill = f"{s['fill']:.2%}" if s["fill"] is not None else "-"
-            print(f"  {split + '/' + task:<22} {s['documents']:>10} {s['tokens_out']:>12} {s['rows']:>8} "
-                  f"{len(s['files']):>5} {fill:>8} {s['cut_documents']:>6}")
+            print(
+                f"  {split + '/' + task:<22} {s['documents']:>10} {s['tokens_out']:>12} {s['rows']:>8} "
+                f"{len(s['files']):>5} {fill:>8} {s['cut_documents']:>6}"
+            )
             total += s["tokens_out"]
-    print(f"tokens in == tokens out for every task; {total} tokens packed in {elapsed:.1f}s "
-          f"({total / max(elapsed, 1e-9):,.0f} tokens/s); fingerprint {manifest['fingerprint'][:16]}")
+    print(
+        f"tokens in == tokens out for every task; {total} tokens packed in {elapsed:.1f}s "
+        f"({total / max(elapsed, 1e-9):,.0f} tokens/s); fingerprint {manifest['fingerprint'][:16]}"
+    )
 
 
 def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # per-shard INFO lines stay in worker logs
     start = time.time()
-    print(f"packing {list(config.tasks)} x {list(config.pack.splits)} at seq_len {config.seq_len} "
-          f"into {fs.resolve(config.pack.output)} ({config.pack.runner.runner}) ...", flush=True)
+    print(
+        f"packing {list(config.tasks)} x {list(config.pack.splits)} at seq_len {config.seq_len} "
+        f"into {fs.resolve(config.pack.output)} ({config.pack.runner.runner}) ...",
+        flush=True,
+    )
     manifest = pack(config, beam_args)
     print_report(manifest, time.time() - start)
     print(f"wrote {fs.join(config.pack.output, manifest_lib.FILE_NAME)}")
 
 
 def run() -> None:
-    cli.run(main, doc=__doc__, default_config=None,
-            shortcuts=[cli.Shortcut("prep_dir", "pack.prep_dir", "Prepared data (PREP/{web,math,code})."),
-                       cli.Shortcut("vocab_path", "pack.vocab_path", "SentencePiece tokenizer.model."),
-                       cli.Shortcut("output", "pack.output", "Directory for the packed rows and manifest.json.")],
-            required=["pack.prep_dir", "pack.vocab_path", "pack.output"], pass_unknown_flags=True)
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=None,
+        shortcuts=[
+            cli.Shortcut("prep_dir", "pack.prep_dir", "Prepared data (PREP/{web,math,code})."),
+            cli.Shortcut("vocab_path", "pack.vocab_path", "SentencePiece tokenizer.model."),
+            cli.Shortcut("output", "pack.output", "Directory for the packed rows and manifest.json."),
+        ],
+        required=["pack.prep_dir", "pack.vocab_path", "pack.output"],
+        pass_unknown_flags=True,
+    )
 
 
 if __name__ == "__main__":

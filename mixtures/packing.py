@@ -51,8 +51,9 @@ class _Waiting:
 class DocumentPacker:
     """Turns a stream of documents into rows (lists of `Piece`) of exactly `seq_len` tokens."""
 
-    def __init__(self, documents: Iterable[Document], seq_len: int, lookahead: int = 64,
-                 max_padding: float = 0.005):
+    def __init__(
+        self, documents: Iterable[Document], seq_len: int, lookahead: int = 64, max_padding: float = 0.005
+    ):
         if seq_len <= 0:
             raise ValueError(f"seq_len: must be > 0, got {seq_len}")
         if lookahead <= 0:
@@ -111,4 +112,3 @@ class DocumentPacker:
             row.append(self._take(i, n))
             room -= n
         return row
-

@@ -36,8 +36,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("json", None, "Write the report as JSON here.")
 
 
-def windows_report(schedule: Schedule, task_names: list[str], token_counts: np.ndarray,
-                   window: int) -> list[dict[str, Any]]:
+def windows_report(
+    schedule: Schedule, task_names: list[str], token_counts: np.ndarray, window: int
+) -> list[dict[str, Any]]:
     """Scheduled mean weight and realized share of non-padding tokens, per window of steps.
 
     `token_counts[s, t]` is the number of non-padding tokens task t got at step s.
@@ -45,12 +46,19 @@ def windows_report(schedule: Schedule, task_names: list[str], token_counts: np.n
     out = []
     for start in range(0, len(token_counts), window):
         end = min(start + window, len(token_counts))
-        scheduled = np.mean([[schedule.weights_at(s)[t] for t in task_names] for s in range(start, end)], axis=0)
+        scheduled = np.mean(
+            [[schedule.weights_at(s)[t] for t in task_names] for s in range(start, end)], axis=0
+        )
         tokens = token_counts[start:end].sum(0)
         realized = tokens / max(tokens.sum(), 1)
-        out.append(dict(start_step=start, end_step=end,
-                        scheduled={t: round(float(w), 6) for t, w in zip(task_names, scheduled)},
-                        realized={t: round(float(r), 6) for t, r in zip(task_names, realized)}))
+        out.append(
+            dict(
+                start_step=start,
+                end_step=end,
+                scheduled={t: round(float(w), 6) for t, w in zip(task_names, scheduled)},
+                realized={t: round(float(r), 6) for t, r in zip(task_names, realized)},
+            )
+        )
     return out
 
 
@@ -65,8 +73,12 @@ def plot(path: str, schedule: Schedule, task_names: list[str], windows: list[dic
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, task in enumerate(task_names):
         color = f"C{i}"
-        ax.plot(range(steps), [schedule.weights_at(s)[task] for s in range(steps)], color=color,
-                label=f"{task} scheduled")
+        ax.plot(
+            range(steps),
+            [schedule.weights_at(s)[task] for s in range(steps)],
+            color=color,
+            label=f"{task} scheduled",
+        )
         mids = [(w["start_step"] + w["end_step"] - 1) / 2 for w in windows]
         ax.plot(mids, [w["realized"][task] for w in windows], "o", color=color, label=f"{task} realized")
     ax.set_xlabel("step")
@@ -78,8 +90,14 @@ def plot(path: str, schedule: Schedule, task_names: list[str], windows: list[dic
     fs.write_bytes(path, buffer.getvalue())
 
 
-def report(config: ml_collections.ConfigDict, packed_dir: str, steps: int, batch_size: int,
-           total_steps: int | None = None, window: int = 50) -> dict[str, Any]:
+def report(
+    config: ml_collections.ConfigDict,
+    packed_dir: str,
+    steps: int,
+    batch_size: int,
+    total_steps: int | None = None,
+    window: int = 50,
+) -> dict[str, Any]:
     """Reads `steps` batches and measures shares, fill and speed; adds the packing balance."""
     if steps <= 0:
         raise ValueError(f"--steps: must be > 0, got {steps}")
@@ -98,14 +116,21 @@ def report(config: ml_collections.ConfigDict, packed_dir: str, steps: int, batch
     tokens_out = int(counts.sum())
     packed = stream.manifest["splits"]["train"]
     return dict(
-        config=dict(seed=stream.seed, seq_len=stream.seq_len, batch_size=batch_size, steps=steps,
-                    total_steps=stream.total_steps),
+        config=dict(
+            seed=stream.seed,
+            seq_len=stream.seq_len,
+            batch_size=batch_size,
+            steps=steps,
+            total_steps=stream.total_steps,
+        ),
         schedule=stream.schedule.table(),
         windows=windows_report(stream.schedule, stream.task_names, counts, window),
         fill=round(tokens_out / (steps * batch_size * stream.seq_len), 6),
         tokens_read=tokens_out,
-        packed={t: {k: packed[t][k] for k in ("documents", "rows", "tokens_read", "tokens_out", "fill")}
-                for t in stream.task_names},
+        packed={
+            t: {k: packed[t][k] for k in ("documents", "rows", "tokens_read", "tokens_out", "fill")}
+            for t in stream.task_names
+        },
         packed_fingerprint=stream.manifest["fingerprint"],
         tokens_per_sec=round(int(counts[1:].sum()) / elapsed, 1) if steps > 1 and elapsed > 0 else None,
     )
@@ -131,30 +156,43 @@ def print_report(r: dict[str, Any]) -> None:
     for task, s in r["packed"].items():
         ok = "ok" if s["tokens_read"] == s["tokens_out"] else "MISMATCH"
         fill = f"{s['fill']:.2%}" if s["fill"] is not None else "-"
-        print(f"  {task:<10} {s['documents']:>8} {s['rows']:>8} {s['tokens_read']:>12} -> {s['tokens_out']:<12} "
-              f"{fill:>8} {ok}")
+        print(
+            f"  {task:<10} {s['documents']:>8} {s['rows']:>8} {s['tokens_read']:>12} -> {s['tokens_out']:<12} "
+            f"{fill:>8} {ok}"
+        )
     print(f"tokens/s (after the first batch): {r['tokens_per_sec']}")
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     if argv:
         raise SystemExit(f"unexpected arguments: {argv}")
-    r = report(config, fs.resolve(config.pack.output), FLAGS.steps, FLAGS.batch_size, FLAGS.total_steps,
-               FLAGS.window)
+    r = report(
+        config, fs.resolve(config.pack.output), FLAGS.steps, FLAGS.batch_size, FLAGS.total_steps, FLAGS.window
+    )
     print_report(r)
     if FLAGS.json:
         fs.write_text(FLAGS.json, json.dumps(r, indent=1) + "\n")
         print(f"wrote {FLAGS.json}")
     if FLAGS.plot:
-        plot(FLAGS.plot, Schedule.from_config(config, r["config"]["total_steps"]),
-             list(r["windows"][0]["scheduled"]), r["windows"], r["config"]["steps"])
+        plot(
+            FLAGS.plot,
+            Schedule.from_config(config, r["config"]["total_steps"]),
+            list(r["windows"][0]["scheduled"]),
+            r["windows"],
+            r["config"]["steps"],
+        )
         print(f"wrote {FLAGS.plot}")
 
 
 def run() -> None:
-    cli.run(main, doc=__doc__, default_config=None,
-            shortcuts=[cli.Shortcut("packed_dir", "pack.output", "Packed directory (mixtures.pack --output).")],
-            required=["pack.output"], define_extra_flags=_define_flags)
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=None,
+        shortcuts=[cli.Shortcut("packed_dir", "pack.output", "Packed directory (mixtures.pack --output).")],
+        required=["pack.output"],
+        define_extra_flags=_define_flags,
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,16 @@ def encode(pieces: Sequence[Piece]) -> bytes:
     last = pieces[-1]
     tail = -1 if last.ends_document else int(last.tokens[last.end])
     lengths = [p.end - p.start for p in pieces]
-    return np.concatenate([np.array([len(pieces), tail, *lengths], np.int32),
-                           *(np.asarray(p.tokens[p.start:p.end], np.int32) for p in pieces)]).astype("<i4").tobytes()
+    return (
+        np.concatenate(
+            [
+                np.array([len(pieces), tail, *lengths], np.int32),
+                *(np.asarray(p.tokens[p.start : p.end], np.int32) for p in pieces),
+            ]
+        )
+        .astype("<i4")
+        .tobytes()
+    )
 
 
 def token_count(record: bytes) -> int:
@@ -53,8 +61,8 @@ def decode_into(record: bytes, batch: dict[str, np.ndarray], r: int) -> None:
     """
     a = np.frombuffer(record, "<i4")
     n, tail = int(a[0]), int(a[1])
-    lengths = a[2:2 + n]
-    tokens = a[2 + n:]
+    lengths = a[2 : 2 + n]
+    tokens = a[2 + n :]
     m = len(tokens)
     if m > batch["inputs"].shape[1] or int(lengths.sum()) != m:
         raise ValueError(f"packed record of {m} tokens does not fit rows of {batch['inputs'].shape[1]}")
@@ -64,7 +72,7 @@ def decode_into(record: bytes, batch: dict[str, np.ndarray], r: int) -> None:
     batch["segment_ids"][r, :m] = np.repeat(np.arange(1, n + 1, dtype=np.int32), lengths)
     batch["positions"][r, :m] = np.arange(m, dtype=np.int32) - np.repeat(starts.astype(np.int32), lengths)
     targets, weights = batch["targets"][r], batch["loss_weights"][r]
-    targets[:m - 1] = tokens[1:]
+    targets[: m - 1] = tokens[1:]
     weights[:m] = 1.0
     targets[ends - 1] = 0
     weights[ends - 1] = 0.0

@@ -131,6 +131,13 @@ class Schedule:
         rows = []
         for i, stage in enumerate(self.stages):
             end = self.stages[i + 1].start_step if i + 1 < len(self.stages) else self.total_steps
-            rows.append(dict(name=stage.name, start_step=stage.start_step, end_step=end,
-                             weights=dict(stage.weights), interpolate=stage.interpolate))
+            rows.append(
+                dict(
+                    name=stage.name,
+                    start_step=stage.start_step,
+                    end_step=end,
+                    weights=dict(stage.weights),
+                    interpolate=stage.interpolate,
+                )
+            )
         return rows

@@ -59,8 +59,15 @@ class _Plan:
 
     _KEEP = 256  # remembered steps
 
-    def __init__(self, schedule: Schedule, seed: int, batch_size: int, local: slice,
-                 num_rows: list[int], task_seeds: list[int]):
+    def __init__(
+        self,
+        schedule: Schedule,
+        seed: int,
+        batch_size: int,
+        local: slice,
+        num_rows: list[int],
+        task_seeds: list[int],
+    ):
         self.schedule, self.seed, self.batch_size, self.local = schedule, seed, batch_size, local
         self.num_rows, self.task_seeds = num_rows, task_seeds
         self._known: dict[int, np.ndarray] = {}
@@ -87,8 +94,13 @@ class _Plan:
         tasks = assignment.row_tasks(self.schedule, self.seed, step, self.batch_size)
         k = self._counts_before(step)[tasks] + assignment.ranks_within_step(tasks, len(self.num_rows))
         local_tasks, local_k = tasks[self.local], k[self.local]
-        packed = np.array([assignment.packed_row(int(kk), self.num_rows[t], self.task_seeds[t])
-                           for t, kk in zip(local_tasks, local_k)], np.int64)
+        packed = np.array(
+            [
+                assignment.packed_row(int(kk), self.num_rows[t], self.task_seeds[t])
+                for t, kk in zip(local_tasks, local_k)
+            ],
+            np.int64,
+        )
         return local_tasks, packed
 
 
@@ -116,9 +128,21 @@ class _ReadStep:
 class MixtureStream:
     """Iterator over this process's batches; see the module docstring."""
 
-    def __init__(self, mixture_config: Any, packed_dir: str, *, batch_size: int, total_steps: int,
-                 seed: int | None = None, process_index: int = 0, process_count: int = 1,
-                 split: str = "train", read_threads: int = 2, prefetch: int = 4, workers: int = 0):
+    def __init__(
+        self,
+        mixture_config: Any,
+        packed_dir: str,
+        *,
+        batch_size: int,
+        total_steps: int,
+        seed: int | None = None,
+        process_index: int = 0,
+        process_count: int = 1,
+        split: str = "train",
+        read_threads: int = 2,
+        prefetch: int = 4,
+        workers: int = 0,
+    ):
         if batch_size <= 0:
             raise ValueError(f"batch_size: must be > 0, got {batch_size}")
         if process_count <= 0 or batch_size % process_count:
@@ -141,21 +165,38 @@ class MixtureStream:
         scheduled = {t for stage in self.schedule.stages for t, w in stage.weights.items() if w > 0}
         empty = [t for t, n in zip(self.task_names, num_rows) if n == 0 and t in scheduled]
         if empty:
-            raise ValueError(f"config.stages: tasks {empty} have weight but no packed rows in split "
-                             f"{split!r} of {packed_dir}")
-        sources = [grain.sources.ArrayRecordDataSource([p for p, _ in f]) if n else None
-                   for f, n in zip(files, num_rows)]
+            raise ValueError(
+                f"config.stages: tasks {empty} have weight but no packed rows in split "
+                f"{split!r} of {packed_dir}"
+            )
+        sources = [
+            grain.sources.ArrayRecordDataSource([p for p, _ in f]) if n else None
+            for f, n in zip(files, num_rows)
+        ]
         self.rows_per_task = dict(zip(self.task_names, num_rows))
         lo = process_index * self.local_batch_size
-        plan = _Plan(self.schedule, self.seed, batch_size, slice(lo, lo + self.local_batch_size), num_rows,
-                     [assignment.task_seed(self.seed, t) for t in self.task_names])
+        plan = _Plan(
+            self.schedule,
+            self.seed,
+            batch_size,
+            slice(lo, lo + self.local_batch_size),
+            num_rows,
+            [assignment.task_seed(self.seed, t) for t in self.task_names],
+        )
         self._read_step = _ReadStep(plan, sources, self.seq_len)
-        self._stream_fingerprint = canonical_hash(dict(seed=self.seed, batch_size=batch_size, split=split,
-                                                       seq_len=self.seq_len))
-        self._task_fingerprints = {t: canonical_hash(dict(files=[(f["rows"], f["sha256"]) for f in
-                                                                 self.manifest["splits"][split][t]["files"]],
-                                                          seq_len=self.seq_len, vocab=self.manifest["vocab"]["sha256"]))
-                                   for t in self.task_names}
+        self._stream_fingerprint = canonical_hash(
+            dict(seed=self.seed, batch_size=batch_size, split=split, seq_len=self.seq_len)
+        )
+        self._task_fingerprints = {
+            t: canonical_hash(
+                dict(
+                    files=[(f["rows"], f["sha256"]) for f in self.manifest["splits"][split][t]["files"]],
+                    seq_len=self.seq_len,
+                    vocab=self.manifest["vocab"]["sha256"],
+                )
+            )
+            for t in self.task_names
+        }
         self.read_bytes = 0
         self._iterator: Iterator | None = None
         self._step = 0
@@ -186,9 +227,14 @@ class MixtureStream:
         used = [i for i in range(len(self.task_names)) if step and weights[:, i].max() > 0]
         schedule = hashlib.sha256()
         for i in used:
-            schedule.update(self.task_names[i].encode() + b"\0" + np.ascontiguousarray(weights[:, i], "<f8").tobytes())
-        return {"stream": self._stream_fingerprint, "schedule": schedule.hexdigest(),
-                "packed_rows": {self.task_names[i]: self._task_fingerprints[self.task_names[i]] for i in used}}
+            schedule.update(
+                self.task_names[i].encode() + b"\0" + np.ascontiguousarray(weights[:, i], "<f8").tobytes()
+            )
+        return {
+            "stream": self._stream_fingerprint,
+            "schedule": schedule.hexdigest(),
+            "packed_rows": {self.task_names[i]: self._task_fingerprints[self.task_names[i]] for i in used},
+        }
 
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable, the same on every process."""
@@ -200,31 +246,41 @@ class MixtureStream:
         if state.get("version") != STATE_VERSION:
             raise StateMismatchError(
                 f"data state version {state.get('version')!r} is not {STATE_VERSION}: it was saved by the "
-                "old online-packing stream; restart this run in a new workdir")
+                "old online-packing stream; restart this run in a new workdir"
+            )
         step = int(state["step"])
         saved, now = state.get("fingerprints", {}), self.fingerprints(step)
         problems = []
         if saved.get("stream") != now["stream"]:
             problems.append("the seed, the batch size, the split or seq_len changed")
         elif saved.get("schedule") != now["schedule"]:
-            problems.append(f"the mixture schedule differs before step {step} (tasks, stages or total_steps "
-                            "changed where the run has already been; a schedule may only change after the "
-                            "resume step)")
+            problems.append(
+                f"the mixture schedule differs before step {step} (tasks, stages or total_steps "
+                "changed where the run has already been; a schedule may only change after the "
+                "resume step)"
+            )
         changed = sorted(t for t, h in saved.get("packed_rows", {}).items() if now["packed_rows"].get(t) != h)
         if changed and not problems:
-            problems.append(f"the packed rows of {changed} at {self.packed_dir} are not those the run read "
-                            "(re-packed with other data or settings, or another directory)")
+            problems.append(
+                f"the packed rows of {changed} at {self.packed_dir} are not those the run read "
+                "(re-packed with other data or settings, or another directory)"
+            )
         if problems:
-            raise StateMismatchError(f"cannot resume at step {step}: {problems[0]}. Resume with the original "
-                                     "config and packed data, or start a new workdir.")
+            raise StateMismatchError(
+                f"cannot resume at step {step}: {problems[0]}. Resume with the original "
+                "config and packed data, or start a new workdir."
+            )
         self.close()
         self._step = int(state["step"])
 
     # ----- iteration -----
     def _open(self) -> Iterator:
         steps = grain.MapDataset.range(self._step, 2**62).map(self._read_step)
-        ds = steps.to_iter_dataset(grain.ReadOptions(num_threads=max(self.read_threads, 1),
-                                                     prefetch_buffer_size=max(self.prefetch, 1)))
+        ds = steps.to_iter_dataset(
+            grain.ReadOptions(
+                num_threads=max(self.read_threads, 1), prefetch_buffer_size=max(self.prefetch, 1)
+            )
+        )
         if self.workers > 0:
             if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags; a library caller has none
                 flags.FLAGS.mark_as_parsed()

@@ -40,6 +40,7 @@ def is_high_quality(task_name: str) -> bool:
 
 def _text_to_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Keeps only what the packer needs: the text as `targets` and the source index if present."""
+
     def fn(ex):
         out = {"targets": ex["text"]}
         if INDEX_KEY in ex:
@@ -55,13 +56,16 @@ def _keep_high_quality(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 def _prepend_bos(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Gemma starts every document with <bos>; SeqIO only knows how to append EOS."""
+
     def fn(ex):
         return {**ex, "targets": tf.concat([tf.constant([BOS_ID], ex["targets"].dtype), ex["targets"]], 0)}
 
     return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def make_task(name: str, prep_dir: fs.PathLike, vocabulary: seqio.Vocabulary, bos: str = "document") -> seqio.Task:
+def make_task(
+    name: str, prep_dir: fs.PathLike, vocabulary: seqio.Vocabulary, bos: str = "document"
+) -> seqio.Task:
     """Builds (does not register) the Task `name` (`web`, `web_hq`, ...)."""
     if bos not in BOS_POLICIES:
         raise ValueError(f"bos: must be one of {BOS_POLICIES}, got {bos!r}")

@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 from absl import logging
@@ -42,44 +43,64 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ----------------------------------------------------------------------------- config
 
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the study's own fields (the training config is checked by pretrain.train)."""
     checks.require(bool(config.output_dir), "output_dir", "must be set (--output_dir=DIR)")
-    checks.require(bool(config.prep_dir), "prep_dir",
-                   "must be the prepared data behind the packed rows (held-out documents)")
+    checks.require(
+        bool(config.prep_dir),
+        "prep_dir",
+        "must be the prepared data behind the packed rows (held-out documents)",
+    )
     checks.require(len(config.seeds) >= 1, "seeds", "must name at least one seed", config.seeds)
-    checks.require(len(set(config.seeds)) == len(config.seeds), "seeds", "must be distinct",
-                   config.seeds)
+    checks.require(len(set(config.seeds)) == len(config.seeds), "seeds", "must be distinct", config.seeds)
     if not config.from_workdir:
         checks.positive(config.prefix_steps, "prefix_steps")
-        checks.require(config.prefix_steps >= config.train.optim.warmup_steps, "prefix_steps",
-                       f"must be >= train.optim.warmup_steps={config.train.optim.warmup_steps}",
-                       config.prefix_steps)
+        checks.require(
+            config.prefix_steps >= config.train.optim.warmup_steps,
+            "prefix_steps",
+            f"must be >= train.optim.warmup_steps={config.train.optim.warmup_steps}",
+            config.prefix_steps,
+        )
     checks.positive(config.anneal_steps, "anneal_steps")
     checks.positive(config.eval_every, "eval_every")
-    checks.require(config.anneal_steps % config.eval_every == 0, "eval_every",
-                   f"must divide anneal_steps={config.anneal_steps}", config.eval_every)
+    checks.require(
+        config.anneal_steps % config.eval_every == 0,
+        "eval_every",
+        f"must divide anneal_steps={config.anneal_steps}",
+        config.eval_every,
+    )
     checks.require(len(config.arms) >= 1, "arms", "must declare at least one arm")
     names = [arm["name"] for arm in config.arms]
-    checks.require(len(set(names)) == len(names) and all(names), "arms",
-                   "every arm needs a distinct, non-empty name", names)
+    checks.require(
+        len(set(names)) == len(names) and all(names),
+        "arms",
+        "every arm needs a distinct, non-empty name",
+        names,
+    )
     for i, arm in enumerate(config.arms):
         weights = arm.get("weights")
         if weights is not None:
             total = sum(weights.values())
-            checks.require(abs(total - 1.0) < 1e-6 and min(weights.values()) >= 0,
-                           f"arms[{i}].weights", "must be >= 0 and sum to 1", dict(weights))
+            checks.require(
+                abs(total - 1.0) < 1e-6 and min(weights.values()) >= 0,
+                f"arms[{i}].weights",
+                "must be >= 0 and sum to 1",
+                dict(weights),
+            )
         unknown = set(arm.get("optim") or {}) - set(config.train.optim.keys())
         checks.require(not unknown, f"arms[{i}].optim", f"unknown optimiser fields {sorted(unknown)}")
     checks.non_negative(config.probes.max_items, "probes.max_items")
     checks.non_negative(config.probes.validation_docs, "probes.validation_docs")
     for group, members in config.probes.groups.items():
         missing = set(members) - set(config.probes.sets)
-        checks.require(not missing, f"probes.groups.{group}",
-                       f"names sets that probes.sets lacks: {sorted(missing)}")
+        checks.require(
+            not missing, f"probes.groups.{group}", f"names sets that probes.sets lacks: {sorted(missing)}"
+        )
 
 
 # ----------------------------------------------------------------------------- runs
+
 
 def prefix_weights(train_config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
     """The mixture in force at the prefix's last step: what arms with `weights=None` keep."""
@@ -89,20 +110,24 @@ def prefix_weights(train_config: ml_collections.ConfigDict, step: int) -> dict[s
     return {t: w for t, w in schedule.weights_at(max(step - 1, 0)).items() if w > 0}
 
 
-def arm_mixture(mixture: ml_collections.ConfigDict, general: dict[str, float],
-                anneal: dict[str, float], prefix_steps: int, total_steps: int
-                ) -> ml_collections.ConfigDict:
+def arm_mixture(
+    mixture: ml_collections.ConfigDict,
+    general: dict[str, float],
+    anneal: dict[str, float],
+    prefix_steps: int,
+    total_steps: int,
+) -> ml_collections.ConfigDict:
     """The prefix's mixture until `prefix_steps`, then the arm's annealing weights."""
     out = ml_collections.ConfigDict(mixture.to_dict())
     out.tasks = list(dict.fromkeys([*general, *anneal]))
-    out.stages = [dict(name="prefix", start=0.0, weights=dict(general), interpolate=False),
-                  dict(name="anneal", start=prefix_steps / total_steps, weights=dict(anneal),
-                       interpolate=False)]
+    out.stages = [
+        dict(name="prefix", start=0.0, weights=dict(general), interpolate=False),
+        dict(name="anneal", start=prefix_steps / total_steps, weights=dict(anneal), interpolate=False),
+    ]
     return out
 
 
-def prefix_config(study: ml_collections.ConfigDict, seed: int, workdir: str
-                  ) -> ml_collections.ConfigDict:
+def prefix_config(study: ml_collections.ConfigDict, seed: int, workdir: str) -> ml_collections.ConfigDict:
     """The study's training config for the prefix: WSD's stable phase (warmup, constant lr)."""
     c = ml_collections.ConfigDict(study.train.to_dict())
     c.workdir, c.seed = workdir, seed
@@ -113,9 +138,17 @@ def prefix_config(study: ml_collections.ConfigDict, seed: int, workdir: str
     return c
 
 
-def arm_config(base: ml_collections.ConfigDict, arm: dict[str, Any], general: dict[str, float],
-               source_workdir: str, start: int, anneal_steps: int, eval_every: int, seed: int,
-               workdir: str) -> ml_collections.ConfigDict:
+def arm_config(
+    base: ml_collections.ConfigDict,
+    arm: dict[str, Any],
+    general: dict[str, float],
+    source_workdir: str,
+    start: int,
+    anneal_steps: int,
+    eval_every: int,
+    seed: int,
+    workdir: str,
+) -> ml_collections.ConfigDict:
     """`base` (the prefix's training config) continued from `source_workdir`'s checkpoint
     `start` for `anneal_steps` as the arm says (`config.init_from`, keeping the step)."""
     c = ml_collections.ConfigDict(base.to_dict())
@@ -164,20 +197,26 @@ def train_subprocess(config: ml_collections.ConfigDict, log_path: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "launch_config.py")
         with open(path, "w") as f:  # a local file for config_flags, wherever the workdir is
-            f.write("import json\nimport ml_collections\n\n\ndef get_config():\n"
-                    f"    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+            f.write(
+                "import json\nimport ml_collections\n\n\ndef get_config():\n"
+                f"    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n"
+            )
         command = [sys.executable, "-m", "pretrain.train", f"--config={path}"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        }
         start = time.perf_counter()
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env, cwd=ROOT)
+        result = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+        )
         seconds = time.perf_counter() - start
     fs.write_text(log_path, result.stdout)
     if result.returncode:
         tail = result.stdout.splitlines()[-15:]
-        raise RuntimeError(f"pretrain.train failed for {config.workdir} (log {log_path}):\n"
-                           + "\n".join(tail))
+        raise RuntimeError(
+            f"pretrain.train failed for {config.workdir} (log {log_path}):\n" + "\n".join(tail)
+        )
     return seconds
 
 
@@ -200,8 +239,11 @@ def _done(workdir: str, step: int) -> bool:
 Trainer = Callable[[ml_collections.ConfigDict, str], float]  # (config, log path) -> seconds
 
 
-def run_arms(config: ml_collections.ConfigDict, progress: Callable[[str], None] = logging.info,
-             trainer: Trainer = train_subprocess) -> dict[str, Any]:
+def run_arms(
+    config: ml_collections.ConfigDict,
+    progress: Callable[[str], None] = logging.info,
+    trainer: Trainer = train_subprocess,
+) -> dict[str, Any]:
     """Trains the prefix (per seed, unless from_workdir) and every arm; returns the run table.
 
     `trainer` runs one training config; the default is a `pretrain.train` subprocess.
@@ -217,8 +259,9 @@ def run_arms(config: ml_collections.ConfigDict, progress: Callable[[str], None] 
             prefix_dir = config.from_workdir
             step = latest_step(prefix_dir) if config.from_step < 0 else config.from_step
             base = load_train_config(prefix_dir)
-            base.data.update({k: v for k, v in config.train.data.items()
-                              if k in ("packed_dir", "tokenizer") and v})
+            base.data.update(
+                {k: v for k, v in config.train.data.items() if k in ("packed_dir", "tokenizer") and v}
+            )
         else:
             prefix_dir, step = fs.join(seed_dir, "prefix"), config.prefix_steps
             base = prefix_config(config, seed, prefix_dir)
@@ -230,27 +273,39 @@ def run_arms(config: ml_collections.ConfigDict, progress: Callable[[str], None] 
         arms = {}
         for arm in config.arms:
             workdir = fs.join(seed_dir, arm["name"])
-            cfg = arm_config(base, arm, general, prefix_dir, step, config.anneal_steps,
-                             config.eval_every, seed, workdir)
+            cfg = arm_config(
+                base, arm, general, prefix_dir, step, config.anneal_steps, config.eval_every, seed, workdir
+            )
             if not _done(workdir, cfg.train.total_steps):
-                progress(f"seed {seed}: arm {arm['name']} ({config.anneal_steps} steps from "
-                         f"step {step}) in {workdir}")
-                _timed(workdir, trainer(cfg, fs.join(logs, f"seed{seed}_{arm['name']}.log")),
-                       config.anneal_steps)
-            runs["timings"]["arms"].setdefault(arm["name"], []).append(
-                {"seed": seed, **_timing(workdir)})
-            arms[arm["name"]] = {"workdir": workdir, "step": cfg.train.total_steps,
-                                 "weights": dict(cfg.mixture.stages[-1]["weights"]),
-                                 "optim": dict(arm.get("optim") or {})}
-        runs["seeds"][str(seed)] = {"prefix": {"workdir": prefix_dir, "step": step,
-                                               "weights": general}, "arms": arms}
+                progress(
+                    f"seed {seed}: arm {arm['name']} ({config.anneal_steps} steps from "
+                    f"step {step}) in {workdir}"
+                )
+                _timed(
+                    workdir, trainer(cfg, fs.join(logs, f"seed{seed}_{arm['name']}.log")), config.anneal_steps
+                )
+            runs["timings"]["arms"].setdefault(arm["name"], []).append({"seed": seed, **_timing(workdir)})
+            arms[arm["name"]] = {
+                "workdir": workdir,
+                "step": cfg.train.total_steps,
+                "weights": dict(cfg.mixture.stages[-1]["weights"]),
+                "optim": dict(arm.get("optim") or {}),
+            }
+        runs["seeds"][str(seed)] = {
+            "prefix": {"workdir": prefix_dir, "step": step, "weights": general},
+            "arms": arms,
+        }
     return runs
 
 
 # ----------------------------------------------------------------------------- command
 
-def study(config: ml_collections.ConfigDict, progress: Callable[[str], None] = logging.info,
-          trainer: Trainer = train_subprocess) -> dict[str, Any]:
+
+def study(
+    config: ml_collections.ConfigDict,
+    progress: Callable[[str], None] = logging.info,
+    trainer: Trainer = train_subprocess,
+) -> dict[str, Any]:
     """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
     from pretrain import anneal_eval, anneal_report
 
@@ -263,8 +318,9 @@ def study(config: ml_collections.ConfigDict, progress: Callable[[str], None] = l
             config.train.data[field] = fs.resolve(config.train.data[field])
     config.prep_dir = fs.resolve(config.prep_dir)
     fs.makedirs(config.output_dir)
-    fs.write_text(fs.join(config.output_dir, "study_config.json"),
-                  config.to_json_best_effort(indent=2) + "\n")
+    fs.write_text(
+        fs.join(config.output_dir, "study_config.json"), config.to_json_best_effort(indent=2) + "\n"
+    )
     t0 = time.perf_counter()
     runs = run_arms(config, progress, trainer)
     train_seconds = time.perf_counter() - t0
@@ -285,11 +341,18 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    cli.run(main, doc=__doc__, default_config="anneal/demo.py",
-            shortcuts=[cli.Shortcut("from_workdir", "from_workdir",
-                                    "Branch from this workdir's checkpoint instead of a prefix"),
-                       cli.Shortcut("output_dir", "output_dir", "Where runs and the report go")],
-            required=["output_dir"])
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config="anneal/demo.py",
+        shortcuts=[
+            cli.Shortcut(
+                "from_workdir", "from_workdir", "Branch from this workdir's checkpoint instead of a prefix"
+            ),
+            cli.Shortcut("output_dir", "output_dir", "Where runs and the report go"),
+        ],
+        required=["output_dir"],
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def probe_items(probes: ml_collections.ConfigDict) -> list[Any]:
     for name, spec in probes.sets.items():
         path = spec if spec == eval_sets.BUILTIN else fs.resolve(spec)
         found = eval_sets.load_eval_sets({name: path}, text_config)
-        items.extend(found[:probes.max_items] if probes.max_items else found)
+        items.extend(found[: probes.max_items] if probes.max_items else found)
     return items
 
 
@@ -95,8 +95,10 @@ def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any
     docs = []
     for domain in prepared_domains(prep_dir):
         texts = validation_documents(prep_dir, domain, config.probes.validation_docs)
-        docs += [{"text": t, "source": VALIDATION_PREFIX + domain, "id": f"{domain}-{i}"}
-                 for i, t in enumerate(texts)]
+        docs += [
+            {"text": t, "source": VALIDATION_PREFIX + domain, "id": f"{domain}-{i}"}
+            for i, t in enumerate(texts)
+        ]
     items = probe_items(config.probes)
     docs += [{"text": item.text, "source": item.eval_set, "id": item.item_id} for item in items]
     fs.write_text(path, "".join(json.dumps(d) + "\n" for d in docs))

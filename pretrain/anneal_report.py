@@ -24,20 +24,25 @@ PREFIX = "prefix"
 
 def _stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
 
 
-def summarize(losses: dict[str, dict[str, dict[str, float]]], reference: str
-              ) -> dict[str, Any]:
+def summarize(losses: dict[str, dict[str, dict[str, float]]], reference: str) -> dict[str, Any]:
     """{metric: {run: stats}} and {metric: {arm: paired-difference stats}} over seeds."""
     seeds = sorted(losses)
     runs = list(losses[seeds[0]])
     metrics = sorted({m for s in seeds for r in runs for m in losses[s][r]})
     table, delta = {}, {}
     for m in metrics:
-        table[m] = {r: _stats([losses[s][r][m] for s in seeds]) for r in runs
-                    if all(m in losses[s][r] for s in seeds)}
+        table[m] = {
+            r: _stats([losses[s][r][m] for s in seeds]) for r in runs if all(m in losses[s][r] for s in seeds)
+        }
         if reference not in table[m]:
             continue
         delta[m] = {}
@@ -50,8 +55,9 @@ def summarize(losses: dict[str, dict[str, dict[str, float]]], reference: str
     return {"metrics": metrics, "runs": runs, "table": table, "delta": delta}
 
 
-def verdict(summary: dict[str, Any], reference: str, lower: list[str], level: list[str],
-            tolerance: float) -> dict[str, Any]:
+def verdict(
+    summary: dict[str, Any], reference: str, lower: list[str], level: list[str], tolerance: float
+) -> dict[str, Any]:
     """Per non-reference arm: which `lower` metrics it beats the reference on, which `level` hold."""
     out = {}
     for arm in summary["runs"]:
@@ -67,9 +73,14 @@ def verdict(summary: dict[str, Any], reference: str, lower: list[str], level: li
                 ok = d["mean"] < -spread
             else:
                 ok = abs(d["mean"]) <= spread or abs(d["relative"]) <= tolerance
-            checks[m] = {"kind": "lower" if m in lower else "level", "ok": bool(ok),
-                         "difference": d["mean"], "relative": d["relative"],
-                         "seed_spread": spread, "paired_spread": d["std"]}
+            checks[m] = {
+                "kind": "lower" if m in lower else "level",
+                "ok": bool(ok),
+                "difference": d["mean"],
+                "relative": d["relative"],
+                "seed_spread": spread,
+                "paired_spread": d["std"],
+            }
         out[arm] = {"checks": checks, "all_ok": bool(checks) and all(c["ok"] for c in checks.values())}
     return out
 
@@ -82,40 +93,63 @@ def cost(timings: dict[str, Any]) -> dict[str, Any]:
     arm_seconds = [s for ts in arms.values() for s in ts]
     per_seed_prefix = float(np.mean(prefix)) if prefix else 0.0
     per_seed_arm = float(np.mean(arm_seconds)) if arm_seconds else 0.0
-    return {"prefix_seconds_per_seed": per_seed_prefix, "arm_seconds_per_seed": per_seed_arm,
-            "arms": k, "branched_seconds_per_seed": per_seed_prefix + k * per_seed_arm,
-            "separate_runs_seconds_per_seed": k * (per_seed_prefix + per_seed_arm),
-            "train_seconds": timings.get("train_seconds"),
-            "eval_seconds": timings.get("eval_seconds")}
+    return {
+        "prefix_seconds_per_seed": per_seed_prefix,
+        "arm_seconds_per_seed": per_seed_arm,
+        "arms": k,
+        "branched_seconds_per_seed": per_seed_prefix + k * per_seed_arm,
+        "separate_runs_seconds_per_seed": k * (per_seed_prefix + per_seed_arm),
+        "train_seconds": timings.get("train_seconds"),
+        "eval_seconds": timings.get("eval_seconds"),
+    }
 
 
 def _fmt(stats: dict[str, float]) -> str:
     return f"{stats['mean']:.4f} ± {stats['std']:.4f}" if stats["n"] > 1 else f"{stats['mean']:.4f}"
 
 
-def markdown(config: ml_collections.ConfigDict, runs: dict[str, Any], scores: dict[str, Any],
-             summary: dict[str, Any], verdicts: dict[str, Any], costs: dict[str, Any]) -> str:
+def markdown(
+    config: ml_collections.ConfigDict,
+    runs: dict[str, Any],
+    scores: dict[str, Any],
+    summary: dict[str, Any],
+    verdicts: dict[str, Any],
+    costs: dict[str, Any],
+) -> str:
     reference = config.arms[0]["name"]
     seeds = sorted(scores["losses"])
     first = runs["seeds"][seeds[0]]
     prefix_step = first["prefix"]["step"]
-    lines = [f"## Anneal study: {len(config.arms)} arms from step {prefix_step}, "
-             f"{config.anneal_steps} annealing steps, seeds {', '.join(seeds)}", ""]
+    lines = [
+        f"## Anneal study: {len(config.arms)} arms from step {prefix_step}, "
+        f"{config.anneal_steps} annealing steps, seeds {', '.join(seeds)}",
+        "",
+    ]
     lines.append("| arm | annealing mixture | optimiser overrides |")
     lines.append("|---|---|---|")
-    lines.append(f"| {PREFIX} (pre-anneal baseline) | "
-                 + ", ".join(f"{k}={v:g}" for k, v in first["prefix"]["weights"].items()) + " | |")
+    lines.append(
+        f"| {PREFIX} (pre-anneal baseline) | "
+        + ", ".join(f"{k}={v:g}" for k, v in first["prefix"]["weights"].items())
+        + " | |"
+    )
     for name, arm in first["arms"].items():
-        lines.append(f"| {name}{' (reference)' if name == reference else ''} | "
-                     + ", ".join(f"{k}={v:g}" for k, v in arm["weights"].items() if v)
-                     + f" | {arm['optim'] or ''} |")
+        lines.append(
+            f"| {name}{' (reference)' if name == reference else ''} | "
+            + ", ".join(f"{k}={v:g}" for k, v in arm["weights"].items() if v)
+            + f" | {arm['optim'] or ''} |"
+        )
     lines += ["", "Mean loss per token (nats) on the held-out sets, mean ± spread over seeds:", ""]
     metrics = summary["metrics"]
     lines.append("| run | " + " | ".join(metrics) + " |")
     lines.append("|---|" + "---|" * len(metrics))
     for run in summary["runs"]:
-        lines.append(f"| {run} | " + " | ".join(
-            _fmt(summary["table"][m][run]) if run in summary["table"][m] else "" for m in metrics) + " |")
+        lines.append(
+            f"| {run} | "
+            + " | ".join(
+                _fmt(summary["table"][m][run]) if run in summary["table"][m] else "" for m in metrics
+            )
+            + " |"
+        )
     lines += ["", f"Difference to `{reference}` (paired by seed; negative = lower loss):", ""]
     lines.append("| arm | " + " | ".join(metrics) + " |")
     lines.append("|---|" + "---|" * len(metrics))
@@ -125,29 +159,47 @@ def markdown(config: ml_collections.ConfigDict, runs: dict[str, Any], scores: di
         cells = []
         for m in metrics:
             d = summary["delta"].get(m, {}).get(run)
-            cells.append("" if d is None else f"{d['mean']:+.4f} ({d['relative']:+.1%})"
-                         + (f" ± {d['std']:.4f}" if d["n"] > 1 else ""))
+            cells.append(
+                ""
+                if d is None
+                else f"{d['mean']:+.4f} ({d['relative']:+.1%})" + (f" ± {d['std']:.4f}" if d["n"] > 1 else "")
+            )
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
     if verdicts:
-        lines += ["", "Verdict (lower: beats the reference by more than the seed spread; level: "
-                  f"within the spread or {config.verdict.tolerance:.0%}):", ""]
+        lines += [
+            "",
+            "Verdict (lower: beats the reference by more than the seed spread; level: "
+            f"within the spread or {config.verdict.tolerance:.0%}):",
+            "",
+        ]
         for arm, v in verdicts.items():
-            parts = [f"{m} {c['kind']} {'yes' if c['ok'] else 'NO'} ({c['difference']:+.4f} vs "
-                     f"spread {c['seed_spread']:.4f})" for m, c in v["checks"].items()]
+            parts = [
+                f"{m} {c['kind']} {'yes' if c['ok'] else 'NO'} ({c['difference']:+.4f} vs "
+                f"spread {c['seed_spread']:.4f})"
+                for m, c in v["checks"].items()
+            ]
             lines.append(f"- `{arm}`: " + "; ".join(parts))
     held = scores["heldout"]
     dirty = {k: v for k, v in held["contaminated_items"].items() if v}
-    lines += ["", "Held-out documents: " + ", ".join(f"{k} {v}" for k, v in held["documents"].items())
-              + ". Probes are eval items as question + reference answer text; "
-              + ("none of them shares a decontamination window with the training split "
-                 "(checked on the prepared data)." if not dirty else
-                 f"CONTAMINATED items found in the training split: {dirty}.")]
+    lines += [
+        "",
+        "Held-out documents: "
+        + ", ".join(f"{k} {v}" for k, v in held["documents"].items())
+        + ". Probes are eval items as question + reference answer text; "
+        + (
+            "none of them shares a decontamination window with the training split "
+            "(checked on the prepared data)."
+            if not dirty
+            else f"CONTAMINATED items found in the training split: {dirty}."
+        ),
+    ]
     if costs["arms"] and costs["prefix_seconds_per_seed"]:
         lines.append(
             f"Cost per seed: prefix {costs['prefix_seconds_per_seed']:.0f}s + {costs['arms']} x "
             f"anneal {costs['arm_seconds_per_seed']:.0f}s = {costs['branched_seconds_per_seed']:.0f}s "
             f"(separate runs: {costs['separate_runs_seconds_per_seed']:.0f}s); whole study: train "
-            f"{costs['train_seconds']:.0f}s, scoring {costs['eval_seconds']:.0f}s.")
+            f"{costs['train_seconds']:.0f}s, scoring {costs['eval_seconds']:.0f}s."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -179,8 +231,13 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
             if not steps:
                 continue
             values = np.array([[s[step] for step in steps] for s in series])
-            line, = ax.plot(steps, values.mean(0), label=name, lw=1.6 if name != PREFIX else 1.0,
-                            color="0.4" if name == PREFIX else None)
+            (line,) = ax.plot(
+                steps,
+                values.mean(0),
+                label=name,
+                lw=1.6 if name != PREFIX else 1.0,
+                color="0.4" if name == PREFIX else None,
+            )
             if len(series) > 1:
                 ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2, color=line.get_color())
         ax.axvline(switch, ls="--", color="k", lw=0.8)
@@ -194,8 +251,14 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
     width = 0.8 / max(len(arms), 1)
     for i, arm in enumerate(arms):
         ds = [summary["delta"][m].get(arm, {"mean": 0.0, "std": 0.0}) for m in metrics]
-        ax.bar(np.arange(len(metrics)) + i * width, [d["mean"] for d in ds], width,
-               yerr=[d["std"] for d in ds], label=arm, capsize=2)
+        ax.bar(
+            np.arange(len(metrics)) + i * width,
+            [d["mean"] for d in ds],
+            width,
+            yerr=[d["std"] for d in ds],
+            label=arm,
+            capsize=2,
+        )
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(metrics)) + width * (len(arms) - 1) / 2)
     ax.set_xticklabels(metrics, rotation=60, fontsize=7)
@@ -208,20 +271,28 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
     plt.close(fig)
 
 
-def write(config: ml_collections.ConfigDict, runs: dict[str, Any], scores: dict[str, Any]
-          ) -> dict[str, Any]:
+def write(config: ml_collections.ConfigDict, runs: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
     """OUTPUT_DIR/report.{json,md,png}; returns the report (with the Markdown and the paths)."""
     reference = config.arms[0]["name"]
     summary = summarize(scores["losses"], reference)
-    verdicts = verdict(summary, reference, list(config.verdict.lower), list(config.verdict.level),
-                       config.verdict.tolerance)
+    verdicts = verdict(
+        summary, reference, list(config.verdict.lower), list(config.verdict.level), config.verdict.tolerance
+    )
     costs = cost(runs["timings"])
     text = markdown(config, runs, scores, summary, verdicts, costs)
     out = config.output_dir
     paths = {k: fs.join(out, f"report.{k}") for k in ("json", "md", "png")}
-    report = {"reference": reference, "runs": runs, "heldout": scores["heldout"],
-              "losses": scores["losses"], "summary": summary, "verdict": verdicts, "cost": costs,
-              "markdown": text, "paths": paths}
+    report = {
+        "reference": reference,
+        "runs": runs,
+        "heldout": scores["heldout"],
+        "losses": scores["losses"],
+        "summary": summary,
+        "verdict": verdicts,
+        "cost": costs,
+        "markdown": text,
+        "paths": paths,
+    }
     fs.write_text(paths["json"], json.dumps(report, indent=2) + "\n")
     fs.write_text(paths["md"], text)
     plot(runs, summary, reference, paths["png"])

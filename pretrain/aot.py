@@ -31,8 +31,10 @@ import ml_collections
 from common import checks, cli
 from pretrain import flops, sharding
 
-INSTALL_HINT = ("pip install 'libtpu==0.0.42.*'  (the libtpu jax[tpu]==0.10.2 pins; also in the "
-                "test extra: pip install -e '.[test]')")
+INSTALL_HINT = (
+    "pip install 'libtpu==0.0.42.*'  (the libtpu jax[tpu]==0.10.2 pins; also in the "
+    "test extra: pip install -e '.[test]')"
+)
 GIB = 2**30
 
 
@@ -104,9 +106,11 @@ class Report:
         Compute takes the larger of the compiler's count and the executed-FLOPs estimate:
         the compiler counts each loop body once (scanned layers) and Pallas kernels as 0.
         """
-        return {"compute": max(self.compiler_flops, self.executed_flops) / self.peak_flops,
-                "hbm": self.compiler_bytes / self.hbm_bandwidth,
-                "ici": self.ici_bytes / self.ici_bandwidth}
+        return {
+            "compute": max(self.compiler_flops, self.executed_flops) / self.peak_flops,
+            "hbm": self.compiler_bytes / self.hbm_bandwidth,
+            "ici": self.ici_bytes / self.ici_bandwidth,
+        }
 
     @property
     def step_seconds(self) -> float:
@@ -139,8 +143,9 @@ def topology_devices(name: str) -> list:
     return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
 
 
-def fsdp_ici_bytes(param_count: int, compute_bytes: int, grad_bytes: int, fsdp: int,
-                   gathers: int, micro_steps: int) -> float:
+def fsdp_ici_bytes(
+    param_count: int, compute_bytes: int, grad_bytes: int, fsdp: int, gathers: int, micro_steps: int
+) -> float:
     """Bytes each chip moves over ICI per step for ZeRO-3 FSDP over `fsdp` chips (ring algorithms).
 
     Every micro-batch all-gathers the weights in the compute dtype `gathers` times (forward,
@@ -161,15 +166,29 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any,
     setup = train.build_state(config, sharding.make_mesh(dict(config.mesh), devices=devices))
     rows, length = config.data.global_batch_size, config.data.seq_len
     dtypes = {"loss_weights": jnp.float32}
-    batch = {key: jax.ShapeDtypeStruct((rows,) if key == "task_ids" else (rows, length),
-                                       dtypes.get(key, jnp.int32), sharding=setup.batch_sharding[key])
-             for key in BATCH_KEYS}
+    batch = {
+        key: jax.ShapeDtypeStruct(
+            (rows,) if key == "task_ids" else (rows, length),
+            dtypes.get(key, jnp.int32),
+            sharding=setup.batch_sharding[key],
+        )
+        for key in BATCH_KEYS
+    }
     num_tasks = max(1, len(config.mixture.get("tasks", ()) or ()))
     step = jit_train_step(
-        make_train_step(setup.model, setup.optimizer, setup.lr_schedule,
-                        micro_steps=config.train.grad_accum_steps, z_loss=config.train.z_loss,
-                        num_tasks=num_tasks, rules=setup.rules),
-        setup.sharding, setup.batch_sharding, setup.mesh)
+        make_train_step(
+            setup.model,
+            setup.optimizer,
+            setup.lr_schedule,
+            micro_steps=config.train.grad_accum_steps,
+            z_loss=config.train.z_loss,
+            num_tasks=num_tasks,
+            rules=setup.rules,
+        ),
+        setup.sharding,
+        setup.batch_sharding,
+        setup.mesh,
+    )
     start = time.perf_counter()
     with jax.set_mesh(setup.mesh):
         lowered = step.lower(setup.abstract, batch)
@@ -180,16 +199,21 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any,
                 raise
             raise DoesNotFit(str(e).strip().splitlines()[0][:2000]) from None
     params = sum(x.size for x in jax.tree.leaves(setup.abstract["params"]))
-    return compiled, {"mesh": dict(setup.mesh.shape), "compile_seconds": time.perf_counter() - start,
-                      "param_count": int(params), "model": setup.model_config}
+    return compiled, {
+        "mesh": dict(setup.mesh.shape),
+        "compile_seconds": time.perf_counter() - start,
+        "param_count": int(params),
+        "model": setup.model_config,
+    }
 
 
 def analyse(config: ml_collections.ConfigDict, topology: str) -> Report:
     """Compiles the step for `topology` and reads the compiler's memory and cost analyses."""
     devices = topology_devices(topology)
     kind = devices[0].device_kind
-    checks.require(kind in CHIPS, "aot.topology", f"no chip figures for {kind!r} (known: {sorted(CHIPS)})",
-                   topology)
+    checks.require(
+        kind in CHIPS, "aot.topology", f"no chip figures for {kind!r} (known: {sorted(CHIPS)})", topology
+    )
     chip = CHIPS[kind]
     compiled, facts = compile_step(config, devices)
     memory = compiled.memory_analysis()
@@ -200,23 +224,40 @@ def analyse(config: ml_collections.ConfigDict, topology: str) -> Report:
     shape, length = flops.shape_of(model_cfg), config.data.seq_len
     model_flops = tokens * flops.train_flops_per_token(shape, length)
     executed = tokens * flops.executed_train_flops_per_token(
-        shape, length, model_cfg.remat_policy, model_cfg.vocab_chunks)
+        shape, length, model_cfg.remat_policy, model_cfg.vocab_chunks
+    )
     remat = model_cfg.remat_policy != "none"
-    ici = fsdp_ici_bytes(facts["param_count"], jnp.dtype(model_cfg.activation_dtype).itemsize,
-                         jnp.dtype(model_cfg.weight_dtype).itemsize, facts["mesh"]["fsdp"],
-                         2 if remat else 1, config.train.grad_accum_steps)
+    ici = fsdp_ici_bytes(
+        facts["param_count"],
+        jnp.dtype(model_cfg.activation_dtype).itemsize,
+        jnp.dtype(model_cfg.weight_dtype).itemsize,
+        facts["mesh"]["fsdp"],
+        2 if remat else 1,
+        config.train.grad_accum_steps,
+    )
     return Report(
-        topology=topology, chips=chips, device_kind=kind, mesh=facts["mesh"],
+        topology=topology,
+        chips=chips,
+        device_kind=kind,
+        mesh=facts["mesh"],
         compile_seconds=facts["compile_seconds"],
-        argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
-        alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
+        argument_bytes=memory.argument_size_in_bytes,
+        output_bytes=memory.output_size_in_bytes,
+        alias_bytes=memory.alias_size_in_bytes,
+        temp_bytes=memory.temp_size_in_bytes,
         code_bytes=memory.generated_code_size_in_bytes,
-        hbm_bytes=chip.hbm_bytes, max_fraction=config.aot.max_hbm_fraction,
+        hbm_bytes=chip.hbm_bytes,
+        max_fraction=config.aot.max_hbm_fraction,
         compiler_flops=float(cost.get("flops", 0.0)),
         compiler_bytes=float(cost.get("bytes accessed", 0.0)),
-        model_flops=model_flops / chips, executed_flops=executed / chips, ici_bytes=ici,
+        model_flops=model_flops / chips,
+        executed_flops=executed / chips,
+        ici_bytes=ici,
         peak_flops=chip.peak_flops,
-        hbm_bandwidth=chip.hbm_bandwidth, ici_bandwidth=chip.ici_bandwidth, tokens_per_step=tokens)
+        hbm_bandwidth=chip.hbm_bandwidth,
+        ici_bandwidth=chip.ici_bandwidth,
+        tokens_per_step=tokens,
+    )
 
 
 def format_report(r: Report) -> str:
@@ -250,26 +291,33 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     topology = config.aot.topology
     checks.require(bool(topology), "aot.topology", "required (--topology=v5e:16x16)", topology)
     chips = parse_topology(topology)
-    advice = ("Lower data.global_batch_size per chip (raise train.grad_accum_steps to keep the "
-              "tokens per step), set model.remat_policy, model.vocab_chunks, model.attention='splash'.")
+    advice = (
+        "Lower data.global_batch_size per chip (raise train.grad_accum_steps to keep the "
+        "tokens per step), set model.remat_policy, model.vocab_chunks, model.attention='splash'."
+    )
     try:
         report = analyse(config, topology)
     except DoesNotFit as e:
-        print(f"DOES NOT FIT on {topology}: the TPU compiler ran out of HBM: {e}\n{advice}",
-              file=sys.stderr)
+        print(f"DOES NOT FIT on {topology}: the TPU compiler ran out of HBM: {e}\n{advice}", file=sys.stderr)
         sys.exit(1)
     print(format_report(report))
     if not report.fits:
-        print(f"DOES NOT FIT: {report.peak_bytes / GIB:.2f} GiB per chip > "
-              f"{report.max_fraction:.0%} of {report.hbm_bytes / GIB:.2f} GiB on {chips} chips. "
-              + advice, file=sys.stderr)
+        print(
+            f"DOES NOT FIT: {report.peak_bytes / GIB:.2f} GiB per chip > "
+            f"{report.max_fraction:.0%} of {report.hbm_bytes / GIB:.2f} GiB on {chips} chips. " + advice,
+            file=sys.stderr,
+        )
         sys.exit(1)
     print("fits")
 
 
 def run() -> None:
-    cli.run(main, doc=__doc__, default_config="train/tpu_v5e_2b.py",
-            shortcuts=[cli.Shortcut("topology", "aot.topology", "TPU slice, e.g. v5e:16x16")])
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config="train/tpu_v5e_2b.py",
+        shortcuts=[cli.Shortcut("topology", "aot.topology", "TPU slice, e.g. v5e:16x16")],
+    )
 
 
 if __name__ == "__main__":

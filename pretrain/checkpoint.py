@@ -28,8 +28,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         if cfg[field] < 1:
             raise ValueError(f"config.checkpoint.{field}: must be >= 1, got {cfg[field]!r}")
     if cfg.keep_every < 0:
-        raise ValueError(f"config.checkpoint.keep_every: must be >= 0 (0 keeps none extra), "
-                         f"got {cfg.keep_every!r}")
+        raise ValueError(
+            f"config.checkpoint.keep_every: must be >= 0 (0 keeps none extra), got {cfg.keep_every!r}"
+        )
 
 
 def _checkpoints_dir(workdir: fs.PathLike) -> epath.Path:
@@ -47,27 +48,35 @@ def make_manager(workdir: fs.PathLike, cfg: ml_collections.ConfigDict) -> ocp.Ch
         cleanup_tmp_directories=True,
         create=True,
     )
-    return ocp.CheckpointManager(_checkpoints_dir(workdir), options=options,
-                                 item_names=ITEMS)
+    return ocp.CheckpointManager(_checkpoints_dir(workdir), options=options, item_names=ITEMS)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any],
-         data_state: dict[str, Any] | None, force: bool = False) -> bool:
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: dict[str, Any],
+    data_state: dict[str, Any] | None,
+    force: bool = False,
+) -> bool:
     """Starts an (async) save if `step` is due, or always with `force`; True if started."""
-    return manager.save(step, force=force, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state or {})))
+    return manager.save(
+        step,
+        force=force,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {})),
+    )
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: dict[str, Any]
-                   ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def restore_latest(
+    manager: ocp.CheckpointManager, abstract_state: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(state, data_state) of the newest finished checkpoint, placed as `abstract_state` says."""
     step = manager.latest_step()
     if step is None:
         return None
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore()))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()),
+    )
     return restored.state, dict(restored.data or {})
 
 
@@ -79,9 +88,9 @@ def load_train_config(workdir: fs.PathLike) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(fs.read_text(path)))
 
 
-def restore_params(workdir: fs.PathLike, step: int | None = None,
-                   sharding: jax.sharding.Sharding | Any | None = None
-                   ) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
+def restore_params(
+    workdir: fs.PathLike, step: int | None = None, sharding: jax.sharding.Sharding | Any | None = None
+) -> tuple[dict[str, Any], ml_collections.ConfigDict]:
     """(params, training config) of checkpoint `step` (default: latest), without optimiser state.
 
     Only the `params` subtree is read, so export and evaluation of a large model need one
@@ -95,28 +104,37 @@ def restore_params(workdir: fs.PathLike, step: int | None = None,
     config = load_train_config(workdir)
     directory = _checkpoints_dir(workdir)
     handlers = {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
-    with ocp.CheckpointManager(directory, item_handlers=handlers,
-                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+    with ocp.CheckpointManager(
+        directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(read_only=True)
+    ) as manager:
         step = manager.latest_step() if step is None else step
         if step is None or step not in manager.all_steps():
-            raise FileNotFoundError(f"no checkpoint for step {step} in {directory} "
-                                    f"(have {sorted(manager.all_steps())})")
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {directory} (have {sorted(manager.all_steps())})"
+            )
         metadata = manager.item_metadata(step).state
         sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         if isinstance(sharding, jax.sharding.Sharding):
             sharding = jax.tree.map(lambda _: sharding, metadata["params"])
         abstract = jax.tree.map(
-            lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
-            metadata["params"], sharding)
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item={"params": abstract},
-            restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
-            partial_restore=True)))
+            lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s), metadata["params"], sharding
+        )
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item={"params": abstract},
+                    restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
+                    partial_restore=True,
+                )
+            ),
+        )
     return restored.state["params"], config
 
 
-def restore_state(workdir: fs.PathLike, abstract_state: dict[str, Any], step: int | None = None
-                  ) -> tuple[dict[str, Any], int]:
+def restore_state(
+    workdir: fs.PathLike, abstract_state: dict[str, Any], step: int | None = None
+) -> tuple[dict[str, Any], int]:
     """(state, step) of another run's checkpoint `step` (default: latest), read-only.
 
     The arrays land as `abstract_state`'s shardings say, whatever mesh wrote them: Orbax
@@ -124,12 +142,16 @@ def restore_state(workdir: fs.PathLike, abstract_state: dict[str, Any], step: in
     256 chips restores on 8, or on one CPU. Used by `config.init_from`.
     """
     directory = _checkpoints_dir(workdir)
-    with ocp.CheckpointManager(directory, item_names=ITEMS,
-                               options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+    with ocp.CheckpointManager(
+        directory, item_names=ITEMS, options=ocp.CheckpointManagerOptions(read_only=True)
+    ) as manager:
         step = manager.latest_step() if step is None else step
         if step is None or step not in manager.all_steps():
-            raise FileNotFoundError(f"config.init_from: no checkpoint for step {step} in "
-                                    f"{directory} (have {sorted(manager.all_steps())})")
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state)))
+            raise FileNotFoundError(
+                f"config.init_from: no checkpoint for step {step} in "
+                f"{directory} (have {sorted(manager.all_steps())})"
+            )
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
     return restored.state, step

@@ -8,7 +8,8 @@ and on a multi-host TPU pod.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -36,15 +37,25 @@ class SyntheticBatches:
 
     task_names = ["synthetic"]
 
-    def __init__(self, seed: int, global_batch: int, seq_len: int, vocab_size: int,
-                 process_index: int = 0, process_count: int = 1):
+    def __init__(
+        self,
+        seed: int,
+        global_batch: int,
+        seq_len: int,
+        vocab_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
         if global_batch % process_count:
-            raise ValueError(f"config.data.global_batch_size: must divide among "
-                             f"{process_count} processes, got {global_batch}")
+            raise ValueError(
+                f"config.data.global_batch_size: must divide among "
+                f"{process_count} processes, got {global_batch}"
+            )
         self.seed, self.seq_len, self.vocab_size = seed, seq_len, vocab_size
         self.global_batch = global_batch
-        self.rows = slice(process_index * global_batch // process_count,
-                          (process_index + 1) * global_batch // process_count)
+        self.rows = slice(
+            process_index * global_batch // process_count, (process_index + 1) * global_batch // process_count
+        )
         self.step = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -52,8 +63,9 @@ class SyntheticBatches:
 
     def __next__(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.step])
-        tokens = rng.integers(4, self.vocab_size, (self.global_batch, self.seq_len + 1),
-                              dtype=np.int32)[self.rows]
+        tokens = rng.integers(4, self.vocab_size, (self.global_batch, self.seq_len + 1), dtype=np.int32)[
+            self.rows
+        ]
         self.step += 1
         b, length = tokens.shape[0], self.seq_len
         return {
@@ -75,14 +87,16 @@ class SyntheticBatches:
         """Nothing to release; here for the BatchSource protocol."""
 
 
-def to_global(local: dict[str, np.ndarray], sharding: dict[str, jax.sharding.Sharding],
-              global_batch: int) -> dict[str, jax.Array]:
+def to_global(
+    local: dict[str, np.ndarray], sharding: dict[str, jax.sharding.Sharding], global_batch: int
+) -> dict[str, jax.Array]:
     """This process's rows -> global arrays sharded along the batch dimension."""
     missing = set(BATCH_KEYS) - set(local)
     if missing:
         raise KeyError(f"stream batch lacks keys {sorted(missing)} (see docs/DESIGN.md)")
     return {
         key: jax.make_array_from_process_local_data(
-            sharding[key], np.asarray(local[key]), (global_batch, *local[key].shape[1:]))
+            sharding[key], np.asarray(local[key]), (global_batch, *local[key].shape[1:])
+        )
         for key in BATCH_KEYS
     }

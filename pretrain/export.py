@@ -31,8 +31,13 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_CONFIG = {
     "tokenizer_class": "GemmaTokenizer",
-    "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
-    "add_bos_token": True, "add_eos_token": False, "padding_side": "left",
+    "bos_token": "<bos>",
+    "eos_token": "<eos>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "padding_side": "left",
     "model_max_length": None,
 }
 
@@ -71,9 +76,16 @@ def _write_tokenizer(tokenizer_path: str, output: str, model_max_length: int) ->
     return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
 
 
-def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: fs.PathLike | None,
-              output_dir: fs.PathLike, *, dtype: str = "bfloat16",
-              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, consume: bool = False) -> dict[str, Any]:
+def export_hf(
+    params: dict,
+    model_config: TransformerConfig,
+    tokenizer_path: fs.PathLike | None,
+    output_dir: fs.PathLike,
+    *,
+    dtype: str = "bfloat16",
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    consume: bool = False,
+) -> dict[str, Any]:
     """Writes an HF GemmaForCausalLM directory from a Flax params tree.
 
     The embedding is sliced to the tokenizer's size (all rows without a tokenizer). With
@@ -113,8 +125,11 @@ def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: fs.
         return cache["tensors"].pop(name)
 
     shards = safetensors_stream.plan_shards(entries, max_shard_bytes)
-    names = ([SINGLE_FILE] if len(shards) == 1 else
-             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    names = (
+        [SINGLE_FILE]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     total = 0
     weight_map = {}
     for file_name, shard in zip(names, shards):
@@ -128,14 +143,21 @@ def export_hf(params: dict, model_config: TransformerConfig, tokenizer_path: fs.
         fs.write_text(fs.join(output, INDEX_FILE), json.dumps(index, indent=2) + "\n")
     config = hf_mapping.hf_config(model_config, vocab, dtype)
     fs.write_text(fs.join(output, "config.json"), json.dumps(config, indent=2) + "\n")
-    fs.write_text(fs.join(output, "generation_config.json"), json.dumps(
-        {"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}, indent=2) + "\n")
+    fs.write_text(
+        fs.join(output, "generation_config.json"),
+        json.dumps({"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}, indent=2) + "\n",
+    )
     return {"files": names, "bytes": total, "tensors": len(entries), "vocab_size": vocab}
 
 
-def export_orbax_params(params: dict, model_config: TransformerConfig, output_dir: fs.PathLike, *,
-                        dtype: str = "bfloat16", tokenizer_path: fs.PathLike | None = None
-                        ) -> dict[str, Any]:
+def export_orbax_params(
+    params: dict,
+    model_config: TransformerConfig,
+    output_dir: fs.PathLike,
+    *,
+    dtype: str = "bfloat16",
+    tokenizer_path: fs.PathLike | None = None,
+) -> dict[str, Any]:
     """Writes OUTPUT/params (Orbax, parameters only) and OUTPUT/config.json ({"model": ...}).
 
     Leaves are cast one at a time and the source buffers freed, so peak memory stays at
@@ -156,8 +178,9 @@ def export_orbax_params(params: dict, model_config: TransformerConfig, output_di
     params = jax.tree_util.tree_unflatten(treedef, cast)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(fs.as_path(fs.join(output, "params")), params, force=True)
-    fs.write_text(fs.join(output, "config.json"),
-                  json.dumps({"model": model_config.to_dict()}, indent=2) + "\n")
+    fs.write_text(
+        fs.join(output, "config.json"), json.dumps({"model": model_config.to_dict()}, indent=2) + "\n"
+    )
     if tokenizer_path is not None:
         fs.copy(tokenizer_file(tokenizer_path), fs.join(output, "tokenizer.model"))
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
@@ -175,15 +198,17 @@ def load_orbax_params(directory: fs.PathLike) -> tuple[dict, TransformerConfig]:
 
 
 def default_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({
-        "workdir": "",  # pretrain.train workdir (config.json, checkpoints/)
-        "step": -1,  # checkpoint step; -1: the latest
-        "format": "hf",  # hf | orbax-params
-        "output": "",  # output directory
-        "dtype": "bfloat16",  # stored weight dtype
-        "tokenizer": "",  # tokenizer.model (or its directory); default: config.data.tokenizer
-        "max_shard_bytes": DEFAULT_MAX_SHARD_BYTES,  # split model.safetensors above this size
-    })
+    return ml_collections.ConfigDict(
+        {
+            "workdir": "",  # pretrain.train workdir (config.json, checkpoints/)
+            "step": -1,  # checkpoint step; -1: the latest
+            "format": "hf",  # hf | orbax-params
+            "output": "",  # output directory
+            "dtype": "bfloat16",  # stored weight dtype
+            "tokenizer": "",  # tokenizer.model (or its directory); default: config.data.tokenizer
+            "max_shard_bytes": DEFAULT_MAX_SHARD_BYTES,  # split model.safetensors above this size
+        }
+    )
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
@@ -202,27 +227,46 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
     print(f"writing {config.format} ({config.dtype}) to {output} ...", flush=True)
     if config.format == "hf":
-        summary = export_hf(params, model_config, tokenizer, output, dtype=config.dtype,
-                            max_shard_bytes=config.max_shard_bytes, consume=True)
+        summary = export_hf(
+            params,
+            model_config,
+            tokenizer,
+            output,
+            dtype=config.dtype,
+            max_shard_bytes=config.max_shard_bytes,
+            consume=True,
+        )
     else:
-        summary = export_orbax_params(params, model_config, output, dtype=config.dtype,
-                                      tokenizer_path=tokenizer)
-    print(f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
-          f"{len(summary['files'])} file(s) to {output} in {time.time() - start:.1f}s")
+        summary = export_orbax_params(
+            params, model_config, output, dtype=config.dtype, tokenizer_path=tokenizer
+        )
+    print(
+        f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
+        f"{len(summary['files'])} file(s) to {output} in {time.time() - start:.1f}s"
+    )
 
 
 def run() -> None:
     """Console entry point."""
-    cli.run(main, doc=__doc__, default_config=default_config, shortcuts=[
-        cli.Shortcut("workdir", "workdir", "pretrain.train workdir (config.json, checkpoints/)"),
-        cli.Shortcut("step", "step", "checkpoint step; default: the latest"),
-        cli.Shortcut("format", "format", "hf or orbax-params"),
-        cli.Shortcut("output", "output", "output directory"),
-        cli.Shortcut("dtype", "dtype", "stored weight dtype: bfloat16 or float32"),
-        cli.Shortcut("tokenizer", "tokenizer", "tokenizer.model or its directory; default: "
-                     "the training config's data.tokenizer"),
-        cli.Shortcut("max_shard_bytes", "max_shard_bytes", "split model.safetensors above this size"),
-    ], required=["workdir", "output"])
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=default_config,
+        shortcuts=[
+            cli.Shortcut("workdir", "workdir", "pretrain.train workdir (config.json, checkpoints/)"),
+            cli.Shortcut("step", "step", "checkpoint step; default: the latest"),
+            cli.Shortcut("format", "format", "hf or orbax-params"),
+            cli.Shortcut("output", "output", "output directory"),
+            cli.Shortcut("dtype", "dtype", "stored weight dtype: bfloat16 or float32"),
+            cli.Shortcut(
+                "tokenizer",
+                "tokenizer",
+                "tokenizer.model or its directory; default: the training config's data.tokenizer",
+            ),
+            cli.Shortcut("max_shard_bytes", "max_shard_bytes", "split model.safetensors above this size"),
+        ],
+        required=["workdir", "output"],
+    )
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ import jax.numpy as jnp
 
 # Dense bf16 peak FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {
-    "TPU v5 lite": 197e12,   # v5e
+    "TPU v5 lite": 197e12,  # v5e
     "TPU v5e": 197e12,
     "TPU v5p": 459e12,
     "TPU v5": 459e12,
     "TPU v4": 275e12,
-    "TPU v6 lite": 918e12,   # Trillium
+    "TPU v6 lite": 918e12,  # Trillium
     "H100": 989e12,
     "H200": 989e12,
     "A100": 312e12,
@@ -60,8 +60,7 @@ def train_flops_per_token(s: Shape, seq_len: int) -> float:
     return 6 * matmul_params(s) + attention
 
 
-def executed_train_flops_per_token(s: Shape, seq_len: int, remat_policy: str,
-                                   vocab_chunks: int) -> float:
+def executed_train_flops_per_token(s: Shape, seq_len: int, remat_policy: str, vocab_chunks: int) -> float:
     """`train_flops_per_token` plus the recomputation the step actually runs.
 
     Rematerialisation reruns the blocks' forward pass ("full") or their attention
@@ -93,8 +92,10 @@ def peak_flops_per_device(dtype: jnp.dtype = jnp.bfloat16) -> tuple[float, str]:
         if name in kind:
             return peak, f"table[{name}]"
     if device.platform != "cpu":
-        raise ValueError(f"no peak FLOP/s known for device kind {kind!r}; add it to "
-                         "pretrain.flops.PEAK_FLOPS or set config.metrics.peak_flops")
+        raise ValueError(
+            f"no peak FLOP/s known for device kind {kind!r}; add it to "
+            "pretrain.flops.PEAK_FLOPS or set config.metrics.peak_flops"
+        )
     return max(matmul_probe(dtype), matmul_probe(jnp.float32)), "cpu matmul probe"
 
 

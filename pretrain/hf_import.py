@@ -34,8 +34,9 @@ def _tensor_files(hf_dir: str) -> dict[str, str]:
         return {name: single for name in f.keys()}
 
 
-def import_hf(hf_dir: fs.PathLike, vocab_size: int | None = None, param_dtype: str = "float32",
-              **model_overrides) -> tuple[dict, TransformerConfig]:
+def import_hf(
+    hf_dir: fs.PathLike, vocab_size: int | None = None, param_dtype: str = "float32", **model_overrides
+) -> tuple[dict, TransformerConfig]:
     """(params as numpy arrays, TransformerConfig) of an HF Gemma directory.
 
     `vocab_size` pads the embedding with zero rows (e.g. 256000 -> 256128, the reference's
@@ -43,8 +44,9 @@ def import_hf(hf_dir: fs.PathLike, vocab_size: int | None = None, param_dtype: s
     """
     hf_dir = fs.resolve(hf_dir)
     hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
-    config = hf_mapping.model_config_from_hf(hf_config, vocab_size, param_dtype=param_dtype,
-                                             **model_overrides)
+    config = hf_mapping.model_config_from_hf(
+        hf_config, vocab_size, param_dtype=param_dtype, **model_overrides
+    )
     files = _tensor_files(hf_dir)
     if "lm_head.weight" in files and not hf_config.get("tie_word_embeddings", True):
         raise ValueError(f"{hf_dir}: untied lm_head.weight; Gemma ties the output layer to the embedding")
@@ -95,18 +97,29 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     return fs.join(workdir, "checkpoints", "0")
 
 
-ARCHITECTURE_FIELDS = ("num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim",
-                       "hidden_dim", "rope_base")
+ARCHITECTURE_FIELDS = (
+    "num_layers",
+    "embed_dim",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "hidden_dim",
+    "rope_base",
+)
+
 
 def check_matches(train_model: TransformerConfig, imported: TransformerConfig, hf_vocab: int) -> None:
     """The training config must describe the imported model, so pretrain.train restores it."""
     for field in ARCHITECTURE_FIELDS:
         want, got = getattr(imported, field), getattr(train_model, field)
         if want != got:
-            raise ValueError(f"config.model.{field}: {got!r} in the training config but {want!r} in the HF model")
+            raise ValueError(
+                f"config.model.{field}: {got!r} in the training config but {want!r} in the HF model"
+            )
     if train_model.vocab_size < hf_vocab:
-        raise ValueError(f"config.model.vocab_size: {train_model.vocab_size} is below the HF "
-                         f"vocabulary ({hf_vocab})")
+        raise ValueError(
+            f"config.model.vocab_size: {train_model.vocab_size} is below the HF vocabulary ({hf_vocab})"
+        )
 
 
 def main(train_config: ml_collections.ConfigDict, argv: list[str]) -> None:
@@ -122,20 +135,30 @@ def main(train_config: ml_collections.ConfigDict, argv: list[str]) -> None:
     print(f"reading {hf_dir} ...", flush=True)
     params, imported = import_hf(hf_dir, train_model.vocab_size, train_model.param_dtype)
     count = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    print(f"imported {count:,} parameters ({imported.num_layers} layers, {hf_vocab} HF vocabulary "
-          f"rows padded to {train_model.vocab_size})")
+    print(
+        f"imported {count:,} parameters ({imported.num_layers} layers, {hf_vocab} HF vocabulary "
+        f"rows padded to {train_model.vocab_size})"
+    )
     path = write_training_checkpoint(params, train_config)
-    print(f"wrote {path}; continue training by re-running pretrain.train with the same --config "
-          f"and --workdir={train_config.workdir}")
+    print(
+        f"wrote {path}; continue training by re-running pretrain.train with the same --config "
+        f"and --workdir={train_config.workdir}"
+    )
 
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    cli.run(main, doc=__doc__, default_config=None,
-            shortcuts=[cli.Shortcut("hf_dir", "hf_dir", "Hugging Face Gemma directory "
-                                    "(config.json, *.safetensors)"),
-                       cli.Shortcut("workdir", "workdir", "training workdir to write")],
-            required=["hf_dir", "workdir"], argv=argv)
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=None,
+        shortcuts=[
+            cli.Shortcut("hf_dir", "hf_dir", "Hugging Face Gemma directory (config.json, *.safetensors)"),
+            cli.Shortcut("workdir", "workdir", "training workdir to write"),
+        ],
+        required=["hf_dir", "workdir"],
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

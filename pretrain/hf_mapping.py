@@ -33,8 +33,7 @@ def _identity(path: tuple[str, ...], name: str) -> Rule:
 
 def _heads_in(n: int, d: int, h: int) -> tuple[Callable, Callable]:
     """[N, D, H] einsum weight <-> [N*H, D] Linear weight (q, k, v projections)."""
-    return (lambda w: w.transpose(0, 2, 1).reshape(n * h, d),
-            lambda t: t.reshape(n, h, d).transpose(0, 2, 1))
+    return (lambda w: w.transpose(0, 2, 1).reshape(n * h, d), lambda t: t.reshape(n, h, d).transpose(0, 2, 1))
 
 
 def rules(config: TransformerConfig, hf_vocab_size: int) -> list[Rule]:
@@ -44,16 +43,23 @@ def rules(config: TransformerConfig, hf_vocab_size: int) -> list[Rule]:
     import pads back to `config.vocab_size` rows with zeros.
     """
     if hf_vocab_size > config.vocab_size:
-        raise ValueError(f"tokenizer has {hf_vocab_size} pieces but the model only "
-                         f"{config.vocab_size} embedding rows")
+        raise ValueError(
+            f"tokenizer has {hf_vocab_size} pieces but the model only {config.vocab_size} embedding rows"
+        )
     n, k, d, h = config.num_heads, config.num_kv_heads, config.embed_dim, config.head_dim
     pad = config.vocab_size - hf_vocab_size
 
     def embed_from_hf(ts):
         return np.pad(np.asarray(ts[0]), ((0, pad), (0, 0))) if pad else ts[0]
 
-    table = [Rule(("embedder", "input_embedding"), ("model.embed_tokens.weight",),
-                  lambda w: (w[:hf_vocab_size],), embed_from_hf)]
+    table = [
+        Rule(
+            ("embedder", "input_embedding"),
+            ("model.embed_tokens.weight",),
+            lambda w: (w[:hf_vocab_size],),
+            embed_from_hf,
+        )
+    ]
     q_to, q_from = _heads_in(n, d, h)
     kv_to, kv_from = _heads_in(k, d, h)
     for i in range(config.num_layers):
@@ -62,23 +68,52 @@ def rules(config: TransformerConfig, hf_vocab_size: int) -> list[Rule]:
         attn = f"{dst}.self_attn"
         qkv_names = (f"{attn}.q_proj.weight", f"{attn}.k_proj.weight", f"{attn}.v_proj.weight")
         if k == n:  # the reference fuses q, k, v into one weight when there are as many kv heads
-            table.append(Rule((src, "attn", "qkv_einsum", "w"), qkv_names,
-                              lambda w: tuple(q_to(w[j]) for j in range(3)),
-                              lambda ts: _stack([q_from(t) for t in ts])))
+            table.append(
+                Rule(
+                    (src, "attn", "qkv_einsum", "w"),
+                    qkv_names,
+                    lambda w: tuple(q_to(w[j]) for j in range(3)),
+                    lambda ts: _stack([q_from(t) for t in ts]),
+                )
+            )
         else:
-            table.append(Rule((src, "attn", "q_einsum", "w"), qkv_names[:1],
-                              lambda w: (q_to(w),), lambda ts: q_from(ts[0])))
-            table.append(Rule((src, "attn", "kv_einsum", "w"), qkv_names[1:],
-                              lambda w: (kv_to(w[0]), kv_to(w[1])),
-                              lambda ts: _stack([kv_from(t) for t in ts])))
-        table.append(Rule((src, "attn", "attn_vec_einsum", "w"), (f"{attn}.o_proj.weight",),
-                          lambda w: (w.reshape(n * h, d).T,), lambda ts: ts[0].T.reshape(n, h, d)))
+            table.append(
+                Rule(
+                    (src, "attn", "q_einsum", "w"),
+                    qkv_names[:1],
+                    lambda w: (q_to(w),),
+                    lambda ts: q_from(ts[0]),
+                )
+            )
+            table.append(
+                Rule(
+                    (src, "attn", "kv_einsum", "w"),
+                    qkv_names[1:],
+                    lambda w: (kv_to(w[0]), kv_to(w[1])),
+                    lambda ts: _stack([kv_from(t) for t in ts]),
+                )
+            )
+        table.append(
+            Rule(
+                (src, "attn", "attn_vec_einsum", "w"),
+                (f"{attn}.o_proj.weight",),
+                lambda w: (w.reshape(n * h, d).T,),
+                lambda ts: ts[0].T.reshape(n, h, d),
+            )
+        )
         table.append(_identity((src, "pre_ffw_norm", "scale"), f"{dst}.post_attention_layernorm.weight"))
         mlp = f"{dst}.mlp"
-        table.append(Rule((src, "mlp", "gating_einsum"), (f"{mlp}.gate_proj.weight", f"{mlp}.up_proj.weight"),
-                          lambda w: (w[0].T, w[1].T), lambda ts: _stack([t.T for t in ts])))
-        table.append(Rule((src, "mlp", "linear"), (f"{mlp}.down_proj.weight",),
-                          lambda w: (w.T,), lambda ts: ts[0].T))
+        table.append(
+            Rule(
+                (src, "mlp", "gating_einsum"),
+                (f"{mlp}.gate_proj.weight", f"{mlp}.up_proj.weight"),
+                lambda w: (w[0].T, w[1].T),
+                lambda ts: _stack([t.T for t in ts]),
+            )
+        )
+        table.append(
+            Rule((src, "mlp", "linear"), (f"{mlp}.down_proj.weight",), lambda w: (w.T,), lambda ts: ts[0].T)
+        )
     table.append(_identity(("final_norm", "scale"), "model.norm.weight"))
     return table
 

@@ -128,6 +128,7 @@ class Goodput:
 
     def timed(self, category: str):
         """Context manager adding the time spent inside it to `category`."""
+
         @contextlib.contextmanager
         def timer():
             start = self._clock()
@@ -135,15 +136,19 @@ class Goodput:
                 yield
             finally:
                 self.add(category, self._clock() - start)
+
         return timer()
 
     def snapshot(self) -> dict[str, float]:
         """{wall, <category>_s..., productive_s, goodput} since this session started."""
         wall = self._clock() - self.started
         lost = sum(self.lost.values())
-        return {"wall_s": wall, **{f"{k}_s": v for k, v in self.lost.items()},
-                "productive_s": max(wall - lost, 0.0), "goodput": max(wall - lost, 0.0) / wall
-                if wall > 0 else 0.0}
+        return {
+            "wall_s": wall,
+            **{f"{k}_s": v for k, v in self.lost.items()},
+            "productive_s": max(wall - lost, 0.0),
+            "goodput": max(wall - lost, 0.0) / wall if wall > 0 else 0.0,
+        }
 
 
 def recomputed_seconds(workdir: fs.PathLike, resume_step: int) -> float:
@@ -169,8 +174,10 @@ def goodput_over_sessions(records: list[dict[str, Any]]) -> dict[str, float]:
     for r in records:
         if "goodput" in r:
             last[r["goodput"].get("session", 0)] = r["goodput"]
-    totals = {key: sum(s.get(key, 0.0) for s in last.values())
-              for key in ("wall_s", *(f"{k}_s" for k in GOODPUT_CATEGORIES), "productive_s")}
+    totals = {
+        key: sum(s.get(key, 0.0) for s in last.values())
+        for key in ("wall_s", *(f"{k}_s" for k in GOODPUT_CATEGORIES), "productive_s")
+    }
     totals["goodput"] = totals["productive_s"] / totals["wall_s"] if totals["wall_s"] else 0.0
     totals["sessions"] = len(last)
     return totals

@@ -30,17 +30,25 @@ def validate(cfg: ml_collections.ConfigDict, total_steps: int) -> None:
     check(cfg.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}", cfg.schedule)
     check(cfg.peak_lr > 0, "peak_lr", "must be > 0", cfg.peak_lr)
     check(0 <= cfg.end_lr_ratio <= 1, "end_lr_ratio", "must be in [0, 1]", cfg.end_lr_ratio)
-    check(0 <= cfg.warmup_steps <= total_steps, "warmup_steps",
-          f"must be in [0, total_steps={total_steps}]", cfg.warmup_steps)
+    check(
+        0 <= cfg.warmup_steps <= total_steps,
+        "warmup_steps",
+        f"must be in [0, total_steps={total_steps}]",
+        cfg.warmup_steps,
+    )
     check(cfg.weight_decay >= 0, "weight_decay", "must be >= 0", cfg.weight_decay)
     check(cfg.clip_norm >= 0, "clip_norm", "must be >= 0 (0 disables clipping)", cfg.clip_norm)
     check(0 <= cfg.b1 < 1, "b1", "must be in [0, 1)", cfg.b1)
     check(0 <= cfg.b2 < 1, "b2", "must be in [0, 1)", cfg.b2)
     check(cfg.eps > 0, "eps", "must be > 0", cfg.eps)
     if cfg.schedule == "wsd":
-        check(_parse_decay_start(cfg.decay_start) is not None, "decay_start",
-              "must be 'anneal' (the mixture's annealing stage), a step like '900' or a "
-              "fraction of total_steps like '0.8'", cfg.decay_start)
+        check(
+            _parse_decay_start(cfg.decay_start) is not None,
+            "decay_start",
+            "must be 'anneal' (the mixture's annealing stage), a step like '900' or a "
+            "fraction of total_steps like '0.8'",
+            cfg.decay_start,
+        )
 
 
 def _parse_decay_start(text: str) -> str | int | float | None:
@@ -59,45 +67,56 @@ def _parse_decay_start(text: str) -> str | int | float | None:
     return fraction if 0 <= fraction <= 1 else None
 
 
-def decay_start_step(cfg: ml_collections.ConfigDict, total_steps: int,
-                     anneal_start: int | None) -> int:
+def decay_start_step(cfg: ml_collections.ConfigDict, total_steps: int, anneal_start: int | None) -> int:
     """First step of the WSD decay phase: the annealing stage's start, a step, or a fraction."""
     start = _parse_decay_start(cfg.decay_start)
     if start == "anneal":
         if anneal_start is None:
-            raise ValueError("config.optim.decay_start: 'anneal' needs a mixture with an "
-                             "annealing stage, got none (synthetic data has no mixture)")
+            raise ValueError(
+                "config.optim.decay_start: 'anneal' needs a mixture with an "
+                "annealing stage, got none (synthetic data has no mixture)"
+            )
         step = anneal_start
     elif isinstance(start, float):
         step = int(round(start * total_steps))
     else:
         step = int(start)
     if not cfg.warmup_steps <= step <= total_steps:
-        raise ValueError(f"config.optim.decay_start: resolves to step {step}, which must be "
-                         f"in [warmup_steps={cfg.warmup_steps}, total_steps={total_steps}]")
+        raise ValueError(
+            f"config.optim.decay_start: resolves to step {step}, which must be "
+            f"in [warmup_steps={cfg.warmup_steps}, total_steps={total_steps}]"
+        )
     return step
 
 
-def make_schedule(cfg: ml_collections.ConfigDict, total_steps: int,
-                  anneal_start: int | None = None) -> optax.Schedule:
+def make_schedule(
+    cfg: ml_collections.ConfigDict, total_steps: int, anneal_start: int | None = None
+) -> optax.Schedule:
     """Learning rate as a function of the optimiser step."""
     peak, end = cfg.peak_lr, cfg.peak_lr * cfg.end_lr_ratio
     warmup = cfg.warmup_steps
     if cfg.schedule == "constant":
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)],
-            [warmup])
+            [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)], [warmup]
+        )
     if cfg.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=peak, warmup_steps=warmup,
-            decay_steps=max(total_steps, warmup + 1), end_value=end)
+            init_value=0.0,
+            peak_value=peak,
+            warmup_steps=warmup,
+            decay_steps=max(total_steps, warmup + 1),
+            end_value=end,
+        )
     start = decay_start_step(cfg, total_steps, anneal_start)
     decay_len = max(total_steps - start, 1)
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, max(warmup, 1)),
-         optax.constant_schedule(peak),
-         optax.linear_schedule(peak, end, decay_len)],
-        [warmup, start])
+        [
+            optax.linear_schedule(0.0, peak, max(warmup, 1)),
+            optax.constant_schedule(peak),
+            optax.linear_schedule(peak, end, decay_len),
+        ],
+        [warmup, start],
+    )
 
 
 def _path_str(path: tuple) -> str:
@@ -107,16 +126,22 @@ def _path_str(path: tuple) -> str:
 def decay_mask(params: Any, exclude: tuple[str, ...]) -> Any:
     """True where weight decay applies: parameters whose path names none of `exclude`."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: not any(word in _path_str(path) for word in exclude), params)
+        lambda path, _: not any(word in _path_str(path) for word in exclude), params
+    )
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
     """Clip -> AdamW (decoupled, masked weight decay), all in float32."""
     exclude = tuple(cfg.weight_decay_exclude)
     adamw = optax.adamw(
-        learning_rate=schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-        weight_decay=cfg.weight_decay, mu_dtype=jnp.float32,
-        mask=lambda params: decay_mask(params, exclude))
+        learning_rate=schedule,
+        b1=cfg.b1,
+        b2=cfg.b2,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        mu_dtype=jnp.float32,
+        mask=lambda params: decay_mask(params, exclude),
+    )
     if cfg.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)
     return adamw
@@ -124,16 +149,18 @@ def make_optimizer(cfg: ml_collections.ConfigDict, schedule: optax.Schedule) -> 
 
 def default_config() -> ml_collections.ConfigDict:
     """`config.optim` defaults; training configs override fields."""
-    return ml_collections.ConfigDict(dict(
-        schedule="cosine",          # cosine | wsd | constant
-        peak_lr=3e-4,
-        end_lr_ratio=0.1,           # final lr = peak_lr * end_lr_ratio
-        warmup_steps=100,
-        decay_start="anneal",       # wsd only: 'anneal', a step ('900') or a fraction ('0.8')
-        b1=0.9,
-        b2=0.95,
-        eps=1e-8,
-        weight_decay=0.1,
-        weight_decay_exclude=("norm", "embedder"),
-        clip_norm=1.0,
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            schedule="cosine",  # cosine | wsd | constant
+            peak_lr=3e-4,
+            end_lr_ratio=0.1,  # final lr = peak_lr * end_lr_ratio
+            warmup_steps=100,
+            decay_start="anneal",  # wsd only: 'anneal', a step ('900') or a fraction ('0.8')
+            b1=0.9,
+            b2=0.95,
+            eps=1e-8,
+            weight_decay=0.1,
+            weight_decay_exclude=("norm", "embedder"),
+            clip_norm=1.0,
+        )
+    )

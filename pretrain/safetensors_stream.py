@@ -18,8 +18,7 @@ import numpy as np
 
 from common import fs
 
-DTYPE_NAMES = {np.dtype(np.float32): "F32", np.dtype(ml_dtypes.bfloat16): "BF16",
-               np.dtype(np.float16): "F16"}
+DTYPE_NAMES = {np.dtype(np.float32): "F32", np.dtype(ml_dtypes.bfloat16): "BF16", np.dtype(np.float16): "F16"}
 
 
 def header(entries: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> bytes:
@@ -28,16 +27,22 @@ def header(entries: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> bytes:
     offset = 0
     for name, shape, dtype in entries:
         size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        meta[name] = {"dtype": DTYPE_NAMES[np.dtype(dtype)], "shape": list(shape),
-                      "data_offsets": [offset, offset + size]}
+        meta[name] = {
+            "dtype": DTYPE_NAMES[np.dtype(dtype)],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     text = json.dumps(meta, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the reference writer aligns the data start to 8 bytes
     return struct.pack("<Q", len(text)) + text
 
 
-def write_file(path: fs.PathLike, entries: Sequence[tuple[str, tuple[int, ...], np.dtype]],
-               produce: Callable[[str], np.ndarray]) -> int:
+def write_file(
+    path: fs.PathLike,
+    entries: Sequence[tuple[str, tuple[int, ...], np.dtype]],
+    produce: Callable[[str], np.ndarray],
+) -> int:
     """Writes `path`, calling `produce(name)` for each tensor just before its bytes are needed."""
     written = 0
     local = not fs.is_uri(path)
@@ -53,8 +58,9 @@ def write_file(path: fs.PathLike, entries: Sequence[tuple[str, tuple[int, ...], 
     return written
 
 
-def plan_shards(entries: Iterable[tuple[str, tuple[int, ...], np.dtype]], max_shard_bytes: int
-                ) -> list[list[tuple[str, tuple[int, ...], np.dtype]]]:
+def plan_shards(
+    entries: Iterable[tuple[str, tuple[int, ...], np.dtype]], max_shard_bytes: int
+) -> list[list[tuple[str, tuple[int, ...], np.dtype]]]:
     """Consecutive groups of at most `max_shard_bytes` (a larger tensor gets a file of its own)."""
     shards: list[list] = [[]]
     size = 0

@@ -85,7 +85,7 @@ def logical_rules(config: Any = None) -> Rules:
             raise ValueError(f"{where}: expected [logical_name, mesh_axes], got {pair!r}")
         name, axes = pair
         axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes
-        for axis in (axes if isinstance(axes, tuple) else (axes,)):
+        for axis in axes if isinstance(axes, tuple) else (axes,):
             if axis is not None and axis not in MESH_AXES:
                 raise ValueError(f"{where}: unknown mesh axis {axis!r} (known: {MESH_AXES})")
         rules[name] = axes
@@ -120,5 +120,7 @@ def mesh_shardings(boxed_tree: Any, mesh: Mesh, rules: Rules) -> Any:
     shapes = nn.unbox(boxed_tree)
     return jax.tree_util.tree_map(
         lambda spec, x: NamedSharding(mesh, _fit(spec, x.shape, mesh)),
-        specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec),
+        specs,
+        shapes,
+        is_leaf=lambda x: isinstance(x, PartitionSpec),
     )

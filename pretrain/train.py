@@ -56,6 +56,7 @@ PREEMPTED = 3  # exit status after a preemption checkpoint: resume by rerunning
 
 # ----------------------------------------------------------------------------- the loop
 
+
 def train(config: ml_collections.ConfigDict, started: float | None = None) -> dict[str, Any]:
     """Trains to config.train.total_steps (resuming WORKDIR if possible); returns a summary.
 
@@ -78,15 +79,13 @@ def train(config: ml_collections.ConfigDict, started: float | None = None) -> di
     step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
     evaluate = make_evaluator(config, setup)
     report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin)
-    goodput.add("restart", time.perf_counter() - goodput.started
-                + recomputed_seconds(workdir, start))
+    goodput.add("restart", time.perf_counter() - goodput.started + recomputed_seconds(workdir, start))
 
     try:
         for step in range(start, total_steps):
             weights = report.mixture_at(step)
             with goodput.timed("data_wait"):
-                batch = data.to_global(next(source), setup.batch_sharding,
-                                       config.data.global_batch_size)
+                batch = data.to_global(next(source), setup.batch_sharding, config.data.global_batch_size)
             state, metrics = step_fn(state, batch)
             done = step + 1
             report.collect(done, metrics)
@@ -101,11 +100,14 @@ def train(config: ml_collections.ConfigDict, started: float | None = None) -> di
                 report.log(done, metrics, weights, eval_loss)
             if saving:
                 with goodput.timed("checkpoint"):
-                    checkpoint.save(manager, done, state, source.get_state(),
-                                    force=preempted or done == total_steps)
+                    checkpoint.save(
+                        manager, done, state, source.get_state(), force=preempted or done == total_steps
+                    )
             if preempted:
-                raise Preempted(f"preemption notice (SIGTERM): saved step {done} on every "
-                                "process; rerun the same command to resume")
+                raise Preempted(
+                    f"preemption notice (SIGTERM): saved step {done} on every "
+                    "process; rerun the same command to resume"
+                )
     finally:  # Also on NaN or Ctrl-C: commit the last good async save, stop the reader.
         with goodput.timed("checkpoint"):
             manager.wait_until_finished()
@@ -128,11 +130,11 @@ def preemption_notice(done: int) -> bool:
     starting step and then every step: the agreed step is one past the largest step any
     process has reported, and it only matches if reported steps are consecutive.
     """
-    return (jax.distributed.is_initialized()
-            and multihost_utils.reached_preemption_sync_point(done))
+    return jax.distributed.is_initialized() and multihost_utils.reached_preemption_sync_point(done)
 
 
 # ----------------------------------------------------------------------------- setup
+
 
 def setup_distributed(cfg: ml_collections.ConfigDict) -> None:
     """jax.distributed.initialize on multi-host runs, only when the config asks for it.
@@ -147,49 +149,84 @@ def setup_distributed(cfg: ml_collections.ConfigDict) -> None:
         return
     if cfg.cpu_collectives:  # cross-process collectives for the CPU backend (tests)
         jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
-    kwargs: dict[str, Any] = dict(initialization_timeout=cfg.initialization_timeout_s,
-                                  heartbeat_timeout_seconds=cfg.heartbeat_timeout_s)
+    kwargs: dict[str, Any] = dict(
+        initialization_timeout=cfg.initialization_timeout_s, heartbeat_timeout_seconds=cfg.heartbeat_timeout_s
+    )
     if cfg.coordinator_address:
-        kwargs.update(coordinator_address=cfg.coordinator_address,
-                      num_processes=cfg.num_processes, process_id=cfg.process_id)
+        kwargs.update(
+            coordinator_address=cfg.coordinator_address,
+            num_processes=cfg.num_processes,
+            process_id=cfg.process_id,
+        )
     jax.distributed.initialize(**kwargs)
-    logging.info("process %d of %d, %d local of %d devices", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.info(
+        "process %d of %d, %d local of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field the trainer reads, so a bad value fails before any compute."""
     require, get = checks.require, checks.get
     require(bool(config.workdir), "workdir", "must be set (--workdir=DIR)")
-    for field in ("train.total_steps", "train.log_every", "train.grad_accum_steps",
-                  "data.global_batch_size", "eval.batches"):
+    for field in (
+        "train.total_steps",
+        "train.log_every",
+        "train.grad_accum_steps",
+        "data.global_batch_size",
+        "eval.batches",
+    ):
         require(get(config, field) >= 1, field, "must be >= 1", get(config, field))
     checks.non_negative(config.train.z_loss, "train.z_loss")
     require(config.data.seq_len >= 2, "data.seq_len", "must be >= 2", config.data.seq_len)
-    require(config.data.global_batch_size % config.train.grad_accum_steps == 0,
-            "data.global_batch_size", f"must be divisible by train.grad_accum_steps="
-            f"{config.train.grad_accum_steps}", config.data.global_batch_size)
+    require(
+        config.data.global_batch_size % config.train.grad_accum_steps == 0,
+        "data.global_batch_size",
+        f"must be divisible by train.grad_accum_steps={config.train.grad_accum_steps}",
+        config.data.global_batch_size,
+    )
     checks.non_negative(config.eval.every_steps, "eval.every_steps")
-    require(config.eval.every_steps % config.train.log_every == 0, "eval.every_steps",
-            f"must be a multiple of train.log_every={config.train.log_every}",
-            config.eval.every_steps)
+    require(
+        config.eval.every_steps % config.train.log_every == 0,
+        "eval.every_steps",
+        f"must be a multiple of train.log_every={config.train.log_every}",
+        config.eval.every_steps,
+    )
     if config.init_from.workdir:
-        require(fs.isfile(fs.join(config.init_from.workdir, "config.json")), "init_from.workdir",
-                "must be a pretrain.train workdir (config.json, checkpoints/)",
-                config.init_from.workdir)
+        require(
+            fs.isfile(fs.join(config.init_from.workdir, "config.json")),
+            "init_from.workdir",
+            "must be a pretrain.train workdir (config.json, checkpoints/)",
+            config.init_from.workdir,
+        )
     optim.validate(config.optim, config.train.total_steps)
     checkpoint.validate(config.checkpoint)
     if not config.data.synthetic:
-        require(fs.exists(fs.join(config.data.packed_dir or ".", "manifest.json")), "data.packed_dir",
-                "must be a packed-data directory (python -m mixtures.pack)", config.data.packed_dir)
-        require(fs.isfile(config.data.tokenizer), "data.tokenizer",
-                "must be a tokenizer.model file (python -m tokenizer.train)", config.data.tokenizer)
+        require(
+            fs.exists(fs.join(config.data.packed_dir or ".", "manifest.json")),
+            "data.packed_dir",
+            "must be a packed-data directory (python -m mixtures.pack)",
+            config.data.packed_dir,
+        )
+        require(
+            fs.isfile(config.data.tokenizer),
+            "data.tokenizer",
+            "must be a tokenizer.model file (python -m tokenizer.train)",
+            config.data.tokenizer,
+        )
         require(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
         from tokenizer.vocab import load_vocabulary
 
         tokens = load_vocabulary(config.data.tokenizer).vocab_size
-        require(config.model.vocab_size >= tokens, "model.vocab_size",
-                f"must cover the tokenizer's {tokens} tokens", config.model.vocab_size)
+        require(
+            config.model.vocab_size >= tokens,
+            "model.vocab_size",
+            f"must cover the tokenizer's {tokens} tokens",
+            config.model.vocab_size,
+        )
 
 
 def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:
@@ -212,19 +249,32 @@ def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]
     """
     d = config.data
     if d.synthetic:
-        return data.SyntheticBatches(config.seed, d.global_batch_size, d.seq_len,
-                                     config.model.vocab_size, jax.process_index(),
-                                     jax.process_count()), mixture_schedule(config)
+        return data.SyntheticBatches(
+            config.seed,
+            d.global_batch_size,
+            d.seq_len,
+            config.model.vocab_size,
+            jax.process_index(),
+            jax.process_count(),
+        ), mixture_schedule(config)
     from mixtures.stream import MixtureStream
 
-    stream = MixtureStream(config.mixture, d.packed_dir, batch_size=d.global_batch_size,
-                           total_steps=config.train.total_steps, seed=config.seed,
-                           process_index=jax.process_index(), process_count=jax.process_count(),
-                           workers=d.workers)
+    stream = MixtureStream(
+        config.mixture,
+        d.packed_dir,
+        batch_size=d.global_batch_size,
+        total_steps=config.train.total_steps,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        workers=d.workers,
+    )
     if stream.seq_len != d.seq_len:
-        raise ValueError(f"config.data.seq_len: must equal the packed rows' length {stream.seq_len} "
-                         f"({d.packed_dir}), got {d.seq_len}; re-pack with --config.seq_len={d.seq_len} "
-                         "or train at the packed length")
+        raise ValueError(
+            f"config.data.seq_len: must equal the packed rows' length {stream.seq_len} "
+            f"({d.packed_dir}), got {d.seq_len}; re-pack with --config.seq_len={d.seq_len} "
+            "or train at the packed length"
+        )
     return stream, stream.schedule
 
 
@@ -277,48 +327,68 @@ def build_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> T
     model_config = TransformerConfig.from_config_dict(config.model)
     model = Transformer(model_config)
     schedule = mixture_schedule(config)
-    lr_schedule = optim.make_schedule(config.optim, config.train.total_steps,
-                                      anneal_start(schedule))
+    lr_schedule = optim.make_schedule(config.optim, config.train.total_steps, anneal_start(schedule))
     optimizer = optim.make_optimizer(config.optim, lr_schedule)
     dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
 
     def from_params(params, rng):
-        return {"params": params, "opt_state": optimizer.init(params),
-                "step": jnp.zeros((), jnp.int32), "rng": rng}
+        return {
+            "params": params,
+            "opt_state": optimizer.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": rng,
+        }
 
     def init(rng):
         return from_params(nn.unbox(model.init(rng, dummy, dummy, dummy)["params"]), rng)
 
-    boxed = jax.eval_shape(lambda r: model.init(r, dummy, dummy, dummy)["params"],
-                           jax.random.PRNGKey(0))
+    boxed = jax.eval_shape(lambda r: model.init(r, dummy, dummy, dummy)["params"], jax.random.PRNGKey(0))
     param_sharding = sharding.mesh_shardings(boxed, mesh, rules)
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     replicated = NamedSharding(mesh, P())
     # Each AdamW moment is sharded like its parameter; scalars (counts) are replicated.
     opt_sharding = optax.tree_utils.tree_map_params(
-        optimizer, lambda _, s: s, abstract["opt_state"], param_sharding,
-        transform_non_params=lambda _: replicated)
-    state_sharding = {"params": param_sharding, "opt_state": opt_sharding,
-                      "step": replicated, "rng": replicated}
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, state_sharding)
+        optimizer,
+        lambda _, s: s,
+        abstract["opt_state"],
+        param_sharding,
+        transform_non_params=lambda _: replicated,
+    )
+    state_sharding = {
+        "params": param_sharding,
+        "opt_state": opt_sharding,
+        "step": replicated,
+        "rng": replicated,
+    }
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
+    )
     return TrainState(
-        config=config, mesh=mesh, rules=rules, model_config=model_config, model=model,
-        schedule=schedule, lr_schedule=lr_schedule, optimizer=optimizer, abstract=abstract,
-        sharding=state_sharding, batch_sharding=batch_shardings(mesh, rules),
+        config=config,
+        mesh=mesh,
+        rules=rules,
+        model_config=model_config,
+        model=model,
+        schedule=schedule,
+        lr_schedule=lr_schedule,
+        optimizer=optimizer,
+        abstract=abstract,
+        sharding=state_sharding,
+        batch_sharding=batch_shardings(mesh, rules),
         init=jax.jit(init, out_shardings=state_sharding),
-        from_params=jax.jit(from_params, out_shardings=state_sharding))
+        from_params=jax.jit(from_params, out_shardings=state_sharding),
+    )
 
 
 def batch_shardings(mesh: jax.sharding.Mesh, rules) -> dict[str, NamedSharding]:
     """Batch dimension over the data-parallel axes the rules give `activation_batch`."""
     rows = nn.logical_to_mesh_axes(("activation_batch",), rules)[0]
-    return {key: NamedSharding(mesh, P(rows) if key == "task_ids" else P(rows, None))
-            for key in BATCH_KEYS}
+    return {key: NamedSharding(mesh, P(rows) if key == "task_ids" else P(rows, None)) for key in BATCH_KEYS}
 
 
-def restore_or_init(setup: TrainState, config: ml_collections.ConfigDict, manager,
-                    source: data.BatchSource) -> tuple[Any, int, str]:
+def restore_or_init(
+    setup: TrainState, config: ml_collections.ConfigDict, manager, source: data.BatchSource
+) -> tuple[Any, int, str]:
     """(state, first step, where it came from): this run's latest checkpoint, else
     `config.init_from`, else a fresh initialisation.
 
@@ -332,12 +402,16 @@ def restore_or_init(setup: TrainState, config: ml_collections.ConfigDict, manage
         if data_state:  # empty: a checkpoint written before any data was read (hf_import)
             source.set_state(data_state)
         start = int(state["step"])
-        return state, start, (f"resumed from {manager.directory}/{start} (step {start} of "
-                              f"{config.train.total_steps})")
+        return (
+            state,
+            start,
+            (f"resumed from {manager.directory}/{start} (step {start} of {config.train.total_steps})"),
+        )
     init_from = config.init_from
     if init_from.workdir:
-        state, step = checkpoint.restore_state(init_from.workdir, setup.abstract,
-                                               None if init_from.step < 0 else init_from.step)
+        state, step = checkpoint.restore_state(
+            init_from.workdir, setup.abstract, None if init_from.step < 0 else init_from.step
+        )
         if not init_from.keep_step:
             state = restart_schedule(setup, state)
         start = int(state["step"])
@@ -346,36 +420,54 @@ def restore_or_init(setup: TrainState, config: ml_collections.ConfigDict, manage
             if hasattr(source, "fingerprints"):  # MixtureStream: this config's own past
                 data_state["fingerprints"] = source.fingerprints(start)
             source.set_state(data_state)
-        return state, start, (f"initialised from {init_from.workdir} step {step} (params and "
-                              f"optimiser state); fresh data stream, starting at step {start}")
+        return (
+            state,
+            start,
+            (
+                f"initialised from {init_from.workdir} step {step} (params and "
+                f"optimiser state); fresh data stream, starting at step {start}"
+            ),
+        )
     return setup.init(jax.random.PRNGKey(config.seed)), 0, "initialised from scratch"
 
 
 def restart_schedule(setup: TrainState, state: Any) -> Any:
     """`state` with its step and the optimiser's schedule count at 0 (Adam's moments and
     their bias-correction count are kept, so the first updates are not inflated)."""
+
     def reset(node):
         if isinstance(node, optax.ScaleByScheduleState):
             return node._replace(count=jnp.zeros_like(node.count))
         return node
 
     def restart(state):
-        opt_state = jax.tree.map(reset, state["opt_state"],
-                                 is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState))
+        opt_state = jax.tree.map(
+            reset, state["opt_state"], is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState)
+        )
         return {**state, "opt_state": opt_state, "step": jnp.zeros_like(state["step"])}
 
     return jax.jit(restart, out_shardings=setup.sharding, donate_argnums=0)(state)
 
 
-def compile_on_first_call(setup: TrainState, num_tasks: int, goodput: Goodput
-                          ) -> Callable[[Any, dict], tuple[Any, dict]]:
+def compile_on_first_call(
+    setup: TrainState, num_tasks: int, goodput: Goodput
+) -> Callable[[Any, dict], tuple[Any, dict]]:
     """The sharded train step, compiled (and timed as goodput `compile`) on its first batch."""
     c = setup.config
     jitted = jit_train_step(
-        make_train_step(setup.model, setup.optimizer, setup.lr_schedule,
-                        micro_steps=c.train.grad_accum_steps, z_loss=c.train.z_loss,
-                        num_tasks=num_tasks, rules=setup.rules),
-        setup.sharding, setup.batch_sharding, setup.mesh)
+        make_train_step(
+            setup.model,
+            setup.optimizer,
+            setup.lr_schedule,
+            micro_steps=c.train.grad_accum_steps,
+            z_loss=c.train.z_loss,
+            num_tasks=num_tasks,
+            rules=setup.rules,
+        ),
+        setup.sharding,
+        setup.batch_sharding,
+        setup.mesh,
+    )
     compiled = None
 
     def step(state, batch):
@@ -399,22 +491,24 @@ def wait_for_all_processes(name: str, timeout_s: float) -> None:
         ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
 
 
-def make_evaluator(config: ml_collections.ConfigDict, setup: TrainState
-                   ) -> Callable[[int, Any], dict[str, float] | None]:
+def make_evaluator(
+    config: ml_collections.ConfigDict, setup: TrainState
+) -> Callable[[int, Any], dict[str, float] | None]:
     """`evaluate(step, params)`: held-out loss per domain when due, else None."""
     every = 0 if config.data.synthetic else config.eval.every_steps
     if not every:
         return lambda step, params: None
     from pretrain.validation import Validation
 
-    held_out = Validation(config, setup.model, setup.mesh, setup.rules,
-                          setup.sharding["params"], setup.batch_sharding)
+    held_out = Validation(
+        config, setup.model, setup.mesh, setup.rules, setup.sharding["params"], setup.batch_sharding
+    )
     total = config.train.total_steps
-    return lambda step, params: (held_out(params) if step % every == 0 or step == total
-                                 else None)
+    return lambda step, params: held_out(params) if step % every == 0 or step == total else None
 
 
 # ----------------------------------------------------------------------------- reporting
+
 
 class Reporter:
     """Everything the run says: printed lines (process 0 only), metrics.jsonl, the summary.
@@ -423,31 +517,45 @@ class Reporter:
     timing behind tokens/s and MFU, and the mixture stage last announced.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, setup: TrainState, workdir: str,
-                 start: int, task_names: list[str], goodput: Goodput, origin: str):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        setup: TrainState,
+        workdir: str,
+        start: int,
+        task_names: list[str],
+        goodput: Goodput,
+        origin: str,
+    ):
         self.config, self.workdir, self.start = config, workdir, start
         self.task_names, self.goodput, self.schedule = task_names, goodput, setup.schedule
         self.say = print if jax.process_index() == 0 else (lambda *a, **k: None)
-        self.writer = MetricsWriter(workdir, resume_step=start,
-                                    tensorboard=config.metrics.tensorboard)
-        self.session = 1 + max((r.get("goodput", {}).get("session", 0)
-                                for r in self.writer.records()), default=-1)
+        self.writer = MetricsWriter(workdir, resume_step=start, tensorboard=config.metrics.tensorboard)
+        self.session = 1 + max(
+            (r.get("goodput", {}).get("session", 0) for r in self.writer.records()), default=-1
+        )
         self.tokens_per_step = config.data.global_batch_size * config.data.seq_len
         self.flops_per_step = self.tokens_per_step * flops.train_flops_per_token(
-            flops.shape_of(setup.model_config), config.data.seq_len)
-        peak, peak_source = ((config.metrics.peak_flops, "config") if config.metrics.peak_flops
-                             else flops.peak_flops_per_device(setup.model_config.activation_dtype))
+            flops.shape_of(setup.model_config), config.data.seq_len
+        )
+        peak, peak_source = (
+            (config.metrics.peak_flops, "config")
+            if config.metrics.peak_flops
+            else flops.peak_flops_per_device(setup.model_config.activation_dtype)
+        )
         self.peak_total = peak * jax.device_count()
         self.pending: list[tuple[int, dict]] = []
         self.stage = None
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         self.overhead_at_interval_start = self._overhead()
         self.say(origin)
-        self.say(f"mesh {dict(setup.mesh.shape)} on {jax.device_count()} "
-                 f"{jax.devices()[0].device_kind} device(s) in {jax.process_count()} "
-                 f"process(es); peak {peak / 1e12:.3g} TFLOP/s per device ({peak_source}); "
-                 f"{self.flops_per_step / 1e9:.3g} GFLOP per step; {self.tokens_per_step} "
-                 "tokens per step")
+        self.say(
+            f"mesh {dict(setup.mesh.shape)} on {jax.device_count()} "
+            f"{jax.devices()[0].device_kind} device(s) in {jax.process_count()} "
+            f"process(es); peak {peak / 1e12:.3g} TFLOP/s per device ({peak_source}); "
+            f"{self.flops_per_step / 1e9:.3g} GFLOP per step; {self.tokens_per_step} "
+            "tokens per step"
+        )
 
     def mixture_at(self, step: int) -> dict[str, float] | None:
         """The mixture weights in effect at `step`; announces each stage as it begins."""
@@ -457,8 +565,10 @@ class Reporter:
         stage = self.schedule.stage_at(step)
         if stage != self.stage:
             word = "mixture stage" if self.stage is None else "mixture stage switch ->"
-            self.say(f"step {step}: {word} {stage}: " +
-                     ", ".join(f"{k}={v:.3f}" for k, v in weights.items() if v), flush=True)
+            self.say(
+                f"step {step}: {word} {stage}: " + ", ".join(f"{k}={v:.3f}" for k, v in weights.items() if v),
+                flush=True,
+            )
             self.stage = stage
         return weights
 
@@ -478,26 +588,39 @@ class Reporter:
                     f"loss {float(metrics['loss'])} / grad_norm {float(metrics['grad_norm'])} at "
                     f"step {step} is not finite; stopping without saving. Last good checkpoint: "
                     f"{'none' if last is None else f'step {last}'}. Lower config.optim.peak_lr or "
-                    "inspect the data near this step.")
+                    "inspect the data near this step."
+                )
         self.pending.clear()
 
-    def log(self, done: int, metrics: dict, weights: dict[str, float] | None,
-            eval_loss: dict[str, float] | None) -> None:
+    def log(
+        self, done: int, metrics: dict, weights: dict[str, float] | None, eval_loss: dict[str, float] | None
+    ) -> None:
         """Writes the metrics.jsonl record of step `done` and prints its line."""
-        elapsed = (time.perf_counter() - self.interval_start
-                   - (self._overhead() - self.overhead_at_interval_start))
-        record = log_record(jax.device_get(metrics), self.task_names, weights,
-                            elapsed / max(self.interval_steps, 1), self.tokens_per_step,
-                            self.flops_per_step, self.peak_total)
+        elapsed = (
+            time.perf_counter() - self.interval_start - (self._overhead() - self.overhead_at_interval_start)
+        )
+        record = log_record(
+            jax.device_get(metrics),
+            self.task_names,
+            weights,
+            elapsed / max(self.interval_steps, 1),
+            self.tokens_per_step,
+            self.flops_per_step,
+            self.peak_total,
+        )
         if eval_loss is not None:
             record["eval_loss"] = eval_loss
-            self.say(f"step {done}: validation loss " + ", ".join(
-                f"{k} {v:.4f}" for k, v in eval_loss.items()))
+            self.say(
+                f"step {done}: validation loss " + ", ".join(f"{k} {v:.4f}" for k, v in eval_loss.items())
+            )
         record["goodput"] = {"session": self.session, **self.goodput.snapshot()}
         self.writer.write(done, record)
-        self.say(f"step {done}/{self.config.train.total_steps}: loss {record['loss']:.4f} "
-                 f"lr {record['lr']:.3g} grad_norm {record['grad_norm']:.3g} "
-                 f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}", flush=True)
+        self.say(
+            f"step {done}/{self.config.train.total_steps}: loss {record['loss']:.4f} "
+            f"lr {record['lr']:.3g} grad_norm {record['grad_norm']:.3g} "
+            f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}",
+            flush=True,
+        )
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         self.overhead_at_interval_start = self._overhead()
 
@@ -511,29 +634,42 @@ class Reporter:
 
     def finish(self, total_steps: int) -> dict[str, Any]:
         """The run's summary (all sessions, from metrics.jsonl), printed by process 0."""
-        s = summarize(self.workdir, self.start, total_steps,
-                      time.perf_counter() - self.goodput.started)
+        s = summarize(self.workdir, self.start, total_steps, time.perf_counter() - self.goodput.started)
         self.say("=" * 72)
-        self.say(f"training done: {s['total_steps']} steps ({s['steps_this_session']} this "
-                 f"session, resumed from {s['resumed_from']}) in {s['wall_seconds']:.1f}s")
+        self.say(
+            f"training done: {s['total_steps']} steps ({s['steps_this_session']} this "
+            f"session, resumed from {s['resumed_from']}) in {s['wall_seconds']:.1f}s"
+        )
         if s["first_loss"] is not None:
-            self.say(f"loss {s['first_loss']:.4f} -> {s['final_loss']:.4f} (min "
-                     f"{s['min_loss']:.4f}); {s['mean_tokens_per_sec']:.0f} tok/s, MFU "
-                     f"{s['mean_mfu']:.2%}")
+            self.say(
+                f"loss {s['first_loss']:.4f} -> {s['final_loss']:.4f} (min "
+                f"{s['min_loss']:.4f}); {s['mean_tokens_per_sec']:.0f} tok/s, MFU "
+                f"{s['mean_mfu']:.2%}"
+            )
             self.say("loss curve: " + "  ".join(f"{step}:{loss}" for step, loss in s["loss_curve"]))
         g = s.get("goodput")
         if g:
-            self.say(f"goodput {g['goodput']:.1%} over {g['sessions']} session(s): "
-                     f"{g['productive_s']:.1f}s training of {g['wall_s']:.1f}s; lost "
-                     + ", ".join(f"{k.removesuffix('_s')} {g[k]:.1f}s" for k in
-                                 ("restart_s", "compile_s", "data_wait_s", "checkpoint_s", "eval_s")))
+            self.say(
+                f"goodput {g['goodput']:.1%} over {g['sessions']} session(s): "
+                f"{g['productive_s']:.1f}s training of {g['wall_s']:.1f}s; lost "
+                + ", ".join(
+                    f"{k.removesuffix('_s')} {g[k]:.1f}s"
+                    for k in ("restart_s", "compile_s", "data_wait_s", "checkpoint_s", "eval_s")
+                )
+            )
         self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl,tensorboard,config.json}}")
         return s
 
 
-def log_record(m: dict[str, Any], task_names: list[str], weights: dict[str, float] | None,
-               step_time: float, tokens_per_step: int, flops_per_step: float,
-               peak_total: float) -> dict[str, Any]:
+def log_record(
+    m: dict[str, Any],
+    task_names: list[str],
+    weights: dict[str, float] | None,
+    step_time: float,
+    tokens_per_step: int,
+    flops_per_step: float,
+    peak_total: float,
+) -> dict[str, Any]:
     """The metrics.jsonl object for one logged step."""
     record = {
         "loss": float(m["loss"]),
@@ -543,8 +679,9 @@ def log_record(m: dict[str, Any], task_names: list[str], weights: dict[str, floa
         "step_time": step_time,
         "tokens_per_sec": tokens_per_step / step_time,
         "mfu": flops_per_step / step_time / peak_total,
-        "loss_per_source": {name: float(m["task_loss"][i]) for i, name in enumerate(task_names)
-                            if m["task_weight"][i] > 0},
+        "loss_per_source": {
+            name: float(m["task_loss"][i]) for i, name in enumerate(task_names) if m["task_weight"][i] > 0
+        },
     }
     if weights is not None:
         record["mixture_weights"] = dict(weights)
@@ -566,8 +703,9 @@ def summarize(workdir: str, start: int, total_steps: int, wall: float) -> dict[s
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "min_loss": min(losses) if losses else None,
-        "loss_curve": [(r["step"], round(r["loss"], 4)) for r in
-                       records[:: max(1, len(records) // 10)]] if records else [],
+        "loss_curve": [(r["step"], round(r["loss"], 4)) for r in records[:: max(1, len(records) // 10)]]
+        if records
+        else [],
         "mean_tokens_per_sec": float(np.mean([r["tokens_per_sec"] for r in steady])) if steady else None,
         "mean_mfu": float(np.mean([r["mfu"] for r in steady])) if steady else None,
         "goodput": goodput_over_sessions(records) if records else None,
@@ -576,8 +714,13 @@ def summarize(workdir: str, start: int, total_steps: int, wall: float) -> dict[s
 
 # ----------------------------------------------------------------------------- command
 
-PATH_FIELDS = ("workdir", "data.packed_dir", "data.tokenizer", "train.compilation_cache_dir",
-               "init_from.workdir")
+PATH_FIELDS = (
+    "workdir",
+    "data.packed_dir",
+    "data.tokenizer",
+    "train.compilation_cache_dir",
+    "init_from.workdir",
+)
 
 
 def resolve_paths(config: ml_collections.ConfigDict) -> None:
@@ -603,10 +746,20 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    cli.run(main, doc=__doc__, default_config="train/demo_tiny_cpu.py",
-            shortcuts=[cli.Shortcut("workdir", "workdir", "run directory: checkpoints, "
-                                    "metrics.jsonl, config.json (resumes if it has checkpoints)")],
-            required=["workdir"], argv=argv)
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config="train/demo_tiny_cpu.py",
+        shortcuts=[
+            cli.Shortcut(
+                "workdir",
+                "workdir",
+                "run directory: checkpoints, metrics.jsonl, config.json (resumes if it has checkpoints)",
+            )
+        ],
+        required=["workdir"],
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

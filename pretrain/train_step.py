@@ -37,12 +37,14 @@ def model_token_losses(model: nn.Module, params: Any, batch: Batch) -> tuple[jax
     if not chunks:
         return token_losses(model.apply({"params": params}, *args), batch["targets"])
     hidden = model.apply({"params": params}, *args, return_hidden=True)
-    return chunked_token_losses(hidden, params["embedder"]["input_embedding"], batch["targets"],
-                                chunks, model.config.activation_dtype)
+    return chunked_token_losses(
+        hidden, params["embedder"]["input_embedding"], batch["targets"], chunks, model.config.activation_dtype
+    )
 
 
-def make_loss_fn(model: nn.Module, z_loss: float, num_tasks: int,
-                 rules: Sequence[tuple[str, Any]] = ()) -> Callable:
+def make_loss_fn(
+    model: nn.Module, z_loss: float, num_tasks: int, rules: Sequence[tuple[str, Any]] = ()
+) -> Callable:
     """loss(params, micro_batch, total_weight) -> (objective, per-micro-batch sums)."""
 
     def loss_fn(params: Any, batch: Batch, total_weight: jax.Array):
@@ -69,6 +71,7 @@ def split_micro_batches(batch: Batch, micro_steps: int) -> Batch:
     Strided rather than contiguous so that every micro-batch is spread over all the data
     shards of the batch dimension instead of living on a few devices.
     """
+
     def split(x):
         x = x.reshape(x.shape[0] // micro_steps, micro_steps, *x.shape[1:])
         return jnp.swapaxes(x, 0, 1)
@@ -76,10 +79,16 @@ def split_micro_batches(batch: Batch, micro_steps: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, micro_steps: int = 1, z_loss: float = 0.0,
-                    num_tasks: int = 1, rules: Sequence[tuple[str, Any]] = ()
-                    ) -> Callable[[State, Batch], tuple[State, dict]]:
+def make_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    micro_steps: int = 1,
+    z_loss: float = 0.0,
+    num_tasks: int = 1,
+    rules: Sequence[tuple[str, Any]] = (),
+) -> Callable[[State, Batch], tuple[State, dict]]:
     """The pure step function; see `jit_train_step` for the compiled, sharded version.
 
     `rules` map the model's logical axis names to mesh axes (pretrain.sharding).
@@ -92,15 +101,21 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
         if micro_steps == 1:
             grads, sums = grad_fn(params, batch, total_weight)
         else:
+
             def accumulate(carry, micro):
                 grads, sums = grad_fn(params, micro, total_weight)
                 return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-            zeros = (jax.tree.map(jnp.zeros_like, params), {
-                "loss": jnp.zeros(()), "z_loss": jnp.zeros(()),
-                "task_loss": jnp.zeros(num_tasks), "task_weight": jnp.zeros(num_tasks)})
-            (grads, sums), _ = jax.lax.scan(accumulate, zeros,
-                                            split_micro_batches(batch, micro_steps))
+            zeros = (
+                jax.tree.map(jnp.zeros_like, params),
+                {
+                    "loss": jnp.zeros(()),
+                    "z_loss": jnp.zeros(()),
+                    "task_loss": jnp.zeros(num_tasks),
+                    "task_weight": jnp.zeros(num_tasks),
+                },
+            )
+            (grads, sums), _ = jax.lax.scan(accumulate, zeros, split_micro_batches(batch, micro_steps))
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
         new_state = {
             "params": optax.apply_updates(params, updates),
@@ -126,9 +141,14 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     return train_step
 
 
-def jit_train_step(train_step: Callable, state_sharding: Any, batch_sharding: Any,
-                   mesh: jax.sharding.Mesh) -> Callable:
+def jit_train_step(
+    train_step: Callable, state_sharding: Any, batch_sharding: Any, mesh: jax.sharding.Mesh
+) -> Callable:
     """Compiles `train_step` with explicit shardings; the old state's buffers are donated."""
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
-                   out_shardings=(state_sharding, replicated), donate_argnums=0)
+    return jax.jit(
+        train_step,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )

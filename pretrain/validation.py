@@ -20,17 +20,29 @@ from pretrain.train_step import make_loss_fn
 
 def single_task_mixture(mixture: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
     """A mixture config that always draws `task` (same BOS policy and seed as training)."""
-    return ml_collections.ConfigDict(dict(
-        tasks=[task], stages=[dict(name="validation", start=0.0, weights={task: 1.0})],
-        seq_len=mixture.get("seq_len", 0), bos=mixture.get("bos", "document"),
-        seed=mixture.get("seed", 0)))
+    return ml_collections.ConfigDict(
+        dict(
+            tasks=[task],
+            stages=[dict(name="validation", start=0.0, weights={task: 1.0})],
+            seq_len=mixture.get("seq_len", 0),
+            bos=mixture.get("bos", "document"),
+            seed=mixture.get("seed", 0),
+        )
+    )
 
 
 class Validation:
     """Mean loss per target token on `config.eval.batches` batches of every eval task."""
 
-    def __init__(self, config: ml_collections.ConfigDict, model, mesh: jax.sharding.Mesh,
-                 rules, param_sharding: Any, batch_sharding: dict[str, Any]):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        model,
+        mesh: jax.sharding.Mesh,
+        rules,
+        param_sharding: Any,
+        batch_sharding: dict[str, Any],
+    ):
         from mixtures.stream import MixtureStream
 
         d = config.data
@@ -38,22 +50,29 @@ class Validation:
         self.batch_sharding = batch_sharding
         self.streams = {}
         for task in config.eval.tasks:
-            stream = MixtureStream(single_task_mixture(config.mixture, task), d.packed_dir,
-                                   batch_size=d.global_batch_size, total_steps=self.batches,
-                                   seed=config.seed, process_index=jax.process_index(),
-                                   process_count=jax.process_count(), split="validation",
-                                   read_threads=1, prefetch=1)
+            stream = MixtureStream(
+                single_task_mixture(config.mixture, task),
+                d.packed_dir,
+                batch_size=d.global_batch_size,
+                total_steps=self.batches,
+                seed=config.seed,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                split="validation",
+                read_threads=1,
+                prefetch=1,
+            )
             self.streams[task] = (stream, stream.get_state())
         loss_fn = make_loss_fn(model, 0.0, 1, rules)
 
         def sums(params, batch):
-            _, s = loss_fn(params, {**batch, "task_ids": jnp.zeros_like(batch["task_ids"])},
-                           jnp.float32(1.0))
+            _, s = loss_fn(params, {**batch, "task_ids": jnp.zeros_like(batch["task_ids"])}, jnp.float32(1.0))
             return s["loss"], s["task_weight"][0]
 
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        self._sums = jax.jit(sums, in_shardings=(param_sharding, batch_sharding),
-                             out_shardings=(replicated, replicated))
+        self._sums = jax.jit(
+            sums, in_shardings=(param_sharding, batch_sharding), out_shardings=(replicated, replicated)
+        )
 
     def __call__(self, params: Any) -> dict[str, float]:
         """{task: mean loss per target token} over the same validation batches every time."""
@@ -71,8 +90,10 @@ class Validation:
 
 def default_config() -> ml_collections.ConfigDict:
     """`config.eval` defaults: off unless every_steps > 0 (needs real, prepared data)."""
-    return ml_collections.ConfigDict(dict(
-        every_steps=0,
-        batches=2,
-        tasks=("web", "math", "code"),
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            every_steps=0,
+            batches=2,
+            tasks=("web", "math", "code"),
+        )
+    )

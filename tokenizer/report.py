@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import sentencepiece as spm
 
-from common import cli, checks, fs
+from common import checks, cli, fs
 from tokenizer import sample as sample_lib
 from tokenizer.vocab import load_vocabulary
 
@@ -74,7 +74,9 @@ def measure_domain(processor: spm.SentencePieceProcessor, domain: str, docs: lis
 
 
 def measure(
-    processor: spm.SentencePieceProcessor, specs: Sequence[str], split: str = "validation",
+    processor: spm.SentencePieceProcessor,
+    specs: Sequence[str],
+    split: str = "validation",
     max_bytes_per_domain: int = 20_000_000,
 ) -> list[dict]:
     """One row per domain, in sorted order."""
@@ -94,13 +96,15 @@ def format_table(rows: list[dict]) -> str:
 
 
 def default_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({
-        "model": "",  # tokenizer.model, or its directory
-        "inputs": [],  # [domain=]path of held-out text, as tokenizer.train's inputs
-        "split": "validation",  # TFDS split to read
-        "max_mb_per_domain": 20.0,  # read at most this many MB of text per domain
-        "json": "",  # also write the rows here
-    })
+    return ml_collections.ConfigDict(
+        {
+            "model": "",  # tokenizer.model, or its directory
+            "inputs": [],  # [domain=]path of held-out text, as tokenizer.train's inputs
+            "split": "validation",  # TFDS split to read
+            "max_mb_per_domain": 20.0,  # read at most this many MB of text per domain
+            "json": "",  # also write the rows here
+        }
+    )
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
@@ -108,8 +112,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.positive(config.max_mb_per_domain, "max_mb_per_domain")
     vocab = load_vocabulary(config.model)
     print(f"report: {vocab.sentencepiece_model_file}, {vocab.vocab_size} pieces, split {config.split!r}")
-    rows = measure(vocab.tokenizer, list(config.inputs), config.split,
-                   int(config.max_mb_per_domain * 1e6))
+    rows = measure(vocab.tokenizer, list(config.inputs), config.split, int(config.max_mb_per_domain * 1e6))
     print(format_table(rows))
     if config.json:
         fs.write_text(config.json, json.dumps(rows, indent=2) + "\n")
@@ -118,13 +121,19 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 
 def run() -> None:
     """Console entry point."""
-    cli.run(main, doc=__doc__, default_config=default_config, shortcuts=[
-        cli.Shortcut("model", "model", "SentencePiece tokenizer.model (or its directory)"),
-        cli.Shortcut("input", "inputs", "[domain=]path of held-out text; repeatable", multi=True),
-        cli.Shortcut("split", "split", "TFDS split to read"),
-        cli.Shortcut("max_mb_per_domain", "max_mb_per_domain", "MB of text read per domain"),
-        cli.Shortcut("json", "json", "also write the rows to this JSON file"),
-    ], required=["model", "inputs"])
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=default_config,
+        shortcuts=[
+            cli.Shortcut("model", "model", "SentencePiece tokenizer.model (or its directory)"),
+            cli.Shortcut("input", "inputs", "[domain=]path of held-out text; repeatable", multi=True),
+            cli.Shortcut("split", "split", "TFDS split to read"),
+            cli.Shortcut("max_mb_per_domain", "max_mb_per_domain", "MB of text read per domain"),
+            cli.Shortcut("json", "json", "also write the rows to this JSON file"),
+        ],
+        required=["model", "inputs"],
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ def _tfds_dir(path: str) -> str | None:
     """The directory holding dataset_info.json: `path` itself or its newest version folder."""
     if fs.isfile(fs.join(path, "dataset_info.json")):
         return path
-    versions = [fs.dirname(p) for p in fs.glob(fs.join(path, "*", "dataset_info.json"))
-                if _VERSION.fullmatch(fs.basename(fs.dirname(p)))]
+    versions = [
+        fs.dirname(p)
+        for p in fs.glob(fs.join(path, "*", "dataset_info.json"))
+        if _VERSION.fullmatch(fs.basename(fs.dirname(p)))
+    ]
     return max(versions, key=lambda v: tuple(map(int, fs.basename(v).split(".")))) if versions else None
 
 
@@ -197,7 +200,9 @@ def quotas(domain_weights: Mapping[str, float], domains: Sequence[str], max_sent
         raise ValueError(f"config.sample.domain_weights: no weight for input domain(s) {missing}")
     total = sum(domain_weights[d] for d in domains)
     if total <= 0:
-        raise ValueError(f"config.sample.domain_weights: weights of the input domains {sorted(domains)} sum to 0")
+        raise ValueError(
+            f"config.sample.domain_weights: weights of the input domains {sorted(domains)} sum to 0"
+        )
     return {d: round(max_sentences * domain_weights[d] / total) for d in domains}
 
 
@@ -218,7 +223,9 @@ def sample_sentences(
     samples: list[DomainSample] = []
     for domain in domains:
         own = [s for s in sources if s.domain == domain]
-        sample = DomainSample(domain, float(domain_weights[domain]), domain_quotas[domain], [s.path for s in own])
+        sample = DomainSample(
+            domain, float(domain_weights[domain]), domain_quotas[domain], [s.path for s in own]
+        )
         rng = random.Random(_domain_seed(seed, domain))
         for source in own:
             for text in iter_documents(source, split):

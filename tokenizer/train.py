@@ -90,7 +90,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
             if not symbol or symbol in SPECIAL_PIECES.values():
                 _fail(f"spm.{field}", "symbols must be non-empty and not pad/eos/bos/unk", symbol)
     if len(set(symbols)) != len(symbols):
-        _fail("spm.user_defined_symbols", "duplicate symbol across user_defined_symbols/control_symbols", symbols)
+        _fail(
+            "spm.user_defined_symbols",
+            "duplicate symbol across user_defined_symbols/control_symbols",
+            symbols,
+        )
     reserved = len(SPECIAL_PIECES) + len(symbols) + BYTE_PIECES
     if t.vocab_size <= reserved:
         _fail("spm.vocab_size", f"must exceed the {reserved} special, symbol and byte pieces", t.vocab_size)
@@ -169,7 +173,9 @@ def train_tokenizer(config: ml_collections.ConfigDict, output: fs.PathLike, log=
         model = fs.read_bytes(config.model_path)
     else:
         sources = sample_lib.resolve_inputs(list(config.inputs))
-        log(f"tokenizer: sampling from {len(sources)} source(s) in domains {sorted({s.domain for s in sources})}")
+        log(
+            f"tokenizer: sampling from {len(sources)} source(s) in domains {sorted({s.domain for s in sources})}"
+        )
         sentences, settings["sample"] = sample_lib.sample_sentences(
             sources,
             dict(config.sample.domain_weights),
@@ -206,12 +212,23 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 
 def run() -> None:
     """Console entry point."""
-    cli.run(main, doc=__doc__, default_config="tokenizer/demo.py", shortcuts=[
-        cli.Shortcut("input", "inputs", "[domain=]path of training text (PREP_DIR, TFDS dir, "
-                     "JSONL, text files, globs; local or gs://); repeatable", multi=True),
-        cli.Shortcut("vocab_size", "spm.vocab_size", "number of pieces"),
-        cli.Shortcut("output", "output", "output directory"),
-    ], required=["output"])
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config="tokenizer/demo.py",
+        shortcuts=[
+            cli.Shortcut(
+                "input",
+                "inputs",
+                "[domain=]path of training text (PREP_DIR, TFDS dir, "
+                "JSONL, text files, globs; local or gs://); repeatable",
+                multi=True,
+            ),
+            cli.Shortcut("vocab_size", "spm.vocab_size", "number of pieces"),
+            cli.Shortcut("output", "output", "output directory"),
+        ],
+        required=["output"],
+    )
 
 
 if __name__ == "__main__":

@@ -50,14 +50,16 @@ def get_config() -> ml_collections.ConfigDict:
         dict(name="hq", weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}, optim={}),
     ]
 
-    c.probes = ml_collections.ConfigDict(dict(
-        # NAME -> eval-set spec as data_pipeline.prepare's --eval_set takes it (file, dir, glob
-        # or "builtin"); scored as question + reference answer text.
-        sets={"humaneval": "builtin"},
-        max_items=80,  # per set: the first N items
-        validation_docs=40,  # per domain: the first N documents of PREP/<domain> validation
-        groups={"code": ["humaneval"]},  # metric -> sets averaged per token
-    ))
+    c.probes = ml_collections.ConfigDict(
+        dict(
+            # NAME -> eval-set spec as data_pipeline.prepare's --eval_set takes it (file, dir, glob
+            # or "builtin"); scored as question + reference answer text.
+            sets={"humaneval": "builtin"},
+            max_items=80,  # per set: the first N items
+            validation_docs=40,  # per domain: the first N documents of PREP/<domain> validation
+            groups={"code": ["humaneval"]},  # metric -> sets averaged per token
+        )
+    )
     # What the report checks for every arm against the first: `lower` metrics must be lower
     # by more than the seed spread, `level` ones within the spread or `tolerance` (relative).
     c.verdict = ml_collections.ConfigDict(dict(lower=["code"], level=["val_web"], tolerance=0.02))

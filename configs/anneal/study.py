@@ -44,8 +44,12 @@ def get_config(out: str = ""):
         dict(name="general", weights=None, optim={}),
         dict(name="hq_heuristic", weights=HQ, optim={}),
         dict(name="hq_reference", weights=HQ, optim={}, packed_dir=f"{root}/packed_reference"),
-        dict(name="hq_reference_mc", weights={"web_hq": 0.3, "math_hq": 0.35, "code_hq": 0.35},
-             optim={}, packed_dir=f"{root}/packed_reference"),
+        dict(
+            name="hq_reference_mc",
+            weights={"web_hq": 0.3, "math_hq": 0.35, "code_hq": 0.35},
+            optim={},
+            packed_dir=f"{root}/packed_reference",
+        ),
     ]
     c.probes.sets = {
         "gsm8k": f"{root}/probes/gsm8k_test.jsonl",

@@ -14,15 +14,17 @@ from configs.train import base
 def get_config() -> ml_collections.ConfigDict:
     c = base.get_config()
     c.model = tiny.get_config()
-    c.model.update(dict(
-        vocab_size=32_000,
-        num_layers=4,
-        embed_dim=256,
-        head_dim=64,
-        hidden_dim=1024,
-        max_seq_len=256,
-        dtype="bfloat16",
-    ))
+    c.model.update(
+        dict(
+            vocab_size=32_000,
+            num_layers=4,
+            embed_dim=256,
+            head_dim=64,
+            hidden_dim=1024,
+            max_seq_len=256,
+            dtype="bfloat16",
+        )
+    )
     c.model.vocab_chunks = 16  # fused cross-entropy: 2000-entry chunks of logits stay in cache
     c.data.synthetic = True
     c.data.seq_len = 256

@@ -26,8 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.filters = ml_collections.ConfigDict()
     config.filters.min_chars = 200
-    for domain, names in (("web", ("language", "gopher_repetition", "gopher_quality", "c4", "fineweb")),
-                          ("math", ("math_density", "gopher_repetition")), ("code", ("code",))):
+    for domain, names in (
+        ("web", ("language", "gopher_repetition", "gopher_quality", "c4", "fineweb")),
+        ("math", ("math_density", "gopher_repetition")),
+        ("code", ("code",)),
+    ):
         config.filters[domain] = ml_collections.ConfigDict(
             {name: {"enabled": True, **default_params(name)} for name in names}
         )
@@ -36,7 +39,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.filters.math.gopher_repetition.enabled = False
 
     config.pii = ml_collections.ConfigDict(
-        {"enabled": True, "email": True, "ip_address": True, "phone": True, "secrets": True, "secrets_domains": ("code",)}
+        {
+            "enabled": True,
+            "email": True,
+            "ip_address": True,
+            "phone": True,
+            "secrets": True,
+            "secrets_domains": ("code",),
+        }
     )
     config.dedup = dedup.default_config()
     config.near_dedup = near_dedup.default_config()
@@ -50,7 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.split = ml_collections.ConfigDict({"validation_fraction": 0.02})
     config.output = ml_collections.ConfigDict({"train_shards": 16, "validation_shards": 1})
     config.runner = ml_collections.ConfigDict(
-        {"runner": "DirectRunner", "direct_running_mode": "multi_processing", "direct_num_workers": 2,
-         "default_sdk_harness_log_level": "WARNING"}
+        {
+            "runner": "DirectRunner",
+            "direct_running_mode": "multi_processing",
+            "direct_num_workers": 2,
+            "default_sdk_harness_log_level": "WARNING",
+        }
     )
     return config

@@ -13,7 +13,12 @@ from configs.data import base
 def get_config():
     config = base.get_config()
     config.inputs = [
-        {"domain": domain, "glob": f"runs/demo/corpus/{domain}.jsonl", "format": "jsonl", "source": f"demo_{domain}"}
+        {
+            "domain": domain,
+            "glob": f"runs/demo/corpus/{domain}.jsonl",
+            "format": "jsonl",
+            "source": f"demo_{domain}",
+        }
         for domain in ("web", "math", "code")
     ]
     config.output_dir = "runs/demo/prep"

@@ -15,7 +15,12 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.stages = [
         dict(name="general", start=0.0, weights=general, interpolate=False),
         dict(name="ramp", start=0.88, weights=general, interpolate=True),
-        dict(name="anneal", start=0.9, weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}, interpolate=False),
+        dict(
+            name="anneal",
+            start=0.9,
+            weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3},
+            interpolate=False,
+        ),
     ]
     cfg.seq_len = 8192
     cfg.bos = "document"

@@ -11,7 +11,14 @@ from configs.tokenizer import demo
 
 # Pieces 4..107 of the released vocabulary: with pad/eos/bos/unk at 0..3 these land on the same
 # ids, so <start_of_turn> is 106 and <end_of_turn> is 107 as in the released tokenizer.
-GEMMA_SYMBOLS = ["<mask>", "<2mass>", "[@BOS@]", *[f"<unused{i}>" for i in range(99)], "<start_of_turn>", "<end_of_turn>"]
+GEMMA_SYMBOLS = [
+    "<mask>",
+    "<2mass>",
+    "[@BOS@]",
+    *[f"<unused{i}>" for i in range(99)],
+    "<start_of_turn>",
+    "<end_of_turn>",
+]
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -15,52 +15,66 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.model = ml_collections.ConfigDict()  # a configs/models/*.py get_config()
     c.mixture = ml_collections.ConfigDict()  # a configs/mixtures/*.py get_config()
-    c.data = ml_collections.ConfigDict(dict(
-        synthetic=False,  # True: random tokens, a pure function of (seed, step)
-        packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
-        prep_dir="",    # the prepared data those rows came from: not read by the trainer (held-out evaluation)
-        tokenizer="",   # the tokenizer the rows were packed with (vocab size check, evaluation)
-        workers=0,      # Grain worker processes reading rows; 0: read threads in this process
-        seq_len=128,
-        global_batch_size=8,
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        total_steps=100,
-        log_every=10,
-        grad_accum_steps=1,  # micro-batches per optimiser step
-        z_loss=0.0,          # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables
-        compilation_cache_dir="",  # persistent XLA cache, so a resumed run skips compiling
-    ))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            synthetic=False,  # True: random tokens, a pure function of (seed, step)
+            packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
+            prep_dir="",  # the prepared data those rows came from: not read by the trainer (held-out evaluation)
+            tokenizer="",  # the tokenizer the rows were packed with (vocab size check, evaluation)
+            workers=0,  # Grain worker processes reading rows; 0: read threads in this process
+            seq_len=128,
+            global_batch_size=8,
+        )
+    )
+    c.train = ml_collections.ConfigDict(
+        dict(
+            total_steps=100,
+            log_every=10,
+            grad_accum_steps=1,  # micro-batches per optimiser step
+            z_loss=0.0,  # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables
+            compilation_cache_dir="",  # persistent XLA cache, so a resumed run skips compiling
+        )
+    )
     c.optim = optim.default_config()
-    c.checkpoint = ml_collections.ConfigDict(dict(
-        every_steps=50,
-        keep_last=3,
-        keep_every=0,  # also keep every K-th step forever; 0: none
-        async_save=True,
-    ))
-    c.metrics = ml_collections.ConfigDict(dict(
-        tensorboard=True,
-        peak_flops=0.0,  # per-device peak for MFU; 0: device table or CPU matmul probe
-    ))
+    c.checkpoint = ml_collections.ConfigDict(
+        dict(
+            every_steps=50,
+            keep_last=3,
+            keep_every=0,  # also keep every K-th step forever; 0: none
+            async_save=True,
+        )
+    )
+    c.metrics = ml_collections.ConfigDict(
+        dict(
+            tensorboard=True,
+            peak_flops=0.0,  # per-device peak for MFU; 0: device table or CPU matmul probe
+        )
+    )
     c.eval = validation.default_config()
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))
-    c.init_from = ml_collections.ConfigDict(dict(
-        workdir="",  # another run's workdir: start from its params and optimiser state
-        step=-1,  # its checkpoint step; -1: the latest
-        keep_step=False,  # False: step counter and LR schedule restart at 0; True: continue
-    ))  # the data stream always starts fresh; ignored once this run has its own checkpoint
-    c.aot = ml_collections.ConfigDict(dict(  # python -m pretrain.aot: compile for a TPU slice here
-        topology="",  # e.g. "v5e:16x16" (a v5litepod-256)
-        max_hbm_fraction=0.9,  # the step must fit in this share of a chip's HBM
-    ))
-    c.distributed = ml_collections.ConfigDict(dict(
-        initialize=False,  # jax.distributed.initialize() on multi-host pods
-        coordinator_address="",  # empty: auto-detect (TPU VMs)
-        num_processes=1,
-        process_id=0,
-        heartbeat_timeout_s=100,  # a process silent this long is dead: the others abort
-        initialization_timeout_s=300,  # how long to wait for every process to join
-        cpu_collectives="gloo",  # cross-process collectives on the CPU backend
-    ))
+    c.init_from = ml_collections.ConfigDict(
+        dict(
+            workdir="",  # another run's workdir: start from its params and optimiser state
+            step=-1,  # its checkpoint step; -1: the latest
+            keep_step=False,  # False: step counter and LR schedule restart at 0; True: continue
+        )
+    )  # the data stream always starts fresh; ignored once this run has its own checkpoint
+    c.aot = ml_collections.ConfigDict(
+        dict(  # python -m pretrain.aot: compile for a TPU slice here
+            topology="",  # e.g. "v5e:16x16" (a v5litepod-256)
+            max_hbm_fraction=0.9,  # the step must fit in this share of a chip's HBM
+        )
+    )
+    c.distributed = ml_collections.ConfigDict(
+        dict(
+            initialize=False,  # jax.distributed.initialize() on multi-host pods
+            coordinator_address="",  # empty: auto-detect (TPU VMs)
+            num_processes=1,
+            process_id=0,
+            heartbeat_timeout_s=100,  # a process silent this long is dead: the others abort
+            initialization_timeout_s=300,  # how long to wait for every process to join
+            cpu_collectives="gloo",  # cross-process collectives on the CPU backend
+        )
+    )
     return c

@@ -21,8 +21,9 @@ from configs.train import base
 def get_config() -> ml_collections.ConfigDict:
     c = base.get_config()
     c.model = gemma_2b.get_config()
-    c.model.update(dict(remat_policy="full", attention="splash", scan_layers=True,
-                        vocab_chunks=32))  # 32 chunks of 8004 rows: 0.5 GB of logits per chip
+    c.model.update(
+        dict(remat_policy="full", attention="splash", scan_layers=True, vocab_chunks=32)
+    )  # 32 chunks of 8004 rows: 0.5 GB of logits per chip
     c.mixture = gemma_anneal.get_config()
     c.data.packed_dir = "/mnt/disks/data/packed"  # mixtures.pack output, copied to each host's local disk
     c.data.tokenizer = "gs://YOUR_BUCKET/tokenizer/tokenizer.model"

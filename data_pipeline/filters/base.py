@@ -19,8 +19,7 @@ TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", "’", "。", "！", "�
 # The package's stop words: Gopher's eight (a page needs two of them), within the common
 # English function words whose density the heuristic quality score uses.
 GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
-STOP_WORDS = GOPHER_STOP_WORDS | frozenset(
-    "a in it for not on as you do at this but by from".split())
+STOP_WORDS = GOPHER_STOP_WORDS | frozenset("a in it for not on as you do at this but by from".split())
 
 
 # A record passes through several rules that split the same text: the last few splits are

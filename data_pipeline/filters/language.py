@@ -15,7 +15,28 @@ from typing import Any, ClassVar
 
 from data_pipeline.filters.base import Filter
 
-DEFAULT_CANDIDATES = ("en", "de", "fr", "es", "it", "pt", "nl", "ru", "zh", "ja", "ko", "ar", "hi", "pl", "tr", "sv", "vi", "id", "uk", "cs")
+DEFAULT_CANDIDATES = (
+    "en",
+    "de",
+    "fr",
+    "es",
+    "it",
+    "pt",
+    "nl",
+    "ru",
+    "zh",
+    "ja",
+    "ko",
+    "ar",
+    "hi",
+    "pl",
+    "tr",
+    "sv",
+    "vi",
+    "id",
+    "uk",
+    "cs",
+)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)

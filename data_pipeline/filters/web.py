@@ -125,8 +125,12 @@ class GopherRepetition(Filter):
     top_ngram_max_fractions: tuple = ((2, 0.2), (3, 0.18), (4, 0.16))
     dup_ngram_max_fractions: tuple = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
     section: str = "filters.web.gopher_repetition"
-    fractions: ClassVar = ("max_dup_line_fraction", "max_dup_para_fraction", "max_dup_line_char_fraction",
-                           "max_dup_para_char_fraction")
+    fractions: ClassVar = (
+        "max_dup_line_fraction",
+        "max_dup_para_fraction",
+        "max_dup_line_char_fraction",
+        "max_dup_para_char_fraction",
+    )
 
     def check(self) -> None:
         for field in ("top_ngram_max_fractions", "dup_ngram_max_fractions"):
@@ -240,9 +244,15 @@ class FineWeb(Filter):
         doc_lines = [line.strip() for line in lines(text)]
         if not doc_lines:
             return self.name
-        if sum(line.endswith(TERMINAL_PUNCTUATION) for line in doc_lines) / len(doc_lines) < self.min_line_punct_ratio:
+        if (
+            sum(line.endswith(TERMINAL_PUNCTUATION) for line in doc_lines) / len(doc_lines)
+            < self.min_line_punct_ratio
+        ):
             return self.name
-        if sum(len(line) <= self.short_line_length for line in doc_lines) / len(doc_lines) > self.max_short_line_ratio:
+        if (
+            sum(len(line) <= self.short_line_length for line in doc_lines) / len(doc_lines)
+            > self.max_short_line_ratio
+        ):
             return self.name
         _, dup_char_fraction = _duplicate_fractions(doc_lines)
         if dup_char_fraction > self.max_char_duplicates_ratio:

@@ -43,25 +43,27 @@ CONFIG_ERROR = 2  # pretrain.train's exit status for a rejected config
 
 
 def default_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
-        action="run",  # run | stop | delete
-        dry_run=False,
-        project="",
-        zone="",
-        tpu_name="",  # the queued resource and its node share this name
-        bucket="",  # gs://BUCKET: packed/, tokenizer/, runs/RUN/, xla_cache/
-        packed_dir="/mnt/disks/data/packed",  # each host's local copy of gs://BUCKET/packed
-        accelerator="v5litepod-256",
-        runtime="v2-alpha-tpuv5-lite",
-        spot=True,
-        train_config="configs/train/tpu_v5e_2b.py",  # relative to the repository root
-        run_name="",  # default: the train config's file name
-        overrides=[],  # extra pretrain.train flags, e.g. --config.train.total_steps=1000
-        max_restarts=50,
-        poll_s=60.0,
-        python="3.11",
-        uv="0.13.9",
-    ))
+    return ml_collections.ConfigDict(
+        dict(
+            action="run",  # run | stop | delete
+            dry_run=False,
+            project="",
+            zone="",
+            tpu_name="",  # the queued resource and its node share this name
+            bucket="",  # gs://BUCKET: packed/, tokenizer/, runs/RUN/, xla_cache/
+            packed_dir="/mnt/disks/data/packed",  # each host's local copy of gs://BUCKET/packed
+            accelerator="v5litepod-256",
+            runtime="v2-alpha-tpuv5-lite",
+            spot=True,
+            train_config="configs/train/tpu_v5e_2b.py",  # relative to the repository root
+            run_name="",  # default: the train config's file name
+            overrides=[],  # extra pretrain.train flags, e.g. --config.train.total_steps=1000
+            max_restarts=50,
+            poll_s=60.0,
+            python="3.11",
+            uv="0.13.9",
+        )
+    )
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -69,8 +71,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for field in ("project", "zone", "tpu_name"):
         checks.require(bool(c[field]), field, f"required (--{field}=...)")
     checks.require(c.bucket.startswith("gs://"), "bucket", "must be a gs:// URI", c.bucket)
-    checks.require(os.path.isfile(os.path.join(REPO, c.train_config)), "train_config",
-                   "must be a file under the repository (configs/train/...)", c.train_config)
+    checks.require(
+        os.path.isfile(os.path.join(REPO, c.train_config)),
+        "train_config",
+        "must be a file under the repository (configs/train/...)",
+        c.train_config,
+    )
     checks.non_negative(c.max_restarts, "max_restarts")
     checks.non_negative(c.poll_s, "poll_s")
 
@@ -85,40 +91,74 @@ class Pod:
         self.where = [f"--project={c.project}", f"--zone={c.zone}"]
 
     # ----- commands
-    def _run(self, cmd: Sequence[str], *, check: bool = True, capture: bool = False,
-             cwd: str | None = None) -> subprocess.CompletedProcess:
+    def _run(
+        self, cmd: Sequence[str], *, check: bool = True, capture: bool = False, cwd: str | None = None
+    ) -> subprocess.CompletedProcess:
         print("+ " + shlex.join(cmd), flush=True)
         if self.c.dry_run:
             return subprocess.CompletedProcess(cmd, 0, "", "")
-        return subprocess.run(cmd, check=check, text=True, cwd=cwd,
-                              capture_output=capture)
+        return subprocess.run(cmd, check=check, text=True, cwd=cwd, capture_output=capture)
 
     def gcloud(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return self._run(["gcloud", *args], **kwargs)
 
     def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
         """`command` (a bash string) on every host; fails if it fails on any."""
-        return self.gcloud("compute", "tpus", "tpu-vm", "ssh", self.c.tpu_name, "--worker=all",
-                           *self.where, f"--command={command}", check=check)
+        return self.gcloud(
+            "compute",
+            "tpus",
+            "tpu-vm",
+            "ssh",
+            self.c.tpu_name,
+            "--worker=all",
+            *self.where,
+            f"--command={command}",
+            check=check,
+        )
 
     # ----- the slice
     def state(self) -> str | None:
         """The queued resource's state (ACTIVE, SUSPENDED, ...), None when it does not exist."""
-        result = self.gcloud("compute", "tpus", "queued-resources", "describe", self.c.tpu_name,
-                             *self.where, "--format=value(state.state)", check=False,
-                             capture=True)
+        result = self.gcloud(
+            "compute",
+            "tpus",
+            "queued-resources",
+            "describe",
+            self.c.tpu_name,
+            *self.where,
+            "--format=value(state.state)",
+            check=False,
+            capture=True,
+        )
         return result.stdout.strip() or None if result.returncode == 0 else None
 
     def create(self) -> None:
-        self.gcloud("compute", "tpus", "queued-resources", "create", self.c.tpu_name,
-                    f"--node-id={self.c.tpu_name}", *self.where,
-                    f"--accelerator-type={self.c.accelerator}",
-                    f"--runtime-version={self.c.runtime}", *(["--spot"] if self.c.spot else []))
+        self.gcloud(
+            "compute",
+            "tpus",
+            "queued-resources",
+            "create",
+            self.c.tpu_name,
+            f"--node-id={self.c.tpu_name}",
+            *self.where,
+            f"--accelerator-type={self.c.accelerator}",
+            f"--runtime-version={self.c.runtime}",
+            *(["--spot"] if self.c.spot else []),
+        )
 
     def delete(self, check: bool = True) -> None:
         """Deletes the queued resource and its TPU VMs (waits until they are gone)."""
-        self.gcloud("compute", "tpus", "queued-resources", "delete", self.c.tpu_name,
-                    *self.where, "--force", "--quiet", check=check)
+        self.gcloud(
+            "compute",
+            "tpus",
+            "queued-resources",
+            "delete",
+            self.c.tpu_name,
+            *self.where,
+            "--force",
+            "--quiet",
+            check=check,
+        )
 
     def ensure_active(self) -> None:
         """Requests the slice if absent, replaces it if preempted or failed, waits for ACTIVE."""
@@ -140,14 +180,21 @@ class Pod:
     def archive(self) -> None:
         """`git archive` of the repository root, including uncommitted changes to tracked files."""
         tree = self._run(["git", "stash", "create"], capture=True, cwd=REPO).stdout.strip()
-        self._run(["git", "archive", "--format=tar.gz", f"--output={ARCHIVE}", tree or "HEAD"],
-                  cwd=REPO)
+        self._run(["git", "archive", "--format=tar.gz", f"--output={ARCHIVE}", tree or "HEAD"], cwd=REPO)
 
     def deploy(self) -> None:
         """Ships the archive and installs the pinned environment on every host."""
         self.archive()
-        self.gcloud("compute", "tpus", "tpu-vm", "scp", ARCHIVE, f"{self.c.tpu_name}:{ARCHIVE}",
-                    "--worker=all", *self.where)
+        self.gcloud(
+            "compute",
+            "tpus",
+            "tpu-vm",
+            "scp",
+            ARCHIVE,
+            f"{self.c.tpu_name}:{ARCHIVE}",
+            "--worker=all",
+            *self.where,
+        )
         self.ssh(setup_script(self.c))
 
     # ----- training
@@ -156,32 +203,41 @@ class Pod:
 
     def train_command(self) -> list[str]:
         b = self.c.bucket
-        return [".venv/bin/python", "-m", "pretrain.train", f"--config={self.c.train_config}",
-                f"--workdir={self.workdir}", f"--config.data.packed_dir={self.c.packed_dir}",
-                f"--config.data.tokenizer={fs.join(b, 'tokenizer', 'tokenizer.model')}",
-                f"--config.train.compilation_cache_dir={fs.join(b, 'xla_cache')}",
-                *self.c.overrides]
+        return [
+            ".venv/bin/python",
+            "-m",
+            "pretrain.train",
+            f"--config={self.c.train_config}",
+            f"--workdir={self.workdir}",
+            f"--config.data.packed_dir={self.c.packed_dir}",
+            f"--config.data.tokenizer={fs.join(b, 'tokenizer', 'tokenizer.model')}",
+            f"--config.train.compilation_cache_dir={fs.join(b, 'xla_cache')}",
+            *self.c.overrides,
+        ]
 
     def start(self, attempt: str) -> None:
         """Starts training on every host, detached; returns once all have started."""
-        host = ["bash", "pretrain/launch/host.sh", self.status_uri(attempt), "--",
-                *self.train_command()]
-        self.ssh(f"{STOP}\ncd ~/{REMOTE_DIR} || exit 1\n"
-                 f"TF_CPP_MIN_LOG_LEVEL=2 nohup setsid {shlex.join(host)} </dev/null >/dev/null 2>&1 &")
-        print(f"attempt {attempt} started; logs: {self.status_uri(attempt)}/worker-N.log",
-              flush=True)
+        host = ["bash", "pretrain/launch/host.sh", self.status_uri(attempt), "--", *self.train_command()]
+        self.ssh(
+            f"{STOP}\ncd ~/{REMOTE_DIR} || exit 1\n"
+            f"TF_CPP_MIN_LOG_LEVEL=2 nohup setsid {shlex.join(host)} </dev/null >/dev/null 2>&1 &"
+        )
+        print(f"attempt {attempt} started; logs: {self.status_uri(attempt)}/worker-N.log", flush=True)
 
     def stop(self) -> bool:
         return self.ssh(STOP, check=False).returncode == 0
 
     def exit_codes(self, attempt: str) -> dict[int, int]:
         """{worker: exit status} of the hosts whose training has ended in `attempt`."""
-        result = self.gcloud("storage", "cat", fs.join(self.status_uri(attempt), "*.exit"),
-                             check=False, capture=True)
+        result = self.gcloud(
+            "storage", "cat", fs.join(self.status_uri(attempt), "*.exit"), check=False, capture=True
+        )
         if result.returncode != 0:
             return {}
-        return {int(w): int(code) for w, code in
-                (line.split() for line in result.stdout.splitlines() if line.strip())}
+        return {
+            int(w): int(code)
+            for w, code in (line.split() for line in result.stdout.splitlines() if line.strip())
+        }
 
     # ----- the supervisor
     def supervise(self) -> int:
@@ -218,8 +274,9 @@ class Pod:
             time.sleep(self.c.poll_s)
             state = self.state()
             if state != "ACTIVE":
-                attempt = restart(f"slice {self.c.tpu_name} is {state or 'gone'} (preempted?)",
-                                  new_slice=True)
+                attempt = restart(
+                    f"slice {self.c.tpu_name} is {state or 'gone'} (preempted?)", new_slice=True
+                )
             else:
                 codes = self.exit_codes(attempt)
                 failed = {w: code for w, code in codes.items() if code != 0}
@@ -227,14 +284,16 @@ class Pod:
                     print(f"training finished (attempt {attempt}); checkpoints in {self.workdir}")
                     return 0
                 if CONFIG_ERROR in failed.values():
-                    print(f"training rejected its config (exit status {CONFIG_ERROR}); see "
-                          f"{self.status_uri(attempt)}/worker-0.log", flush=True)
+                    print(
+                        f"training rejected its config (exit status {CONFIG_ERROR}); see "
+                        f"{self.status_uri(attempt)}/worker-0.log",
+                        flush=True,
+                    )
                     return CONFIG_ERROR
                 if not failed:
                     continue
                 stopped = self.stop()  # the others abort on their own within the heartbeat timeout
-                attempt = restart(f"training exited with {failed} (worker: status)",
-                                  new_slice=not stopped)
+                attempt = restart(f"training exited with {failed} (worker: status)", new_slice=not stopped)
             if attempt is None:
                 return 1
 
@@ -276,12 +335,10 @@ def setup_script(c: ml_collections.ConfigDict) -> str:
         f"uv venv --allow-existing --python {shlex.quote(c.python)} .venv",
         "uv pip install --quiet --python .venv/bin/python -c constraints.txt -e . "
         f"{shlex.quote(f'jax[tpu]=={jax_pin}')} -f {LIBTPU_INDEX}",
-        ".venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count())' "
-        ">/dev/null",
+        ".venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count())' >/dev/null",
         # The trainer reads packed rows from local disk (mixtures.pack's output).
-        f"sudo mkdir -p {packed} && sudo chown \"$USER\" {packed}",
-        f"gcloud storage rsync --recursive --quiet {shlex.quote(fs.join(c.bucket, 'packed'))} "
-        f"{packed}",
+        f'sudo mkdir -p {packed} && sudo chown "$USER" {packed}',
+        f"gcloud storage rsync --recursive --quiet {shlex.quote(fs.join(c.bucket, 'packed'))} {packed}",
     ]
     return "\n".join(lines)
 
@@ -310,16 +367,22 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    cli.run(main, doc=__doc__, default_config=default_config, shortcuts=[
-        cli.Shortcut("action", "action", "run | stop | delete"),
-        cli.Shortcut("project", "project", "Google Cloud project"),
-        cli.Shortcut("zone", "zone", "TPU zone, e.g. us-west4-a"),
-        cli.Shortcut("tpu_name", "tpu_name", "queued resource / TPU VM name"),
-        cli.Shortcut("bucket", "bucket", "gs://BUCKET holding packed/, tokenizer/, runs/"),
-        cli.Shortcut("accelerator", "accelerator", "e.g. v5litepod-256"),
-        cli.Shortcut("train_config", "train_config", "pretrain.train config file"),
-        cli.Shortcut("run_name", "run_name", "run directory name under gs://BUCKET/runs/"),
-        cli.Shortcut("override", "overrides", "pretrain.train flag (repeatable)", multi=True),
-    ], required=["project", "zone", "tpu_name", "bucket"], argv=argv,
-        define_extra_flags=lambda: flags.DEFINE_bool("dry_run", False,
-                                                     "print every command, run none"))
+    cli.run(
+        main,
+        doc=__doc__,
+        default_config=default_config,
+        shortcuts=[
+            cli.Shortcut("action", "action", "run | stop | delete"),
+            cli.Shortcut("project", "project", "Google Cloud project"),
+            cli.Shortcut("zone", "zone", "TPU zone, e.g. us-west4-a"),
+            cli.Shortcut("tpu_name", "tpu_name", "queued resource / TPU VM name"),
+            cli.Shortcut("bucket", "bucket", "gs://BUCKET holding packed/, tokenizer/, runs/"),
+            cli.Shortcut("accelerator", "accelerator", "e.g. v5litepod-256"),
+            cli.Shortcut("train_config", "train_config", "pretrain.train config file"),
+            cli.Shortcut("run_name", "run_name", "run directory name under gs://BUCKET/runs/"),
+            cli.Shortcut("override", "overrides", "pretrain.train flag (repeatable)", multi=True),
+        ],
+        required=["project", "zone", "tpu_name", "bucket"],
+        argv=argv,
+        define_extra_flags=lambda: flags.DEFINE_bool("dry_run", False, "print every command, run none"),
+    )

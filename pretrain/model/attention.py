@@ -43,8 +43,14 @@ def attention_mask(segment_ids: jax.Array) -> jax.Array:
     return causal[None] & same_segment
 
 
-def attend(query: jax.Array, key: jax.Array, value: jax.Array, segment_ids: jax.Array,
-           implementation: str, dtype: jnp.dtype) -> jax.Array:
+def attend(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    segment_ids: jax.Array,
+    implementation: str,
+    dtype: jnp.dtype,
+) -> jax.Array:
     """Dispatches to the selected core; see the module docstring."""
     if implementation == "xla":
         return xla_attention(query, key, value, segment_ids, dtype)
@@ -71,12 +77,12 @@ def xla_attention(query, key, value, segment_ids, dtype):
 def cudnn_attention(query, key, value, segment_ids, implementation: str | None = "cudnn"):
     """jax.nn.dot_product_attention with causal + document masking (query pre-scaled)."""
     same_document = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-    return jax.nn.dot_product_attention(query, key, value, mask=same_document, scale=1.0,
-                                        is_causal=True, implementation=implementation)
+    return jax.nn.dot_product_attention(
+        query, key, value, mask=same_document, scale=1.0, is_causal=True, implementation=implementation
+    )
 
 
-def splash_attention(query, key, value, segment_ids, *, interpret: bool | None = None,
-                     block: int = 512):
+def splash_attention(query, key, value, segment_ids, *, interpret: bool | None = None, block: int = 512):
     """Pallas splash attention, sharded over batch (and heads) with shard_map.
 
     The mesh is the one set by `jax.set_mesh` (the train step compiles under it); without
@@ -89,16 +95,25 @@ def splash_attention(query, key, value, segment_ids, *, interpret: bool | None =
     t, n, k = query.shape[1], query.shape[2], key.shape[2]
     tiles = [b for b in range(SPLASH_LANES, block + 1, SPLASH_LANES) if t % b == 0]
     if not tiles:
-        raise ValueError(f"splash attention needs the sequence length ({t}) to be a multiple of "
-                         f"{SPLASH_LANES}")
+        raise ValueError(
+            f"splash attention needs the sequence length ({t}) to be a multiple of {SPLASH_LANES}"
+        )
     tile = tiles[-1]
-    sizes = splash.BlockSizes(block_q=tile, block_kv=tile, block_kv_compute=tile,
-                              block_q_dkv=tile, block_kv_dkv=tile, block_kv_dkv_compute=tile,
-                              block_q_dq=tile, block_kv_dq=tile)
+    sizes = splash.BlockSizes(
+        block_q=tile,
+        block_kv=tile,
+        block_kv_compute=tile,
+        block_q_dkv=tile,
+        block_kv_dkv=tile,
+        block_kv_dkv_compute=tile,
+        block_q_dq=tile,
+        block_kv_dq=tile,
+    )
     mesh = jax.sharding.get_abstract_mesh()
     if interpret is None:  # the compile target's platform: TPU even when compiling on a CPU host
-        platform = (None if mesh.empty else getattr(mesh.abstract_device, "platform", None)
-                    ) or jax.default_backend()
+        platform = (
+            None if mesh.empty else getattr(mesh.abstract_device, "platform", None)
+        ) or jax.default_backend()
         interpret = platform != "tpu"
     batch_axes, head_axes = nn.logical_to_mesh_axes(("activation_batch", "activation_heads"))
     if mesh.empty:
@@ -112,8 +127,9 @@ def splash_attention(query, key, value, segment_ids, *, interpret: bool | None =
         # One kernel per (row, key/value head) over that head's group of query heads.
         group = local_heads // local_kv
         mask = splash.MultiHeadMask([splash.CausalMask((t, t))] * group)
-        kernel = splash.make_splash_mqa(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                                        interpret=interpret)
+        kernel = splash.make_splash_mqa(
+            mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
+        )
         b = q.shape[0]
         qg = q.reshape(b, t, local_kv, group, q.shape[-1]).transpose(0, 2, 3, 1, 4)  # B K G T H
         kt, vt = kk.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # B K S H
@@ -129,8 +145,13 @@ def splash_attention(query, key, value, segment_ids, *, interpret: bool | None =
     if mesh.empty:
         return local(query, key, value, segment_ids)
     qkv_spec = P(batch_axes, None, head_axes, None)
-    return jax.shard_map(local, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec, P(batch_axes, None)),
-                         out_specs=qkv_spec, check_vma=False)(query, key, value, segment_ids)
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(qkv_spec, qkv_spec, qkv_spec, P(batch_axes, None)),
+        out_specs=qkv_spec,
+        check_vma=False,
+    )(query, key, value, segment_ids)
 
 
 def _axis_size(mesh, axes) -> int:

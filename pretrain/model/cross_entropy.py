@@ -27,8 +27,9 @@ def token_losses(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.
     return log_z - target_logit, log_z
 
 
-def chunked_token_losses(hidden: jax.Array, embedding: jax.Array, targets: jax.Array,
-                         num_chunks: int, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
+def chunked_token_losses(
+    hidden: jax.Array, embedding: jax.Array, targets: jax.Array, num_chunks: int, dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array]:
     """`token_losses(einsum("BTD,VD->BTV", hidden, embedding), targets)` in `num_chunks` pieces.
 
     hidden [B, T, D], embedding [V, D] (V divisible by num_chunks), targets int [B, T].
@@ -74,15 +75,19 @@ def _forward(hidden, embedding, targets, num_chunks, dtype):
         logits = _logits(hidden, chunk, dtype)
         new_max = jnp.maximum(running_max, jnp.max(logits, axis=-1))
         running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(
-            jnp.exp(logits - new_max[..., None]), axis=-1)
+            jnp.exp(logits - new_max[..., None]), axis=-1
+        )
         target_logit = target_logit + jnp.sum(
-            jnp.where(_target_mask(targets, j, num_chunks, width), logits, 0.0), axis=-1)
+            jnp.where(_target_mask(targets, j, num_chunks, width), logits, 0.0), axis=-1
+        )
         return (new_max, running_sum, target_logit), None
 
-    init = (jnp.full(shape, -jnp.inf, jnp.float32), jnp.zeros(shape, jnp.float32),
-            jnp.zeros(shape, jnp.float32))
-    (running_max, running_sum, target_logit), _ = jax.lax.scan(
-        step, init, (jnp.arange(num_chunks), chunks))
+    init = (
+        jnp.full(shape, -jnp.inf, jnp.float32),
+        jnp.zeros(shape, jnp.float32),
+        jnp.zeros(shape, jnp.float32),
+    )
+    (running_max, running_sum, target_logit), _ = jax.lax.scan(step, init, (jnp.arange(num_chunks), chunks))
     log_z = running_max + jnp.log(running_sum)
     return (log_z - target_logit, log_z), (hidden, embedding, targets, log_z)
 
@@ -100,16 +105,20 @@ def _backward(num_chunks, dtype, residuals, cotangents):
         logits = _logits(hidden, chunk, dtype)
         probs = jnp.exp(logits - log_z[..., None])
         grad_logits = grad_p * probs - jnp.where(
-            _target_mask(targets, j, num_chunks, width), grad_ce[..., None], 0.0)
+            _target_mask(targets, j, num_chunks, width), grad_ce[..., None], 0.0
+        )
         grad_logits = grad_logits.astype(dtype)
-        grad_hidden = grad_hidden + jnp.einsum("BTC,CD->BTD", grad_logits, chunk,
-                                               preferred_element_type=jnp.float32)
-        grad_chunk = jnp.einsum("BTC,BTD->CD", grad_logits, hidden.astype(dtype),
-                                preferred_element_type=jnp.float32)
+        grad_hidden = grad_hidden + jnp.einsum(
+            "BTC,CD->BTD", grad_logits, chunk, preferred_element_type=jnp.float32
+        )
+        grad_chunk = jnp.einsum(
+            "BTC,BTD->CD", grad_logits, hidden.astype(dtype), preferred_element_type=jnp.float32
+        )
         return grad_hidden, grad_chunk
 
     grad_hidden, grad_chunks = jax.lax.scan(
-        step, jnp.zeros(hidden.shape, jnp.float32), (jnp.arange(num_chunks), chunks))
+        step, jnp.zeros(hidden.shape, jnp.float32), (jnp.arange(num_chunks), chunks)
+    )
     grad_embedding = grad_chunks.swapaxes(0, 1).reshape(embedding.shape)
     return grad_hidden.astype(hidden.dtype), grad_embedding.astype(embedding.dtype), None
 

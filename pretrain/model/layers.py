@@ -10,8 +10,9 @@ import jax.numpy as jnp
 LogicalAxes = Sequence[str | None]
 
 
-def einsum(eqn: str, x: jax.Array, w: jax.Array, dtype: jnp.dtype,
-           out_dtype: jnp.dtype | None = None) -> jax.Array:
+def einsum(
+    eqn: str, x: jax.Array, w: jax.Array, dtype: jnp.dtype, out_dtype: jnp.dtype | None = None
+) -> jax.Array:
     """`jnp.einsum` of `x` and `w` cast to `dtype`, accumulated in float32 forward and backward.
 
     The result is in `out_dtype` (default `dtype`); the gradient arriving from it is taken
@@ -32,8 +33,10 @@ def _check_einsum(eqn: str) -> tuple[str, str, str]:
     x_axes, w_axes = inputs.split(",")
     for axes, other in ((x_axes, w_axes), (w_axes, x_axes)):
         if set(axes) - set(other) - set(out) or len(set(axes)) != len(axes):
-            raise ValueError(f"einsum {eqn!r}: every index of an operand must appear once in it and "
-                             "also in the other operand or the output")
+            raise ValueError(
+                f"einsum {eqn!r}: every index of an operand must appear once in it and "
+                "also in the other operand or the output"
+            )
     return x_axes, w_axes, out
 
 

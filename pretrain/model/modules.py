@@ -74,9 +74,9 @@ class Attention(nn.Module):
             )
             query, key, value = qkv("BTD,SNDH->SBTNH", x)
         else:
-            query = self._einsum(
-                "q_einsum", (n, d, h), ("q_heads", "embed", "head_dim"), _fan_in(1, (0, 2))
-            )("BTD,NDH->BTNH", x)
+            query = self._einsum("q_einsum", (n, d, h), ("q_heads", "embed", "head_dim"), _fan_in(1, (0, 2)))(
+                "BTD,NDH->BTNH", x
+            )
             kv = self._einsum(
                 "kv_einsum", (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), _fan_in(2, (1, 3), 0)
             )
@@ -122,8 +122,9 @@ class FeedForward(nn.Module):
         gate = nn.gelu(layers.einsum("BTD,DF->BTF", x, gating[0], self.dtype), approximate=True)
         hidden = gate * layers.einsum("BTD,DF->BTF", x, gating[1], self.dtype)
         hidden = nn.with_logical_constraint(hidden, (BATCH, LENGTH, MLP))
-        return nn.with_logical_constraint(layers.einsum("BTF,FD->BTD", hidden, linear, self.dtype),
-                                          (BATCH, LENGTH, EMBED))
+        return nn.with_logical_constraint(
+            layers.einsum("BTF,FD->BTD", hidden, linear, self.dtype), (BATCH, LENGTH, EMBED)
+        )
 
 
 class Block(nn.Module):
@@ -143,8 +144,14 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         attn = Attention(
-            self.num_heads, self.num_kv_heads, self.embed_dim, self.head_dim, self.rope_base,
-            self.attention, name="attn", **dtypes,
+            self.num_heads,
+            self.num_kv_heads,
+            self.embed_dim,
+            self.head_dim,
+            self.rope_base,
+            self.attention,
+            name="attn",
+            **dtypes,
         )
         x = x + attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, segment_ids)
         mlp = FeedForward(self.embed_dim, self.hidden_dim, name="mlp", **dtypes)

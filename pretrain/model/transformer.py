@@ -77,14 +77,23 @@ class TransformerConfig:
 
 def _validate(values: Mapping[str, Any], where: str) -> None:
     """Raises ValueError naming the offending field as `{where}.{field}`."""
-    for name in ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads",
-                 "head_dim", "hidden_dim", "max_seq_len"):
+    for name in (
+        "vocab_size",
+        "num_layers",
+        "embed_dim",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "hidden_dim",
+        "max_seq_len",
+    ):
         value = values[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{where}.{name}: must be a positive integer, got {value!r}")
     if values["num_heads"] % values["num_kv_heads"]:
-        raise ValueError(f"{where}.num_kv_heads: must divide num_heads={values['num_heads']}, "
-                         f"got {values['num_kv_heads']}")
+        raise ValueError(
+            f"{where}.num_kv_heads: must divide num_heads={values['num_heads']}, got {values['num_kv_heads']}"
+        )
     if values["head_dim"] % 2:
         raise ValueError(f"{where}.head_dim: must be even for RoPE, got {values['head_dim']}")
     if not isinstance(values["rope_base"], (int, float)) or not values["rope_base"] > 1:
@@ -93,18 +102,26 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         if values[name] not in DTYPES:
             raise ValueError(f"{where}.{name}: must be one of {sorted(DTYPES)}, got {values[name]!r}")
     if values["attention"] not in attention.IMPLEMENTATIONS:
-        raise ValueError(f"{where}.attention: must be one of {attention.IMPLEMENTATIONS}, "
-                         f"got {values['attention']!r}")
+        raise ValueError(
+            f"{where}.attention: must be one of {attention.IMPLEMENTATIONS}, got {values['attention']!r}"
+        )
     if not isinstance(values["scan_layers"], bool):
         raise ValueError(f"{where}.scan_layers: must be a bool, got {values['scan_layers']!r}")
     chunks = values["vocab_chunks"]
-    if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 0 or (
-            chunks and values["vocab_size"] % chunks):
-        raise ValueError(f"{where}.vocab_chunks: must be 0 (full logits) or a positive divisor of "
-                         f"vocab_size={values['vocab_size']}, got {chunks!r}")
+    if (
+        not isinstance(chunks, int)
+        or isinstance(chunks, bool)
+        or chunks < 0
+        or (chunks and values["vocab_size"] % chunks)
+    ):
+        raise ValueError(
+            f"{where}.vocab_chunks: must be 0 (full logits) or a positive divisor of "
+            f"vocab_size={values['vocab_size']}, got {chunks!r}"
+        )
     if values["remat_policy"] not in REMAT_POLICIES:
-        raise ValueError(f"{where}.remat_policy: must be one of {sorted(REMAT_POLICIES)}, "
-                         f"got {values['remat_policy']!r}")
+        raise ValueError(
+            f"{where}.remat_policy: must be one of {sorted(REMAT_POLICIES)}, got {values['remat_policy']!r}"
+        )
 
 
 class Transformer(nn.Module):
@@ -119,8 +136,9 @@ class Transformer(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-                 return_hidden: bool = False) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, return_hidden: bool = False
+    ) -> jax.Array:
         """tokens, positions, segment_ids: int [B, L]. Positions restart at each packed document."""
         cfg = self.config
         dtypes = dict(dtype=cfg.activation_dtype, param_dtype=cfg.weight_dtype)
@@ -128,16 +146,29 @@ class Transformer(nn.Module):
         x = nn.with_logical_constraint(
             embedder.encode(tokens), (modules.BATCH, modules.LENGTH, modules.EMBED)
         )
-        block_args = (cfg.num_heads, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim,
-                      cfg.hidden_dim, cfg.rope_base, cfg.attention)
+        block_args = (
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.embed_dim,
+            cfg.head_dim,
+            cfg.hidden_dim,
+            cfg.rope_base,
+            cfg.attention,
+        )
         block_cls = modules.Block
         if cfg.remat_policy != "none":
-            block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[cfg.remat_policy],
-                                 prevent_cse=not cfg.scan_layers)
+            block_cls = nn.remat(
+                block_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers
+            )
         if cfg.scan_layers:
-            scanned = nn.scan(_Carried, variable_axes={"params": 0}, split_rngs={"params": True},
-                              in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
-                              metadata_params={nn.PARTITION_NAME: "layers"})
+            scanned = nn.scan(
+                _Carried,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
             x, _ = scanned(block_cls, block_args, dtypes, name="layers")(x, positions, segment_ids)
         else:
             for i in range(cfg.num_layers):
@@ -158,8 +189,7 @@ class _Carried(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids):
-        return self.block_cls(*self.block_args, name="block", **self.dtypes)(
-            x, positions, segment_ids), None
+        return self.block_cls(*self.block_args, name="block", **self.dtypes)(x, positions, segment_ids), None
 
 
 def unstack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
@@ -184,9 +214,7 @@ def stack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
 def abstract_variables(config: TransformerConfig, batch: int = 1, seq_len: int = 8) -> Any:
     """Shapes (with logical-axis boxes) of the variables, via jax.eval_shape: nothing allocated."""
     tokens = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32)
-    return jax.eval_shape(
-        lambda key, t: Transformer(config).init(key, t, t, t), jax.random.key(0), tokens
-    )
+    return jax.eval_shape(lambda key, t: Transformer(config).init(key, t, t, t), jax.random.key(0), tokens)
 
 
 def count_params(config: TransformerConfig) -> int:

@@ -37,11 +37,13 @@ def command(tmp_path):
 
     def run(*args):
         return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True)
+
     return run
 
 
 def test_shortcuts_and_overrides_set_config_fields(command):
     import json
+
     out = command("--output_dir=o", "--input=a", "--input", "b", "--config.steps=5")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"output_dir": "o", "steps": 5, "inputs": ["a", "b"], "rest": []}

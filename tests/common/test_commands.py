@@ -20,13 +20,19 @@ COMMANDS = [
     ("pretrain.export", "--max_shard_bytes", ["--workdir=w"], "config.output: required"),
     ("pretrain.evaluate", "--batch_size", ["--input=x.jsonl"], "config.workdir: required"),
     ("pretrain.model_info", "--config", [], "--config is required"),
-    ("pretrain.hf_import", "--hf_dir", ["--config=configs/train/demo_tiny_cpu.py"], "config.hf_dir: required"),
+    (
+        "pretrain.hf_import",
+        "--hf_dir",
+        ["--config=configs/train/demo_tiny_cpu.py"],
+        "config.hf_dir: required",
+    ),
 ]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("module, flag, missing, message", COMMANDS, ids=[c[0] for c in COMMANDS])

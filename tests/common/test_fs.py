@@ -32,7 +32,10 @@ def test_write_read_glob_walk_relative(tmp_path, monkeypatch):
     assert fs.glob("a/**/*.jsonl") == sorted(str(tmp_path / p) for p in ("a/two.jsonl", "a/b/one.jsonl"))
     assert fs.glob("a/b") == [str(tmp_path / "a" / "b")] and fs.glob("missing/*") == []
     assert [os.path.relpath(p, tmp_path) for p in fs.walk_files("a")] == [
-        "a/b/c/three.txt", "a/b/one.jsonl", "a/two.jsonl"]
+        "a/b/c/three.txt",
+        "a/b/one.jsonl",
+        "a/two.jsonl",
+    ]
     with fs.open("a/log.txt", "a") as f:
         f.write("x")
     with fs.open("a/log.txt", "a") as f:

@@ -16,8 +16,14 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "data_pipeline.prepare", *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "data_pipeline.prepare", *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_help_lists_the_flags():
@@ -29,7 +35,9 @@ def test_help_lists_the_flags():
 
 def test_run_with_flags_only(tmp_path):
     question = "A farmer has 17 sheep and all but 9 run away; how many sheep does the farmer have left at the end of the day?"
-    docs = [{"id": f"d{i}", "text": prose(i)} for i in range(4)] + [{"id": "leak", "text": prose(9, sentences=60) + " " + question}]
+    docs = [{"id": f"d{i}", "text": prose(i)} for i in range(4)] + [
+        {"id": "leak", "text": prose(9, sentences=60) + " " + question}
+    ]
     write_jsonl(tmp_path / "web.jsonl", docs)
     write_jsonl(tmp_path / "gsm.jsonl", [{"question": question, "answer": "9"}])
     out = tmp_path / "out"
@@ -42,16 +50,25 @@ def test_run_with_flags_only(tmp_path):
     assert "invariant input == kept + rejected + dead_letter: 5 == 5 (ok, 0 ids lost" in result.stdout
     stats = json.loads((out / "stats.json").read_text())
     assert set(stats["sources"]) == {"web:web.jsonl"}
-    assert stats["total"]["rejected"] == {"gopher_quality": 4, "contaminated": 1}  # prose(i) has < 300 words, the leak more
+    assert stats["total"]["rejected"] == {
+        "gopher_quality": 4,
+        "contaminated": 1,
+    }  # prose(i) has < 300 words, the leak more
     assert stats["contamination"] == {"gsm": 1}
 
 
 def test_runs_without_config_and_reads_each_file_by_its_own_format(tmp_path):
     """Base defaults apply without --config; `web=DIR/*` reads .jsonl and .jsonl.gz as JSONL."""
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"a{i}", "text": prose(i)} for i in range(3)])
-    write_jsonl(tmp_path / "in" / "b.jsonl.gz", [{"id": f"b{i}", "text": prose(10 + i)} for i in range(2)], compress="gz")
+    write_jsonl(
+        tmp_path / "in" / "b.jsonl.gz",
+        [{"id": f"b{i}", "text": prose(10 + i)} for i in range(2)],
+        compress="gz",
+    )
     out = tmp_path / "out"
-    result = _cli(f"--input=web={tmp_path / 'in'}/*", f"--output_dir={out}", "--direct_running_mode=in_memory")
+    result = _cli(
+        f"--input=web={tmp_path / 'in'}/*", f"--output_dir={out}", "--direct_running_mode=in_memory"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["total"]["input"] == stats["invariant"]["held_by_files"] == 5

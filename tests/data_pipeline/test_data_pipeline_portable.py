@@ -20,18 +20,28 @@ from data_pipeline.eval_sets import parse_specs  # noqa: E402
 from tests.support.data import prose, write_jsonl  # noqa: E402
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
-QUESTION = ("A baker sells 1,250 loaves of bread each week for 3 dollars each. "
-            "How much money does the baker make in 4 weeks if he sells all of them?")
+QUESTION = (
+    "A baker sells 1,250 loaves of bread each week for 3 dollars each. "
+    "How much money does the baker make in 4 weeks if he sells all of them?"
+)
 
 
 def _config(tmp_path):
     near = prose(1).split(" ")
     near[10], near[40] = "lighthouse", "orchard"
     docs = [{"id": f"w{i}", "text": prose(i, sentences=40)} for i in range(4)]
-    docs += [{"id": "w_near", "text": " ".join(prose(1, sentences=40).split(" ")[:10] + ["lighthouse"]
-                                              + prose(1, sentences=40).split(" ")[11:])},
-             {"id": "w_dup", "text": prose(0, sentences=40)},
-             {"id": "w_leak", "text": prose(9, sentences=40) + "\n" + QUESTION.replace("1,250", "1250")}]
+    docs += [
+        {
+            "id": "w_near",
+            "text": " ".join(
+                prose(1, sentences=40).split(" ")[:10]
+                + ["lighthouse"]
+                + prose(1, sentences=40).split(" ")[11:]
+            ),
+        },
+        {"id": "w_dup", "text": prose(0, sentences=40)},
+        {"id": "w_leak", "text": prose(9, sentences=40) + "\n" + QUESTION.replace("1,250", "1250")},
+    ]
     write_jsonl(tmp_path / "in" / "web.jsonl", docs)
     write_jsonl(tmp_path / "gsm.jsonl", [{"question": QUESTION, "answer": "15000"}])
     config = base.get_config()
@@ -65,8 +75,11 @@ def _job_bytes(config) -> int:
 def test_serialised_job_is_small_with_every_shared_eval_set(tmp_path, shared_data):
     SHARED_EVAL = str(shared_data / "eval")  # noqa: N806 - the real eval sets, all of them
     config = _config(tmp_path)
-    config.eval_sets = [f"{name}={os.path.join(SHARED_EVAL, name)}" for name in sorted(os.listdir(SHARED_EVAL))
-                        if os.path.isdir(os.path.join(SHARED_EVAL, name)) and name != "bbh"]
+    config.eval_sets = [
+        f"{name}={os.path.join(SHARED_EVAL, name)}"
+        for name in sorted(os.listdir(SHARED_EVAL))
+        if os.path.isdir(os.path.join(SHARED_EVAL, name)) and name != "bbh"
+    ]
     config.eval_sets.append(f"bbh={os.path.join(SHARED_EVAL, 'bbh', 'data')}")
     size = _job_bytes(config)
     print(f"serialised job with {len(config.eval_sets)} eval sets: {size} bytes")
@@ -97,19 +110,41 @@ def test_worker_requirements_are_runtime_only():
 
 def test_dataflow_job_request_builds_without_credentials():
     """Beam's DataflowRunner builds the job request offline with --dry_run (nothing submitted)."""
-    pytest.importorskip("google.cloud.dataflow", reason="the DataflowRunner needs apache-beam[gcp] (extra 'dataflow')")
+    pytest.importorskip(
+        "google.cloud.dataflow", reason="the DataflowRunner needs apache-beam[gcp] (extra 'dataflow')"
+    )
     config = base.get_config()
     config.inputs = ["web=gs://bucket/raw/*.jsonl.gz"]
     config.eval_sets = ["gsm8k=gs://bucket/eval/gsm8k/test.jsonl"]
     config.output_dir = "gs://bucket/prep"
-    options = prepare.pipeline_options(config, [
-        "--runner=DataflowRunner", "--project=test-project", "--region=us-central1", "--job_name=prep-dry-run",
-        "--temp_location=gs://bucket/tmp", "--staging_location=gs://bucket/staging", "--no_auth", "--dry_run=True",
-        "--sdk_location=container"])
+    options = prepare.pipeline_options(
+        config,
+        [
+            "--runner=DataflowRunner",
+            "--project=test-project",
+            "--region=us-central1",
+            "--job_name=prep-dry-run",
+            "--temp_location=gs://bucket/tmp",
+            "--staging_location=gs://bucket/staging",
+            "--no_auth",
+            "--dry_run=True",
+            "--sdk_location=container",
+        ],
+    )
     p = beam.Pipeline(options=options)
-    prepare.build(p, config, prepare.input_specs(config), parse_specs(list(config.eval_sets)), config.output_dir)
+    prepare.build(
+        p, config, prepare.input_specs(config), parse_specs(list(config.eval_sets)), config.output_dir
+    )
     job = p.run().job
     assert job.proto.name == "prep-dry-run"
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    assert {"Read[web:*.jsonl.gz]", "Clean", "ExactDedup", "NearDedup", "Decontaminate", "Quality", "WriteTfds"} <= names
+    assert {
+        "Read[web:*.jsonl.gz]",
+        "Clean",
+        "ExactDedup",
+        "NearDedup",
+        "Decontaminate",
+        "Quality",
+        "WriteTfds",
+    } <= names
     assert len(job.proto_pipeline.SerializeToString()) < 1_000_000

@@ -40,7 +40,12 @@ def test_high_quality_mark_follows_percentile_per_domain():
                for d in ("web", "math") for i in range(11)]  # fmt: skip
     with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"])) as p:
         kept, rejected = p | beam.Create(records) | scoring.ScoreQuality(config)
-        marked = kept | beam.Map(lambda r: (r["domain"], r["high_quality"])) | beam.combiners.Count.PerElement()
+        marked = (
+            kept | beam.Map(lambda r: (r["domain"], r["high_quality"])) | beam.combiners.Count.PerElement()
+        )
         # 11 distinct scores per domain: the median and the 5 above it are marked.
-        assert_that(marked, equal_to([(("web", True), 6), (("web", False), 5), (("math", True), 6), (("math", False), 5)]))
+        assert_that(
+            marked,
+            equal_to([(("web", True), 6), (("web", False), 5), (("math", True), 6), (("math", False), 5)]),
+        )
         assert_that(rejected, equal_to([]), label="NoRejections")

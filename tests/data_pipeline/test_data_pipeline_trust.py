@@ -37,6 +37,7 @@ def _config(inputs, out) -> base.ml_collections.ConfigDict:
 
 # ------------------------------------------------------------------ no silent skipping
 
+
 def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
     """Before: `except ImportError` around the stages wrote never-deduplicated data, exit 0."""
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"d{i}", "text": prose(i)} for i in range(3)])
@@ -46,8 +47,14 @@ def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
         f"c = base.get_config(); c.inputs = ['web={tmp_path / 'in' / '*'}']; c.output_dir = '{tmp_path / 'out'}'\n"
         "c.runner.direct_running_mode = 'in_memory'\nprepare.prepare(c)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode != 0
     assert "near_dedup" in result.stderr
     assert not (tmp_path / "out" / "stats.json").exists()
@@ -63,6 +70,7 @@ def test_eval_rows_without_text_fail_the_job_before_it_runs(tmp_path):
 
 
 # ------------------------------------------------------------------ never delete what it did not create
+
 
 def test_refuses_an_output_folder_holding_the_inputs(tmp_path):
     """Before: OUT/web/ (here: the raw inputs) was deleted, then the job 'succeeded' on nothing."""
@@ -114,6 +122,7 @@ def test_commit_on_a_uri_moves_file_by_file(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ read errors
 
+
 def _read(path: Path, spec: sources.InputSpec | None = None) -> tuple[list, list, list, dict]:
     spec = spec or sources.InputSpec(domain="web", glob=str(path.parent / "*"))
     fn = sources.ReadFileFn(spec, max_doc_bytes=1 << 20, max_raw_bytes=256)
@@ -161,21 +170,31 @@ def test_transient_io_error_raises_so_the_runner_retries(tmp_path, monkeypatch):
 
 def test_corrupt_stream_is_one_dead_letter_and_the_file_is_reported_incomplete(tmp_path):
     path = tmp_path / "a.jsonl.gz"
-    data = gzip.compress("".join(json.dumps({"id": f"d{i}", "text": prose(i)}) + "\n" for i in range(40)).encode())
+    data = gzip.compress(
+        "".join(json.dumps({"id": f"d{i}", "text": prose(i)}) + "\n" for i in range(40)).encode()
+    )
     path.write_bytes(data[: len(data) // 2])  # truncated mid-stream
     kept, dead, _, counts = _read(path)
     assert 0 < len(kept) < 40
-    assert len(dead) == 1 and dead[0]["error"].startswith("corrupt_stream") and "unreadable" in dead[0]["error"]
+    assert (
+        len(dead) == 1 and dead[0]["error"].startswith("corrupt_stream") and "unreadable" in dead[0]["error"]
+    )
     assert counts == {"source": "web:*", "path": str(path), "held": len(kept) + 1, "complete": False}
-    entry = [((stats.HELD, "web:*", ""), counts["held"]), ((stats.INCOMPLETE_FILES, "web:*", ""), 1),
-             ((stats.INPUT, "web:*", ""), len(kept) + 1), ((stats.KEPT, "web:*", ""), len(kept)),
-             ((stats.DEAD_LETTER, "web:*", ""), 1)]
+    entry = [
+        ((stats.HELD, "web:*", ""), counts["held"]),
+        ((stats.INCOMPLETE_FILES, "web:*", ""), 1),
+        ((stats.INPUT, "web:*", ""), len(kept) + 1),
+        ((stats.KEPT, "web:*", ""), len(kept)),
+        ((stats.DEAD_LETTER, "web:*", ""), 1),
+    ]
     assert not stats.assemble(entry, {"web:*": "web"}, [], {})["invariant"]["ok"]
 
 
 def test_a_bad_line_is_one_dead_letter_and_the_rest_is_read(tmp_path):
     path = tmp_path / "a.jsonl"
-    write_jsonl(path, [{"id": "a", "text": "one"}, b'{"id": "b", "text": "unterminated', {"id": "c", "text": "three"}])
+    write_jsonl(
+        path, [{"id": "a", "text": "one"}, b'{"id": "b", "text": "unterminated', {"id": "c", "text": "three"}]
+    )
     kept, dead, _, counts = _read(path)
     assert [r["id"] for r in kept] == ["a", "c"] and [d["id"] for d in dead] == ["a.jsonl:1"]
     assert counts["held"] == 3 and counts["complete"]

@@ -30,7 +30,11 @@ def _config(**overrides):
 
 
 def _items():
-    return [EvalItem("gsm8k", "q1", QUESTION), EvalItem("quiz", "s1", SHORT), EvalItem("quiz", "tiny", "Why so?")]
+    return [
+        EvalItem("gsm8k", "q1", QUESTION),
+        EvalItem("quiz", "s1", SHORT),
+        EvalItem("quiz", "tiny", "Why so?"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,8 @@ def test_drops_verbatim_and_reformatted_copies_and_reports_hits(run):
     assert len(hits) == 3
     assert by_doc["verbatim"]["eval_set"] == "gsm8k" and by_doc["verbatim"]["eval_item_id"] == "q1"
     assert len(by_doc["verbatim"]["match"]) == 50 and by_doc["verbatim"]["match"] in "".join(
-        c for c in QUESTION.lower() if c.isalnum())
+        c for c in QUESTION.lower() if c.isalnum()
+    )
     assert by_doc["short"]["eval_item_id"] == "s1" and len(by_doc["short"]["match"]) == 35
 
 
@@ -123,7 +128,10 @@ def test_load_eval_sets_reads_every_format(tmp_path):
     (tmp_path / "mmlu.csv").write_text("question,choice0,choice1,answer\nWhat?,yes,no,1\n")
     arc = {"id": "arc1", "question": {"stem": "Stem?", "choices": [{"text": "c1", "label": "A"}]}}
     (tmp_path / "arc.jsonl").write_text(json.dumps(arc) + "\n")
-    pq.write_table(pa.Table.from_pylist([{"text": "mbpp task", "code": "def f(): pass", "task_id": 3}]), tmp_path / "m.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{"text": "mbpp task", "code": "def f(): pass", "task_id": 3}]),
+        tmp_path / "m.parquet",
+    )
     specs = {
         "gsm8k": str(tmp_path / "gsm.jsonl"),
         "math": str(tmp_path / "math.jsonl.gz"),
@@ -153,21 +161,33 @@ def test_parse_specs_rejects_missing_path():
 
 
 def test_number_only_ngrams_are_not_indexed():
-    counting = EvalItem("math", "count", "John counts 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 and stops")
+    counting = EvalItem(
+        "math",
+        "count",
+        "John counts 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 and stops",
+    )
     index = decontaminate.NgramIndex([counting], window=50, min_chars=35, w=8)
-    pages, _ = decontaminate.normalized_chars("page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 next")
+    pages, _ = decontaminate.normalized_chars(
+        "page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 next"
+    )
     assert list(index.matches(pages)) == []
-    leak, _ = decontaminate.normalized_chars("JOHN counts: " + ", ".join(map(str, range(1, 26))) + " and stops.")
+    leak, _ = decontaminate.normalized_chars(
+        "JOHN counts: " + ", ".join(map(str, range(1, 26))) + " and stops."
+    )
     assert {m[2] for m in index.matches(leak)} == {0}
 
 
 def test_numbers_match_whatever_their_separators(run):
     """GSM8K-style: a number written 1,000 in the eval set and 1000 or 1 , 000 in the page."""
-    question = ("A baker sells 1,250 loaves of bread each week for $3 each. "
-                "How much money does the baker make in 4 weeks if he sells all of them?")
-    docs = [record("plain", f"{FILLER}\n" + question.replace("1,250", "1250")),
-            record("spaced", f"{FILLER}\n" + question.replace("1,250", "1 , 250").replace("$3", "$ 3")),
-            record("verbatim", f"{FILLER}\n" + question)]
+    question = (
+        "A baker sells 1,250 loaves of bread each week for $3 each. "
+        "How much money does the baker make in 4 weeks if he sells all of them?"
+    )
+    docs = [
+        record("plain", f"{FILLER}\n" + question.replace("1,250", "1250")),
+        record("spaced", f"{FILLER}\n" + question.replace("1,250", "1 , 250").replace("$3", "$ 3")),
+        record("verbatim", f"{FILLER}\n" + question),
+    ]
     config = _config()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "gsm.jsonl")
@@ -189,7 +209,9 @@ def test_eval_items_are_not_pickled_into_the_job(tmp_path):
     from apache_beam.internal import pickler
 
     path = tmp_path / "big.jsonl"
-    path.write_text("".join(json.dumps({"question": f"{FILLER} question number {i}"}) + "\n" for i in range(2000)))
+    path.write_text(
+        "".join(json.dumps({"question": f"{FILLER} question number {i}"}) + "\n" for i in range(2000))
+    )
     fn = decontaminate._Decontaminate(_config(), {"big": str(path)})
     assert len(pickler.dumps(fn)) < 20_000  # the items alone are > 2 MB
     fn.setup()
@@ -201,9 +223,17 @@ def test_punctuation_dropped_or_spaced_out_inside_words_still_matches(run, tmp_p
     code = "def add_numbers(first, second):\n    return first + second  # the sum of two integers"
     path = tmp_path / "mbpp.jsonl"
     path.write_text(json.dumps({"text": "Write a function that adds two numbers.", "code": code}) + "\n")
-    docs = [record("dropped", FILLER + "\ndef addnumbersfirst second\n return first  second  the sum of two integers"),
-            record("spaced", FILLER + "\nDEF ADD _ NUMBERS ( FIRST , SECOND ) : RETURN FIRST + SECOND # THE SUM OF TWO INTEGERS"),
-            record("clean", FILLER + "\nthe sum of two integers is an integer")]
+    docs = [
+        record(
+            "dropped", FILLER + "\ndef addnumbersfirst second\n return first  second  the sum of two integers"
+        ),
+        record(
+            "spaced",
+            FILLER
+            + "\nDEF ADD _ NUMBERS ( FIRST , SECOND ) : RETURN FIRST + SECOND # THE SUM OF TWO INTEGERS",
+        ),
+        record("clean", FILLER + "\nthe sum of two integers is an integer"),
+    ]
     config = _config()
     kept, rejected, _ = run_transform(docs, lambda: decontaminate.Decontaminate(config, {"mbpp": str(path)}))
     assert sorted(r["id"] for r in rejected) == ["dropped", "spaced"] and [r["id"] for r in kept] == ["clean"]

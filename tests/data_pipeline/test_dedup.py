@@ -76,5 +76,7 @@ def test_multiprocess_direct_runner():
     kept, rejected = _run(records, multiprocess=True)
     assert len(kept) == 7
     assert len(rejected) == 33
-    expected = {min((r["id"], r["source"]) for r in records if r["text"].endswith(f" {k}"))[0] for k in range(7)}
+    expected = {
+        min((r["id"], r["source"]) for r in records if r["text"].endswith(f" {k}"))[0] for k in range(7)
+    }
     assert {r["id"] for r in kept} == expected

@@ -117,7 +117,9 @@ def test_cluster_size_cap_dissolves_big_clusters():
 def test_components_that_do_not_converge_fail_loudly():
     rng = random.Random(4)
     names = [f"n{rng.random():.12f}" for _ in range(64)]
-    edges = [(min(names[i], names[i + 1]), max(names[i], names[i + 1])) for i in range(63)]  # a long shuffled path
+    edges = [
+        (min(names[i], names[i + 1]), max(names[i], names[i + 1])) for i in range(63)
+    ]  # a long shuffled path
     with pytest.raises(Exception, match="not converged after 1 rounds"):
         run_transform(edges, lambda: near_dedup.ConnectedComponents(rounds=1))
 
@@ -132,8 +134,9 @@ def test_bucket_edges_survive_a_false_positive_at_the_minimum():
     sets = [shingle_set(t, 5) for t in (a, b, m)]
     assert jaccard(sets[0], sets[1]) > 0.95 > max(jaccard(sets[0], sets[2]), jaccard(sets[1], sets[2]))
     # One band of one row: find a seed under which all three share the bucket.
-    seed = next(s for s in range(500)
-                if len({int(near_dedup.MinHasher(1, s).signature(x)[0]) for x in sets}) == 1)
+    seed = next(
+        s for s in range(500) if len({int(near_dedup.MinHasher(1, s).signature(x)[0]) for x in sets}) == 1
+    )
     records = [record("0_fp", m), record("1_a", a), record("2_b", b)]
     config = near_dedup.default_config()
     config.update({"num_perm": 1, "bands": 1, "seed": seed, "jaccard_threshold": 0.95})
@@ -158,8 +161,11 @@ def test_documents_sharing_an_id_stay_apart():
     """Two different documents with the same (id, source) are two graph nodes, not one."""
     rng = random.Random(7)
     base = _doc(rng, 300)
-    records = [record("x", " ".join(base)), record("x", " ".join(_doc(rng, 300))),
-               record("a", " ".join(_edit(rng, base, 2)))]
+    records = [
+        record("x", " ".join(base)),
+        record("x", " ".join(_doc(rng, 300))),
+        record("a", " ".join(_edit(rng, base, 2))),
+    ]
     kept, rejected = run_transform(records, lambda: near_dedup.NearDedup(near_dedup.default_config()))
     assert [r["text"] for r in rejected] == [records[0]["text"]]
     assert sorted(r["text"] for r in kept) == sorted([records[1]["text"], records[2]["text"]])
@@ -177,6 +183,8 @@ def test_bad_config_names_the_field(field, value):
 
 def test_multiprocess_direct_runner():
     records, clusters, singles = _near_dup_corpus(seed=5)
-    kept, rejected = run_transform(records, lambda: near_dedup.NearDedup(near_dedup.default_config()), multiprocess=True)
+    kept, rejected = run_transform(
+        records, lambda: near_dedup.NearDedup(near_dedup.default_config()), multiprocess=True
+    )
     assert {r["id"] for r in kept} == {min(ids) for ids in clusters} | set(singles) | {"empty"}
     assert len(rejected) == 12

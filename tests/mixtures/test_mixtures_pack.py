@@ -30,7 +30,7 @@ def _documents_from_rows(records):
     for record in records:
         a = np.frombuffer(record, "<i4")
         n, tail = int(a[0]), int(a[1])
-        lengths, tokens = a[2:2 + n], a[2 + n:]
+        lengths, tokens = a[2 : 2 + n], a[2 + n :]
         pieces = np.split(tokens, np.cumsum(lengths)[:-1])
         for i, piece in enumerate(pieces):
             current.extend(piece.tolist())
@@ -45,7 +45,14 @@ def _documents_from_rows(records):
 
 def test_register_tasks_names_and_high_quality_filter(packed):
     prep_dir, vocab, _ = packed
-    assert tasks_lib.register_tasks(prep_dir, vocab) == ["web", "web_hq", "math", "math_hq", "code", "code_hq"]
+    assert tasks_lib.register_tasks(prep_dir, vocab) == [
+        "web",
+        "web_hq",
+        "math",
+        "math_hq",
+        "code",
+        "code_hq",
+    ]
     hq = [i for i, _ in pack.read_documents("math_hq", "train", 0, 60)]
     assert hq == list(range(0, 60, 3))  # the fixture marks every third record high quality
     index, tokens = next(pack.read_documents("web", "train", 5, 60))
@@ -74,7 +81,10 @@ def test_manifest_index_and_stats(packed):
     assert len(train["files"]) > 1, "rows_per_shard=8 spreads a task over several packing shards"
     # all but each shard's last row are >= 99.5% full (the packer's max_padding)
     for f in train["files"]:
-        full = [rows.token_count(r) for r in _records(packed_dir, {"splits": {"x": {"t": {"files": [f]}}}}, "x", "t")]
+        full = [
+            rows.token_count(r)
+            for r in _records(packed_dir, {"splits": {"x": {"t": {"files": [f]}}}}, "x", "t")
+        ]
         assert all(n >= PACK_SEQ_LEN * 0.995 for n in full[:-1])
 
 
@@ -86,9 +96,13 @@ def test_rows_hold_every_document_once_in_seeded_order(packed):
         source = list(pack.read_documents(task, "train", 0, 60))
         rebuilt = []
         for f in m["splits"]["train"][task]["files"]:
-            rebuilt += _documents_from_rows(_records(packed_dir, {"splits": {"x": {"t": {"files": [f]}}}}, "x", "t"))
+            rebuilt += _documents_from_rows(
+                _records(packed_dir, {"splits": {"x": {"t": {"files": [f]}}}}, "x", "t")
+            )
         assert sorted(rebuilt) == sorted(tuple(t.tolist()) for _, t in source)
-        assert rebuilt != [tuple(t.tolist()) for _, t in source], "documents are shuffled, not in source order"
+        assert rebuilt != [tuple(t.tolist()) for _, t in source], (
+            "documents are shuffled, not in source order"
+        )
 
 
 def test_other_seed_other_rows_and_edited_manifest_refused(packed, tmp_path):

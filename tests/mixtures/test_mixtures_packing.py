@@ -32,8 +32,11 @@ def _batch(rows, seq_len):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=40),
-       seq_len=st.integers(1, 128), lookahead=st.integers(1, 8))
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=40),
+    seq_len=st.integers(1, 128),
+    lookahead=st.integers(1, 8),
+)
 def test_tokens_in_equal_tokens_out_and_documents_reassemble(lengths, seq_len, lookahead):
     docs = _docs(lengths)
     packer, rows = _pack_all(docs, seq_len, lookahead)
@@ -47,7 +50,9 @@ def test_tokens_in_equal_tokens_out_and_documents_reassemble(lengths, seq_len, l
         for p in row:
             key = id(p.tokens)
             assert p.start == len(rebuilt.get(key, []))
-            rebuilt[key] = np.concatenate([rebuilt.get(key, np.zeros(0, np.int32)), p.tokens[p.start:p.end]])
+            rebuilt[key] = np.concatenate(
+                [rebuilt.get(key, np.zeros(0, np.int32)), p.tokens[p.start : p.end]]
+            )
     assert sorted(map(tuple, rebuilt.values())) == sorted(tuple(t) for _, t in docs)
 
 
@@ -60,13 +65,13 @@ def test_row_arrays_follow_the_documents(lengths, seq_len):
         o = 0
         for segment, p in enumerate(row, start=1):
             n = p.end - p.start
-            assert (batch["segment_ids"][r, o:o + n] == segment).all()
-            assert (batch["positions"][r, o:o + n] == np.arange(n)).all()
-            expected_targets = p.tokens[p.start + 1:p.end + 1]
+            assert (batch["segment_ids"][r, o : o + n] == segment).all()
+            assert (batch["positions"][r, o : o + n] == np.arange(n)).all()
+            expected_targets = p.tokens[p.start + 1 : p.end + 1]
             m = len(expected_targets)
-            assert (batch["targets"][r, o:o + m] == expected_targets).all()
-            assert (batch["loss_weights"][r, o:o + m] == 1).all()
-            assert batch["loss_weights"][r, o + m:o + n].sum() == 0  # only a document's last token
+            assert (batch["targets"][r, o : o + m] == expected_targets).all()
+            assert (batch["loss_weights"][r, o : o + m] == 1).all()
+            assert batch["loss_weights"][r, o + m : o + n].sum() == 0  # only a document's last token
             o += n
         assert batch["segment_ids"][r, o:].sum() == 0 and batch["loss_weights"][r, o:].sum() == 0
 

@@ -28,8 +28,17 @@ def test_report_is_deterministic_and_balanced(packed_dir):
 def test_cli_writes_json_and_plot(packed_dir, tmp_path):
     config = write_mixture_config(tmp_path / "mix.py")
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    stdout = run_module("mixtures.report", f"--config={config}", "--config.seed=5", f"--packed_dir={packed_dir}",
-                        "--steps=8", "--batch_size=2", "--window=4", f"--json={out_json}", f"--plot={out_png}")
+    stdout = run_module(
+        "mixtures.report",
+        f"--config={config}",
+        "--config.seed=5",
+        f"--packed_dir={packed_dir}",
+        "--steps=8",
+        "--batch_size=2",
+        "--window=4",
+        f"--json={out_json}",
+        f"--plot={out_png}",
+    )
     assert "fill of the rows read" in stdout and "tokens/s" in stdout and "MISMATCH" not in stdout
     r = json.loads(out_json.read_text())
     assert {"windows", "fill", "packed", "tokens_read", "tokens_per_sec"} <= set(r)

@@ -17,8 +17,15 @@ def _cfg(stages, tasks=("a", "b", "c")):
 
 
 def test_constant_stages_switch_at_start_fraction():
-    s = Schedule.from_config(_cfg([dict(start=0.0, weights={"a": 0.5, "b": 0.5}),
-                                   dict(start=0.9, weights={"c": 1.0}, name="anneal")]), 100)
+    s = Schedule.from_config(
+        _cfg(
+            [
+                dict(start=0.0, weights={"a": 0.5, "b": 0.5}),
+                dict(start=0.9, weights={"c": 1.0}, name="anneal"),
+            ]
+        ),
+        100,
+    )
     assert s.weights_at(0) == {"a": 0.5, "b": 0.5, "c": 0.0}
     assert s.weights_at(89) == {"a": 0.5, "b": 0.5, "c": 0.0}
     assert s.weights_at(90) == {"a": 0.0, "b": 0.0, "c": 1.0}
@@ -27,24 +34,50 @@ def test_constant_stages_switch_at_start_fraction():
 
 
 def test_interpolation_moves_linearly_to_next_stage():
-    s = Schedule.from_config(_cfg([dict(start=0.0, weights={"a": 1.0}, interpolate=True),
-                                   dict(start=0.5, weights={"b": 1.0})]), 100)
+    s = Schedule.from_config(
+        _cfg([dict(start=0.0, weights={"a": 1.0}, interpolate=True), dict(start=0.5, weights={"b": 1.0})]),
+        100,
+    )
     assert s.weights_at(25) == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.0})
     assert s.weights_at(10) == pytest.approx({"a": 0.8, "b": 0.2, "c": 0.0})
     assert s.weights_at(50) == {"a": 0.0, "b": 1.0, "c": 0.0}
 
 
-@pytest.mark.parametrize("stages, message", [
-    ([], r"config.stages: must hold"),
-    ([dict(start=0.1, weights={"a": 1.0})], r"config.stages\[0\].start: the first stage must start at 0.0"),
-    ([dict(start=0.0, weights={"z": 1.0})], r"config.stages\[0\].weights: unknown tasks \['z'\]"),
-    ([dict(start=0.0, weights={"a": 1.5, "b": -0.5})], r"config.stages\[0\].weights\['b'\]: must be a finite number >= 0"),
-    ([dict(start=0.0, weights={"a": 0.5, "b": 0.4})], r"config.stages\[0\].weights: must sum to 1, got 0.9"),
-    ([dict(start=0.0, weights={"a": 1.0}), dict(start=0.5, weights={"b": 1.0}), dict(start=0.4, weights={"c": 1.0})],
-     r"config.stages\[2\].start: stages must start in increasing order"),
-    ([dict(start=0.0, weights={"a": 1.0}), dict(start=1.0, weights={"b": 1.0})], r"config.stages\[1\].start: must be a fraction in \[0, 1\)"),
-    ([dict(start=0.0, weights={"a": 1.0}, interpolate=True)], r"config.stages\[0\].interpolate: the last stage"),
-])
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        ([], r"config.stages: must hold"),
+        (
+            [dict(start=0.1, weights={"a": 1.0})],
+            r"config.stages\[0\].start: the first stage must start at 0.0",
+        ),
+        ([dict(start=0.0, weights={"z": 1.0})], r"config.stages\[0\].weights: unknown tasks \['z'\]"),
+        (
+            [dict(start=0.0, weights={"a": 1.5, "b": -0.5})],
+            r"config.stages\[0\].weights\['b'\]: must be a finite number >= 0",
+        ),
+        (
+            [dict(start=0.0, weights={"a": 0.5, "b": 0.4})],
+            r"config.stages\[0\].weights: must sum to 1, got 0.9",
+        ),
+        (
+            [
+                dict(start=0.0, weights={"a": 1.0}),
+                dict(start=0.5, weights={"b": 1.0}),
+                dict(start=0.4, weights={"c": 1.0}),
+            ],
+            r"config.stages\[2\].start: stages must start in increasing order",
+        ),
+        (
+            [dict(start=0.0, weights={"a": 1.0}), dict(start=1.0, weights={"b": 1.0})],
+            r"config.stages\[1\].start: must be a fraction in \[0, 1\)",
+        ),
+        (
+            [dict(start=0.0, weights={"a": 1.0}, interpolate=True)],
+            r"config.stages\[0\].interpolate: the last stage",
+        ),
+    ],
+)
 def test_bad_configs_name_the_fault(stages, message):
     with pytest.raises(ValueError, match=message):
         Schedule.from_config(_cfg(stages), 100)
@@ -64,8 +97,8 @@ def _worst_window_error(schedule, seed, batch_size, steps, window=50):
     weights = np.array([[schedule.weights_at(s)[t] for t in schedule.tasks] for s in range(steps)])
     worst = 0.0
     for start in range(steps - window + 1):
-        realized = counts[start:start + window].sum(0) / (window * batch_size)
-        worst = max(worst, np.abs(realized - weights[start:start + window].mean(0)).max())
+        realized = counts[start : start + window].sum(0) / (window * batch_size)
+        worst = max(worst, np.abs(realized - weights[start : start + window].mean(0)).max())
     return worst
 
 
@@ -111,9 +144,16 @@ def test_task_counts_before_a_step_match_the_rows_assigned_so_far(interpolate, m
 
 
 def test_weights_array_equals_weights_at_exactly():
-    s = Schedule.from_config(_cfg([dict(start=0.0, weights={"a": 0.7, "b": 0.3}),
-                                   dict(start=0.3, weights={"a": 0.2, "c": 0.8}, interpolate=True),
-                                   dict(start=0.77, weights={"c": 1.0})]), 97)
+    s = Schedule.from_config(
+        _cfg(
+            [
+                dict(start=0.0, weights={"a": 0.7, "b": 0.3}),
+                dict(start=0.3, weights={"a": 0.2, "c": 0.8}, interpolate=True),
+                dict(start=0.77, weights={"c": 1.0}),
+            ]
+        ),
+        97,
+    )
     steps = np.arange(0, 130)
     expected = np.array([[s.weights_at(int(i))[t] for t in s.tasks] for i in steps])
     np.testing.assert_array_equal(s.weights_array(steps), expected)

@@ -97,15 +97,22 @@ def _state_at(packed_dir, step, **kw):
 
 def test_changed_past_is_refused_at_resume_naming_what_changed(packed_dir, tmp_path):
     state = _state_at(packed_dir, 11)  # the anneal stage started at step 9
-    with _stream(packed_dir, total_steps=STEPS + 2) as other, \
-            pytest.raises(StateMismatchError, match="cannot resume at step 11: the mixture schedule differs"):
+    with (
+        _stream(packed_dir, total_steps=STEPS + 2) as other,
+        pytest.raises(StateMismatchError, match="cannot resume at step 11: the mixture schedule differs"),
+    ):
         other.set_state(state)  # the switch moves to step 10
     cfg = demo_mixture(PACK_SEQ_LEN)
     cfg.stages[0]["weights"] = {"web": 0.5, "code": 0.35, "math": 0.15}
-    with MixtureStream(cfg, packed_dir, batch_size=BATCH, total_steps=STEPS) as other, \
-            pytest.raises(StateMismatchError, match="the mixture schedule differs"):
+    with (
+        MixtureStream(cfg, packed_dir, batch_size=BATCH, total_steps=STEPS) as other,
+        pytest.raises(StateMismatchError, match="the mixture schedule differs"),
+    ):
         other.set_state(state)
-    with _stream(packed_dir, seed=5) as other, pytest.raises(StateMismatchError, match="the seed, the batch size"):
+    with (
+        _stream(packed_dir, seed=5) as other,
+        pytest.raises(StateMismatchError, match="the seed, the batch size"),
+    ):
         other.set_state(state)
     import shutil
 
@@ -133,8 +140,10 @@ def test_branching_after_the_resume_step_is_the_run_the_new_config_gives(packed_
     m = manifest_lib.read(str(copy))
     m["splits"]["train"]["web_hq"]["files"][0]["sha256"] = "0" * 64
     manifest_lib.write(str(copy), m)
-    with MixtureStream(branch, str(copy), batch_size=BATCH, total_steps=STEPS) as resumed, \
-            MixtureStream(branch, packed_dir, batch_size=BATCH, total_steps=STEPS) as fresh:
+    with (
+        MixtureStream(branch, str(copy), batch_size=BATCH, total_steps=STEPS) as resumed,
+        MixtureStream(branch, packed_dir, batch_size=BATCH, total_steps=STEPS) as fresh,
+    ):
         resumed.set_state(state)
         _take(fresh, 5)
         _assert_same(_take(resumed, 5), _take(fresh, 5))
@@ -157,11 +166,14 @@ def test_stage_switch_and_seed(packed_dir):
     assert any((p["task_ids"] != q["task_ids"]).any() for p, q in zip(batches, others))
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(batch_size=3, process_count=2), "process_count: must divide batch_size=3"),
-    (dict(process_index=2, process_count=2), r"process_index: must be in \[0, 2\)"),
-    (dict(split="test"), "split 'test' is not in the packed data"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(batch_size=3, process_count=2), "process_count: must divide batch_size=3"),
+        (dict(process_index=2, process_count=2), r"process_index: must be in \[0, 2\)"),
+        (dict(split="test"), "split 'test' is not in the packed data"),
+    ],
+)
 def test_bad_arguments_fail_at_start(packed_dir, kw, message):
     with pytest.raises((ValueError, KeyError), match=message):
         _stream(packed_dir, **kw)

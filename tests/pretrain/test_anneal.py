@@ -11,18 +11,19 @@ import ml_collections
 import pytest
 
 from configs.anneal import demo
-from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
 from pretrain import anneal, anneal_report
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
+from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
 from tests.support.train import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX, ANNEAL = 8, 4
 
 
-def study_config(root: Path, prep_dir: Path, packed_dir: Path, vocab: Path, probe: Path
-                 ) -> ml_collections.ConfigDict:
+def study_config(
+    root: Path, prep_dir: Path, packed_dir: Path, vocab: Path, probe: Path
+) -> ml_collections.ConfigDict:
     c = demo.get_config()
     train = tiny_config(root / "unused")
     train.data.synthetic = False
@@ -49,14 +50,25 @@ def studied(tmp_path_factory):
     root = tmp_path_factory.mktemp("anneal")
     prep_dir, vocab, packed_dir = packed_fixture(tmp_path_factory)
     probe = root / "quiz.jsonl"  # eval-set shaped: question + reference answer
-    probe.write_text("".join(json.dumps({"question": f"let prove theorem {i} integer prime",
-                                         "answer": "sum equal proof group ring field"}) + "\n"
-                             for i in range(4)))
+    probe.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question": f"let prove theorem {i} integer prime",
+                    "answer": "sum equal proof group ring field",
+                }
+            )
+            + "\n"
+            for i in range(4)
+        )
+    )
     import tensorflow_datasets as tfds
 
-    leaked = next(ex["text"].decode() for ex in tfds.as_numpy(
-        tfds.builder_from_directory(str(prep_dir / "code")).as_dataset(split="train"))
-        if len(ex["text"].split()) >= 20)
+    leaked = next(
+        ex["text"].decode()
+        for ex in tfds.as_numpy(tfds.builder_from_directory(str(prep_dir / "code")).as_dataset(split="train"))
+        if len(ex["text"].split()) >= 20
+    )
     (root / "leaky.jsonl").write_text(json.dumps({"question": leaked}) + "\n")
     config = study_config(root, prep_dir, packed_dir, vocab, probe)
     report = anneal.study(config, trainer=train_in_process)
@@ -105,8 +117,13 @@ def test_every_run_scored_on_the_same_heldout_sets(studied):
     assert set(losses) == {"prefix", "general", "hq"}
     for run in losses.values():
         assert set(run) == {"val_web", "val_math", "val_code", "quiz", "leaky", "quizzes"}
-    assert report["heldout"]["documents"] == {"val_web": 3, "val_math": 3, "val_code": 3,
-                                              "quiz": 4, "leaky": 1}
+    assert report["heldout"]["documents"] == {
+        "val_web": 3,
+        "val_math": 3,
+        "val_code": 3,
+        "quiz": 4,
+        "leaky": 1,
+    }
     # Annealing moves the probes off the prefix's values.
     assert losses["general"]["val_web"] != losses["prefix"]["val_web"]
     delta = report["summary"]["delta"]["quiz"]["hq"]["mean"]
@@ -124,8 +141,10 @@ def test_contamination_check_finds_a_probe_that_is_in_training(studied):
 
 
 def test_summary_spread_and_verdict():
-    losses = {s: {"prefix": {"m": 3.0, "w": 3.0}, "a": {"m": 2.0 + d, "w": 2.0},
-                  "b": {"m": 1.8 + d, "w": 2.03}} for s, d in (("0", 0.0), ("1", 0.02))}
+    losses = {
+        s: {"prefix": {"m": 3.0, "w": 3.0}, "a": {"m": 2.0 + d, "w": 2.0}, "b": {"m": 1.8 + d, "w": 2.03}}
+        for s, d in (("0", 0.0), ("1", 0.02))
+    }
     summary = anneal_report.summarize(losses, "a")
     assert summary["table"]["m"]["a"]["std"] == pytest.approx(0.0141421, rel=1e-4)
     assert summary["delta"]["m"]["b"]["mean"] == pytest.approx(-0.2)
@@ -135,12 +154,15 @@ def test_summary_spread_and_verdict():
     assert anneal_report.verdict(summary, "a", ["m"], ["w"], 0.02)["b"]["all_ok"]
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("anneal_steps", 0, "config.anneal_steps: must be > 0"),
-    ("eval_every", 3, "config.eval_every: must divide anneal_steps"),
-    ("arms", [dict(name="x", weights={"web": 0.5})], "config.arms[0].weights: must be >= 0 and sum to 1"),
-    ("arms", [dict(name="x", weights=None, optim={"peak": 1})], "config.arms[0].optim: unknown"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("anneal_steps", 0, "config.anneal_steps: must be > 0"),
+        ("eval_every", 3, "config.eval_every: must divide anneal_steps"),
+        ("arms", [dict(name="x", weights={"web": 0.5})], "config.arms[0].weights: must be >= 0 and sum to 1"),
+        ("arms", [dict(name="x", weights=None, optim={"peak": 1})], "config.arms[0].optim: unknown"),
+    ],
+)
 def test_bad_config_fails_naming_field(field, value, message):
     config = demo.get_config()
     config.anneal_steps = 40
@@ -162,7 +184,12 @@ def test_subprocess_trainer_runs_the_config_it_is_given(tmp_path):
 
 
 def test_cli_help():
-    result = subprocess.run([sys.executable, "-m", "pretrain.anneal", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pretrain.anneal", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0
     assert "--from_workdir" in result.stdout

@@ -16,16 +16,30 @@ import pytest
 from pretrain import aot
 from tests.support.train import tiny_config
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                                reason=f"needs libtpu to describe a TPU slice: {aot.INSTALL_HINT}")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason=f"needs libtpu to describe a TPU slice: {aot.INSTALL_HINT}",
+)
 
 ROWS, LENGTH, VOCAB = 8, 2048, 32768
 
 
 def _config(**model):
     c = tiny_config("unused")
-    c.model.update({**dict(vocab_size=VOCAB, max_seq_len=LENGTH, dtype="bfloat16", attention="splash",
-                           scan_layers=True, vocab_chunks=16, remat_policy="full"), **model})
+    c.model.update(
+        {
+            **dict(
+                vocab_size=VOCAB,
+                max_seq_len=LENGTH,
+                dtype="bfloat16",
+                attention="splash",
+                scan_layers=True,
+                vocab_chunks=16,
+                remat_policy="full",
+            ),
+            **model,
+        }
+    )
     c.data.seq_len, c.data.global_batch_size = LENGTH, ROWS
     c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
     return c
@@ -71,8 +85,7 @@ def test_fsdp_traffic_estimate():
 
 def test_a_step_the_tpu_compiler_cannot_fit_exits_non_zero(capsys):
     """Full float32 logits of a 256k vocabulary at 8192 tokens, 2 rows per chip: 17 GB."""
-    config = _config(vocab_size=256_128, max_seq_len=8192, vocab_chunks=0, attention="xla",
-                     scan_layers=False)
+    config = _config(vocab_size=256_128, max_seq_len=8192, vocab_chunks=0, attention="xla", scan_layers=False)
     config.data.seq_len = 8192
     config.aot.topology = "v5e:2x2"
     with pytest.raises(SystemExit) as exit_info:

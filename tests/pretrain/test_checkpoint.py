@@ -67,10 +67,18 @@ def test_kill_during_async_save_resumes_exactly(tmp_path):
     train_lib.train(tiny_config(reference_dir, total_steps=8))
     reference = read_metrics(reference_dir)
 
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(killed_dir), "8"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, str(killed_dir), "8"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -9, proc.stderr[-3000:]  # killed, not finished
     left = sorted(p.name for p in (killed_dir / "checkpoints").iterdir())
     assert "8" not in left and f"8{TMP_SUFFIX}" in left, left  # killed mid-save of step 8

@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from tests.support.mixtures import train_tokenizer
 from pretrain import evaluate as evaluate_lib
 from pretrain import train as train_lib
 from pretrain.checkpoint import restore_params
 from pretrain.model.transformer import Transformer, TransformerConfig
+from tests.support.mixtures import train_tokenizer
 from tests.support.train import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,13 +47,17 @@ def direct_losses(workdir, tokens: list[int]) -> np.ndarray:
     apply = jax.jit(model.apply)
     losses = []
     for start in range(0, len(tokens) - 1, SEQ_LEN):
-        window = np.array(tokens[start:start + SEQ_LEN + 1])
+        window = np.array(tokens[start : start + SEQ_LEN + 1])
         n = len(window) - 1
-        logits = np.asarray(apply({"params": params}, window[None, :-1],
-                                        np.arange(n)[None], np.ones((1, n), np.int32)),
-                            np.float64)[0]
-        log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
-                                   keepdims=True)) - logits.max(-1, keepdims=True)
+        logits = np.asarray(
+            apply({"params": params}, window[None, :-1], np.arange(n)[None], np.ones((1, n), np.int32)),
+            np.float64,
+        )[0]
+        log_probs = (
+            logits
+            - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+            - logits.max(-1, keepdims=True)
+        )
         losses.append(-log_probs[np.arange(n), window[1:]])
     return np.concatenate(losses)
 
@@ -90,9 +94,20 @@ def test_evaluate_cli_plain_text(trained, tmp_path):
     text = tmp_path / "docs.txt"
     text.write_text("the news page site people\n\nlet prove theorem lemma\n")
     result = subprocess.run(
-        [sys.executable, "-m", "pretrain.evaluate", f"--workdir={workdir}", f"--input={text}",
-         "--dtype=float32", f"--dump={tmp_path / 'd.jsonl'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pretrain.evaluate",
+            f"--workdir={workdir}",
+            f"--input={text}",
+            "--dtype=float32",
+            f"--dump={tmp_path / 'd.jsonl'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = evaluate_lib.evaluate(workdir, text)
     assert f"loss {expected['loss']:.4f} nats/token" in result.stdout

@@ -28,8 +28,9 @@ def exported(request, tokenizer_path, tmp_path_factory):
     params = fx.random_params(config, seed=request.param)
     out = tmp_path_factory.mktemp(f"hf_kv{request.param}")
     summary = export.export_hf(params, config, tokenizer_path, out, dtype="float32")
-    hf = transformers.GemmaForCausalLM.from_pretrained(out, dtype=torch.float32,
-                                                       attn_implementation="eager").eval()
+    hf = transformers.GemmaForCausalLM.from_pretrained(
+        out, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     return config, params, out, summary, hf
 
 
@@ -40,7 +41,7 @@ def _hf_logits(hf, tokens: np.ndarray) -> np.ndarray:
 
 def _ours(config, params, tokens, positions, segments) -> np.ndarray:
     logits = Transformer(config).apply({"params": params}, tokens, positions, segments)
-    return np.asarray(logits)[..., :fx.TOKENIZER_PIECES]
+    return np.asarray(logits)[..., : fx.TOKENIZER_PIECES]
 
 
 def test_directory_layout(exported):
@@ -54,6 +55,7 @@ def test_directory_layout(exported):
     assert hf.model.embed_tokens.weight.shape == (fx.TOKENIZER_PIECES, config.embed_dim)
     assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()  # tied
     from safetensors import safe_open
+
     with safe_open(out / "model.safetensors", framework="np") as f:
         keys = set(f.keys())
         assert "lm_head.weight" not in keys
@@ -82,15 +84,15 @@ def test_packed_documents_match_transformers_on_each_document(exported):
     segments = np.zeros_like(tokens)
     start = 0
     for seg, doc in enumerate(docs, start=1):
-        tokens[0, start:start + len(doc)] = doc
-        positions[0, start:start + len(doc)] = np.arange(len(doc))
-        segments[0, start:start + len(doc)] = seg
+        tokens[0, start : start + len(doc)] = doc
+        positions[0, start : start + len(doc)] = np.arange(len(doc))
+        segments[0, start : start + len(doc)] = seg
         start += len(doc)
     ours = _ours(config, params, tokens, positions, segments)
     start = 0
     for doc in docs:
         reference = _hf_logits(hf, doc[None])[0]
-        np.testing.assert_allclose(ours[0, start:start + len(doc)], reference, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(ours[0, start : start + len(doc)], reference, atol=ATOL, rtol=0)
         start += len(doc)
 
 
@@ -110,21 +112,24 @@ def test_sharded_export_with_index_loads_identically(exported, tmp_path):
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == set(summary["files"])
     assert index["metadata"]["total_size"] == summary["bytes"]
-    sharded = transformers.GemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32,
-                                                            attn_implementation="eager").eval()
+    sharded = transformers.GemmaForCausalLM.from_pretrained(
+        tmp_path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     tokens = np.arange(4, 20, dtype=np.int64)[None]
-    np.testing.assert_allclose(_hf_logits(sharded, tokens)[..., :fx.TOKENIZER_PIECES],
-                               _hf_logits(hf, tokens), atol=1e-6)
+    np.testing.assert_allclose(
+        _hf_logits(sharded, tokens)[..., : fx.TOKENIZER_PIECES], _hf_logits(hf, tokens), atol=1e-6
+    )
 
 
 def test_bfloat16_export_stays_close(exported, tmp_path):
     config, params, _, _, hf = exported
     export.export_hf(params, config, None, tmp_path, dtype="bfloat16")
-    hf_bf16 = transformers.GemmaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32,
-                                                            attn_implementation="eager").eval()
+    hf_bf16 = transformers.GemmaForCausalLM.from_pretrained(
+        tmp_path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
     tokens = np.arange(4, 20, dtype=np.int64)[None]
-    got = _hf_logits(hf_bf16, tokens)[..., :fx.TOKENIZER_PIECES]
+    got = _hf_logits(hf_bf16, tokens)[..., : fx.TOKENIZER_PIECES]
     np.testing.assert_allclose(got, _hf_logits(hf, tokens), atol=0.1)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from tests.support import export as fx
 from pretrain import export, hf_import
+from tests.support import export as fx
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,9 +44,10 @@ def test_sliced_vocabulary_is_padded_back_with_zeros(tmp_path):
     imported, imported_config = hf_import.import_hf(tmp_path / "hf", vocab_size=config.vocab_size)
     assert imported_config.vocab_size == config.vocab_size
     embedding = imported["embedder"]["input_embedding"]
-    np.testing.assert_array_equal(embedding[:fx.TOKENIZER_PIECES],
-                                  params["embedder"]["input_embedding"][:fx.TOKENIZER_PIECES])
-    assert not embedding[fx.TOKENIZER_PIECES:].any()
+    np.testing.assert_array_equal(
+        embedding[: fx.TOKENIZER_PIECES], params["embedder"]["input_embedding"][: fx.TOKENIZER_PIECES]
+    )
+    assert not embedding[fx.TOKENIZER_PIECES :].any()
     imported["embedder"]["input_embedding"] = params["embedder"]["input_embedding"]
     _assert_trees_equal(imported, params)
 
@@ -65,8 +66,9 @@ def test_orbax_params_round_trip(dtype, tmp_path):
     config = fx.tiny_config(1)
     params = fx.random_params(config)
     expected = jax.tree_util.tree_map(lambda x: np.asarray(x.astype(dtype)), params)
-    export.export_orbax_params(jax.tree_util.tree_map(lambda x: x.copy(), params), config,
-                               tmp_path / "out", dtype=dtype)
+    export.export_orbax_params(
+        jax.tree_util.tree_map(lambda x: x.copy(), params), config, tmp_path / "out", dtype=dtype
+    )
     restored, restored_config = export.load_orbax_params(tmp_path / "out")
     assert restored_config == config
     assert all(x.dtype == np.dtype(dtype) for x in jax.tree_util.tree_leaves(restored))
@@ -92,21 +94,56 @@ def test_cli_hf_to_training_checkpoint_and_back_is_exact(tmp_path):
     config_file = tmp_path / "train_config.py"
     config_file.write_text(
         "import sys\nsys.path.insert(0, %r)\nfrom tests.support.train import tiny_config\n"
-        "def get_config():\n  return tiny_config(%r)\n" % (str(REPO), str(workdir)))
-    subprocess.run([sys.executable, "-m", "pretrain.hf_import", f"--hf_dir={tmp_path / 'hf_in'}",
-                    f"--config={config_file}"], check=True, env=env, cwd=REPO, timeout=300)
+        "def get_config():\n  return tiny_config(%r)\n" % (str(REPO), str(workdir))
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pretrain.hf_import",
+            f"--hf_dir={tmp_path / 'hf_in'}",
+            f"--config={config_file}",
+        ],
+        check=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert (workdir / "config.json").exists() and (workdir / "checkpoints" / "0").is_dir()
-    out = subprocess.run([sys.executable, "-m", "pretrain.export", f"--workdir={workdir}", "--format=hf",
-                          f"--output={tmp_path / 'hf_out'}", "--dtype=float32"],
-                         check=True, env=env, cwd=REPO, timeout=300, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pretrain.export",
+            f"--workdir={workdir}",
+            "--format=hf",
+            f"--output={tmp_path / 'hf_out'}",
+            "--dtype=float32",
+        ],
+        check=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert "exported 20 tensors" in out.stdout
-    with safe_open(tmp_path / "hf_in" / "model.safetensors", framework="numpy") as a, \
-         safe_open(tmp_path / "hf_out" / "model.safetensors", framework="numpy") as b:
+    with (
+        safe_open(tmp_path / "hf_in" / "model.safetensors", framework="numpy") as a,
+        safe_open(tmp_path / "hf_out" / "model.safetensors", framework="numpy") as b,
+    ):
         assert set(a.keys()) == set(b.keys())
         for name in a.keys():
             np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
     assert json.loads((tmp_path / "hf_out" / "config.json").read_text())["num_key_value_heads"] == 1
     # The trainer picks the imported checkpoint up and continues from it.
-    out = subprocess.run([sys.executable, "-m", "pretrain.train", f"--config={config_file}"],
-                         check=True, env=env, cwd=REPO, timeout=300, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pretrain.train", f"--config={config_file}"],
+        check=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert "resumed from" in out.stdout and "(step 0 of" in out.stdout, out.stdout[-2000:]

@@ -19,12 +19,12 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 from pretrain import export
 from pretrain.checkpoint import restore_params
 from pretrain.model.transformer import Transformer, TransformerConfig
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,11 +54,16 @@ SCRIPT = textwrap.dedent("""
 
 def test_checkpoint_from_8_fsdp_devices_exports_on_one_with_hf_parity(tmp_path):
     workdir, dump = tmp_path / "run", tmp_path / "params.npz"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "JAX_PLATFORMS": "cpu",
+    }
     script = SCRIPT.format(tests=str(REPO), workdir=str(workdir), dump=str(dump))
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert jax.device_count() == 1
@@ -73,11 +78,13 @@ def test_checkpoint_from_8_fsdp_devices_exports_on_one_with_hf_parity(tmp_path):
     model_config = TransformerConfig.from_config_dict(config.model)
     tokens = np.random.default_rng(0).integers(0, model_config.vocab_size, (2, 24)).astype(np.int32)
     positions = np.tile(np.arange(24, dtype=np.int32), (2, 1))
-    ours = np.asarray(Transformer(model_config).apply({"params": params}, tokens, positions,
-                                                      np.ones_like(tokens)))
+    ours = np.asarray(
+        Transformer(model_config).apply({"params": params}, tokens, positions, np.ones_like(tokens))
+    )
     export.export_hf(params, model_config, None, tmp_path / "hf", dtype="float32", consume=True)
-    hf = transformers.GemmaForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32,
-                                                       attn_implementation="eager").eval()
+    hf = transformers.GemmaForCausalLM.from_pretrained(
+        tmp_path / "hf", dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     with torch.no_grad():
         theirs = hf(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ODD = "--config.data.packed_dir=/mnt/my packed's \"dir\" $HOME `x`"  # must arrive verbatim
+ODD = '--config.data.packed_dir=/mnt/my packed\'s "dir" $HOME `x`'  # must arrive verbatim
 
-FAKE_GCLOUD = r'''#!/usr/bin/env python3
+FAKE_GCLOUD = r"""#!/usr/bin/env python3
 import json, os, sys
 root = os.environ["FAKE_GCLOUD_DIR"]
 args = sys.argv[1:]
@@ -50,7 +50,7 @@ elif args[:2] == ["storage", "cp"]:
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     data = sys.stdin.read() if src == "-" else open(src).read()
     open(dst, "w").write(data)
-'''
+"""
 
 
 @pytest.fixture
@@ -59,8 +59,12 @@ def fake_gcloud(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
     (bin_dir / "gcloud").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "FAKE_GCLOUD_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_GCLOUD_DIR": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }
 
     def calls() -> list[list[str]]:
         path = tmp_path / "calls.jsonl"
@@ -73,10 +77,25 @@ def fake_gcloud(tmp_path):
 
 
 def _launch(env, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pretrain.launch", "--project=proj",
-                           "--zone=us-west4-a", "--tpu_name=pod-1", "--bucket=gs://bkt",
-                           f"--override={ODD}", "--config.poll_s=0", *flags],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pretrain.launch",
+            "--project=proj",
+            "--zone=us-west4-a",
+            "--tpu_name=pod-1",
+            "--bucket=gs://bkt",
+            f"--override={ODD}",
+            "--config.poll_s=0",
+            *flags,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _remote_train_args(ssh_call: list[str]) -> list[str]:
@@ -84,7 +103,7 @@ def _remote_train_args(ssh_call: list[str]) -> list[str]:
     command = next(a for a in ssh_call if a.startswith("--command=")).removeprefix("--command=")
     line = next(l for l in command.splitlines() if "host.sh" in l)
     words = shlex.split(line)
-    return words[words.index("--") + 1:words.index("</dev/null")]
+    return words[words.index("--") + 1 : words.index("</dev/null")]
 
 
 def _printed_commands(stdout: str) -> list[list[str]]:
@@ -109,8 +128,7 @@ def _kind(call: list[str]) -> str:
         if call[3] == "scp":
             return "scp"
         command = next(a for a in call if a.startswith("--command="))
-        return ("setup" if "uv venv" in command else "start" if "host.sh" in command
-                else "stop")
+        return "setup" if "uv venv" in command else "start" if "host.sh" in command else "stop"
     return " ".join(call[:2])
 
 
@@ -121,12 +139,28 @@ def test_dry_run_prints_every_command_and_runs_none(fake_gcloud):
     assert calls() == []  # nothing ran
     printed = _printed_commands(result.stdout)
     gcloud = [c[1:] for c in printed if c[0] == "gcloud"]
-    assert [_kind(c) for c in gcloud] == ["describe", "create", "scp", "setup", "start",
-                                          "describe", "storage cat"]
+    assert [_kind(c) for c in gcloud] == [
+        "describe",
+        "create",
+        "scp",
+        "setup",
+        "start",
+        "describe",
+        "storage cat",
+    ]
     where = ["--project=proj", "--zone=us-west4-a"]
-    assert gcloud[1] == ["compute", "tpus", "queued-resources", "create", "pod-1",
-                         "--node-id=pod-1", *where, "--accelerator-type=v5litepod-256",
-                         "--runtime-version=v2-alpha-tpuv5-lite", "--spot"]
+    assert gcloud[1] == [
+        "compute",
+        "tpus",
+        "queued-resources",
+        "create",
+        "pod-1",
+        "--node-id=pod-1",
+        *where,
+        "--accelerator-type=v5litepod-256",
+        "--runtime-version=v2-alpha-tpuv5-lite",
+        "--spot",
+    ]
     assert ["git", "archive"] == [c[:2] for c in printed if c[0] == "git"][-1]
     setup = next(a for a in gcloud[3] if a.startswith("--command="))
     assert "set -euo pipefail" in setup and "uv python install 3.11" in setup
@@ -153,20 +187,37 @@ def test_preemption_recreates_the_slice_and_a_crash_restarts_training(fake_gclou
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     kinds = [_kind(c) for c in calls()]
     assert kinds == [
-        "describe", "create", "describe", "describe",  # request, wait for ACTIVE
-        "scp", "setup", "start",  # attempt 1
-        "describe", "storage cat",  # poll 1: running
-        "describe", "delete", "describe", "create", "describe",  # poll 2: preempted
-        "scp", "setup", "start",  # attempt 2 on the new slice
-        "describe", "storage cat", "stop",  # poll 3: worker 1 exited 134
-        "describe", "start",  # attempt 3 on the same slice
-        "describe", "storage cat", "describe", "storage cat",  # running, then done
+        "describe",
+        "create",
+        "describe",
+        "describe",  # request, wait for ACTIVE
+        "scp",
+        "setup",
+        "start",  # attempt 1
+        "describe",
+        "storage cat",  # poll 1: running
+        "describe",
+        "delete",
+        "describe",
+        "create",
+        "describe",  # poll 2: preempted
+        "scp",
+        "setup",
+        "start",  # attempt 2 on the new slice
+        "describe",
+        "storage cat",
+        "stop",  # poll 3: worker 1 exited 134
+        "describe",
+        "start",  # attempt 3 on the same slice
+        "describe",
+        "storage cat",
+        "describe",
+        "storage cat",  # running, then done
     ]
     starts = [c for c in calls() if _kind(c) == "start"]
     status = [_remote_train_args(c) for c in starts]
     assert all(s == status[0] for s in status)  # the same command resumes from gs://
-    attempts = [shlex.split(next(l for l in c[-1].splitlines() if "host.sh" in l))[5]
-                for c in starts]
+    attempts = [shlex.split(next(l for l in c[-1].splitlines() if "host.sh" in l))[5] for c in starts]
     assert len(set(attempts)) == 3
     assert "training finished" in result.stdout
 
@@ -183,9 +234,20 @@ def test_host_script_reports_exit_status_and_log(tmp_path, fake_gcloud):
     env, calls, _ = fake_gcloud
     env = {**env, "WORKER_ID": "3", "LOG_DIR": str(tmp_path / "logs"), "LOG_SYNC_S": "1"}
     result = subprocess.run(
-        ["bash", str(REPO / "pretrain/launch/host.sh"), "gs://bkt/runs/r/launch/a", "--",
-         sys.executable, "-c", "import sys; print('step 1 of 2'); sys.exit(7)"],
-        env=env, capture_output=True, text=True, timeout=60)
+        [
+            "bash",
+            str(REPO / "pretrain/launch/host.sh"),
+            "gs://bkt/runs/r/launch/a",
+            "--",
+            sys.executable,
+            "-c",
+            "import sys; print('step 1 of 2'); sys.exit(7)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 7
     gcs = tmp_path / "gcs" / "bkt/runs/r/launch/a"
     assert (gcs / "worker-3.exit").read_text().split() == ["3", "7"]

@@ -27,9 +27,9 @@ def _packed_row(rng: np.random.Generator, lengths, vocab: int, total: int):
     tokens, positions, segments = (np.zeros(total, np.int32) for _ in range(3))
     start = 0
     for seg, n in enumerate(lengths, start=1):
-        tokens[start:start + n] = rng.integers(1, vocab, n)
-        positions[start:start + n] = np.arange(n)
-        segments[start:start + n] = seg
+        tokens[start : start + n] = rng.integers(1, vocab, n)
+        positions[start : start + n] = np.arange(n)
+        segments[start : start + n] = seg
         start += n
     return tokens[None], positions[None], segments[None]
 
@@ -45,11 +45,14 @@ def test_tiny_config_forward_shape_and_dtype():
     assert np.isfinite(np.asarray(logits)).all()
 
 
-@pytest.mark.parametrize("num_kv_heads, attn_names", [
-    (1, {"q_einsum", "kv_einsum", "attn_vec_einsum"}),
-    (2, {"q_einsum", "kv_einsum", "attn_vec_einsum"}),
-    (4, {"qkv_einsum", "attn_vec_einsum"}),
-])
+@pytest.mark.parametrize(
+    "num_kv_heads, attn_names",
+    [
+        (1, {"q_einsum", "kv_einsum", "attn_vec_einsum"}),
+        (2, {"q_einsum", "kv_einsum", "attn_vec_einsum"}),
+        (4, {"qkv_einsum", "attn_vec_einsum"}),
+    ],
+)
 def test_parameter_names_follow_reference(num_kv_heads, attn_names):
     config = dataclasses.replace(SMALL, num_kv_heads=num_kv_heads)
     params = _init(config)["params"]
@@ -118,10 +121,12 @@ def test_rope_is_a_rotation_of_split_halves():
     out = positional_embeddings.apply_rope(x, positions)
     np.testing.assert_allclose(out[0, 0], x[0, 0], rtol=1e-6)  # position 0 is the identity
     np.testing.assert_allclose(  # rotations keep the norm of each (i, i + H/2) pair
-        jnp.hypot(out[..., :4], out[..., 4:]), jnp.hypot(x[..., :4], x[..., 4:]), rtol=1e-5)
+        jnp.hypot(out[..., :4], out[..., 4:]), jnp.hypot(x[..., :4], x[..., 4:]), rtol=1e-5
+    )
     # Channel 0 pairs with channel 4 at the highest frequency (1 radian per position).
     np.testing.assert_allclose(
-        out[0, 1, :, 0], x[0, 1, :, 0] * np.cos(1.0) - x[0, 1, :, 4] * np.sin(1.0), rtol=1e-5)
+        out[0, 1, :, 0], x[0, 1, :, 0] * np.cos(1.0) - x[0, 1, :, 4] * np.sin(1.0), rtol=1e-5
+    )
 
 
 def test_remat_policies_do_not_change_loss_or_grads():
@@ -131,7 +136,9 @@ def test_remat_policies_do_not_change_loss_or_grads():
 
     def loss(params, config):
         logits = Transformer(config).apply({"params": params}, tokens, positions, jnp.ones_like(tokens))
-        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0])
+        return jnp.mean(
+            jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0]
+        )
 
     params = nn.unbox(variables["params"])
     grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=1)
@@ -139,8 +146,9 @@ def test_remat_policies_do_not_change_loss_or_grads():
     for policy in ("full", "dots", "dots_with_no_batch_dims"):
         got_loss, got_grads = grad_fn(params, dataclasses.replace(SMALL, remat_policy=policy))
         np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-6)
-        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                               got_grads, ref_grads)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got_grads, ref_grads
+        )
 
 
 def test_bfloat16_activations_keep_float32_master_weights():
@@ -156,11 +164,14 @@ def test_bfloat16_activations_keep_float32_master_weights():
     np.testing.assert_allclose(bf16, f32, atol=0.1)
 
 
-@pytest.mark.parametrize("eqn, x_shape, w_shape", [
-    ("BTD,NDH->BTNH", (2, 5, 6), (3, 6, 4)),
-    ("BTNH,NHD->BTD", (2, 5, 3, 4), (3, 4, 6)),
-    ("BTKGS,BSKH->BTKGH", (2, 5, 1, 3, 5), (2, 5, 1, 4)),
-])
+@pytest.mark.parametrize(
+    "eqn, x_shape, w_shape",
+    [
+        ("BTD,NDH->BTNH", (2, 5, 6), (3, 6, 4)),
+        ("BTNH,NHD->BTD", (2, 5, 3, 4), (3, 4, 6)),
+        ("BTKGS,BSKH->BTKGH", (2, 5, 1, 3, 5), (2, 5, 1, 4)),
+    ],
+)
 def test_mixed_precision_einsum_gradients(eqn, x_shape, w_shape):
     """layers.einsum's hand-written gradients equal autodiff's of jnp.einsum."""
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
@@ -176,7 +187,8 @@ def test_mixed_precision_einsum_gradients(eqn, x_shape, w_shape):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     # bf16 compute: gradients come back in each operand's dtype (float32 master weights).
     grads = jax.grad(loss(lambda x, w, d: layers.einsum(eqn, x, w, d), jnp.bfloat16), (0, 1))(
-        x.astype(jnp.bfloat16), w)
+        x.astype(jnp.bfloat16), w
+    )
     assert grads[0].dtype == jnp.bfloat16 and grads[1].dtype == jnp.float32
     np.testing.assert_allclose(grads[1], want[1], rtol=0.05, atol=0.05)
     # float32 output (logits) of bf16 operands: the forward is the float32 product of the
@@ -184,8 +196,9 @@ def test_mixed_precision_einsum_gradients(eqn, x_shape, w_shape):
     x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
     out = layers.einsum(eqn, x16, w16, jnp.bfloat16, jnp.float32)
     assert out.dtype == jnp.float32
-    np.testing.assert_allclose(out, jnp.einsum(eqn, x16.astype(jnp.float32), w16.astype(jnp.float32)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out, jnp.einsum(eqn, x16.astype(jnp.float32), w16.astype(jnp.float32)), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ValueError, match="every index"):
         layers.einsum("BTD,DF->BT", x, w, jnp.float32)
 
@@ -195,14 +208,17 @@ def test_reference_parameter_counts():
     assert count_params(TransformerConfig.from_config_dict(gemma_7b.get_config())) == 8_538_074_112
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("num_kv_heads", 3, "config.model.num_kv_heads: must divide"),
-    ("head_dim", 7, "config.model.head_dim: must be even"),
-    ("num_layers", 0, "config.model.num_layers: must be a positive integer"),
-    ("dtype", "int8", "config.model.dtype: must be one of"),
-    ("remat_policy", "some", "config.model.remat_policy: must be one of"),
-    ("num_experts", 4, "config.model.num_experts: unknown model field"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_kv_heads", 3, "config.model.num_kv_heads: must divide"),
+        ("head_dim", 7, "config.model.head_dim: must be even"),
+        ("num_layers", 0, "config.model.num_layers: must be a positive integer"),
+        ("dtype", "int8", "config.model.dtype: must be one of"),
+        ("remat_policy", "some", "config.model.remat_policy: must be one of"),
+        ("num_experts", 4, "config.model.num_experts: unknown model field"),
+    ],
+)
 def test_bad_config_values_name_the_field(field, value, message):
     cfg = tiny.get_config()
     cfg[field] = value
@@ -214,16 +230,25 @@ def test_model_info_cli_prints_exact_count():
     import os
     import subprocess
     import sys
+
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-m", "pretrain.model_info", "--config=configs/models/gemma_2b.py"],
-                         capture_output=True, text=True, env=env, check=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-m", "pretrain.model_info", "--config=configs/models/gemma_2b.py"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert "parameters: 2,506,434,560" in out.stdout
 
 
 def test_model_info_accepts_a_training_config():
     import ml_collections
+
     from pretrain.model_info import model_config_from, parameter_table
+
     train_cfg = ml_collections.ConfigDict({"model": gemma_7b.get_config(), "workdir": ""})
     config = model_config_from(train_cfg)
     table = parameter_table(config)

@@ -23,16 +23,17 @@ from pretrain.model.cross_entropy import chunked_token_losses, token_losses
 from pretrain.model.transformer import Transformer, TransformerConfig, stack_layers, unstack_layers
 from pretrain.train_step import make_loss_fn
 
-TINY = TransformerConfig(vocab_size=256, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=1,
-                         head_dim=16, hidden_dim=128)
+TINY = TransformerConfig(
+    vocab_size=256, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=1, head_dim=16, hidden_dim=128
+)
 
 
 def _packed_segments(rows: int, length: int) -> np.ndarray:
     """Rows of 2-3 documents of uneven lengths, one row ending in padding (segment 0)."""
     seg = np.ones((rows, length), np.int32)
-    seg[:, length // 3:] = 2
-    seg[:, 3 * length // 4:] = 3
-    seg[-1, -length // 8:] = 0
+    seg[:, length // 3 :] = 2
+    seg[:, 3 * length // 4 :] = 3
+    seg[-1, -length // 8 :] = 0
     return seg
 
 
@@ -45,8 +46,9 @@ def _ce_inputs(dtype=jnp.float32):
 
 
 def _reference_ce(hidden, embedding, targets, dtype):
-    logits = jnp.einsum("BTD,VD->BTV", hidden.astype(dtype), embedding.astype(dtype),
-                        preferred_element_type=jnp.float32)
+    logits = jnp.einsum(
+        "BTD,VD->BTV", hidden.astype(dtype), embedding.astype(dtype), preferred_element_type=jnp.float32
+    )
     return token_losses(logits, targets)
 
 
@@ -59,6 +61,7 @@ def test_chunked_cross_entropy_matches_full_logits_values_and_gradients(chunks):
         def f(h, e):
             ce, log_z = fn(h, e)
             return jnp.sum(weights * (ce + 0.1 * jnp.square(log_z)))
+
         return jax.value_and_grad(f, argnums=(0, 1))(hidden, embedding)
 
     want, want_grads = objective(lambda h, e: _reference_ce(h, e, targets, jnp.float32))
@@ -97,9 +100,14 @@ def _batch(rows=4, length=32, seed=0):
             idx = np.flatnonzero(seg[r] == s)
             positions[r, idx] = np.arange(len(idx))
     tokens = rng.integers(0, 256, (rows, length + 1)).astype(np.int32)
-    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": seg,
-            "positions": positions, "loss_weights": (seg > 0).astype(np.float32),
-            "task_ids": np.arange(rows, dtype=np.int32) % 2}
+    return {
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "segment_ids": seg,
+        "positions": positions,
+        "loss_weights": (seg > 0).astype(np.float32),
+        "task_ids": np.arange(rows, dtype=np.int32) % 2,
+    }
 
 
 def _params(config):
@@ -121,8 +129,7 @@ def test_train_loss_with_fused_cross_entropy_equals_the_full_logits_loss():
     np.testing.assert_allclose(got, want, rtol=1e-6)
     for key in want_sums:
         np.testing.assert_allclose(got_sums[key], want_sums[key], rtol=1e-6, atol=1e-7)
-    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7),
-                 got_grads, want_grads)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7), got_grads, want_grads)
 
 
 def _qkv(kv_heads, length=256, heads=4, dim=32):
@@ -147,8 +154,9 @@ def test_attention_cores_match_the_dense_reference_on_packed_rows(core, kv_heads
     probe = jnp.asarray(np.random.default_rng(9).normal(size=q.shape), jnp.float32)
 
     def loss(fn):
-        return jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v, seg) * probe),
-                                  argnums=(0, 1, 2))(q, k, v)
+        return jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v, seg) * probe), argnums=(0, 1, 2))(
+            q, k, v
+        )
 
     want, want_grads = loss(lambda q, k, v, s: attention.xla_attention(q, k, v, s, jnp.float32))
     got, got_grads = loss(CORES[core])
@@ -184,8 +192,11 @@ def test_scanned_layers_compute_the_same_loss_and_map_to_per_layer_params():
     (want, _), want_grads = run(TINY, params)
     (got, _), got_grads = run(scanned, stacked)
     np.testing.assert_allclose(got, want, rtol=1e-6)
-    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7),
-                 unstack_layers(got_grads, TINY.num_layers), want_grads)
+    jax.tree.map(
+        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7),
+        unstack_layers(got_grads, TINY.num_layers),
+        want_grads,
+    )
 
 
 def test_a_scanned_checkpoint_exports_the_same_hugging_face_tensors(tmp_path):
@@ -196,8 +207,7 @@ def test_a_scanned_checkpoint_exports_the_same_hugging_face_tensors(tmp_path):
     params = _params(TINY)
     scanned = dataclasses.replace(TINY, scan_layers=True)
     export.export_hf(params, TINY, None, tmp_path / "layers", dtype="float32")
-    export.export_hf(stack_layers(params, TINY.num_layers), scanned, None, tmp_path / "scan",
-                     dtype="float32")
+    export.export_hf(stack_layers(params, TINY.num_layers), scanned, None, tmp_path / "scan", dtype="float32")
     want, got = (load_file(tmp_path / d / "model.safetensors") for d in ("layers", "scan"))
     assert sorted(got) == sorted(want)
     for name in want:
@@ -240,10 +250,14 @@ _SHARDED = textwrap.dedent("""
 
 def test_sharded_splash_scan_and_fused_loss_equal_the_one_device_reference():
     """8 simulated devices, batch over (data, fsdp), heads over tensor: splash runs in shard_map."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True,
-                         timeout=600)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     errors = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(errors) == 2 and max(errors.values()) < 1e-5, errors

@@ -68,8 +68,10 @@ def test_make_mesh_validates_fields():
 
 def test_logical_rules_overrides_name_the_field():
     import ml_collections
-    cfg = ml_collections.ConfigDict({"sharding": {"logical_axis_rules": [["embed", None],
-                                                                         ["mlp", ["tensor", "fsdp"]]]}})
+
+    cfg = ml_collections.ConfigDict(
+        {"sharding": {"logical_axis_rules": [["embed", None], ["mlp", ["tensor", "fsdp"]]]}}
+    )
     rules = dict(sharding.logical_rules(cfg))
     assert rules["embed"] is None and rules["mlp"] == ("tensor", "fsdp")
     assert rules["vocab"] == "tensor"  # defaults kept
@@ -80,12 +82,18 @@ def test_logical_rules_overrides_name_the_field():
 
 @pytest.mark.slow
 def test_sharded_forward_matches_single_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        JAX_PLATFORMS="cpu",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     import json
+
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == 5
     for name, r in results.items():

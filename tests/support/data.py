@@ -9,22 +9,30 @@ import random
 from pathlib import Path
 
 _DETERMINERS = "the|a|every|one|this|that|our|their|some|each".split("|")
-_ADJECTIVES = ("quiet old new small bright narrow careful patient local northern ancient busy gentle "
-               "broad wooden famous hidden modest curious steady rural coastal annual public private "
-               "distant simple honest rapid").split()
-_NOUNS = ("council team neighbour library student bridge farmer river museum engineer school train "
-          "garden harbour village painter teacher market orchard festival lighthouse workshop valley "
-          "bakery chapel tower meadow station journal archive ferry forest doctor").split()
-_VERBS = ("opened repaired described visited studied announced measured painted planned discussed "
-          "counted protected welcomed explored restored photographed mapped organised praised "
-          "supported questioned finished").split()
+_ADJECTIVES = (
+    "quiet old new small bright narrow careful patient local northern ancient busy gentle "
+    "broad wooden famous hidden modest curious steady rural coastal annual public private "
+    "distant simple honest rapid"
+).split()
+_NOUNS = (
+    "council team neighbour library student bridge farmer river museum engineer school train "
+    "garden harbour village painter teacher market orchard festival lighthouse workshop valley "
+    "bakery chapel tower meadow station journal archive ferry forest doctor"
+).split()
+_VERBS = (
+    "opened repaired described visited studied announced measured painted planned discussed "
+    "counted protected welcomed explored restored photographed mapped organised praised "
+    "supported questioned finished"
+).split()
 _PREPOSITIONS = "before|after|during|near|behind|beyond|across|under|beside|around|without|despite".split("|")
 
 
 def sentence(rng: random.Random) -> str:
     c = rng.choice
-    return (f"{c(_DETERMINERS).capitalize()} {c(_ADJECTIVES)} {c(_NOUNS)} {c(_VERBS)} {c(_DETERMINERS)} "
-            f"{c(_ADJECTIVES)} {c(_NOUNS)} {c(_PREPOSITIONS)} the {c(_NOUNS)}.")
+    return (
+        f"{c(_DETERMINERS).capitalize()} {c(_ADJECTIVES)} {c(_NOUNS)} {c(_VERBS)} {c(_DETERMINERS)} "
+        f"{c(_ADJECTIVES)} {c(_NOUNS)} {c(_PREPOSITIONS)} the {c(_NOUNS)}."
+    )
 
 
 def prose(seed: int, sentences: int = 24) -> str:

@@ -22,15 +22,20 @@ def train_tokenizer(directory: Path) -> Path:
     lines = [" ".join(rng.choice(words, 8)) + f" {i}" for i in range(400)]
     corpus = directory / "corpus.txt"
     corpus.write_text("\n".join(lines))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(directory / "tokenizer"),
-                                   vocab_size=TOKENIZER_PIECES, minloglevel=2, **GEMMA_SPM_FLAGS)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(directory / "tokenizer"),
+        vocab_size=TOKENIZER_PIECES,
+        minloglevel=2,
+        **GEMMA_SPM_FLAGS,
+    )
     return directory / "tokenizer.model"
 
 
 def tiny_config(num_kv_heads: int, **overrides) -> TransformerConfig:
     values = tiny.get_config().to_dict() | dict(
-        vocab_size=320, embed_dim=64, num_kv_heads=num_kv_heads, head_dim=16, hidden_dim=96,
-        max_seq_len=128)
+        vocab_size=320, embed_dim=64, num_kv_heads=num_kv_heads, head_dim=16, hidden_dim=96, max_seq_len=128
+    )
     return TransformerConfig.from_config_dict(values | overrides)
 
 
@@ -42,5 +47,10 @@ def random_params(config: TransformerConfig, seed: int = 0) -> dict:
     params = nn.unbox(Transformer(config).init(jax.random.key(seed), tokens, tokens, tokens)["params"])
     key = jax.random.key(seed + 1)
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: x + 0.3 * jax.random.normal(jax.random.fold_in(key, len(str(path))), x.shape)
-        if "scale" in str(path) else x, params)
+        lambda path, x: (
+            x + 0.3 * jax.random.normal(jax.random.fold_in(key, len(str(path))), x.shape)
+            if "scale" in str(path)
+            else x
+        ),
+        params,
+    )

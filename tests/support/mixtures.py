@@ -22,15 +22,17 @@ DOMAIN_WORDS = {
     "math": "let prove theorem lemma integer prime sum equal proof group ring field".split(),
     "code": "def return import class self value list dict for while print lambda".split(),
 }
-FEATURES = tfds.features.FeaturesDict({
-    "text": tfds.features.Text(),
-    "id": tfds.features.Text(),
-    "source": tfds.features.Text(),
-    "domain": tfds.features.Text(),
-    "language": tfds.features.Text(),
-    "quality_score": tfds.features.Scalar(dtype=tf.float32),
-    "high_quality": tfds.features.Scalar(dtype=tf.bool),
-})
+FEATURES = tfds.features.FeaturesDict(
+    {
+        "text": tfds.features.Text(),
+        "id": tfds.features.Text(),
+        "source": tfds.features.Text(),
+        "domain": tfds.features.Text(),
+        "language": tfds.features.Text(),
+        "quality_score": tfds.features.Scalar(dtype=tf.float32),
+        "high_quality": tfds.features.Scalar(dtype=tf.bool),
+    }
+)
 
 
 def make_documents(domain: str, n: int, seed: int = 0, max_words: int = 120) -> list[dict]:
@@ -40,15 +42,17 @@ def make_documents(domain: str, n: int, seed: int = 0, max_words: int = 120) -> 
     docs = []
     for i in range(n):
         length = rng.choice([rng.randint(1, 12), rng.randint(10, max_words)])
-        docs.append({
-            "text": " ".join(rng.choice(words) for _ in range(length)),
-            "id": f"{domain}-{i}",
-            "source": f"{domain}_fixture",
-            "domain": domain,
-            "language": "en",
-            "quality_score": (i % 3) / 2,
-            "high_quality": i % 3 == 0,
-        })
+        docs.append(
+            {
+                "text": " ".join(rng.choice(words) for _ in range(length)),
+                "id": f"{domain}-{i}",
+                "source": f"{domain}_fixture",
+                "domain": domain,
+                "language": "en",
+                "quality_score": (i % 3) / 2,
+                "high_quality": i % 3 == 0,
+            }
+        )
     return docs
 
 
@@ -66,13 +70,21 @@ def write_prepared(prep_dir: Path, domain: str, docs: dict[str, list[dict]], sha
         for k in range(shards):
             path = target / f"{domain}-{split}.tfrecord-{k:05d}-of-{shards:05d}"
             with tf.io.TFRecordWriter(str(path)) as writer:
-                for record in records[bounds[k]:bounds[k + 1]]:
+                for record in records[bounds[k] : bounds[k + 1]]:
                     writer.write(FEATURES.serialize_example(record))
-        split_infos.append(tfds.core.SplitInfo(
-            name=split, shard_lengths=[bounds[k + 1] - bounds[k] for k in range(shards)], num_bytes=0))
+        split_infos.append(
+            tfds.core.SplitInfo(
+                name=split, shard_lengths=[bounds[k + 1] - bounds[k] for k in range(shards)], num_bytes=0
+            )
+        )
     tfds.folder_dataset.write_metadata(
-        data_dir=target, features=FEATURES, split_infos=split_infos, filename_template=template,
-        check_data=False, version="1.0.0")
+        data_dir=target,
+        features=FEATURES,
+        split_infos=split_infos,
+        filename_template=template,
+        check_data=False,
+        version="1.0.0",
+    )
     return target
 
 
@@ -83,9 +95,17 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 120) -> Path:
     lines = [d["text"] for domain in DOMAIN_WORDS for d in make_documents(domain, 50)]
     corpus.write_text("\n".join(lines) + "\n")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(out_dir / "tokenizer"), vocab_size=vocab_size,
-        model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, character_coverage=1.0,
-        minloglevel=2)
+        input=str(corpus),
+        model_prefix=str(out_dir / "tokenizer"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     return out_dir / "tokenizer.model"
 
 
@@ -106,7 +126,12 @@ def demo_mixture(seq_len: int = 64, interpolate: bool = False):
     cfg = ml_collections.ConfigDict()
     cfg.tasks = ["web", "math", "code", "web_hq", "math_hq", "code_hq"]
     cfg.stages = [
-        dict(name="general", start=0.0, weights={"web": 0.6, "code": 0.25, "math": 0.15}, interpolate=interpolate),
+        dict(
+            name="general",
+            start=0.0,
+            weights={"web": 0.6, "code": 0.25, "math": 0.15},
+            interpolate=interpolate,
+        ),
         dict(name="anneal", start=0.75, weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}),
     ]
     cfg.seq_len = seq_len
@@ -143,10 +168,18 @@ def run_module(module: str, *args: str, timeout: int = 600) -> str:
 
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(root))
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode:
-        raise AssertionError(f"{module} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{module} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc.stdout
 
 
@@ -154,8 +187,14 @@ def pack_mixture(root: Path, prep_dir: Path, vocab: Path, *extra: str, seq_len: 
     """Runs the pack command (DirectRunner) on prepared data; returns the packed directory."""
     config = write_mixture_config(root / "mixture_config.py", seq_len)
     out = root / "packed"
-    run_module("mixtures.pack", f"--config={config}", f"--prep_dir={prep_dir}", f"--vocab_path={vocab}",
-               f"--output={out}", *extra)
+    run_module(
+        "mixtures.pack",
+        f"--config={config}",
+        f"--prep_dir={prep_dir}",
+        f"--vocab_path={vocab}",
+        f"--output={out}",
+        *extra,
+    )
     return out
 
 

@@ -40,5 +40,6 @@ def config_file(directory: Path, **train) -> Path:
     path = Path(directory) / "tiny_config.py"
     path.write_text(
         f"import sys\nsys.path.insert(0, {str(repo)!r})\nfrom tests.support.train import tiny_config\n\n"
-        f"def get_config():\n    return tiny_config('', **{train!r})\n")
+        f"def get_config():\n    return tiny_config('', **{train!r})\n"
+    )
     return path

@@ -33,8 +33,14 @@ def write_corpus(root: Path) -> list[str]:
     rng = random.Random(0)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     code = [p.read_text(encoding="utf-8") for p in sorted((stdlib / "json").glob("*.py"))]
-    web = [" ".join(rng.choice(WORDS) for _ in range(200)) + f" in {rng.randint(1900, 2030)}.\n" for _ in range(60)]
-    math = [f"$x_{i} = \\frac{{{rng.randint(1, 999)}}}{{{i + 1}}}$ and $\\sum_k k^2 = {i * i}$\n" for i in range(300)]
+    web = [
+        " ".join(rng.choice(WORDS) for _ in range(200)) + f" in {rng.randint(1900, 2030)}.\n"
+        for _ in range(60)
+    ]
+    math = [
+        f"$x_{i} = \\frac{{{rng.randint(1, 999)}}}{{{i + 1}}}$ and $\\sum_k k^2 = {i * i}$\n"
+        for i in range(300)
+    ]
     paths = []
     for domain, docs in (("code", code), ("web", web), ("math", math)):
         path = root / f"{domain}.jsonl"
@@ -95,7 +101,10 @@ def test_special_ids_and_control_tokens(vocab):
     assert [sp.id_to_piece(i) for i in range(4)] == ["<pad>", "<eos>", "<bos>", "<unk>"]
     for symbol in ("<start_of_turn>", "<end_of_turn>"):
         assert len(vocab.encode(symbol)) == 1
-    assert vocab.decode(vocab.encode("<start_of_turn>user\nhi<end_of_turn>")) == "<start_of_turn>user\nhi<end_of_turn>"
+    assert (
+        vocab.decode(vocab.encode("<start_of_turn>user\nhi<end_of_turn>"))
+        == "<start_of_turn>user\nhi<end_of_turn>"
+    )
 
 
 @pytest.mark.parametrize(
@@ -138,8 +147,11 @@ def test_lossless_round_trip_on_arbitrary_unicode(vocab, text):
 def test_same_config_and_seed_give_byte_identical_model(corpus, trained, tmp_path):
     train_tokenizer(tiny_config(corpus, tmp_path / "a"), tmp_path / "a", log=lambda *_: None)
     assert (tmp_path / "a" / "tokenizer.model").read_bytes() == (trained / "tokenizer.model").read_bytes()
-    train_tokenizer(tiny_config(corpus, tmp_path / "b", **{"sample.seed": 7, "sample.max_sentences": 300}),
-                    tmp_path / "b", log=lambda *_: None)
+    train_tokenizer(
+        tiny_config(corpus, tmp_path / "b", **{"sample.seed": 7, "sample.max_sentences": 300}),
+        tmp_path / "b",
+        log=lambda *_: None,
+    )
     assert (tmp_path / "b" / "tokenizer.model").read_bytes() != (trained / "tokenizer.model").read_bytes()
 
 
@@ -154,8 +166,9 @@ def test_existing_model_is_used_without_training(trained, tmp_path):
 
 def test_model_with_other_id_layout_is_rejected(corpus, tmp_path):
     sentences = [json.loads(line)["text"] for line in Path(corpus[1]).read_text().splitlines()]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=str(tmp_path / "t5"),
-                                   vocab_size=40, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_prefix=str(tmp_path / "t5"), vocab_size=40, minloglevel=2
+    )
     with pytest.raises(ValueError, match="special ids"):
         load_vocabulary(tmp_path / "t5.model")
     config = demo.get_config()
@@ -186,19 +199,24 @@ def test_bad_inputs_fail_naming_the_field(corpus, tmp_path):
     with pytest.raises(ValueError, match="config.inputs"):
         train_tokenizer(tiny_config([], tmp_path), tmp_path, log=lambda *_: None)
     with pytest.raises(ValueError, match="config.sample.domain_weights"):
-        train_tokenizer(tiny_config([f"prose={corpus[1]}", corpus[0]], tmp_path), tmp_path,
-                        log=lambda *_: None)
+        train_tokenizer(
+            tiny_config([f"prose={corpus[1]}", corpus[0]], tmp_path), tmp_path, log=lambda *_: None
+        )
     with pytest.raises(ValueError, match="config.spm.vocab_size: too large"):
-        train_tokenizer(tiny_config(corpus, tmp_path, **{"spm.vocab_size": 50_000}), tmp_path, log=lambda *_: None)
+        train_tokenizer(
+            tiny_config(corpus, tmp_path, **{"spm.vocab_size": 50_000}), tmp_path, log=lambda *_: None
+        )
 
 
 def test_a_file_without_domain_prefix_trains_on_its_own(corpus, tmp_path):
     """`tokenizer.train --input corpus.jsonl`: the domain is the file's name, not a configured one."""
     corpus_file = tmp_path / "corpus.jsonl"
     corpus_file.write_text(Path(corpus[0]).read_text())
-    settings = train_tokenizer(tiny_config([str(corpus_file)], tmp_path / "tok",
-                                           **{"spm.vocab_size": 400}),
-                               tmp_path / "tok", log=lambda *_: None)
+    settings = train_tokenizer(
+        tiny_config([str(corpus_file)], tmp_path / "tok", **{"spm.vocab_size": 400}),
+        tmp_path / "tok",
+        log=lambda *_: None,
+    )
     assert list(settings["sample"]["domains"]) == ["corpus"]
     assert settings["sample"]["domains"]["corpus"]["sentences_kept"] > 0
     assert load_vocabulary(tmp_path / "tok").vocab_size == 400
@@ -226,15 +244,36 @@ def test_report_measures_tokens_per_byte_per_domain(vocab, corpus):
 
 def test_cli_help_and_run(corpus, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    help_text = subprocess.run([sys.executable, "-m", "tokenizer.train", "--help"], cwd=REPO, env=env,
-                               capture_output=True, text=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "tokenizer.train", "--help"], cwd=REPO, env=env, capture_output=True, text=True
+    ).stdout
     assert "--vocab_size" in help_text and "--config" in help_text
-    args = [f"--input={p}" for p in corpus] + ["--vocab_size=500", f"--output={tmp_path}", "--config.sample.max_sentences=500"]
-    result = subprocess.run([sys.executable, "-m", "tokenizer.train", "--config=configs/tokenizer/demo.py", *args],
-                            cwd=REPO, env=env, capture_output=True, text=True)
+    args = [f"--input={p}" for p in corpus] + [
+        "--vocab_size=500",
+        f"--output={tmp_path}",
+        "--config.sample.max_sentences=500",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenizer.train", "--config=configs/tokenizer/demo.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_vocabulary(tmp_path).vocab_size == 500
-    out = subprocess.run([sys.executable, "-m", "tokenizer.report", f"--model={tmp_path}/tokenizer.model",
-                          *[f"--input={p}" for p in corpus]], cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tokenizer.report",
+            f"--model={tmp_path}/tokenizer.model",
+            *[f"--input={p}" for p in corpus],
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tokens/byte" in out.stdout and "code" in out.stdout

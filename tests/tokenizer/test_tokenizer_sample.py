@@ -26,11 +26,17 @@ def write_tfds(domain_dir: Path, domain: str, splits: dict[str, list[str]]) -> N
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    features = tfds.features.FeaturesDict({
-        "text": tfds.features.Text(), "id": tfds.features.Text(), "source": tfds.features.Text(),
-        "domain": tfds.features.Text(), "language": tfds.features.Text(),
-        "quality_score": tfds.features.Scalar(np.float32), "high_quality": tfds.features.Scalar(np.bool_),
-    })
+    features = tfds.features.FeaturesDict(
+        {
+            "text": tfds.features.Text(),
+            "id": tfds.features.Text(),
+            "source": tfds.features.Text(),
+            "domain": tfds.features.Text(),
+            "language": tfds.features.Text(),
+            "quality_score": tfds.features.Scalar(np.float32),
+            "high_quality": tfds.features.Scalar(np.bool_),
+        }
+    )
     domain_dir.mkdir(parents=True)
     split_infos = []
     for split, texts in splits.items():
@@ -38,15 +44,25 @@ def write_tfds(domain_dir: Path, domain: str, splits: dict[str, list[str]]) -> N
         size = 0
         with tf.io.TFRecordWriter(str(path)) as writer:
             for i, text in enumerate(texts):
-                example = {"text": text, "id": f"{split}-{i}", "source": "fixture", "domain": domain,
-                           "language": "en", "quality_score": 0.5, "high_quality": False}
+                example = {
+                    "text": text,
+                    "id": f"{split}-{i}",
+                    "source": "fixture",
+                    "domain": domain,
+                    "language": "en",
+                    "quality_score": 0.5,
+                    "high_quality": False,
+                }
                 data = features.serialize_example(features.encode_example(example))
                 writer.write(data)
                 size += len(data)
         split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[len(texts)], num_bytes=size))
     tfds.folder_dataset.write_metadata(
-        data_dir=str(domain_dir), features=features, split_infos=split_infos,
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
+        data_dir=str(domain_dir),
+        features=features,
+        split_infos=split_infos,
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        check_data=False,
     )
 
 
@@ -54,10 +70,14 @@ def write_tfds(domain_dir: Path, domain: str, splits: dict[str, list[str]]) -> N
 def prep_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prep")
     for domain in ("web", "code"):
-        write_tfds(root / domain, domain, {
-            "train": [f"{domain} train document {i}\n" * (i + 1) for i in range(20)],
-            "validation": [f"{domain} held-out {i}" for i in range(3)],
-        })
+        write_tfds(
+            root / domain,
+            domain,
+            {
+                "train": [f"{domain} train document {i}\n" * (i + 1) for i in range(20)],
+                "validation": [f"{domain} held-out {i}" for i in range(3)],
+            },
+        )
     return root
 
 
@@ -80,7 +100,8 @@ def test_cut_sentences_keeps_whole_lines_when_they_fit():
 def test_reservoir_keeps_quota_by_weight_and_is_seeded(tmp_path):
     for domain, n in (("web", 500), ("code", 300)):
         (tmp_path / f"{domain}.jsonl").write_text(
-            "".join(json.dumps({"text": f"{domain} {i}"}) + "\n" for i in range(n)))
+            "".join(json.dumps({"text": f"{domain} {i}"}) + "\n" for i in range(n))
+        )
     sources = resolve_inputs([str(tmp_path / "web.jsonl"), str(tmp_path / "code.jsonl")])
     weights = {"web": 3.0, "code": 1.0, "math": 5.0}  # math absent: its weight is not counted
     a, desc = sample_sentences(sources, weights, 100, 256, seed=1, **QUIET)
@@ -108,8 +129,11 @@ def test_domain_prefix_glob_and_text_files(tmp_path):
     for name in ("a.tex", "b.tex", "notes.md"):
         (tmp_path / name).write_text(f"content of {name}")
     sources = resolve_inputs([f"math={tmp_path}/*.tex", str(tmp_path / "notes.md")])
-    assert sources == [Source("math", "text", str(tmp_path / "a.tex")), Source("math", "text", str(tmp_path / "b.tex")),
-                       Source("notes", "text", str(tmp_path / "notes.md"))]
+    assert sources == [
+        Source("math", "text", str(tmp_path / "a.tex")),
+        Source("math", "text", str(tmp_path / "b.tex")),
+        Source("notes", "text", str(tmp_path / "notes.md")),
+    ]
     assert list(sample_lib.iter_documents(sources[0], "train")) == ["content of a.tex"]
     with pytest.raises(ValueError, match="no TFDS dataset"):
         resolve_inputs([str(tmp_path / "missing.jsonl")])
@@ -117,8 +141,15 @@ def test_domain_prefix_glob_and_text_files(tmp_path):
 
 def test_max_documents_per_domain_stops_the_stream(tmp_path):
     (tmp_path / "web.jsonl").write_text("".join(json.dumps({"text": f"d{i}"}) + "\n" for i in range(50)))
-    _, desc = sample_sentences(resolve_inputs([str(tmp_path / "web.jsonl")]), {"web": 1.0}, 1000, 256, 0,
-                               max_documents_per_domain=7, **QUIET)
+    _, desc = sample_sentences(
+        resolve_inputs([str(tmp_path / "web.jsonl")]),
+        {"web": 1.0},
+        1000,
+        256,
+        0,
+        max_documents_per_domain=7,
+        **QUIET,
+    )
     assert desc["domains"]["web"]["documents_read"] == 7
 
 
@@ -137,7 +168,9 @@ def test_prepared_tfds_directory_is_read_per_domain_and_split(prep_dir):
 def test_versioned_tfds_directory_uses_the_newest_version(prep_dir, tmp_path):
     for version in ("1.0.0", "1.10.0", "1.2.0"):
         shutil.copytree(prep_dir / "web", tmp_path / "web" / version)
-    assert resolve_inputs([str(tmp_path / "web")]) == [Source("web", "tfds", str(tmp_path / "web" / "1.10.0"))]
+    assert resolve_inputs([str(tmp_path / "web")]) == [
+        Source("web", "tfds", str(tmp_path / "web" / "1.10.0"))
+    ]
 
 
 def test_train_on_prepared_tfds(prep_dir, tmp_path):
