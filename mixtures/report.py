@@ -27,7 +27,7 @@ from mixtures.stream import MixtureStream
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
+def _report_flags() -> None:
     flags.DEFINE_integer("steps", 100, "Steps to read.")
     flags.DEFINE_integer("total_steps", None, "Steps the schedule spans (default: --steps).")
     flags.DEFINE_integer("batch_size", 8, "Global batch size (rows per step).")
@@ -191,7 +191,7 @@ def run() -> None:
         default_config=None,
         shortcuts=[cli.Shortcut("packed_dir", "pack.output", "Packed directory (mixtures.pack --output).")],
         required=["pack.output"],
-        define_extra_flags=_define_flags,
+        define_extra_flags=_report_flags,
     )
 
 

@@ -13,6 +13,8 @@ import functools
 import re
 from typing import Any, ClassVar
 
+from common import checks
+
 WORD = re.compile(r"\S+")
 _PUNCT_ONLY = re.compile(r"^\W+$")
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？", ":")
@@ -52,9 +54,9 @@ class Filter:
 
     def __post_init__(self) -> None:
         for field in self.non_negative:
-            check_positive(self.section, field, getattr(self, field))
+            checks.non_negative(getattr(self, field), f"{self.section}.{field}")
         for field in self.fractions:
-            check_fraction(self.section, field, getattr(self, field))
+            checks.fraction(getattr(self, field), f"{self.section}.{field}")
         self.check()
         self.seen = 0
         self.dropped = 0
@@ -71,13 +73,3 @@ class Filter:
         if reason is not None:
             self.dropped += 1
         return reason
-
-
-def check_fraction(section: str, field: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{section}.{field}: must be in [0, 1], got {value}")
-
-
-def check_positive(section: str, field: str, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{section}.{field}: must be >= 0, got {value}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from common import checks
 from data_pipeline.filters.base import Filter
 
 DEFAULT_CANDIDATES = (
@@ -57,7 +58,9 @@ class Language(Filter):
         for field, codes in (("languages", self.languages), ("candidates", self.candidates)):
             for code in codes:
                 if not hasattr(IsoCode639_1, str(code).upper()):
-                    raise ValueError(f"{self.section}.{field}: unknown ISO 639-1 code {code!r}")
+                    raise checks.ConfigError(
+                        f"config.{self.section}.{field}: unknown ISO 639-1 code {code!r}"
+                    )
         self.languages = frozenset(self.languages)
         self.candidates = tuple(sorted(set(self.candidates) | self.languages))
         self._detector = None

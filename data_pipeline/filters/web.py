@@ -9,11 +9,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from common import checks
 from data_pipeline.filters.base import (
     GOPHER_STOP_WORDS,
     TERMINAL_PUNCTUATION,
     Filter,
-    check_fraction,
     lines,
     words,
 )
@@ -45,7 +45,9 @@ class GopherQuality(Filter):
 
     def check(self) -> None:
         if self.min_mean_word_length > self.max_mean_word_length:
-            raise ValueError(f"{self.section}.min_mean_word_length: must be <= max_mean_word_length")
+            raise checks.ConfigError(
+                f"config.{self.section}.min_mean_word_length: must be <= max_mean_word_length"
+            )
 
     def reject(self, record: dict[str, Any]) -> str | None:
         text = record["text"]
@@ -137,8 +139,10 @@ class GopherRepetition(Filter):
             pairs = tuple((int(n), float(f)) for n, f in getattr(self, field))
             for n, fraction in pairs:
                 if n < 1:
-                    raise ValueError(f"{self.section}.{field}: n-gram sizes must be >= 1, got {n}")
-                check_fraction(self.section, field, fraction)
+                    raise checks.ConfigError(
+                        f"config.{self.section}.{field}: n-gram sizes must be >= 1, got {n}"
+                    )
+                checks.fraction(fraction, f"{self.section}.{field}")
             setattr(self, field, pairs)
 
     def reject(self, record: dict[str, Any]) -> str | None:
