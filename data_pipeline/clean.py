@@ -18,7 +18,6 @@ from data_pipeline.normalize import normalize_record
 from data_pipeline.pii import Redactor
 
 
-
 class CleanFn(beam.DoFn):
     def __init__(self, chains: dict[str, list[Filter]], redactor: Redactor | None, form: str = "NFC"):
         self._chains = chains

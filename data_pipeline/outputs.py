@@ -45,9 +45,17 @@ def _marker(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("job") == JOB else None
 
 
+def _stale_staging(out: str) -> list[str]:
+    """Staging folders that failed runs of this job left in ``out`` (each holds our marker)."""
+    return [n for n in fs.listdir(out) if n.startswith(STAGING_PREFIX) and _marker(fs.join(out, n)) is not None]
+
+
 def check_output_dir(out: str, overwrite: bool) -> list[str]:
-    """Fails unless ``out`` may be written; returns the old outputs a commit will replace."""
-    if not fs.exists(out) or not fs.listdir(out):
+    """Fails unless ``out`` may be written; returns the old outputs a commit will replace.
+
+    A folder holding only what failed runs of this job left behind counts as empty.
+    """
+    if not fs.exists(out) or not set(fs.listdir(out)) - set(_stale_staging(out)):
         return []
     marker = _marker(out)
     if not overwrite:
@@ -75,8 +83,7 @@ def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
     if clash:
         raise RuntimeError(f"{out}: {clash} exist and are not outputs of an earlier prepare run; the new outputs "
                            f"stay in {staging}")
-    stale = [n for n in fs.listdir(out) if n.startswith(STAGING_PREFIX) and fs.join(out, n) != staging
-             and _marker(fs.join(out, n)) is not None]
+    stale = [n for n in _stale_staging(out) if fs.join(out, n) != staging]
     for name in old_outputs + stale:
         fs.rmtree(fs.join(out, name))
     for name in names:

@@ -70,7 +70,7 @@ class InputSpec:
             object.__setattr__(self, "source", f"{self.domain}:{fs.basename(self.glob)}")
 
     @classmethod
-    def from_flag(cls, value: str) -> "InputSpec":
+    def from_flag(cls, value: str) -> InputSpec:
         """Parses ``--input DOMAIN=GLOB``."""
         domain, glob = parse_assignment(value, "input", "DOMAIN", "GLOB")
         return cls(domain=domain, glob=glob)

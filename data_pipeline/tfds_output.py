@@ -46,7 +46,7 @@ def features():
 
 def unit_hash(record_id: str, salt: str) -> float:
     """A stable pseudo-random number in [0, 1) from the id (Python's hash() is salted per process)."""
-    digest = hashlib.sha1(f"{salt}:{record_id}".encode("utf-8")).digest()
+    digest = hashlib.sha1(f"{salt}:{record_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -13,10 +13,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.support.data import code_text, math_text, prose, write_jsonl  # noqa: E402
-
 from configs.data import base  # noqa: E402
 from data_pipeline import prepare, tfds_output  # noqa: E402
+from tests.support.data import code_text, math_text, prose, write_jsonl  # noqa: E402
 
 
 def _tfds_input(root: Path) -> None:

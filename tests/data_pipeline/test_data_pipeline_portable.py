@@ -13,11 +13,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import apache_beam as beam  # noqa: E402
-from tests.support.data import prose, write_jsonl  # noqa: E402
 
 from configs.data import base  # noqa: E402
 from data_pipeline import prepare, sources  # noqa: E402
 from data_pipeline.eval_sets import parse_specs  # noqa: E402
+from tests.support.data import prose, write_jsonl  # noqa: E402
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
 QUESTION = ("A baker sells 1,250 loaves of bread each week for 3 dollars each. "

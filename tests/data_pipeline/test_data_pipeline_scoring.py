@@ -7,9 +7,9 @@ import apache_beam as beam
 import ml_collections
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
-from tests.support.data import prose
 
 from data_pipeline import quality, scoring
+from tests.support.data import prose
 
 
 def _spam(i: int) -> str:

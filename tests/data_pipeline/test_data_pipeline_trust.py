@@ -15,17 +15,16 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.support.data import prose, write_jsonl  # noqa: E402
-
 from common import fs  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
 from configs.data import base  # noqa: E402
 from data_pipeline import outputs, prepare, sources, stats  # noqa: E402
+from tests.support.data import prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _config(inputs, out) -> "base.ml_collections.ConfigDict":
+def _config(inputs, out) -> base.ml_collections.ConfigDict:
     config = base.get_config()
     config.inputs = inputs
     config.output_dir = str(out)
@@ -195,3 +194,18 @@ def test_format_is_decided_per_file_not_from_the_glob(tmp_path):
     assert [r["text"] for r in got["b.jsonl.gz"][0]] == ["three"]
     assert [r["text"] for r in got["c.txt"][0]] == ["a plain text page"]
     assert got["d.parquet"][0] == [] and got["d.parquet"][1][0]["error"].startswith("not_parquet")
+
+
+def test_what_a_failed_run_left_behind_does_not_block_the_next(tmp_path):
+    out = str(tmp_path / "out")
+    failed = outputs.new_staging(out)  # a run that died before its commit
+    fs.write_text(fs.join(failed, "web", "part"), "half")
+    assert outputs.check_output_dir(out, overwrite=False) == []
+    staging = outputs.new_staging(out)
+    fs.write_text(fs.join(staging, "stats.json"), "{}")
+    assert outputs.commit(out, staging, []) == ["stats.json"]
+    assert sorted(os.listdir(out)) == [outputs.MARKER, "stats.json"]
+    (tmp_path / "out" / "mine.txt").write_text("user file")
+    with pytest.raises(ConfigError, match="not empty"):
+        outputs.check_output_dir(out, overwrite=False)
+    assert outputs.check_output_dir(out, overwrite=True) == ["stats.json"]

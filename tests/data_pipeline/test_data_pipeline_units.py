@@ -4,7 +4,6 @@ readers' helpers and the stats accounting. No Beam run, no shared data."""
 from __future__ import annotations
 
 import pytest
-from tests.support.data import code_text, math_text, prose
 
 from configs.data import base
 from data_pipeline import normalize, pii, sources, stats
@@ -15,6 +14,7 @@ from data_pipeline.filters.language import Language
 from data_pipeline.filters.math_density import MathDensity
 from data_pipeline.filters.web import C4, FineWeb, GopherQuality, GopherRepetition
 from data_pipeline.heuristic_quality import heuristic_score
+from tests.support.data import code_text, math_text, prose
 
 
 def rec(text: str, domain: str = "web", language: str = "") -> dict:

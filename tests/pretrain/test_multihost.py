@@ -21,11 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from tests.support.train import config_file, tiny_config
 
 from pretrain import train as train_lib
+from pretrain.checkpoint import restore_params
 from pretrain.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +144,12 @@ def test_two_processes_train_fail_and_resume_like_one(tmp_path):
     train_lib.train(tiny_config(reference, total_steps=STEPS))
     np.testing.assert_allclose([r["loss"] for r in records],
                                [r["loss"] for r in read_metrics(reference)], rtol=2e-5, atol=2e-5)
+    # The checkpoint both processes wrote (params sharded over fsdp across them) restores
+    # whole on this process's one device, as export and evaluation read it.
+    params, _ = restore_params(workdir)
+    expected, _ = restore_params(reference)
+    for value in jax.tree.leaves(params):
+        assert value.sharding.device_set == {jax.local_devices()[0]}
+    np.testing.assert_allclose(np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)]),
+                               np.concatenate([np.ravel(x) for x in jax.tree.leaves(expected)]),
+                               rtol=1e-4, atol=1e-5)
