@@ -498,9 +498,9 @@ def make_evaluator(
     every = 0 if config.data.synthetic else config.eval.every_steps
     if not every:
         return lambda step, params: None
-    from pretrain.validation import Validation
+    from pretrain.heldout import HeldOutLoss
 
-    held_out = Validation(
+    held_out = HeldOutLoss(
         config, setup.model, setup.mesh, setup.rules, setup.sharding["params"], setup.batch_sharding
     )
     total = config.train.total_steps

@@ -6,7 +6,7 @@ eval, init_from, aot, distributed. `pretrain.train.validate` checks them at star
 
 import ml_collections
 
-from pretrain import optim, validation
+from pretrain import heldout, optim
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
             peak_flops=0.0,  # per-device peak for MFU; 0: device table or CPU matmul probe
         )
     )
-    c.eval = validation.default_config()
+    c.eval = heldout.default_config()
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))
     c.init_from = ml_collections.ConfigDict(

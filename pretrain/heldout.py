@@ -31,7 +31,7 @@ def single_task_mixture(mixture: ml_collections.ConfigDict, task: str) -> ml_col
     )
 
 
-class Validation:
+class HeldOutLoss:
     """Mean loss per target token on `config.eval.batches` batches of every eval task."""
 
     def __init__(
