@@ -239,7 +239,7 @@ def test_model_info_cli_prints_exact_count():
         env=env,
         check=True,
         timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),  # the repo root
     )
     assert "parameters: 2,506,434,560" in out.stdout
 
