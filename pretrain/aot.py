@@ -161,7 +161,7 @@ def fsdp_ici_bytes(
 def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any, dict]:
     """(compiled step, facts) for `config` on `devices`, built exactly as pretrain.train builds it."""
     from pretrain import train
-    from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
+    from pretrain.train_step import BATCH_KEYS
 
     setup = train.build_state(config, sharding.make_mesh(dict(config.mesh), devices=devices))
     rows, length = config.data.global_batch_size, config.data.seq_len
@@ -175,20 +175,7 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any,
         for key in BATCH_KEYS
     }
     num_tasks = max(1, len(config.mixture.get("tasks", ()) or ()))
-    step = jit_train_step(
-        make_train_step(
-            setup.model,
-            setup.optimizer,
-            setup.lr_schedule,
-            micro_steps=config.train.grad_accum_steps,
-            z_loss=config.train.z_loss,
-            num_tasks=num_tasks,
-            rules=setup.rules,
-        ),
-        setup.sharding,
-        setup.batch_sharding,
-        setup.mesh,
-    )
+    step = train.jitted_train_step(setup, num_tasks)
     start = time.perf_counter()
     with jax.set_mesh(setup.mesh):
         lowered = step.lower(setup.abstract, batch)

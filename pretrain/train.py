@@ -449,12 +449,10 @@ def restart_schedule(setup: TrainState, state: Any) -> Any:
     return jax.jit(restart, out_shardings=setup.sharding, donate_argnums=0)(state)
 
 
-def compile_on_first_call(
-    setup: TrainState, num_tasks: int, goodput: Goodput
-) -> Callable[[Any, dict], tuple[Any, dict]]:
-    """The sharded train step, compiled (and timed as goodput `compile`) on its first batch."""
+def jitted_train_step(setup: TrainState, num_tasks: int) -> Any:
+    """The sharded, jitted (not yet compiled) train step of `setup`; pretrain.aot compiles it too."""
     c = setup.config
-    jitted = jit_train_step(
+    return jit_train_step(
         make_train_step(
             setup.model,
             setup.optimizer,
@@ -468,6 +466,14 @@ def compile_on_first_call(
         setup.batch_sharding,
         setup.mesh,
     )
+
+
+def compile_on_first_call(
+    setup: TrainState, num_tasks: int, goodput: Goodput
+) -> Callable[[Any, dict], tuple[Any, dict]]:
+    """The sharded train step, compiled (and timed as goodput `compile`) on its first batch."""
+    c = setup.config
+    jitted = jitted_train_step(setup, num_tasks)
     compiled = None
 
     def step(state, batch):
