@@ -93,10 +93,6 @@ def rmtree(path: PathLike) -> None:
         p.rmtree() if p.is_dir() else p.unlink()
 
 
-def remove(path: PathLike) -> None:
-    as_path(path).unlink()
-
-
 def rename(src: PathLike, dst: PathLike) -> None:
     as_path(src).rename(resolve(dst))
 
