@@ -6,12 +6,16 @@ Needs the real eval sets and reference text in ../shared/data (or $SHARED_DATA; 
 a reason if they are absent). Stages, each skipped when its output exists (so an interrupted study resumes):
 
 1. probes/: the probe sets (test splits: GSM8K, MATH, MBPP ids 11-510, MMLU, English web
-   pages from Common Crawl) and reference/: the classifier's positives (GSM8K train, MBPP
-   train ids 601-974, Wikipedia articles from wikitext-2): never the same items.
+   pages from Common Crawl); reference/: the classifier's positives (GSM8K train items
+   0-1499, MBPP train ids 601-974, Wikipedia articles from wikitext-2); candidate/: the
+   candidate dataset of arm (c), GSM8K train items 1500-7472 (math word problems with
+   worked answers): never the same items as the probes or each other.
 2. the demo corpus; data_pipeline.prepare decontaminated against every probe set, once
    with the heuristic high-quality score (prep_heuristic) and once with the reference
-   classifier (prep_reference, `data_pipeline.quality train`); the tokenizer; both packed
-   with the demo mixture's six tasks (`mixtures.pack`).
+   classifier (prep_reference, `data_pipeline.quality train`); the candidate prepared the
+   same way as a math corpus (prep_candidate); the tokenizer; both preps packed with the
+   demo mixture's six tasks (`mixtures.pack`), the reference one with the candidate as a
+   seventh task (`--extra_task=gsm8k_train=prep_candidate/math`).
 3. `python -m pretrain.anneal --config=configs/anneal/study.py:WORK_DIR`, timed.
 """
 
@@ -69,6 +73,14 @@ def build_probes_and_reference(out: str) -> None:
 
     gsm8k_train = read_jsonl(os.path.join(EVAL, "gsm8k", "train.jsonl"))
     reference = [{"text": f"{r['question']}\n{r['answer']}"} for r in gsm8k_train[:1500]]
+    write_jsonl(
+        f"{out}/candidate/gsm8k_train.jsonl",
+        [
+            {"id": f"gsm8k-train-{i}", "text": f"{r['question']}\n{r['answer']}"}
+            for i, r in enumerate(gsm8k_train)
+            if i >= 1500
+        ],
+    )
     reference += [{"text": f"{r['text']}\n{r['code']}"} for r in mbpp if r["task_id"] >= 601]
     articles = _wikitext_articles(os.path.join(SHARED, "web", "wikitext-2"))
     reference += [{"text": a} for a in articles[:400]]
@@ -127,7 +139,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "anneal_study"))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--extra", nargs="*", default=[], help="more --config.X=V for pretrain.anneal")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="one more flag for pretrain.anneal, repeatable: --extra=--config.anneal_steps=40",
+    )
     args = parser.parse_args()
     if not os.path.isdir(EVAL):
         sys.exit(f"skipped: {EVAL} is absent (the study needs the real eval sets)")
@@ -215,7 +232,25 @@ def main() -> None:
         ],
         timings,
     )
-    for recipe in ("heuristic", "reference"):
+    stage(
+        "prepare_candidate",
+        out,
+        f"{out}/prep_candidate/stats.json",
+        [
+            py,
+            "-m",
+            "data_pipeline.prepare",
+            "--config=configs/data/demo.py",
+            f"--input=math={out}/candidate/gsm8k_train.jsonl",
+            *evals,
+            f"--output_dir={out}/prep_candidate",
+        ],
+        timings,
+    )
+    for recipe, extra in (
+        ("heuristic", []),
+        ("reference", [f"--extra_task=gsm8k_train={out}/prep_candidate/math"]),
+    ):
         stage(
             f"pack_{recipe}",
             out,
@@ -228,6 +263,7 @@ def main() -> None:
                 f"--prep_dir={out}/prep_{recipe}",
                 f"--vocab_path={out}/tokenizer/tokenizer.model",
                 f"--output={out}/packed_{recipe}",
+                *extra,
             ],
             timings,
         )

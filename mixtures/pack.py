@@ -9,6 +9,8 @@ task's documents through the task itself (same source, preprocessors and vocabul
 `config.seq_len` tokens with `DocumentPacker` (long documents continue in the next rows,
 nothing is dropped) and writes the rows to ArrayRecord files with an index and stats
 (`mixtures.manifest`). The trainer then only reads rows (`mixtures.stream`).
+`--extra_task=NAME=DIR` (repeatable) packs one more task from a prepared dataset directory
+outside PREP (another prepare run's `PREP2/math`, say): a candidate dataset for an anneal.
 
 How it distributes (why the fill stays high): documents are read in ranges of
 `config.pack.docs_per_read` records (one work item each, so reading and tokenizing spread
@@ -61,6 +63,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "must be a prepared-data directory (python -m data_pipeline.prepare)",
         p.prep_dir,
     )
+    try:
+        extra = extra_tasks(config)
+    except ValueError as e:
+        raise checks.ConfigError(f"config.pack.extra_tasks: {e}") from None
+    for name, path in extra.items():
+        checks.require(
+            fs.isfile(fs.join(path, "dataset_info.json")),
+            "pack.extra_tasks",
+            f"{name}: must be a prepared dataset directory (PREP/<domain>, with dataset_info.json)",
+            path,
+        )
     checks.require(fs.isfile(p.vocab_path), "pack.vocab_path", "must be a tokenizer.model file", p.vocab_path)
     if fs.exists(p.output) and fs.listdir(p.output):
         checks.require(
@@ -69,6 +82,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "exists and is not a packed directory (no manifest.json); refusing to overwrite it",
             p.output,
         )
+
+
+def extra_tasks(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """{NAME: dataset dir} of `pack.extra_tasks` ("NAME=DIR" strings)."""
+    from data_pipeline.textio import parse_assignment
+
+    pairs = [parse_assignment(spec, "extra_task", right="DIR") for spec in config.pack.extra_tasks]
+    return {name: fs.resolve(path) for name, path in pairs}
+
+
+def packed_tasks(config: ml_collections.ConfigDict) -> list[str]:
+    """The mixture's tasks, then the extra tasks it does not name."""
+    return list(dict.fromkeys([*config.tasks, *extra_tasks(config)]))
 
 
 def document_key(seed: int, task: str, split: str, index: int) -> int:
@@ -85,21 +111,21 @@ def num_shards(tokens: int, seq_len: int, rows_per_shard: int) -> int:
 class _TaskDoFn(beam.DoFn):
     """Registers the mixture's SeqIO tasks once per worker (the registry is per process)."""
 
-    def __init__(self, prep_dir: str, vocab_path: str, bos: str):
-        self.prep_dir, self.vocab_path, self.bos = prep_dir, vocab_path, bos
+    def __init__(self, prep_dir: str, vocab_path: str, bos: str, extra: dict[str, str]):
+        self.prep_dir, self.vocab_path, self.bos, self.extra = prep_dir, vocab_path, bos, extra
 
     def setup(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from mixtures import tasks as tasks_lib  # SeqIO/TensorFlow: on the workers, not at import
 
-        tasks_lib.register_tasks(self.prep_dir, self.vocab_path, bos=self.bos)
+        tasks_lib.register_tasks(self.prep_dir, self.vocab_path, bos=self.bos, extra=self.extra)
 
 
 class ReadDocuments(_TaskDoFn):
     """(task, split, lo, hi) -> ((task, split), (key, tokens)) for records [lo, hi) of the split."""
 
-    def __init__(self, prep_dir: str, vocab_path: str, bos: str, seed: int):
-        super().__init__(prep_dir, vocab_path, bos)
+    def __init__(self, prep_dir: str, vocab_path: str, bos: str, extra: dict[str, str], seed: int):
+        super().__init__(prep_dir, vocab_path, bos, extra)
         self.seed = seed
         self.documents = beam.metrics.Metrics.counter("pack", "documents")
         self.tokens = beam.metrics.Metrics.counter("pack", "tokens_in")
@@ -185,7 +211,7 @@ def manifest_header(config: ml_collections.ConfigDict, vocab: dict[str, Any]) ->
         seed=int(config.seed),
         bos=config.bos,
         vocab=vocab,
-        tasks=list(config.tasks),
+        tasks=packed_tasks(config),
         split_names=list(config.pack.splits),
         settings=dict(
             rows_per_shard=int(config.pack.rows_per_shard),
@@ -231,7 +257,9 @@ def work_items(config: ml_collections.ConfigDict) -> list[tuple[str, str, int, i
     """(task, split, lo, hi) record ranges covering every split of every task."""
     from mixtures import tasks as tasks_lib
 
-    registered = tasks_lib.register_tasks(config.pack.prep_dir, config.pack.vocab_path, bos=config.bos)
+    registered = tasks_lib.register_tasks(
+        config.pack.prep_dir, config.pack.vocab_path, bos=config.bos, extra=extra_tasks(config)
+    )
     missing = [t for t in config.tasks if t not in registered]
     checks.require(
         not missing,
@@ -242,7 +270,7 @@ def work_items(config: ml_collections.ConfigDict) -> list[tuple[str, str, int, i
     import seqio
 
     items = []
-    for task in config.tasks:
+    for task in packed_tasks(config):
         source = seqio.get_mixture_or_task(task).source
         for split in config.pack.splits:
             n = source.num_input_examples(split) if split in source.splits else 0
@@ -265,7 +293,9 @@ def build(
         | "WorkItems" >> beam.Create(items)
         | "Spread" >> beam.Reshuffle()
         | "ReadAndTokenize"
-        >> beam.ParDo(ReadDocuments(pc.prep_dir, pc.vocab_path, config.bos, int(config.seed)))
+        >> beam.ParDo(
+            ReadDocuments(pc.prep_dir, pc.vocab_path, config.bos, extra_tasks(config), int(config.seed))
+        )
     )
     read_tokens = (
         documents
@@ -360,7 +390,7 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # per-shard INFO lines stay in worker logs
     start = time.time()
     print(
-        f"packing {list(config.tasks)} x {list(config.pack.splits)} at seq_len {config.seq_len} "
+        f"packing {packed_tasks(config)} x {list(config.pack.splits)} at seq_len {config.seq_len} "
         f"into {fs.resolve(config.pack.output)} ({config.pack.runner.runner}) ...",
         flush=True,
     )
@@ -378,6 +408,12 @@ def run() -> None:
             cli.Shortcut("prep_dir", "pack.prep_dir", "Prepared data (PREP/{web,math,code})."),
             cli.Shortcut("vocab_path", "pack.vocab_path", "SentencePiece tokenizer.model."),
             cli.Shortcut("output", "pack.output", "Directory for the packed rows and manifest.json."),
+            cli.Shortcut(
+                "extra_task",
+                "pack.extra_tasks",
+                "NAME=DIR: also pack a prepared dataset directory outside prep_dir as task NAME (repeatable).",
+                multi=True,
+            ),
         ],
         required=["pack.prep_dir", "pack.vocab_path", "pack.output"],
         pass_unknown_flags=True,

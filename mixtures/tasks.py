@@ -7,12 +7,16 @@ prepended per document when the policy says so, and no truncation: the packer sp
 documents across rows instead of dropping their tail.
 
 The high-quality Task (`web_hq`, ...) is the same source filtered on the `high_quality`
-feature, so the annealing stage needs no second copy of the data.
+feature, so the annealing stage needs no second copy of the data. Extra Tasks (`extra`:
+NAME -> a prepared dataset directory, e.g. another prepare run's `PREP2/math`) bring in a
+dataset that is not part of the main preparation: the candidate whose worth a short anneal
+measures (pretrain.anneal).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import seqio
 import tensorflow as tf
@@ -27,15 +31,6 @@ INDEX_KEY = "source_index"  # passed through when the stream enumerates the sour
 def domain_dir(prep_dir: fs.PathLike, domain: str) -> str:
     """The TFDS dataset directory of a domain (docs/DESIGN.md); gs:// kept intact."""
     return fs.join(prep_dir, domain)
-
-
-def base_domain(task_name: str) -> str:
-    """`web_hq` -> `web`; `web` -> `web`."""
-    return task_name.removesuffix(HQ_SUFFIX)
-
-
-def is_high_quality(task_name: str) -> bool:
-    return task_name.endswith(HQ_SUFFIX)
 
 
 def _text_to_targets(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -64,13 +59,18 @@ def _prepend_bos(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def make_task(
-    name: str, prep_dir: fs.PathLike, vocabulary: seqio.Vocabulary, bos: str = "document"
+    name: str,
+    dataset_dir: fs.PathLike,
+    vocabulary: seqio.Vocabulary,
+    bos: str = "document",
+    high_quality: bool = False,
 ) -> seqio.Task:
-    """Builds (does not register) the Task `name` (`web`, `web_hq`, ...)."""
+    """Builds (does not register) the Task `name` over the TFDS dataset in `dataset_dir`;
+    `high_quality` keeps only the documents data_pipeline.prepare marked so."""
     if bos not in BOS_POLICIES:
         raise ValueError(f"bos: must be one of {BOS_POLICIES}, got {bos!r}")
-    source = seqio.TfdsDataSource(tfds_data_dir=domain_dir(prep_dir, base_domain(name)), read_only=True)
-    preprocessors = [_keep_high_quality] if is_high_quality(name) else []
+    source = seqio.TfdsDataSource(tfds_data_dir=str(dataset_dir), read_only=True)
+    preprocessors = [_keep_high_quality] if high_quality else []
     preprocessors += [
         _text_to_targets,
         functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
@@ -87,20 +87,37 @@ def make_task(
     )
 
 
-def register_tasks(prep_dir: fs.PathLike, vocab_path: fs.PathLike, bos: str = "document") -> list[str]:
-    """Registers `<domain>` and `<domain>_hq` for every domain present under `prep_dir`.
+def is_dataset_dir(path: fs.PathLike) -> bool:
+    return fs.isfile(fs.join(path, "dataset_info.json"))
+
+
+def register_tasks(
+    prep_dir: fs.PathLike,
+    vocab_path: fs.PathLike,
+    bos: str = "document",
+    extra: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Registers `<domain>` and `<domain>_hq` for every domain present under `prep_dir`, and
+    every `extra` Task (NAME -> a prepared dataset directory, all of its documents).
 
     Re-registering replaces earlier Tasks of the same name, so a process may point the
     registry at another prepared directory (tests do).
     """
     vocabulary = load_vocabulary(vocab_path)
-    domains = [d for d in DOMAINS if fs.isfile(fs.join(domain_dir(prep_dir, d), "dataset_info.json"))]
+    domains = [d for d in DOMAINS if is_dataset_dir(domain_dir(prep_dir, d))]
     if not domains:
         raise FileNotFoundError(f"prep_dir: no TFDS dataset for any of {DOMAINS} under {prep_dir}")
-    names = []
+    tasks = {}
     for domain in domains:
-        for name in (domain, domain + HQ_SUFFIX):
-            seqio.TaskRegistry.remove(name)
-            seqio.TaskRegistry.add_provider(name, make_task(name, prep_dir, vocabulary, bos))
-            names.append(name)
-    return names
+        tasks[domain] = (domain_dir(prep_dir, domain), False)
+        tasks[domain + HQ_SUFFIX] = (domain_dir(prep_dir, domain), True)
+    for name, dataset_dir in (extra or {}).items():
+        if name in tasks:
+            raise ValueError(f"extra task {name!r}: the name of a task of {prep_dir}")
+        if not is_dataset_dir(dataset_dir):
+            raise FileNotFoundError(f"extra task {name!r}: no TFDS dataset (dataset_info.json) in {dataset_dir}")
+        tasks[name] = (dataset_dir, False)
+    for name, (dataset_dir, high_quality) in tasks.items():
+        seqio.TaskRegistry.remove(name)
+        seqio.TaskRegistry.add_provider(name, make_task(name, dataset_dir, vocabulary, bos, high_quality))
+    return list(tasks)

@@ -88,6 +88,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 "must be >= 0 and sum to 1",
                 dict(weights),
             )
+        checks.require(
+            arm.get("versus") in (None, "", *names) and arm.get("versus") != arm["name"],
+            f"arms[{i}].versus",
+            "must name another arm (the baseline this arm is judged against)",
+            arm.get("versus"),
+        )
         unknown = set(arm.get("optim") or {}) - set(config.train.optim.keys())
         checks.require(not unknown, f"arms[{i}].optim", f"unknown optimiser fields {sorted(unknown)}")
     checks.non_negative(config.probes.max_items, "probes.max_items")

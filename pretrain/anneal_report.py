@@ -6,7 +6,10 @@ minus the same seed's reference, which share the prefix, so the prefix's seed-to
 variation cancels; the table gives their mean and spread. An arm "beats" the reference on
 a metric when its mean loss is lower by more than the larger of the two arms' seed spreads,
 and is "level" when the difference is within that spread or within `verdict.tolerance`
-(relative) of the reference.
+(relative) of the reference. An arm that names `versus` (another arm) is also compared
+with that arm, and judged against it: arm (c) "(b) plus a candidate dataset" says
+`versus="b"`, so the question it answers is what the candidate adds to (b). Those
+comparisons are keyed "arm vs other" in the delta and verdict tables.
 """
 
 from __future__ import annotations
@@ -33,42 +36,52 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def summarize(losses: dict[str, dict[str, dict[str, float]]], reference: str) -> dict[str, Any]:
-    """{metric: {run: stats}} and {metric: {arm: paired-difference stats}} over seeds."""
+def comparisons(runs: list[str], reference: str, versus: dict[str, str] | None = None) -> dict[str, tuple]:
+    """{label: (arm, baseline)}: every arm against the reference (label: the arm's name),
+    and each arm that names `versus` also against that arm (label "arm vs other")."""
+    pairs = {r: (r, reference) for r in runs if r not in (reference, PREFIX)}
+    for arm, other in (versus or {}).items():
+        if other != reference:
+            pairs[f"{arm} vs {other}"] = (arm, other)
+    return pairs
+
+
+def summarize(
+    losses: dict[str, dict[str, dict[str, float]]], reference: str, versus: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """{metric: {run: stats}} and {metric: {comparison: paired-difference stats}} over seeds."""
     seeds = sorted(losses)
     runs = list(losses[seeds[0]])
     metrics = sorted({m for s in seeds for r in runs for m in losses[s][r]})
+    pairs = comparisons(runs, reference, versus)
     table, delta = {}, {}
     for m in metrics:
         table[m] = {
             r: _stats([losses[s][r][m] for s in seeds]) for r in runs if all(m in losses[s][r] for s in seeds)
         }
-        if reference not in table[m]:
-            continue
         delta[m] = {}
-        for r in table[m]:
-            if r in (reference, PREFIX):
+        for label, (arm, base) in pairs.items():
+            if arm not in table[m] or base not in table[m]:
                 continue
-            d = _stats([losses[s][r][m] - losses[s][reference][m] for s in seeds])
-            d["relative"] = d["mean"] / table[m][reference]["mean"]
-            delta[m][r] = d
-    return {"metrics": metrics, "runs": runs, "table": table, "delta": delta}
+            d = _stats([losses[s][arm][m] - losses[s][base][m] for s in seeds])
+            d["relative"] = d["mean"] / table[m][base]["mean"]
+            delta[m][label] = d
+    return {"metrics": metrics, "runs": runs, "table": table, "delta": delta, "comparisons": pairs}
 
 
 def verdict(
     summary: dict[str, Any], reference: str, lower: list[str], level: list[str], tolerance: float
 ) -> dict[str, Any]:
-    """Per non-reference arm: which `lower` metrics it beats the reference on, which `level` hold."""
+    """Per comparison (each arm against the reference, and against its `versus` arm): which
+    `lower` metrics it beats the baseline on, which `level` ones hold."""
     out = {}
-    for arm in summary["runs"]:
-        if arm in (reference, PREFIX):
-            continue
+    for label, (arm, base) in summary["comparisons"].items():
         checks = {}
         for m in [*lower, *level]:
-            if m not in summary["delta"] or arm not in summary["delta"][m]:
+            if label not in summary["delta"].get(m, {}):
                 continue
-            spread = max(summary["table"][m][arm]["std"], summary["table"][m][reference]["std"])
-            d = summary["delta"][m][arm]
+            spread = max(summary["table"][m][arm]["std"], summary["table"][m][base]["std"])
+            d = summary["delta"][m][label]
             if m in lower:
                 ok = d["mean"] < -spread
             else:
@@ -81,7 +94,12 @@ def verdict(
                 "seed_spread": spread,
                 "paired_spread": d["std"],
             }
-        out[arm] = {"checks": checks, "all_ok": bool(checks) and all(c["ok"] for c in checks.values())}
+        out[label] = {
+            "arm": arm,
+            "baseline": base,
+            "checks": checks,
+            "all_ok": bool(checks) and all(c["ok"] for c in checks.values()),
+        }
     return out
 
 
@@ -150,25 +168,27 @@ def markdown(
             )
             + " |"
         )
-    lines += ["", f"Difference to `{reference}` (paired by seed; negative = lower loss):", ""]
+    lines += [
+        "",
+        f"Difference to `{reference}` (rows `a vs b`: to arm b), paired by seed; negative = lower loss:",
+        "",
+    ]
     lines.append("| arm | " + " | ".join(metrics) + " |")
     lines.append("|---|" + "---|" * len(metrics))
-    for run in summary["runs"]:
-        if run in (reference, PREFIX):
-            continue
+    for label in summary["comparisons"]:
         cells = []
         for m in metrics:
-            d = summary["delta"].get(m, {}).get(run)
+            d = summary["delta"].get(m, {}).get(label)
             cells.append(
                 ""
                 if d is None
                 else f"{d['mean']:+.4f} ({d['relative']:+.1%})" + (f" ± {d['std']:.4f}" if d["n"] > 1 else "")
             )
-        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if verdicts:
         lines += [
             "",
-            "Verdict (lower: beats the reference by more than the seed spread; level: "
+            "Verdict (lower: beats the baseline by more than the seed spread; level: "
             f"within the spread or {config.verdict.tolerance:.0%}):",
             "",
         ]
@@ -246,7 +266,7 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
         ax.set_xlabel("step")
     axes[0].legend(fontsize=8)
     ax = axes[-1]
-    arms = [r for r in summary["runs"] if r not in (PREFIX, reference)]
+    arms = list(summary["comparisons"])
     metrics = [m for m in summary["metrics"] if summary["delta"].get(m)]
     width = 0.8 / max(len(arms), 1)
     for i, arm in enumerate(arms):
@@ -262,7 +282,7 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(metrics)) + width * (len(arms) - 1) / 2)
     ax.set_xticklabels(metrics, rotation=60, fontsize=7)
-    ax.set_title(f"loss difference to {reference}")
+    ax.set_title(f"loss difference to {reference} (or the named arm)")
     if arms:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -274,7 +294,8 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
 def write(config: ml_collections.ConfigDict, runs: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
     """OUTPUT_DIR/report.{json,md,png}; returns the report (with the Markdown and the paths)."""
     reference = config.arms[0]["name"]
-    summary = summarize(scores["losses"], reference)
+    versus = {arm["name"]: arm["versus"] for arm in config.arms if arm.get("versus")}
+    summary = summarize(scores["losses"], reference, versus)
     verdicts = verdict(
         summary, reference, list(config.verdict.lower), list(config.verdict.level), config.verdict.tolerance
     )

@@ -42,9 +42,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.mixture.tasks = list(GENERAL)
 
     # Each arm: name, the weights of its annealing stage (None: keep the prefix's mixture) and
-    # optional `optim` overrides of its decay (e.g. {"end_lr_ratio": 0.0}) and `packed_dir` (the
-    # same documents packed with another high_quality marking). The first arm is the
-    # reference every other arm is compared with.
+    # optional `optim` overrides of its decay (e.g. {"end_lr_ratio": 0.0}), `packed_dir` (the
+    # same documents packed with another high_quality marking, or with an extra task: a
+    # candidate dataset, `mixtures.pack --extra_task`) and `versus` (another arm this one is
+    # also judged against: "(b) plus a candidate" against (b)). The first arm is the
+    # reference every arm is compared with.
     c.arms = [
         dict(name="general", weights=None, optim={}),
         dict(name="hq", weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}, optim={}),

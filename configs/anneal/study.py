@@ -12,10 +12,14 @@ two ways of choosing the high-quality subsets:
   Wikipedia articles) from the corpus: the DCLM / OpenWebMath way of choosing data that
   looks like what the model should be good at. The probes use the *test* splits.
 
-Arms (all from the same prefix, same decay): the general mixture (reference); the demo's
-anneal to the heuristic subsets; the same weights on the classifier-chosen subsets; and
-the classifier-chosen subsets with math and code upweighted (Llama 3 anneals on code and
-math).
+Arms (all from the same prefix, same decay), as issue 15 names them:
+(a) `general`: the general mixture (the reference);
+    `hq_heuristic`: the demo's anneal to the heuristic subsets (today's default recipe);
+(b) `hq_reference_mc`: the classifier-chosen subsets with math and code upweighted
+    (Llama 3 anneals on code and math);
+(c) `candidate_gsm8k_train`: (b) at 70% plus a candidate dataset at 30%, GSM8K *train*
+    word problems prepared like any math corpus (OUT/prep_candidate, packed as the extra
+    task `gsm8k_train`): Llama 3's "is this dataset worth it" probe, judged against (b).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from configs.anneal import demo
 
 OUT = "runs/anneal_study"
 HQ = {"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}
+MATH_CODE = {"web_hq": 0.3, "math_hq": 0.35, "code_hq": 0.35}
+CANDIDATE_SHARE = 0.3
 
 
 def get_config(out: str = ""):
@@ -43,12 +49,16 @@ def get_config(out: str = ""):
     c.arms = [
         dict(name="general", weights=None, optim={}),
         dict(name="hq_heuristic", weights=HQ, optim={}),
-        dict(name="hq_reference", weights=HQ, optim={}, packed_dir=f"{root}/packed_reference"),
+        dict(name="hq_reference_mc", weights=MATH_CODE, optim={}, packed_dir=f"{root}/packed_reference"),
         dict(
-            name="hq_reference_mc",
-            weights={"web_hq": 0.3, "math_hq": 0.35, "code_hq": 0.35},
+            name="candidate_gsm8k_train",
+            weights={
+                **{k: round(v * (1 - CANDIDATE_SHARE), 6) for k, v in MATH_CODE.items()},
+                "gsm8k_train": CANDIDATE_SHARE,
+            },
             optim={},
             packed_dir=f"{root}/packed_reference",
+            versus="hq_reference_mc",
         ),
     ]
     c.probes.sets = {

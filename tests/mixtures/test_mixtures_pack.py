@@ -139,3 +139,40 @@ def test_refuses_to_overwrite_a_foreign_directory(packed, tmp_path):
     with pytest.raises(ConfigError, match="config.pack.output: exists and is not a packed directory"):
         pack.pack(config)
     assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_extra_task_packs_a_dataset_outside_prep_dir_and_leaves_the_others_unchanged(packed, tmp_path):
+    """`--extra_task=NAME=DIR` adds a task from another prepared dataset (a candidate for an
+    anneal); the domain tasks' rows stay byte-identical, so arms branched from a run that
+    read the first pack read the same rows from the second."""
+    from tests.support.mixtures import make_documents, write_prepared
+
+    prep_dir, vocab, packed_dir = packed
+    candidate = tmp_path / "candidate_prep"
+    docs = make_documents("math", 25, seed=9)
+    write_prepared(candidate, "math", {"train": docs[:20], "validation": docs[20:]})
+    out = pack_mixture(tmp_path, prep_dir, vocab, f"--extra_task=candidate={candidate / 'math'}")
+    first, second = manifest_lib.read(str(packed_dir)), manifest_lib.read(str(out))
+    assert second["tasks"] == [*first["tasks"], "candidate"]
+    assert second["splits"]["train"]["candidate"]["documents"] == 20
+    assert second["splits"]["validation"]["candidate"]["documents"] == 5
+    for task in first["tasks"]:
+        for split in ("train", "validation"):
+            a, b = first["splits"][split][task], second["splits"][split][task]
+            assert [f["sha256"] for f in a["files"]] == [f["sha256"] for f in b["files"]], (split, task)
+
+
+def test_extra_task_must_be_a_prepared_dataset(packed, tmp_path):
+    from common.checks import ConfigError
+    from configs.mixtures import base
+
+    prep_dir, vocab, _ = packed
+    config = demo_mixture(PACK_SEQ_LEN)
+    config.pack = base.pack_config()
+    config.pack.update(dict(prep_dir=str(prep_dir), vocab_path=str(vocab), output=str(tmp_path / "out")))
+    config.pack.extra_tasks = [f"candidate={tmp_path}"]
+    with pytest.raises(ConfigError, match="config.pack.extra_tasks: .*candidate"):
+        pack.pack(config)
+    config.pack.extra_tasks = ["no_equals_sign"]
+    with pytest.raises(ConfigError, match="config.pack.extra_tasks: --extra_task: expected NAME=DIR"):
+        pack.pack(config)

@@ -154,6 +154,26 @@ def test_summary_spread_and_verdict():
     assert anneal_report.verdict(summary, "a", ["m"], ["w"], 0.02)["b"]["all_ok"]
 
 
+def test_arm_with_versus_is_also_judged_against_that_arm():
+    """Arm (c) = (b) plus a candidate dataset: the question is what the candidate adds to (b)."""
+    losses = {
+        s: {
+            "prefix": {"m": 3.0},
+            "a": {"m": 2.0 + d},
+            "b": {"m": 1.9 + d},
+            "c": {"m": 1.9 + d + (0.05 if s == "1" else 0.0)},
+        }
+        for s, d in (("0", 0.0), ("1", 0.02))
+    }
+    summary = anneal_report.summarize(losses, "a", versus={"c": "b"})
+    assert list(summary["comparisons"]) == ["b", "c", "c vs b"]
+    assert summary["delta"]["m"]["c vs b"]["mean"] == pytest.approx(0.025)
+    assert summary["delta"]["m"]["c"]["mean"] == pytest.approx(-0.075)
+    verdicts = anneal_report.verdict(summary, "a", lower=["m"], level=[], tolerance=0.0)
+    assert verdicts["c"]["checks"]["m"]["ok"]  # beats a
+    assert verdicts["c vs b"]["baseline"] == "b" and not verdicts["c vs b"]["checks"]["m"]["ok"]
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [
@@ -161,6 +181,8 @@ def test_summary_spread_and_verdict():
         ("eval_every", 3, "config.eval_every: must divide anneal_steps"),
         ("arms", [dict(name="x", weights={"web": 0.5})], "config.arms[0].weights: must be >= 0 and sum to 1"),
         ("arms", [dict(name="x", weights=None, optim={"peak": 1})], "config.arms[0].optim: unknown"),
+        ("arms", [dict(name="x", weights=None, versus="y")], "config.arms[0].versus: must name another arm"),
+        ("arms", [dict(name="x", weights=None, versus="x")], "config.arms[0].versus: must name another arm"),
     ],
 )
 def test_bad_config_fails_naming_field(field, value, message):
