@@ -115,7 +115,9 @@ def register_tasks(
         if name in tasks:
             raise ValueError(f"extra task {name!r}: the name of a task of {prep_dir}")
         if not is_dataset_dir(dataset_dir):
-            raise FileNotFoundError(f"extra task {name!r}: no TFDS dataset (dataset_info.json) in {dataset_dir}")
+            raise FileNotFoundError(
+                f"extra task {name!r}: no TFDS dataset (dataset_info.json) in {dataset_dir}"
+            )
         tasks[name] = (dataset_dir, False)
     for name, (dataset_dir, high_quality) in tasks.items():
         seqio.TaskRegistry.remove(name)
