@@ -227,7 +227,7 @@ from common import fs
 from pretrain import checkpoint, train
 from pretrain.metrics import MetricsWriter, read_metrics
 
-def startup(config, started=None):
+def startup(config, started=None, say=None):
     train.validate(config)
     train.write_config(config.workdir, config)
     manager = checkpoint.make_manager(config.workdir, config.checkpoint)
