@@ -28,12 +28,22 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 @dataclasses.dataclass(frozen=True)
 class Shortcut:
-    """`--flag` for `config.<field>`; `multi=True` for a repeatable flag (a list field)."""
+    """`--flag` for `config.<field>`; `multi=True` for a repeatable flag (a list field).
+
+    `field` defaults to the flag's own name: `Shortcut("output_dir", help="...")` sets
+    `config.output_dir`, `Shortcut("input", "inputs", "...")` sets `config.inputs`.
+    """
 
     flag: str
-    field: str
-    help: str
+    field: str = ""
+    help: str = ""
     multi: bool = False
+
+    def __post_init__(self):
+        if not self.help:
+            raise ValueError(f"cli.Shortcut({self.flag!r}): help is required")
+        if not self.field:
+            object.__setattr__(self, "field", self.flag)
 
 
 def config_path(relative: str) -> str:

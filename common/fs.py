@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import glob as _local_glob
+import gzip
 import io
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -149,6 +151,38 @@ class _RawReader(io.RawIOBase):
             else:
                 self._f.close()
         super().close()
+
+
+def open_decompressed(path: PathLike) -> IO[bytes]:
+    """`path` opened for binary reading, .gz / .zst undone by the file's own name."""
+    return _decompressed(path, open(path, "rb"))
+
+
+def _decompressed(path: PathLike, raw: IO[bytes]) -> IO[bytes]:
+    name = os.fspath(path).lower()
+    if name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)
+    if name.endswith((".zst", ".zstd")):
+        import zstandard
+
+        return io.BufferedReader(
+            zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+        )
+    return raw
+
+
+def read_jsonl(path: PathLike) -> Iterator[Any]:
+    """The JSON value of each non-blank line of `path`, streamed (.gz / .zst undone by the
+    file's name). A line that is not UTF-8 JSON raises ValueError naming file and line."""
+    with open(path, "rb") as raw, _decompressed(path, raw) as lines:
+        for number, data in enumerate(lines, 1):
+            if not data.strip():
+                continue
+            try:
+                value = json.loads(data.decode("utf-8"))
+            except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+                raise ValueError(f"{path}: line {number}: not a JSON line ({e})") from e
+            yield value
 
 
 def read_text(path: PathLike) -> str:

@@ -148,11 +148,11 @@ def run() -> None:
         doc=__doc__,
         default_config=default_config,
         shortcuts=[
-            cli.Shortcut("output", "output", "Folder for web.jsonl, math.jsonl and code.jsonl."),
-            cli.Shortcut("docs_per_domain", "docs_per_domain", "Distinct documents per domain."),
-            cli.Shortcut("max_chars", "max_chars", "Characters per domain at most."),
-            cli.Shortcut("dup_fraction", "dup_fraction", "Fraction of exact copies planted."),
-            cli.Shortcut("seed", "seed", "Seed for choosing the planted copies."),
+            cli.Shortcut("output", help="Folder for web.jsonl, math.jsonl and code.jsonl."),
+            cli.Shortcut("docs_per_domain", help="Distinct documents per domain."),
+            cli.Shortcut("max_chars", help="Characters per domain at most."),
+            cli.Shortcut("dup_fraction", help="Fraction of exact copies planted."),
+            cli.Shortcut("seed", help="Seed for choosing the planted copies."),
         ],
     )
 

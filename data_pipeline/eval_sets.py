@@ -23,7 +23,7 @@ from typing import Any
 import ml_collections
 
 from common import fs
-from data_pipeline.textio import open_decompressed, parse_assignment, strip_compression
+from data_pipeline.textio import parse_assignment, strip_compression
 
 BUILTIN = "builtin"
 _SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -84,7 +84,10 @@ def _files(path: str) -> list[str]:
 
 def _rows(path: str) -> Iterator[dict[str, Any]]:
     name = strip_compression(path)
-    with open_decompressed(path) as raw:
+    if name.endswith(".jsonl"):
+        yield from fs.read_jsonl(path)
+        return
+    with fs.open_decompressed(path) as raw:
         data = raw.read()
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -101,8 +104,6 @@ def _rows(path: str) -> Iterator[dict[str, Any]]:
         if isinstance(rows, dict):  # e.g. BBH: {"canary": ..., "examples": [...]}
             rows = next((v for v in rows.values() if isinstance(v, list)), [])
         yield from rows
-    else:
-        yield from (json.loads(line) for line in text.splitlines() if line.strip())
 
 
 def _get(row: Any, dotted: str) -> Any:

@@ -329,7 +329,7 @@ def run() -> None:
                 "input", "inputs", "DOMAIN=GLOB (repeatable); replaces the config's inputs.", multi=True
             ),
             cli.Shortcut("eval_set", "eval_sets", "NAME=PATH of an eval set (repeatable).", multi=True),
-            cli.Shortcut("output_dir", "output_dir", "Output folder."),
+            cli.Shortcut("output_dir", help="Output folder."),
         ],
         required=["output_dir"],
         define_extra_flags=_define_extra_flags,

@@ -24,7 +24,6 @@ import numpy as np
 
 from common import checks, cli, fs
 from data_pipeline.sources import guess_format, match_files
-from data_pipeline.textio import open_decompressed
 
 FORMAT = "gemma-pretrain-quality-v1"
 
@@ -102,16 +101,14 @@ def read_documents(pattern: str, text_field: str) -> Iterator[str]:
     if not paths:
         raise ValueError(f"no files match {pattern!r}")
     for path in paths:
-        with open_decompressed(path) as f:
-            data = f.read()
         if guess_format(path) == "jsonl":
-            for line in data.decode("utf-8").splitlines():
-                if line.strip():
-                    text = json.loads(line).get(text_field)
-                    if isinstance(text, str) and text.strip():
-                        yield text
+            for record in fs.read_jsonl(path):
+                text = record.get(text_field)
+                if isinstance(text, str) and text.strip():
+                    yield text
         else:
-            text = data.decode("utf-8", errors="replace")
+            with fs.open_decompressed(path) as f:
+                text = f.read().decode("utf-8", errors="replace")
             if text.strip():
                 yield text
 
@@ -182,9 +179,9 @@ def run(argv: Sequence[str] | None = None) -> None:
         default_config=default_train_config,
         argv=argv,
         shortcuts=[
-            cli.Shortcut("positive", "positive", "GLOB of high-quality documents (repeatable).", multi=True),
-            cli.Shortcut("negative", "negative", "GLOB of low-quality documents (repeatable).", multi=True),
-            cli.Shortcut("output", "output", "Path of the model file to write (.npz)."),
+            cli.Shortcut("positive", help="GLOB of high-quality documents (repeatable).", multi=True),
+            cli.Shortcut("negative", help="GLOB of low-quality documents (repeatable).", multi=True),
+            cli.Shortcut("output", help="Path of the model file to write (.npz)."),
         ],
         required=["positive", "negative", "output"],
     )

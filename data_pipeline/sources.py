@@ -31,7 +31,7 @@ from absl import logging
 from common import fs
 from data_pipeline import records
 from data_pipeline.code_languages import language_from_path
-from data_pipeline.textio import CORRUPT_STREAM_ERRORS, open_decompressed, parse_assignment, strip_compression
+from data_pipeline.textio import CORRUPT_STREAM_ERRORS, parse_assignment, strip_compression
 
 FORMATS = ("jsonl", "parquet", "text", "tfds")
 DEAD_LETTER = "dead_letter"
@@ -197,7 +197,7 @@ class ReadFileFn(beam.DoFn):
         """(index, raw line) of each non-blank line; a corrupt compressed stream ends the file."""
         index = -1
         try:
-            with open_decompressed(path) as f:
+            with fs.open_decompressed(path) as f:
                 f = f if hasattr(f, "peek") else io.BufferedReader(f)
                 head = f.peek(_BINARY_SNIFF_BYTES)[:_BINARY_SNIFF_BYTES]
                 if b"\x00" in head:
@@ -266,7 +266,7 @@ class ReadFileFn(beam.DoFn):
         """One document per file, read up to the size limit (a larger one is rejected unread)."""
         record_id = f"{rel}:0"
         try:
-            with open_decompressed(path) as f:
+            with fs.open_decompressed(path) as f:
                 data = f.read(self._max_doc_bytes + 1)
         except CORRUPT_STREAM_ERRORS as e:
             yield self._dead_letter(record_id, path, f"corrupt_stream: {type(e).__name__}: {e}", b"")

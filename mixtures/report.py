@@ -136,31 +136,33 @@ def report(
     )
 
 
-def print_report(r: dict[str, Any]) -> None:
-    print("schedule:")
+def format_report(r: dict[str, Any]) -> str:
+    """The report as the command prints it: schedule, realized shares, packed data, speed."""
+    lines = ["schedule:"]
     for row in r["schedule"]:
         weights = ", ".join(f"{t}={w:g}" for t, w in row["weights"].items() if w)
         ramp = " (ramps to next)" if row["interpolate"] else ""
-        print(f"  {row['name']:<10} steps {row['start_step']:>7}-{row['end_step']:<7} {weights}{ramp}")
+        lines.append(f"  {row['name']:<10} steps {row['start_step']:>7}-{row['end_step']:<7} {weights}{ramp}")
     tasks = list(r["windows"][0]["scheduled"])
-    print("realized share of non-padding tokens (scheduled) per window:")
-    print("  steps        " + " ".join(f"{t:>15}" for t in tasks))
+    lines.append("realized share of non-padding tokens (scheduled) per window:")
+    lines.append("  steps        " + " ".join(f"{t:>15}" for t in tasks))
     worst = 0.0
     for w in r["windows"]:
         cells = " ".join(f"{w['realized'][t]:>6.3f} ({w['scheduled'][t]:.3f})" for t in tasks)
-        print(f"  {w['start_step']:>5}-{w['end_step']:<6} {cells}")
+        lines.append(f"  {w['start_step']:>5}-{w['end_step']:<6} {cells}")
         worst = max(worst, max(abs(w["realized"][t] - w["scheduled"][t]) for t in tasks))
-    print(f"max |realized - scheduled| over windows: {worst:.4f}")
-    print(f"fill of the rows read: {r['fill']:.4%}")
-    print("packed data (train split): task, documents, rows, tokens read -> packed, fill")
+    lines.append(f"max |realized - scheduled| over windows: {worst:.4f}")
+    lines.append(f"fill of the rows read: {r['fill']:.4%}")
+    lines.append("packed data (train split): task, documents, rows, tokens read -> packed, fill")
     for task, s in r["packed"].items():
         ok = "ok" if s["tokens_read"] == s["tokens_out"] else "MISMATCH"
         fill = f"{s['fill']:.2%}" if s["fill"] is not None else "-"
-        print(
+        lines.append(
             f"  {task:<10} {s['documents']:>8} {s['rows']:>8} {s['tokens_read']:>12} -> {s['tokens_out']:<12} "
             f"{fill:>8} {ok}"
         )
-    print(f"tokens/s (after the first batch): {r['tokens_per_sec']}")
+    lines.append(f"tokens/s (after the first batch): {r['tokens_per_sec']}")
+    return "\n".join(lines)
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
@@ -169,7 +171,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     r = report(
         config, fs.resolve(config.pack.output), FLAGS.steps, FLAGS.batch_size, FLAGS.total_steps, FLAGS.window
     )
-    print_report(r)
+    print(format_report(r))
     if FLAGS.json:
         fs.write_text(FLAGS.json, json.dumps(r, indent=1) + "\n")
         print(f"wrote {FLAGS.json}")

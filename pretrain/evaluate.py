@@ -32,11 +32,9 @@ from pretrain.train_step import token_losses
 
 def read_documents(path: fs.PathLike) -> list[dict[str, str]]:
     """[{text, source, id}] from JSON lines or blank-line-separated plain text."""
-    text = fs.read_text(path)
     if fs.basename(path).endswith((".jsonl", ".json")):
         docs = []
-        for i, line in enumerate(l for l in text.splitlines() if l.strip()):
-            record = json.loads(line)
+        for i, record in enumerate(fs.read_jsonl(path)):
             if "text" not in record:
                 raise ValueError(f"{path}: line {i + 1} has no 'text' field")
             docs.append(
@@ -47,7 +45,7 @@ def read_documents(path: fs.PathLike) -> list[dict[str, str]]:
                 }
             )
         return docs
-    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    paragraphs = [p.strip() for p in fs.read_text(path).split("\n\n") if p.strip()]
     return [{"text": p, "source": "", "id": str(i)} for i, p in enumerate(paragraphs)]
 
 
@@ -189,13 +187,13 @@ def run() -> None:
         doc=__doc__,
         default_config=default_config,
         shortcuts=[
-            cli.Shortcut("workdir", "workdir", "training workdir (config.json, checkpoints/)"),
-            cli.Shortcut("step", "step", "checkpoint step; default: the latest"),
-            cli.Shortcut("input", "input", "documents: .jsonl (text, source, id) or plain text"),
-            cli.Shortcut("dtype", "dtype", "activation dtype"),
-            cli.Shortcut("dump", "dump", "write per-document tokens and losses (JSON lines)"),
-            cli.Shortcut("tokenizer", "tokenizer", "tokenizer.model; default: the training config's"),
-            cli.Shortcut("batch_size", "batch_size", "windows scored per forward pass"),
+            cli.Shortcut("workdir", help="training workdir (config.json, checkpoints/)"),
+            cli.Shortcut("step", help="checkpoint step; default: the latest"),
+            cli.Shortcut("input", help="documents: .jsonl (text, source, id) or plain text"),
+            cli.Shortcut("dtype", help="activation dtype"),
+            cli.Shortcut("dump", help="write per-document tokens and losses (JSON lines)"),
+            cli.Shortcut("tokenizer", help="tokenizer.model; default: the training config's"),
+            cli.Shortcut("batch_size", help="windows scored per forward pass"),
         ],
         required=["workdir", "input"],
     )

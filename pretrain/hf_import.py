@@ -153,8 +153,8 @@ def run(argv: list[str] | None = None) -> None:
         doc=__doc__,
         default_config=None,
         shortcuts=[
-            cli.Shortcut("hf_dir", "hf_dir", "Hugging Face Gemma directory (config.json, *.safetensors)"),
-            cli.Shortcut("workdir", "workdir", "training workdir to write"),
+            cli.Shortcut("hf_dir", help="Hugging Face Gemma directory (config.json, *.safetensors)"),
+            cli.Shortcut("workdir", help="training workdir to write"),
         ],
         required=["hf_dir", "workdir"],
         argv=argv,

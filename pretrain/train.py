@@ -57,11 +57,16 @@ PREEMPTED = 3  # exit status after a preemption checkpoint: resume by rerunning
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(config: ml_collections.ConfigDict, started: float | None = None) -> dict[str, Any]:
+def train(
+    config: ml_collections.ConfigDict,
+    started: float | None = None,
+    say: Callable[[str], None] = logging.info,
+) -> dict[str, Any]:
     """Trains to config.train.total_steps (resuming WORKDIR if possible); returns a summary.
 
     `started` (a time.perf_counter() value, default now) is when this session began, for
-    the goodput's startup share; the command passes its process start.
+    the goodput's startup share; the command passes its process start. `say` receives the
+    run's progress lines on process 0 (default: the log; the command prints them).
     """
     goodput = Goodput(started=started)
     setup_distributed(config.distributed)
@@ -78,7 +83,7 @@ def train(config: ml_collections.ConfigDict, started: float | None = None) -> di
     preemption_notice(start)  # registers the starting step with the preemption service
     step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
     evaluate = make_evaluator(config, setup)
-    report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin)
+    report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin, say)
     goodput.add("restart", time.perf_counter() - goodput.started + recomputed_seconds(workdir, start))
 
     try:
@@ -517,7 +522,8 @@ def make_evaluator(
 
 
 class Reporter:
-    """Everything the run says: printed lines (process 0 only), metrics.jsonl, the summary.
+    """Everything the run says: progress lines to `say` (process 0 only), metrics.jsonl,
+    the summary.
 
     Holds the metrics of the steps run since the last finiteness check, the interval
     timing behind tokens/s and MFU, and the mixture stage last announced.
@@ -532,10 +538,11 @@ class Reporter:
         task_names: list[str],
         goodput: Goodput,
         origin: str,
+        say: Callable[[str], None],
     ):
         self.config, self.workdir, self.start = config, workdir, start
         self.task_names, self.goodput, self.schedule = task_names, goodput, setup.schedule
-        self.say = print if jax.process_index() == 0 else (lambda *a, **k: None)
+        self.say = say if jax.process_index() == 0 else (lambda line: None)
         self.writer = MetricsWriter(workdir, resume_step=start, tensorboard=config.metrics.tensorboard)
         self.session = 1 + max(
             (r.get("goodput", {}).get("session", 0) for r in self.writer.records()), default=-1
@@ -572,8 +579,7 @@ class Reporter:
         if stage != self.stage:
             word = "mixture stage" if self.stage is None else "mixture stage switch ->"
             self.say(
-                f"step {step}: {word} {stage}: " + ", ".join(f"{k}={v:.3f}" for k, v in weights.items() if v),
-                flush=True,
+                f"step {step}: {word} {stage}: " + ", ".join(f"{k}={v:.3f}" for k, v in weights.items() if v)
             )
             self.stage = stage
         return weights
@@ -601,7 +607,7 @@ class Reporter:
     def log(
         self, done: int, metrics: dict, weights: dict[str, float] | None, eval_loss: dict[str, float] | None
     ) -> None:
-        """Writes the metrics.jsonl record of step `done` and prints its line."""
+        """Writes the metrics.jsonl record of step `done` and says its line."""
         elapsed = (
             time.perf_counter() - self.interval_start - (self._overhead() - self.overhead_at_interval_start)
         )
@@ -624,8 +630,7 @@ class Reporter:
         self.say(
             f"step {done}/{self.config.train.total_steps}: loss {record['loss']:.4f} "
             f"lr {record['lr']:.3g} grad_norm {record['grad_norm']:.3g} "
-            f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}",
-            flush=True,
+            f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}"
         )
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         self.overhead_at_interval_start = self._overhead()
@@ -639,7 +644,7 @@ class Reporter:
         self.writer.close()
 
     def finish(self, total_steps: int) -> dict[str, Any]:
-        """The run's summary (all sessions, from metrics.jsonl), printed by process 0."""
+        """The run's summary (all sessions, from metrics.jsonl), said by process 0."""
         s = summarize(self.workdir, self.start, total_steps, time.perf_counter() - self.goodput.started)
         self.say("=" * 72)
         self.say(
@@ -744,7 +749,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     resolve_paths(config)
     try:
-        train(config, started=PROCESS_START)
+        train(config, started=PROCESS_START, say=lambda line: print(line, flush=True))
     except Preempted as e:
         print(f"pretrain.train: {e}", file=sys.stderr, flush=True)
         sys.exit(PREEMPTED)
@@ -759,8 +764,7 @@ def run(argv: list[str] | None = None) -> None:
         shortcuts=[
             cli.Shortcut(
                 "workdir",
-                "workdir",
-                "run directory: checkpoints, metrics.jsonl, config.json (resumes if it has checkpoints)",
+                help="run directory: checkpoints, metrics.jsonl, config.json (resumes if it has checkpoints)",
             )
         ],
         required=["workdir"],

@@ -126,11 +126,11 @@ def run() -> None:
         doc=__doc__,
         default_config=default_config,
         shortcuts=[
-            cli.Shortcut("model", "model", "SentencePiece tokenizer.model (or its directory)"),
+            cli.Shortcut("model", help="SentencePiece tokenizer.model (or its directory)"),
             cli.Shortcut("input", "inputs", "[domain=]path of held-out text; repeatable", multi=True),
-            cli.Shortcut("split", "split", "TFDS split to read"),
-            cli.Shortcut("max_mb_per_domain", "max_mb_per_domain", "MB of text read per domain"),
-            cli.Shortcut("json", "json", "also write the rows to this JSON file"),
+            cli.Shortcut("split", help="TFDS split to read"),
+            cli.Shortcut("max_mb_per_domain", help="MB of text read per domain"),
+            cli.Shortcut("json", help="also write the rows to this JSON file"),
         ],
         required=["model", "inputs"],
     )

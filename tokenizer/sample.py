@@ -16,12 +16,12 @@ Inputs (`specs`) are strings, each optionally prefixed by `domain=`:
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
-import json
 import random
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from absl import logging
 
 from common import fs
 
@@ -99,14 +99,10 @@ def iter_documents(source: Source, split: str) -> Iterator[str]:
         for record in dataset.as_numpy_iterator():
             yield record["text"].decode("utf-8")
     elif source.kind == "jsonl":
-        with fs.open(source.path, "rb") as raw:
-            binary = gzip.GzipFile(fileobj=raw) if source.path.endswith(".gz") else raw
-            for data in binary:
-                line = data.decode("utf-8")
-                if line.strip():
-                    text = json.loads(line).get("text")
-                    if isinstance(text, str):
-                        yield text
+        for record in fs.read_jsonl(source.path):
+            text = record.get("text")
+            if isinstance(text, str):
+                yield text
     else:
         yield fs.read_bytes(source.path).decode("utf-8", errors="replace")
 
@@ -214,7 +210,7 @@ def sample_sentences(
     seed: int,
     split: str = "train",
     max_documents_per_domain: int = 0,
-    log=print,
+    log: Callable[[str], None] = logging.info,
 ) -> tuple[list[str], dict]:
     """Returns the training sentences (domains in sorted order) and a JSON description."""
     domains = sorted({s.domain for s in sources})

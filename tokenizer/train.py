@@ -22,13 +22,15 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 
 import ml_collections
 import sentencepiece as spm
+from absl import logging
 from google.protobuf import json_format
 from sentencepiece import sentencepiece_model_pb2
 
-from common import cli, fs
+from common import checks, cli, fs
 from common.checks import require
 from tokenizer import sample as sample_lib
 from tokenizer.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, load_vocabulary
@@ -60,50 +62,60 @@ GEMMA_SPM_FLAGS = {
 }
 
 
-def _fail(field: str, message: str, value) -> None:
-    require(False, field, message, value)
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field used, naming the field on failure."""
     if config.model_path:
-        if not fs.isfile(config.model_path):
-            _fail("model_path", "no such SentencePiece model file", config.model_path)
+        require(
+            fs.isfile(config.model_path), "model_path", "no such SentencePiece model file", config.model_path
+        )
         return
-    if not config.inputs:
-        _fail("inputs", "need at least one input (or set config.model_path)", config.inputs)
+    require(
+        bool(config.inputs), "inputs", "need at least one input (or set config.model_path)", config.inputs
+    )
     s, t = config.sample, config.spm
-    if s.max_sentences <= 0:
-        _fail("sample.max_sentences", "must be > 0", s.max_sentences)
-    if not 64 <= s.max_sentence_bytes <= 1 << 20:
-        _fail("sample.max_sentence_bytes", "must be in [64, 1048576]", s.max_sentence_bytes)
-    if s.max_documents_per_domain < 0:
-        _fail("sample.max_documents_per_domain", "must be >= 0 (0 = no limit)", s.max_documents_per_domain)
-    if s.seed < 0:
-        _fail("sample.seed", "must be >= 0", s.seed)
+    checks.positive(s.max_sentences, "sample.max_sentences")
+    require(
+        64 <= s.max_sentence_bytes <= 1 << 20,
+        "sample.max_sentence_bytes",
+        "must be in [64, 1048576]",
+        s.max_sentence_bytes,
+    )
+    checks.non_negative(s.max_documents_per_domain, "sample.max_documents_per_domain")
+    checks.non_negative(s.seed, "sample.seed")
     for domain, weight in s.domain_weights.items():
-        if weight < 0:
-            _fail(f"sample.domain_weights.{domain}", "must be >= 0", weight)
+        checks.non_negative(weight, f"sample.domain_weights.{domain}")
     symbols = list(t.user_defined_symbols) + list(t.control_symbols)
     for field in ("user_defined_symbols", "control_symbols"):
         for symbol in t[field]:
-            if not symbol or symbol in SPECIAL_PIECES.values():
-                _fail(f"spm.{field}", "symbols must be non-empty and not pad/eos/bos/unk", symbol)
-    if len(set(symbols)) != len(symbols):
-        _fail(
-            "spm.user_defined_symbols",
-            "duplicate symbol across user_defined_symbols/control_symbols",
-            symbols,
-        )
+            require(
+                bool(symbol) and symbol not in SPECIAL_PIECES.values(),
+                f"spm.{field}",
+                "symbols must be non-empty and not pad/eos/bos/unk",
+                symbol,
+            )
+    require(
+        len(set(symbols)) == len(symbols),
+        "spm.user_defined_symbols",
+        "duplicate symbol across user_defined_symbols/control_symbols",
+        symbols,
+    )
     reserved = len(SPECIAL_PIECES) + len(symbols) + BYTE_PIECES
-    if t.vocab_size <= reserved:
-        _fail("spm.vocab_size", f"must exceed the {reserved} special, symbol and byte pieces", t.vocab_size)
-    if not 0 < t.character_coverage <= 1:
-        _fail("spm.character_coverage", "must be in (0, 1]", t.character_coverage)
-    if not 1 <= t.max_sentencepiece_length <= 64:
-        _fail("spm.max_sentencepiece_length", "must be in [1, 64]", t.max_sentencepiece_length)
-    if t.num_threads < 1:
-        _fail("spm.num_threads", "must be >= 1", t.num_threads)
+    require(
+        t.vocab_size > reserved,
+        "spm.vocab_size",
+        f"must exceed the {reserved} special, symbol and byte pieces",
+        t.vocab_size,
+    )
+    require(
+        0 < t.character_coverage <= 1, "spm.character_coverage", "must be in (0, 1]", t.character_coverage
+    )
+    require(
+        1 <= t.max_sentencepiece_length <= 64,
+        "spm.max_sentencepiece_length",
+        "must be in [1, 64]",
+        t.max_sentencepiece_length,
+    )
+    require(t.num_threads >= 1, "spm.num_threads", "must be >= 1", t.num_threads)
 
 
 def spm_flags(config: ml_collections.ConfigDict) -> dict:
@@ -161,8 +173,12 @@ def describe_model(model: bytes) -> dict:
     }
 
 
-def train_tokenizer(config: ml_collections.ConfigDict, output: fs.PathLike, log=print) -> dict:
-    """Trains (or copies `config.model_path`) into `output`; returns the settings written."""
+def train_tokenizer(
+    config: ml_collections.ConfigDict, output: fs.PathLike, log: Callable[[str], None] = logging.info
+) -> dict:
+    """Trains (or copies `config.model_path`) into `output`; returns the settings written.
+
+    `log` receives the progress lines (default: the log; the command prints them)."""
     validate(config)
     output = fs.makedirs(output)
     start = time.perf_counter()
@@ -207,7 +223,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, output: fs.PathLike, log=
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     require(not argv, "inputs", "unexpected positional arguments (use --input)", argv)
-    train_tokenizer(config, config.output)
+    train_tokenizer(config, config.output, log=print)
 
 
 def run() -> None:
@@ -225,7 +241,7 @@ def run() -> None:
                 multi=True,
             ),
             cli.Shortcut("vocab_size", "spm.vocab_size", "number of pieces"),
-            cli.Shortcut("output", "output", "output directory"),
+            cli.Shortcut("output", help="output directory"),
         ],
         required=["output"],
     )

@@ -27,10 +27,10 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
-from absl import flags
+from absl import flags, logging
 
 from common import checks, cli, fs
 
@@ -82,10 +82,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 class Pod:
-    """The gcloud and git commands of one launch; each is printed before it runs."""
+    """The gcloud and git commands of one launch; each goes to `say` before it runs, as do
+    the supervisor's decisions (default: the log; the command prints them)."""
 
-    def __init__(self, c: ml_collections.ConfigDict):
-        self.c = c
+    def __init__(self, c: ml_collections.ConfigDict, say: Callable[[str], None] = logging.info):
+        self.c, self.say = c, say
         self.run_name = c.run_name or fs.basename(c.train_config).removesuffix(".py")
         self.workdir = fs.join(c.bucket, "runs", self.run_name)
         self.where = [f"--project={c.project}", f"--zone={c.zone}"]
@@ -94,7 +95,7 @@ class Pod:
     def _run(
         self, cmd: Sequence[str], *, check: bool = True, capture: bool = False, cwd: str | None = None
     ) -> subprocess.CompletedProcess:
-        print("+ " + shlex.join(cmd), flush=True)
+        self.say("+ " + shlex.join(cmd))
         if self.c.dry_run:
             return subprocess.CompletedProcess(cmd, 0, "", "")
         return subprocess.run(cmd, check=check, text=True, cwd=cwd, capture_output=capture)
@@ -170,7 +171,7 @@ class Pod:
             if state is None:
                 self.create()
             elif state not in WAITING:
-                print(f"{self.c.tpu_name} is {state}: deleting and requesting it again", flush=True)
+                self.say(f"{self.c.tpu_name} is {state}: deleting and requesting it again")
                 self.delete()
                 self.create()
             time.sleep(self.c.poll_s)
@@ -222,7 +223,7 @@ class Pod:
             f"{STOP}\ncd ~/{REMOTE_DIR} || exit 1\n"
             f"TF_CPP_MIN_LOG_LEVEL=2 nohup setsid {shlex.join(host)} </dev/null >/dev/null 2>&1 &"
         )
-        print(f"attempt {attempt} started; logs: {self.status_uri(attempt)}/worker-N.log", flush=True)
+        self.say(f"attempt {attempt} started; logs: {self.status_uri(attempt)}/worker-N.log")
 
     def stop(self) -> bool:
         return self.ssh(STOP, check=False).returncode == 0
@@ -248,9 +249,9 @@ class Pod:
             nonlocal restarts
             restarts += 1
             if restarts > self.c.max_restarts:
-                print(f"{reason}; giving up after {self.c.max_restarts} restarts", flush=True)
+                self.say(f"{reason}; giving up after {self.c.max_restarts} restarts")
                 return None
-            print(f"{reason}; restart {restarts} of at most {self.c.max_restarts}", flush=True)
+            self.say(f"{reason}; restart {restarts} of at most {self.c.max_restarts}")
             if new_slice:
                 self.delete(check=False)  # a failed slice may already be gone
             self.ensure_active()
@@ -265,10 +266,10 @@ class Pod:
         attempt = new_attempt(0)
         self.start(attempt)
         if self.c.dry_run:
-            print(f"(dry run) then every {self.c.poll_s:g}s:", flush=True)
+            self.say(f"(dry run) then every {self.c.poll_s:g}s:")
             self.state()
             self.exit_codes(attempt)
-            print("(dry run) on preemption: delete, create, deploy and start as above")
+            self.say("(dry run) on preemption: delete, create, deploy and start as above")
             return 0
         while True:
             time.sleep(self.c.poll_s)
@@ -281,13 +282,12 @@ class Pod:
                 codes = self.exit_codes(attempt)
                 failed = {w: code for w, code in codes.items() if code != 0}
                 if codes.get(0) == 0 and not failed:
-                    print(f"training finished (attempt {attempt}); checkpoints in {self.workdir}")
+                    self.say(f"training finished (attempt {attempt}); checkpoints in {self.workdir}")
                     return 0
                 if CONFIG_ERROR in failed.values():
-                    print(
+                    self.say(
                         f"training rejected its config (exit status {CONFIG_ERROR}); see "
-                        f"{self.status_uri(attempt)}/worker-0.log",
-                        flush=True,
+                        f"{self.status_uri(attempt)}/worker-0.log"
                     )
                     return CONFIG_ERROR
                 if not failed:
@@ -357,7 +357,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     del argv
     config.dry_run = config.dry_run or flags.FLAGS.dry_run
     validate(config)
-    pod = Pod(config)
+    pod = Pod(config, say=lambda line: print(line, flush=True))
     if config.action == "stop":
         sys.exit(0 if pod.stop() else 1)
     if config.action == "delete":
@@ -372,14 +372,14 @@ def run(argv: list[str] | None = None) -> None:
         doc=__doc__,
         default_config=default_config,
         shortcuts=[
-            cli.Shortcut("action", "action", "run | stop | delete"),
-            cli.Shortcut("project", "project", "Google Cloud project"),
-            cli.Shortcut("zone", "zone", "TPU zone, e.g. us-west4-a"),
-            cli.Shortcut("tpu_name", "tpu_name", "queued resource / TPU VM name"),
-            cli.Shortcut("bucket", "bucket", "gs://BUCKET holding packed/, tokenizer/, runs/"),
-            cli.Shortcut("accelerator", "accelerator", "e.g. v5litepod-256"),
-            cli.Shortcut("train_config", "train_config", "pretrain.train config file"),
-            cli.Shortcut("run_name", "run_name", "run directory name under gs://BUCKET/runs/"),
+            cli.Shortcut("action", help="run | stop | delete"),
+            cli.Shortcut("project", help="Google Cloud project"),
+            cli.Shortcut("zone", help="TPU zone, e.g. us-west4-a"),
+            cli.Shortcut("tpu_name", help="queued resource / TPU VM name"),
+            cli.Shortcut("bucket", help="gs://BUCKET holding packed/, tokenizer/, runs/"),
+            cli.Shortcut("accelerator", help="e.g. v5litepod-256"),
+            cli.Shortcut("train_config", help="pretrain.train config file"),
+            cli.Shortcut("run_name", help="run directory name under gs://BUCKET/runs/"),
             cli.Shortcut("override", "overrides", "pretrain.train flag (repeatable)", multi=True),
         ],
         required=["project", "zone", "tpu_name", "bucket"],

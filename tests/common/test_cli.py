@@ -24,7 +24,7 @@ COMMAND = textwrap.dedent('''
                           "inputs": list(config.inputs), "rest": rest}))
 
     cli.run(main, doc=__doc__, default_config=default_config,
-            shortcuts=[cli.Shortcut("output_dir", "output_dir", "Where outputs go."),
+            shortcuts=[cli.Shortcut("output_dir", help="Where outputs go."),  # field: output_dir
                        cli.Shortcut("input", "inputs", "An input.", multi=True)],
             required=["output_dir"])
 ''')

@@ -43,3 +43,16 @@ def test_write_read_glob_walk_relative(tmp_path, monkeypatch):
     assert fs.read_text("a/log.txt") == "xy" and fs.isfile("a/log.txt") and fs.isdir("a")
     fs.rmtree("a/b")
     assert not fs.exists("a/b") and fs.listdir("a") == ["log.txt", "two.jsonl"]
+
+
+def test_read_jsonl_streams_values_of_plain_and_gzipped_files_and_names_a_bad_line(tmp_path):
+    import gzip
+
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n\n  \n{"text": "two"}\r\n')
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write('{"text": "three"}\n[1, 2]\n')
+    assert list(fs.read_jsonl(tmp_path / "a.jsonl")) == [{"text": "one"}, {"text": "two"}]
+    assert list(fs.read_jsonl(str(tmp_path / "b.jsonl.gz"))) == [{"text": "three"}, [1, 2]]
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n\n{"text": \n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl: line 3: "):
+        list(fs.read_jsonl(tmp_path / "bad.jsonl"))

@@ -1,4 +1,4 @@
-"""The CLI as users run it: --help, --input/--eval_set flags, config overrides, and Beam
+"""The CLI as users run it: --input/--eval_set flags, config overrides, and Beam
 options passed through unchanged."""
 
 from __future__ import annotations
@@ -26,13 +26,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_help_lists_the_flags():
-    result = _cli("--help")
-    assert result.returncode in (0, 1)  # absl's --help exits 1 after printing
-    for flag in ("--config", "--input", "--eval_set", "--output_dir"):
-        assert flag in result.stdout
-
-
 def test_run_with_flags_only(tmp_path):
     question = "A farmer has 17 sheep and all but 9 run away; how many sheep does the farmer have left at the end of the day?"
     docs = [{"id": f"d{i}", "text": prose(i)} for i in range(4)] + [
@@ -47,8 +40,10 @@ def test_run_with_flags_only(tmp_path):
         "--direct_running_mode=in_memory",  # a Beam option, passed through
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "invariant input == kept + rejected + dead_letter: 5 == 5 (ok, 0 ids lost" in result.stdout
     stats = json.loads((out / "stats.json").read_text())
+    invariant = stats["invariant"]
+    assert invariant["ok"] and invariant["input"] == invariant["kept_plus_rejected_plus_dead_letter"] == 5
+    assert invariant["lost_or_duplicated"] == 0
     assert set(stats["sources"]) == {"web:web.jsonl"}
     assert stats["total"]["rejected"] == {
         "gopher_quality": 4,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import ml_collections
@@ -203,15 +201,3 @@ def test_subprocess_trainer_runs_the_config_it_is_given(tmp_path):
     assert written == json.loads(config.to_json())
     assert [r["step"] for r in read_metrics(config.workdir)] == [1, 2]
     assert (tmp_path / "train.log").stat().st_size > 0
-
-
-def test_cli_help():
-    result = subprocess.run(
-        [sys.executable, "-m", "pretrain.anneal", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0
-    assert "--from_workdir" in result.stdout
