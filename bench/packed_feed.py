@@ -433,7 +433,7 @@ def main(argv: list[str]) -> None:
         from mixtures import pack
 
         start = time.perf_counter()
-        pack.print_report(pack.pack(cfg), time.perf_counter() - start)
+        print(pack.format_report(pack.pack(cfg), time.perf_counter() - start))
     if _ROUNDS.value:
         compare_packing(prep, vocab, work, _ROUNDS.value)
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")

@@ -365,24 +365,26 @@ def pack(config: ml_collections.ConfigDict, beam_args: Iterable[str] = ()) -> di
     return manifest
 
 
-def print_report(manifest: dict[str, Any], elapsed: float) -> None:
-    print(f"seq_len {manifest['seq_len']}, seed {manifest['seed']}, vocab {manifest['vocab']['size']} tokens")
-    print(
-        f"  {'split/task':<22} {'documents':>10} {'tokens':>12} {'rows':>8} {'files':>5} {'fill':>8} {'cut':>6}"
-    )
+def format_report(manifest: dict[str, Any], elapsed: float) -> str:
+    """What the command prints at the end: per split and task, documents, tokens, rows, fill."""
+    lines = [
+        f"seq_len {manifest['seq_len']}, seed {manifest['seed']}, vocab {manifest['vocab']['size']} tokens",
+        f"  {'split/task':<22} {'documents':>10} {'tokens':>12} {'rows':>8} {'files':>5} {'fill':>8} {'cut':>6}",
+    ]
     total = 0
     for split, tasks in manifest["splits"].items():
         for task, s in tasks.items():
             fill = f"{s['fill']:.2%}" if s["fill"] is not None else "-"
-            print(
+            lines.append(
                 f"  {split + '/' + task:<22} {s['documents']:>10} {s['tokens_out']:>12} {s['rows']:>8} "
                 f"{len(s['files']):>5} {fill:>8} {s['cut_documents']:>6}"
             )
             total += s["tokens_out"]
-    print(
+    lines.append(
         f"tokens in == tokens out for every task; {total} tokens packed in {elapsed:.1f}s "
         f"({total / max(elapsed, 1e-9):,.0f} tokens/s); fingerprint {manifest['fingerprint'][:16]}"
     )
+    return "\n".join(lines)
 
 
 def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
@@ -395,7 +397,7 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
         flush=True,
     )
     manifest = pack(config, beam_args)
-    print_report(manifest, time.time() - start)
+    print(format_report(manifest, time.time() - start))
     print(f"wrote {fs.join(config.pack.output, manifest_lib.FILE_NAME)}")
 
 

@@ -352,10 +352,8 @@ def run() -> None:
         doc=__doc__,
         default_config="anneal/demo.py",
         shortcuts=[
-            cli.Shortcut(
-                "from_workdir", "from_workdir", "Branch from this workdir's checkpoint instead of a prefix"
-            ),
-            cli.Shortcut("output_dir", "output_dir", "Where runs and the report go"),
+            cli.Shortcut("from_workdir", help="Branch from this workdir's checkpoint instead of a prefix"),
+            cli.Shortcut("output_dir", help="Where runs and the report go"),
         ],
         required=["output_dir"],
     )

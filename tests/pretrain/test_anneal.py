@@ -15,7 +15,6 @@ from pretrain.metrics import read_metrics
 from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
 from tests.support.train import tiny_config
 
-REPO = Path(__file__).resolve().parents[2]
 PREFIX, ANNEAL = 8, 4
 
 
