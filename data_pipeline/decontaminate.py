@@ -15,6 +15,11 @@ of an item (its question) is indexed on its own too, and a part shorter than tha
 indexed with every window of ``min_chars`` characters. A whole item shorter than that (BBH's
 boolean expressions) matches only as a whole, from ``min_item_chars`` on; a question part
 shorter than ``min_chars`` is skipped (too short to tell a leak from a common phrase).
+An item that none of that covers, such as BBH's multistep arithmetic (``((-1 + 2 + 9 * 5) -
+(-2 + -4 + -4 * -7)) =`` / ``24``: no letters at all, so its letters+digits form is a digit
+run, like page numbers), is matched whole in its expression form, which keeps the operators
+``+-*/=<>^%`` as well (``-1+2+9*5--2+-4+-4*-7``), when that has ``expression_chars``
+characters and four operators.
 ``action="cut"`` removes each match with ``cut_window_chars`` around it and keeps the remaining pieces of at least
 ``min_piece_chars``; a document cut into more than ``max_pieces`` pieces, or with nothing
 left, is dropped, as in GPT-3.
@@ -54,6 +59,9 @@ def default_config() -> ml_collections.ConfigDict:
             "window_chars": 50,  # letters+digits in a matching window (about ten words)
             "min_chars": 35,  # item parts shorter than window_chars are matched in windows of this size
             "min_item_chars": 20,  # whole items shorter than min_chars are matched whole; shorter, skipped
+            # Parts the letters+digits form cannot index (BBH's arithmetic: no letters) are
+            # matched whole in a form that keeps the operators, from this many characters on.
+            "expression_chars": 16,
             "winnow": 8,  # index the smallest of every `winnow` consecutive window hashes
             "action": "drop",  # drop | cut
             "cut_window_chars": 200,
@@ -71,6 +79,7 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination")
     checks.one_of(config.action, ACTIONS, f"{prefix}.action")
     checks.positive(config.min_chars, f"{prefix}.min_chars")
     checks.positive(config.winnow, f"{prefix}.winnow")
+    checks.positive(config.expression_chars, f"{prefix}.expression_chars")
     checks.require(
         0 < config.min_item_chars <= config.min_chars,
         f"{prefix}.min_item_chars",
@@ -88,22 +97,37 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination")
 
 
 _ASCII_ALNUM = np.array([chr(c).isalnum() for c in range(128)] + [False])
+OPERATORS = "+-*/=<>^%"
+_ASCII_EXPRESSION = _ASCII_ALNUM | np.isin(np.arange(129), [ord(c) for c in OPERATORS])
+# Unicode minus, times, divide and en dash, as the ASCII operators they stand for.
+_WIDE_OPERATORS = {"\u2212": "-", "\u00d7": "*", "\u00f7": "/", "\u2013": "-"}
+_MIN_OPERATORS = 4  # an expression form with fewer operators is a phrase, not an expression
+_OPERATOR_CODES = np.array([ord(c) for c in OPERATORS], dtype=np.uint64)
 
 
-def normalized_chars(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(code points of the lower-cased letters and digits of ``text``, their offsets in ``text``)."""
+def normalized_chars(text: str, operators: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(code points of the lower-cased letters and digits of ``text``, their offsets in ``text``).
+
+    ``operators=True`` keeps ``OPERATORS`` too (Unicode minus, times, divide and en dash as
+    their ASCII forms): the expression form, for items that are arithmetic without words.
+    """
     lower = text.lower()
     if len(lower) != len(text):  # a few characters lower-case to two; keep offsets exact
         lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
     codes = np.frombuffer(lower.encode("utf-32-le"), dtype=np.uint32)
-    keep = _ASCII_ALNUM[np.minimum(codes, 128)]
+    keep = (_ASCII_EXPRESSION if operators else _ASCII_ALNUM)[np.minimum(codes, 128)]
     wide = codes >= 128
     if wide.any():
         distinct = sorted(c for c in set(lower) if ord(c) >= 128)
         table = np.array([ord(c) for c in distinct], dtype=np.uint32)
-        keep[wide] = np.array([c.isalnum() for c in distinct])[np.searchsorted(table, codes[wide])]
+        kept = [c.isalnum() or (operators and c in _WIDE_OPERATORS) for c in distinct]
+        keep[wide] = np.array(kept)[np.searchsorted(table, codes[wide])]
     offsets = np.flatnonzero(keep)
-    return codes[offsets].astype(np.uint64), offsets
+    codes = codes[offsets]
+    if operators and wide.any():
+        for wide_op, ascii_op in _WIDE_OPERATORS.items():
+            codes = np.where(codes == ord(wide_op), np.uint32(ord(ascii_op)), codes)
+    return codes.astype(np.uint64), offsets
 
 
 class _Powers:
@@ -177,10 +201,17 @@ class NgramIndex:
     _BATCH_CHARS = 1 << 24  # code points per pass (bounds the temporary arrays)
 
     def __init__(
-        self, items: list[EvalItem], window: int, min_chars: int, w: int, min_item_chars: int = 0
+        self,
+        items: list[EvalItem],
+        window: int,
+        min_chars: int,
+        w: int,
+        min_item_chars: int = 0,
+        expression_chars: int = 16,
     ) -> None:
         self.items = items
         self.window, self.min_chars, self.w, self.min_item_chars = window, min_chars, w, min_item_chars
+        self.expression_chars = expression_chars
         # (item, text, is the whole item): a whole item may be short; its question alone may not.
         parts = [(i, part, j == 0) for i, item in enumerate(items) for j, part in enumerate(item.parts)]
         found: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {window: [], min_chars: []}
@@ -193,6 +224,7 @@ class NgramIndex:
                 stop += 1
             self._index_batch(parts[start:stop], found, indexed)
             start = stop
+        self._index_expressions(indexed)
         self.skipped = int((~indexed).sum())
         self.keys, self.owners = {}, {}
         for k, pieces in found.items():
@@ -258,6 +290,72 @@ class NgramIndex:
                 chosen = np.flatnonzero(valid & short[part_of[:n]])
             found[k].append((hashes[chosen], owner_of_part[part_of[chosen]]))
 
+    def _index_expressions(self, indexed: np.ndarray) -> None:
+        """Expression-form keys for the items that no letters+digits key covers.
+
+        Such an item (BBH's ``((-1 + 2 + 9 * 5) - (-2 + -4 + -4 * -7)) =`` / ``24``) has
+        no letter, or too few letters and digits to tell from a common phrase; with its
+        operators kept it is distinctive. Each part (the whole item, its question) with
+        ``expression_chars`` characters and ``_MIN_OPERATORS`` operators in that form is
+        matched whole: looked up by its first ``expression_chars`` characters, then
+        checked over its full length. Brackets are not kept (they are dropped or spaced
+        out as freely as punctuation).
+        """
+        m = self.expression_chars
+        rows = []  # (hash of the first m characters, hash of the whole form, its length, item)
+        for i in np.flatnonzero(~indexed).tolist():
+            for part in self.items[i].parts:
+                codes, _ = normalized_chars(part, operators=True)
+                while len(codes) and codes[-1] == ord("="):  # "expression =" also leaks without "="
+                    codes = codes[:-1]
+                if len(codes) < m or np.isin(codes, _OPERATOR_CODES).sum() < _MIN_OPERATORS:
+                    continue
+                prefix, up = _prefix(codes)
+                rows.append((_windows(prefix, up, m)[0], _windows(prefix, up, len(codes))[0], len(codes), i))
+                indexed[i] = True
+        rows.sort()
+        self.expression_keys = np.array([r[0] for r in rows], dtype=np.uint64)
+        self.expression_full = np.array([r[1] for r in rows], dtype=np.uint64)
+        self.expression_lengths = np.array([r[2] for r in rows], dtype=np.int64)
+        self.expression_owners = np.array([r[3] for r in rows], dtype=np.int64)
+
+    def find(self, text: str) -> Iterator[tuple[int, int, int, str]]:
+        """(start, end) of every match in ``text``, the item index, the matched normalised string.
+
+        Both forms: letters+digits windows (``matches``) and whole expression-form items.
+        """
+        codes, offsets = normalized_chars(text)
+        for k, start, i in self.matches(codes):
+            yield int(offsets[start]), int(offsets[start + k - 1]) + 1, i, _string(codes[start : start + k])
+        if len(self.expression_keys):
+            codes, offsets = normalized_chars(text, operators=True)
+            for start, k, i in self.expression_matches(codes):
+                yield (
+                    int(offsets[start]),
+                    int(offsets[start + k - 1]) + 1,
+                    i,
+                    _string(codes[start : start + k]),
+                )
+
+    def expression_matches(self, codes: np.ndarray) -> Iterator[tuple[int, int, int]]:
+        """(start, length, item index) of every whole expression-form item in ``codes``."""
+        prefix, up = _prefix(codes)
+        grams = _windows(prefix, up, self.expression_chars)
+        if not len(grams) or not len(self.expression_keys):
+            return
+        keys = self.expression_keys
+        lo = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)
+        for start in np.flatnonzero(keys[lo] == grams).tolist():
+            j = int(lo[start])
+            while j < len(keys) and keys[j] == grams[start]:
+                end = start + int(self.expression_lengths[j])
+                if end <= len(codes):
+                    with np.errstate(over="ignore"):
+                        full = (prefix[end] - prefix[start]) * up[end - 1]
+                    if full == self.expression_full[j]:
+                        yield start, end - start, int(self.expression_owners[j])
+                j += 1
+
     def matches(self, codes: np.ndarray) -> Iterator[tuple[int, int, int]]:
         """(window size, start position, item index) for every indexed window in a document."""
         prefix, up = _prefix(codes)
@@ -271,6 +369,10 @@ class NgramIndex:
                 while j < len(keys) and keys[j] == grams[start]:
                     yield k, start, int(self.owners[k][j])
                     j += 1
+
+
+def _string(codes: np.ndarray) -> str:
+    return "".join(map(chr, codes.tolist()))
 
 
 def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: int) -> list[str]:
@@ -298,6 +400,7 @@ def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) ->
             int(config.min_chars),
             int(config.winnow),
             int(config.min_item_chars),
+            int(config.expression_chars),
         )
     return _INDEX_CACHE[key]
 
@@ -316,10 +419,9 @@ class _Decontaminate(beam.DoFn):
         self._index = load_index(self._config, self._specs)
 
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
-        codes, offsets = normalized_chars(record["text"])
         seen, cut = set(), []
-        for k, start, i in self._index.matches(codes):
-            cut.append((int(offsets[start]), int(offsets[start + k - 1]) + 1))
+        for start, end, i, match in self._index.find(record["text"]):
+            cut.append((start, end))
             item = self._index.items[i]
             if i not in seen:
                 seen.add(i)
@@ -330,7 +432,7 @@ class _Decontaminate(beam.DoFn):
                         "id": record["id"],
                         "eval_set": item.eval_set,
                         "eval_item_id": item.item_id,
-                        "match": "".join(map(chr, codes[start : start + k].tolist())),
+                        "match": match,
                     },
                 )
         if not cut:

@@ -81,8 +81,7 @@ def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
     if index.keys:
         for domain in prepared_domains(prep_dir):
             for text in training_texts(prep_dir, domain):
-                codes, _ = decontaminate.normalized_chars(text)
-                found.update(i for _, _, i in index.matches(codes))
+                found.update(i for _, _, i, _ in index.find(text))
     counts = {item.eval_set: 0 for item in items}
     for i in found:
         counts[items[i].eval_set] += 1

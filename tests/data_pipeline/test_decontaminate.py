@@ -237,3 +237,62 @@ def test_punctuation_dropped_or_spaced_out_inside_words_still_matches(run, tmp_p
     config = _config()
     kept, rejected, _ = run_transform(docs, lambda: decontaminate.Decontaminate(config, {"mbpp": str(path)}))
     assert sorted(r["id"] for r in rejected) == ["dropped", "spaced"] and [r["id"] for r in kept] == ["clean"]
+
+
+ARITHMETIC = EvalItem(
+    "bbh",
+    "multistep_arithmetic_two.json:0",
+    "((-1 + 2 + 9 * 5) - (-2 + -4 + -4 * -7)) =\n24",
+    "((-1 + 2 + 9 * 5) - (-2 + -4 + -4 * -7)) =",
+)
+
+
+def _found(index, text):
+    return {i for _, _, i, _ in index.find(text)}
+
+
+def test_arithmetic_items_without_letters_match_in_their_expression_form():
+    """BBH's multistep arithmetic has no letters: its letters+digits form is a digit run like
+    page numbers, so it was never indexed. With the operators kept it matches whole,
+    whatever happens to brackets, spacing, the trailing '=' or Unicode minus signs."""
+    index = decontaminate.NgramIndex([ARITHMETIC], window=50, min_chars=35, w=8, min_item_chars=20)
+    assert index.skipped == 0
+    for leak in (
+        "Intro line.\n((-1 + 2 + 9 * 5) - (-2 + -4 + -4 * -7)) =\n24\nMore.",
+        'Q: ( ( -1 + 2 + 9 * 5 ) - ( -2 + -4 + -4 * -7 ) ) =\nA: "24"',
+        "{'input': '(-1 +  2 + 9*5) - (-2 + -4 + -4*-7)', 'target': '24'}",
+        "\u22121 + 2 + 9 \u00d7 5 \u2212 (\u22122 + \u22124 + \u22124 \u00d7 \u22127) = 24",
+    ):
+        assert _found(index, leak) == {0}, leak
+    for clean in (
+        "Pages 1 2 9 5 2 4 4 7 24 of the report.",  # the same digits, no expression
+        "((-1 + 2 + 9 * 5) - (-2 + -4 + -4 * -8)) = 25",  # another expression
+        "((-1 + 2 + 9 * 5) - (-2 + -4",  # only its start
+    ):
+        assert _found(index, clean) == set(), clean
+
+
+def test_expression_form_needs_enough_characters_and_operators():
+    items = [
+        EvalItem("mmlu", "short", "8 + 8 / 2 + 2 =\n14"),  # 11 characters in expression form
+        EvalItem("bbh", "words", "( ( not ( True ) ) ) is\nFalse"),  # no operators: a phrase
+        EvalItem("bbh", "dates", "2019 2020 2021 2022 2023 2024"),  # digits only, no operators
+    ]
+    index = decontaminate.NgramIndex(items, window=50, min_chars=35, w=8, min_item_chars=20)
+    assert index.skipped == 3 and len(index.expression_keys) == 0
+    assert _found(index, "It is not true; not true is false. 8 + 8 / 2 + 2 = 14") == set()
+
+
+def test_pipeline_drops_arithmetic_leaks(tmp_path):
+    path = tmp_path / "bbh.json"
+    path.write_text(json.dumps({"examples": [{"input": ARITHMETIC.question, "target": "24"}]}))
+    config = _config()
+    kept, rejected, hits = run_transform(
+        [
+            record("leak", f"{FILLER}\n{ARITHMETIC.text}\n{FILLER}"),
+            record("clean", f"{FILLER}\n1 2 9 5 2 4 4 7 24\n{FILLER}"),
+        ],
+        lambda: decontaminate.Decontaminate(config, {"bbh": str(path)}),
+    )
+    assert [r["id"] for r in kept] == ["clean"] and [r["id"] for r in rejected] == ["leak"]
+    assert {h["match"] for h in hits} == {"-1+2+9*5--2+-4+-4*-7"}
