@@ -115,6 +115,33 @@ def _wikitext_articles(wiki_dir: str) -> list[str]:
     return [a for a in articles if len(a) > 500]
 
 
+def subset_table(out: str) -> str:
+    """Markdown: per recipe and domain, train documents and tokens, and the high-quality share."""
+    import sentencepiece as spm
+    import tensorflow_datasets as tfds
+
+    sp = spm.SentencePieceProcessor(model_file=f"{out}/tokenizer/tokenizer.model")
+    lines = [
+        "| recipe | domain | docs (HQ) | tokens (HQ) | mean HQ doc | mean other doc |",
+        "|---|---|---|---|---|---|",
+    ]
+    for recipe, domains in (("heuristic", ("web", "math", "code")), ("reference", ("web", "math", "code"))):
+        for domain in domains:
+            builder = tfds.builder_from_directory(f"{out}/prep_{recipe}/{domain}")
+            hq, other = [], []
+            for ex in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)):
+                n = len(sp.encode(ex["text"].decode()))
+                (hq if ex["high_quality"] else other).append(n)
+            lines.append(
+                f"| {recipe} | {domain} | {len(hq) + len(other)} ({len(hq)}) | {sum(hq) + sum(other):,} "
+                f"({sum(hq):,}) | {sum(hq) // max(len(hq), 1):,} | {sum(other) // max(len(other), 1):,} |"
+            )
+    builder = tfds.builder_from_directory(f"{out}/prep_candidate/math")
+    sizes = [len(sp.encode(ex["text"].decode())) for ex in tfds.as_numpy(builder.as_dataset(split="train"))]
+    lines.append(f"| candidate | gsm8k_train | {len(sizes)} | {sum(sizes):,} | | {sum(sizes) // len(sizes)} |")
+    return "\n".join(lines)
+
+
 def stage(name: str, out: str, done: str, command: list[str], timings: dict) -> None:
     if os.path.exists(done):
         print(f"[{name}] done already ({done})")
@@ -284,7 +311,15 @@ def main() -> None:
     print(json.dumps(timings))
     with open(f"{out}/study/report.md") as f:
         print(f.read())
-    with open(f"{out}/study/stage_timings.json", "w") as f:
+    table = subset_table(out)
+    print("Training documents and tokens (demo tokenizer) of each prepared domain:\n\n" + table)
+    with open(f"{out}/study/subsets.md", "w") as f:
+        f.write(table + "\n")
+    path = f"{out}/study/stage_timings.json"
+    if os.path.exists(path):  # keep the timings of stages an earlier invocation ran
+        with open(path) as f:
+            timings = {**json.load(f), **timings}
+    with open(path, "w") as f:
         json.dump(timings, f)
 
 

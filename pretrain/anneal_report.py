@@ -240,6 +240,7 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
         for name, arm in entry["arms"].items():
             per_run.setdefault(name, []).append(curves(arm["workdir"]))
     domains = sorted({d for cs in per_run.values() for c in cs for d in c})
+    color = {name: "0.4" if name == PREFIX else f"C{i}" for i, name in enumerate(per_run)}
     switch = runs["seeds"][seeds[0]]["prefix"]["step"]
     fig, axes = plt.subplots(1, len(domains) + 1, figsize=(4.2 * (len(domains) + 1), 3.6))
     axes = np.atleast_1d(axes)
@@ -252,11 +253,7 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
                 continue
             values = np.array([[s[step] for step in steps] for s in series])
             (line,) = ax.plot(
-                steps,
-                values.mean(0),
-                label=name,
-                lw=1.6 if name != PREFIX else 1.0,
-                color="0.4" if name == PREFIX else None,
+                steps, values.mean(0), label=name, lw=1.6 if name != PREFIX else 1.0, color=color[name]
             )
             if len(series) > 1:
                 ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2, color=line.get_color())
@@ -269,15 +266,19 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
     arms = list(summary["comparisons"])
     metrics = [m for m in summary["metrics"] if summary["delta"].get(m)]
     width = 0.8 / max(len(arms), 1)
-    for i, arm in enumerate(arms):
-        ds = [summary["delta"][m].get(arm, {"mean": 0.0, "std": 0.0}) for m in metrics]
+    for i, label in enumerate(arms):
+        ds = [summary["delta"][m].get(label, {"mean": 0.0, "std": 0.0}) for m in metrics]
+        arm, base = summary["comparisons"][label]
         ax.bar(
             np.arange(len(metrics)) + i * width,
             [d["mean"] for d in ds],
             width,
             yerr=[d["std"] for d in ds],
-            label=arm,
+            label=label,
             capsize=2,
+            color=color.get(arm),
+            hatch="//" if base != reference else None,  # against the arm it names, not the reference
+            edgecolor="k" if base != reference else None,
         )
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(metrics)) + width * (len(arms) - 1) / 2)
