@@ -171,6 +171,20 @@ def test_arm_with_versus_is_also_judged_against_that_arm():
     assert verdicts["c vs b"]["baseline"] == "b" and not verdicts["c vs b"]["checks"]["m"]["ok"]
 
 
+def test_study_config_declares_the_three_arms_of_the_issue(tmp_path):
+    """configs/anneal/study.py (bench/anneal_study.py) is valid: (c) is (b) at 70% plus the
+    candidate task at 30%, judged against (b), read from the pack that holds the candidate."""
+    from configs.anneal import study
+
+    config = study.get_config(str(tmp_path))
+    anneal.validate(config)
+    arms = {arm["name"]: arm for arm in config.arms}
+    b, c = arms["hq_reference_mc"], arms["candidate_gsm8k_train"]
+    assert c["versus"] == "hq_reference_mc" and c["packed_dir"] == b["packed_dir"]
+    assert c["weights"]["gsm8k_train"] == pytest.approx(0.3)
+    assert {k: v / 0.7 for k, v in c["weights"].items() if k != "gsm8k_train"} == pytest.approx(b["weights"])
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [
