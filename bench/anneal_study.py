@@ -138,7 +138,9 @@ def subset_table(out: str) -> str:
             )
     builder = tfds.builder_from_directory(f"{out}/prep_candidate/math")
     sizes = [len(sp.encode(ex["text"].decode())) for ex in tfds.as_numpy(builder.as_dataset(split="train"))]
-    lines.append(f"| candidate | gsm8k_train | {len(sizes)} | {sum(sizes):,} | | {sum(sizes) // len(sizes)} |")
+    lines.append(
+        f"| candidate | gsm8k_train | {len(sizes)} | {sum(sizes):,} | | {sum(sizes) // len(sizes)} |"
+    )
     return "\n".join(lines)
 
 
