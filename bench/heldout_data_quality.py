@@ -124,9 +124,11 @@ def filtered_pages() -> list[dict]:
 
 # ---------------------------------------------------------------- clean documents (false positives)
 
-PROSE_FILES = ("prose/gutenberg-nltk/*.txt", "prose/us-speeches/*/*.txt")
+PROSE_FILES = ("prose/gutenberg-nltk/*.txt", "prose/us-speeches/*/*.txt", "prose/tinyshakespeare/*.txt")
+CODE_FILE = "code/code_sample.jsonl"  # clean code: 1,519 files of 10 repositories
+TEX_FILES = "math/*/*.tex"  # clean math: two LaTeX books
 WIKITEXT_FILES = ("web/wikitext-2/test.txt", "web/wikitext-2/valid.txt")
-CHUNK_CHARS = 4000  # prose is cut into pages of about this size, at paragraph breaks
+CHUNK_CHARS = 3000  # prose is cut into pages of about this size (~500 words), at paragraph breaks
 
 
 def _chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
@@ -149,11 +151,14 @@ def _wikitext_articles(path: str) -> list[str]:
 
 
 def clean_documents(pages: list[dict]) -> list[dict]:
-    """Real English documents that hold no planted eval item, filtered or not.
+    """Real documents that hold no planted eval item, filtered or not.
 
-    The filtered web pages, then every other English page of the web samples (filters not
-    applied), wikitext-2 articles, and Gutenberg books and US presidential speeches cut into
-    pages of about CHUNK_CHARS characters. English is the job's own language filter (lingua).
+    English (`domain` web): the filtered web pages, then every other English page of the web
+    samples (filters not applied), wikitext-2 articles, and Gutenberg books, US presidential
+    speeches and Shakespeare cut into pages of about CHUNK_CHARS characters; English is the
+    job's own language filter (lingua). Then, counted apart, real code files and LaTeX
+    sources (`domain` code / math), where eval sets like HumanEval, MBPP and MATH are most
+    likely to collide with ordinary text.
     """
     import glob
 
@@ -163,12 +168,12 @@ def clean_documents(pages: list[dict]) -> list[dict]:
     language.check()
     docs, seen = [], set()
 
-    def add(source: str, doc_id: str, text: str) -> None:
+    def add(source: str, doc_id: str, text: str, domain: str = "web") -> None:
         if text in seen or len(text.split()) < 50:
             return
         seen.add(text)
-        record = {"id": f"clean|{source}|{doc_id}", "text": text, "source": source, "domain": "web"}
-        if source == "filtered_web" or language.reject(dict(record)) is None:
+        record = {"id": f"clean|{source}|{doc_id}", "text": text, "source": source, "domain": domain}
+        if domain != "web" or source == "filtered_web" or language.reject(dict(record)) is None:
             docs.append(record)
 
     filtered = {page["id"] for page in pages}
@@ -193,6 +198,13 @@ def clean_documents(pages: list[dict]) -> list[dict]:
                 text = f.read()
             for i, chunk in enumerate(_chunks(text)):
                 add(source, f"{os.path.relpath(path, DATA)}:{i}", chunk)  # us-speeches: two folders
+    with open(os.path.join(DATA, CODE_FILE), encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            add("code", f"{row['repo']}/{row['path']}", row["text"], domain="code")
+    for path in sorted(glob.glob(os.path.join(DATA, TEX_FILES))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            add("math_tex", os.path.relpath(path, DATA), f.read(), domain="math")
     return docs
 
 
@@ -404,14 +416,19 @@ def bench_decontamination(pages: list[dict], rng: random.Random, variant: str, p
     flagged = [d["id"] for d in clean if found[d["id"]]]
     by_id = {d["id"]: d["text"] for d in clean}
     sources = Counter(d["source"] for d in clean)
+    english = [d for d in clean if d["domain"] == "web"]
+    flagged_english = [d["id"] for d in english if found[d["id"]]]
     return {
         "docs": len(docs),
         "pasted": len(expected),
         "recall": recall,
         "clean_docs": len(clean),
+        "clean_english_docs": len(english),
         "clean_by_source": dict(sources),
         "false_positives": len(flagged),
-        "false_positive_rate": len(flagged) / len(clean),
+        "flagged_english": len(flagged_english),
+        "flagged_english_rate": len(flagged_english) / len(english),
+        "flagged_code_math": len(flagged) - len(flagged_english),
         "false_positives_by_source": dict(Counter(d.split("|")[1] for d in flagged)),
         "flagged_clean": {d: shared_text(by_id[d], matched[d], specs) for d in flagged},
         "missed": missed,
