@@ -123,13 +123,14 @@ def arm_mixture(
     prefix_steps: int,
     total_steps: int,
 ) -> ml_collections.ConfigDict:
-    """The prefix's mixture until `prefix_steps`, then the arm's annealing weights."""
+    """The prefix's mixture until `prefix_steps`, then the arm's annealing weights (only
+    those when the arm starts at step 0: a branch from a Hugging Face import)."""
     out = ml_collections.ConfigDict(mixture.to_dict())
     out.tasks = list(dict.fromkeys([*general, *anneal]))
     out.stages = [
         dict(name="prefix", start=0.0, weights=dict(general), interpolate=False),
         dict(name="anneal", start=prefix_steps / total_steps, weights=dict(anneal), interpolate=False),
-    ]
+    ][1 if prefix_steps == 0 else 0 :]
     return out
 
 

@@ -137,10 +137,13 @@ def score_study(config: ml_collections.ConfigDict, runs: dict[str, Any]) -> dict
 
 
 def curves(workdir: str) -> dict[str, list[tuple[int, float]]]:
-    """{domain: [(step, validation loss)]} from a run's metrics.jsonl."""
+    """{domain: [(step, validation loss)]} from a run's metrics.jsonl (none for a workdir
+    that was not trained here, e.g. a Hugging Face import)."""
     from pretrain.metrics import read_metrics
 
     out: dict[str, list[tuple[int, float]]] = {}
+    if not fs.exists(fs.join(workdir, "metrics.jsonl")):
+        return out
     for record in read_metrics(workdir):
         for domain, loss in record.get("eval_loss", {}).items():
             if np.isfinite(loss):

@@ -137,6 +137,35 @@ def test_contamination_check_finds_a_probe_that_is_in_training(studied):
     assert json.loads(Path(report["paths"]["json"]).read_text())["reference"] == "general"
 
 
+def test_arms_branch_from_a_hugging_face_import(studied, tmp_path):
+    """--from_workdir on what pretrain.hf_import writes (a step-0 checkpoint of HF weights):
+    the arms start from those weights, and the imported model is the pre-anneal baseline."""
+    from pretrain import evaluate, export, hf_import
+    from pretrain.model.transformer import TransformerConfig
+    from tests.support.export import random_params
+
+    root, base, _ = studied
+    model = TransformerConfig.from_config_dict(base.train.model.to_dict())
+    export.export_hf(random_params(model), model, None, tmp_path / "hf", dtype="float32")
+    imported = ml_collections.ConfigDict(base.train.to_dict())
+    imported.workdir = str(tmp_path / "imported")
+    params, _ = hf_import.import_hf(tmp_path / "hf", vocab_size=model.vocab_size)
+    hf_import.write_training_checkpoint(params, imported)
+
+    config = ml_collections.ConfigDict(base.to_dict())
+    config.from_workdir, config.output_dir = imported.workdir, str(tmp_path / "study")
+    config.seeds = (0,)
+    report = anneal.study(config, trainer=train_in_process)
+    runs = report["runs"]["seeds"]["0"]
+    assert runs["prefix"] == {"workdir": imported.workdir, "step": 0, "weights": runs["prefix"]["weights"]}
+    for arm in runs["arms"].values():
+        assert [r["step"] for r in read_metrics(arm["workdir"]) if "loss" in r] == list(range(1, ANNEAL + 1))
+    heldout = report["heldout"]["path"]
+    assert report["losses"]["0"]["prefix"]["quiz"] == pytest.approx(
+        evaluate.evaluate(imported.workdir, heldout, step=0)["per_source"]["quiz"]["loss"]
+    )
+
+
 def test_summary_spread_and_verdict():
     losses = {
         s: {"prefix": {"m": 3.0, "w": 3.0}, "a": {"m": 2.0 + d, "w": 2.0}, "b": {"m": 1.8 + d, "w": 2.03}}
