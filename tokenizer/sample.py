@@ -168,7 +168,7 @@ class DomainSample:
         }
 
 
-def _reservoir(sample: DomainSample, sentences: Iterator[str], rng: random.Random) -> None:
+def reservoir(sample: DomainSample, sentences: Iterator[str], rng: random.Random) -> None:
     """Algorithm R: after n items, each is in the reservoir with probability quota / n."""
     for sentence in sentences:
         n = sample.sentences_seen
@@ -228,7 +228,7 @@ def sample_sentences(
                 if max_documents_per_domain and sample.documents_read >= max_documents_per_domain:
                     break
                 sample.documents_read += 1
-                _reservoir(sample, cut_sentences(text, max_sentence_bytes), rng)
+                reservoir(sample, cut_sentences(text, max_sentence_bytes), rng)
         log(
             f"sample: {domain}: {sample.documents_read} documents, {sample.sentences_seen} sentences seen, "
             f"kept {len(sample.sentences)} (quota {sample.quota})"

@@ -118,7 +118,7 @@ def test_reservoir_is_uniform():
     counts = np.zeros(100)
     for seed in range(400):
         sample = sample_lib.DomainSample("web", 1.0, 10, [])
-        sample_lib._reservoir(sample, iter(str(i) for i in range(100)), random.Random(seed))
+        sample_lib.reservoir(sample, iter(str(i) for i in range(100)), random.Random(seed))
         for s in sample.sentences:
             counts[int(s)] += 1
     assert counts.sum() == 4000
