@@ -168,9 +168,11 @@ def markdown(
             )
             + " |"
         )
+    named = any(base != reference for _, base in summary["comparisons"].values())
     lines += [
         "",
-        f"Difference to `{reference}` (rows `a vs b`: to arm b), paired by seed; negative = lower loss:",
+        f"Difference to `{reference}`{' (rows `a vs b`: to arm b)' if named else ''}, paired by seed; "
+        "negative = lower loss:",
         "",
     ]
     lines.append("| arm | " + " | ".join(metrics) + " |")
