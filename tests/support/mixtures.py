@@ -17,22 +17,14 @@ import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_pipeline.tfds_output import features
+
 DOMAIN_WORDS = {
     "web": "the news page site people city world today report music travel food market".split(),
     "math": "let prove theorem lemma integer prime sum equal proof group ring field".split(),
     "code": "def return import class self value list dict for while print lambda".split(),
 }
-FEATURES = tfds.features.FeaturesDict(
-    {
-        "text": tfds.features.Text(),
-        "id": tfds.features.Text(),
-        "source": tfds.features.Text(),
-        "domain": tfds.features.Text(),
-        "language": tfds.features.Text(),
-        "quality_score": tfds.features.Scalar(dtype=tf.float32),
-        "high_quality": tfds.features.Scalar(dtype=tf.bool),
-    }
-)
+FEATURES = features()  # what data_pipeline.prepare writes
 
 
 def make_documents(domain: str, n: int, seed: int = 0, max_words: int = 120) -> list[dict]:

@@ -15,68 +15,39 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.mixtures import write_prepared
 from tokenizer import sample as sample_lib
 from tokenizer.sample import Source, cut_sentences, resolve_inputs, sample_sentences
 
 QUIET = dict(log=lambda *_: None)
 
 
-def write_tfds(domain_dir: Path, domain: str, splits: dict[str, list[str]]) -> None:
-    """A TFDS dataset with the features of docs/DESIGN.md, laid out as PREP_DIR/<domain>."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    features = tfds.features.FeaturesDict(
+def fixture_records(domain: str, split: str, texts: list[str]) -> list[dict]:
+    """Prepared-data records (docs/DESIGN.md features) holding `texts`."""
+    return [
         {
-            "text": tfds.features.Text(),
-            "id": tfds.features.Text(),
-            "source": tfds.features.Text(),
-            "domain": tfds.features.Text(),
-            "language": tfds.features.Text(),
-            "quality_score": tfds.features.Scalar(np.float32),
-            "high_quality": tfds.features.Scalar(np.bool_),
+            "text": text,
+            "id": f"{split}-{i}",
+            "source": "fixture",
+            "domain": domain,
+            "language": "en",
+            "quality_score": 0.5,
+            "high_quality": False,
         }
-    )
-    domain_dir.mkdir(parents=True)
-    split_infos = []
-    for split, texts in splits.items():
-        path = domain_dir / f"{domain}-{split}.tfrecord-00000-of-00001"
-        size = 0
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for i, text in enumerate(texts):
-                example = {
-                    "text": text,
-                    "id": f"{split}-{i}",
-                    "source": "fixture",
-                    "domain": domain,
-                    "language": "en",
-                    "quality_score": 0.5,
-                    "high_quality": False,
-                }
-                data = features.serialize_example(features.encode_example(example))
-                writer.write(data)
-                size += len(data)
-        split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[len(texts)], num_bytes=size))
-    tfds.folder_dataset.write_metadata(
-        data_dir=str(domain_dir),
-        features=features,
-        split_infos=split_infos,
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-        check_data=False,
-    )
+        for i, text in enumerate(texts)
+    ]
 
 
 @pytest.fixture(scope="module")
 def prep_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prep")
     for domain in ("web", "code"):
-        write_tfds(
-            root / domain,
-            domain,
-            {
-                "train": [f"{domain} train document {i}\n" * (i + 1) for i in range(20)],
-                "validation": [f"{domain} held-out {i}" for i in range(3)],
-            },
+        splits = {
+            "train": [f"{domain} train document {i}\n" * (i + 1) for i in range(20)],
+            "validation": [f"{domain} held-out {i}" for i in range(3)],
+        }
+        write_prepared(
+            root, domain, {split: fixture_records(domain, split, texts) for split, texts in splits.items()}
         )
     return root
 
