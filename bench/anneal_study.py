@@ -23,35 +23,31 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
+
+from common import fs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
 EVAL = os.path.join(SHARED, "eval")
 
 
-def write_jsonl(path: str, rows: list[dict]) -> None:
+def write_jsonl(path: str, rows: Iterable[dict]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def read_jsonl(path: str) -> list[dict]:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def build_probes_and_reference(out: str) -> None:
     """Probe sets (test splits) and the quality classifier's reference text (train splits)."""
-    mbpp = read_jsonl(os.path.join(EVAL, "mbpp", "mbpp.jsonl"))
-    write_jsonl(f"{out}/probes/gsm8k_test.jsonl", read_jsonl(os.path.join(EVAL, "gsm8k", "test.jsonl")))
-    write_jsonl(f"{out}/probes/math_test.jsonl", read_jsonl(os.path.join(EVAL, "math", "math_test.jsonl")))
+    mbpp = list(fs.read_jsonl(os.path.join(EVAL, "mbpp", "mbpp.jsonl")))
+    write_jsonl(f"{out}/probes/gsm8k_test.jsonl", fs.read_jsonl(os.path.join(EVAL, "gsm8k", "test.jsonl")))
+    write_jsonl(f"{out}/probes/math_test.jsonl", fs.read_jsonl(os.path.join(EVAL, "math", "math_test.jsonl")))
     write_jsonl(f"{out}/probes/mbpp_test.jsonl", [r for r in mbpp if 11 <= r["task_id"] <= 510])
     mmlu = []
     test_dir = os.path.join(EVAL, "mmlu", "test")
@@ -61,7 +57,7 @@ def build_probes_and_reference(out: str) -> None:
                 if k < 3:
                     mmlu.append((k, name, {**row, "id": f"{name}:{k}"}))
     write_jsonl(f"{out}/probes/mmlu_test.jsonl", [r for _, _, r in sorted(mmlu, key=lambda t: t[:2])])
-    web = read_jsonl(
+    web = fs.read_jsonl(
         os.path.join(
             SHARED, "web", "dolma-cc", "formats__gz__CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
         )
@@ -71,7 +67,7 @@ def build_probes_and_reference(out: str) -> None:
         [{"id": r["id"], "text": r["text"]} for r in web if _english_page(r["text"])][:150],
     )
 
-    gsm8k_train = read_jsonl(os.path.join(EVAL, "gsm8k", "train.jsonl"))
+    gsm8k_train = list(fs.read_jsonl(os.path.join(EVAL, "gsm8k", "train.jsonl")))
     reference = [{"text": f"{r['question']}\n{r['answer']}"} for r in gsm8k_train[:1500]]
     write_jsonl(
         f"{out}/candidate/gsm8k_train.jsonl",
@@ -125,19 +121,25 @@ def subset_table(out: str) -> str:
         "| recipe | domain | docs (HQ) | tokens (HQ) | mean HQ doc | mean other doc |",
         "|---|---|---|---|---|---|",
     ]
-    for recipe, domains in (("heuristic", ("web", "math", "code")), ("reference", ("web", "math", "code"))):
-        for domain in domains:
-            builder = tfds.builder_from_directory(f"{out}/prep_{recipe}/{domain}")
-            hq, other = [], []
-            for ex in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)):
-                n = len(sp.encode(ex["text"].decode()))
-                (hq if ex["high_quality"] else other).append(n)
+
+    def train_lengths(dataset_dir: str) -> list[tuple[int, bool]]:
+        """(tokens, high_quality) of every train document."""
+        builder = tfds.builder_from_directory(dataset_dir)
+        return [
+            (len(sp.encode(ex["text"].decode())), bool(ex["high_quality"]))
+            for ex in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))
+        ]
+
+    for recipe in ("heuristic", "reference"):
+        for domain in ("web", "math", "code"):
+            lengths = train_lengths(f"{out}/prep_{recipe}/{domain}")
+            hq = [n for n, high in lengths if high]
+            other = [n for n, high in lengths if not high]
             lines.append(
                 f"| {recipe} | {domain} | {len(hq) + len(other)} ({len(hq)}) | {sum(hq) + sum(other):,} "
                 f"({sum(hq):,}) | {sum(hq) // max(len(hq), 1):,} | {sum(other) // max(len(other), 1):,} |"
             )
-    builder = tfds.builder_from_directory(f"{out}/prep_candidate/math")
-    sizes = [len(sp.encode(ex["text"].decode())) for ex in tfds.as_numpy(builder.as_dataset(split="train"))]
+    sizes = [n for n, _ in train_lengths(f"{out}/prep_candidate/math")]
     lines.append(
         f"| candidate | gsm8k_train | {len(sizes)} | {sum(sizes):,} | | {sum(sizes) // len(sizes)} |"
     )

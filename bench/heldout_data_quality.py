@@ -29,7 +29,6 @@ Two variants, reported separately:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -42,6 +41,7 @@ from collections import Counter, defaultdict
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from common import fs
 from configs.data import base
 from data_pipeline import decontaminate, eval_sets, near_dedup
 from data_pipeline.filters.chain import build_chain, run_chain
@@ -93,33 +93,31 @@ def ref_jaccard(a: set, b: set) -> float:
 
 def filtered_pages() -> list[dict]:
     """Real web pages that the default web filter chain keeps (normalised as the job does)."""
-    import glob
 
     config = base.get_config()
     chain = build_chain("web", config.filters)
     pages, seen = [], set()
+    for doc_id, text in web_texts():
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        record = normalize_record(
+            {"id": doc_id, "text": text, "source": "web", "domain": "web", "language": ""}
+        )
+        record, reason = run_chain(chain, record)
+        if reason is None:
+            pages.append(record)
+    return pages
+
+
+def web_texts():
+    """(FILE:LINE, text) of every record of the web samples (WEB_FILES)."""
+    import glob
+
     for pattern in WEB_FILES:
         for path in sorted(glob.glob(os.path.join(DATA, pattern))):
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                for i, line in enumerate(f):
-                    text = json.loads(line).get("text", "")
-                    if not text or text in seen:
-                        continue
-                    seen.add(text)
-                    record = normalize_record(
-                        {
-                            "id": f"{os.path.basename(path)}:{i}",
-                            "text": text,
-                            "source": "web",
-                            "domain": "web",
-                            "language": "",
-                        }
-                    )
-                    record, reason = run_chain(chain, record)
-                    if reason is None:
-                        pages.append(record)
-    return pages
+            for i, row in enumerate(fs.read_jsonl(path)):
+                yield f"{os.path.basename(path)}:{i}", row.get("text", "")
 
 
 # ---------------------------------------------------------------- clean documents (false positives)
@@ -179,15 +177,10 @@ def clean_documents(pages: list[dict]) -> list[dict]:
     filtered = {page["id"] for page in pages}
     for page in pages:
         add("filtered_web", page["id"], page["text"])
-    for pattern in WEB_FILES:
-        for path in sorted(glob.glob(os.path.join(DATA, pattern))):
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                for i, line in enumerate(f):
-                    text = json.loads(line).get("text", "")
-                    record = normalize_record({"id": "", "text": text, "source": "web", "domain": "web"})
-                    if f"{os.path.basename(path)}:{i}" not in filtered:  # its filtered text is in
-                        add("other_web", f"{os.path.basename(path)}:{i}", record["text"])
+    for doc_id, text in web_texts():
+        if doc_id not in filtered:  # its filtered text is in
+            record = normalize_record({"id": "", "text": text, "source": "web", "domain": "web"})
+            add("other_web", doc_id, record["text"])
     for path in WIKITEXT_FILES:
         for i, article in enumerate(_wikitext_articles(os.path.join(DATA, path))):
             add("wikitext", f"{os.path.basename(path)}:{i}", article)

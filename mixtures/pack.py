@@ -67,9 +67,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         extra = extra_tasks(config)
     except ValueError as e:
         raise checks.ConfigError(f"config.pack.extra_tasks: {e}") from None
+    from mixtures.tasks import is_dataset_dir  # SeqIO/TensorFlow: not at import
+
     for name, path in extra.items():
         checks.require(
-            fs.isfile(fs.join(path, "dataset_info.json")),
+            is_dataset_dir(path),
             "pack.extra_tasks",
             f"{name}: must be a prepared dataset directory (PREP/<domain>, with dataset_info.json)",
             path,

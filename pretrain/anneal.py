@@ -127,10 +127,13 @@ def arm_mixture(
     those when the arm starts at step 0: a branch from a Hugging Face import)."""
     out = ml_collections.ConfigDict(mixture.to_dict())
     out.tasks = list(dict.fromkeys([*general, *anneal]))
+    prefix = (
+        [dict(name="prefix", start=0.0, weights=dict(general), interpolate=False)] if prefix_steps else []
+    )
     out.stages = [
-        dict(name="prefix", start=0.0, weights=dict(general), interpolate=False),
+        *prefix,
         dict(name="anneal", start=prefix_steps / total_steps, weights=dict(anneal), interpolate=False),
-    ][1 if prefix_steps == 0 else 0 :]
+    ]
     return out
 
 
