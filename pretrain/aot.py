@@ -16,12 +16,14 @@ RESOURCE_EXHAUSTED, minutes into a paid launch). Approach after MaxText's train_
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -38,8 +40,19 @@ INSTALL_HINT = (
 GIB = 2**30
 
 
+# Remat policies (pretrain.model.transformer.REMAT_POLICIES), least recomputation first: what
+# `remat_policy="auto"` tries in order (choose_remat_policy).
+FASTEST_FIRST = ("none", "matmul_outputs", "matmul_outputs_but_mlp_inputs", "full")
+
+
 class DoesNotFit(RuntimeError):
     """The TPU compiler itself refused the step: it needs more HBM than a chip has."""
+
+
+def live_peak(argument: int, output: int, alias: int, temp: int, code: int) -> int:
+    """Live device memory at a program's peak: inputs, plus outputs not aliased to inputs,
+    plus scratch and code (the fields of XLA's memory_analysis())."""
+    return argument + output - alias + temp + code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +105,9 @@ class Report:
 
     @property
     def peak_bytes(self) -> int:
-        """Live HBM at the program's peak: inputs, plus outputs not aliased to inputs, plus scratch."""
-        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes + self.code_bytes
+        return live_peak(
+            self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes, self.code_bytes
+        )
 
     @property
     def fits(self) -> bool:
@@ -194,6 +208,51 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any,
     }
 
 
+def step_memory(config: ml_collections.ConfigDict, devices: list | None) -> float:
+    """Per-device bytes the compiled step needs at its peak (inf: the compiler refused it)."""
+    try:
+        m = compile_step(config, devices)[0].memory_analysis()
+    except DoesNotFit:
+        return math.inf
+    return live_peak(
+        m.argument_size_in_bytes,
+        m.output_size_in_bytes,
+        m.alias_size_in_bytes,
+        m.temp_size_in_bytes,
+        m.generated_code_size_in_bytes,
+    )
+
+
+def choose_remat_policy(
+    config: ml_collections.ConfigDict,
+    devices: list | None,
+    budget_bytes: float,
+    say: Callable[[str], None] = print,
+) -> str:
+    """The first policy of FASTEST_FIRST whose compiled step needs at most `budget_bytes` per device.
+
+    Each candidate is the real step compiled for `devices` (this machine's, or a TPU slice
+    described by libtpu) and measured by the compiler's memory_analysis(), so the choice
+    follows the batch, sequence length, mesh and model of `config`.
+    """
+    for policy in FASTEST_FIRST:
+        candidate = copy.deepcopy(config)
+        candidate.model.remat_policy = policy
+        need = step_memory(candidate, devices)
+        fits = need <= budget_bytes
+        say(
+            f"remat_policy {policy}: {need / GIB:.2f} GiB per device of {budget_bytes / GIB:.2f} GiB"
+            + (" -> chosen" if fits else "")
+        )
+        if fits:
+            return policy
+    raise checks.ConfigError(
+        f"config.model.remat_policy: 'auto' found no policy whose step fits in {budget_bytes / GIB:.2f} GiB "
+        "per device; lower data.global_batch_size (raise train.grad_accum_steps to keep the tokens "
+        "per step) or add devices"
+    )
+
+
 def analyse(config: ml_collections.ConfigDict, topology: str) -> Report:
     """Compiles the step for `topology` and reads the compiler's memory and cost analyses."""
     devices = topology_devices(topology)
@@ -282,6 +341,13 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         "Lower data.global_batch_size per chip (raise train.grad_accum_steps to keep the "
         "tokens per step), set model.remat_policy, model.vocab_chunks, model.attention='splash'."
     )
+    if config.model.remat_policy == "auto":
+        chip = CHIPS.get(topology_devices(topology)[0].device_kind)
+        checks.require(
+            chip is not None, "aot.topology", f"no chip figures (known: {sorted(CHIPS)})", topology
+        )
+        budget = config.aot.max_hbm_fraction * chip.hbm_bytes
+        config.model.remat_policy = choose_remat_policy(config, topology_devices(topology), budget)
     try:
         report = analyse(config, topology)
     except DoesNotFit as e:

@@ -24,9 +24,12 @@ ITEMS = ("state", "data")
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Fails fast on bad `config.checkpoint` values, naming the field."""
-    for field in ("every_steps", "keep_last"):
-        if cfg[field] < 1:
-            raise ValueError(f"config.checkpoint.{field}: must be >= 1, got {cfg[field]!r}")
+    if cfg.every_steps < 0:
+        raise ValueError(
+            f"config.checkpoint.every_steps: must be >= 0 (0 saves none), got {cfg.every_steps!r}"
+        )
+    if cfg.keep_last < 1:
+        raise ValueError(f"config.checkpoint.keep_last: must be >= 1, got {cfg.keep_last!r}")
     if cfg.keep_every < 0:
         raise ValueError(
             f"config.checkpoint.keep_every: must be >= 0 (0 keeps none extra), got {cfg.keep_every!r}"
@@ -41,7 +44,7 @@ def _checkpoints_dir(workdir: fs.PathLike) -> epath.Path:
 def make_manager(workdir: fs.PathLike, cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
     """A manager saving every `every_steps`, keeping the last `keep_last` and every `keep_every`-th."""
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=cfg.every_steps,
+        save_interval_steps=cfg.every_steps or 1,
         max_to_keep=cfg.keep_last,
         keep_period=cfg.keep_every or None,
         enable_async_checkpointing=cfg.async_save,

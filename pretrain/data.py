@@ -31,8 +31,11 @@ class BatchSource(Protocol):
 class SyntheticBatches:
     """Uniformly random tokens of the batch shape, a pure function of (seed, step).
 
-    For benchmarks and tests that must not depend on prepared data. Each document fills
-    its row; the state is the number of batches consumed, so resume is exact.
+    For benchmarks and tests that must not depend on prepared data. With
+    `document_tokens` 0 each document fills its row; otherwise rows are packed with
+    documents of geometrically distributed lengths of that mean (segment ids 1, 2, ...,
+    positions restarting at each), as `mixtures.pack` lays out real ones. The state is
+    the number of batches consumed, so resume is exact.
     """
 
     task_names = ["synthetic"]
@@ -45,6 +48,7 @@ class SyntheticBatches:
         vocab_size: int,
         process_index: int = 0,
         process_count: int = 1,
+        document_tokens: int = 0,
     ):
         if global_batch % process_count:
             raise ValueError(
@@ -52,6 +56,7 @@ class SyntheticBatches:
                 f"{process_count} processes, got {global_batch}"
             )
         self.seed, self.seq_len, self.vocab_size = seed, seq_len, vocab_size
+        self.document_tokens = document_tokens
         self.global_batch = global_batch
         self.rows = slice(
             process_index * global_batch // process_count, (process_index + 1) * global_batch // process_count
@@ -68,12 +73,20 @@ class SyntheticBatches:
         ]
         self.step += 1
         b, length = tokens.shape[0], self.seq_len
+        segment_ids = np.ones((b, length), np.int32)
+        if self.document_tokens:
+            # A document ends after each position with probability 1/document_tokens.
+            ends = rng.random((self.global_batch, length))[self.rows] < 1 / self.document_tokens
+            segment_ids += np.cumsum(ends, axis=1) - ends
+        starts = np.concatenate([np.ones((b, 1), bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+        index = np.broadcast_to(np.arange(length, dtype=np.int32), (b, length))
+        positions = index - np.maximum.accumulate(np.where(starts, index, 0), axis=1)
         return {
             "inputs": tokens[:, :-1],
             "targets": tokens[:, 1:],
             "loss_weights": np.ones((b, length), np.float32),
-            "segment_ids": np.ones((b, length), np.int32),
-            "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (b, length)).copy(),
+            "segment_ids": segment_ids,
+            "positions": positions.astype(np.int32),
             "task_ids": np.zeros((b,), np.int32),
         }
 

@@ -63,15 +63,21 @@ def train_flops_per_token(s: Shape, seq_len: int) -> float:
 def executed_train_flops_per_token(s: Shape, seq_len: int, remat_policy: str, vocab_chunks: int) -> float:
     """`train_flops_per_token` plus the recomputation the step actually runs.
 
-    Rematerialisation reruns the blocks' forward pass ("full") or their attention
-    ("dots_with_no_batch_dims": its score/value einsums have batch dimensions, so they are
-    not saved); the chunked cross-entropy recomputes the output layer's logits in the
-    backward pass. Used by pretrain.aot because XLA's cost analysis counts a loop body
-    (nn.scan over layers, the vocabulary-chunk scan) once and a Pallas kernel as nothing.
+    Rematerialisation reruns the blocks' forward pass ("full"), their attention core
+    ("matmul_outputs": the core's residuals are not among the kept names), or that and the
+    MLP's two input matmuls ("matmul_outputs_but_mlp_inputs"); the chunked
+    cross-entropy recomputes the output layer's logits in the backward pass. Used by
+    pretrain.aot because XLA's cost analysis counts a loop body (nn.scan over layers, the
+    vocabulary-chunk scan) once and a Pallas kernel as nothing.
     """
     attention_forward = 2 * s.num_layers * s.num_heads * s.head_dim * seq_len
     blocks_forward = 2 * (matmul_params(s) - s.embed_dim * s.vocab_size) + attention_forward
-    recompute = {"full": blocks_forward, "dots_with_no_batch_dims": attention_forward}
+    mlp_inputs_forward = 2 * s.num_layers * 2 * s.embed_dim * s.hidden_dim
+    recompute = {
+        "full": blocks_forward,
+        "matmul_outputs": attention_forward,
+        "matmul_outputs_but_mlp_inputs": attention_forward + mlp_inputs_forward,
+    }
     extra = recompute.get(remat_policy, 0)
     if vocab_chunks:
         extra += 2 * s.embed_dim * s.vocab_size

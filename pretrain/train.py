@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from common import checks, cli, fs
-from pretrain import checkpoint, data, flops, optim, sharding
+from pretrain import aot, checkpoint, data, flops, optim, sharding
 from pretrain.metrics import (
     Goodput,
     MetricsWriter,
@@ -71,6 +71,7 @@ def train(
     goodput = Goodput(started=started)
     setup_distributed(config.distributed)
     validate(config)
+    resolve_remat_policy(config, say)
     enable_compilation_cache(config)
     workdir = fs.resolve(config.workdir)
     write_config(workdir, config)
@@ -123,7 +124,8 @@ def train(
 
 
 def save_due(config: ml_collections.ConfigDict, done: int) -> bool:
-    return done % config.checkpoint.every_steps == 0 or done == config.train.total_steps
+    every = config.checkpoint.every_steps
+    return bool(every) and (done % every == 0 or done == config.train.total_steps)
 
 
 def preemption_notice(done: int) -> bool:
@@ -186,6 +188,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ):
         require(get(config, field) >= 1, field, "must be >= 1", get(config, field))
     checks.non_negative(config.train.z_loss, "train.z_loss")
+    checks.non_negative(config.data.synthetic_document_tokens, "data.synthetic_document_tokens")
     require(config.data.seq_len >= 2, "data.seq_len", "must be >= 2", config.data.seq_len)
     require(
         config.data.global_batch_size % config.train.grad_accum_steps == 0,
@@ -234,6 +237,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def resolve_remat_policy(config: ml_collections.ConfigDict, say: Callable[[str], None]) -> None:
+    """`model.remat_policy="auto"`: the least recomputation whose step fits in
+    `aot.max_hbm_fraction` of device 0's memory, by the compiler's own figures.
+
+    Without a memory limit (CPU) that is the first candidate, "none". The resolved policy
+    is what config.json records, so a resume does not choose again.
+    """
+    if config.model.remat_policy != "auto":
+        return
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    if not limit:
+        config.model.remat_policy = aot.FASTEST_FIRST[0]
+        say(f"remat_policy auto -> {config.model.remat_policy} (no device memory limit to fit)")
+        return
+    config.model.remat_policy = aot.choose_remat_policy(
+        config, jax.devices(), config.aot.max_hbm_fraction * limit, say
+    )
+
+
 def enable_compilation_cache(config: ml_collections.ConfigDict) -> None:
     """Re-runs and resumes load the compiled step from disk instead of recompiling it."""
     if config.train.compilation_cache_dir:
@@ -261,6 +283,7 @@ def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]
             config.model.vocab_size,
             jax.process_index(),
             jax.process_count(),
+            d.synthetic_document_tokens,
         ), mixture_schedule(config)
     from mixtures.stream import MixtureStream
 
@@ -667,6 +690,13 @@ class Reporter:
                     f"{k.removesuffix('_s')} {g[k]:.1f}s"
                     for k in ("restart_s", "compile_s", "data_wait_s", "checkpoint_s", "eval_s")
                 )
+            )
+        memory = jax.local_devices()[0].memory_stats() or {}  # None on CPU
+        if "peak_bytes_in_use" in memory:
+            s["peak_device_memory_bytes"] = memory["peak_bytes_in_use"]
+            self.say(
+                f"peak device memory {memory['peak_bytes_in_use'] / 2**30:.1f} GiB of "
+                f"{memory.get('bytes_limit', 0) / 2**30:.1f} GiB (device 0)"
             )
         self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl,tensorboard,config.json}}")
         return s

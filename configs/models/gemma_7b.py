@@ -17,6 +17,6 @@ def get_config() -> ml_collections.ConfigDict:
             max_seq_len=8192,
             dtype="bfloat16",
             param_dtype="float32",
-            remat_policy="dots_with_no_batch_dims",
+            remat_policy="full",
         )
     )

@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(
         dict(
             synthetic=False,  # True: random tokens, a pure function of (seed, step)
+            synthetic_document_tokens=0,  # synthetic rows packed with documents of this mean length; 0: one
             packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
             prep_dir="",  # the prepared data those rows came from: not read by the trainer (held-out evaluation)
             tokenizer="",  # the tokenizer the rows were packed with (vocab size check, evaluation)
@@ -38,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim = optim.default_config()
     c.checkpoint = ml_collections.ConfigDict(
         dict(
-            every_steps=50,
+            every_steps=50,  # and the last step; 0: no checkpoints (benchmarks)
             keep_last=3,
             keep_every=0,  # also keep every K-th step forever; 0: none
             async_save=True,

@@ -3,12 +3,17 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from pretrain.model import attention, layers, positional_embeddings
 
 # Logical axis names of activations; pretrain.sharding maps them to mesh axes.
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
 HEADS, KV, MLP, VOCAB = "activation_heads", "activation_kv", "activation_mlp", "activation_vocab"
+# Names of the projections' outputs, for remat policies that keep them (transformer.REMAT_POLICIES):
+# the attention's, then the MLP's [B, T, hidden_dim] input pair and its output.
+ATTENTION_MATMULS = ("attn_qkv", "attn_q", "attn_kv", "attn_out")
+MLP_INPUT_MATMULS, MLP_OUTPUT_MATMUL = ("mlp_gate", "mlp_up"), "mlp_out"
 
 
 def _fan_in(in_axis, out_axis, batch_axis=()) -> nn.initializers.Initializer:
@@ -55,6 +60,7 @@ class Attention(nn.Module):
     head_dim: int
     rope_base: float = 10_000.0
     implementation: str = "xla"  # attention core: pretrain.model.attention.IMPLEMENTATIONS
+    max_documents: int = 16  # "cudnn": documents per row its packed layout describes
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -72,15 +78,16 @@ class Attention(nn.Module):
             qkv = self._einsum(
                 "qkv_einsum", (3, n, d, h), (None, "q_heads", "embed", "head_dim"), _fan_in(2, (1, 3), 0)
             )
-            query, key, value = qkv("BTD,SNDH->SBTNH", x)
+            query, key, value = checkpoint_name(qkv("BTD,SNDH->SBTNH", x), "attn_qkv")
         else:
             query = self._einsum("q_einsum", (n, d, h), ("q_heads", "embed", "head_dim"), _fan_in(1, (0, 2)))(
                 "BTD,NDH->BTNH", x
             )
+            query = checkpoint_name(query, "attn_q")
             kv = self._einsum(
                 "kv_einsum", (2, k, d, h), (None, "kv_heads", "embed", "head_dim"), _fan_in(2, (1, 3), 0)
             )
-            key, value = kv("BSD,CKDH->CBSKH", x)
+            key, value = checkpoint_name(kv("BSD,CKDH->CBSKH", x), "attn_kv")
         query = nn.with_logical_constraint(query, (BATCH, LENGTH, HEADS, KV))
 
         query = positional_embeddings.apply_rope(query, positions, self.rope_base) * jnp.asarray(
@@ -88,13 +95,15 @@ class Attention(nn.Module):
         )
         key = positional_embeddings.apply_rope(key, positions, self.rope_base)
 
-        encoded = attention.attend(query, key, value, segment_ids, self.implementation, self.dtype)
+        encoded = attention.attend(
+            query, key, value, segment_ids, self.implementation, self.dtype, self.max_documents
+        )
         encoded = nn.with_logical_constraint(encoded, (BATCH, LENGTH, HEADS, KV))
 
         out = self._einsum(
             "attn_vec_einsum", (n, h, d), ("q_heads", "head_dim", "embed"), _fan_in((0, 1), 2)
         )("BTNH,NHD->BTD", encoded)
-        return nn.with_logical_constraint(out, (BATCH, LENGTH, EMBED))
+        return nn.with_logical_constraint(checkpoint_name(out, "attn_out"), (BATCH, LENGTH, EMBED))
 
 
 class FeedForward(nn.Module):
@@ -119,12 +128,12 @@ class FeedForward(nn.Module):
             (self.hidden_dim, self.features),
             self.param_dtype,
         )
-        gate = nn.gelu(layers.einsum("BTD,DF->BTF", x, gating[0], self.dtype), approximate=True)
-        hidden = gate * layers.einsum("BTD,DF->BTF", x, gating[1], self.dtype)
+        gate = checkpoint_name(layers.einsum("BTD,DF->BTF", x, gating[0], self.dtype), "mlp_gate")
+        up = checkpoint_name(layers.einsum("BTD,DF->BTF", x, gating[1], self.dtype), "mlp_up")
+        hidden = nn.gelu(gate, approximate=True) * up
         hidden = nn.with_logical_constraint(hidden, (BATCH, LENGTH, MLP))
-        return nn.with_logical_constraint(
-            layers.einsum("BTF,FD->BTD", hidden, linear, self.dtype), (BATCH, LENGTH, EMBED)
-        )
+        out = checkpoint_name(layers.einsum("BTF,FD->BTD", hidden, linear, self.dtype), "mlp_out")
+        return nn.with_logical_constraint(out, (BATCH, LENGTH, EMBED))
 
 
 class Block(nn.Module):
@@ -137,6 +146,7 @@ class Block(nn.Module):
     hidden_dim: int
     rope_base: float = 10_000.0
     attention: str = "xla"
+    max_documents: int = 16
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -150,6 +160,7 @@ class Block(nn.Module):
             self.head_dim,
             self.rope_base,
             self.attention,
+            self.max_documents,
             name="attn",
             **dtypes,
         )

@@ -14,8 +14,17 @@ from pretrain.model import attention, layers, modules
 REMAT_POLICIES = {
     "none": None,  # no remat: keep everything
     "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # Keep every projection's output. By name: the projections are custom-VJP einsums
+    # (layers.einsum), which jax.checkpoint_policies.checkpoint_dots does not see, so a
+    # "dots" policy would keep nothing (measured: the same memory as "full").
+    # the backward pass reruns only norms, RoPE, the activation and the attention core.
+    "matmul_outputs": jax.checkpoint_policies.save_only_these_names(
+        *modules.ATTENTION_MATMULS, *modules.MLP_INPUT_MATMULS, modules.MLP_OUTPUT_MATMUL
+    ),
+    # The same without the MLP's [B, T, hidden_dim] input pair, whose matmuls are rerun.
+    "matmul_outputs_but_mlp_inputs": jax.checkpoint_policies.save_only_these_names(
+        *modules.ATTENTION_MATMULS, modules.MLP_OUTPUT_MATMUL
+    ),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -40,6 +49,7 @@ class TransformerConfig:
     attention: str = "xla"  # "xla" (CPU, reference), "splash" (TPU Pallas), "cudnn" (GPU)
     scan_layers: bool = False  # nn.scan over the blocks: one compiled block, stacked params
     vocab_chunks: int = 0  # >0: fused chunked cross-entropy over this many vocabulary chunks
+    max_documents: int = 16  # "cudnn": rows with more documents take the dense-mask path
 
     def __post_init__(self):
         _validate(dataclasses.asdict(self), "TransformerConfig")
@@ -86,6 +96,7 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         "head_dim",
         "hidden_dim",
         "max_seq_len",
+        "max_documents",
     ):
         value = values[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -154,6 +165,7 @@ class Transformer(nn.Module):
             cfg.hidden_dim,
             cfg.rope_base,
             cfg.attention,
+            cfg.max_documents,
         )
         block_cls = modules.Block
         if cfg.remat_policy != "none":

@@ -143,8 +143,42 @@ def _qkv(kv_heads, length=256, heads=4, dim=32):
 
 CORES = {
     "splash": lambda q, k, v, s: attention.splash_attention(q, k, v, s, interpret=True, block=128),
-    "cudnn_call": lambda q, k, v, s: attention.cudnn_attention(q, k, v, s, implementation=None),
+    "cudnn_dense_mask": lambda q, k, v, s: attention.dense_mask_attention(q, k, v, s, implementation=None),
+    # The packed (ragged) layout as cuDNN defines it, on the layout our rows produce...
+    "cudnn_packed": lambda q, k, v, s: attention.cudnn_attention(
+        q, k, v, s, 4, attention.ragged_reference, dense_implementation=None
+    ),
+    # ...and a row with more documents than the layout describes takes the dense-mask branch.
+    "cudnn_too_many_documents": lambda q, k, v, s: attention.cudnn_attention(
+        q, k, v, s, 2, attention.ragged_reference, dense_implementation=None
+    ),
 }
+
+
+def test_document_layout_describes_each_run_of_segment_ids():
+    seg = jnp.asarray([[1, 1, 1, 2, 2, 3, 0, 0], [5, 5, 5, 5, 5, 5, 5, 5], [1, 2, 1, 2, 1, 2, 1, 2]])
+    offsets, lengths, counts = attention.document_layout(seg, 4)
+    np.testing.assert_array_equal(counts, [4, 1, 8])
+    np.testing.assert_array_equal(offsets[:2], [[0, 3, 5, 6, -1], [0, -1, -1, -1, -1]])
+    np.testing.assert_array_equal(lengths[:2], [[3, 2, 1, 2], [8, -1, -1, -1]])
+    # Every position of a described row lies in exactly one run.
+    for r in range(2):
+        covered = np.zeros(8, int)
+        for o, n in zip(np.asarray(offsets[r, :-1]), np.asarray(lengths[r])):
+            if o >= 0:
+                covered[o : o + n] += 1
+        assert (covered == 1).all()
+
+
+def test_the_packed_branch_is_taken_only_when_every_row_fits():
+    q, k, v, seg = _qkv(1)  # rows of 3 documents (one with padding: 4 runs)
+
+    def poisoned(q, k, v, offsets, lengths):
+        return jnp.full_like(q, jnp.nan)
+
+    fits = attention.cudnn_attention(q, k, v, seg, 4, poisoned, dense_implementation=None)
+    overflows = attention.cudnn_attention(q, k, v, seg, 3, poisoned, dense_implementation=None)
+    assert np.isnan(np.asarray(fits)).all() and np.isfinite(np.asarray(overflows)).all()
 
 
 @pytest.mark.parametrize("core", sorted(CORES))
