@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from common.domains import DOMAINS
 from data_pipeline import decontaminate, dedup, near_dedup
 from data_pipeline.filters.chain import default_params
 
@@ -45,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
             "ip_address": True,
             "phone": True,
             "secrets": True,
-            "secrets_domains": ("code",),
+            "secrets_domains": DOMAINS,  # keys and tokens leak into web pages and papers too
         }
     )
     config.dedup = dedup.default_config()
