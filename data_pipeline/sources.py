@@ -29,7 +29,7 @@ import apache_beam as beam
 from absl import logging
 
 from common import fs
-from data_pipeline import records
+from data_pipeline import records, tfds_output
 from data_pipeline.code_languages import language_from_path
 from data_pipeline.textio import CORRUPT_STREAM_ERRORS, parse_assignment, strip_compression
 
@@ -331,12 +331,13 @@ class ReadTfdsShardFn(beam.DoFn):
 
 
 def tfds_builder(spec: InputSpec):
-    """``tfds:NAME[/CONFIG][:VERSION]`` from ``data_dir``, or ``tfds:/path/to/dataset/dir``."""
+    """``tfds:NAME[/CONFIG][:VERSION]`` from ``data_dir``, or ``tfds:/path/to/prepared/dataset``
+    (opened with the project's features, never with code the folder names)."""
     import tensorflow_datasets as tfds
 
     target = spec.glob.removeprefix("tfds:")
     if "/" in target and fs.exists(fs.join(target, "dataset_info.json")):
-        return tfds.builder_from_directory(target)
+        return tfds_output.open_prepared(target)
     return tfds.builder(target, data_dir=spec.data_dir or None)
 
 
