@@ -22,7 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_sets = []  # "NAME=PATH" strings (--eval_set), decontaminated against with the built-ins
     config.output_dir = ""
     config.overwrite = False  # replace an earlier prepare run's outputs in output_dir (only those)
-    config.read = ml_collections.ConfigDict({"max_doc_bytes": 1 << 22, "dead_letter_raw_bytes": 1 << 16})
+    # accept_incomplete_files: commit (with a warning) when an input file breaks off mid-way;
+    # by default the run fails and leaves output_dir as it was.
+    config.read = ml_collections.ConfigDict(
+        {"max_doc_bytes": 1 << 22, "dead_letter_raw_bytes": 1 << 16, "accept_incomplete_files": False}
+    )
     config.normalize = ml_collections.ConfigDict({"form": "NFC"})
 
     config.filters = ml_collections.ConfigDict()
