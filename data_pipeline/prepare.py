@@ -383,14 +383,16 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
         config.overwrite = flags.FLAGS.overwrite
     if flags.FLAGS.accept_incomplete_files is not None:
         config.read.accept_incomplete_files = flags.FLAGS.accept_incomplete_files
+    failed = None
     try:
         result = prepare(config, beam_args)
     except RunFailed as e:
-        print(stats.format_table(e.stats))
-        sys.exit(str(e))
+        result, failed = e.stats, e
     print(stats.format_table(result))
     for line in result["warnings"]:
         sys.stderr.write(f"warning: {line}\n")
+    if failed:
+        sys.exit(str(failed))
     print(
         f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "
         f"dead_letter/, contamination.jsonl, stats.json ({result['elapsed_s']}s)"
