@@ -1,14 +1,17 @@
 """Where the job writes, and how it never deletes what it did not create.
 
-A run writes everything into a fresh staging folder ``OUT/_staging-<run id>/`` and, only
-after the pipeline and the metadata succeeded, commits: the previous run's outputs (the
-names listed in its marker file) are removed, the staged entries are moved into ``OUT``
-and a new marker ``OUT/PREPARE_OUTPUTS.json`` lists them. A failed run leaves ``OUT`` as it
-was. An ``OUT`` that holds anything is refused unless the user asks to overwrite, and even
-then only what a marker names as this job's output is removed; a folder without a marker
-is never touched. Everything goes through common/fs.py, so this works on ``gs://`` and on
-any filesystem registered there (object stores have no directory rename: files move one
-by one).
+One run at a time holds ``OUT`` (``locked``: a lock file per run, checked by listing, so it
+works on ``gs://`` without conditional writes). A run writes everything into its own
+staging folder ``OUT/_staging-<run id>/`` and, only after the pipeline, the metadata and
+the run's checks succeeded, commits: the previous run's outputs (the names listed in its
+marker file, each a plain child name of ``OUT``) are removed, the staged entries are moved
+into ``OUT`` and a new marker ``OUT/PREPARE_OUTPUTS.json`` lists them. A failed run leaves
+``OUT`` as it was; its staging folder is its own and no other run deletes it. An ``OUT``
+that holds anything else is refused unless the user asks to overwrite, and even then only
+what a marker names as this job's output is removed; a folder without a marker is never
+touched. Everything goes through common/fs.py, so this works on ``gs://`` and on any
+filesystem registered there (object stores have no directory rename: files move one by
+one).
 
 The JSONL side outputs (rejected, dead letters, contamination hits, the driver's work
 files) are written by ``WriteJsonl`` through the same layer: records are grouped into a
@@ -18,9 +21,12 @@ sorted, so a retried bundle rewrites identical bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -34,7 +40,13 @@ from common.checks import ConfigError
 
 MARKER = "PREPARE_OUTPUTS.json"
 STAGING_PREFIX = "_staging-"
+LOCK_PREFIX = "_lock-"
 JOB = "data_pipeline.prepare"
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across machines."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
 def _marker(path: str) -> dict[str, Any] | None:
@@ -45,19 +57,67 @@ def _marker(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("job") == JOB else None
 
 
-def _stale_staging(out: str) -> list[str]:
-    """Staging folders that failed runs of this job left in ``out`` (each holds our marker)."""
-    return [
-        n for n in fs.listdir(out) if n.startswith(STAGING_PREFIX) and _marker(fs.join(out, n)) is not None
-    ]
+def _ours(out: str) -> set[str]:
+    """Names in ``out`` that belong to runs of this job, finished or not: locks and staging folders."""
+    return {
+        n
+        for n in fs.listdir(out)
+        if n.startswith(LOCK_PREFIX)
+        or (n.startswith(STAGING_PREFIX) and _marker(fs.join(out, n)) is not None)
+    }
+
+
+@contextlib.contextmanager
+def locked(out: str, run_id: str) -> Iterator[None]:
+    """Holds ``out`` for this run; fails at once, naming the holder, when another run holds it.
+
+    Each run writes its own lock file and then lists the folder: when two start together
+    both see two locks and both stop, so no two runs ever write into one folder. A lock of a
+    killed run stays; the message says which file to delete.
+    """
+    name = f"{LOCK_PREFIX}{run_id}.json"
+    holder = {
+        "run": run_id,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    fs.write_text(fs.join(out, name), json.dumps(holder))
+    others = [n for n in fs.listdir(out) if n.startswith(LOCK_PREFIX) and n != name]
+    if others:
+        fs.rmtree(fs.join(out, name))
+        try:
+            h = json.loads(fs.read_text(fs.join(out, others[0])))
+            who = f"run {h['run']}, pid {h['pid']} on {h['host']}, started {h['started']}"
+        except (OSError, ValueError, KeyError):  # it vanished, or is being written: still a holder
+            who = "run unknown"
+        raise ConfigError(
+            f"config.output_dir: {out} is in use by another prepare run ({who}); one run per output "
+            f"folder at a time (if that run is dead, delete {fs.join(out, others[0])})"
+        )
+    try:
+        yield
+    finally:
+        fs.rmtree(fs.join(out, name))
+
+
+def _plain_name(name: object) -> bool:
+    """A child of ``OUT`` by name alone: never a path, ``..``, or something of a run in progress."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..", MARKER)
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith((STAGING_PREFIX, LOCK_PREFIX))
+    )
 
 
 def check_output_dir(out: str, overwrite: bool) -> list[str]:
     """Fails unless ``out`` may be written; returns the old outputs a commit will replace.
 
-    A folder holding only what failed runs of this job left behind counts as empty.
+    A folder holding only locks and staging folders of this job counts as empty.
     """
-    if not fs.exists(out) or not set(fs.listdir(out)) - set(_stale_staging(out)):
+    if not fs.exists(out) or not set(fs.listdir(out)) - _ours(out):
         return []
     marker = _marker(out)
     if not overwrite:
@@ -70,12 +130,18 @@ def check_output_dir(out: str, overwrite: bool) -> list[str]:
             f"config.output_dir: {out} is not empty and has no {MARKER}, so it is not the output of "
             f"an earlier prepare run; refusing to delete anything there: choose an empty folder"
         )
-    return [name for name in marker["outputs"] if name != MARKER]
+    names = marker.get("outputs")
+    bad = [n for n in names if not _plain_name(n)] if isinstance(names, list) else [names]
+    if bad:
+        raise ConfigError(
+            f"config.output_dir: {fs.join(out, MARKER)} names {bad!r}, not a plain name of an entry in "
+            f"{out}; refusing to delete anything: fix or remove the marker"
+        )
+    return list(names)
 
 
-def new_staging(out: str) -> str:
-    """A fresh folder for this run's outputs, marked so a later --overwrite may remove it."""
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
+def new_staging(out: str, run_id: str) -> str:
+    """This run's folder for its outputs, marked as this job's."""
     staging = fs.join(out, STAGING_PREFIX + run_id)
     fs.makedirs(staging)
     fs.write_text(fs.join(staging, MARKER), json.dumps({"job": JOB, "run_id": run_id, "outputs": []}))
@@ -83,7 +149,7 @@ def new_staging(out: str) -> str:
 
 
 def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
-    """Replaces the old outputs (and stale staging folders of failed runs) with the staged ones."""
+    """Replaces the old outputs with the staged ones; other runs' staging folders stay."""
     names = [n for n in fs.listdir(staging) if n != MARKER]
     clash = [n for n in names if fs.exists(fs.join(out, n)) and n not in old_outputs]
     if clash:
@@ -91,8 +157,7 @@ def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
             f"{out}: {clash} exist and are not outputs of an earlier prepare run; the new outputs "
             f"stay in {staging}"
         )
-    stale = [n for n in _stale_staging(out) if fs.join(out, n) != staging]
-    for name in old_outputs + stale:
+    for name in old_outputs:
         fs.rmtree(fs.join(out, name))
     for name in names:
         _move(fs.join(staging, name), fs.join(out, name))

@@ -1,9 +1,10 @@
-"""PII redaction: e-mail addresses, IP addresses, phone numbers, and keys/secrets in code.
+"""PII redaction: e-mail addresses, IP addresses, phone numbers, and keys/secrets.
 
 Matches are replaced by placeholders (StarCoder's convention: ``<EMAIL>``, ``<IP_ADDRESS>``,
 ``<PHONE>``, ``<KEY>``) so the model still sees that something stood there. Private,
 loopback and documentation IP ranges are kept: they identify no one and are common in code
-and docs. Each record counts its redactions.
+and docs. Secrets are redacted in every domain by default: web pages and papers paste keys
+and tokens too. Each record counts its redactions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any
+
+from common.domains import DOMAINS
 
 # Patterns start with a literal where possible (Python's re scans for a literal prefix fast):
 # an e-mail is found from its "@domain" and its local part taken from the text before it.
@@ -88,7 +91,7 @@ class Redactor:
         ip_address: bool = True,
         phone: bool = True,
         secrets: bool = True,
-        secrets_domains: tuple = ("code",),
+        secrets_domains: tuple = DOMAINS,
     ):
         self.email, self.ip_address, self.phone, self.secrets = email, ip_address, phone, secrets
         self.secrets_domains = frozenset(secrets_domains)

@@ -8,11 +8,15 @@ list in ``stages()``: read (dead letters for unreadable input) -> clean (normali
 redact PII) -> exact dedup -> near dedup -> decontamination -> quality; then per-domain
 TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl and stats.json (layout in
 docs/DESIGN.md). Every configured stage runs or the job fails; nothing is skipped quietly.
-Outputs are written to a fresh staging folder and committed at the end (data_pipeline/
-outputs.py): an existing non-empty output folder is refused unless --overwrite, and even
-then only a previous run's own outputs (named by its marker file) are replaced. Flags that
-are not ours go to Beam unchanged, so ``--runner=DataflowRunner --project=...`` runs the
-same job on Dataflow.
+One run at a time holds the output folder; it writes into its own staging folder and
+commits at the end (data_pipeline/outputs.py) only if the run's checks pass
+(``stats.findings``): an invariant violation, an input file that could not be read to the
+end (unless --accept_incomplete_files) or inputs that hold no records leave the output
+folder as it was and the run's outputs in its staging folder, with exit status 1. An
+existing non-empty output folder is refused unless --overwrite, and even then only a
+previous run's own outputs (named by its marker file) are replaced. Flags that are not
+ours go to Beam unchanged, so ``--runner=DataflowRunner --project=...`` runs the same job
+on Dataflow.
 """
 
 from __future__ import annotations
@@ -77,16 +81,29 @@ class Stage:
         return StageResult(kept, rejected, dict(zip(self.side, side)))
 
 
+class RunFailed(Exception):
+    """The job ran but failed its checks: nothing was committed, its outputs stay in ``staging``."""
+
+    def __init__(self, failures: list[str], stats: dict[str, Any], out: str, staging: str) -> None:
+        super().__init__("\n".join(failures + [f"{out} is unchanged; this run's outputs are in {staging}"]))
+        self.stats = stats
+
+
+def redactor(config: ml_collections.ConfigDict) -> Redactor | None:
+    """The configured PII redactor (None when ``pii.enabled`` is off)."""
+    pii = {k: v for k, v in config.pii.items() if k != "enabled"}
+    try:
+        return Redactor(**pii) if config.pii.enabled else None
+    except TypeError as e:
+        raise checks.ConfigError(f"config.pii: {e}") from None
+
+
 def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dict[str, str]) -> list[Stage]:
     """The job's stages, in order."""
     chains = {domain: build_chain(domain, config.filters) for domain in domains}
-    pii = {k: v for k, v in config.pii.items() if k != "enabled"}
-    try:
-        redactor = Redactor(**pii) if config.pii.enabled else None
-    except TypeError as e:
-        raise checks.ConfigError(f"config.pii: {e}") from None
+    clean_redactor = redactor(config)
     return [
-        Stage("Clean", True, lambda: Clean(chains, redactor, config.normalize.form)),
+        Stage("Clean", True, lambda: Clean(chains, clean_redactor, config.normalize.form)),
         Stage("ExactDedup", config.dedup.enabled, lambda: ExactDedup(config.dedup)),
         Stage("NearDedup", config.near_dedup.enabled, lambda: NearDedup(config.near_dedup)),
         Stage(
@@ -130,6 +147,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for field in ("max_doc_bytes", "dead_letter_raw_bytes"):
         checks.positive(int(config.read[field]), f"read.{field}")
     checks.one_of(config.normalize.form, ("NFC", "NFKC", "NFD", "NFKD"), "normalize.form")
+    model = config.quality.model_path
+    checks.require(not model or fs.isfile(model), "quality.model_path", "no such file", model)
 
 
 def build(
@@ -160,6 +179,10 @@ def build(
         side.update(result.side)
     all_rejected = rejections | "FlattenRejected" >> beam.Flatten()
     hits = side[HITS]
+    rejected_redactor = redactor(config)
+    stored_rejected = (  # rejected text is kept for inspection, never with the PII the kept text loses
+        all_rejected | "RedactRejected" >> beam.Map(rejected_redactor) if rejected_redactor else all_rejected
+    )
 
     num_shards = {
         "train": int(config.output.train_shards),
@@ -170,7 +193,9 @@ def build(
     )
     big = num_shards["train"]  # shards of the outputs that may be as large as the input
     _ = shard_infos | "WriteShardInfos" >> outputs.WriteJsonl(fs.join(work, "shards"), compress=False)
-    _ = all_rejected | "WriteRejected" >> outputs.WriteJsonl(fs.join(out, records.REJECTED, "rejected"), big)
+    _ = stored_rejected | "WriteRejected" >> outputs.WriteJsonl(
+        fs.join(out, records.REJECTED, "rejected"), big
+    )
     _ = dead | "WriteDeadLetters" >> outputs.WriteJsonl(fs.join(out, "dead_letter", "dead_letter"), big)
     _ = hits | "WriteContamination" >> outputs.WriteJsonl(
         fs.join(out, "contamination.jsonl"), exact=True, compress=False
@@ -187,9 +212,10 @@ def build(
         [
             inputs | "CountInput" >> stats.CountBy(stats.INPUT),
             file_counts | "CountHeld" >> stats.CountBy(stats.HELD, value_fn=lambda c: c["held"]),
-            file_counts
-            | "CountIncomplete"
-            >> stats.CountBy(stats.INCOMPLETE_FILES, value_fn=lambda c: int(not c["complete"])),
+            *(
+                file_counts | f"Count[{kind}]" >> stats.CountBy(kind, value_fn=lambda c, is_=is_: int(is_(c)))
+                for kind, is_ in stats.FILE_KINDS.items()
+            ),
             kept | "CountKept" >> stats.CountBy(stats.KEPT),
             kept
             | "CountRedactions" >> stats.CountBy(stats.REDACTIONS, value_fn=lambda r: r.get("redactions", 0)),
@@ -204,14 +230,29 @@ def build(
         | "CountPairs" >> beam.MapTuple(lambda key, n: list(key) + [n])
     )
     _ = counts | "WriteCounts" >> outputs.WriteJsonl(fs.join(work, "counts"), compress=False)
-    examples = violations | "SampleViolations" >> beam.combiners.Sample.FixedSizeGlobally(
-        stats.MAX_VIOLATION_EXAMPLES
-    )
-    _ = (
-        examples
-        | "Unbatch" >> beam.FlatMap(lambda batch: batch)
-        | "WriteViolations" >> outputs.WriteJsonl(fs.join(work, "violations"), compress=False)
-    )
+    _ = violations | "Violations" >> _WriteExamples(fs.join(work, "violations"), stats.MAX_VIOLATION_EXAMPLES)
+    for kind, is_ in stats.FILE_KINDS.items():
+        _ = (
+            file_counts
+            | f"Filter[{kind}]" >> beam.Filter(is_)
+            | f"Examples[{kind}]" >> _WriteExamples(fs.join(work, kind), stats.MAX_FILE_EXAMPLES)
+        )
+
+
+class _WriteExamples(beam.PTransform):
+    """Up to ``n`` elements, for the driver to name in stats.json."""
+
+    def __init__(self, prefix: str, n: int) -> None:
+        super().__init__()
+        self._prefix, self._n = prefix, n
+
+    def expand(self, pcoll):
+        return (
+            pcoll
+            | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(self._n)
+            | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+            | "Write" >> outputs.WriteJsonl(self._prefix, compress=False)
+        )
 
 
 def _metrics(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -230,7 +271,8 @@ def pipeline_options(config: ml_collections.ConfigDict, beam_args: Sequence[str]
 
 
 def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Runs the job; returns (and writes) stats.json's content."""
+    """Runs the job; returns (and writes) stats.json's content. Raises RunFailed, leaving the
+    output folder as it was, when the run fails its checks."""
     start = time.time()
     validate(config)
     specs = input_specs(config)
@@ -243,8 +285,34 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
             "decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items})
         )
     out = fs.resolve(config.output_dir)
-    old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
-    staging = outputs.new_staging(out)
+    run_id = outputs.new_run_id()
+    with outputs.locked(out, run_id):
+        old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
+        staging = outputs.new_staging(out, run_id)
+        try:
+            result_stats = _run(config, beam_args, specs, eval_specs, out, staging, start)
+        except BaseException:
+            fs.rmtree(staging)  # this run's own partial outputs; nothing else is touched
+            raise
+        failures, warnings = stats.findings(result_stats, bool(config.read.accept_incomplete_files))
+        result_stats.update(failures=failures, warnings=warnings)
+        fs.write_text(fs.join(staging, "stats.json"), stats.dumps(result_stats))
+        if failures:
+            raise RunFailed(failures, result_stats, out, staging)
+        outputs.commit(out, staging, old_outputs)
+    return result_stats
+
+
+def _run(
+    config: ml_collections.ConfigDict,
+    beam_args: Sequence[str],
+    specs: list[sources.InputSpec],
+    eval_specs: dict[str, str],
+    out: str,
+    staging: str,
+    start: float,
+) -> dict[str, Any]:
+    """Runs the pipeline into ``staging`` and writes the TFDS metadata; returns the stats."""
     for spec in specs:
         absl_logging.info(
             "input %s: domain=%s format=%s glob=%s", spec.source, spec.domain, spec.format, spec.glob
@@ -286,10 +354,9 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
         "datasets": {d: fs.join(out, d) for d in domains},
         "elapsed_s": round(time.time() - start, 1),
     }
-    result_stats = stats.assemble(counts, {s.source: s.domain for s in specs}, violations, extra)
-    fs.write_text(fs.join(staging, "stats.json"), stats.dumps(result_stats))
+    files = {kind: outputs.read_jsonl_files(fs.join(work, kind)) for kind in stats.FILE_KINDS}
+    result_stats = stats.assemble(counts, {s.source: s.domain for s in specs}, violations, extra, files)
     fs.rmtree(work)
-    outputs.commit(out, staging, old_outputs)
     return result_stats
 
 
@@ -300,6 +367,12 @@ def _define_extra_flags() -> None:
         "Replace the outputs of an earlier prepare run in --output_dir "
         "(only what its marker names; sets config.overwrite).",
     )
+    flags.DEFINE_bool(
+        "accept_incomplete_files",
+        None,
+        "Commit even when input files could not be read to the end (their unreadable rest is a "
+        "dead letter each), with a warning; sets config.read.accept_incomplete_files.",
+    )
 
 
 def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
@@ -308,14 +381,22 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
     absl_logging.set_verbosity(absl_logging.INFO)
     if flags.FLAGS.overwrite is not None:
         config.overwrite = flags.FLAGS.overwrite
-    result = prepare(config, beam_args)
+    if flags.FLAGS.accept_incomplete_files is not None:
+        config.read.accept_incomplete_files = flags.FLAGS.accept_incomplete_files
+    failed = None
+    try:
+        result = prepare(config, beam_args)
+    except RunFailed as e:
+        result, failed = e.stats, e
     print(stats.format_table(result))
+    for line in result["warnings"]:
+        sys.stderr.write(f"warning: {line}\n")
+    if failed:
+        sys.exit(str(failed))
     print(
         f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "
         f"dead_letter/, contamination.jsonl, stats.json ({result['elapsed_s']}s)"
     )
-    if not result["invariant"]["ok"]:
-        sys.exit("invariant violated: input != kept + rejected + dead_letter (see stats.json)")
 
 
 def run() -> None:

@@ -6,14 +6,15 @@ the file's own name (``--input web=DIR/*`` over ``.jsonl`` and ``.jsonl.gz`` fil
 them as JSONL), unless the input names one. What cannot be parsed is a dead letter with
 its raw bytes and the error: one per bad line or row, and one for a file whose content is
 not its format (binary in a text format, a Parquet file without its magic bytes). I/O
-errors are *raised*, so the runner retries the bundle; only a compressed stream that is
-itself corrupt ends a file early, as one dead letter, and the file is reported incomplete.
-Each file also reports how many records it holds (lines, Parquet rows from the footer,
-TFDS shard lengths), so the job's invariant counts what the files hold, not what the
-reader chose to emit. Records larger than ``max_doc_bytes`` are rejected as ``too_long``
-here, so a 50 MB document is never carried through the pipeline. Files are the unit of
-parallelism: the glob is expanded on a worker and ``Reshuffle`` spreads the files.
-All I/O goes through common/fs.py (data_pipeline/textio.py).
+errors are *raised*, so the runner retries the bundle; only a compressed stream or a
+Parquet file that is itself corrupt ends a file early, as one dead letter, and the file
+is reported incomplete, with its error. Each file also reports how many records it holds
+(lines, Parquet rows from the footer, TFDS shard lengths; 0 for an empty file), so the
+job's invariant counts what the files hold, not what the reader chose to emit. Records
+larger than ``max_doc_bytes`` are rejected as ``too_long`` here, so a 50 MB document is
+never carried through the pipeline. Files are the unit of parallelism: the glob is
+expanded on a worker and ``Reshuffle`` spreads the files. All I/O goes through
+common/fs.py (data_pipeline/textio.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import apache_beam as beam
 from absl import logging
 
 from common import fs
-from data_pipeline import records
+from common.checks import ConfigError
+from data_pipeline import records, tfds_output
 from data_pipeline.code_languages import language_from_path
 from data_pipeline.textio import CORRUPT_STREAM_ERRORS, parse_assignment, strip_compression
 
@@ -136,8 +138,7 @@ class ReadFileFn(beam.DoFn):
         elif fmt == "parquet":
             yield from self._parquet(path, rel, counts)
         else:
-            counts["held"] = 1
-            yield from self._text_file(path, rel)
+            yield from self._text_file(path, rel, counts)
         logging.info("read %s: %s as %s (%d records)", self._spec.source, path, fmt, counts["held"])
         yield beam.pvalue.TaggedOutput(FILE_COUNTS, {"source": self._spec.source, "path": path, **counts})
 
@@ -209,7 +210,7 @@ class ReadFileFn(beam.DoFn):
                         yield index, raw
         except CORRUPT_STREAM_ERRORS as e:
             counts["held"] += 1  # the unreadable rest is one dead letter
-            counts["complete"] = False
+            counts.update(complete=False, error=f"{type(e).__name__}: {e}")
             raise _CorruptStream(index + 1, e) from e
 
     def _jsonl(self, path: str, rel: str, counts: dict[str, Any]) -> Iterator[Any]:
@@ -236,6 +237,7 @@ class ReadFileFn(beam.DoFn):
             )
 
     def _parquet(self, path: str, rel: str, counts: dict[str, Any]) -> Iterator[Any]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         with fs.open(path, "rb") as f:
@@ -248,29 +250,47 @@ class ReadFileFn(beam.DoFn):
                 )
                 return
             f.seek(0)
-            table = pq.ParquetFile(f)
-            counts["held"] = table.metadata.num_rows
-            names = set(table.schema_arrow.names)
-            columns = [
-                c
-                for c in (self._spec.text_field, self._spec.id_field, self._spec.language_field)
-                if c in names
-            ]
             index = 0
-            for batch in table.iter_batches(columns=columns or None):
-                for row in batch.to_pylist():
-                    yield self.parse_row(row, index, rel, path, b"")
-                    index += 1
+            try:
+                table = pq.ParquetFile(f)
+                counts["held"] = table.metadata.num_rows
+                names = set(table.schema_arrow.names)
+                columns = [
+                    c
+                    for c in (self._spec.text_field, self._spec.id_field, self._spec.language_field)
+                    if c in names
+                ]
+                for batch in table.iter_batches(columns=columns or None):
+                    for row in batch.to_pylist():
+                        yield self.parse_row(row, index, rel, path, b"")
+                        index += 1
+            except (pa.ArrowException, OSError) as e:
+                # pyarrow reports corrupt bytes as an OSError without errno; an I/O error of the
+                # file itself keeps its errno and is raised, so the runner retries.
+                if isinstance(e, OSError) and e.errno is not None:
+                    raise
+                error = f"{type(e).__name__}: {e}"
+                counts.update(held=index + 1, complete=False, error=error)  # the rest is one dead letter
+                yield self._dead_letter(
+                    f"{rel}:{index}:unreadable_rest",
+                    path,
+                    f"corrupt_parquet: {error} (after row {index})",
+                    b"",
+                )
 
-    def _text_file(self, path: str, rel: str) -> Iterator[Any]:
+    def _text_file(self, path: str, rel: str, counts: dict[str, Any]) -> Iterator[Any]:
         """One document per file, read up to the size limit (a larger one is rejected unread)."""
         record_id = f"{rel}:0"
         try:
             with fs.open_decompressed(path) as f:
                 data = f.read(self._max_doc_bytes + 1)
         except CORRUPT_STREAM_ERRORS as e:
+            counts.update(held=1, complete=False, error=f"{type(e).__name__}: {e}")
             yield self._dead_letter(record_id, path, f"corrupt_stream: {type(e).__name__}: {e}", b"")
             return
+        counts["held"] = int(bool(data))
+        if not data:
+            return  # an empty file holds no document (it is counted as empty)
         if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
             yield self._dead_letter(
                 record_id, path, "binary_file: content is not text", data[:_BINARY_SNIFF_BYTES]
@@ -331,31 +351,53 @@ class ReadTfdsShardFn(beam.DoFn):
 
 
 def tfds_builder(spec: InputSpec):
-    """``tfds:NAME[/CONFIG][:VERSION]`` from ``data_dir``, or ``tfds:/path/to/dataset/dir``."""
+    """``tfds:NAME[/CONFIG][:VERSION]`` from ``data_dir``, or ``tfds:/path/to/prepared/dataset``
+    (opened with the project's features, never with code the folder names)."""
     import tensorflow_datasets as tfds
 
     target = spec.glob.removeprefix("tfds:")
     if "/" in target and fs.exists(fs.join(target, "dataset_info.json")):
-        return tfds.builder_from_directory(target)
+        return tfds_output.open_prepared(target)
     return tfds.builder(target, data_dir=spec.data_dir or None)
 
 
 def check_matches(spec: InputSpec) -> None:
-    """Fails at start, naming the input, when its glob matches nothing."""
+    """Fails at start, naming the input, when its glob matches nothing or its Parquet files
+    lack the text column (else every row would be a dead letter)."""
     if spec.format == "tfds":
         try:
             builder = tfds_builder(spec)
         except Exception as e:  # noqa: BLE001 - TFDS raises several types for "not there"
-            raise ValueError(
+            raise ConfigError(
                 f"inputs[{spec.source}].glob: cannot open TFDS dataset {spec.glob!r}: {e}"
             ) from None
         if spec.split not in builder.info.splits:
-            raise ValueError(
+            raise ConfigError(
                 f"inputs[{spec.source}].split: {spec.split!r} not in {list(builder.info.splits)}"
             )
         return
-    if not match_files(spec.glob):
-        raise ValueError(f"inputs[{spec.source}].glob: no files match {spec.glob!r}")
+    files = match_files(spec.glob)
+    if not files:
+        raise ConfigError(f"inputs[{spec.source}].glob: no files match {spec.glob!r}")
+    parquet = next((f for f in files if spec.format_of(f) == "parquet"), None)
+    columns = _parquet_columns(parquet) if parquet else None
+    if columns is not None and spec.text_field not in columns:
+        raise ConfigError(
+            f"inputs[{spec.source}].text_field: {spec.text_field!r} is not a column of {parquet}; "
+            f"columns seen: {sorted(columns)}"
+        )
+
+
+def _parquet_columns(path: str) -> list[str] | None:
+    """The file's column names; None when it cannot be read (the job dead-letters it, naming it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.read_schema(f).names
+    except (pa.ArrowException, OSError):
+        return None
 
 
 class ReadSource(beam.PTransform):

@@ -1,4 +1,4 @@
-"""Writes each domain as a TFDS dataset directory that ``tfds.builder_from_directory`` loads.
+"""Writes each domain as a TFDS dataset directory, and opens one (``open_prepared``).
 
 Workers write the shards: records are keyed by (domain, split, shard) with the shard and
 the split both drawn from a hash of the id, so a record's place is stable across runs and
@@ -6,11 +6,13 @@ runners, and each shard is sorted by id (deterministic bytes). Every shard write
 its example count and byte size, so the driver writes the metadata
 (``tfds.folder_dataset.write_metadata``) without reading the data back. A shard is
 framed by TensorFlow's TFRecordWriter into a local temporary file and copied to its place
-through common/fs.py, so any filesystem that layer knows works as an output.
+through common/fs.py, so any filesystem that layer knows works as an output. Readers
+open a prepared directory with ``features()``, never with the code its features.json names.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -154,3 +156,23 @@ def write_metadata(
             check_data=False,
             description=f"Prepared {domain} documents (data_pipeline.prepare).",
         )
+
+
+@functools.cache
+def _prepared_builder_class() -> type:
+    import tensorflow_datasets as tfds
+
+    class PreparedBuilder(tfds.core.read_only_builder.ReadOnlyBuilder, skip_registration=True):
+        """TFDS's reader of a dataset directory, with the features of ``features()``."""
+
+        def _info(self) -> tfds.core.DatasetInfo:
+            return tfds.core.DatasetInfo(builder=self, features=features())
+
+    return PreparedBuilder
+
+
+def open_prepared(dataset_dir: str):
+    """A prepared dataset directory (``PREP/<domain>``) as a TFDS builder whose features are
+    ``features()``: ``tfds.builder_from_directory`` instead imports the module that the
+    folder's features.json names, so opening a folder from elsewhere would run its code."""
+    return _prepared_builder_class()(builder_dir=fs.resolve(dataset_dir))

@@ -8,7 +8,7 @@ Memory is the sample itself; the same inputs and seed give the same sample.
 
 Inputs (`specs`) are strings, each optionally prefixed by `domain=`:
 - a prepared-data directory `PREP_DIR` holding one TFDS dataset per domain (docs/DESIGN.md);
-- one TFDS dataset directory (read with `tfds.builder_from_directory`, field `text`);
+- one prepared TFDS dataset directory (read with `data_pipeline.tfds_output.open_prepared`, field `text`);
 - JSONL files (`.jsonl`, `.jsonl.gz`, `.json.gz`; field `text`), domain = file stem by default;
 - any other text file, or a glob of them, each file one document.
 """
@@ -92,10 +92,9 @@ def resolve_inputs(specs: Sequence[str]) -> list[Source]:
 def iter_documents(source: Source, split: str) -> Iterator[str]:
     """Streams the documents' text of one source (`split` applies to TFDS only)."""
     if source.kind == "tfds":
-        import tensorflow_datasets as tfds  # slow import, only when TFDS input is used
+        from data_pipeline.tfds_output import open_prepared  # imports TFDS: slow, only when used
 
-        builder = tfds.builder_from_directory(source.path)
-        dataset = builder.as_dataset(split=split, shuffle_files=False)
+        dataset = open_prepared(source.path).as_dataset(split=split, shuffle_files=False)
         for record in dataset.as_numpy_iterator():
             yield record["text"].decode("utf-8")
     elif source.kind == "jsonl":

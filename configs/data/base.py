@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from common.domains import DOMAINS
 from data_pipeline import decontaminate, dedup, near_dedup
 from data_pipeline.filters.chain import default_params
 
@@ -21,7 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_sets = []  # "NAME=PATH" strings (--eval_set), decontaminated against with the built-ins
     config.output_dir = ""
     config.overwrite = False  # replace an earlier prepare run's outputs in output_dir (only those)
-    config.read = ml_collections.ConfigDict({"max_doc_bytes": 1 << 22, "dead_letter_raw_bytes": 1 << 16})
+    # accept_incomplete_files: commit (with a warning) when an input file breaks off mid-way;
+    # by default the run fails and leaves output_dir as it was.
+    config.read = ml_collections.ConfigDict(
+        {"max_doc_bytes": 1 << 22, "dead_letter_raw_bytes": 1 << 16, "accept_incomplete_files": False}
+    )
     config.normalize = ml_collections.ConfigDict({"form": "NFC"})
 
     config.filters = ml_collections.ConfigDict()
@@ -45,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
             "ip_address": True,
             "phone": True,
             "secrets": True,
-            "secrets_domains": ("code",),
+            "secrets_domains": DOMAINS,  # keys and tokens leak into web pages and papers too
         }
     )
     config.dedup = dedup.default_config()

@@ -179,7 +179,13 @@ def test_corrupt_stream_is_one_dead_letter_and_the_file_is_reported_incomplete(t
     assert (
         len(dead) == 1 and dead[0]["error"].startswith("corrupt_stream") and "unreadable" in dead[0]["error"]
     )
-    assert counts == {"source": "web:*", "path": str(path), "held": len(kept) + 1, "complete": False}
+    assert counts == {
+        "source": "web:*",
+        "path": str(path),
+        "held": len(kept) + 1,
+        "complete": False,
+        "error": "EOFError: Compressed file ended before the end-of-stream marker was reached",
+    }
     entry = [
         ((stats.HELD, "web:*", ""), counts["held"]),
         ((stats.INCOMPLETE_FILES, "web:*", ""), 1),
@@ -187,7 +193,15 @@ def test_corrupt_stream_is_one_dead_letter_and_the_file_is_reported_incomplete(t
         ((stats.KEPT, "web:*", ""), len(kept)),
         ((stats.DEAD_LETTER, "web:*", ""), 1),
     ]
-    assert not stats.assemble(entry, {"web:*": "web"}, [], {})["invariant"]["ok"]
+    result = stats.assemble(entry, {"web:*": "web"}, [], {}, {stats.INCOMPLETE_FILES: [counts]})
+    assert result["invariant"]["ok"]  # every record is accounted for; the broken file is a finding
+    failures, _ = stats.findings(result, accept_incomplete_files=False)
+    assert failures == [
+        f"1 input file could not be read to the end: {path} ({counts['error']}); the unreadable rest of "
+        "each is one dead letter in dead_letter/; pass --accept_incomplete_files "
+        "(config.read.accept_incomplete_files) to keep the rest"
+    ]
+    assert stats.findings(result, accept_incomplete_files=True) == ([], [failures[0].rsplit("; pass", 1)[0]])
 
 
 def test_a_bad_line_is_one_dead_letter_and_the_rest_is_read(tmp_path):
@@ -217,13 +231,13 @@ def test_format_is_decided_per_file_not_from_the_glob(tmp_path):
 
 def test_what_a_failed_run_left_behind_does_not_block_the_next(tmp_path):
     out = str(tmp_path / "out")
-    failed = outputs.new_staging(out)  # a run that died before its commit
+    failed = outputs.new_staging(out, "failed")  # a run that died before its commit
     fs.write_text(fs.join(failed, "web", "part"), "half")
     assert outputs.check_output_dir(out, overwrite=False) == []
-    staging = outputs.new_staging(out)
+    staging = outputs.new_staging(out, "next")
     fs.write_text(fs.join(staging, "stats.json"), "{}")
     assert outputs.commit(out, staging, []) == ["stats.json"]
-    assert sorted(os.listdir(out)) == [outputs.MARKER, "stats.json"]
+    assert sorted(os.listdir(out)) == [outputs.MARKER, failed.rsplit("/", 1)[1], "stats.json"]
     (tmp_path / "out" / "mine.txt").write_text("user file")
     with pytest.raises(ConfigError, match="not empty"):
         outputs.check_output_dir(out, overwrite=False)

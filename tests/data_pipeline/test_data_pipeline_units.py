@@ -150,7 +150,8 @@ def test_pii_redacts_with_placeholders_and_counts():
     )
     redacted, count = redactor.redact(code, "code")
     assert "ghp_" not in redacted and "hunter2" not in redacted and "MIIB" not in redacted and count == 3
-    assert redactor.redact(code, "web")[1] == 0  # secrets rules are for code only by default
+    assert redactor.redact(code, "web") == (redacted, 3)  # a key pasted into a web page is a key too
+    assert pii.Redactor(secrets_domains=("code",)).redact(code, "web")[1] == 0
     assert redactor(rec("x@y.com and z@w.org"))["redactions"] == 2
 
 
