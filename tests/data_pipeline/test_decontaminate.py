@@ -140,11 +140,11 @@ def test_load_eval_sets_reads_every_format(tmp_path):
         "mbpp": str(tmp_path / "m.parquet"),
     }
     items = {i.eval_set: i for i in eval_sets.load_eval_sets(specs, _config())}
-    assert items["gsm8k"] == EvalItem("gsm8k", "gsm.jsonl:0", "Q one?\nA one.", "Q one?")
-    assert items["math"] == EvalItem("math", "u7", "P\nS", "P")
-    assert items["mmlu"].text == "What?\nyes\nno\n1"
-    assert items["arc"] == EvalItem("arc", "arc1", "Stem?\nc1", "Stem?")
-    assert items["mbpp"] == EvalItem("mbpp", "3", "mbpp task\ndef f(): pass", "mbpp task")
+    assert items["gsm8k"] == EvalItem("gsm8k", "gsm.jsonl:0", "Q one?\nA one.", "Q one?", "A one.")
+    assert items["math"] == EvalItem("math", "u7", "P\nS", "P", "S")
+    assert items["mmlu"] == EvalItem("mmlu", "mmlu.csv:0", "What?\nyes\nno\n1", "What?\nyes\nno", "1")
+    assert items["arc"] == EvalItem("arc", "arc1", "Stem?\nc1", "Stem?\nc1")
+    assert items["mbpp"] == EvalItem("mbpp", "3", "mbpp task\ndef f(): pass", "mbpp task", "def f(): pass")
 
 
 def test_builtin_humaneval_needs_no_file():
@@ -222,7 +222,7 @@ def test_punctuation_dropped_or_spaced_out_inside_words_still_matches(run, tmp_p
     """Word n-grams missed these: dropping `(` `,` inside `f(a,b)` merges words, spacing them splits."""
     code = "def add_numbers(first, second):\n    return first + second  # the sum of two integers"
     path = tmp_path / "mbpp.jsonl"
-    path.write_text(json.dumps({"text": "Write a function that adds two numbers.", "code": code}) + "\n")
+    path.write_text(json.dumps({"text": code}) + "\n")  # a code prompt: matched in 50-character windows
     docs = [
         record(
             "dropped", FILLER + "\ndef addnumbersfirst second\n return first  second  the sum of two integers"
@@ -296,3 +296,43 @@ def test_pipeline_drops_arithmetic_leaks(tmp_path):
     )
     assert [r["id"] for r in kept] == ["clean"] and [r["id"] for r in rejected] == ["leak"]
     assert {h["match"] for h in hits} == {"-1+2+9*5--2+-4+-4*-7"}
+
+
+SOLUTION = (
+    "Substituting the first equation into the second equation, we get 3x + 2 = 11, so x = 3. "
+    "Checking, the pair of boxes holds 3 + 8 = 11 marbles, as the problem requires."
+)
+
+
+def test_answers_match_only_in_long_stretches_or_beside_their_question(tmp_path):
+    """A worked solution's generic sentence (50 letters+digits, the GSM8K-train false positives)
+    no longer flags a document; a long stretch of the answer, or the question, still does."""
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(json.dumps({"question": QUESTION, "answer": SOLUTION}) + "\n")
+    generic = "Substituting the first equation into the second equation, we get"
+    long_answer = SOLUTION[:-20]  # well over answer_window_chars letters+digits, not all of it
+    docs = [
+        record("generic", f"{FILLER}\nOther problem. {generic} 2y = 8, so y = 4.\n{FILLER}"),
+        record("answer", f"{FILLER}\n{long_answer}\n{FILLER}"),
+        record("whole", f"{FILLER}\n{QUESTION}\n{SOLUTION}\n{FILLER}"),
+        record("question", f"{FILLER}\n{QUESTION.upper()}\n{FILLER}"),
+    ]
+    config = _config()
+    kept, rejected, hits = run_transform(
+        docs, lambda: decontaminate.Decontaminate(config, {"gsm": str(path)})
+    )
+    assert [r["id"] for r in kept] == ["generic"]
+    assert {len(h["match"]) for h in hits if h["id"] == "answer"} == {config.answer_window_chars}
+    # Before the split (answers matched in 50-character windows) the generic sentence matched.
+    config.answer_window_chars = config.window_chars
+    kept, _, _ = run_transform(docs, lambda: decontaminate.Decontaminate(config, {"gsm": str(path)}))
+    assert kept == []
+
+
+def test_short_question_matches_with_the_start_of_its_answer():
+    """A question shorter than half a window is matched together with its answer's start (the
+    whole item's first window), never by answer text alone."""
+    item = EvalItem("math", "m1", "Compute 7 choose 4.\n" + SOLUTION, "Compute 7 choose 4.", SOLUTION)
+    index = decontaminate.NgramIndex([item], window=50, min_chars=35, w=8, answer_window=100)
+    assert _found(index, "compute 7 CHOOSE 4: " + SOLUTION[:40]) == {0}
+    assert _found(index, "Compute 8 choose 4. " + SOLUTION[:80]) == set()
