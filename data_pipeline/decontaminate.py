@@ -80,6 +80,11 @@ def default_config() -> ml_collections.ConfigDict:
             "answer_window_chars": 100,
             "winnow": 8,  # index the smallest of every `winnow` consecutive window hashes
             "action": "drop",  # drop | cut
+            # Positive controls (data_pipeline/controls.py): items planted per eval set and
+            # variant; a run whose recall for an eval set is below the floor fails.
+            "control_items_per_set": 20,
+            "control_min_recall": 0.95,
+            "control_seed": 0,
             "cut_window_chars": 200,
             "min_piece_chars": 200,
             "max_pieces": 10,
@@ -97,6 +102,8 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination")
     checks.positive(config.min_chars, f"{prefix}.min_chars")
     checks.positive(config.winnow, f"{prefix}.winnow")
     checks.positive(config.expression_chars, f"{prefix}.expression_chars")
+    checks.positive(config.control_items_per_set, f"{prefix}.control_items_per_set")
+    checks.fraction(config.control_min_recall, f"{prefix}.control_min_recall")
     checks.require(
         0 < config.min_item_chars <= config.min_chars,
         f"{prefix}.min_item_chars",
@@ -434,6 +441,17 @@ def _string(codes: np.ndarray) -> str:
     return "".join(map(chr, codes.tolist()))
 
 
+CONTEXT_CHARS = 80
+
+
+def highlight(text: str, start: int, end: int) -> str:
+    """The matched stretch in [[brackets]] with ``CONTEXT_CHARS`` of the document either side,
+    whitespace runs as one space: what a reader needs to judge a hit."""
+    before = text[max(0, start - CONTEXT_CHARS) : start]
+    after = text[end : end + CONTEXT_CHARS]
+    return " ".join(f"{before}[[{text[start:end]}]]{after}".split())
+
+
 def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: int) -> list[str]:
     """The pieces of ``text`` left after removing each span widened by ``window`` chars."""
     pieces, pos = [], 0
@@ -494,9 +512,11 @@ class _Decontaminate(beam.DoFn):
                     "hits",
                     {
                         "id": record["id"],
+                        "source": record["source"],
                         "eval_set": item.eval_set,
                         "eval_item_id": item.item_id,
                         "match": match,
+                        "context": highlight(record["text"], start, end),
                     },
                 )
         if not cut:
@@ -514,7 +534,8 @@ class _Decontaminate(beam.DoFn):
 
 
 class Decontaminate(beam.PTransform):
-    """records -> (kept, rejected, contamination hits ``{id, eval_set, eval_item_id, match}``).
+    """records -> (kept, rejected, contamination hits
+    ``{id, source, eval_set, eval_item_id, match, context}``).
 
     ``eval_specs`` is ``{NAME: PATH}`` (see eval_sets); ``config.builtin_eval_sets`` are added.
     """

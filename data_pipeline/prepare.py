@@ -31,7 +31,7 @@ from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs
-from data_pipeline import outputs, records, sources, stats, tfds_output
+from data_pipeline import controls, outputs, records, sources, stats, tfds_output
 from data_pipeline.clean import Clean
 from data_pipeline.decontaminate import Decontaminate
 from data_pipeline.dedup import ExactDedup
@@ -43,6 +43,7 @@ from data_pipeline.scoring import ScoreQuality
 
 WORK_DIR = "_work"
 HITS = "hits"
+CONTROLS = "controls"
 
 
 @dataclasses.dataclass
@@ -77,8 +78,14 @@ class Stage:
         return StageResult(kept, rejected, dict(zip(self.side, side)))
 
 
-def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dict[str, str]) -> list[Stage]:
-    """The job's stages, in order."""
+def stages(
+    config: ml_collections.ConfigDict,
+    domains: set[str],
+    eval_specs: dict[str, str],
+    control_docs: list[dict[str, Any]] = (),
+) -> list[Stage]:
+    """The job's stages, in order. ``control_docs`` (controls.control_records) go through
+    Decontaminate only: the earlier stages would judge the carrier, not the decontamination."""
     chains = {domain: build_chain(domain, config.filters) for domain in domains}
     pii = {k: v for k, v in config.pii.items() if k != "enabled"}
     try:
@@ -92,8 +99,8 @@ def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dic
         Stage(
             "Decontaminate",
             config.decontamination.enabled,
-            lambda: Decontaminate(config.decontamination, eval_specs),
-            side=(HITS,),
+            lambda: controls.WithControls(Decontaminate(config.decontamination, eval_specs), control_docs),
+            side=(HITS, CONTROLS),
         ),
         Stage("Quality", True, lambda: ScoreQuality(config.quality)),
     ]
@@ -113,6 +120,7 @@ def input_specs(config: ml_collections.ConfigDict) -> list[sources.InputSpec]:
     checks.require(bool(specs), "inputs", "no inputs; give some in the config or with --input DOMAIN=GLOB")
     names = [s.source for s in specs]
     checks.require(len(set(names)) == len(names), "inputs", "source names must be unique", names)
+    checks.require(controls.SOURCE not in names, "inputs", f"source name {controls.SOURCE!r} is reserved")
     return specs
 
 
@@ -138,6 +146,7 @@ def build(
     specs: list[sources.InputSpec],
     eval_specs: dict[str, str],
     out: str,
+    control_docs: list[dict[str, Any]] = (),
 ) -> None:
     """Adds the whole job to ``p``, writing under ``out`` (the run's staging folder)."""
     work = fs.join(out, WORK_DIR)
@@ -153,7 +162,7 @@ def build(
     rejections = [[r[records.REJECTED] for r in reads] | "FlattenReadRejections" >> beam.Flatten()]
 
     kept, side = read_records, {}
-    for stage in stages(config, {s.domain for s in specs}, eval_specs):
+    for stage in stages(config, {s.domain for s in specs}, eval_specs, control_docs):
         result = stage.apply(kept)
         kept = result.kept
         rejections.append(result.rejected)
@@ -196,6 +205,9 @@ def build(
             all_rejected | "CountRejected" >> stats.CountBy(stats.REJECTED, detail_fn=lambda r: r["reason"]),
             dead | "CountDead" >> stats.CountBy(stats.DEAD_LETTER),
             hits | "CountHits" >> stats.CountBy(stats.CONTAMINATION, detail_fn=lambda h: h["eval_set"]),
+            side[CONTROLS]
+            | "CountControls"
+            >> stats.CountBy(stats.CONTROL, detail_fn=lambda o: (o["eval_set"], o["variant"], o["caught"])),
             violations
             | "CountViolations" >> stats.CountBy(stats.ID_VIOLATION, detail_fn=lambda v: v["kind"]),
         ]
@@ -237,10 +249,15 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     for spec in specs:
         sources.check_matches(spec)
     eval_specs = parse_specs(list(config.eval_sets))
-    if config.decontamination.enabled:  # fail now on an unreadable eval set, not on every worker
-        items = load_eval_sets(eval_specs, config.decontamination)
+    control_docs = []
+    decon = config.decontamination
+    if decon.enabled:  # fail now on an unreadable eval set, not on every worker
+        items = load_eval_sets(eval_specs, decon)
         absl_logging.info(
             "decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items})
+        )
+        control_docs = controls.control_records(
+            items, int(decon.control_items_per_set), int(decon.control_seed)
         )
     out = fs.resolve(config.output_dir)
     old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
@@ -251,7 +268,7 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
         )
     options = pipeline_options(config, beam_args)
     p = beam.Pipeline(options=options)
-    build(p, config, specs, eval_specs, staging)
+    build(p, config, specs, eval_specs, staging, control_docs)
     absl_logging.info("running the pipeline (%s) ...", options.get_all_options()["runner"])
     result = p.run()
     result.wait_until_finish()
@@ -271,10 +288,12 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     if not fs.exists(fs.join(staging, "contamination.jsonl")):
         fs.write_text(fs.join(staging, "contamination.jsonl"), "")
     violations = outputs.read_jsonl_files(fs.join(work, "violations"))
-    counts = [
-        ((kind, source, detail), n)
-        for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts"))
-    ]
+    counts, control_counts = [], []
+    for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts")):
+        if kind == stats.CONTROL:
+            control_counts.append((*detail, n))
+        else:
+            counts.append(((kind, source, detail), n))
     metrics = _metrics(result)
     extra = {
         "metrics": metrics,
@@ -283,12 +302,15 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
             "near": metrics.get("near_dedup/clusters"),
         },
         "stages": [s.name for s in stages(config, set(domains), eval_specs) if s.enabled],
+        "controls": controls.recall(control_counts),
         "datasets": {d: fs.join(out, d) for d in domains},
         "elapsed_s": round(time.time() - start, 1),
     }
     result_stats = stats.assemble(counts, {s.source: s.domain for s in specs}, violations, extra)
     fs.write_text(fs.join(staging, "stats.json"), stats.dumps(result_stats))
     fs.rmtree(work)
+    if decon.enabled:  # a run that cannot show its decontamination works commits nothing
+        controls.check(result_stats["controls"], float(decon.control_min_recall))
     outputs.commit(out, staging, old_outputs)
     return result_stats
 
@@ -308,7 +330,10 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
     absl_logging.set_verbosity(absl_logging.INFO)
     if flags.FLAGS.overwrite is not None:
         config.overwrite = flags.FLAGS.overwrite
-    result = prepare(config, beam_args)
+    try:
+        result = prepare(config, beam_args)
+    except controls.ControlsFailed as e:
+        sys.exit(f"{e}; outputs not committed, stats.json in the staging folder under {config.output_dir}")
     print(stats.format_table(result))
     print(
         f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "

@@ -24,6 +24,7 @@ INPUT, KEPT, REJECTED, DEAD_LETTER, REDACTIONS, CONTAMINATION, ID_VIOLATION = (
     "contamination",
     "id_violation",
 )
+CONTROL = "control"  # decontamination positive controls (data_pipeline/controls.py), never inputs
 # What the input files hold by their own count (lines, Parquet footer rows, TFDS shard
 # lengths), and files whose compressed stream broke off (their true size is unknown).
 HELD, INCOMPLETE_FILES = "held_by_files", "incomplete_files"
@@ -174,6 +175,14 @@ def format_table(stats: dict[str, Any]) -> str:
     if stats["contamination"]:
         lines.append(
             "contamination hits: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["contamination"].items()))
+        )
+    if stats.get("controls"):
+        lines.append(
+            "decontamination controls caught (recall: verbatim, perturbed): "
+            + ", ".join(
+                f"{k} {e['recall']:.3f} ({e['verbatim']}, {e['perturbed']})"
+                for k, e in sorted(stats["controls"].items())
+            )
         )
     return "\n".join(lines)
 

@@ -50,6 +50,11 @@ def test_run_with_flags_only(tmp_path):
         "contaminated": 1,
     }  # prose(i) has < 300 words, the leak more
     assert stats["contamination"] == {"gsm": 1}
+    # Positive controls: the one gsm item and 20 HumanEval items, each verbatim and perturbed.
+    assert (
+        "controls caught (recall: verbatim, perturbed): gsm 1.000 (1/1, 1/1), humaneval 1.000 (20/20, 20/20)"
+        in (result.stdout)
+    )
 
 
 def test_runs_without_config_and_reads_each_file_by_its_own_format(tmp_path):
