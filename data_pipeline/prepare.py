@@ -6,7 +6,8 @@
 Without --config the defaults of configs/data/base.py apply. The stages are the literal
 list in ``stages()``: read (dead letters for unreadable input) -> clean (normalise, filter,
 redact PII) -> exact dedup -> near dedup -> decontamination -> quality; then per-domain
-TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl and stats.json (layout in
+TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl, contamination_report.md
+and stats.json (layout in
 docs/DESIGN.md). Every configured stage runs or the job fails; nothing is skipped quietly.
 Outputs are written to a fresh staging folder and committed at the end (data_pipeline/
 outputs.py): an existing non-empty output folder is refused unless --overwrite, and even
@@ -31,7 +32,7 @@ from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs
-from data_pipeline import controls, outputs, records, sources, stats, tfds_output
+from data_pipeline import controls, decontamination_report, outputs, records, sources, stats, tfds_output
 from data_pipeline.clean import Clean
 from data_pipeline.decontaminate import Decontaminate
 from data_pipeline.dedup import ExactDedup
@@ -44,6 +45,7 @@ from data_pipeline.scoring import ScoreQuality
 WORK_DIR = "_work"
 HITS = "hits"
 CONTROLS = "controls"
+REPORT = "contamination_report.md"
 
 
 @dataclasses.dataclass
@@ -285,8 +287,9 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     )
     for folder in (records.REJECTED, "dead_letter"):  # the layout holds them even when empty
         fs.makedirs(fs.join(staging, folder))
-    if not fs.exists(fs.join(staging, "contamination.jsonl")):
-        fs.write_text(fs.join(staging, "contamination.jsonl"), "")
+    hits_path = fs.join(staging, "contamination.jsonl")
+    if not fs.exists(hits_path):
+        fs.write_text(hits_path, "")
     violations = outputs.read_jsonl_files(fs.join(work, "violations"))
     counts, control_counts = [], []
     for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts")):
@@ -307,6 +310,9 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
         "elapsed_s": round(time.time() - start, 1),
     }
     result_stats = stats.assemble(counts, {s.source: s.domain for s in specs}, violations, extra)
+    fs.write_text(
+        fs.join(staging, REPORT), decontamination_report.report(fs.read_jsonl(hits_path), extra["controls"])
+    )
     fs.write_text(fs.join(staging, "stats.json"), stats.dumps(result_stats))
     fs.rmtree(work)
     if decon.enabled:  # a run that cannot show its decontamination works commits nothing
@@ -337,7 +343,7 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
     print(stats.format_table(result))
     print(
         f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "
-        f"dead_letter/, contamination.jsonl, stats.json ({result['elapsed_s']}s)"
+        f"dead_letter/, contamination.jsonl, {REPORT}, stats.json ({result['elapsed_s']}s)"
     )
     if not result["invariant"]["ok"]:
         sys.exit("invariant violated: input != kept + rejected + dead_letter (see stats.json)")

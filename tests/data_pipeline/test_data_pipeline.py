@@ -213,6 +213,9 @@ def test_positive_controls_are_measured_and_never_written(run):
     written = _kept(out) + _jsonl_gz(out / "rejected")
     written += [json.loads(line) for line in (out / "contamination.jsonl").read_text().splitlines()]
     assert written and all(r["source"] != controls.SOURCE for r in written)
+    report = (out / "contamination_report.md").read_text()
+    assert "| humaneval | 1 | 1.000 (20/20, 20/20) |" in report
+    assert "- `code_repo` `pkg/leak.py:0` ~ item `HumanEval/0`: " in report and "[[" in report
     assert (
         "decontamination controls caught (recall: verbatim, perturbed): humaneval 1.000 (20/20, 20/20)"
         in (prepare.stats.format_table(stats))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_pipeline import decontaminate, eval_sets
+from data_pipeline import decontaminate, decontamination_report, eval_sets
 from data_pipeline.eval_sets import EvalItem
 from tests.support.beam import record, run_transform
 
@@ -336,3 +336,23 @@ def test_short_question_matches_with_the_start_of_its_answer():
     index = decontaminate.NgramIndex([item], window=50, min_chars=35, w=8, answer_window=100)
     assert _found(index, "compute 7 CHOOSE 4: " + SOLUTION[:40]) == {0}
     assert _found(index, "Compute 8 choose 4. " + SOLUTION[:80]) == set()
+
+
+def test_report_ranks_generic_stretches_first_and_samples_documents_in_order():
+    def hit(doc, match, item="i1"):
+        context = decontaminate.highlight(f"before {match} after", 7, 7 + len(match))
+        return {
+            "id": doc,
+            "source": "web",
+            "eval_set": "gsm8k",
+            "eval_item_id": item,
+            "match": match,
+            "context": context,
+        }
+
+    hits = [hit(f"d{i}", "generic") for i in range(6)] + [hit("d9", "rare", "i2"), hit("d0", "rare", "i2")]
+    controls = {"gsm8k": {"recall": 1.0, "verbatim": "2/2", "perturbed": "2/2"}}
+    text = decontamination_report.report(reversed(hits), controls, top=2, samples=2)
+    assert "| gsm8k | 7 | 1.000 (2/2, 2/2) |" in text
+    assert text.index("| 6 | `generic` |") < text.index("| 2 | `rare` |")
+    assert "- `web` `d0` ~ item `i1`: before [[generic]] after\n- `web` `d0` ~ item `i2`" in text
