@@ -18,8 +18,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import ml_collections
 
-from data_pipeline.eval_sets import EvalItem
+from data_pipeline.eval_sets import EvalItem, load_eval_sets
 
 SOURCE = "_decontamination_controls"  # reserved: no input may use this source name
 VARIANTS = ("verbatim", "perturbed")
@@ -101,17 +102,30 @@ def _outcome(element: tuple[str, dict[str, list]]) -> Iterator[dict[str, Any]]:
         }
 
 
-class WithControls(beam.PTransform):
-    """Runs ``stage`` (records -> kept, rejected, hits) on the records plus ``controls``;
-    returns the user's (kept, rejected, hits) and one ``{eval_set, variant, caught}`` per control."""
+def _plant(_: Any, config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> list[dict[str, Any]]:
+    items = load_eval_sets(eval_specs, config)
+    return control_records(items, int(config.control_items_per_set), int(config.control_seed))
 
-    def __init__(self, stage: beam.PTransform, controls: list[dict[str, Any]]) -> None:
+
+class WithControls(beam.PTransform):
+    """Runs ``stage`` (records -> kept, rejected, hits) on the records plus the controls of
+    ``eval_specs``; returns the user's (kept, rejected, hits) and one ``{eval_set, variant,
+    caught}`` per control. The controls are made on a worker: only the paths travel in the job."""
+
+    def __init__(
+        self, stage: beam.PTransform, config: ml_collections.ConfigDict, eval_specs: dict[str, str]
+    ) -> None:
         super().__init__()
         self._stage = stage
-        self._controls = controls
+        self._config = ml_collections.ConfigDict(config.to_dict())
+        self._specs = dict(eval_specs)
 
     def expand(self, records: beam.PCollection) -> tuple[beam.PCollection, ...]:
-        planted = records.pipeline | "CreateControls" >> beam.Create(self._controls)
+        planted = (
+            records.pipeline
+            | "ControlSeed" >> beam.Create([None])
+            | "PlantControls" >> beam.FlatMap(_plant, self._config, self._specs)
+        )
         kept, rejected, hits = (records, planted) | "AddControls" >> beam.Flatten() | self._stage
         user = [
             pcoll | f"DropControls{i}" >> beam.Filter(lambda e: not is_control(e))

@@ -80,14 +80,9 @@ class Stage:
         return StageResult(kept, rejected, dict(zip(self.side, side)))
 
 
-def stages(
-    config: ml_collections.ConfigDict,
-    domains: set[str],
-    eval_specs: dict[str, str],
-    control_docs: list[dict[str, Any]] = (),
-) -> list[Stage]:
-    """The job's stages, in order. ``control_docs`` (controls.control_records) go through
-    Decontaminate only: the earlier stages would judge the carrier, not the decontamination."""
+def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dict[str, str]) -> list[Stage]:
+    """The job's stages, in order. The positive controls (data_pipeline/controls.py) go through
+    Decontaminate only: the earlier stages would judge their carrier, not the decontamination."""
     chains = {domain: build_chain(domain, config.filters) for domain in domains}
     pii = {k: v for k, v in config.pii.items() if k != "enabled"}
     try:
@@ -101,7 +96,9 @@ def stages(
         Stage(
             "Decontaminate",
             config.decontamination.enabled,
-            lambda: controls.WithControls(Decontaminate(config.decontamination, eval_specs), control_docs),
+            lambda: controls.WithControls(
+                Decontaminate(config.decontamination, eval_specs), config.decontamination, eval_specs
+            ),
             side=(HITS, CONTROLS),
         ),
         Stage("Quality", True, lambda: ScoreQuality(config.quality)),
@@ -148,7 +145,6 @@ def build(
     specs: list[sources.InputSpec],
     eval_specs: dict[str, str],
     out: str,
-    control_docs: list[dict[str, Any]] = (),
 ) -> None:
     """Adds the whole job to ``p``, writing under ``out`` (the run's staging folder)."""
     work = fs.join(out, WORK_DIR)
@@ -164,7 +160,7 @@ def build(
     rejections = [[r[records.REJECTED] for r in reads] | "FlattenReadRejections" >> beam.Flatten()]
 
     kept, side = read_records, {}
-    for stage in stages(config, {s.domain for s in specs}, eval_specs, control_docs):
+    for stage in stages(config, {s.domain for s in specs}, eval_specs):
         result = stage.apply(kept)
         kept = result.kept
         rejections.append(result.rejected)
@@ -251,15 +247,11 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     for spec in specs:
         sources.check_matches(spec)
     eval_specs = parse_specs(list(config.eval_sets))
-    control_docs = []
     decon = config.decontamination
     if decon.enabled:  # fail now on an unreadable eval set, not on every worker
         items = load_eval_sets(eval_specs, decon)
         absl_logging.info(
             "decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items})
-        )
-        control_docs = controls.control_records(
-            items, int(decon.control_items_per_set), int(decon.control_seed)
         )
     out = fs.resolve(config.output_dir)
     old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
@@ -270,7 +262,7 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
         )
     options = pipeline_options(config, beam_args)
     p = beam.Pipeline(options=options)
-    build(p, config, specs, eval_specs, staging, control_docs)
+    build(p, config, specs, eval_specs, staging)
     absl_logging.info("running the pipeline (%s) ...", options.get_all_options()["runner"])
     result = p.run()
     result.wait_until_finish()
