@@ -101,7 +101,10 @@ def recall(index: decontaminate.NgramIndex, pages: list[dict], rng: random.Rando
         per = ", ".join(
             f"{name} {found[name, variant] / total[name, variant]:.3f}" for name in sorted(by_set)
         )
-        hit, n = sum(found[k] for k in found if k[1] == variant), sum(total[k] for k in total if k[1] == variant)
+        hit, n = (
+            sum(found[k] for k in found if k[1] == variant),
+            sum(total[k] for k in total if k[1] == variant),
+        )
         print(f"recall {variant}: {hit}/{n} = {hit / n:.4f} (target >= 0.99 every set): {per}")
     flagged = [p["id"] for p in pages if hits_of(index, {**p, "source": "web"})]
     print(f"clean web pages flagged: {len(flagged)}/{len(pages)} {flagged[:10]}")

@@ -18,9 +18,10 @@ share 50-character sentences ("substituting the first equation into the second e
 we") with other solutions: with answers in 50-character windows, 24 of GSM8K train's 7,473
 documents were flagged, 19 by answer text alone; with 75, 100 or 200 only the 5 that share
 question text (bench/RESULTS.md). The question is indexed on its own too, and a question
-shorter than a window is indexed with every window of ``min_chars`` characters. A whole item shorter than that (BBH's
-boolean expressions) matches only as a whole, from ``min_item_chars`` on; a question part
-shorter than ``min_chars`` is skipped (too short to tell a leak from a common phrase).
+shorter than a window is indexed with every window of ``min_chars`` characters. A whole
+item shorter than that (BBH's boolean expressions) matches only as a whole, from
+``min_item_chars`` on; a question part shorter than ``min_chars`` is skipped (too short to
+tell a leak from a common phrase).
 An item that none of that covers, such as BBH's multistep arithmetic (``((-1 + 2 + 9 * 5) -
 (-2 + -4 + -4 * -7)) =`` / ``24``: no letters at all, so its letters+digits form is a digit
 run, like page numbers), is matched whole in its expression form, which keeps the operators
