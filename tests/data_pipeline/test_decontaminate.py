@@ -110,6 +110,12 @@ def test_items_shorter_than_min_chars_are_skipped(run):
 def test_bad_action_names_the_field(specs):
     with pytest.raises(ValueError, match="config.decontamination.action"):
         decontaminate.Decontaminate(_config(action="blur"), specs)
+    with pytest.raises(
+        ValueError, match=r"config.decontamination.answer_window_chars: must be >= window_chars=50"
+    ):
+        decontaminate.Decontaminate(_config(answer_window_chars=40), specs)
+    with pytest.raises(ValueError, match=r"config.decontamination.control_min_recall: must be in \[0, 1\]"):
+        decontaminate.Decontaminate(_config(control_min_recall=95), specs)
 
 
 def test_multiprocess_direct_runner(specs):
