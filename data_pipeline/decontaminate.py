@@ -48,6 +48,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from common import checks
+from data_pipeline import controls
 from data_pipeline.eval_sets import (
     DEFAULT_ANSWER_FIELDS,
     DEFAULT_ID_FIELDS,
@@ -59,6 +60,7 @@ from data_pipeline.records import REJECTED, rejection
 
 REASON = "contaminated"
 NAMESPACE = "decontamination"
+CONTROLS_NAMESPACE = "decontamination_controls"
 ACTIONS = ("drop", "cut")
 _POLY = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -495,20 +497,20 @@ class _Decontaminate(beam.DoFn):
         self._config = ml_collections.ConfigDict(config.to_dict())
         self._specs = dict(eval_specs)  # paths only: the items are loaded on the worker
         self._index: NgramIndex | None = None
-        self._contaminated = Metrics.counter(NAMESPACE, REASON)
-        self._cut = Metrics.counter(NAMESPACE, "cut_documents")
 
     def setup(self) -> None:
         self._index = load_index(self._config, self._specs)
 
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
+        # Positive controls are counted apart: the metrics describe the user's records.
+        namespace = CONTROLS_NAMESPACE if record["source"] == controls.SOURCE else NAMESPACE
         seen, cut = set(), []
         for start, end, i, match in self._index.find(record["text"]):
             cut.append((start, end))
             item = self._index.items[i]
             if i not in seen:
                 seen.add(i)
-                Metrics.counter(NAMESPACE, f"hits_{item.eval_set}").inc()
+                Metrics.counter(namespace, f"hits_{item.eval_set}").inc()
                 yield beam.pvalue.TaggedOutput(
                     "hits",
                     {
@@ -527,10 +529,10 @@ class _Decontaminate(beam.DoFn):
         if c.action == "cut":
             pieces = cut_spans(record["text"], cut, int(c.cut_window_chars), int(c.min_piece_chars))
             if pieces and len(pieces) <= c.max_pieces:
-                self._cut.inc()
+                Metrics.counter(namespace, "cut_documents").inc()
                 yield {**record, "text": "\n\n".join(pieces)}
                 return
-        self._contaminated.inc()
+        Metrics.counter(namespace, REASON).inc()
         yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, REASON))
 
 

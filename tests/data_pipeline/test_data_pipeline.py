@@ -210,6 +210,11 @@ def test_positive_controls_are_measured_and_never_written(run):
         "humaneval": {"planted": 40, "caught": 40, "recall": 1.0, "verbatim": "20/20", "perturbed": "20/20"}
     }
     assert controls.SOURCE not in stats["sources"]
+    metrics = stats["metrics"]  # the controls are counted apart from the user's one leak
+    assert (
+        metrics["decontamination/contaminated"] == 1
+        and metrics["decontamination_controls/contaminated"] == 40
+    )
     written = _kept(out) + _jsonl_gz(out / "rejected")
     written += [json.loads(line) for line in (out / "contamination.jsonl").read_text().splitlines()]
     assert written and all(r["source"] != controls.SOURCE for r in written)
