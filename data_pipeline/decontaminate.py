@@ -10,11 +10,18 @@ number.) A match is a shared window of ``window_chars`` characters (50 by defaul
 ten words) that holds at least one letter (``1 2 3 ... 15`` is page numbering). Items are
 indexed by winnowing (Schleimer et al. 2003): the smallest window hash of every ``winnow``
 consecutive windows, which guarantees that any shared stretch of ``window_chars + winnow -
-1`` characters is found while indexing about a quarter of the windows. The first text field
-of an item (its question) is indexed on its own too, and a part shorter than that is
-indexed with every window of ``min_chars`` characters. A whole item shorter than that (BBH's
-boolean expressions) matches only as a whole, from ``min_item_chars`` on; a question part
-shorter than ``min_chars`` is skipped (too short to tell a leak from a common phrase).
+1`` characters is found while indexing about a quarter of the windows. Questions and
+answers are not the same evidence: an item's answer or worked solution (``answer_fields``)
+matches only in windows of ``answer_window_chars`` (100), and the whole item's windows must
+hold at least half a window of its question (all of a shorter question). Worked solutions
+share 50-character sentences ("substituting the first equation into the second equation
+we") with other solutions: with answers in 50-character windows, 24 of GSM8K train's 7,473
+documents were flagged, 19 by answer text alone; with 75, 100 or 200 only the 5 that share
+question text (bench/RESULTS.md). The question is indexed on its own too, and a question
+shorter than a window is indexed with every window of ``min_chars`` characters. A whole
+item shorter than that (BBH's boolean expressions) matches only as a whole, from
+``min_item_chars`` on; a question part shorter than ``min_chars`` is skipped (too short to
+tell a leak from a common phrase).
 An item that none of that covers, such as BBH's multistep arithmetic (``((-1 + 2 + 9 * 5) -
 (-2 + -4 + -4 * -7)) =`` / ``24``: no letters at all, so its letters+digits form is a digit
 run, like page numbers), is matched whole in its expression form, which keeps the operators
@@ -31,6 +38,7 @@ once in ``DoFn.setup``. Documents are matched with a vectorised lookup.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,11 +48,19 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from common import checks
-from data_pipeline.eval_sets import DEFAULT_ID_FIELDS, DEFAULT_TEXT_FIELDS, EvalItem, load_eval_sets
+from data_pipeline import controls
+from data_pipeline.eval_sets import (
+    DEFAULT_ANSWER_FIELDS,
+    DEFAULT_ID_FIELDS,
+    DEFAULT_TEXT_FIELDS,
+    EvalItem,
+    load_eval_sets,
+)
 from data_pipeline.records import REJECTED, rejection
 
 REASON = "contaminated"
 NAMESPACE = "decontamination"
+CONTROLS_NAMESPACE = "decontamination_controls"
 ACTIONS = ("drop", "cut")
 _POLY = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -62,13 +78,22 @@ def default_config() -> ml_collections.ConfigDict:
             # Parts the letters+digits form cannot index (BBH's arithmetic: no letters) are
             # matched whole in a form that keeps the operators, from this many characters on.
             "expression_chars": 16,
+            # Answer and solution text matches only in windows this long (about 20 words): a
+            # worked solution shares 50-character sentences with other solutions (GSM8K train).
+            "answer_window_chars": 100,
             "winnow": 8,  # index the smallest of every `winnow` consecutive window hashes
             "action": "drop",  # drop | cut
+            # Positive controls (data_pipeline/controls.py): items planted per eval set and
+            # variant; a run whose recall for an eval set is below the floor fails.
+            "control_items_per_set": 20,
+            "control_min_recall": 0.95,
+            "control_seed": 0,
             "cut_window_chars": 200,
             "min_piece_chars": 200,
             "max_pieces": 10,
             "builtin_eval_sets": ("humaneval",),
             "text_fields": DEFAULT_TEXT_FIELDS,
+            "answer_fields": DEFAULT_ANSWER_FIELDS,
             "id_fields": DEFAULT_ID_FIELDS,
         }
     )
@@ -80,11 +105,19 @@ def validate(config: ml_collections.ConfigDict, prefix: str = "decontamination")
     checks.positive(config.min_chars, f"{prefix}.min_chars")
     checks.positive(config.winnow, f"{prefix}.winnow")
     checks.positive(config.expression_chars, f"{prefix}.expression_chars")
+    checks.positive(config.control_items_per_set, f"{prefix}.control_items_per_set")
+    checks.fraction(config.control_min_recall, f"{prefix}.control_min_recall")
     checks.require(
         0 < config.min_item_chars <= config.min_chars,
         f"{prefix}.min_item_chars",
         f"must be in (0, min_chars={config.min_chars}]",
         config.min_item_chars,
+    )
+    checks.require(
+        config.answer_window_chars >= config.window_chars,
+        f"{prefix}.answer_window_chars",
+        f"must be >= window_chars={config.window_chars}",
+        config.answer_window_chars,
     )
     checks.require(
         config.window_chars >= config.min_chars,
@@ -128,6 +161,20 @@ def normalized_chars(text: str, operators: bool = False) -> tuple[np.ndarray, np
         for wide_op, ascii_op in _WIDE_OPERATORS.items():
             codes = np.where(codes == ord(wide_op), np.uint32(ord(ascii_op)), codes)
     return codes.astype(np.uint64), offsets
+
+
+_WHOLE, _QUESTION, _ANSWER = 0, 1, 2  # the parts of an item that NgramIndex indexes
+_NO_LIMIT = 1 << 62
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """One text of an item to index: whose, which part, and (whole items) its question's length."""
+
+    owner: int
+    text: str
+    kind: int
+    head: int
 
 
 class _Powers:
@@ -192,10 +239,14 @@ def _has_letter(codes: np.ndarray, k: int) -> np.ndarray:
 
 
 class NgramIndex:
-    """Window hash -> eval items containing it, for the two window sizes in use.
+    """Window hash -> eval items containing it, for the window sizes in use.
 
     Built in a few vectorised passes over all item parts at once (one code-point array
     with the parts' boundaries), so indexing tens of thousands of items takes seconds.
+    Three parts per item: the whole item, whose ``window`` windows must hold at least half
+    a window of question (all of it, when the question is shorter), so an answer's generic
+    sentences cannot match on their own; the question alone (also matched in ``min_chars``
+    windows when short); the answer alone, in ``answer_window`` windows only.
     """
 
     _BATCH_CHARS = 1 << 24  # code points per pass (bounds the temporary arrays)
@@ -208,19 +259,28 @@ class NgramIndex:
         w: int,
         min_item_chars: int = 0,
         expression_chars: int = 16,
+        answer_window: int | None = None,
     ) -> None:
         self.items = items
         self.window, self.min_chars, self.w, self.min_item_chars = window, min_chars, w, min_item_chars
         self.expression_chars = expression_chars
-        # (item, text, is the whole item): a whole item may be short; its question alone may not.
-        parts = [(i, part, j == 0) for i, item in enumerate(items) for j, part in enumerate(item.parts)]
-        found: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {window: [], min_chars: []}
+        self.answer_window = answer_window or window
+        parts = []  # _Part rows; the whole item's question length bounds where its windows start
+        for i, item in enumerate(items):
+            question = item.question_text
+            head = len(normalized_chars(question)[0]) if question != item.text else _NO_LIMIT
+            parts.append(_Part(i, item.text, _WHOLE, head))
+            if question != item.text:
+                parts.append(_Part(i, question, _QUESTION, _NO_LIMIT))
+            if item.answer:
+                parts.append(_Part(i, item.answer, _ANSWER, _NO_LIMIT))
+        found: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         indexed = np.zeros(len(items), dtype=bool)
         start = 0
         while start < len(parts):
             stop, chars = start, 0
             while stop < len(parts) and (chars < self._BATCH_CHARS or stop == start):
-                chars += len(parts[stop][1])
+                chars += len(parts[stop].text)
                 stop += 1
             self._index_batch(parts[start:stop], found, indexed)
             start = stop
@@ -237,22 +297,31 @@ class NgramIndex:
                 distinct[1:] = (all_keys[1:] != all_keys[:-1]) | (all_owners[1:] != all_owners[:-1])
                 self.keys[k], self.owners[k] = all_keys[distinct], all_owners[distinct]
 
-    def _index_batch(self, parts: list[tuple[int, str, bool]], found: dict, indexed: np.ndarray) -> None:
-        codes, offsets = normalized_chars("\x00".join(text for _, text, _ in parts))
+    def _window_of(self, kind: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Each part's window size (0: not indexed in windows)."""
+        answer = np.where(lengths >= self.answer_window, self.answer_window, 0)
+        question = np.where(
+            lengths >= self.window, self.window, np.where(lengths >= self.min_chars, self.min_chars, 0)
+        )
+        return np.where(kind == _ANSWER, answer, question)
+
+    def _index_batch(self, parts: list[_Part], found: dict, indexed: np.ndarray) -> None:
+        codes, offsets = normalized_chars("\x00".join(p.text for p in parts))
         # Part p covers codes[bounds[p]:bounds[p + 1]] (the separators are not letters or digits).
-        text_starts = np.cumsum([0] + [len(text) + 1 for _, text, _ in parts])
+        text_starts = np.cumsum([0] + [len(p.text) + 1 for p in parts])
         bounds = np.searchsorted(offsets, text_starts)
         lengths = np.diff(bounds)
-        owner_of_part = np.array([i for i, _, _ in parts], dtype=np.int32)
+        owner_of_part = np.array([p.owner for p in parts], dtype=np.int32)
+        kind = np.array([p.kind for p in parts])
+        head = np.array([p.head for p in parts], dtype=np.int64)
         part_of = np.repeat(np.arange(len(parts)), lengths)
-        end_of = bounds[1:][part_of]
-        indexed[owner_of_part[lengths >= self.min_chars]] = True
-        long_part = lengths >= self.window + self.w - 1
+        size = self._window_of(kind, lengths)
+        indexed[owner_of_part[(size > 0) & (kind != _ANSWER)]] = True
         prefix, up = _prefix(codes)
         # Whole items too short for a min_chars window are matched whole (the item's
         # every letter and digit, in order), if they have a letter: BBH's short tasks.
         whole = (
-            np.array([is_whole for _, _, is_whole in parts])
+            (kind == _WHOLE)
             & (lengths >= self.min_item_chars)
             & (self.min_item_chars > 0)
             & (lengths < self.min_chars)
@@ -265,30 +334,29 @@ class NgramIndex:
                 key = (prefix[bounds[p] + k] - prefix[bounds[p]]) * up[bounds[p] + k - 1]
             found.setdefault(k, []).append((np.array([key], dtype=np.uint64), owner_of_part[p : p + 1]))
             indexed[owner_of_part[p]] = True
-        for k in (self.window, self.min_chars):
+        for k in sorted({self.window, self.min_chars, self.answer_window}):
             hashes = _windows(prefix, up, k)
             if not len(hashes):
                 continue
             n = len(hashes)
-            valid = (np.arange(n) + k <= end_of[:n]) & _has_letter(codes, k)
-            if k == self.window:
-                # Long parts: winnowed; parts shorter than window + w - 1 but >= window: every window.
-                whole = valid & ~long_part[part_of[:n]]
-                sentinel = np.where(
-                    valid & long_part[part_of[:n]], hashes, np.uint64(np.iinfo(np.uint64).max)
-                )
-                if n >= self.w:
-                    mark = np.zeros(n, dtype=bool)
-                    runs = np.lib.stride_tricks.sliding_window_view(sentinel, self.w)
-                    mark[runs.argmin(axis=1) + np.arange(len(runs))] = True
-                    picks = np.flatnonzero(mark & valid & long_part[part_of[:n]])
-                else:
-                    picks = np.flatnonzero(valid & long_part[part_of[:n]])
-                chosen = np.flatnonzero(whole | np.isin(np.arange(n), picks, kind="table"))
+            part = part_of[:n]
+            offset = np.arange(n) - bounds[part]
+            # A window of the whole item holds min(question, half a window) question characters.
+            valid = (size[part] == k) & (offset + k <= lengths[part]) & _has_letter(codes, k)
+            valid &= offset <= np.maximum(0, head[part] - (k + 1) // 2)
+            # Long parts: winnowed; shorter than k + w - 1: every window.
+            long_part = (lengths >= k + self.w - 1)[part]
+            chosen = valid & ~long_part
+            if n >= self.w:
+                sentinel = np.where(valid & long_part, hashes, np.uint64(np.iinfo(np.uint64).max))
+                mark = np.zeros(n, dtype=bool)
+                runs = np.lib.stride_tricks.sliding_window_view(sentinel, self.w)
+                mark[runs.argmin(axis=1) + np.arange(len(runs))] = True
+                chosen |= mark & valid & long_part
             else:
-                short = (lengths >= self.min_chars) & (lengths < self.window)
-                chosen = np.flatnonzero(valid & short[part_of[:n]])
-            found[k].append((hashes[chosen], owner_of_part[part_of[chosen]]))
+                chosen |= valid & long_part
+            picks = np.flatnonzero(chosen)
+            found.setdefault(k, []).append((hashes[picks], owner_of_part[part_of[picks]]))
 
     def _index_expressions(self, indexed: np.ndarray) -> None:
         """Expression-form keys for the items that no letters+digits key covers.
@@ -304,7 +372,8 @@ class NgramIndex:
         m = self.expression_chars
         rows = []  # (hash of the first m characters, hash of the whole form, its length, item)
         for i in np.flatnonzero(~indexed).tolist():
-            for part in self.items[i].parts:
+            item = self.items[i]
+            for part in {item.text, item.question_text}:
                 codes, _ = normalized_chars(part, operators=True)
                 while len(codes) and codes[-1] == ord("="):  # "expression =" also leaks without "="
                     codes = codes[:-1]
@@ -375,6 +444,17 @@ def _string(codes: np.ndarray) -> str:
     return "".join(map(chr, codes.tolist()))
 
 
+CONTEXT_CHARS = 80
+
+
+def highlight(text: str, start: int, end: int) -> str:
+    """The matched stretch in [[brackets]] with ``CONTEXT_CHARS`` of the document either side,
+    whitespace runs as one space: what a reader needs to judge a hit."""
+    before = text[max(0, start - CONTEXT_CHARS) : start]
+    after = text[end : end + CONTEXT_CHARS]
+    return " ".join(f"{before}[[{text[start:end]}]]{after}".split())
+
+
 def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: int) -> list[str]:
     """The pieces of ``text`` left after removing each span widened by ``window`` chars."""
     pieces, pos = [], 0
@@ -389,19 +469,24 @@ def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: i
 _INDEX_CACHE: dict[str, NgramIndex] = {}
 
 
+def build_index(items: list[EvalItem], config: ml_collections.ConfigDict) -> NgramIndex:
+    """The index of ``items`` under ``config`` (``config.decontamination``'s fields)."""
+    return NgramIndex(
+        items,
+        int(config.window_chars),
+        int(config.min_chars),
+        int(config.winnow),
+        int(config.min_item_chars),
+        int(config.expression_chars),
+        int(config.answer_window_chars),
+    )
+
+
 def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> NgramIndex:
     """The index of the eval sets, built once per process (DoFn instances share it)."""
     key = repr((sorted(eval_specs.items()), sorted(config.to_dict().items())))
     if key not in _INDEX_CACHE:
-        items = load_eval_sets(eval_specs, config)
-        _INDEX_CACHE[key] = NgramIndex(
-            items,
-            int(config.window_chars),
-            int(config.min_chars),
-            int(config.winnow),
-            int(config.min_item_chars),
-            int(config.expression_chars),
-        )
+        _INDEX_CACHE[key] = build_index(load_eval_sets(eval_specs, config), config)
     return _INDEX_CACHE[key]
 
 
@@ -412,27 +497,29 @@ class _Decontaminate(beam.DoFn):
         self._config = ml_collections.ConfigDict(config.to_dict())
         self._specs = dict(eval_specs)  # paths only: the items are loaded on the worker
         self._index: NgramIndex | None = None
-        self._contaminated = Metrics.counter(NAMESPACE, REASON)
-        self._cut = Metrics.counter(NAMESPACE, "cut_documents")
 
     def setup(self) -> None:
         self._index = load_index(self._config, self._specs)
 
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
+        # Positive controls are counted apart: the metrics describe the user's records.
+        namespace = CONTROLS_NAMESPACE if record["source"] == controls.SOURCE else NAMESPACE
         seen, cut = set(), []
         for start, end, i, match in self._index.find(record["text"]):
             cut.append((start, end))
             item = self._index.items[i]
             if i not in seen:
                 seen.add(i)
-                Metrics.counter(NAMESPACE, f"hits_{item.eval_set}").inc()
+                Metrics.counter(namespace, f"hits_{item.eval_set}").inc()
                 yield beam.pvalue.TaggedOutput(
                     "hits",
                     {
                         "id": record["id"],
+                        "source": record["source"],
                         "eval_set": item.eval_set,
                         "eval_item_id": item.item_id,
                         "match": match,
+                        "context": highlight(record["text"], start, end),
                     },
                 )
         if not cut:
@@ -442,15 +529,16 @@ class _Decontaminate(beam.DoFn):
         if c.action == "cut":
             pieces = cut_spans(record["text"], cut, int(c.cut_window_chars), int(c.min_piece_chars))
             if pieces and len(pieces) <= c.max_pieces:
-                self._cut.inc()
+                Metrics.counter(namespace, "cut_documents").inc()
                 yield {**record, "text": "\n\n".join(pieces)}
                 return
-        self._contaminated.inc()
+        Metrics.counter(namespace, REASON).inc()
         yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, REASON))
 
 
 class Decontaminate(beam.PTransform):
-    """records -> (kept, rejected, contamination hits ``{id, eval_set, eval_item_id, match}``).
+    """records -> (kept, rejected, contamination hits
+    ``{id, source, eval_set, eval_item_id, match, context}``).
 
     ``eval_specs`` is ``{NAME: PATH}`` (see eval_sets); ``config.builtin_eval_sets`` are added.
     """

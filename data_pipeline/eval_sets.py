@@ -1,8 +1,10 @@
 """Eval sets to decontaminate against, read from ``NAME=PATH`` specs or built into packages.
 
 PATH is a file, a directory or a glob of jsonl, jsonl.gz, json, csv, tsv or parquet files.
-An item's text is the configured fields that it has, joined by newlines; the default field
-list covers the usual layouts of GSM8K (question, answer), MATH (problem, solution),
+An item's text is the configured fields that it has, joined by newlines: first its question
+(every field not in ``answer_fields``), then its answer (the fields in ``answer_fields``),
+which decontaminate.py weighs differently (a worked solution shares generic sentences with
+other solutions; a question is the distinctive part). The default field list covers the usual layouts of GSM8K (question, answer), MATH (problem, solution),
 HumanEval (prompt, canonical_solution), MBPP (text, code), MMLU (question, choice0-3),
 ARC (question.stem, question.choices), BBH (input, target) and OpenBookQA (tsv).
 ``PATH`` = ``builtin`` names a set shipped inside an installed package (no download).
@@ -34,6 +36,7 @@ DEFAULT_TEXT_FIELDS = (
     "choice0", "choice1", "choice2", "choice3",
     "answer", "solution", "canonical_solution", "code", "target",
 )  # fmt: skip
+DEFAULT_ANSWER_FIELDS = ("answer", "solution", "canonical_solution", "code", "target")
 DEFAULT_ID_FIELDS = ("task_id", "id", "unique_id", "idx", "ID")
 
 
@@ -43,13 +46,14 @@ class EvalItem:
 
     eval_set: str
     item_id: str
-    text: str
-    question: str = ""  # the first text field alone (a leak may be the question without its answer)
+    text: str  # question, then answer, joined by a newline
+    question: str = ""  # the non-answer fields ("": all of ``text``); a leak may be the question alone
+    answer: str = ""  # the answer fields: a worked solution, a reference program, a target
 
     @property
-    def parts(self) -> tuple[str, ...]:
-        """The texts to index: the whole item, and its question when that is only part of it."""
-        return (self.text, self.question) if self.question and self.question != self.text else (self.text,)
+    def question_text(self) -> str:
+        """The distinctive part: the question, or the whole item when it has no answer fields."""
+        return self.question or self.text
 
 
 def _builtin_humaneval() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -156,8 +160,8 @@ def named_rows(name: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
 def load_eval_sets(specs: dict[str, str], config: ml_collections.ConfigDict) -> list[EvalItem]:
     """Items of every ``NAME: PATH`` spec plus ``config.builtin_eval_sets``.
 
-    ``config`` is ``config.decontamination`` (fields ``text_fields``, ``id_fields``,
-    ``builtin_eval_sets``). Ids come from the first id field present, else ``file:row``.
+    ``config`` is ``config.decontamination`` (fields ``text_fields``, ``answer_fields``,
+    ``id_fields``, ``builtin_eval_sets``). Ids come from the first id field present, else ``file:row``.
     Rows whose text fields are present but blank are skipped; a row with none of the text
     fields raises, naming the file and the fields it has.
     """
@@ -171,15 +175,10 @@ def load_eval_sets(specs: dict[str, str], config: ml_collections.ConfigDict) -> 
                     f"--eval_set {name}: row {index} of {file} has no text field; fields seen: {seen}; "
                     f"recognised: {list(config.text_fields)} (config.decontamination.text_fields)"
                 )
-            text = item_text(row, config.text_fields)
-            if text:
-                first = next(f for f in config.text_fields if item_text(row, (f,)))
-                items.append(
-                    EvalItem(
-                        name,
-                        item_id(row, config.id_fields, f"{fs.basename(file)}:{index}"),
-                        text,
-                        item_text(row, (first,)),
-                    )
-                )
+            question = item_text(row, [f for f in config.text_fields if f not in config.answer_fields])
+            answer = item_text(row, [f for f in config.text_fields if f in config.answer_fields])
+            if question or answer:
+                text = "\n".join(t for t in (question, answer) if t)
+                item = item_id(row, config.id_fields, f"{fs.basename(file)}:{index}")
+                items.append(EvalItem(name, item, text, question, answer))
     return items

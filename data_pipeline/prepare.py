@@ -6,7 +6,8 @@
 Without --config the defaults of configs/data/base.py apply. The stages are the literal
 list in ``stages()``: read (dead letters for unreadable input) -> clean (normalise, filter,
 redact PII) -> exact dedup -> near dedup -> decontamination -> quality; then per-domain
-TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl and stats.json (layout in
+TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl, contamination_report.md
+and stats.json (layout in
 docs/DESIGN.md). Every configured stage runs or the job fails; nothing is skipped quietly.
 One run at a time holds the output folder; it writes into its own staging folder and
 commits at the end (data_pipeline/outputs.py) only if the run's checks pass
@@ -35,7 +36,7 @@ from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs
-from data_pipeline import outputs, records, sources, stats, tfds_output
+from data_pipeline import controls, decontamination_report, outputs, records, sources, stats, tfds_output
 from data_pipeline.clean import Clean
 from data_pipeline.decontaminate import Decontaminate
 from data_pipeline.dedup import ExactDedup
@@ -47,6 +48,8 @@ from data_pipeline.scoring import ScoreQuality
 
 WORK_DIR = "_work"
 HITS = "hits"
+CONTROLS = "controls"
+REPORT = "contamination_report.md"
 
 
 @dataclasses.dataclass
@@ -99,7 +102,8 @@ def redactor(config: ml_collections.ConfigDict) -> Redactor | None:
 
 
 def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dict[str, str]) -> list[Stage]:
-    """The job's stages, in order."""
+    """The job's stages, in order. The positive controls (data_pipeline/controls.py) go through
+    Decontaminate only: the earlier stages would judge their carrier, not the decontamination."""
     chains = {domain: build_chain(domain, config.filters) for domain in domains}
     clean_redactor = redactor(config)
     return [
@@ -109,8 +113,10 @@ def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dic
         Stage(
             "Decontaminate",
             config.decontamination.enabled,
-            lambda: Decontaminate(config.decontamination, eval_specs),
-            side=(HITS,),
+            lambda: controls.WithControls(
+                Decontaminate(config.decontamination, eval_specs), config.decontamination, eval_specs
+            ),
+            side=(HITS, CONTROLS),
         ),
         Stage("Quality", True, lambda: ScoreQuality(config.quality)),
     ]
@@ -130,6 +136,7 @@ def input_specs(config: ml_collections.ConfigDict) -> list[sources.InputSpec]:
     checks.require(bool(specs), "inputs", "no inputs; give some in the config or with --input DOMAIN=GLOB")
     names = [s.source for s in specs]
     checks.require(len(set(names)) == len(names), "inputs", "source names must be unique", names)
+    checks.require(controls.SOURCE not in names, "inputs", f"source name {controls.SOURCE!r} is reserved")
     return specs
 
 
@@ -222,6 +229,9 @@ def build(
             all_rejected | "CountRejected" >> stats.CountBy(stats.REJECTED, detail_fn=lambda r: r["reason"]),
             dead | "CountDead" >> stats.CountBy(stats.DEAD_LETTER),
             hits | "CountHits" >> stats.CountBy(stats.CONTAMINATION, detail_fn=lambda h: h["eval_set"]),
+            side[CONTROLS]
+            | "CountControls"
+            >> stats.CountBy(stats.CONTROL, detail_fn=lambda o: (o["eval_set"], o["variant"], o["caught"])),
             violations
             | "CountViolations" >> stats.CountBy(stats.ID_VIOLATION, detail_fn=lambda v: v["kind"]),
         ]
@@ -279,8 +289,9 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     for spec in specs:
         sources.check_matches(spec)
     eval_specs = parse_specs(list(config.eval_sets))
-    if config.decontamination.enabled:  # fail now on an unreadable eval set, not on every worker
-        items = load_eval_sets(eval_specs, config.decontamination)
+    decon = config.decontamination
+    if decon.enabled:  # fail now on an unreadable eval set, not on every worker
+        items = load_eval_sets(eval_specs, decon)
         absl_logging.info(
             "decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items})
         )
@@ -295,6 +306,10 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
             fs.rmtree(staging)  # this run's own partial outputs; nothing else is touched
             raise
         failures, warnings = stats.findings(result_stats, bool(config.read.accept_incomplete_files))
+        if config.decontamination.enabled:  # a run that cannot show its decontamination works fails
+            failures += controls.failures(
+                result_stats["controls"], float(config.decontamination.control_min_recall)
+            )
         result_stats.update(failures=failures, warnings=warnings)
         fs.write_text(fs.join(staging, "stats.json"), stats.dumps(result_stats))
         if failures:
@@ -336,13 +351,16 @@ def _run(
     )
     for folder in (records.REJECTED, "dead_letter"):  # the layout holds them even when empty
         fs.makedirs(fs.join(staging, folder))
-    if not fs.exists(fs.join(staging, "contamination.jsonl")):
-        fs.write_text(fs.join(staging, "contamination.jsonl"), "")
+    hits_path = fs.join(staging, "contamination.jsonl")
+    if not fs.exists(hits_path):
+        fs.write_text(hits_path, "")
     violations = outputs.read_jsonl_files(fs.join(work, "violations"))
-    counts = [
-        ((kind, source, detail), n)
-        for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts"))
-    ]
+    counts, control_counts = [], []
+    for kind, source, detail, n in outputs.read_jsonl_files(fs.join(work, "counts")):
+        if kind == stats.CONTROL:
+            control_counts.append((*detail, n))
+        else:
+            counts.append(((kind, source, detail), n))
     metrics = _metrics(result)
     extra = {
         "metrics": metrics,
@@ -351,11 +369,15 @@ def _run(
             "near": metrics.get("near_dedup/clusters"),
         },
         "stages": [s.name for s in stages(config, set(domains), eval_specs) if s.enabled],
+        "controls": controls.recall(control_counts),
         "datasets": {d: fs.join(out, d) for d in domains},
         "elapsed_s": round(time.time() - start, 1),
     }
     files = {kind: outputs.read_jsonl_files(fs.join(work, kind)) for kind in stats.FILE_KINDS}
     result_stats = stats.assemble(counts, {s.source: s.domain for s in specs}, violations, extra, files)
+    fs.write_text(
+        fs.join(staging, REPORT), decontamination_report.report(fs.read_jsonl(hits_path), extra["controls"])
+    )
     fs.rmtree(work)
     return result_stats
 
@@ -395,7 +417,7 @@ def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
         sys.exit(str(failed))
     print(
         f"outputs in {fs.resolve(config.output_dir)}: {', '.join(result['datasets'].values())}, rejected/, "
-        f"dead_letter/, contamination.jsonl, stats.json ({result['elapsed_s']}s)"
+        f"dead_letter/, contamination.jsonl, {REPORT}, stats.json ({result['elapsed_s']}s)"
     )
 
 

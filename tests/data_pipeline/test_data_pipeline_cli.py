@@ -50,6 +50,11 @@ def test_run_with_flags_only(tmp_path):
         "contaminated": 1,
     }  # prose(i) has < 300 words, the leak more
     assert stats["contamination"] == {"gsm": 1}
+    # Positive controls: the one gsm item and 20 HumanEval items, each verbatim and perturbed.
+    assert (
+        "controls caught (recall: verbatim, perturbed): gsm 1.000 (1/1, 1/1), humaneval 1.000 (20/20, 20/20)"
+        in (result.stdout)
+    )
 
 
 def test_runs_without_config_and_reads_each_file_by_its_own_format(tmp_path):
@@ -70,3 +75,22 @@ def test_runs_without_config_and_reads_each_file_by_its_own_format(tmp_path):
     assert stats["invariant"]["ok"]
     again = _cli(f"--input=web={tmp_path / 'in'}/*", f"--output_dir={out}", "--direct_running_mode=in_memory")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
+
+
+def test_a_run_with_decontamination_broken_on_purpose_fails_on_its_controls(tmp_path):
+    """Windows longer than every item: the quiz controls go uncaught, the run exits non-zero
+    naming the set and commits nothing (HumanEval's items, all code, are still matched whole
+    in their expression form, so only quiz is named)."""
+    write_jsonl(tmp_path / "web.jsonl", [{"id": "d0", "text": prose(0)}])
+    write_jsonl(tmp_path / "quiz.jsonl", [{"question": prose(100 + i)[:300]} for i in range(3)])
+    out = tmp_path / "out"
+    big = 100_000
+    result = _cli(
+        f"--input=web={tmp_path / 'web.jsonl'}", f"--eval_set=quiz={tmp_path / 'quiz.jsonl'}", f"--output_dir={out}",
+        *(f"--config.decontamination.{f}={big}" for f in ("window_chars", "answer_window_chars", "min_chars")),
+        f"--config.decontamination.min_item_chars={big}", "--direct_running_mode=in_memory",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "for eval set(s) quiz 0.000 (0/6)\n" in result.stderr
+    assert f"{out} is unchanged; this run's outputs are in {out}/_staging-" in result.stderr
+    assert not (out / "stats.json").exists()

@@ -93,7 +93,14 @@ def test_overwrite_replaces_only_the_jobs_own_outputs(tmp_path):
     first = prepare.prepare(config)
     assert first["invariant"]["ok"] and first["total"]["kept"] == 4
     marker = json.loads((out / outputs.MARKER).read_text())
-    assert set(marker["outputs"]) == {"web", "rejected", "dead_letter", "contamination.jsonl", "stats.json"}
+    assert set(marker["outputs"]) == {
+        "web",
+        "rejected",
+        "dead_letter",
+        "contamination.jsonl",
+        "contamination_report.md",
+        "stats.json",
+    }
     (out / "notes.txt").write_text("mine")  # the user's file, next to the outputs
     (out / "web" / "stale-from-an-old-run").write_text("x")
     config.overwrite = True

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_pipeline import decontaminate, eval_sets
+from data_pipeline import decontaminate, decontamination_report, eval_sets
 from data_pipeline.eval_sets import EvalItem
 from tests.support.beam import record, run_transform
 
@@ -110,6 +110,12 @@ def test_items_shorter_than_min_chars_are_skipped(run):
 def test_bad_action_names_the_field(specs):
     with pytest.raises(ValueError, match="config.decontamination.action"):
         decontaminate.Decontaminate(_config(action="blur"), specs)
+    with pytest.raises(
+        ValueError, match=r"config.decontamination.answer_window_chars: must be >= window_chars=50"
+    ):
+        decontaminate.Decontaminate(_config(answer_window_chars=40), specs)
+    with pytest.raises(ValueError, match=r"config.decontamination.control_min_recall: must be in \[0, 1\]"):
+        decontaminate.Decontaminate(_config(control_min_recall=95), specs)
 
 
 def test_multiprocess_direct_runner(specs):
@@ -140,11 +146,11 @@ def test_load_eval_sets_reads_every_format(tmp_path):
         "mbpp": str(tmp_path / "m.parquet"),
     }
     items = {i.eval_set: i for i in eval_sets.load_eval_sets(specs, _config())}
-    assert items["gsm8k"] == EvalItem("gsm8k", "gsm.jsonl:0", "Q one?\nA one.", "Q one?")
-    assert items["math"] == EvalItem("math", "u7", "P\nS", "P")
-    assert items["mmlu"].text == "What?\nyes\nno\n1"
-    assert items["arc"] == EvalItem("arc", "arc1", "Stem?\nc1", "Stem?")
-    assert items["mbpp"] == EvalItem("mbpp", "3", "mbpp task\ndef f(): pass", "mbpp task")
+    assert items["gsm8k"] == EvalItem("gsm8k", "gsm.jsonl:0", "Q one?\nA one.", "Q one?", "A one.")
+    assert items["math"] == EvalItem("math", "u7", "P\nS", "P", "S")
+    assert items["mmlu"] == EvalItem("mmlu", "mmlu.csv:0", "What?\nyes\nno\n1", "What?\nyes\nno", "1")
+    assert items["arc"] == EvalItem("arc", "arc1", "Stem?\nc1", "Stem?\nc1")
+    assert items["mbpp"] == EvalItem("mbpp", "3", "mbpp task\ndef f(): pass", "mbpp task", "def f(): pass")
 
 
 def test_builtin_humaneval_needs_no_file():
@@ -222,7 +228,7 @@ def test_punctuation_dropped_or_spaced_out_inside_words_still_matches(run, tmp_p
     """Word n-grams missed these: dropping `(` `,` inside `f(a,b)` merges words, spacing them splits."""
     code = "def add_numbers(first, second):\n    return first + second  # the sum of two integers"
     path = tmp_path / "mbpp.jsonl"
-    path.write_text(json.dumps({"text": "Write a function that adds two numbers.", "code": code}) + "\n")
+    path.write_text(json.dumps({"text": code}) + "\n")  # a code prompt: matched in 50-character windows
     docs = [
         record(
             "dropped", FILLER + "\ndef addnumbersfirst second\n return first  second  the sum of two integers"
@@ -296,3 +302,100 @@ def test_pipeline_drops_arithmetic_leaks(tmp_path):
     )
     assert [r["id"] for r in kept] == ["clean"] and [r["id"] for r in rejected] == ["leak"]
     assert {h["match"] for h in hits} == {"-1+2+9*5--2+-4+-4*-7"}
+
+
+SOLUTION = (
+    "Substituting the first equation into the second equation, we get 3x + 2 = 11, so x = 3. "
+    "Checking, the pair of boxes holds 3 + 8 = 11 marbles, as the problem requires."
+)
+
+
+def test_answers_match_only_in_long_stretches_or_beside_their_question(tmp_path):
+    """A worked solution's generic sentence (50 letters+digits, the GSM8K-train false positives)
+    no longer flags a document; a long stretch of the answer, or the question, still does."""
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(json.dumps({"question": QUESTION, "answer": SOLUTION}) + "\n")
+    generic = "Substituting the first equation into the second equation, we get"
+    long_answer = SOLUTION[:-20]  # well over answer_window_chars letters+digits, not all of it
+    docs = [
+        record("generic", f"{FILLER}\nOther problem. {generic} 2y = 8, so y = 4.\n{FILLER}"),
+        record("answer", f"{FILLER}\n{long_answer}\n{FILLER}"),
+        record("whole", f"{FILLER}\n{QUESTION}\n{SOLUTION}\n{FILLER}"),
+        record("question", f"{FILLER}\n{QUESTION.upper()}\n{FILLER}"),
+    ]
+    config = _config()
+    kept, rejected, hits = run_transform(
+        docs, lambda: decontaminate.Decontaminate(config, {"gsm": str(path)})
+    )
+    assert [r["id"] for r in kept] == ["generic"]
+    assert {len(h["match"]) for h in hits if h["id"] == "answer"} == {config.answer_window_chars}
+    # Before the split (answers matched in 50-character windows) the generic sentence matched.
+    config.answer_window_chars = config.window_chars
+    kept, _, _ = run_transform(docs, lambda: decontaminate.Decontaminate(config, {"gsm": str(path)}))
+    assert kept == []
+
+
+def test_short_question_matches_with_the_start_of_its_answer():
+    """A question shorter than half a window is matched together with its answer's start (the
+    whole item's first window), never by answer text alone."""
+    item = EvalItem("math", "m1", "Compute 7 choose 4.\n" + SOLUTION, "Compute 7 choose 4.", SOLUTION)
+    index = decontaminate.NgramIndex([item], window=50, min_chars=35, w=8, answer_window=100)
+    assert _found(index, "compute 7 CHOOSE 4: " + SOLUTION[:40]) == {0}
+    assert _found(index, "Compute 8 choose 4. " + SOLUTION[:80]) == set()
+
+
+def test_report_ranks_generic_stretches_first_and_samples_documents_in_order():
+    def hit(doc, match, item="i1"):
+        context = decontaminate.highlight(f"before {match} after", 7, 7 + len(match))
+        return {
+            "id": doc,
+            "source": "web",
+            "eval_set": "gsm8k",
+            "eval_item_id": item,
+            "match": match,
+            "context": context,
+        }
+
+    hits = [hit(f"d{i}", "generic") for i in range(6)] + [hit("d9", "rare", "i2"), hit("d0", "rare", "i2")]
+    controls = {"gsm8k": {"recall": 1.0, "verbatim": "2/2", "perturbed": "2/2"}}
+    text = decontamination_report.report(reversed(hits), controls, top=2, samples=2)
+    assert "| gsm8k | 7 | 1.000 (2/2, 2/2) |" in text
+    assert text.index("| 6 | `generic` |") < text.index("| 2 | `rare` |")
+    assert "- `web` `d0` ~ item `i1`: before [[generic]] after\n- `web` `d0` ~ item `i2`" in text
+
+
+# GSM8K train documents that share a question stretch with a GSM8K test item: template twins
+# (bench/RESULTS.md lists them with the stretch), the only ones flagged against the suite.
+GSM8K_TRAIN_TWINS = {20, 406, 1314, 5162, 7285}
+
+
+@pytest.mark.shared_data
+def test_gsm8k_train_worked_solutions_are_kept_and_pasted_items_caught(shared_data):
+    """Against GSM8K test and MATH test: GSM8K train (question + worked answer) is flagged
+    only for its template twins of test questions (<= 0.1%; with answers matched in
+    50-character windows, as before, > 0.2%), and pasted items are all caught."""
+    import random
+
+    from data_pipeline import controls
+
+    eval_dir = shared_data / "eval"
+    specs = {"gsm8k": str(eval_dir / "gsm8k/test.jsonl"), "math": str(eval_dir / "math/math_test.jsonl")}
+    rows = [json.loads(line) for line in (eval_dir / "gsm8k/train.jsonl").open()]
+    train = [f"{r['question']}\n{r['answer']}" for r in rows]
+
+    def flagged(config):
+        index = decontaminate.load_index(config, specs)
+        return index, {k for k, text in enumerate(train) if _found(index, text)}
+
+    index, new = flagged(_config())
+    assert new <= GSM8K_TRAIN_TWINS and len(new) / len(train) <= 0.001
+    _, old = flagged(_config(answer_window_chars=50))
+    assert len(old) / len(train) > 0.002
+    rng = random.Random(0)
+    for name in specs:
+        pool = [i for i, item in enumerate(index.items) if item.eval_set == name]
+        for i in rng.sample(pool, 25):
+            for text in (index.items[i].text, controls.perturb(index.items[i].text, rng)):
+                assert i in _found(index, f"{controls.CARRIER_BEFORE}\n{text}\n{controls.CARRIER_AFTER}"), (
+                    text
+                )
