@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -109,28 +108,30 @@ def test_refuses_a_pack_without_overwrite_and_replaces_only_what_its_manifest_na
     assert set(after) == {"NOTES.txt", "train/web/mine.txt", manifest_lib.FILE_NAME, *manifest_lib.files(new)}
 
 
-def test_killed_pack_leaves_the_earlier_pack_readable(packed, tmp_path):
+# mixtures.pack's command, SIGKILLed once every row and the manifest are staged, just before
+# it would commit: the latest moment a kill can come.
+_KILLED_PACK = """
+import os, signal
+from mixtures import pack
+pack.commit = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+pack.run()
+"""
+
+
+def test_killed_pack_leaves_the_earlier_pack_as_it_was(packed, tmp_path):
     prep_dir, vocab, config, packed_dir = packed
     out = _user_copy(packed_dir, tmp_path / "P")
     before = _snapshot(out)
-    proc = subprocess.Popen(
-        _pack_args(config, prep_dir, vocab, out, "--overwrite"),
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    args = _pack_args(config, prep_dir, vocab, out, "--overwrite", "--config.seed=7")
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_PACK, *args[3:]], cwd=REPO, env=ENV, capture_output=True, timeout=300
     )
-    deadline = time.time() + 120
-    while not list(out.glob(f"{pack.STAGING_PREFIX}*/train/*/*{manifest_lib.RECORD_SUFFIX}")):
-        assert proc.poll() is None and time.time() < deadline, "the pack ended before writing rows"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    staging = [p.name for p in out.iterdir() if p.name.startswith(pack.STAGING_PREFIX)]
-    assert len(staging) == 1  # the killed run's own folder, ignored by the next run
-    after = {k: v for k, v in _snapshot(out).items() if not k.startswith(pack.STAGING_PREFIX)}
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (staging,) = [p for p in out.iterdir() if p.name.startswith(pack.STAGING_PREFIX)]
+    assert manifest_lib.read(str(staging))["seed"] == 7  # the killed run's own, complete folder
+    after = {k: v for k, v in _snapshot(out).items() if not k.startswith(staging.name)}
     assert after == before
-    assert pack.earlier_outputs(str(out), overwrite=True)[0] == manifest_lib.FILE_NAME
+    assert pack.earlier_outputs(str(out), overwrite=True)[0] == manifest_lib.FILE_NAME  # staging ignored
 
 
 def test_a_pack_committed_meanwhile_is_not_replaced(packed, tmp_path):
