@@ -1,14 +1,17 @@
 """Packs a mixture's SeqIO tasks offline into fixed-length rows (Apache Beam).
 
     python -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \\
-        --prep_dir=PREP --vocab_path=TOK/tokenizer.model --output=PACKED [any Beam option]
+        --prep_dir=PREP --vocab_path=TOK/tokenizer.model --output=PACKED [--overwrite] [any Beam option]
 
 For every task of the mixture and every split in `config.pack.splits`, the job reads the
 task's documents through the task itself (same source, preprocessors and vocabulary as
 `mixtures.tasks`), shuffles them with `config.seed`, packs them into rows of
 `config.seq_len` tokens with `DocumentPacker` (long documents continue in the next rows,
 nothing is dropped) and writes the rows to ArrayRecord files with an index and stats
-(`mixtures.manifest`). The trainer then only reads rows (`mixtures.stream`).
+(`mixtures.manifest`). The trainer then only reads rows (`mixtures.stream`). The run
+writes into a staging folder and commits at the end (see "the output" below): PACKED may
+hold an earlier pack only with `--overwrite`, and then only the files its manifest names
+are replaced.
 `--extra_task=NAME=DIR` (repeatable) packs one more task from a prepared dataset directory
 outside PREP (another prepare run's `PREP2/math`, say): a candidate dataset for an anneal.
 
