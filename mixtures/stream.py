@@ -45,8 +45,9 @@ from mixtures.schedule import Schedule
 STATE_VERSION = 2
 
 
-class StateMismatchError(ValueError):
-    """A saved data state does not belong to this config or packed data."""
+class StateMismatchError(ConfigError):
+    """A saved data state does not belong to this config or packed data (a command prints
+    the one line and exits 2: restarting cannot help)."""
 
 
 class _Plan:
