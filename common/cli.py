@@ -85,12 +85,14 @@ def run(
     this command does not define in `remaining_argv` (data prep hands them to Beam).
     """
     argv = list(sys.argv if argv is None else argv)
-    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+    try:  # a default config file is read, with its --config.FIELD overrides, right here
         _define(default_config, shortcuts, define_extra_flags)
+    except (AttributeError, KeyError) as e:
+        _fail_unknown_field(argv, e)
+    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
         print(doc.strip() + "\n")
         print(flags.FLAGS.get_help() if "--helpfull" in argv else _own_flags_help())
         sys.exit(0)
-    _define(default_config, shortcuts, define_extra_flags)
 
     def parse(args: list[str]) -> list[str]:
         try:
@@ -98,6 +100,8 @@ def run(
         except flags.Error as e:
             sys.stderr.write(f"{os.path.basename(args[0])}: {e}\nTry --help.\n")
             sys.exit(2)
+        except (AttributeError, KeyError) as e:  # ml_collections: an override of an absent field
+            _fail_unknown_field(args, e)
 
     def app_main(rest: list[str]) -> None:
         config = flags.FLAGS.config
@@ -126,6 +130,31 @@ def _get_or_none(config: ml_collections.ConfigDict, field: str) -> Any:
         return get(config, field)
     except KeyError:
         return None
+
+
+def _unknown_field(argv: list[str], error: Exception) -> str | None:
+    """The line for a `--config.a.b=V` naming a field the config lacks; None when no
+    override is at fault (the config file itself is: its traceback is the message).
+
+    ml_collections raises AttributeError or KeyError with the missing key (maybe with a
+    "Did you mean" line), or a message naming the path it looked up.
+    """
+    while error.args and isinstance(error.args[0], Exception):
+        error = error.args[0]
+    text, *hint = str(error.args[0] if error.args else error).split("\n")
+    for arg in argv[1:]:
+        name = arg.split("=", 1)[0].removeprefix("--")
+        path = name.removeprefix("config.")
+        if name.startswith("config.") and (text.strip("'\"") in path.split(".") or f": {path}" in text):
+            return " ".join([f"{name}: no such config field ({arg})", *hint])
+    return None
+
+
+def _fail_unknown_field(argv: list[str], error: Exception) -> None:
+    line = _unknown_field(argv, error)
+    if line is None:
+        raise error
+    _fail(argv, line)
 
 
 def _own_flags_help() -> str:

@@ -99,6 +99,24 @@ def rename(src: PathLike, dst: PathLike) -> None:
     as_path(src).rename(resolve(dst))
 
 
+def move(src: PathLike, dst: PathLike) -> None:
+    """Moves a file or a whole directory to `dst`, creating `dst`'s parent.
+
+    One rename on a local disk; object stores have no directory rename, so there the
+    files move one by one.
+    """
+    makedirs(dirname(resolve(dst)))
+    if not is_uri(src) or not isdir(src):
+        rename(src, dst)
+        return
+    source = os.fspath(src).rstrip("/")
+    for path in walk_files(source):
+        target = os.fspath(dst).rstrip("/") + path[len(source) :]
+        makedirs(dirname(target))
+        rename(path, target)
+    rmtree(source)  # what an object store may keep of the emptied "directories"
+
+
 def copy(src: PathLike, dst: PathLike, overwrite: bool = True) -> None:
     as_path(src).copy(resolve(dst), overwrite=overwrite)
 

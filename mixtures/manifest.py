@@ -68,6 +68,11 @@ def read(packed_dir: str) -> dict[str, Any]:
     return manifest
 
 
+def files(manifest: dict[str, Any]) -> list[str]:
+    """Every row file the manifest names, relative to the packed directory."""
+    return [f["path"] for tasks in manifest["splits"].values() for t in tasks.values() for f in t["files"]]
+
+
 def task_files(packed_dir: str, manifest: dict[str, Any], split: str, task: str) -> list[tuple[str, int]]:
     """[(absolute path, rows)] of a task's shard files, in index order."""
     try:

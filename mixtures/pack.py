@@ -1,14 +1,17 @@
 """Packs a mixture's SeqIO tasks offline into fixed-length rows (Apache Beam).
 
     python -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \\
-        --prep_dir=PREP --vocab_path=TOK/tokenizer.model --output=PACKED [any Beam option]
+        --prep_dir=PREP --vocab_path=TOK/tokenizer.model --output=PACKED [--overwrite] [any Beam option]
 
 For every task of the mixture and every split in `config.pack.splits`, the job reads the
 task's documents through the task itself (same source, preprocessors and vocabulary as
 `mixtures.tasks`), shuffles them with `config.seed`, packs them into rows of
 `config.seq_len` tokens with `DocumentPacker` (long documents continue in the next rows,
 nothing is dropped) and writes the rows to ArrayRecord files with an index and stats
-(`mixtures.manifest`). The trainer then only reads rows (`mixtures.stream`).
+(`mixtures.manifest`). The trainer then only reads rows (`mixtures.stream`). The run
+writes into a staging folder and commits at the end (see "the output" below): PACKED may
+hold an earlier pack only with `--overwrite`, and then only the files its manifest names
+are replaced.
 `--extra_task=NAME=DIR` (repeatable) packs one more task from a prepared dataset directory
 outside PREP (another prepare run's `PREP2/math`, say): a candidate dataset for an anneal.
 
@@ -31,12 +34,14 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 import ml_collections
 import numpy as np
+from absl import flags
 from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -77,13 +82,77 @@ def validate(config: ml_collections.ConfigDict) -> None:
             path,
         )
     checks.require(fs.isfile(p.vocab_path), "pack.vocab_path", "must be a tokenizer.model file", p.vocab_path)
-    if fs.exists(p.output) and fs.listdir(p.output):
-        checks.require(
-            fs.exists(fs.join(p.output, manifest_lib.FILE_NAME)),
-            "pack.output",
-            "exists and is not a packed directory (no manifest.json); refusing to overwrite it",
-            p.output,
+
+
+# ----------------------------------------------------------------------------- the output
+# A run writes its rows and manifest into OUTPUT/_staging-<run id>/ and commits only once
+# the job and its checks passed: the files an earlier pack's manifest names are replaced
+# (the manifest first, so no reader sees one naming missing files) and nothing else in
+# OUTPUT is touched. A failed run removes its staging folder; a killed one leaves it
+# (safe to delete; later runs ignore it), and OUTPUT as it was.
+
+STAGING_PREFIX = "_staging-"
+
+
+def _staging_folders(out: str) -> set[str]:
+    return {n for n in fs.listdir(out) if n.startswith(STAGING_PREFIX)} if fs.isdir(out) else set()
+
+
+def earlier_outputs(out: str, overwrite: bool) -> list[str]:
+    """Paths (relative to `out`) of the earlier pack that a commit replaces, manifest first.
+
+    Refuses a non-empty `out` that holds no packed rows, and one that does unless `overwrite`.
+    """
+    if not fs.exists(out) or not set(fs.listdir(out)) - _staging_folders(out):
+        return []
+    checks.require(
+        fs.exists(fs.join(out, manifest_lib.FILE_NAME)),
+        "pack.output",
+        "exists and is not a packed directory (no manifest.json); refusing to write into it",
+        out,
+    )
+    checks.require(
+        overwrite,
+        "pack.output",
+        "holds packed rows (manifest.json); pass --overwrite to replace them (only the files its "
+        "manifest names are removed)",
+        out,
+    )
+    return [manifest_lib.FILE_NAME, *manifest_lib.files(manifest_lib.read(out))]
+
+
+def commit(out: str, staging: str, earlier: list[str]) -> None:
+    """Replaces the `earlier` files of `out` with the staged ones; the manifest goes in last.
+
+    A staged file whose place holds anything but an earlier output (another pack committed
+    there meanwhile) stops the commit before it changes anything, the new rows left in
+    `staging`.
+    """
+    staged = [manifest_lib.FILE_NAME, *manifest_lib.files(manifest_lib.read(staging))]
+    clash = [f for f in staged if f not in earlier and fs.exists(fs.join(out, f))]
+    if clash:
+        raise RuntimeError(
+            f"{out}: {clash[:3]} appeared there while this run packed (another pack's output?); "
+            f"nothing was replaced, the new rows stay in {staging}"
         )
+    for relative in earlier:
+        fs.rmtree(fs.join(out, relative))
+    for relative in staged[1:] + staged[:1]:
+        fs.move(fs.join(staging, relative), fs.join(out, relative))
+    for relative in earlier:
+        _remove_empty_parents(out, relative)
+    fs.rmtree(staging)
+
+
+def _remove_empty_parents(out: str, relative: str) -> None:
+    """Removes the folders of `relative` below `out` that its removal left empty."""
+    parts = relative.split("/")[:-1]
+    while parts:
+        folder = fs.join(out, *parts)
+        if not fs.isdir(folder) or fs.listdir(folder):
+            return
+        fs.rmtree(folder)
+        parts.pop()
 
 
 def extra_tasks(config: ml_collections.ConfigDict) -> dict[str, str]:
@@ -286,8 +355,10 @@ def build(
     config: ml_collections.ConfigDict,
     items: list[tuple[str, str, int, int]],
     vocab: dict[str, Any],
+    output: str,
 ) -> None:
-    """The job's stages: read+tokenize -> count -> key to shards -> pack per shard -> manifest."""
+    """The job's stages: read+tokenize -> count -> key to shards -> pack per shard -> manifest
+    in `output` (the run's staging folder)."""
     pc = config.pack
     seq_len, rows_per_shard = int(config.seq_len), int(pc.rows_per_shard)
     documents = (
@@ -314,7 +385,7 @@ def build(
         | "GroupShards" >> beam.GroupByKey()
         | "Pack"
         >> beam.ParDo(
-            PackShard(pc.output, seq_len, int(pc.lookahead), float(pc.max_padding)),
+            PackShard(output, seq_len, int(pc.lookahead), float(pc.max_padding)),
             shards=beam.pvalue.AsDict(shards),
         )
     )
@@ -324,7 +395,7 @@ def build(
         | "Manifest"
         >> beam.Map(
             _write_manifest,
-            output=pc.output,
+            output=output,
             header=manifest_header(config, vocab),
             read_tokens=beam.pvalue.AsDict(read_tokens),
         )
@@ -332,12 +403,10 @@ def build(
 
 
 def vocab_info(vocab_path: str) -> dict[str, Any]:
-    from tokenizer.vocab import load_vocabulary
+    from tokenizer.vocab import load_vocabulary, model_sha256
 
     return dict(
-        path=vocab_path,
-        size=int(load_vocabulary(vocab_path).vocab_size),
-        sha256=hashlib.sha256(fs.read_bytes(vocab_path)).hexdigest(),
+        path=vocab_path, size=int(load_vocabulary(vocab_path).vocab_size), sha256=model_sha256(vocab_path)
     )
 
 
@@ -352,18 +421,27 @@ def pack(config: ml_collections.ConfigDict, beam_args: Iterable[str] = ()) -> di
         )
     validate(config)
     items = work_items(config)
-    fs.rmtree(pc.output)  # validate() made sure it is a packed directory (or absent)
-    options = PipelineOptions([f"--{k}={v}" for k, v in pc.runner.items()] + list(beam_args))
-    with beam.Pipeline(options=options) as p:
-        build(p, config, items, vocab_info(pc.vocab_path))
-    manifest = manifest_lib.read(pc.output)
-    for split, tasks in manifest["splits"].items():
-        for task, s in tasks.items():
-            if s["tokens_out"] != s["tokens_in"] or s["tokens_in"] != s["tokens_read"]:
-                raise RuntimeError(
-                    f"{split}/{task}: tokens read {s['tokens_read']}, packed in {s['tokens_in']}, "
-                    f"out {s['tokens_out']}: packing lost tokens"
-                )
+    earlier = earlier_outputs(pc.output, bool(pc.overwrite))
+    created = not fs.exists(pc.output)
+    staging = fs.join(pc.output, f"{STAGING_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}")
+    try:
+        options = PipelineOptions([f"--{k}={v}" for k, v in pc.runner.items()] + list(beam_args))
+        with beam.Pipeline(options=options) as p:
+            build(p, config, items, vocab_info(pc.vocab_path), staging)
+        manifest = manifest_lib.read(staging)
+        for split, tasks in manifest["splits"].items():
+            for task, s in tasks.items():
+                if s["tokens_out"] != s["tokens_in"] or s["tokens_in"] != s["tokens_read"]:
+                    raise RuntimeError(
+                        f"{split}/{task}: tokens read {s['tokens_read']}, packed in {s['tokens_in']}, "
+                        f"out {s['tokens_out']}: packing lost tokens"
+                    )
+    except BaseException:
+        fs.rmtree(staging)  # only this run's own files: OUTPUT stays as it was
+        if created and fs.isdir(pc.output) and not fs.listdir(pc.output):
+            fs.rmtree(pc.output)
+        raise
+    commit(pc.output, staging, earlier)
     return manifest
 
 
@@ -390,6 +468,8 @@ def format_report(manifest: dict[str, Any], elapsed: float) -> str:
 
 
 def main(config: ml_collections.ConfigDict, beam_args: list[str]) -> None:
+    if flags.FLAGS.overwrite is not None:
+        config.pack.overwrite = flags.FLAGS.overwrite
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     absl_logging.set_verbosity(absl_logging.WARNING)  # per-shard INFO lines stay in worker logs
     start = time.time()
@@ -421,6 +501,12 @@ def run() -> None:
         ],
         required=["pack.prep_dir", "pack.vocab_path", "pack.output"],
         pass_unknown_flags=True,
+        define_extra_flags=lambda: flags.DEFINE_bool(
+            "overwrite",
+            None,
+            "Replace an earlier pack in --output (only the files its manifest names; sets "
+            "config.pack.overwrite).",
+        ),
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from common.checks import ConfigError
+
 SUM_TOLERANCE = 1e-6
 
 
@@ -42,46 +44,50 @@ class Schedule:
         self.total_steps = total_steps
 
     @classmethod
-    def from_config(cls, mixture_cfg: Any, total_steps: int) -> Schedule:
-        """Validates `mixture_cfg.tasks` / `.stages` and turns start fractions into steps."""
+    def from_config(cls, mixture_cfg: Any, total_steps: int, field: str = "config") -> Schedule:
+        """Validates `mixture_cfg.tasks` / `.stages` and turns start fractions into steps.
+
+        `field` is where `mixture_cfg` sits in the command's config (`config.mixture` in a
+        training config), so a ConfigError names the full path of the bad field.
+        """
         if not isinstance(total_steps, int) or total_steps <= 0:
             raise ValueError(f"total_steps: must be a positive int, got {total_steps!r}")
         tasks = list(config_field(mixture_cfg, "tasks") or [])
         if not tasks:
-            raise ValueError("config.tasks: must name at least one task")
+            raise ConfigError(f"{field}.tasks: must name at least one task")
         if len(set(tasks)) != len(tasks):
-            raise ValueError(f"config.tasks: duplicate task names in {tasks}")
+            raise ConfigError(f"{field}.tasks: duplicate task names in {tasks}")
         raw_stages = list(config_field(mixture_cfg, "stages") or [])
         if not raw_stages:
-            raise ValueError("config.stages: must hold at least one stage")
+            raise ConfigError(f"{field}.stages: must hold at least one stage")
         stages = []
         for i, raw in enumerate(raw_stages):
-            where = f"config.stages[{i}]"
+            where = f"{field}.stages[{i}]"
             start = config_field(raw, "start")
             if not isinstance(start, (int, float)) or not 0.0 <= start < 1.0:
-                raise ValueError(f"{where}.start: must be a fraction in [0, 1), got {start!r}")
+                raise ConfigError(f"{where}.start: must be a fraction in [0, 1), got {start!r}")
             if i == 0 and start != 0.0:
-                raise ValueError(f"{where}.start: the first stage must start at 0.0, got {start}")
+                raise ConfigError(f"{where}.start: the first stage must start at 0.0, got {start}")
             weights = dict(config_field(raw, "weights") or {})
             unknown = sorted(set(weights) - set(tasks))
             if unknown:
-                raise ValueError(f"{where}.weights: unknown tasks {unknown}; config.tasks is {tasks}")
+                raise ConfigError(f"{where}.weights: unknown tasks {unknown}; {field}.tasks is {tasks}")
             for task, w in weights.items():
                 if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                    raise ValueError(f"{where}.weights[{task!r}]: must be a finite number >= 0, got {w!r}")
+                    raise ConfigError(f"{where}.weights[{task!r}]: must be a finite number >= 0, got {w!r}")
             total = sum(weights.values())
             if abs(total - 1.0) > SUM_TOLERANCE:
-                raise ValueError(f"{where}.weights: must sum to 1, got {total:.6g}")
+                raise ConfigError(f"{where}.weights: must sum to 1, got {total:.6g}")
             start_step = int(round(start * total_steps))
             if stages and start_step <= stages[-1].start_step:
-                raise ValueError(
+                raise ConfigError(
                     f"{where}.start: stages must start in increasing order of step; {start} gives step "
                     f"{start_step}, not after the previous stage's step {stages[-1].start_step} "
                     f"(total_steps={total_steps})"
                 )
             interpolate = bool(config_field(raw, "interpolate", False))
             if interpolate and i == len(raw_stages) - 1:
-                raise ValueError(f"{where}.interpolate: the last stage has no next stage to move towards")
+                raise ConfigError(f"{where}.interpolate: the last stage has no next stage to move towards")
             full = {t: float(weights.get(t, 0.0)) for t in tasks}
             stages.append(Stage(config_field(raw, "name") or f"stage{i}", start_step, full, interpolate))
         return cls(tasks, stages, total_steps)

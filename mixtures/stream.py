@@ -36,6 +36,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from common.checks import ConfigError
 from mixtures import assignment, rows
 from mixtures import manifest as manifest_lib
 from mixtures.manifest import canonical_hash
@@ -44,8 +45,9 @@ from mixtures.schedule import Schedule
 STATE_VERSION = 2
 
 
-class StateMismatchError(ValueError):
-    """A saved data state does not belong to this config or packed data."""
+class StateMismatchError(ConfigError):
+    """A saved data state does not belong to this config or packed data (a command prints
+    the one line and exits 2: restarting cannot help)."""
 
 
 class _Plan:
@@ -142,7 +144,9 @@ class MixtureStream:
         read_threads: int = 2,
         prefetch: int = 4,
         workers: int = 0,
+        field: str = "config",
     ):
+        """`field`: where `mixture_config` sits in the caller's config, for error messages."""
         if batch_size <= 0:
             raise ValueError(f"batch_size: must be > 0, got {batch_size}")
         if process_count <= 0 or batch_size % process_count:
@@ -153,7 +157,7 @@ class MixtureStream:
         self.manifest = manifest_lib.read(packed_dir)
         self.seq_len = int(self.manifest["seq_len"])
         self.seed = int(seed if seed is not None else mixture_config.get("seed", 0))
-        self.schedule = Schedule.from_config(mixture_config, total_steps)
+        self.schedule = Schedule.from_config(mixture_config, total_steps, field)
         self.task_names = list(self.schedule.tasks)
         self.batch_size, self.total_steps, self.split = batch_size, total_steps, split
         self.process_index, self.process_count = process_index, process_count
@@ -165,8 +169,8 @@ class MixtureStream:
         scheduled = {t for stage in self.schedule.stages for t, w in stage.weights.items() if w > 0}
         empty = [t for t, n in zip(self.task_names, num_rows) if n == 0 and t in scheduled]
         if empty:
-            raise ValueError(
-                f"config.stages: tasks {empty} have weight but no packed rows in split "
+            raise ConfigError(
+                f"{field}.stages: tasks {empty} have weight but no packed rows in split "
                 f"{split!r} of {packed_dir}"
             )
         sources = [

@@ -10,6 +10,8 @@ middle of a save restores from the previous finished step.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,23 +19,20 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from common import fs
+from common import checks, fs
 
 ITEMS = ("state", "data")
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Fails fast on bad `config.checkpoint` values, naming the field."""
-    if cfg.every_steps < 0:
-        raise ValueError(
-            f"config.checkpoint.every_steps: must be >= 0 (0 saves none), got {cfg.every_steps!r}"
-        )
-    if cfg.keep_last < 1:
-        raise ValueError(f"config.checkpoint.keep_last: must be >= 1, got {cfg.keep_last!r}")
-    if cfg.keep_every < 0:
-        raise ValueError(
-            f"config.checkpoint.keep_every: must be >= 0 (0 keeps none extra), got {cfg.keep_every!r}"
-        )
+    checks.require(
+        cfg.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0 saves none)", cfg.every_steps
+    )
+    checks.require(cfg.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", cfg.keep_last)
+    checks.require(
+        cfg.keep_every >= 0, "checkpoint.keep_every", "must be >= 0 (0 keeps none extra)", cfg.keep_every
+    )
 
 
 def _checkpoints_dir(workdir: fs.PathLike) -> epath.Path:
@@ -69,18 +68,67 @@ def save(
     )
 
 
+SET_ASIDE = "unrestorable_checkpoints"  # WORKDIR/<this>/<step>: checkpoints that did not restore
+
+
+def saved_steps(workdir: fs.PathLike) -> list[int]:
+    """Steps of WORKDIR's finished checkpoints, read without creating anything."""
+    directory = _checkpoints_dir(workdir)
+    if not directory.exists():
+        return []
+    with ocp.CheckpointManager(
+        directory, item_names=ITEMS, options=ocp.CheckpointManagerOptions(read_only=True)
+    ) as manager:
+        return sorted(manager.all_steps())
+
+
 def restore_latest(
-    manager: ocp.CheckpointManager, abstract_state: dict[str, Any]
+    manager: ocp.CheckpointManager, abstract_state: dict[str, Any], say: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(state, data_state) of the newest finished checkpoint, placed as `abstract_state` says."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()),
+    """(state, data_state) of the newest checkpoint that restores, placed as `abstract_state` says.
+
+    A checkpoint newer than that one (a blob truncated or deleted, its metadata gone) is
+    moved whole to WORKDIR/unrestorable_checkpoints/<step>, for inspection, and named with
+    the error in one line to `say`: left in place, Orbax would count it as the latest step
+    and never save that step again. When no checkpoint restores, the newest one's error is
+    raised and nothing is moved (the config, not the files, is then the likely cause).
+    """
+    failed: list[tuple[int, Exception]] = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # Orbax, tensorstore and the filesystem each raise their own
+            failed.append((step, e))
+            continue
+        for bad, error in failed:
+            where = _set_aside(manager, bad)
+            reason = (str(error).strip().splitlines() or [""])[0][:300]
+            say(
+                f"checkpoint step {bad} does not restore ({type(error).__name__}: {reason}); "
+                f"resuming from step {step} instead; the damaged checkpoint is kept at {where}"
+            )
+        return restored.state, dict(restored.data or {})
+    if failed:
+        raise failed[0][1]
+    return None
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+    """Moves checkpoint `step` out of the manager's directory (process 0), on every process."""
+    source = fs.join(str(manager.directory), str(step))
+    target = fs.join(
+        fs.dirname(str(manager.directory)), SET_ASIDE, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
     )
-    return restored.state, dict(restored.data or {})
+    if jax.process_index() == 0:
+        fs.move(source, target)
+    ocp.multihost.sync_global_processes(f"set_aside_checkpoint_{step}")
+    manager.reload()
+    return target
 
 
 def load_train_config(workdir: fs.PathLike) -> ml_collections.ConfigDict:

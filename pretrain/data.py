@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
+from common.checks import ConfigError
 from pretrain.train_step import BATCH_KEYS
 
 
@@ -51,7 +52,7 @@ class SyntheticBatches:
         document_tokens: int = 0,
     ):
         if global_batch % process_count:
-            raise ValueError(
+            raise ConfigError(
                 f"config.data.global_batch_size: must divide among "
                 f"{process_count} processes, got {global_batch}"
             )

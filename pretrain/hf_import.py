@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from common import cli, fs
+from common import checks, cli, fs
 from pretrain import hf_mapping, safetensors_stream
 from pretrain.model.transformer import DTYPES, TransformerConfig, stack_layers
 
@@ -113,11 +113,11 @@ def check_matches(train_model: TransformerConfig, imported: TransformerConfig, h
     for field in ARCHITECTURE_FIELDS:
         want, got = getattr(imported, field), getattr(train_model, field)
         if want != got:
-            raise ValueError(
+            raise checks.ConfigError(
                 f"config.model.{field}: {got!r} in the training config but {want!r} in the HF model"
             )
     if train_model.vocab_size < hf_vocab:
-        raise ValueError(
+        raise checks.ConfigError(
             f"config.model.vocab_size: {train_model.vocab_size} is below the HF vocabulary ({hf_vocab})"
         )
 

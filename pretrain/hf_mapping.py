@@ -154,10 +154,10 @@ def hf_config(config: TransformerConfig, hf_vocab_size: int, torch_dtype: str) -
 def model_config_from_hf(hf: dict[str, Any], vocab_size: int | None = None, **overrides) -> TransformerConfig:
     """TransformerConfig of an HF Gemma config.json; `vocab_size` may pad the embedding (e.g. 256128)."""
     if hf.get("model_type") != "gemma":
-        raise ValueError(f"config.json: model_type must be 'gemma', got {hf.get('model_type')!r}")
+        raise ValueError(f"the HF config.json: model_type must be 'gemma', got {hf.get('model_type')!r}")
     act = hf.get("hidden_activation") or hf.get("hidden_act")
     if act not in ("gelu_pytorch_tanh", "gelu"):  # "gelu" in the released configs means tanh GELU
-        raise ValueError(f"config.json: hidden_activation {act!r} is not Gemma's tanh GELU")
+        raise ValueError(f"the HF config.json: hidden_activation {act!r} is not Gemma's tanh GELU")
     rope = (hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rope_theta", 10_000.0))
     return TransformerConfig(
         vocab_size=vocab_size or hf["vocab_size"],

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from common import checks
+
 SCHEDULES = ("cosine", "wsd", "constant")
 
 
@@ -24,8 +26,7 @@ def validate(cfg: ml_collections.ConfigDict, total_steps: int) -> None:
     """Fails fast on bad `config.optim` values, naming the field."""
 
     def check(ok: bool, field: str, msg: str, value: Any) -> None:
-        if not ok:
-            raise ValueError(f"config.optim.{field}: {msg}, got {value!r}")
+        checks.require(ok, f"optim.{field}", msg, value)
 
     check(cfg.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}", cfg.schedule)
     check(cfg.peak_lr > 0, "peak_lr", "must be > 0", cfg.peak_lr)
@@ -72,7 +73,7 @@ def decay_start_step(cfg: ml_collections.ConfigDict, total_steps: int, anneal_st
     start = _parse_decay_start(cfg.decay_start)
     if start == "anneal":
         if anneal_start is None:
-            raise ValueError(
+            raise checks.ConfigError(
                 "config.optim.decay_start: 'anneal' needs a mixture with an "
                 "annealing stage, got none (synthetic data has no mixture)"
             )
@@ -82,7 +83,7 @@ def decay_start_step(cfg: ml_collections.ConfigDict, total_steps: int, anneal_st
     else:
         step = int(start)
     if not cfg.warmup_steps <= step <= total_steps:
-        raise ValueError(
+        raise checks.ConfigError(
             f"config.optim.decay_start: resolves to step {step}, which must be "
             f"in [warmup_steps={cfg.warmup_steps}, total_steps={total_steps}]"
         )

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from common.checks import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 MeshAxes = str | tuple[str, ...] | None
@@ -47,23 +49,23 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
     """
     unknown = sorted(set(shape) - set(MESH_AXES))
     if unknown:
-        raise ValueError(f"config.mesh.{unknown[0]}: unknown mesh axis (known: {MESH_AXES})")
+        raise ConfigError(f"config.mesh.{unknown[0]}: unknown mesh axis (known: {MESH_AXES})")
     devices = list(jax.devices() if devices is None else devices)
     sizes = {axis: int(shape.get(axis, 1)) for axis in MESH_AXES}
     for axis, size in sizes.items():
         if size == 0 or size < -1:
-            raise ValueError(f"config.mesh.{axis}: must be >= 1 or -1, got {size}")
+            raise ConfigError(f"config.mesh.{axis}: must be >= 1 or -1, got {size}")
     free = [axis for axis, size in sizes.items() if size == -1]
     if len(free) > 1:
-        raise ValueError(f"config.mesh.{free[1]}: only one axis may be -1")
+        raise ConfigError(f"config.mesh.{free[1]}: only one axis may be -1")
     fixed = int(np.prod([s for s in sizes.values() if s != -1]))
     if free:
         if len(devices) % fixed:
-            raise ValueError(f"config.mesh.{free[0]}: {len(devices)} devices not divisible by {fixed}")
+            raise ConfigError(f"config.mesh.{free[0]}: {len(devices)} devices not divisible by {fixed}")
         sizes[free[0]] = len(devices) // fixed
     total = int(np.prod(list(sizes.values())))
     if total != len(devices):
-        raise ValueError(f"config.mesh: shape {sizes} needs {total} devices, have {len(devices)}")
+        raise ConfigError(f"config.mesh: shape {sizes} needs {total} devices, have {len(devices)}")
     axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
     return jax.make_mesh(tuple(sizes.values()), MESH_AXES, axis_types, devices=devices)
 
@@ -82,12 +84,12 @@ def logical_rules(config: Any = None) -> Rules:
     for i, pair in enumerate(overrides):
         where = f"config.sharding.logical_axis_rules[{i}]"
         if len(pair) != 2 or not isinstance(pair[0], str):
-            raise ValueError(f"{where}: expected [logical_name, mesh_axes], got {pair!r}")
+            raise ConfigError(f"{where}: expected [logical_name, mesh_axes], got {pair!r}")
         name, axes = pair
         axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes
         for axis in axes if isinstance(axes, tuple) else (axes,):
             if axis is not None and axis not in MESH_AXES:
-                raise ValueError(f"{where}: unknown mesh axis {axis!r} (known: {MESH_AXES})")
+                raise ConfigError(f"{where}: unknown mesh axis {axis!r} (known: {MESH_AXES})")
         rules[name] = axes
     return tuple(rules.items())
 

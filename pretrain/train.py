@@ -12,6 +12,7 @@ pretrain.hf_import and pretrain.anneal reuse them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -70,17 +71,22 @@ def train(
     """
     goodput = Goodput(started=started)
     setup_distributed(config.distributed)
+    say = say if jax.process_index() == 0 else (lambda line: None)
     validate(config)
     resolve_remat_policy(config, say)
     enable_compilation_cache(config)
     workdir = fs.resolve(config.workdir)
-    write_config(workdir, config)
+    accepted = check_resume(workdir, config)
     total_steps = config.train.total_steps
 
     setup = build_state(config, sharding.make_mesh(dict(config.mesh)))
     source, _ = make_data(config)
+    if accepted is None:  # a fresh run: every check passed, nothing was written before this
+        write_config(workdir, config)
+    elif accepted:
+        say("resuming with changed optimiser settings (config.resume_accept): " + "; ".join(accepted))
     manager = checkpoint.make_manager(workdir, config.checkpoint)
-    state, start, origin = restore_or_init(setup, config, manager, source)
+    state, start, origin = restore_or_init(setup, config, manager, source, say)
     preemption_notice(start)  # registers the starting step with the preemption service
     step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
     evaluate = make_evaluator(config, setup)
@@ -212,37 +218,126 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     optim.validate(config.optim, config.train.total_steps)
     checkpoint.validate(config.checkpoint)
+    TransformerConfig.from_config_dict(config.model)
+    mixture_schedule(config)
     if not config.data.synthetic:
-        require(
-            fs.exists(fs.join(config.data.packed_dir or ".", "manifest.json")),
-            "data.packed_dir",
-            "must be a packed-data directory (python -m mixtures.pack)",
-            config.data.packed_dir,
-        )
-        require(
-            fs.isfile(config.data.tokenizer),
-            "data.tokenizer",
-            "must be a tokenizer.model file (python -m tokenizer.train)",
-            config.data.tokenizer,
-        )
-        require(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
-        from tokenizer.vocab import load_vocabulary
+        validate_data(config)
 
-        tokens = load_vocabulary(config.data.tokenizer).vocab_size
-        require(
-            config.model.vocab_size >= tokens,
-            "model.vocab_size",
-            f"must cover the tokenizer's {tokens} tokens",
-            config.model.vocab_size,
+
+def validate_data(config: ml_collections.ConfigDict) -> None:
+    """The packed rows and the tokenizer: present, and made for each other and the model."""
+    require, d = checks.require, config.data
+    require(
+        fs.exists(fs.join(d.packed_dir or ".", "manifest.json")),
+        "data.packed_dir",
+        "must be a packed-data directory (python -m mixtures.pack)",
+        d.packed_dir,
+    )
+    require(
+        fs.isfile(d.tokenizer),
+        "data.tokenizer",
+        "must be a tokenizer.model file (python -m tokenizer.train)",
+        d.tokenizer,
+    )
+    require(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
+    from mixtures import manifest as manifest_lib
+    from tokenizer.vocab import load_vocabulary, model_sha256
+
+    manifest = manifest_lib.read(d.packed_dir)
+    require(
+        d.seq_len == manifest["seq_len"],
+        "data.seq_len",
+        f"must equal the packed rows' length {manifest['seq_len']} ({d.packed_dir}); re-pack with "
+        f"--config.seq_len={d.seq_len} or train at the packed length",
+        d.seq_len,
+    )
+    packed_with, given = manifest["vocab"]["sha256"], model_sha256(d.tokenizer)
+    require(
+        given == packed_with,
+        "data.tokenizer",
+        f"is not the tokenizer the rows in {d.packed_dir} were packed with (sha256 {given}, the "
+        f"manifest's {packed_with}, from {manifest['vocab']['path']}); train with that tokenizer",
+        d.tokenizer,
+    )
+    tokens = load_vocabulary(d.tokenizer).vocab_size
+    require(
+        config.model.vocab_size >= tokens,
+        "model.vocab_size",
+        f"must cover the tokenizer's {tokens} tokens",
+        config.model.vocab_size,
+    )
+
+
+# What a resumed run shares with the run that wrote its checkpoints: the model (the
+# checkpoints' shapes) and what fixes the data stream's batches.
+RESUME_FIXED = ("model", "seed", "data.global_batch_size", "data.seq_len")
+# Model fields that choose how the same maths runs (no effect on the weights' values or
+# layout): a resume may change them, e.g. to fit another GPU.
+RESUME_EXECUTION = ("model.attention", "model.remat_policy", "model.vocab_chunks", "model.max_documents")
+# What changes the optimisation of the steps to come: allowed at a resume only when
+# config.resume_accept names the field.
+RESUME_OPTIMISER = ("optim", "train.z_loss")
+
+
+def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] | None:
+    """Compares `config` with WORKDIR/config.json when WORKDIR holds checkpoints.
+
+    Returns None for a fresh workdir, else the optimiser changes `config.resume_accept`
+    names ("config.optim.peak_lr: 0.003 -> 0.3"). Refuses (ConfigError) a changed model,
+    seed, batch size or seq_len, and optimiser changes it does not name, listing each field
+    with its old and new value. config.json is never rewritten under checkpoints.
+    """
+    if not checkpoint.saved_steps(workdir):
+        return None
+    recorded = _flat(json.loads(checkpoint.load_train_config(workdir).to_json()))
+    now = _flat(json.loads(config.to_json_best_effort()))
+    fixed = [
+        c
+        for c in _changes(recorded, now, RESUME_FIXED)
+        if c.split(":")[0].removeprefix("config.") not in RESUME_EXECUTION
+    ]
+    if fixed:
+        raise checks.ConfigError(
+            f"{'; '.join(fixed)}: {workdir} holds checkpoints of the run its config.json records; "
+            "a resume keeps the model, seed, batch size and seq_len: use a new workdir "
+            "(config.init_from starts from its weights)"
         )
+    accept = {f.strip() for f in str(config.get("resume_accept", "")).split(",") if f.strip()}
+    changed = _changes(recorded, now, RESUME_OPTIMISER)
+    refused = [c for c in changed if c.split(":")[0].removeprefix("config.") not in accept]
+    if refused:
+        names = ",".join(c.split(":")[0].removeprefix("config.") for c in refused)
+        raise checks.ConfigError(
+            f"{'; '.join(refused)}: changed since the checkpoints in {workdir}; "
+            f"if intended, resume with --config.resume_accept={names}"
+        )
+    return changed
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf} of a nested dict (JSON values, so recorded and current compare alike)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], prefixes: tuple[str, ...]) -> list[str]:
+    """ "config.FIELD: OLD -> NEW" for each field under `prefixes` whose value differs."""
+    fields = sorted(
+        k for k in old.keys() | new.keys() if any(k == p or k.startswith(p + ".") for p in prefixes)
+    )
+    return [f"config.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in fields if old.get(k) != new.get(k)]
 
 
 def resolve_remat_policy(config: ml_collections.ConfigDict, say: Callable[[str], None]) -> None:
     """`model.remat_policy="auto"`: the least recomputation whose step fits in
     `aot.max_hbm_fraction` of device 0's memory, by the compiler's own figures.
 
-    Without a memory limit (CPU) that is the first candidate, "none". The resolved policy
-    is what config.json records, so a resume does not choose again.
+    Without a memory limit (CPU) that is the first candidate, "none". config.json records
+    the resolved policy; a resume with "auto" chooses again (RESUME_EXECUTION allows it).
     """
     if config.model.remat_policy != "auto":
         return
@@ -296,13 +391,8 @@ def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         workers=d.workers,
+        field="config.mixture",
     )
-    if stream.seq_len != d.seq_len:
-        raise ValueError(
-            f"config.data.seq_len: must equal the packed rows' length {stream.seq_len} "
-            f"({d.packed_dir}), got {d.seq_len}; re-pack with --config.seq_len={d.seq_len} "
-            "or train at the packed length"
-        )
     return stream, stream.schedule
 
 
@@ -316,7 +406,7 @@ def mixture_schedule(config: ml_collections.ConfigDict) -> Any:
         return None
     from mixtures.schedule import Schedule
 
-    return Schedule.from_config(config.mixture, config.train.total_steps)
+    return Schedule.from_config(config.mixture, config.train.total_steps, "config.mixture")
 
 
 def anneal_start(schedule: Any) -> int | None:
@@ -415,7 +505,11 @@ def batch_shardings(mesh: jax.sharding.Mesh, rules) -> dict[str, NamedSharding]:
 
 
 def restore_or_init(
-    setup: TrainState, config: ml_collections.ConfigDict, manager, source: data.BatchSource
+    setup: TrainState,
+    config: ml_collections.ConfigDict,
+    manager,
+    source: data.BatchSource,
+    say: Callable[[str], None] = logging.info,
 ) -> tuple[Any, int, str]:
     """(state, first step, where it came from): this run's latest checkpoint, else
     `config.init_from`, else a fresh initialisation.
@@ -424,7 +518,7 @@ def restore_or_init(
     params and optimiser state into a fresh data stream; its step counter (and so the
     learning-rate schedule) restarts at 0 unless `init_from.keep_step`.
     """
-    restored = checkpoint.restore_latest(manager, setup.abstract)
+    restored = checkpoint.restore_latest(manager, setup.abstract, say)
     if restored is not None:
         state, data_state = restored
         if data_state:  # empty: a checkpoint written before any data was read (hf_import)
@@ -565,7 +659,7 @@ class Reporter:
     ):
         self.config, self.workdir, self.start = config, workdir, start
         self.task_names, self.goodput, self.schedule = task_names, goodput, setup.schedule
-        self.say = say if jax.process_index() == 0 else (lambda line: None)
+        self.say = say
         self.writer = MetricsWriter(workdir, resume_step=start, tensorboard=config.metrics.tensorboard)
         self.session = 1 + max(
             (r.get("goodput", {}).get("session", 0) for r in self.writer.records()), default=-1

@@ -38,7 +38,7 @@ stage prepare   "$PY" -m data_pipeline.prepare --config=configs/data/demo.py \
 stage tokenizer "$PY" -m tokenizer.train --config=configs/tokenizer/demo.py \
                   --input "$DEMO/prep" --output "$DEMO/tokenizer"
 stage pack      "$PY" -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \
-                  --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed"
+                  --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed" --overwrite
 stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stage.py --packed_dir="$DEMO/packed" \
                   --steps "${DEMO_STEPS:-450}" --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json"
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from absl import logging
 
 from common import fs
+from common.checks import ConfigError
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")  # TFDS version folders, e.g. 1.0.0
@@ -192,10 +193,10 @@ def quotas(domain_weights: Mapping[str, float], domains: Sequence[str], max_sent
     """Splits `max_sentences` over the domains present, by their normalised weights."""
     missing = sorted(set(domains) - set(domain_weights))
     if missing:
-        raise ValueError(f"config.sample.domain_weights: no weight for input domain(s) {missing}")
+        raise ConfigError(f"config.sample.domain_weights: no weight for input domain(s) {missing}")
     total = sum(domain_weights[d] for d in domains)
     if total <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"config.sample.domain_weights: weights of the input domains {sorted(domains)} sum to 0"
         )
     return {d: round(max_sentences * domain_weights[d] / total) for d in domains}

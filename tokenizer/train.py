@@ -143,7 +143,7 @@ def train_model(sentences: list[str], trainer_flags: dict, seed: int) -> bytes:
         )
     except RuntimeError as e:
         if "Vocabulary size" in str(e):
-            raise ValueError(f"config.spm.vocab_size: too large for this sample ({e})") from e
+            raise checks.ConfigError(f"config.spm.vocab_size: too large for this sample ({e})") from e
         raise
     return writer.getvalue()
 

@@ -8,6 +8,8 @@ by `tokenizer.train` and for the released Gemma `tokenizer.model`.
 
 from __future__ import annotations
 
+import hashlib
+
 import seqio
 
 from common import fs
@@ -57,3 +59,8 @@ def load_vocabulary(path: fs.PathLike, extra_ids: int = 0) -> GemmaVocabulary:
     SeqIO reads the file through tf.io.gfile, so `path` may be a gs:// URI.
     """
     return GemmaVocabulary(model_file(path), extra_ids=extra_ids)
+
+
+def model_sha256(path: fs.PathLike) -> str:
+    """SHA-256 of a tokenizer.model: the packed manifest records it, the trainer compares it."""
+    return hashlib.sha256(fs.read_bytes(model_file(path))).hexdigest()

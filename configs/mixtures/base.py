@@ -9,6 +9,7 @@ def pack_config() -> ml_collections.ConfigDict:
             prep_dir="",  # required: --prep_dir (data_pipeline.prepare output)
             vocab_path="",  # required: --vocab_path (tokenizer.model)
             output="",  # required: --output, the packed directory the trainer reads (config.data.packed_dir)
+            overwrite=False,  # --overwrite: replace an earlier pack in output (only what its manifest names)
             extra_tasks=(),  # "NAME=DIR": more tasks from prepared dataset dirs outside prep_dir (--extra_task)
             splits=("train", "validation"),
             rows_per_shard=1024,  # rows packed together; only a shard's last row may be short (fill >= 1 - 1/this)

@@ -13,6 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.workdir = ""  # required: --config.workdir=DIR
     c.seed = 0
+    # Resuming a workdir: optimiser fields (optim.*, train.z_loss) allowed to differ from its
+    # config.json, comma-separated ("optim.peak_lr,train.z_loss"); any other change is refused.
+    c.resume_accept = ""
     c.model = ml_collections.ConfigDict()  # a configs/models/*.py get_config()
     c.mixture = ml_collections.ConfigDict()  # a configs/mixtures/*.py get_config()
     c.data = ml_collections.ConfigDict(

@@ -16,9 +16,14 @@ shift
 [[ ${1:-} == "--" ]] && shift
 (( $# > 0 )) || { echo "host.sh: no command" >&2; exit 2; }
 
-worker=${WORKER_ID:-$(curl -sf -H Metadata-Flavor:Google \
-  http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number \
-  || hostname)}
+# The worker number: from the TPU VM's metadata, else from its host name (t1v-n-...-w-N),
+# else the host name itself (the launcher reads worker ids as strings).
+worker=${WORKER_ID:-$(curl -sf -m 10 -H Metadata-Flavor:Google \
+  http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number)}
+if [[ -z $worker ]]; then
+  worker=$(hostname)
+  [[ $worker =~ -w-([0-9]+)$ ]] && worker=${BASH_REMATCH[1]}
+fi
 log_dir=${LOG_DIR:-$HOME/gemma-pretrain-logs}
 mkdir -p "$log_dir"
 log=$log_dir/worker-$worker.log

@@ -26,7 +26,9 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 import ml_collections
@@ -36,7 +38,7 @@ from common import checks, cli, fs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REMOTE_DIR = "gemma-pretrain"  # under the login user's home on every host
-ARCHIVE = "/tmp/gemma-pretrain.tgz"
+ARCHIVE = "/tmp/gemma-pretrain.tgz"  # on each host of the slice
 LIBTPU_INDEX = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 WAITING = ("ACCEPTED", "CREATING", "PROVISIONING", "WAITING_FOR_RESOURCES")
 CONFIG_ERROR = 2  # pretrain.train's exit status for a rejected config
@@ -90,6 +92,8 @@ class Pod:
         self.run_name = c.run_name or fs.basename(c.train_config).removesuffix(".py")
         self.workdir = fs.join(c.bucket, "runs", self.run_name)
         self.where = [f"--project={c.project}", f"--zone={c.zone}"]
+        # This launch's own archive: concurrent launches from one machine never share one.
+        self.archive_path = os.path.join(tempfile.gettempdir(), f"gemma-pretrain-{uuid.uuid4().hex}.tgz")
 
     # ----- commands
     def _run(
@@ -181,21 +185,27 @@ class Pod:
     def archive(self) -> None:
         """`git archive` of the repository root, including uncommitted changes to tracked files."""
         tree = self._run(["git", "stash", "create"], capture=True, cwd=REPO).stdout.strip()
-        self._run(["git", "archive", "--format=tar.gz", f"--output={ARCHIVE}", tree or "HEAD"], cwd=REPO)
+        self._run(
+            ["git", "archive", "--format=tar.gz", f"--output={self.archive_path}", tree or "HEAD"], cwd=REPO
+        )
 
     def deploy(self) -> None:
         """Ships the archive and installs the pinned environment on every host."""
         self.archive()
-        self.gcloud(
-            "compute",
-            "tpus",
-            "tpu-vm",
-            "scp",
-            ARCHIVE,
-            f"{self.c.tpu_name}:{ARCHIVE}",
-            "--worker=all",
-            *self.where,
-        )
+        try:
+            self.gcloud(
+                "compute",
+                "tpus",
+                "tpu-vm",
+                "scp",
+                self.archive_path,
+                f"{self.c.tpu_name}:{ARCHIVE}",
+                "--worker=all",
+                *self.where,
+            )
+        finally:
+            if os.path.exists(self.archive_path):
+                os.remove(self.archive_path)  # this launch's own file
         self.ssh(setup_script(self.c))
 
     # ----- training
@@ -228,17 +238,19 @@ class Pod:
     def stop(self) -> bool:
         return self.ssh(STOP, check=False).returncode == 0
 
-    def exit_codes(self, attempt: str) -> dict[int, int]:
-        """{worker: exit status} of the hosts whose training has ended in `attempt`."""
+    def exit_codes(self, attempt: str) -> dict[str, int]:
+        """{worker: exit status} of the hosts whose training has ended in `attempt`.
+
+        A worker is its number ("0", "1", ...) or, where host.sh could not learn it, the
+        host's name: a string either way.
+        """
         result = self.gcloud(
             "storage", "cat", fs.join(self.status_uri(attempt), "*.exit"), check=False, capture=True
         )
         if result.returncode != 0:
             return {}
-        return {
-            int(w): int(code)
-            for w, code in (line.split() for line in result.stdout.splitlines() if line.strip())
-        }
+        lines = [line.strip().rpartition(" ") for line in result.stdout.splitlines() if line.strip()]
+        return {worker: int(code) for worker, _, code in lines}
 
     # ----- the supervisor
     def supervise(self) -> int:
@@ -281,7 +293,7 @@ class Pod:
             else:
                 codes = self.exit_codes(attempt)
                 failed = {w: code for w, code in codes.items() if code != 0}
-                if codes.get(0) == 0 and not failed:
+                if codes.get("0") == 0 and not failed:
                     self.say(f"training finished (attempt {attempt}); checkpoints in {self.workdir}")
                     return 0
                 if CONFIG_ERROR in failed.values():

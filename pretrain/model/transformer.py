@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.checks import ConfigError
 from pretrain.model import attention, layers, modules
 
 # Which intermediate values a rematerialised block keeps for the backward pass.
@@ -64,11 +65,11 @@ class TransformerConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ValueError(f"{where}.{unknown[0]}: unknown model field (known: {sorted(fields)})")
+            raise ConfigError(f"{where}.{unknown[0]}: unknown model field (known: {sorted(fields)})")
         for name, f in fields.items():
             if name not in values:
                 if f.default is dataclasses.MISSING:
-                    raise ValueError(f"{where}.{name}: required model field is missing")
+                    raise ConfigError(f"{where}.{name}: required model field is missing")
                 values[name] = f.default
         _validate(values, where)
         return cls(**values)
@@ -86,7 +87,7 @@ class TransformerConfig:
 
 
 def _validate(values: Mapping[str, Any], where: str) -> None:
-    """Raises ValueError naming the offending field as `{where}.{field}`."""
+    """Raises ConfigError naming the offending field as `{where}.{field}`."""
     for name in (
         "vocab_size",
         "num_layers",
@@ -100,24 +101,24 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
     ):
         value = values[name]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{where}.{name}: must be a positive integer, got {value!r}")
+            raise ConfigError(f"{where}.{name}: must be a positive integer, got {value!r}")
     if values["num_heads"] % values["num_kv_heads"]:
-        raise ValueError(
+        raise ConfigError(
             f"{where}.num_kv_heads: must divide num_heads={values['num_heads']}, got {values['num_kv_heads']}"
         )
     if values["head_dim"] % 2:
-        raise ValueError(f"{where}.head_dim: must be even for RoPE, got {values['head_dim']}")
+        raise ConfigError(f"{where}.head_dim: must be even for RoPE, got {values['head_dim']}")
     if not isinstance(values["rope_base"], (int, float)) or not values["rope_base"] > 1:
-        raise ValueError(f"{where}.rope_base: must be a number > 1, got {values['rope_base']!r}")
+        raise ConfigError(f"{where}.rope_base: must be a number > 1, got {values['rope_base']!r}")
     for name in ("dtype", "param_dtype"):
         if values[name] not in DTYPES:
-            raise ValueError(f"{where}.{name}: must be one of {sorted(DTYPES)}, got {values[name]!r}")
+            raise ConfigError(f"{where}.{name}: must be one of {sorted(DTYPES)}, got {values[name]!r}")
     if values["attention"] not in attention.IMPLEMENTATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"{where}.attention: must be one of {attention.IMPLEMENTATIONS}, got {values['attention']!r}"
         )
     if not isinstance(values["scan_layers"], bool):
-        raise ValueError(f"{where}.scan_layers: must be a bool, got {values['scan_layers']!r}")
+        raise ConfigError(f"{where}.scan_layers: must be a bool, got {values['scan_layers']!r}")
     chunks = values["vocab_chunks"]
     if (
         not isinstance(chunks, int)
@@ -125,12 +126,12 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         or chunks < 0
         or (chunks and values["vocab_size"] % chunks)
     ):
-        raise ValueError(
+        raise ConfigError(
             f"{where}.vocab_chunks: must be 0 (full logits) or a positive divisor of "
             f"vocab_size={values['vocab_size']}, got {chunks!r}"
         )
     if values["remat_policy"] not in REMAT_POLICIES:
-        raise ValueError(
+        raise ConfigError(
             f"{where}.remat_policy: must be one of {sorted(REMAT_POLICIES)}, got {values['remat_policy']!r}"
         )
 

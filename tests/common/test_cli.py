@@ -1,9 +1,11 @@
 """Every command's shape: shortcuts set config fields, required fields and bad values fail
 naming the field with exit status 2, --help exits 0."""
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +37,10 @@ def command(tmp_path):
     path = tmp_path / "command.py"
     path.write_text(COMMAND)
 
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's common/
+
     def run(*args):
-        return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True)
+        return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, env=env)
 
     return run
 
@@ -56,6 +60,17 @@ def test_missing_required_field_and_bad_value_name_the_field(command):
     assert bad.returncode == 2 and "config.steps" in bad.stderr and "got 0" in bad.stderr
     unknown = command("--bogus=1")
     assert unknown.returncode == 2 and "bogus" in unknown.stderr
+
+
+def test_unknown_field_is_one_line_naming_it(command):
+    for flags in (["--config.stepz=1"], ["--output_dir=o", "--config.steps.x=1"]):
+        out = command(*flags)
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+        field = flags[-1].split("=")[0].removeprefix("--")
+        assert lines[0].startswith(f"command.py: {field}: no such config field"), lines
+    assert 'Did you mean "steps"' in command("--config.stepz=1").stderr
 
 
 def test_help_exits_zero_and_lists_the_shortcuts(command):

