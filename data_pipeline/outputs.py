@@ -160,7 +160,7 @@ def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
     for name in old_outputs:
         fs.rmtree(fs.join(out, name))
     for name in names:
-        _move(fs.join(staging, name), fs.join(out, name))
+        fs.move(fs.join(staging, name), fs.join(out, name))
     fs.write_text(
         fs.join(out, MARKER),
         json.dumps(
@@ -173,16 +173,6 @@ def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
     )
     fs.rmtree(staging)
     return names
-
-
-def _move(src: str, dst: str) -> None:
-    if not fs.is_uri(src):
-        fs.rename(src, dst)  # one rename on a local disk
-        return
-    for path in fs.walk_files(src):
-        target = dst + path[len(src) :]
-        fs.makedirs(fs.dirname(target))
-        fs.rename(path, target)
 
 
 def read_jsonl_files(prefix: str) -> list[Any]:

@@ -9,9 +9,6 @@ the model's.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 from pretrain import export
 from pretrain.checkpoint import restore_params
 from pretrain.model.transformer import Transformer, TransformerConfig
+from tests.support.devices import run_on_devices
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -54,17 +52,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_checkpoint_from_8_fsdp_devices_exports_on_one_with_hf_parity(tmp_path):
     workdir, dump = tmp_path / "run", tmp_path / "params.npz"
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "JAX_PLATFORMS": "cpu",
-    }
-    script = SCRIPT.format(tests=str(REPO), workdir=str(workdir), dump=str(dump))
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_on_devices(SCRIPT.format(tests=str(REPO), workdir=str(workdir), dump=str(dump)))
 
     assert jax.device_count() == 1
     params, config = restore_params(workdir)

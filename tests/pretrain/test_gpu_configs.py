@@ -10,9 +10,6 @@ GPU; its packed layout is tested against the reference in test_model_kernels.py)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -20,6 +17,7 @@ import pytest
 
 from common import checks
 from pretrain import aot
+from tests.support.devices import run_on_devices
 from tests.support.train import tiny_config
 
 _SHARDED = textwrap.dedent("""
@@ -51,16 +49,7 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_the_eight_gpu_configs_run_their_sharded_step_on_eight_devices():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = json.loads(out.stdout.strip().splitlines()[-1])
+    results = json.loads(run_on_devices(_SHARDED).strip().splitlines()[-1])
     assert results["gpu_2b:8"]["batch"] == 32 and results["gpu_7b"]["batch"] == 16
     assert results["gpu_2b:8"]["remat"] == "matmul_outputs"
     assert results["gpu_7b"]["remat"] == "matmul_outputs_but_mlp_inputs"

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -22,6 +19,7 @@ from pretrain.model import attention
 from pretrain.model.cross_entropy import chunked_token_losses, token_losses
 from pretrain.model.transformer import Transformer, TransformerConfig, stack_layers, unstack_layers
 from pretrain.train_step import make_loss_fn
+from tests.support.devices import run_on_devices
 
 TINY = TransformerConfig(
     vocab_size=256, num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=1, head_dim=16, hidden_dim=128
@@ -284,14 +282,5 @@ _SHARDED = textwrap.dedent("""
 
 def test_sharded_splash_scan_and_fused_loss_equal_the_one_device_reference():
     """8 simulated devices, batch over (data, fsdp), heads over tensor: splash runs in shard_map."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    errors = json.loads(out.stdout.strip().splitlines()[-1])
+    errors = json.loads(run_on_devices(_SHARDED).strip().splitlines()[-1])
     assert len(errors) == 2 and max(errors.values()) < 1e-5, errors

@@ -3,14 +3,13 @@
 Runs in a subprocess so XLA_FLAGS only affects that process; the rest of the suite keeps 1 device.
 """
 
-import os
-import subprocess
-import sys
+import json
 import textwrap
 
 import pytest
 
 from pretrain import sharding
+from tests.support.devices import run_on_devices
 
 _SCRIPT = textwrap.dedent("""
     import dataclasses, json
@@ -82,19 +81,7 @@ def test_logical_rules_overrides_name_the_field():
 
 @pytest.mark.slow
 def test_sharded_forward_matches_single_device():
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        JAX_PLATFORMS="cpu",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    import json
-
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = json.loads(run_on_devices(_SCRIPT, timeout=300).strip().splitlines()[-1])
     assert len(results) == 5
     for name, r in results.items():
         assert r["err"] < 1e-4, (name, r)

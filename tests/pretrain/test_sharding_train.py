@@ -7,9 +7,6 @@ every other test keeps one device.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import numpy as np
 
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
+from tests.support.devices import run_on_devices
 from tests.support.train import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,18 +48,8 @@ def test_meshes_of_8_devices_match_one_device(tmp_path):
     train_lib.train(config)
     reference = [r["loss"] for r in read_metrics(config.workdir)]
 
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "JAX_PLATFORMS": "cpu",
-    }
     script = SCRIPT.format(tests=str(REPO), cases=CASES, workdir=str(tmp_path), steps=STEPS)
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith("LOSSES="))
+    line = next(l for l in run_on_devices(script).splitlines() if l.startswith("LOSSES="))
     losses = json.loads(line.removeprefix("LOSSES="))
     assert len(losses) == len(CASES)
     for name, values in losses.items():
