@@ -16,7 +16,7 @@ a reason if they are absent). Stages, each skipped when its output exists (so an
    same way as a math corpus (prep_candidate); the tokenizer; both preps packed with the
    demo mixture's six tasks (`mixtures.pack`), the reference one with the candidate as a
    seventh task (`--extra_task=gsm8k_train=prep_candidate/math`).
-3. `python -m pretrain.anneal --config=configs/anneal/study.py:WORK_DIR`, timed.
+3. `python -m studies.anneal --config=configs/anneal/study.py:WORK_DIR`, timed.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def main() -> None:
         "--extra",
         action="append",
         default=[],
-        help="one more flag for pretrain.anneal, repeatable: --extra=--config.anneal_steps=40",
+        help="one more flag for studies.anneal, repeatable: --extra=--config.anneal_steps=40",
     )
     args = parser.parse_args()
     if not os.path.isdir(EVAL):
@@ -305,7 +305,7 @@ def main() -> None:
         [
             py,
             "-m",
-            "pretrain.anneal",
+            "studies.anneal",
             f"--config=configs/anneal/study.py:{out}",
             f"--config.seeds=({args.seeds},)",
             *args.extra,

@@ -10,7 +10,7 @@ The high-quality Task (`web_hq`, ...) is the same source filtered on the `high_q
 feature, so the annealing stage needs no second copy of the data. Extra Tasks (`extra`:
 NAME -> a prepared dataset directory, e.g. another prepare run's `PREP2/math`) bring in a
 dataset that is not part of the main preparation: the candidate whose worth a short anneal
-measures (pretrain.anneal).
+measures (studies.anneal).
 """
 
 from __future__ import annotations

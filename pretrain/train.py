@@ -6,7 +6,7 @@ command resumes), or start from another run's weights (`config.init_from`); then
 next batch -> sharded step -> log -> checkpoint. A NaN or inf loss or gradient stops the
 run before anything is saved from it. Setup (`build_state`, `restore_or_init`),
 evaluation, checkpointing and reporting live in the functions the loop calls, and
-pretrain.hf_import and pretrain.anneal reuse them.
+pretrain.hf_import and studies.anneal reuse them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""pretrain.anneal: branched arms are exact continuations, every arm is scored alike, the report adds up."""
+"""studies.anneal: branched arms are exact continuations, every arm is scored alike, the report adds up."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import ml_collections
 import pytest
 
 from configs.anneal import demo
-from pretrain import anneal, anneal_report
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
+from studies import anneal, anneal_report
 from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
 from tests.support.train import tiny_config
 

@@ -1,6 +1,6 @@
 """Branching anneals: K short annealing arms from one checkpoint, compared on the same held-out sets.
 
-  python -m pretrain.anneal --config=configs/anneal/demo.py [--from_workdir W] [--output_dir D]
+  python -m studies.anneal --config=configs/anneal/demo.py [--from_workdir W] [--output_dir D]
 
 Why branching is cheap and exact: the prefix trains with warmup then a constant learning
 rate, which is the stable phase of a warmup-stable-decay (WSD) schedule. Each arm is a run
@@ -15,7 +15,7 @@ prefix + K x anneal steps, not K x (prefix + anneal).
 Every run is a `pretrain.train` subprocess on a generated config (the training config with
 the arm's mixture, decay and init_from). Each
 arm is then scored with `pretrain.evaluate` on the same held-out file (per-domain validation
-documents and eval-set probes, see `pretrain.anneal_eval`), and `pretrain.anneal_report`
+documents and eval-set probes, see `studies.anneal_eval`), and `studies.anneal_report`
 writes the table, the curves and the verdict to OUTPUT_DIR/report.{json,md,png}.
 
 Layout: OUTPUT_DIR/seed<S>/prefix (unless --from_workdir), OUTPUT_DIR/seed<S>/<arm>,
@@ -317,7 +317,7 @@ def study(
     trainer: Trainer = train_subprocess,
 ) -> dict[str, Any]:
     """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
-    from pretrain import anneal_eval, anneal_report
+    from studies import anneal_eval, anneal_report
 
     validate(config)
     config.output_dir = fs.resolve(config.output_dir)

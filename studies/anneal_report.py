@@ -232,7 +232,7 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pretrain.anneal_eval import curves
+    from studies.anneal_eval import curves
 
     seeds = sorted(runs["seeds"])
     per_run: dict[str, list[dict[str, list]]] = {}
