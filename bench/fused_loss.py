@@ -18,7 +18,8 @@ import jax
 from absl import app, flags
 
 from configs.bench import tiny_gemma_cpu
-from pretrain import data, sharding, train
+from pretrain import data, sharding
+from pretrain.train_setup import build_setup
 from pretrain.train_step import jit_train_step, make_train_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds; each runs every variant once.")
@@ -29,7 +30,7 @@ _CHUNKS = flags.DEFINE_list("chunks", ["0", "16"], "config.model.vocab_chunks va
 def compiled_step(chunks: int):
     config = tiny_gemma_cpu.get_config()
     config.model.update(dict(vocab_chunks=chunks, remat_policy=_REMAT.value))
-    setup = train.build_state(config, sharding.make_mesh(dict(config.mesh)))
+    setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
     step = jit_train_step(
         make_train_step(setup.model, setup.optimizer, setup.lr_schedule, rules=setup.rules),
         setup.sharding,
