@@ -46,6 +46,8 @@ from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs
+from common.parsers import parse_assignment
+from data_pipeline import prepared
 from mixtures import manifest as manifest_lib
 from mixtures import rows
 from mixtures.packing import DocumentPacker
@@ -72,11 +74,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         extra = extra_tasks(config)
     except ValueError as e:
         raise checks.ConfigError(f"config.pack.extra_tasks: {e}") from None
-    from mixtures.tasks import is_dataset_dir  # SeqIO/TensorFlow: not at import
-
     for name, path in extra.items():
         checks.require(
-            is_dataset_dir(path),
+            prepared.is_dataset_dir(path),
             "pack.extra_tasks",
             f"{name}: must be a prepared dataset directory (PREP/<domain>, with dataset_info.json)",
             path,
@@ -157,8 +157,6 @@ def _remove_empty_parents(out: str, relative: str) -> None:
 
 def extra_tasks(config: ml_collections.ConfigDict) -> dict[str, str]:
     """{NAME: dataset dir} of `pack.extra_tasks` ("NAME=DIR" strings)."""
-    from data_pipeline.textio import parse_assignment
-
     pairs = [parse_assignment(spec, "extra_task", right="DIR") for spec in config.pack.extra_tasks]
     return {name: fs.resolve(path) for name, path in pairs}
 
@@ -212,16 +210,13 @@ class ReadDocuments(_TaskDoFn):
 def read_documents(task_name: str, split: str, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray]]:
     """(record index, token ids) of records [lo, hi) of a task's split, through its preprocessors."""
     import seqio
-    import tensorflow_datasets as tfds
 
     from mixtures.tasks import INDEX_KEY
 
     task = seqio.get_mixture_or_task(task_name)
-    builder = task.source.tfds_dataset.builder
-    ds = builder.as_dataset(
-        split=f"{split}[{lo}:{hi}]",
-        shuffle_files=False,
-        read_config=tfds.ReadConfig(interleave_cycle_length=1),
+    source = task.source
+    ds = prepared.read_split(
+        source.dataset_dir, f"{split}[{lo}:{hi}]", one_file_at_a_time=True, builder=source.builder
     )
     ds = ds.enumerate(lo).map(lambda k, ex: {**ex, INDEX_KEY: k})
     ds = task.preprocess_postcache(task.preprocess_precache(ds), sequence_length=None)

@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from common import fs
+from data_pipeline import prepared
 
 VALIDATION_PREFIX = "val_"
 
@@ -48,27 +49,7 @@ def probe_items(probes: ml_collections.ConfigDict) -> list[Any]:
 
 def validation_documents(prep_dir: str, domain: str, limit: int) -> list[str]:
     """The first `limit` texts (0: all) of PREP/<domain>'s validation split."""
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder_from_directory(fs.join(prep_dir, domain))
-    ds = builder.as_dataset(split="validation", shuffle_files=False)
-    if limit:
-        ds = ds.take(limit)
-    return [ex["text"].decode() for ex in tfds.as_numpy(ds)]
-
-
-def training_texts(prep_dir: str, domain: str):
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder_from_directory(fs.join(prep_dir, domain))
-    for ex in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)):
-        yield ex["text"].decode()
-
-
-def prepared_domains(prep_dir: str) -> list[str]:
-    from common.domains import DOMAINS
-
-    return [d for d in DOMAINS if fs.exists(fs.join(prep_dir, d, "dataset_info.json"))]
+    return list(prepared.texts(prepared.domain_dir(prep_dir, domain), "validation", limit))
 
 
 def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
@@ -79,8 +60,8 @@ def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
     index = decontaminate.build_index(items, cfg)
     found: set[int] = set()
     if index.keys:
-        for domain in prepared_domains(prep_dir):
-            for text in training_texts(prep_dir, domain):
+        for domain in prepared.domains(prep_dir):
+            for text in prepared.texts(prepared.domain_dir(prep_dir, domain), "train"):
                 found.update(i for _, _, i, _ in index.find(text))
     counts = {item.eval_set: 0 for item in items}
     for i in found:
@@ -92,7 +73,7 @@ def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any
     """Writes the held-out file; returns its composition and the contamination check."""
     prep_dir = config.prep_dir
     docs = []
-    for domain in prepared_domains(prep_dir):
+    for domain in prepared.domains(prep_dir):
         texts = validation_documents(prep_dir, domain, config.probes.validation_docs)
         docs += [
             {"text": t, "source": VALIDATION_PREFIX + domain, "id": f"{domain}-{i}"}
