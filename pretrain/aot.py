@@ -33,6 +33,7 @@ import ml_collections
 from common import checks, cli
 from pretrain import flops, sharding
 from pretrain.train_setup import build_setup, jitted_train_step
+from pretrain.train_step import BATCH_KEYS
 
 INSTALL_HINT = (
     "pip install 'libtpu==0.0.42.*'  (the libtpu jax[tpu]==0.10.2 pins; also in the "
@@ -175,8 +176,6 @@ def fsdp_ici_bytes(
 
 def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any, dict]:
     """(compiled step, facts) for `config` on `devices`, built exactly as pretrain.train builds it."""
-    from pretrain.train_step import BATCH_KEYS
-
     setup = build_setup(config, sharding.make_mesh(dict(config.mesh), devices=devices))
     rows, length = config.data.global_batch_size, config.data.seq_len
     dtypes = {"loss_weights": jnp.float32}

@@ -17,8 +17,10 @@ import ml_collections
 import numpy as np
 
 from common import checks, cli, fs
-from pretrain import hf_mapping, safetensors_stream
+from pretrain import checkpoint, hf_mapping, safetensors_stream, sharding
 from pretrain.model.transformer import DTYPES, TransformerConfig, stack_layers
+from pretrain.train_config import write_config
+from pretrain.train_setup import build_setup
 
 
 def _tensor_files(hf_dir: str) -> dict[str, str]:
@@ -81,10 +83,6 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     checkpoint is exactly what a fresh run would have written; its data state is empty,
     which pretrain.train reads as "start of the stream".
     """
-    from pretrain import checkpoint, sharding
-    from pretrain.train_config import write_config
-    from pretrain.train_setup import build_setup
-
     workdir = fs.resolve(train_config.workdir)
     write_config(workdir, train_config)
     setup = build_setup(train_config, sharding.make_mesh(dict(train_config.mesh)))

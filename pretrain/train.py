@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 
 from common import cli, fs
 from pretrain import aot, checkpoint, data, sharding
+from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
 from pretrain.train_config import check_resume, resolve_paths, validate, write_config
@@ -228,7 +229,6 @@ def make_evaluator(
     every = 0 if config.data.synthetic else config.eval.every_steps
     if not every:
         return lambda step, params: None
-    from pretrain.heldout import HeldOutLoss
 
     held_out = HeldOutLoss(
         config, setup.model, setup.mesh, setup.rules, setup.sharding["params"], setup.batch_sharding

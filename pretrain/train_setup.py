@@ -22,6 +22,8 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mixtures.schedule import Schedule
+from mixtures.stream import MixtureStream
 from pretrain import checkpoint, data, optim, sharding
 from pretrain.model.transformer import Transformer, TransformerConfig
 from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
@@ -44,7 +46,6 @@ def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]
             jax.process_count(),
             d.synthetic_document_tokens,
         ), mixture_schedule(config)
-    from mixtures.stream import MixtureStream
 
     stream = MixtureStream(
         config.mixture,
@@ -68,7 +69,6 @@ def mixture_schedule(config: ml_collections.ConfigDict) -> Any:
     """
     if not config.mixture.get("stages"):
         return None
-    from mixtures.schedule import Schedule
 
     return Schedule.from_config(config.mixture, config.train.total_steps, "config.mixture")
 

@@ -37,6 +37,9 @@ import ml_collections
 from absl import logging
 
 from common import checks, cli, fs
+from mixtures.schedule import Schedule
+from pretrain.checkpoint import load_train_config
+from studies import anneal_eval, anneal_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,8 +113,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def prefix_weights(train_config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
     """The mixture in force at the prefix's last step: what arms with `weights=None` keep."""
-    from mixtures.schedule import Schedule
-
     schedule = Schedule.from_config(train_config.mixture, max(train_config.train.total_steps, step))
     return {t: w for t, w in schedule.weights_at(max(step - 1, 0)).items() if w > 0}
 
@@ -258,8 +259,6 @@ def run_arms(
 
     `trainer` runs one training config; the default is a `pretrain.train` subprocess.
     """
-    from pretrain.checkpoint import load_train_config
-
     out = config.output_dir
     logs = fs.makedirs(fs.join(out, "logs"))
     runs: dict[str, Any] = {"seeds": {}, "timings": {"prefix": [], "arms": {}}}
@@ -317,8 +316,6 @@ def study(
     trainer: Trainer = train_subprocess,
 ) -> dict[str, Any]:
     """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
-    from studies import anneal_eval, anneal_report
-
     validate(config)
     config.output_dir = fs.resolve(config.output_dir)
     if config.from_workdir:

@@ -12,7 +12,7 @@ belongs to:
 
 Decontamination is what keeps the probes out of training; `contamination()` checks it
 rather than assuming it: it looks every probe item up in the training split with the
-decontamination stage's own index (`data_pipeline.decontaminate.NgramIndex`) and reports
+decontamination stage's own index (`data_pipeline.decontaminate.CharWindowIndex`) and reports
 the items found (expected: none).
 Each checkpoint is scored with `pretrain.evaluate.evaluate` (the trainer's tokenization and
 windows), so the numbers are the ones `python -m pretrain.evaluate` prints.
@@ -28,15 +28,15 @@ import numpy as np
 from absl import logging
 
 from common import fs
-from data_pipeline import prepared
+from data_pipeline import decontaminate, eval_sets, prepared
+from pretrain.evaluate import evaluate
+from pretrain.metrics import read_metrics
 
 VALIDATION_PREFIX = "val_"
 
 
 def probe_items(probes: ml_collections.ConfigDict) -> list[Any]:
     """The first `max_items` EvalItems of every probe set (question + reference answer)."""
-    from data_pipeline import decontaminate, eval_sets
-
     text_config = decontaminate.default_config()
     text_config.builtin_eval_sets = ()
     items = []
@@ -54,8 +54,6 @@ def validation_documents(prep_dir: str, domain: str, limit: int) -> list[str]:
 
 def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
     """{probe set: items sharing a decontamination window with PREP's train split}."""
-    from data_pipeline import decontaminate
-
     cfg = decontaminate.default_config()
     index = decontaminate.build_index(items, cfg)
     found: set[int] = set()
@@ -102,8 +100,6 @@ def scores_of(result: dict[str, Any], groups: dict[str, list[str]]) -> dict[str,
 
 def score_study(config: ml_collections.ConfigDict, runs: dict[str, Any]) -> dict[str, Any]:
     """Scores every seed's prefix and arms on the held-out file; {seed: {run: {metric: loss}}}."""
-    from pretrain.evaluate import evaluate
-
     heldout = build_heldout(config, fs.join(config.output_dir, "heldout.jsonl"))
     groups = {k: list(v) for k, v in config.probes.groups.items()}
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -120,8 +116,6 @@ def score_study(config: ml_collections.ConfigDict, runs: dict[str, Any]) -> dict
 def curves(workdir: str) -> dict[str, list[tuple[int, float]]]:
     """{domain: [(step, validation loss)]} from a run's metrics.jsonl (none for a workdir
     that was not trained here, e.g. a Hugging Face import)."""
-    from pretrain.metrics import read_metrics
-
     out: dict[str, list[tuple[int, float]]] = {}
     if not fs.exists(fs.join(workdir, "metrics.jsonl")):
         return out
