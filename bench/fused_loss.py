@@ -19,8 +19,7 @@ from absl import app, flags
 
 from configs.bench import tiny_gemma_cpu
 from pretrain import data, sharding
-from pretrain.train_setup import build_setup
-from pretrain.train_step import jit_train_step, make_train_step
+from pretrain.train_setup import build_setup, jitted_train_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds; each runs every variant once.")
 _REMAT = flags.DEFINE_string("remat", "full", "config.model.remat_policy of every variant.")
@@ -31,12 +30,7 @@ def compiled_step(chunks: int):
     config = tiny_gemma_cpu.get_config()
     config.model.update(dict(vocab_chunks=chunks, remat_policy=_REMAT.value))
     setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
-    step = jit_train_step(
-        make_train_step(setup.model, setup.optimizer, setup.lr_schedule, rules=setup.rules),
-        setup.sharding,
-        setup.batch_sharding,
-        setup.mesh,
-    )
+    step = jitted_train_step(setup, num_tasks=1)  # the trainer's own step (grad_accum 1, z_loss 0 here)
     source = data.SyntheticBatches(
         0, config.data.global_batch_size, config.data.seq_len, config.model.vocab_size, 0, 1
     )

@@ -321,9 +321,8 @@ def _write_manifest(
 
 def work_items(config: ml_collections.ConfigDict) -> list[tuple[str, str, int, int]]:
     """(task, split, lo, hi) record ranges covering every split of every task."""
-    from mixtures import (
-        tasks as tasks_lib,  # SeqIO/TensorFlow, ~4 s measured: lazy so --help and config errors come first
-    )
+    # SeqIO/TensorFlow, ~4 s measured: lazy so --help and config errors come first
+    from mixtures import tasks as tasks_lib
 
     registered = tasks_lib.register_tasks(
         config.pack.prep_dir, config.pack.vocab_path, bos=config.bos, extra=extra_tasks(config)
@@ -400,10 +399,8 @@ def build(
 
 
 def vocab_info(vocab_path: str) -> dict[str, Any]:
-    from tokenizer.vocab import (  # SeqIO/TensorFlow, ~4 s measured: lazy so --help and config errors come first
-        load_vocabulary,
-        model_sha256,
-    )
+    # SeqIO/TensorFlow, ~4 s measured: lazy so --help and config errors come first
+    from tokenizer.vocab import load_vocabulary, model_sha256
 
     return dict(
         path=vocab_path, size=int(load_vocabulary(vocab_path).vocab_size), sha256=model_sha256(vocab_path)
