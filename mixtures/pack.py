@@ -324,9 +324,12 @@ def work_items(config: ml_collections.ConfigDict) -> list[tuple[str, str, int, i
     # SeqIO/TensorFlow, ~4 s measured: lazy so --help and config errors come first
     from mixtures import tasks as tasks_lib
 
-    registered = tasks_lib.register_tasks(
-        config.pack.prep_dir, config.pack.vocab_path, bos=config.bos, extra=extra_tasks(config)
-    )
+    try:
+        registered = tasks_lib.register_tasks(
+            config.pack.prep_dir, config.pack.vocab_path, bos=config.bos, extra=extra_tasks(config)
+        )
+    except checks.ConfigError as e:  # names its argument: prep_dir or extra_tasks
+        raise checks.ConfigError(f"config.pack.{e}") from None
     missing = [t for t in config.tasks if t not in registered]
     checks.require(
         not missing,

@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from common import fs
+from common.checks import ConfigError
 from common.domains import DOMAINS, HQ_SUFFIX
 from data_pipeline import prepared
 from tokenizer.vocab import BOS_ID, BOS_POLICIES, bos_prefix, load_vocabulary
@@ -143,23 +144,23 @@ def register_tasks(
     every `extra` Task (NAME -> a prepared dataset directory, all of its documents).
 
     Re-registering replaces earlier Tasks of the same name, so a process may point the
-    registry at another prepared directory (tests do).
+    registry at another prepared directory (tests do). A `prep_dir` without any domain, or an
+    extra Task that clashes or is no dataset, raises ConfigError naming `prep_dir` or
+    `extra_tasks` (mixtures.pack prefixes its config path).
     """
     vocabulary = load_vocabulary(vocab_path)
     domains = prepared.domains(prep_dir)
     if not domains:
-        raise FileNotFoundError(f"prep_dir: no TFDS dataset for any of {DOMAINS} under {prep_dir}")
+        raise ConfigError(f"prep_dir: no TFDS dataset for any of {DOMAINS} under {prep_dir}")
     tasks = {}
     for domain in domains:
         tasks[domain] = (prepared.domain_dir(prep_dir, domain), False)
         tasks[domain + HQ_SUFFIX] = (prepared.domain_dir(prep_dir, domain), True)
     for name, dataset_dir in (extra or {}).items():
         if name in tasks:
-            raise ValueError(f"extra task {name!r}: the name of a task of {prep_dir}")
+            raise ConfigError(f"extra_tasks: {name!r} is the name of a task of {prep_dir}")
         if not prepared.is_dataset_dir(dataset_dir):
-            raise FileNotFoundError(
-                f"extra task {name!r}: no TFDS dataset (dataset_info.json) in {dataset_dir}"
-            )
+            raise ConfigError(f"extra_tasks: {name!r}: no TFDS dataset (dataset_info.json) in {dataset_dir}")
         tasks[name] = (dataset_dir, False)
     for name, (dataset_dir, high_quality) in tasks.items():
         seqio.TaskRegistry.remove(name)
