@@ -60,12 +60,12 @@ class InputSpec:
 
     def __post_init__(self):
         if self.domain not in records.DOMAINS:
-            raise ValueError(f"inputs.domain: must be one of {records.DOMAINS}, got {self.domain!r}")
+            raise ValueError(f"domain: must be one of {records.DOMAINS}, got {self.domain!r}")
         if not self.glob:
-            raise ValueError("inputs.glob: must not be empty")
+            raise ValueError("glob: must not be empty")
         fmt = "tfds" if self.glob.startswith("tfds:") else self.format
         if fmt not in FORMATS + ("auto",):
-            raise ValueError(f"inputs.format: must be one of {FORMATS} or 'auto', got {self.format!r}")
+            raise ValueError(f"format: must be one of {FORMATS} or 'auto', got {self.format!r}")
         object.__setattr__(self, "format", fmt)
         if fmt != "tfds":
             object.__setattr__(self, "glob", fs.resolve(self.glob))
