@@ -16,7 +16,7 @@ a reason if they are absent). Stages, each skipped when its output exists (so an
    same way as a math corpus (prep_candidate); the tokenizer; both preps packed with the
    demo mixture's six tasks (`mixtures.pack`), the reference one with the candidate as a
    seventh task (`--extra_task=gsm8k_train=prep_candidate/math`).
-3. `python -m pretrain.anneal --config=configs/anneal/study.py:WORK_DIR`, timed.
+3. `python -m studies.anneal --config=configs/anneal/study.py:WORK_DIR`, timed.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable
 
 from common import fs
+from data_pipeline import prepared
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
@@ -114,7 +115,6 @@ def _wikitext_articles(wiki_dir: str) -> list[str]:
 def subset_table(out: str) -> str:
     """Markdown: per recipe and domain, train documents and tokens, and the high-quality share."""
     import sentencepiece as spm
-    import tensorflow_datasets as tfds
 
     sp = spm.SentencePieceProcessor(model_file=f"{out}/tokenizer/tokenizer.model")
     lines = [
@@ -124,10 +124,9 @@ def subset_table(out: str) -> str:
 
     def train_lengths(dataset_dir: str) -> list[tuple[int, bool]]:
         """(tokens, high_quality) of every train document."""
-        builder = tfds.builder_from_directory(dataset_dir)
         return [
             (len(sp.encode(ex["text"].decode())), bool(ex["high_quality"]))
-            for ex in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))
+            for ex in prepared.examples(dataset_dir, "train")
         ]
 
     for recipe in ("heuristic", "reference"):
@@ -174,7 +173,7 @@ def main() -> None:
         "--extra",
         action="append",
         default=[],
-        help="one more flag for pretrain.anneal, repeatable: --extra=--config.anneal_steps=40",
+        help="one more flag for studies.anneal, repeatable: --extra=--config.anneal_steps=40",
     )
     args = parser.parse_args()
     if not os.path.isdir(EVAL):
@@ -305,7 +304,7 @@ def main() -> None:
         [
             py,
             "-m",
-            "pretrain.anneal",
+            "studies.anneal",
             f"--config=configs/anneal/study.py:{out}",
             f"--config.seeds=({args.seeds},)",
             *args.extra,

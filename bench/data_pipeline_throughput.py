@@ -89,7 +89,7 @@ def _mb(rows: list[dict]) -> float:
 def per_stage(corpus: dict[str, list[dict]]) -> list[tuple[str, int, float, float]]:
     """(stage, documents, seconds, MB) of each per-document step, one process."""
     from configs.data import base
-    from data_pipeline import dedup, heuristic_quality, normalize, pii, shingles, tfds_output
+    from data_pipeline import dedup, heuristic_quality, normalize, pii, prepared, shingles, tfds_output
     from data_pipeline.filters.chain import build_chain, run_chain
     from data_pipeline.near_dedup import MinHasher
 
@@ -99,7 +99,7 @@ def per_stage(corpus: dict[str, list[dict]]) -> list[tuple[str, int, float, floa
         for d, rows in corpus.items() for r in rows
     ]  # fmt: skip
     lines = [json.dumps(r) for r in docs]
-    features = tfds_output.features()
+    features = prepared.features()
     hasher = MinHasher(config.near_dedup.num_perm, 1)
     chains = {d: build_chain(d, config.filters) for d in corpus}
     redactor = pii.Redactor()

@@ -43,7 +43,7 @@ _REPORT = flags.DEFINE_string("report", "", "Write the GSM8K-train contamination
 _CONFIG = config_flags.DEFINE_config_dict("config", decontaminate.default_config(), "Decontaminate config.")
 
 
-def hits_of(index: decontaminate.NgramIndex, doc: dict) -> list[dict]:
+def hits_of(index: decontaminate.CharWindowIndex, doc: dict) -> list[dict]:
     """The stage's hit records for one document (one per matched item, as the DoFn emits)."""
     out, seen = [], set()
     for start, end, i, match in index.find(doc["text"]):
@@ -64,7 +64,7 @@ def hits_of(index: decontaminate.NgramIndex, doc: dict) -> list[dict]:
     return out
 
 
-def false_positives(index: decontaminate.NgramIndex) -> list[dict]:
+def false_positives(index: decontaminate.CharWindowIndex) -> list[dict]:
     rows = [json.loads(line) for line in open(os.path.join(DATA, "eval/gsm8k/train.jsonl"))]
     docs = [
         {"id": f"train:{k}", "source": "gsm8k_train", "text": f"{r['question']}\n{r['answer']}"}
@@ -81,7 +81,7 @@ def false_positives(index: decontaminate.NgramIndex) -> list[dict]:
     return hits
 
 
-def recall(index: decontaminate.NgramIndex, pages: list[dict], rng: random.Random) -> None:
+def recall(index: decontaminate.CharWindowIndex, pages: list[dict], rng: random.Random) -> None:
     by_set: dict[str, list] = {}
     for item in index.items:
         by_set.setdefault(item.eval_set, []).append(item)

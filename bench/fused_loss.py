@@ -18,8 +18,8 @@ import jax
 from absl import app, flags
 
 from configs.bench import tiny_gemma_cpu
-from pretrain import data, sharding, train
-from pretrain.train_step import jit_train_step, make_train_step
+from pretrain import data, sharding
+from pretrain.train_setup import build_setup, jitted_train_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds; each runs every variant once.")
 _REMAT = flags.DEFINE_string("remat", "full", "config.model.remat_policy of every variant.")
@@ -29,13 +29,8 @@ _CHUNKS = flags.DEFINE_list("chunks", ["0", "16"], "config.model.vocab_chunks va
 def compiled_step(chunks: int):
     config = tiny_gemma_cpu.get_config()
     config.model.update(dict(vocab_chunks=chunks, remat_policy=_REMAT.value))
-    setup = train.build_state(config, sharding.make_mesh(dict(config.mesh)))
-    step = jit_train_step(
-        make_train_step(setup.model, setup.optimizer, setup.lr_schedule, rules=setup.rules),
-        setup.sharding,
-        setup.batch_sharding,
-        setup.mesh,
-    )
+    setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
+    step = jitted_train_step(setup, num_tasks=1)  # the trainer's own step (grad_accum 1, z_loss 0 here)
     source = data.SyntheticBatches(
         0, config.data.global_batch_size, config.data.seq_len, config.model.vocab_size, 0, 1
     )

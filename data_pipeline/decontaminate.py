@@ -163,7 +163,7 @@ def normalized_chars(text: str, operators: bool = False) -> tuple[np.ndarray, np
     return codes.astype(np.uint64), offsets
 
 
-_WHOLE, _QUESTION, _ANSWER = 0, 1, 2  # the parts of an item that NgramIndex indexes
+_WHOLE, _QUESTION, _ANSWER = 0, 1, 2  # the parts of an item that CharWindowIndex indexes
 _NO_LIMIT = 1 << 62
 
 
@@ -238,7 +238,7 @@ def _has_letter(codes: np.ndarray, k: int) -> np.ndarray:
     return (digits[k:] - digits[:-k]) < k
 
 
-class NgramIndex:
+class CharWindowIndex:
     """Window hash -> eval items containing it, for the window sizes in use.
 
     Built in a few vectorised passes over all item parts at once (one code-point array
@@ -466,12 +466,12 @@ def cut_spans(text: str, spans: list[tuple[int, int]], window: int, min_piece: i
     return [p.strip() for p in pieces if len(p.strip()) >= min_piece]
 
 
-_INDEX_CACHE: dict[str, NgramIndex] = {}
+_INDEX_CACHE: dict[str, CharWindowIndex] = {}
 
 
-def build_index(items: list[EvalItem], config: ml_collections.ConfigDict) -> NgramIndex:
+def build_index(items: list[EvalItem], config: ml_collections.ConfigDict) -> CharWindowIndex:
     """The index of ``items`` under ``config`` (``config.decontamination``'s fields)."""
-    return NgramIndex(
+    return CharWindowIndex(
         items,
         int(config.window_chars),
         int(config.min_chars),
@@ -482,7 +482,7 @@ def build_index(items: list[EvalItem], config: ml_collections.ConfigDict) -> Ngr
     )
 
 
-def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> NgramIndex:
+def load_index(config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> CharWindowIndex:
     """The index of the eval sets, built once per process (DoFn instances share it)."""
     key = repr((sorted(eval_specs.items()), sorted(config.to_dict().items())))
     if key not in _INDEX_CACHE:
@@ -496,7 +496,7 @@ class _Decontaminate(beam.DoFn):
     def __init__(self, config: ml_collections.ConfigDict, eval_specs: dict[str, str]) -> None:
         self._config = ml_collections.ConfigDict(config.to_dict())
         self._specs = dict(eval_specs)  # paths only: the items are loaded on the worker
-        self._index: NgramIndex | None = None
+        self._index: CharWindowIndex | None = None
 
     def setup(self) -> None:
         self._index = load_index(self._config, self._specs)

@@ -25,7 +25,8 @@ from typing import Any
 import ml_collections
 
 from common import fs
-from data_pipeline.textio import parse_assignment, strip_compression
+from common.parsers import parse_assignment
+from data_pipeline.textio import strip_compression
 
 BUILTIN = "builtin"
 _SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")

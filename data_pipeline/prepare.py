@@ -126,13 +126,16 @@ def input_specs(config: ml_collections.ConfigDict) -> list[sources.InputSpec]:
     """``config.inputs``: dicts of InputSpec fields, or ``"DOMAIN=GLOB"`` strings (--input)."""
     specs = []
     for i, entry in enumerate(config.inputs):
-        if isinstance(entry, str):
-            specs.append(sources.InputSpec.from_flag(entry))
-            continue
-        entry = dict(entry)
-        unknown = set(entry) - {f.name for f in dataclasses.fields(sources.InputSpec)}
-        checks.require(not unknown, f"inputs[{i}]", f"unknown fields {sorted(unknown)}")
-        specs.append(sources.InputSpec(**entry))
+        if not isinstance(entry, str):
+            entry = dict(entry)
+            unknown = set(entry) - {f.name for f in dataclasses.fields(sources.InputSpec)}
+            checks.require(not unknown, f"inputs[{i}]", f"unknown fields {sorted(unknown)}")
+        try:
+            specs.append(
+                sources.InputSpec.from_flag(entry) if isinstance(entry, str) else sources.InputSpec(**entry)
+            )
+        except ValueError as e:  # the spec's own checks name its field: "domain: must be one of ..."
+            raise checks.ConfigError(f"config.inputs[{i}]: {e}") from None
     checks.require(bool(specs), "inputs", "no inputs; give some in the config or with --input DOMAIN=GLOB")
     names = [s.source for s in specs]
     checks.require(len(set(names)) == len(names), "inputs", "source names must be unique", names)

@@ -15,6 +15,7 @@ import apache_beam as beam
 from common import checks, fs
 from data_pipeline import records
 from data_pipeline.heuristic_quality import heuristic_score
+from data_pipeline.quality import QualityScorer
 
 REASON = "low_quality"
 _QUANTILES = 100
@@ -40,8 +41,6 @@ class _ScoreFn(beam.DoFn):
     def setup(self):
         self._score = heuristic_score
         if self._model_path:
-            from data_pipeline.quality import QualityScorer
-
             scorer = QualityScorer.load(self._model_path)
             self._score = lambda record: scorer.score(record["text"])
 

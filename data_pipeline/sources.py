@@ -31,9 +31,10 @@ from absl import logging
 
 from common import fs
 from common.checks import ConfigError
-from data_pipeline import records, tfds_output
+from common.parsers import parse_assignment
+from data_pipeline import prepared, records
 from data_pipeline.code_languages import language_from_path
-from data_pipeline.textio import CORRUPT_STREAM_ERRORS, parse_assignment, strip_compression
+from data_pipeline.textio import CORRUPT_STREAM_ERRORS, strip_compression
 
 FORMATS = ("jsonl", "parquet", "text", "tfds")
 DEAD_LETTER = "dead_letter"
@@ -59,12 +60,12 @@ class InputSpec:
 
     def __post_init__(self):
         if self.domain not in records.DOMAINS:
-            raise ValueError(f"inputs.domain: must be one of {records.DOMAINS}, got {self.domain!r}")
+            raise ValueError(f"domain: must be one of {records.DOMAINS}, got {self.domain!r}")
         if not self.glob:
-            raise ValueError("inputs.glob: must not be empty")
+            raise ValueError("glob: must not be empty")
         fmt = "tfds" if self.glob.startswith("tfds:") else self.format
         if fmt not in FORMATS + ("auto",):
-            raise ValueError(f"inputs.format: must be one of {FORMATS} or 'auto', got {self.format!r}")
+            raise ValueError(f"format: must be one of {FORMATS} or 'auto', got {self.format!r}")
         object.__setattr__(self, "format", fmt)
         if fmt != "tfds":
             object.__setattr__(self, "glob", fs.resolve(self.glob))
@@ -356,8 +357,8 @@ def tfds_builder(spec: InputSpec):
     import tensorflow_datasets as tfds
 
     target = spec.glob.removeprefix("tfds:")
-    if "/" in target and fs.exists(fs.join(target, "dataset_info.json")):
-        return tfds_output.open_prepared(target)
+    if "/" in target and prepared.is_dataset_dir(target):
+        return prepared.open_prepared(target)
     return tfds.builder(target, data_dir=spec.data_dir or None)
 
 

@@ -1,4 +1,4 @@
-"""The data job's one way to name inputs (``NAME=PATH``) and tell compressed files.
+"""The data job's one way to tell compressed files (``NAME=PATH`` values: common/parsers.py).
 
 Every file the job reads (corpora, eval sets, the quality model) is opened through
 common/fs.py (``fs.open_decompressed``, ``fs.read_jsonl``), so a path it understands (local,
@@ -20,15 +20,6 @@ try:
     CORRUPT_STREAM_ERRORS += (zstandard.ZstdError,)
 except ImportError:  # zstandard is a runtime dependency; without it .zst files fail in fs.open_decompressed
     pass
-
-
-def parse_assignment(value: str, flag: str, left: str = "NAME", right: str = "PATH") -> tuple[str, str]:
-    """``"NAME=PATH"`` -> ``(NAME, PATH)``, both stripped; the error names the flag."""
-    name, sep, path = value.partition("=")
-    name, path = name.strip(), path.strip()
-    if not sep or not name or not path:
-        raise ValueError(f"--{flag}: expected {left}={right}, got {value!r}")
-    return name, path
 
 
 def strip_compression(path: str) -> str:

@@ -1,4 +1,4 @@
-"""Writes each domain as a TFDS dataset directory, and opens one (``open_prepared``).
+"""Writes each domain as a TFDS dataset directory (data_pipeline/prepared.py reads them).
 
 Workers write the shards: records are keyed by (domain, split, shard) with the shard and
 the split both drawn from a hash of the id, so a record's place is stable across runs and
@@ -6,13 +6,12 @@ runners, and each shard is sorted by id (deterministic bytes). Every shard write
 its example count and byte size, so the driver writes the metadata
 (``tfds.folder_dataset.write_metadata``) without reading the data back. A shard is
 framed by TensorFlow's TFRecordWriter into a local temporary file and copied to its place
-through common/fs.py, so any filesystem that layer knows works as an output. Readers
-open a prepared directory with ``features()``, never with the code its features.json names.
+through common/fs.py, so any filesystem that layer knows works as an output. The features
+are data_pipeline.prepared's, the module every reader opens a prepared directory with.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
@@ -23,27 +22,9 @@ from typing import Any
 import apache_beam as beam
 
 from common import fs
+from data_pipeline.prepared import SPLITS, features
 
-SPLITS = ("train", "validation")
 FILE_FORMAT = "tfrecord"
-
-
-def features():
-    """The features every prepared dataset has (docs/DESIGN.md)."""
-    import numpy as np
-    import tensorflow_datasets as tfds
-
-    return tfds.features.FeaturesDict(
-        {
-            "text": tfds.features.Text(),
-            "id": tfds.features.Text(),
-            "source": tfds.features.Text(),
-            "domain": tfds.features.Text(),
-            "language": tfds.features.Text(),
-            "quality_score": tfds.features.Scalar(np.float32),
-            "high_quality": tfds.features.Scalar(np.bool_),
-        }
-    )
 
 
 def unit_hash(record_id: str, salt: str) -> float:
@@ -156,23 +137,3 @@ def write_metadata(
             check_data=False,
             description=f"Prepared {domain} documents (data_pipeline.prepare).",
         )
-
-
-@functools.cache
-def _prepared_builder_class() -> type:
-    import tensorflow_datasets as tfds
-
-    class PreparedBuilder(tfds.core.read_only_builder.ReadOnlyBuilder, skip_registration=True):
-        """TFDS's reader of a dataset directory, with the features of ``features()``."""
-
-        def _info(self) -> tfds.core.DatasetInfo:
-            return tfds.core.DatasetInfo(builder=self, features=features())
-
-    return PreparedBuilder
-
-
-def open_prepared(dataset_dir: str):
-    """A prepared dataset directory (``PREP/<domain>``) as a TFDS builder whose features are
-    ``features()``: ``tfds.builder_from_directory`` instead imports the module that the
-    folder's features.json names, so opening a folder from elsewhere would run its code."""
-    return _prepared_builder_class()(builder_dir=fs.resolve(dataset_dir))

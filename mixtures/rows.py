@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mixtures.packing import Piece
+from mixtures.document_packer import Piece
 
 BATCH_ARRAYS = ("inputs", "targets", "segment_ids", "positions")
 

@@ -223,7 +223,7 @@ class MixtureStream:
         those steps, and the packed rows of every task scheduled in them.
 
         The schedule after `step` and tasks not yet scheduled are free to differ, so a run can
-        branch into another annealing stage (pretrain.anneal) and remain the exact run that
+        branch into another annealing stage (studies.anneal) and remain the exact run that
         the new config would have trained from the start.
         """
         weights = self.schedule.weights_array(np.arange(step))

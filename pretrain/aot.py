@@ -4,8 +4,8 @@
 
 `jax.experimental.topologies.get_topology_desc` describes the slice's devices without
 having them (it needs `libtpu`: `pip install 'libtpu==0.0.42.*'`, the version `jax[tpu]`
-0.10.2 pins, or `pip install -e '.[test]'`). The step built by `pretrain.train`'s own
-`build_state`, `make_train_step` and `jit_train_step` is lowered with abstract state and
+0.10.2 pins, or `pip install -e '.[test]'`). The step built by the trainer's own setup
+(`pretrain.train_setup.build_setup` and `jitted_train_step`) is lowered with abstract state and
 batch and compiled for those devices; the compiler then reports, per chip, what the
 program needs in HBM and how many FLOPs and bytes one step costs. From those a roofline
 gives a step time and MFU (compute, HBM and ICI bounds, assuming perfect overlap), next to
@@ -32,6 +32,8 @@ import ml_collections
 
 from common import checks, cli
 from pretrain import flops, sharding
+from pretrain.train_setup import build_setup, jitted_train_step
+from pretrain.train_step import BATCH_KEYS
 
 INSTALL_HINT = (
     "pip install 'libtpu==0.0.42.*'  (the libtpu jax[tpu]==0.10.2 pins; also in the "
@@ -174,10 +176,7 @@ def fsdp_ici_bytes(
 
 def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any, dict]:
     """(compiled step, facts) for `config` on `devices`, built exactly as pretrain.train builds it."""
-    from pretrain import train
-    from pretrain.train_step import BATCH_KEYS
-
-    setup = train.build_state(config, sharding.make_mesh(dict(config.mesh), devices=devices))
+    setup = build_setup(config, sharding.make_mesh(dict(config.mesh), devices=devices))
     rows, length = config.data.global_batch_size, config.data.seq_len
     dtypes = {"loss_weights": jnp.float32}
     batch = {
@@ -189,7 +188,7 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any,
         for key in BATCH_KEYS
     }
     num_tasks = max(1, len(config.mixture.get("tasks", ()) or ()))
-    step = train.jitted_train_step(setup, num_tasks)
+    step = jitted_train_step(setup, num_tasks)
     start = time.perf_counter()
     with jax.set_mesh(setup.mesh):
         lowered = step.lower(setup.abstract, batch)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mixtures.stream import MixtureStream
 from pretrain import data
 from pretrain.train_step import make_loss_fn
 
@@ -43,8 +44,6 @@ class HeldOutLoss:
         param_sharding: Any,
         batch_sharding: dict[str, Any],
     ):
-        from mixtures.stream import MixtureStream
-
         d = config.data
         self.batches, self.global_batch = config.eval.batches, d.global_batch_size
         self.batch_sharding = batch_sharding

@@ -17,8 +17,10 @@ import ml_collections
 import numpy as np
 
 from common import checks, cli, fs
-from pretrain import hf_mapping, safetensors_stream
+from pretrain import checkpoint, hf_mapping, safetensors_stream, sharding
 from pretrain.model.transformer import DTYPES, TransformerConfig, stack_layers
+from pretrain.train_config import write_config
+from pretrain.train_setup import build_setup
 
 
 def _tensor_files(hf_dir: str) -> dict[str, str]:
@@ -81,11 +83,9 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     checkpoint is exactly what a fresh run would have written; its data state is empty,
     which pretrain.train reads as "start of the stream".
     """
-    from pretrain import checkpoint, sharding, train
-
     workdir = fs.resolve(train_config.workdir)
-    train.write_config(workdir, train_config)
-    setup = train.build_state(train_config, sharding.make_mesh(dict(train_config.mesh)))
+    write_config(workdir, train_config)
+    setup = build_setup(train_config, sharding.make_mesh(dict(train_config.mesh)))
     if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
         params = stack_layers(params, train_config.model.num_layers)
     params = jax.device_put(params, setup.sharding["params"])

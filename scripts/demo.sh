@@ -44,7 +44,7 @@ stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stag
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
                   --config.workdir="$DEMO/train" --config.data.packed_dir="$DEMO/packed" \
                   --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS
-stage anneal    "$PY" -m pretrain.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
+stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
                   --from_workdir="$DEMO/train" --config.from_step="${DEMO_ANNEAL_FROM:-300}" $ANNEAL_STEPS \
                   --config.prep_dir="$DEMO/prep" --config.train.data.packed_dir="$DEMO/packed" \
                   --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"

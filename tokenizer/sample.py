@@ -8,7 +8,7 @@ Memory is the sample itself; the same inputs and seed give the same sample.
 
 Inputs (`specs`) are strings, each optionally prefixed by `domain=`:
 - a prepared-data directory `PREP_DIR` holding one TFDS dataset per domain (docs/DESIGN.md);
-- one prepared TFDS dataset directory (read with `data_pipeline.tfds_output.open_prepared`, field `text`);
+- one prepared TFDS dataset directory (read with `data_pipeline.prepared`, field `text`);
 - JSONL files (`.jsonl`, `.jsonl.gz`, `.json.gz`; field `text`), domain = file stem by default;
 - any other text file, or a glob of them, each file one document.
 """
@@ -18,16 +18,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from absl import logging
 
 from common import fs
 from common.checks import ConfigError
+from data_pipeline import prepared
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
-_VERSION = re.compile(r"\d+\.\d+\.\d+")  # TFDS version folders, e.g. 1.0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,18 +36,6 @@ class Source:
     domain: str
     kind: str
     path: str
-
-
-def _tfds_dir(path: str) -> str | None:
-    """The directory holding dataset_info.json: `path` itself or its newest version folder."""
-    if fs.isfile(fs.join(path, "dataset_info.json")):
-        return path
-    versions = [
-        fs.dirname(p)
-        for p in fs.glob(fs.join(path, "*", "dataset_info.json"))
-        if _VERSION.fullmatch(fs.basename(fs.dirname(p)))
-    ]
-    return max(versions, key=lambda v: tuple(map(int, fs.basename(v).split(".")))) if versions else None
 
 
 def _file_domain(path: str) -> str:
@@ -72,14 +59,16 @@ def resolve_inputs(specs: Sequence[str]) -> list[Source]:
             domain, raw = "", spec
         path = fs.resolve(raw)
         if fs.isdir(path):
-            tfds_dir = _tfds_dir(path)
+            tfds_dir = prepared.dataset_dir(path)
             if tfds_dir is not None:
                 sources.append(Source(domain or fs.basename(path), "tfds", tfds_dir))
                 continue
             children = [fs.join(path, name) for name in fs.listdir(path)]
-            prepared = [(p, t) for p in children if fs.isdir(p) and (t := _tfds_dir(p)) is not None]
-            if prepared and not domain:
-                sources += [Source(fs.basename(p), "tfds", t) for p, t in prepared]
+            datasets = [
+                (p, t) for p in children if fs.isdir(p) and (t := prepared.dataset_dir(p)) is not None
+            ]
+            if datasets and not domain:
+                sources += [Source(fs.basename(p), "tfds", t) for p, t in datasets]
                 continue
             files = fs.walk_files(path)
         else:
@@ -93,11 +82,7 @@ def resolve_inputs(specs: Sequence[str]) -> list[Source]:
 def iter_documents(source: Source, split: str) -> Iterator[str]:
     """Streams the documents' text of one source (`split` applies to TFDS only)."""
     if source.kind == "tfds":
-        from data_pipeline.tfds_output import open_prepared  # imports TFDS: slow, only when used
-
-        dataset = open_prepared(source.path).as_dataset(split=split, shuffle_files=False)
-        for record in dataset.as_numpy_iterator():
-            yield record["text"].decode("utf-8")
+        yield from prepared.texts(source.path, split)
     elif source.kind == "jsonl":
         for record in fs.read_jsonl(source.path):
             text = record.get("text")

@@ -1,6 +1,6 @@
 """Anneal study of the CPU demo: one prefix per seed, then K short annealing arms from it.
 
-`python -m pretrain.anneal --config=configs/anneal/demo.py` trains the prefix (the general
+`python -m studies.anneal --config=configs/anneal/demo.py` trains the prefix (the general
 mixture, warmup then a constant learning rate: WSD's stable phase) for `prefix_steps`, then
 branches every arm from its last checkpoint for `anneal_steps` more, with the learning rate
 decaying linearly to `train.optim.end_lr_ratio` of its peak. The arms differ only in the

@@ -1,7 +1,7 @@
 """Defaults shared by every training launch; launch configs override fields.
 
 Sections: model, mixture, data, train, optim, checkpoint, metrics, mesh, sharding,
-eval, init_from, aot, distributed. `pretrain.train.validate` checks them at start.
+eval, init_from, aot, distributed. `pretrain.train_config.validate` checks them at start.
 """
 
 import ml_collections

@@ -27,7 +27,7 @@ COMMANDS = [
         "config.hf_dir: required",
     ),
     ("pretrain.train", "--workdir", [], "config.workdir: required (--workdir="),
-    ("pretrain.anneal", "--from_workdir", ["--config.output_dir="], "config.output_dir: required"),
+    ("studies.anneal", "--from_workdir", ["--config.output_dir="], "config.output_dir: required"),
     ("data_pipeline.prepare", "--eval_set", [], "config.output_dir: required"),
     ("mixtures.pack", "--prep_dir", [], "--config is required"),
     ("mixtures.report", "--packed_dir", [], "--config is required"),

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from configs.data import base  # noqa: E402
-from data_pipeline import controls, prepare, tfds_output  # noqa: E402
+from data_pipeline import controls, prepare, prepared, tfds_output  # noqa: E402
 from tests.support.data import code_text, math_text, prose, write_jsonl  # noqa: E402
 
 
@@ -113,14 +113,12 @@ def _jsonl_gz(folder: Path) -> list[dict]:
 
 
 def _kept(out: Path) -> list[dict]:
-    import tensorflow_datasets as tfds
-
     rows = []
     for domain in ("web", "math", "code"):
-        builder = tfds.builder_from_directory(str(out / domain))
+        builder = prepared.open_prepared(out / domain)
         for split, info in builder.info.splits.items():
             if info.num_examples:
-                rows.extend(tfds.as_numpy(builder.as_dataset(split=split)))
+                rows.extend(prepared.examples(out / domain, split))
     return [{k: v.decode() if isinstance(v, bytes) else v for k, v in r.items()} for r in rows]
 
 

@@ -174,10 +174,26 @@ def test_input_specs_formats_roots_and_flags():
     spec = sources.InputSpec.from_flag("code=/src/**.py")
     assert (spec.domain, spec.format, spec.source) == ("code", "auto", "code:**.py")
     assert spec.format_of("/src/a.py") == "text" and spec.format_of("/src/b.jsonl.zst") == "jsonl"
-    with pytest.raises(ValueError, match="inputs.domain"):
+    with pytest.raises(ValueError, match="domain: must be one of"):
         sources.InputSpec.from_flag("images=/x/*.png")
     with pytest.raises(ValueError, match="--input"):
         sources.InputSpec.from_flag("no-equals-sign")
+
+
+def test_bad_inputs_are_config_errors_naming_the_entry():
+    """prepare's one config-failure path: cli.run prints the line and exits 2."""
+    from common.checks import ConfigError
+    from data_pipeline import prepare
+
+    config = base.get_config()
+    for entry, message in [
+        ("images=/x/*.png", r"config.inputs\[0\]: domain: must be one of"),
+        ("no-equals-sign", r"config.inputs\[0\]: --input: expected DOMAIN=GLOB"),
+        ({"domain": "web", "glob": "x", "format": "xml"}, r"config.inputs\[0\]: format: must be one of"),
+    ]:
+        config.inputs = [entry]
+        with pytest.raises(ConfigError, match=message):
+            prepare.input_specs(config)
 
 
 def test_heuristic_quality_prefers_document_like_text():

@@ -100,9 +100,11 @@ def test_cut_drops_documents_with_nothing_left(run):
 
 
 def test_items_shorter_than_min_chars_are_skipped(run):
-    index = decontaminate.NgramIndex(_items(), window=50, min_chars=35, w=8)
+    index = decontaminate.CharWindowIndex(_items(), window=50, min_chars=35, w=8)
     assert index.skipped == 1
-    assert decontaminate.NgramIndex(_items(), window=50, min_chars=35, w=8, min_item_chars=5).skipped == 0
+    assert (
+        decontaminate.CharWindowIndex(_items(), window=50, min_chars=35, w=8, min_item_chars=5).skipped == 0
+    )
     kept, rejected, hits = run([record("d", FILLER + " why so?")])
     assert len(kept) == 1 and rejected == [] and hits == []
 
@@ -172,7 +174,7 @@ def test_number_only_ngrams_are_not_indexed():
         "count",
         "John counts 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 and stops",
     )
-    index = decontaminate.NgramIndex([counting], window=50, min_chars=35, w=8)
+    index = decontaminate.CharWindowIndex([counting], window=50, min_chars=35, w=8)
     pages, _ = decontaminate.normalized_chars(
         "page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 next"
     )
@@ -261,7 +263,7 @@ def test_arithmetic_items_without_letters_match_in_their_expression_form():
     """BBH's multistep arithmetic has no letters: its letters+digits form is a digit run like
     page numbers, so it was never indexed. With the operators kept it matches whole,
     whatever happens to brackets, spacing, the trailing '=' or Unicode minus signs."""
-    index = decontaminate.NgramIndex([ARITHMETIC], window=50, min_chars=35, w=8, min_item_chars=20)
+    index = decontaminate.CharWindowIndex([ARITHMETIC], window=50, min_chars=35, w=8, min_item_chars=20)
     assert index.skipped == 0
     for leak in (
         "Intro line.\n((-1 + 2 + 9 * 5) - (-2 + -4 + -4 * -7)) =\n24\nMore.",
@@ -284,7 +286,7 @@ def test_expression_form_needs_enough_characters_and_operators():
         EvalItem("bbh", "words", "( ( not ( True ) ) ) is\nFalse"),  # no operators: a phrase
         EvalItem("bbh", "dates", "2019 2020 2021 2022 2023 2024"),  # digits only, no operators
     ]
-    index = decontaminate.NgramIndex(items, window=50, min_chars=35, w=8, min_item_chars=20)
+    index = decontaminate.CharWindowIndex(items, window=50, min_chars=35, w=8, min_item_chars=20)
     assert index.skipped == 3 and len(index.expression_keys) == 0
     assert _found(index, "It is not true; not true is false. 8 + 8 / 2 + 2 = 14") == set()
 
@@ -339,7 +341,7 @@ def test_short_question_matches_with_the_start_of_its_answer():
     """A question shorter than half a window is matched together with its answer's start (the
     whole item's first window), never by answer text alone."""
     item = EvalItem("math", "m1", "Compute 7 choose 4.\n" + SOLUTION, "Compute 7 choose 4.", SOLUTION)
-    index = decontaminate.NgramIndex([item], window=50, min_chars=35, w=8, answer_window=100)
+    index = decontaminate.CharWindowIndex([item], window=50, min_chars=35, w=8, answer_window=100)
     assert _found(index, "compute 7 CHOOSE 4: " + SOLUTION[:40]) == {0}
     assert _found(index, "Compute 8 choose 4. " + SOLUTION[:80]) == set()
 

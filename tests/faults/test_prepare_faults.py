@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from common import fs  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
 from configs.data import base  # noqa: E402
-from data_pipeline import outputs, prepare, sources, tfds_output  # noqa: E402
+from data_pipeline import outputs, prepare, sources  # noqa: E402
+from data_pipeline.prepared import read_split  # noqa: E402
 from tests.support.data import prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,7 +237,7 @@ def test_empty_input_files_are_counted_and_reported(prepared):
 
 def test_secrets_are_redacted_in_web_and_in_rejected(prepared):
     out, _ = prepared
-    dataset = tfds_output.open_prepared(str(out / "web")).as_dataset(split="train+validation")
+    dataset = read_split(out / "web", "train+validation")
     texts = [ex["text"].decode() for ex in dataset.as_numpy_iterator()]
     assert any("Our key" in t for t in texts)
     assert not [t for t in texts if AWS_KEY in t or GITHUB_TOKEN in t]

@@ -176,3 +176,24 @@ def test_extra_task_must_be_a_prepared_dataset(packed, tmp_path):
     config.pack.extra_tasks = ["no_equals_sign"]
     with pytest.raises(ConfigError, match="config.pack.extra_tasks: --extra_task: expected NAME=DIR"):
         pack.pack(config)
+
+
+def test_prepared_data_problems_fail_as_config_errors_before_any_output(packed, tmp_path):
+    """No domain under prep_dir, or an extra task named like a domain task: one config error
+    naming the field, and no output folder."""
+    from common.checks import ConfigError
+    from configs.mixtures import base
+
+    prep_dir, vocab, _ = packed
+    config = demo_mixture(PACK_SEQ_LEN)
+    config.pack = base.pack_config()
+    empty = tmp_path / "empty_prep"
+    empty.mkdir()
+    config.pack.update(dict(prep_dir=str(empty), vocab_path=str(vocab), output=str(tmp_path / "out")))
+    with pytest.raises(ConfigError, match="config.pack.prep_dir: no TFDS dataset"):
+        pack.pack(config)
+    config.pack.prep_dir = str(prep_dir)
+    config.pack.extra_tasks = [f"web={prep_dir / 'math'}"]
+    with pytest.raises(ConfigError, match="config.pack.extra_tasks: 'web' is the name of a task"):
+        pack.pack(config)
+    assert not (tmp_path / "out").exists()

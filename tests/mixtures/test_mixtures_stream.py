@@ -128,7 +128,7 @@ def test_changed_past_is_refused_at_resume_naming_what_changed(packed_dir, tmp_p
 
 
 def test_branching_after_the_resume_step_is_the_run_the_new_config_gives(packed_dir, tmp_path):
-    """What pretrain.anneal does: resume a prefix with a schedule that only differs later on."""
+    """What studies.anneal does: resume a prefix with a schedule that only differs later on."""
     state = _state_at(packed_dir, 5)
     branch = demo_mixture(PACK_SEQ_LEN)
     branch.stages[1]["start"] = 0.5  # the anneal starts at step 6 instead of 9

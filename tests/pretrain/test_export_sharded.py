@@ -31,12 +31,12 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import jax, numpy as np
     assert jax.device_count() == 8, jax.devices()
-    from pretrain import train
+    from pretrain import sharding, train, train_setup
     from tests.support.train import tiny_config
 
     config = tiny_config({workdir!r}, total_steps=4)
     config.mesh.update(dict(data=1, fsdp=8, tensor=1))
-    setup = train.build_state(config, train.sharding.make_mesh(dict(config.mesh)))
+    setup = train_setup.build_setup(config, sharding.make_mesh(dict(config.mesh)))
     embedding = setup.sharding["params"]["embedder"]["input_embedding"]
     assert "fsdp" in embedding.spec, embedding.spec  # really sharded over the 8 devices
     train.train(config)

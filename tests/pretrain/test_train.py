@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from pretrain import train as train_lib
+from pretrain import train_setup
 from pretrain.metrics import read_metrics
+from pretrain.report import NonFiniteLossError
 from tests.support.train import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,10 +63,10 @@ def test_init_from_loads_weights_and_optimizer_and_restarts_schedule(tmp_path):
     train_lib.train(source_run)
     config = tiny_config(tmp_path / "b", total_steps=4)
     config.init_from.update(dict(workdir=str(tmp_path / "a"), step=4))
-    setup = train_lib.build_state(config, sharding.make_mesh(dict(config.mesh)))
-    source, _ = train_lib.make_data(config)
+    setup = train_setup.build_setup(config, sharding.make_mesh(dict(config.mesh)))
+    source, _ = train_setup.make_data(config)
     manager = checkpoint.make_manager(config.workdir, config.checkpoint)
-    state, start, origin = train_lib.restore_or_init(setup, config, manager, source)
+    state, start, origin = train_setup.restore_or_init(setup, config, manager, source)
     manager.close()
     assert start == 0 and int(state["step"]) == 0 and "step 4" in origin
     want, _ = checkpoint.restore_params(tmp_path / "a", step=4)
@@ -135,7 +137,7 @@ def test_nan_loss_stops_without_nan_checkpoint(tmp_path):
     config.optim.clip_norm = 0.0
     config.optim.warmup_steps = 0
     config.checkpoint.every_steps = 1
-    with pytest.raises(train_lib.NonFiniteLossError, match="not finite"):
+    with pytest.raises(NonFiniteLossError, match="not finite"):
         train_lib.train(config)
     from pretrain.checkpoint import restore_params
 
@@ -297,8 +299,8 @@ def test_launch_configs_schedule(name):
     import importlib
 
     config = importlib.import_module(f"configs.train.{name}").get_config()
-    schedule = train_lib.mixture_schedule(config)
-    assert train_lib.anneal_start(schedule) == schedule.stages[-1].start_step > 0
+    schedule = train_setup.mixture_schedule(config)
+    assert train_setup.anneal_start(schedule) == schedule.stages[-1].start_step > 0
 
 
 # pretrain.train's own command (flag parsing, path resolution) with `train()` replaced by
@@ -306,12 +308,12 @@ def test_launch_configs_schedule(name):
 _TPU_STARTUP = """
 import json, sys
 from common import fs
-from pretrain import checkpoint, train
+from pretrain import checkpoint, train, train_config
 from pretrain.metrics import MetricsWriter, read_metrics
 
 def startup(config, started=None, say=None):
-    train.validate(config)
-    train.write_config(config.workdir, config)
+    train_config.validate(config)
+    train_config.write_config(config.workdir, config)
     manager = checkpoint.make_manager(config.workdir, config.checkpoint)
     latest = manager.latest_step()
     manager.close()

@@ -17,7 +17,7 @@ import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipeline.tfds_output import features
+from data_pipeline.prepared import features
 
 DOMAIN_WORDS = {
     "web": "the news page site people city world today report music travel food market".split(),

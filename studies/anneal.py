@@ -1,6 +1,6 @@
 """Branching anneals: K short annealing arms from one checkpoint, compared on the same held-out sets.
 
-  python -m pretrain.anneal --config=configs/anneal/demo.py [--from_workdir W] [--output_dir D]
+  python -m studies.anneal --config=configs/anneal/demo.py [--from_workdir W] [--output_dir D]
 
 Why branching is cheap and exact: the prefix trains with warmup then a constant learning
 rate, which is the stable phase of a warmup-stable-decay (WSD) schedule. Each arm is a run
@@ -15,7 +15,7 @@ prefix + K x anneal steps, not K x (prefix + anneal).
 Every run is a `pretrain.train` subprocess on a generated config (the training config with
 the arm's mixture, decay and init_from). Each
 arm is then scored with `pretrain.evaluate` on the same held-out file (per-domain validation
-documents and eval-set probes, see `pretrain.anneal_eval`), and `pretrain.anneal_report`
+documents and eval-set probes, see `studies.anneal_eval`), and `studies.anneal_report`
 writes the table, the curves and the verdict to OUTPUT_DIR/report.{json,md,png}.
 
 Layout: OUTPUT_DIR/seed<S>/prefix (unless --from_workdir), OUTPUT_DIR/seed<S>/<arm>,
@@ -37,6 +37,9 @@ import ml_collections
 from absl import logging
 
 from common import checks, cli, fs
+from mixtures.schedule import Schedule
+from pretrain.checkpoint import load_train_config
+from studies import anneal_eval, anneal_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,8 +113,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def prefix_weights(train_config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
     """The mixture in force at the prefix's last step: what arms with `weights=None` keep."""
-    from mixtures.schedule import Schedule
-
     schedule = Schedule.from_config(train_config.mixture, max(train_config.train.total_steps, step))
     return {t: w for t, w in schedule.weights_at(max(step - 1, 0)).items() if w > 0}
 
@@ -258,8 +259,6 @@ def run_arms(
 
     `trainer` runs one training config; the default is a `pretrain.train` subprocess.
     """
-    from pretrain.checkpoint import load_train_config
-
     out = config.output_dir
     logs = fs.makedirs(fs.join(out, "logs"))
     runs: dict[str, Any] = {"seeds": {}, "timings": {"prefix": [], "arms": {}}}
@@ -317,8 +316,6 @@ def study(
     trainer: Trainer = train_subprocess,
 ) -> dict[str, Any]:
     """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
-    from pretrain import anneal_eval, anneal_report
-
     validate(config)
     config.output_dir = fs.resolve(config.output_dir)
     if config.from_workdir:

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixtures import rows as rows_lib
-from mixtures.packing import DocumentPacker
+from mixtures.document_packer import DocumentPacker
 
 
 def _docs(lengths):

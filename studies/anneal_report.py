@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from common import fs
+from studies.anneal_eval import curves
 
 PREFIX = "prefix"
 
@@ -231,8 +232,6 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pretrain.anneal_eval import curves
 
     seeds = sorted(runs["seeds"])
     per_run: dict[str, list[dict[str, list]]] = {}

@@ -12,7 +12,7 @@ belongs to:
 
 Decontamination is what keeps the probes out of training; `contamination()` checks it
 rather than assuming it: it looks every probe item up in the training split with the
-decontamination stage's own index (`data_pipeline.decontaminate.NgramIndex`) and reports
+decontamination stage's own index (`data_pipeline.decontaminate.CharWindowIndex`) and reports
 the items found (expected: none).
 Each checkpoint is scored with `pretrain.evaluate.evaluate` (the trainer's tokenization and
 windows), so the numbers are the ones `python -m pretrain.evaluate` prints.
@@ -28,14 +28,15 @@ import numpy as np
 from absl import logging
 
 from common import fs
+from data_pipeline import decontaminate, eval_sets, prepared
+from pretrain.evaluate import evaluate
+from pretrain.metrics import read_metrics
 
 VALIDATION_PREFIX = "val_"
 
 
 def probe_items(probes: ml_collections.ConfigDict) -> list[Any]:
     """The first `max_items` EvalItems of every probe set (question + reference answer)."""
-    from data_pipeline import decontaminate, eval_sets
-
     text_config = decontaminate.default_config()
     text_config.builtin_eval_sets = ()
     items = []
@@ -48,39 +49,17 @@ def probe_items(probes: ml_collections.ConfigDict) -> list[Any]:
 
 def validation_documents(prep_dir: str, domain: str, limit: int) -> list[str]:
     """The first `limit` texts (0: all) of PREP/<domain>'s validation split."""
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder_from_directory(fs.join(prep_dir, domain))
-    ds = builder.as_dataset(split="validation", shuffle_files=False)
-    if limit:
-        ds = ds.take(limit)
-    return [ex["text"].decode() for ex in tfds.as_numpy(ds)]
-
-
-def training_texts(prep_dir: str, domain: str):
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder_from_directory(fs.join(prep_dir, domain))
-    for ex in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)):
-        yield ex["text"].decode()
-
-
-def prepared_domains(prep_dir: str) -> list[str]:
-    from common.domains import DOMAINS
-
-    return [d for d in DOMAINS if fs.exists(fs.join(prep_dir, d, "dataset_info.json"))]
+    return list(prepared.texts(prepared.domain_dir(prep_dir, domain), "validation", limit))
 
 
 def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
     """{probe set: items sharing a decontamination window with PREP's train split}."""
-    from data_pipeline import decontaminate
-
     cfg = decontaminate.default_config()
     index = decontaminate.build_index(items, cfg)
     found: set[int] = set()
     if index.keys:
-        for domain in prepared_domains(prep_dir):
-            for text in training_texts(prep_dir, domain):
+        for domain in prepared.domains(prep_dir):
+            for text in prepared.texts(prepared.domain_dir(prep_dir, domain), "train"):
                 found.update(i for _, _, i, _ in index.find(text))
     counts = {item.eval_set: 0 for item in items}
     for i in found:
@@ -92,7 +71,7 @@ def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any
     """Writes the held-out file; returns its composition and the contamination check."""
     prep_dir = config.prep_dir
     docs = []
-    for domain in prepared_domains(prep_dir):
+    for domain in prepared.domains(prep_dir):
         texts = validation_documents(prep_dir, domain, config.probes.validation_docs)
         docs += [
             {"text": t, "source": VALIDATION_PREFIX + domain, "id": f"{domain}-{i}"}
@@ -121,8 +100,6 @@ def scores_of(result: dict[str, Any], groups: dict[str, list[str]]) -> dict[str,
 
 def score_study(config: ml_collections.ConfigDict, runs: dict[str, Any]) -> dict[str, Any]:
     """Scores every seed's prefix and arms on the held-out file; {seed: {run: {metric: loss}}}."""
-    from pretrain.evaluate import evaluate
-
     heldout = build_heldout(config, fs.join(config.output_dir, "heldout.jsonl"))
     groups = {k: list(v) for k, v in config.probes.groups.items()}
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -139,8 +116,6 @@ def score_study(config: ml_collections.ConfigDict, runs: dict[str, Any]) -> dict
 def curves(workdir: str) -> dict[str, list[tuple[int, float]]]:
     """{domain: [(step, validation loss)]} from a run's metrics.jsonl (none for a workdir
     that was not trained here, e.g. a Hugging Face import)."""
-    from pretrain.metrics import read_metrics
-
     out: dict[str, list[tuple[int, float]]] = {}
     if not fs.exists(fs.join(workdir, "metrics.jsonl")):
         return out

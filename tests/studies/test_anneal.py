@@ -1,4 +1,4 @@
-"""pretrain.anneal: branched arms are exact continuations, every arm is scored alike, the report adds up."""
+"""studies.anneal: branched arms are exact continuations, every arm is scored alike, the report adds up."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import ml_collections
 import pytest
 
 from configs.anneal import demo
-from pretrain import anneal, anneal_report
+from data_pipeline import prepared
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
+from studies import anneal, anneal_report
 from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
 from tests.support.train import tiny_config
 
@@ -59,13 +60,7 @@ def studied(tmp_path_factory):
             for i in range(4)
         )
     )
-    import tensorflow_datasets as tfds
-
-    leaked = next(
-        ex["text"].decode()
-        for ex in tfds.as_numpy(tfds.builder_from_directory(str(prep_dir / "code")).as_dataset(split="train"))
-        if len(ex["text"].split()) >= 20
-    )
+    leaked = next(t for t in prepared.texts(prep_dir / "code", "train") if len(t.split()) >= 20)
     (root / "leaky.jsonl").write_text(json.dumps({"question": leaked}) + "\n")
     config = study_config(root, prep_dir, packed_dir, vocab, probe)
     report = anneal.study(config, trainer=train_in_process)
