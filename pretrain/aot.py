@@ -239,8 +239,9 @@ def choose_remat_policy(
         candidate.model.remat_policy = policy
         need = step_memory(candidate, devices)
         fits = need <= budget_bytes
+        needs = f"{need / GIB:.2f} GiB" if math.isfinite(need) else "more than the device has (compiler)"
         say(
-            f"remat_policy {policy}: {need / GIB:.2f} GiB per device of {budget_bytes / GIB:.2f} GiB"
+            f"remat_policy {policy}: {needs} per device of {budget_bytes / GIB:.2f} GiB"
             + (" -> chosen" if fits else "")
         )
         if fits:
