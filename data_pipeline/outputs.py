@@ -149,7 +149,12 @@ def new_staging(out: str, run_id: str) -> str:
 
 
 def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
-    """Replaces the old outputs with the staged ones; other runs' staging folders stay."""
+    """Replaces the old outputs with the staged ones; other runs' staging folders stay.
+
+    The marker names the old and the new outputs together while they are swapped, so a
+    commit killed halfway leaves a folder that the next run with --overwrite replaces
+    whole, instead of one it refuses as holding unknown entries.
+    """
     names = [n for n in fs.listdir(staging) if n != MARKER]
     clash = [n for n in names if fs.exists(fs.join(out, n)) and n not in old_outputs]
     if clash:
@@ -157,22 +162,28 @@ def commit(out: str, staging: str, old_outputs: list[str]) -> list[str]:
             f"{out}: {clash} exist and are not outputs of an earlier prepare run; the new outputs "
             f"stay in {staging}"
         )
+    _write_marker(out, sorted(set(old_outputs) | set(names)), committing=fs.basename(staging))
     for name in old_outputs:
         fs.rmtree(fs.join(out, name))
     for name in names:
         fs.move(fs.join(staging, name), fs.join(out, name))
+    _write_marker(out, sorted(names))
+    fs.rmtree(staging)
+    return names
+
+
+def _write_marker(out: str, names: list[str], **extra: str) -> None:
     fs.write_text(
         fs.join(out, MARKER),
         json.dumps(
             {
                 "job": JOB,
-                "outputs": sorted(names),
+                "outputs": names,
                 "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **extra,
             }
         ),
     )
-    fs.rmtree(staging)
-    return names
 
 
 def read_jsonl_files(prefix: str) -> list[Any]:

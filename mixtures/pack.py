@@ -30,6 +30,7 @@ flags the job does not define go to Beam).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -89,9 +90,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # the job and its checks passed: the files an earlier pack's manifest names are replaced
 # (the manifest first, so no reader sees one naming missing files) and nothing else in
 # OUTPUT is touched. A failed run removes its staging folder; a killed one leaves it
-# (safe to delete; later runs ignore it), and OUTPUT as it was.
+# (safe to delete; later runs ignore it), and OUTPUT as it was. While files are swapped,
+# OUTPUT/_committing.json names the old and the new ones: a commit killed halfway leaves
+# a folder the next run with --overwrite replaces whole.
 
 STAGING_PREFIX = "_staging-"
+COMMITTING = "_committing.json"
 
 
 def _staging_folders(out: str) -> set[str]:
@@ -105,6 +109,15 @@ def earlier_outputs(out: str, overwrite: bool) -> list[str]:
     """
     if not fs.exists(out) or not set(fs.listdir(out)) - _staging_folders(out):
         return []
+    if fs.exists(fs.join(out, COMMITTING)):  # a commit was killed halfway
+        checks.require(
+            overwrite, "pack.output", f"holds a half-committed pack ({COMMITTING}); pass --overwrite", out
+        )
+        files = json.loads(fs.read_text(fs.join(out, COMMITTING)))["files"]
+        checks.require(
+            all(_inside(f) for f in files), "pack.output", f"{COMMITTING} names paths outside it", out
+        )
+        return [manifest_lib.FILE_NAME, *(f for f in files if f != manifest_lib.FILE_NAME), COMMITTING]
     checks.require(
         fs.exists(fs.join(out, manifest_lib.FILE_NAME)),
         "pack.output",
@@ -135,13 +148,27 @@ def commit(out: str, staging: str, earlier: list[str]) -> None:
             f"{out}: {clash[:3]} appeared there while this run packed (another pack's output?); "
             f"nothing was replaced, the new rows stay in {staging}"
         )
+    fs.write_text(
+        fs.join(out, COMMITTING), json.dumps({"files": sorted(set(earlier + staged) - {COMMITTING})})
+    )
     for relative in earlier:
         fs.rmtree(fs.join(out, relative))
     for relative in staged[1:] + staged[:1]:
         fs.move(fs.join(staging, relative), fs.join(out, relative))
     for relative in earlier:
         _remove_empty_parents(out, relative)
+    fs.rmtree(fs.join(out, COMMITTING))
     fs.rmtree(staging)
+
+
+def _inside(relative: str) -> bool:
+    """A path below OUTPUT: relative, no `..` part."""
+    return (
+        isinstance(relative, str)
+        and bool(relative)
+        and not relative.startswith("/")
+        and ".." not in relative.split("/")
+    )
 
 
 def _remove_empty_parents(out: str, relative: str) -> None:

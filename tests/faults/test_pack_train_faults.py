@@ -150,6 +150,33 @@ def test_a_pack_committed_meanwhile_is_not_replaced(packed, tmp_path):
     assert _snapshot(out) == first  # the first run's pack, and the second's staged rows, intact
 
 
+def test_a_commit_killed_halfway_is_replaced_whole_by_the_next_pack(packed, tmp_path, monkeypatch):
+    _, _, _, packed_dir = packed
+    out = _user_copy(packed_dir, tmp_path / "P")
+    staging = out / f"{pack.STAGING_PREFIX}killed"
+    shutil.copytree(packed_dir, staging)
+    moves = []
+
+    def dies_on_the_second_move(src, dst):
+        moves.append(src)
+        if len(moves) == 2:
+            raise KeyboardInterrupt("killed")
+        shutil.move(src, dst)
+
+    monkeypatch.setattr(pack.fs, "move", dies_on_the_second_move)
+    with pytest.raises(KeyboardInterrupt):
+        pack.commit(str(out), str(staging), pack.earlier_outputs(str(out), overwrite=True))
+    monkeypatch.undo()
+    assert not (out / manifest_lib.FILE_NAME).exists()  # half old, half new: no reader trusts it
+    with pytest.raises(ConfigError, match="half-committed pack"):
+        pack.earlier_outputs(str(out), overwrite=False)
+    again = out / f"{pack.STAGING_PREFIX}again"
+    shutil.copytree(packed_dir, again)
+    pack.commit(str(out), str(again), pack.earlier_outputs(str(out), overwrite=True))
+    after = {k: v for k, v in _snapshot(out).items() if not k.startswith(staging.name)}
+    assert after == {**_snapshot(packed_dir), "NOTES.txt": b"keep\n", "train/web/mine.txt": b"mine\n"}
+
+
 def test_commit_and_moving_a_tree_work_on_gcs():
     """The commit (and the checkpoint set-aside's fs.move) on an object store: no directory
     rename there, files move one by one."""

@@ -138,6 +138,37 @@ def test_a_commit_never_deletes_another_runs_staging_folder(tmp_path):
     assert fs.read_text(fs.join(theirs, "web", "part")) == "in progress"
 
 
+def _staged(out: str, run_id: str, files: dict[str, str]) -> str:
+    staging = outputs.new_staging(out, run_id)
+    for name, text in files.items():
+        fs.write_text(fs.join(staging, name), text)
+    return staging
+
+
+def test_a_commit_killed_halfway_is_replaced_whole_by_the_next_run(tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    outputs.commit(out, _staged(out, "one", {"web/a": "1", "stats.json": "1"}), [])
+    moves = []
+
+    def dies_on_the_second_move(src, dst):
+        moves.append(src)
+        if len(moves) == 2:
+            raise KeyboardInterrupt("killed")
+        fs.rename(src, dst)
+
+    monkeypatch.setattr(outputs.fs, "move", dies_on_the_second_move)
+    two = _staged(out, "two", {"code/b": "2", "rejected/r": "2", "stats.json": "2"})
+    with pytest.raises(KeyboardInterrupt):
+        outputs.commit(out, two, outputs.check_output_dir(out, overwrite=True))
+    monkeypatch.undo()
+    # Old outputs gone, one new one moved in: the marker still names every entry there.
+    old = outputs.check_output_dir(out, overwrite=True)
+    assert set(fs.listdir(out)) - set(old) - {outputs.MARKER} == {fs.basename(two)}
+    outputs.commit(out, _staged(out, "three", {"math/c": "3", "stats.json": "3"}), old)
+    assert set(fs.listdir(out)) == {"math", "stats.json", outputs.MARKER, fs.basename(two)}
+    assert fs.read_text(fs.join(out, "stats.json")) == "3"
+
+
 # ------------------------------------------------------------------ 4: only plain child names are removed
 
 
