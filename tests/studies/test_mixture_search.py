@@ -199,3 +199,40 @@ def test_bad_search_config_fails_naming_field(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         ms.validate(c)
         ms.parse_slice(c.search.arms_slice)
+
+
+def test_search_end_to_end_on_a_tiny_model(tmp_path, tmp_path_factory):
+    """The real path: anneal arms trained by pretrain.train (in process), scored by
+    pretrain.evaluate per item on the held-out file, fitted, proposed, proved, reported."""
+    from pretrain.evaluate import read_documents
+    from tests.studies.test_anneal import study_config, train_in_process
+    from tests.support.mixtures import packed_fixture
+
+    prep_dir, vocab, packed_dir = packed_fixture(tmp_path_factory)
+    probe = tmp_path / "quiz.jsonl"
+    probe.write_text(
+        "".join(
+            json.dumps({"question": f"let prove theorem {i} integer prime", "answer": "sum equal proof ring"})
+            + "\n"
+            for i in range(6)
+        )
+    )
+    (tmp_path / "leaky.jsonl").write_text(json.dumps({"question": "def sum of list return value"}) + "\n")
+    c = study_config(tmp_path, prep_dir, packed_dir, vocab, probe)
+    c.search = search_demo.search_config()
+    c.search.update({"arms": 4, "holdout": 1, "folds": 3, "proof_seeds": (100,), "bootstrap": 50})
+    c.search.objective = {"quiz": 1.0}
+    c.search.constraints = [dict(metric="val_web", tolerance=0.05)]
+    c.search.anneal_start = 0.75
+    report = ms.search(c, lambda _: None, train_in_process)
+    out = Path(c.output_dir)
+    record = json.loads((out / "scores" / "mix000" / "seed0.json").read_text())
+    assert len(record["items"]["quiz"]["ids"]) == 6 and len(record["items"]["val_web"]["ids"]) == 3
+    pooled = sum(record["items"]["quiz"]["loss"]) / sum(record["items"]["quiz"]["tokens"])
+    assert pooled == pytest.approx(record["metrics"]["quiz"], rel=1e-6)  # the items add up to the metric
+    assert len(read_documents(out / "heldout.jsonl")) == 9 + 6 + 1
+    assert report["proof"]["measured"]["proposal"]["objective"] > 0
+    assert set(report["proof"]["objective"]) == {"general", "hq", report["best_sampled"]}
+    mixture = load(report["proposal_configs"]["mixture"])
+    assert mixture.stages[-1]["weights"] == report["fitted"]["proposal"]["weights"]
+    assert (out / "report.png").stat().st_size > 0
