@@ -232,6 +232,7 @@ def propose(
     candidates: int = 20000,
     rounds: int = 4,
     starts: Sequence[np.ndarray] = (),
+    min_weight: float = 0.005,
 ) -> dict[str, Any]:
     """The feasible weight vector with the lowest predicted objective, and what the models say of it."""
     check_bounds(lower, upper)
@@ -268,7 +269,8 @@ def propose(
         x = rng.dirichlet(np.maximum(best, 1e-4) * concentration + 1e-3, candidates // 4)
     if best is None:
         return {"feasible": False, "weights": None, "objective": None, "predicted": {}, "limits": limits}
-    best = np.round(best, 4)
+    best = np.where((best < min_weight) & (lower <= 0), 0.0, best)  # no 0.01% slots
+    best = np.round(best / best.sum(), 4)
     best = best / best.sum()
     return {
         "feasible": True,

@@ -118,7 +118,7 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
         "",
         "| arm | objective | proposal - arm | interval | seed spread | beaten | meets constraints |",
         "|---|---|---|---|---|---|---|",
-        f"| {PROPOSAL_LABEL} | {proof['measured']['proposal']['objective']:.4f} | | | | | "
+        f"| {proof['proposal']} | {proof['measured'][proof['proposal']]['objective']:.4f} | | | | | "
         f"{'yes' if proof['constraints_ok'] else 'NO'} |",
     ]
     for a, ci in proof["objective"].items():
@@ -160,9 +160,6 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
         f"{costs['score_seconds']:.0f}s (+ prefixes {costs['prefix_seconds']:.0f}s); this call {wall:.0f}s wall."
     )
     return "\n".join(lines) + "\n"
-
-
-PROPOSAL_LABEL = "proposal"
 
 
 def plot(config, fitted, proof, path: str) -> None:

@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -73,7 +74,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for c in s.constraints:
         checks.require(c.get("tolerance", 0) >= 0, "search.constraints", "tolerance must be >= 0", dict(c))
     names = {arm["name"] for arm in config.arms}
-    clash = {n for n in names if n == PROPOSAL or n.startswith(SAMPLE_PREFIX)}
+    clash = {n for n in names if n.startswith((PROPOSAL, SAMPLE_PREFIX))}
     checks.require(not clash, "arms", f"names reserved for the search's own arms: {sorted(clash)}")
 
 
@@ -273,6 +274,8 @@ def fit_and_propose(
         )
         for c in s.constraints
     ]
+    if s.trust_region:  # no extrapolation: each weight within the range the fitted arms span
+        lower, upper = np.maximum(lower, x.min(0)), np.minimum(upper, x.max(0))
     proposal = mf.propose(
         fits, dict(s.objective), constraints, ref_vec, lower, upper, seed=s.seed, starts=list(x)
     )
@@ -289,6 +292,7 @@ def fit_and_propose(
         "holdout": holdout,
         "proposal": {
             **proposal,
+            "bounds": {"lower": lower.tolist(), "upper": upper.tolist()},
             "weights": None if proposal["weights"] is None else as_weights(tasks, proposal["weights"]),
         },
     }
@@ -366,9 +370,12 @@ def item_arrays(record: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
-def prove(
-    config: ml_collections.ConfigDict, contenders: list[str], proposal: str = PROPOSAL
-) -> dict[str, Any]:
+def proposal_name(weights: dict[str, float]) -> str:
+    """The proof arm of a proposal, named by its weights: another proposal is another arm."""
+    return f"{PROPOSAL}-" + hashlib.sha1(json.dumps(weights, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def prove(config: ml_collections.ConfigDict, contenders: list[str], proposal: str) -> dict[str, Any]:
     """Bootstrap CIs (seeds x probe items) of the proposal against every contender, on the
     objective and on each constraint metric (against the reference)."""
     s = config.search
@@ -378,7 +385,7 @@ def prove(
         a: [item_arrays(read_scores(config.output_dir, a, seed)) for seed in seeds]
         for a in [proposal, *contenders]
     }
-    out: dict[str, Any] = {"objective": {}, "constraints": {}, "measured": {}}
+    out: dict[str, Any] = {"proposal": proposal, "objective": {}, "constraints": {}, "measured": {}}
     for a in [proposal, *contenders]:
         out["measured"][a] = measured(config, a, seeds)
     for a in contenders:
@@ -467,12 +474,13 @@ def search(
     best = best_sampled(config, fitted)
     contenders = [a["name"] for a in config.arms] + [best]
     proof_arms = [a for a in config.arms] + [a for a in arms if a["name"] == best]
-    proof_arms.append(dict(name=PROPOSAL, weights=proposal["weights"], optim={}))
+    name = proposal_name(proposal["weights"])
+    proof_arms.append(dict(name=name, weights=proposal["weights"], optim={}))
     progress(
         f"proof: {', '.join(a['name'] for a in proof_arms)} on fresh seeds {list(config.search.proof_seeds)}"
     )
     run_and_score(config, proof_arms, list(config.search.proof_seeds), trainer, scorer, progress)
-    proof = prove(config, contenders)
+    proof = prove(config, contenders, name)
     return mixture_report.write(config, arms, fitted, best, proof, paths, time.perf_counter() - t0)
 
 

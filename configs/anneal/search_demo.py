@@ -27,9 +27,10 @@ def search_config() -> ml_collections.ConfigDict:
             holdout=4,  # the last N sampled arms are left out of the fit: the held-out rank correlation
             models=("gbt", "dml", "linear"),  # candidates, chosen per metric by cross-validated Spearman
             folds=10,  # k-fold cross-validation (leave-one-out when there are fewer arms)
-            objective={"code": 1.0, "val_math": 1.0},  # minimise the weighted sum of these metrics
+            objective={"code": 1.0, "val_math": 1.0, "val_code": 1.0},  # minimise their weighted sum
             # metric <= reference arm's (the first of config.arms) x (1 + tolerance)
             constraints=[dict(metric="val_web", tolerance=0.01)],
+            trust_region=True,  # propose only within the range of weights the fitted arms span
             use_tolerance=0.75,  # the proposal may use this share of each constraint's tolerance
             margin=1.0,  # and stays this many of the constraint model's cross-validated RMSEs inside it
             proof_seeds=(100,),  # fresh seeds: the proposal, the recipes and the best sampled arm

@@ -172,6 +172,20 @@ def test_slices_share_a_search_and_a_merge_reads_them_all(tmp_path):
     assert len(report["fitted"]["measured"]) == 9
 
 
+def test_a_changed_proposal_is_proved_as_a_new_arm(tmp_path):
+    """Proof arms are named by their weights: a re-merge with another objective trains the new
+    proposal instead of reusing the old one's scores; nothing else retrains."""
+    first = Stub()
+    report = ms.search(config(tmp_path, arms=6, holdout=2), lambda _: None, first.train, first.score)
+    again = Stub()
+    other = config(tmp_path, arms=6, holdout=2, merge=True)
+    other.search.objective = {"val_math": 1.0}
+    second = ms.search(other, lambda _: None, again.train, again.score)
+    assert second["proof"]["proposal"] != report["proof"]["proposal"]
+    assert {Path(t).name for t in arm_runs(again)} == {second["proof"]["proposal"]}
+    assert len(arm_runs(again)) == 2  # the new proposal on the 2 proof seeds
+
+
 def test_another_search_in_the_same_directory_is_refused(tmp_path):
     stub = Stub()
     ms.search(config(tmp_path, arms=4, holdout=1, arms_slice="0/4"), lambda _: None, stub.train, stub.score)
@@ -231,7 +245,9 @@ def test_search_end_to_end_on_a_tiny_model(tmp_path, tmp_path_factory):
     pooled = sum(record["items"]["quiz"]["loss"]) / sum(record["items"]["quiz"]["tokens"])
     assert pooled == pytest.approx(record["metrics"]["quiz"], rel=1e-6)  # the items add up to the metric
     assert len(read_documents(out / "heldout.jsonl")) == 9 + 6 + 1
-    assert report["proof"]["measured"]["proposal"]["objective"] > 0
+    proposal = report["proof"]["proposal"]
+    assert proposal == ms.proposal_name(report["fitted"]["proposal"]["weights"])
+    assert report["proof"]["measured"][proposal]["objective"] > 0
     assert set(report["proof"]["objective"]) == {"general", "hq", report["best_sampled"]}
     mixture = load(report["proposal_configs"]["mixture"])
     assert mixture.stages[-1]["weights"] == report["fitted"]["proposal"]["weights"]
