@@ -140,7 +140,11 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
     verdict = (
         "**The proposal wins**: it meets the constraints and beats every contender that meets them by more "
         "than the interval"
-        + (f" ({', '.join(breakers)}: lower objective, but breaks a constraint)" if breakers else "")
+        + (
+            f" ({', '.join(breakers)}: not beaten beyond the interval, but breaks a constraint)"
+            if breakers
+            else ""
+        )
         + "."
         if proof["wins"]
         else "**The proposal does not win**: "

@@ -72,6 +72,10 @@ def config(tmp_path: Path, **search) -> ml_collections.ConfigDict:
     c.search.update({"arms": 16, "holdout": 5, "proof_seeds": (100, 101), "bootstrap": 200, **search})
     c.search.objective = {"code": 1.0, "val_math": 1.0}
     c.search.constraints = [dict(metric="val_web", tolerance=0.01)]
+    c.arms = [  # the reference, and a hand-written recipe that breaks the planted web constraint
+        dict(name="general", weights=None, optim={}),
+        dict(name="hq", weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}, optim={}),
+    ]
     return c
 
 
