@@ -175,6 +175,9 @@ def main() -> None:
         default=[],
         help="one more flag for studies.anneal, repeatable: --extra=--config.anneal_steps=40",
     )
+    parser.add_argument(
+        "--data_only", action="store_true", help="stop after the data stages (bench/mixture_search_study.py)"
+    )
     args = parser.parse_args()
     if not os.path.isdir(EVAL):
         sys.exit(f"skipped: {EVAL} is absent (the study needs the real eval sets)")
@@ -297,6 +300,9 @@ def main() -> None:
             ],
             timings,
         )
+    if args.data_only:
+        print(json.dumps(timings))
+        return
     stage(
         "anneal",
         out,

@@ -310,13 +310,8 @@ def run_arms(
 # ----------------------------------------------------------------------------- command
 
 
-def study(
-    config: ml_collections.ConfigDict,
-    progress: Callable[[str], None] = logging.info,
-    trainer: Trainer = train_subprocess,
-) -> dict[str, Any]:
-    """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
-    validate(config)
+def resolve_paths(config: ml_collections.ConfigDict) -> None:
+    """Makes the study's paths absolute (runs are subprocesses, possibly in other directories)."""
     config.output_dir = fs.resolve(config.output_dir)
     if config.from_workdir:
         config.from_workdir = fs.resolve(config.from_workdir)
@@ -324,6 +319,16 @@ def study(
         if config.train.data[field]:
             config.train.data[field] = fs.resolve(config.train.data[field])
     config.prep_dir = fs.resolve(config.prep_dir)
+
+
+def study(
+    config: ml_collections.ConfigDict,
+    progress: Callable[[str], None] = logging.info,
+    trainer: Trainer = train_subprocess,
+) -> dict[str, Any]:
+    """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
+    validate(config)
+    resolve_paths(config)
     fs.makedirs(config.output_dir)
     fs.write_text(
         fs.join(config.output_dir, "study_config.json"), config.to_json_best_effort(indent=2) + "\n"

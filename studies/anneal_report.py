@@ -157,6 +157,9 @@ def markdown(
             + ", ".join(f"{k}={v:g}" for k, v in arm["weights"].items() if v)
             + f" | {arm['optim'] or ''} |"
         )
+    notes = [f"- `{arm['name']}`: {arm['note']}" for arm in config.arms if arm.get("note")]
+    if notes:  # where an arm's weights come from (e.g. a studies.mixture_search proposal)
+        lines += ["", *notes]
     lines += ["", "Mean loss per token (nats) on the held-out sets, mean ± spread over seeds:", ""]
     metrics = summary["metrics"]
     lines.append("| run | " + " | ".join(metrics) + " |")

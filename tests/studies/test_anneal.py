@@ -40,6 +40,10 @@ def study_config(
     c.probes.max_items = 10
     c.probes.validation_docs = 3
     c.verdict.lower, c.verdict.level = ["quiz"], ["val_web"]
+    c.arms = [  # the demo's first arms, fixed here (the demo's own recipe follows its mixture search)
+        dict(name="general", weights=None, optim={}),
+        dict(name="hq", weights={"web_hq": 0.4, "math_hq": 0.3, "code_hq": 0.3}, optim={}),
+    ]
     return c
 
 
