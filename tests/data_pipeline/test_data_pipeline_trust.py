@@ -17,22 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common import fs  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
-from configs.data import base  # noqa: E402
 from data_pipeline import outputs, prepare, sources, stats  # noqa: E402
-from tests.support.data import prose, write_jsonl  # noqa: E402
+from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _config(inputs, out) -> base.ml_collections.ConfigDict:
-    config = base.get_config()
-    config.inputs = inputs
-    config.output_dir = str(out)
-    config.output.train_shards = 1
-    config.runner.direct_running_mode = "in_memory"
-    config.filters.web.c4.enabled = False
-    config.filters.web.fineweb.enabled = False
-    return config
 
 
 # ------------------------------------------------------------------ no silent skipping
@@ -44,7 +32,7 @@ def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
     code = (
         "import sys; sys.modules['data_pipeline.near_dedup'] = None\n"
         "from configs.data import base\nfrom data_pipeline import prepare\n"
-        f"c = base.get_config(); c.inputs = ['web={tmp_path / 'in' / '*'}']; c.output_dir = '{tmp_path / 'out'}'\n"
+        f"c = base.getprepare_config(); c.inputs = ['web={tmp_path / 'in' / '*'}']; c.output_dir = '{tmp_path / 'out'}'\n"
         "c.runner.direct_running_mode = 'in_memory'\nprepare.prepare(c)\n"
     )
     result = subprocess.run(
@@ -63,7 +51,7 @@ def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
 def test_eval_rows_without_text_fail_the_job_before_it_runs(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": "d", "text": prose(1)}])
     write_jsonl(tmp_path / "ev.jsonl", [{"query": "What is two plus two?", "label": 4}])
-    config = _config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
+    config = prepare_config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
     config.eval_sets = [f"ev={tmp_path / 'ev.jsonl'}"]
     with pytest.raises(ValueError, match=r"ev.jsonl has no text field; fields seen: \['label', 'query'\]"):
         prepare.prepare(config)
@@ -76,7 +64,7 @@ def test_refuses_an_output_folder_holding_the_inputs(tmp_path):
     """Before: OUT/web/ (here: the raw inputs) was deleted, then the job 'succeeded' on nothing."""
     raw = tmp_path / "out" / "web" / "raw.jsonl"
     write_jsonl(raw, [{"id": f"d{i}", "text": prose(i)} for i in range(3)])
-    config = _config([f"web={raw}"], tmp_path / "out")
+    config = prepare_config([f"web={raw}"], tmp_path / "out")
     with pytest.raises(ConfigError, match="is not empty; pass --overwrite"):
         prepare.prepare(config)
     config.overwrite = True
@@ -89,7 +77,7 @@ def test_refuses_an_output_folder_holding_the_inputs(tmp_path):
 def test_overwrite_replaces_only_the_jobs_own_outputs(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"d{i}", "text": prose(i)} for i in range(4)])
     out = tmp_path / "out"
-    config = _config([f"web={tmp_path / 'in' / 'a.jsonl'}"], out)
+    config = prepare_config([f"web={tmp_path / 'in' / 'a.jsonl'}"], out)
     first = prepare.prepare(config)
     assert first["invariant"]["ok"] and first["total"]["kept"] == 4
     marker = json.loads((out / outputs.MARKER).read_text())

@@ -16,25 +16,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common import fs  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
-from configs.data import base  # noqa: E402
 from data_pipeline import outputs, prepare, sources  # noqa: E402
 from data_pipeline.prepared import read_split  # noqa: E402
-from tests.support.data import prose, write_jsonl  # noqa: E402
+from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 GITHUB_TOKEN = "ghp_" + "a1B2c3D4e5" * 4
-
-
-def _config(inputs: list[str], out: Path) -> base.ml_collections.ConfigDict:
-    config = base.get_config()
-    config.inputs = inputs
-    config.output_dir = str(out)
-    config.output.train_shards = 1
-    config.runner.direct_running_mode = "in_memory"
-    config.filters.web.c4.enabled = False
-    config.filters.web.fineweb.enabled = False
-    return config
 
 
 def _docs(n: int, first: int = 0) -> list[dict[str, str]]:
@@ -64,7 +52,7 @@ def test_a_failed_run_commits_nothing_and_says_which_file_broke(tmp_path):
     invariant line, yet replaced the good stats.json and datasets."""
     write_jsonl(tmp_path / "in" / "a.jsonl", _docs(3))
     out = tmp_path / "out"
-    prepare.prepare(_config([f"web={tmp_path / 'in' / '*'}"], out))
+    prepare.prepare(prepare_config([f"web={tmp_path / 'in' / '*'}"], out))
     before = _tree(out)
     _truncated_gz(tmp_path / "in" / "b.jsonl.gz")
     result = subprocess.run(
@@ -88,7 +76,7 @@ def test_a_failed_run_commits_nothing_and_says_which_file_broke(tmp_path):
 def test_accepting_incomplete_files_commits_with_a_warning(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", _docs(3))
     _truncated_gz(tmp_path / "in" / "b.jsonl.gz")
-    config = _config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
+    config = prepare_config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
     with pytest.raises(prepare.RunFailed, match="could not be read to the end"):
         prepare.prepare(config)
     assert not (tmp_path / "out" / "stats.json").exists()
@@ -107,7 +95,7 @@ def test_a_second_run_into_a_locked_folder_stops_at_start_naming_the_holder(tmp_
     out = tmp_path / "out"
     with outputs.locked(str(out), "other-run"):
         with pytest.raises(ConfigError, match=r"in use by another prepare run \(run other-run, pid \d+"):
-            prepare.prepare(_config([f"web={tmp_path / 'in' / '*'}"], out))
+            prepare.prepare(prepare_config([f"web={tmp_path / 'in' / '*'}"], out))
         assert [n for n in os.listdir(out) if not n.startswith(outputs.LOCK_PREFIX)] == []
     assert os.listdir(out) == []
 
@@ -211,7 +199,7 @@ def test_a_parquet_input_without_the_text_column_stops_at_start(tmp_path):
 
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"id": ["a"], "content": [prose(1)]}), tmp_path / "in" / "a.parquet")
-    config = _config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
+    config = prepare_config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
     message = r"inputs\[web:\*\].text_field: 'text' is not a column .*columns seen: \['content', 'id'\]"
     with pytest.raises(ConfigError, match=message):
         prepare.prepare(config)
@@ -220,7 +208,7 @@ def test_a_parquet_input_without_the_text_column_stops_at_start(tmp_path):
 
 def test_a_missing_quality_model_stops_at_start(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", _docs(1))
-    config = _config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
+    config = prepare_config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out")
     config.quality.model_path = str(tmp_path / "no-such-model.npz")
     with pytest.raises(ConfigError, match=r"config.quality.model_path: .*no-such-model.npz"):
         prepare.prepare(config)
@@ -232,7 +220,7 @@ def test_inputs_that_hold_nothing_are_not_committed_as_an_empty_dataset(tmp_path
     (tmp_path / "in" / "a.jsonl").write_bytes(b"")
     (tmp_path / "in" / "b.txt").write_bytes(b"")
     with pytest.raises(prepare.RunFailed, match=r"no input records: the 2 input files are empty"):
-        prepare.prepare(_config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out"))
+        prepare.prepare(prepare_config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out"))
     assert not (tmp_path / "out" / "stats.json").exists()
 
 
@@ -250,7 +238,7 @@ def prepared(tmp_path_factory) -> tuple[Path, dict]:
     write_jsonl(root / "b" / "b.jsonl", [{"id": f"d{i}", "text": prose(100 + i)} for i in range(2)])
     (root / "b" / "empty.jsonl").write_bytes(b"")
     result = prepare.prepare(
-        _config([f"web={root / 'a' / 'a.jsonl'}", f"web={root / 'b' / '*'}"], root / "out")
+        prepare_config([f"web={root / 'a' / 'a.jsonl'}", f"web={root / 'b' / '*'}"], root / "out")
     )
     return root / "out", result
 

@@ -84,3 +84,18 @@ def write_jsonl(path: Path, rows: list, compress: str = "") -> None:
         data = zstandard.ZstdCompressor().compress(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def prepare_config(inputs: list, out: Path):
+    """configs/data/base.py for small in-memory runs into `out`: one train shard, and the web
+    filters that need more text than the test corpora have switched off."""
+    from configs.data import base
+
+    config = base.get_config()
+    config.inputs = inputs
+    config.output_dir = str(out)
+    config.output.train_shards = 1
+    config.runner.direct_running_mode = "in_memory"
+    config.filters.web.c4.enabled = False
+    config.filters.web.fineweb.enabled = False
+    return config
