@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mixtures.stream import MixtureStream
 from pretrain import data
 from pretrain.train_step import make_loss_fn
 
@@ -44,6 +43,10 @@ class HeldOutLoss:
         param_sharding: Any,
         batch_sharding: dict[str, Any],
     ):
+        # Imported here: the stream needs Grain and ArrayRecord, which synthetic runs (no
+        # held-out loss) do without; bench/gpu_throughput.py runs on GPU machines that lack them.
+        from mixtures.stream import MixtureStream
+
         d = config.data
         self.batches, self.global_batch = config.eval.batches, d.global_batch_size
         self.batch_sharding = batch_sharding

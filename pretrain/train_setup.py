@@ -23,7 +23,6 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mixtures.schedule import Schedule
-from mixtures.stream import MixtureStream
 from pretrain import checkpoint, data, optim, sharding
 from pretrain.model.transformer import Transformer, TransformerConfig
 from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
@@ -46,6 +45,9 @@ def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]
             jax.process_count(),
             d.synthetic_document_tokens,
         ), mixture_schedule(config)
+    # Imported here: the stream needs Grain and ArrayRecord, which synthetic runs do without
+    # (bench/gpu_throughput.py runs on GPU machines that have neither).
+    from mixtures.stream import MixtureStream
 
     stream = MixtureStream(
         config.mixture,

@@ -10,6 +10,9 @@ GPU; its packed layout is tested against the reference in test_model_kernels.py)
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -17,8 +20,8 @@ import pytest
 
 from common import checks
 from pretrain import aot
-from tests.support.devices import run_on_devices
-from tests.support.train import tiny_config
+from tests.support.devices import REPO, run_on_devices
+from tests.support.train import config_file, tiny_config
 
 _SHARDED = textwrap.dedent("""
     import json, sys, tempfile
@@ -97,3 +100,32 @@ def test_synthetic_rows_can_be_packed_with_documents():
         np.testing.assert_array_equal(np.diff(pos)[np.diff(seg) == 0], 1)
     again = next(SyntheticBatches(0, 4, 512, 100, process_index=1, process_count=2, document_tokens=64))
     np.testing.assert_array_equal(again["segment_ids"], packed["segment_ids"][2:])  # hosts agree
+
+
+_HIDE = textwrap.dedent("""
+    import sys
+    from importlib.machinery import PathFinder
+
+    HIDDEN = {"tensorflow", "grain", "array_record", "seqio", "tensorflow_datasets", "apache_beam"}
+
+    class _Hide(PathFinder):
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            return None if name.split(".")[0] in HIDDEN else PathFinder.find_spec(name, path, target)
+
+    sys.meta_path[:] = [_Hide if f is PathFinder else f for f in sys.meta_path]
+""")
+
+
+def test_synthetic_training_needs_no_tensorflow_grain_or_beam(tmp_path):
+    """What bench/gpu_throughput.py relies on: GPU machines with JAX but none of the data stack."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_HIDE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "pretrain.train", f"--config={config_file(tmp_path, total_steps=2)}",
+         f"--workdir={tmp_path / 'run'}", "--config.data.synthetic_document_tokens=8"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training done: 2 steps" in result.stdout
