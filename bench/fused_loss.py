@@ -1,9 +1,11 @@
-"""Train-step time of the CPU bench model with and without the fused, chunked cross-entropy.
+"""Train-step time of the CPU bench model under each cross-entropy form.
 
-  python bench/fused_loss.py [--rounds 5] [--remat full] [--chunks 0,16]
+  python bench/fused_loss.py [--rounds 5] [--remat full] [--forms logits,vocab:16,token:8]
 
-One process, one compiled step per variant (configs/bench/tiny_gemma_cpu.py with
-`model.vocab_chunks` set), run in alternating rounds on the same synthetic batch so that
+Forms: `logits` (full float32 logits), `vocab:N` (model.vocab_chunks=N: the output layer
+recomputed in the backward pass), `token:N` (model.token_chunks=N: gradient built in the
+forward pass). One process, one compiled step per form (configs/bench/tiny_gemma_cpu.py
+with the form set), run in alternating rounds on the same synthetic batch so that
 load from other jobs falls on every variant; each variant's best and median step times are
 reported. The output layer is ~2/3 of this model's FLOPs, so this isolates the loss path
 from the rest of the trainer (bench/train_throughput.py compares whole runs with MaxText).
@@ -23,12 +25,24 @@ from pretrain.train_setup import build_setup, jitted_train_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds; each runs every variant once.")
 _REMAT = flags.DEFINE_string("remat", "full", "config.model.remat_policy of every variant.")
-_CHUNKS = flags.DEFINE_list("chunks", ["0", "16"], "config.model.vocab_chunks values (0: full logits).")
+_FORMS = flags.DEFINE_list(
+    "forms", ["logits", "vocab:16", "token:8"], "Loss forms: logits, vocab:N, token:N."
+)
 
 
-def compiled_step(chunks: int):
+def form_fields(form: str) -> dict[str, int]:
+    """The model fields of a form: "vocab:16" -> {"vocab_chunks": 16, "token_chunks": 0}."""
+    kind, _, chunks = form.partition(":")
+    if kind == "logits" and not chunks:
+        return dict(vocab_chunks=0, token_chunks=0)
+    if kind in ("vocab", "token") and chunks.isdigit() and int(chunks) > 0:
+        return dict(vocab_chunks=0, token_chunks=0) | {f"{kind}_chunks": int(chunks)}
+    raise app.UsageError(f"--forms: {form!r} is not logits, vocab:N or token:N")
+
+
+def compiled_step(form: str):
     config = tiny_gemma_cpu.get_config()
-    config.model.update(dict(vocab_chunks=chunks, remat_policy=_REMAT.value))
+    config.model.update(dict(**form_fields(form), remat_policy=_REMAT.value))
     setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
     step = jitted_train_step(setup, num_tasks=1)  # the trainer's own step (grad_accum 1, z_loss 0 here)
     source = data.SyntheticBatches(
@@ -45,27 +59,23 @@ def compiled_step(chunks: int):
 
 def main(argv) -> None:
     del argv
-    variants = {int(c): compiled_step(int(c)) for c in _CHUNKS.value}
-    times = {c: [] for c in variants}
+    variants = {form: compiled_step(form) for form in _FORMS.value}
+    times = {form: [] for form in variants}
     for _ in range(_ROUNDS.value):
-        for chunks, (compiled, state, batch, tokens) in variants.items():
+        for form, (compiled, state, batch, tokens) in variants.items():
             start = time.perf_counter()
             state, metrics = compiled(state, batch)
             jax.block_until_ready(metrics)
-            times[chunks].append(time.perf_counter() - start)
-            variants[chunks] = (compiled, state, batch, tokens)
-    for chunks, t in times.items():
-        tokens = variants[chunks][3]
+            times[form].append(time.perf_counter() - start)
+            variants[form] = (compiled, state, batch, tokens)
+    first = _FORMS.value[0]
+    for form, t in times.items():
+        tokens = variants[form][3]
         print(
-            f"vocab_chunks={chunks:3d} remat={_REMAT.value}: best {min(t):.3f}s "
-            f"({tokens / min(t):.0f} tokens/s), median {statistics.median(t):.3f}s, "
-            f"all {[round(x, 3) for x in t]}"
-        )
-    base = min(times[min(times)])
-    for chunks, t in times.items():
-        print(
-            f"speed-up of vocab_chunks={chunks} over vocab_chunks={min(times)}: "
-            f"best {base / min(t):.2f}x, median {statistics.median(times[min(times)]) / statistics.median(t):.2f}x"
+            f"{form:10s} remat={_REMAT.value}: best {min(t):.3f}s ({tokens / min(t):.0f} tokens/s), "
+            f"median {statistics.median(t):.3f}s, all {[round(x, 3) for x in t]}; speed-up over {first}: "
+            f"best {min(times[first]) / min(t):.2f}x, median "
+            f"{statistics.median(times[first]) / statistics.median(t):.2f}x"
         )
 
 

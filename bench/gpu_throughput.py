@@ -9,6 +9,11 @@ as they finish and a table printed last:
   heads, 1 key/value head of 256), today's dense-mask cuDNN call against the packed layout,
   on rows packed with ~1.2k-token documents and on one document per row; and the packed
   call's agreement with the float32 XLA reference (values and gradients);
+- loss: forward + backward of the training objective through the tied output layer alone
+  (4 x 8192 hidden states of 2048, Gemma's 256,128-entry vocabulary, z-loss on) in each
+  cross-entropy form: full float32 logits, `vocab_chunks` (the output layer recomputed in
+  the backward pass), `token_chunks` (gradient built in the forward pass); time and the
+  compiler's temporary memory of each;
 - peer: transformers' GemmaForCausalLM at the same shape (random init, fp32 weights, bf16
   autocast, SDPA, gradient checkpointing, fused AdamW), one document per row;
 - train: `python -m pretrain.train --config=configs/bench/gpu_2b_synthetic.py` (the shipped
@@ -40,13 +45,26 @@ DATASHEET_PEAK = 989e12
 SEQ, DOC_TOKENS = 8192, 1200  # DOC_TOKENS as configs/bench/gpu_2b_synthetic.py
 
 _OUT = flags.DEFINE_string("out", "gpu_bench", "Folder for results.jsonl and logs.txt.")
-_PARTS = flags.DEFINE_list("parts", ["matmul", "attention", "peer", "train"], "Parts to run, in order.")
+_PARTS = flags.DEFINE_list(
+    "parts", ["matmul", "attention", "loss", "peer", "train"], "Parts to run, in order."
+)
+_LOSS_SHAPE = flags.DEFINE_list(
+    "loss_shape", ["4", "8192", "2048", "256128"], "rows, tokens, width, vocabulary of the loss part."
+)
+_LOSS_FORMS = flags.DEFINE_list(
+    "loss_forms",
+    ["logits", "vocab:8", "vocab:32", "token:8", "token:16", "token:32"],
+    "Cross-entropy forms the loss part times: logits, vocab:N, token:N.",
+)
 _STEPS = flags.DEFINE_integer("steps", 10, "Training steps per pretrain.train run (logged every 2).")
 _DEADLINE = flags.DEFINE_integer("deadline_s", 560, "Skip what would start after this many seconds.")
 _TIMEOUT = flags.DEFINE_integer("timeout_s", 200, "Per-run limit in seconds.")
 _VARIANTS = flags.DEFINE_multi_string(
     "variant",
-    ["one_document_per_row=data.synthetic_document_tokens=0"],
+    [
+        "one_document_per_row=data.synthetic_document_tokens=0",
+        "token_chunks_16=model.vocab_chunks=0,model.token_chunks=16",
+    ],
     "NAME=FIELD=VALUE[,FIELD=VALUE...]: a pretrain.train run with these overrides of the shipped config.",
 )
 _TRAIN_CONFIG = flags.DEFINE_string(
@@ -81,7 +99,11 @@ def main(argv):
 
 
 def worker_command(part: str) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), f"--worker={part}"]
+    loss_flags = [
+        f"--loss_shape={','.join(_LOSS_SHAPE.value)}",
+        f"--loss_forms={','.join(_LOSS_FORMS.value)}",
+    ]
+    return [sys.executable, str(Path(__file__).resolve()), f"--worker={part}", *loss_flags]
 
 
 def train_jobs() -> list[tuple[str, list[str], dict]]:
@@ -268,6 +290,61 @@ def pallas_triton_attention(q, k, v, segment_ids):
     return pallas_attention.mha(q, k, v, segment_ids, sm_scale=1.0, causal=True, block_sizes=sizes)
 
 
+def loss_worker() -> dict:
+    """Seconds and temporary memory of the objective's value and gradients in each loss form."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from pretrain.model import cross_entropy
+
+    rows, length, width, vocab = (int(x) for x in _LOSS_SHAPE.value)
+    keys = jax.random.split(jax.random.key(2), 3)
+    hidden = jax.random.normal(keys[0], (rows, length, width), jnp.bfloat16)
+    embedding = jax.random.normal(keys[1], (vocab, width), jnp.float32) / width**0.5
+    targets = jax.random.randint(keys[2], (rows, length), 0, vocab)
+    weights = jnp.full((rows, length), 1.0 / (rows * length), jnp.float32)
+    z_loss, dtype = 1e-4, jnp.bfloat16
+
+    def objective(form: str):
+        kind, _, chunks = form.partition(":")
+        if kind == "token":
+            return lambda h, e: cross_entropy.token_chunked_objective(
+                h, e, targets, weights, z_loss, int(chunks), dtype
+            )[0]
+        if kind == "vocab":
+            losses = lambda h, e: cross_entropy.chunked_token_losses(h, e, targets, int(chunks), dtype)
+        else:
+            losses = lambda h, e: cross_entropy.token_losses(
+                jnp.einsum("BTD,VD->BTV", h, e.astype(dtype), preferred_element_type=jnp.float32), targets
+            )
+
+        def weighted(h, e):
+            ce, log_z = losses(h, e)
+            return jnp.sum((ce + z_loss * jnp.square(log_z)) * weights)
+
+        return weighted
+
+    result: dict = {"shape": [rows, length, width, vocab]}
+    first = None  # the first form's value and gradients: every other form is compared with it
+    for form in _LOSS_FORMS.value:
+        step = jax.jit(jax.value_and_grad(objective(form), argnums=(0, 1)))
+        try:
+            memory = step.lower(hidden, embedding).compile().memory_analysis()
+            result[f"ms_{form}"] = 1e3 * timed(step, hidden, embedding)
+            result[f"temp_gib_{form}"] = memory.temp_size_in_bytes / 2**30
+            leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(step(hidden, embedding))]
+        except Exception as e:  # noqa: BLE001 - e.g. full logits out of memory: time the others
+            result[f"ms_{form}"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+            continue
+        if first is None:
+            first = leaves
+        result[f"rel_error_{form}"] = max(
+            float(np.linalg.norm(g - w) / np.linalg.norm(w)) for g, w in zip(leaves, first)
+        )
+    return result
+
+
 def peer_worker(rows: int = 2, steps: int = 6) -> dict:
     """transformers GemmaForCausalLM, the way a plain PyTorch loop trains it."""
     import torch
@@ -322,7 +399,7 @@ def peer_worker(rows: int = 2, steps: int = 6) -> dict:
     }
 
 
-WORKERS = {"matmul": matmul_worker, "attention": attention_worker, "peer": peer_worker}
+WORKERS = {"matmul": matmul_worker, "attention": attention_worker, "loss": loss_worker, "peer": peer_worker}
 
 
 def table(results: list[dict]) -> str:
@@ -344,9 +421,9 @@ def table(results: list[dict]) -> str:
                 f"| {r['part']}:{r['name']} | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} | {vs_matmul} "
                 f"| {r['step_s']:.3f} | {peak} |"
             )
-        elif r["part"] == "attention" and "error" not in r:
+        elif r["part"] in ("attention", "loss") and "error" not in r:
             lines.append(
-                "| attention | " + json.dumps({k: v for k, v in r.items() if k != "part"}) + " |||||"
+                f"| {r['part']} | " + json.dumps({k: v for k, v in r.items() if k != "part"}) + " |||||"
             )
         else:
             lines.append(f"| {r['part']}:{r['name']} | {r.get('error', '')} |||||")

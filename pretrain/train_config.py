@@ -18,6 +18,7 @@ from common import checks, fs
 from mixtures import manifest as manifest_lib
 from pretrain import checkpoint, optim
 from pretrain.model.transformer import TransformerConfig
+from pretrain.model.transformer import defaults as model_defaults
 from pretrain.train_setup import mixture_schedule
 
 
@@ -58,7 +59,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     optim.validate(config.optim, config.train.total_steps)
     checkpoint.validate(config.checkpoint)
-    TransformerConfig.from_config_dict(config.model)
+    model = TransformerConfig.from_config_dict(config.model)
+    if model.token_chunks:
+        require(
+            config.data.seq_len % model.token_chunks == 0,
+            "model.token_chunks",
+            f"must divide data.seq_len={config.data.seq_len}",
+            model.token_chunks,
+        )
     mixture_schedule(config)
     if not config.data.synthetic:
         validate_data(config)
@@ -113,7 +121,13 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
 RESUME_FIXED = ("model", "seed", "data.global_batch_size", "data.seq_len")
 # Model fields that choose how the same maths runs (no effect on the weights' values or
 # layout): a resume may change them, e.g. to fit another GPU.
-RESUME_EXECUTION = ("model.attention", "model.remat_policy", "model.vocab_chunks", "model.max_documents")
+RESUME_EXECUTION = (
+    "model.attention",
+    "model.remat_policy",
+    "model.vocab_chunks",
+    "model.token_chunks",
+    "model.max_documents",
+)
 # What changes the optimisation of the steps to come: allowed at a resume only when
 # config.resume_accept names the field.
 RESUME_OPTIMISER = ("optim", "train.z_loss")
@@ -129,8 +143,8 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] |
     """
     if not checkpoint.saved_steps(workdir):
         return None
-    recorded = _flat(json.loads(checkpoint.load_train_config(workdir).to_json()))
-    now = _flat(json.loads(config.to_json_best_effort()))
+    recorded = _with_model_defaults(_flat(json.loads(checkpoint.load_train_config(workdir).to_json())))
+    now = _with_model_defaults(_flat(json.loads(config.to_json_best_effort())))
     fixed = [
         c
         for c in _changes(recorded, now, RESUME_FIXED)
@@ -162,6 +176,12 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in tree.items():
         out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
     return out
+
+
+def _with_model_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """A model field a config leaves out reads as its default: a config.json written before
+    a preset listed every field (or before a field existed) compares equal to today's."""
+    return {**{f"model.{k}": v for k, v in model_defaults().items()}, **flat}
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefixes: tuple[str, ...]) -> list[str]:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pretrain.model.cross_entropy import chunked_token_losses, token_losses
+from pretrain.model.cross_entropy import chunked_token_losses, token_chunked_objective, token_losses
 
 Batch = dict[str, jax.Array]
 State = dict[str, Any]  # params, opt_state, step, rng
@@ -26,20 +26,32 @@ BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions", "
 __all__ = ["token_losses", "make_loss_fn", "make_train_step", "jit_train_step"]
 
 
-def model_token_losses(model: nn.Module, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    """(cross-entropy, log-normaliser) per token of `batch` under the model.
+def model_objective(
+    model: nn.Module, params: Any, batch: Batch, weights: jax.Array, z_loss: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(sum over tokens of (ce + z_loss * log_z^2) * weights, ce, log_z) of `batch` under the model.
 
-    With `config.vocab_chunks` the loss is fused with the tied output layer
-    (pretrain.model.cross_entropy) and the full-vocabulary logits never exist.
+    The loss form follows the model config: full float32 logits (the reference), or the
+    output layer fused with the loss without full-vocabulary logits, by vocabulary chunks
+    (`vocab_chunks`) or by sequence chunks with the gradient built in the forward pass
+    (`token_chunks`), both in pretrain.model.cross_entropy.
     """
     args = (batch["inputs"], batch["positions"], batch["segment_ids"])
-    chunks = model.config.vocab_chunks
-    if not chunks:
-        return token_losses(model.apply({"params": params}, *args), batch["targets"])
-    hidden = model.apply({"params": params}, *args, return_hidden=True)
-    return chunked_token_losses(
-        hidden, params["embedder"]["input_embedding"], batch["targets"], chunks, model.config.activation_dtype
-    )
+    cfg = model.config
+    if not (cfg.vocab_chunks or cfg.token_chunks):
+        ce, log_z = token_losses(model.apply({"params": params}, *args), batch["targets"])
+    else:
+        hidden = model.apply({"params": params}, *args, return_hidden=True)
+        embedding = params["embedder"]["input_embedding"]
+        if cfg.token_chunks:
+            return token_chunked_objective(
+                hidden, embedding, batch["targets"], weights, z_loss, cfg.token_chunks, cfg.activation_dtype
+            )
+        ce, log_z = chunked_token_losses(
+            hidden, embedding, batch["targets"], cfg.vocab_chunks, cfg.activation_dtype
+        )
+    per_token = ce + z_loss * jnp.square(log_z) if z_loss else ce
+    return jnp.sum(per_token * weights), ce, log_z
 
 
 def make_loss_fn(
@@ -48,11 +60,9 @@ def make_loss_fn(
     """loss(params, micro_batch, total_weight) -> (objective, per-micro-batch sums)."""
 
     def loss_fn(params: Any, batch: Batch, total_weight: jax.Array):
-        with nn.logical_axis_rules(rules):
-            ce, log_z = model_token_losses(model, params, batch)
         weights = batch["loss_weights"].astype(jnp.float32)
-        per_token = ce + z_loss * jnp.square(log_z) if z_loss else ce
-        objective = jnp.sum(per_token * weights) / total_weight
+        with nn.logical_axis_rules(rules):
+            objective, ce, log_z = model_objective(model, params, batch, weights / total_weight, z_loss)
         row_loss, row_weight = jnp.sum(ce * weights, axis=-1), jnp.sum(weights, axis=-1)
         sums = {
             "loss": jnp.sum(row_loss),

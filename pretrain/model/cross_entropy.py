@@ -9,6 +9,13 @@ the saved log-normaliser (custom VJP), so the softmax gradient is also built chu
 chunk. Chunk j holds vocabulary rows j, j + n, j + 2n, ... (strided), which keeps a
 vocabulary axis sharded over a mesh axis sharded within each chunk: no gather.
 Cost: the output layer's matmuls run 4 times instead of 3 (the recomputation).
+
+`token_chunked_objective` is the other memory-light form: it walks the sequence in
+chunks of full-vocabulary logits and, because the training objective's cotangent of each
+token is known in the forward pass (its loss weight), computes the gradients with respect
+to the hidden states and the embedding right there (the approach of Liger Kernel's fused
+linear cross-entropy). The backward pass only scales them: 3 output-layer matmuls, as with
+full logits, with one [B, T/n, V] chunk of logits alive at a time.
 """
 
 from __future__ import annotations
@@ -124,3 +131,106 @@ def _backward(num_chunks, dtype, residuals, cotangents):
 
 
 _chunked.defvjp(_forward, _backward)
+
+
+def token_chunked_objective(
+    hidden: jax.Array,
+    embedding: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    z_loss: float,
+    num_chunks: int,
+    dtype: jnp.dtype,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(objective, cross-entropy, log-normaliser) of the tied output layer, by sequence chunks.
+
+    objective = sum((ce + z_loss * log_z**2) * weights) over all tokens, the cross-entropy
+    and log-normaliser being `token_losses` of einsum("BTD,VD->BTV", hidden, embedding)
+    (operands cast to `dtype`, float32 accumulation). Only the objective is differentiable
+    (with respect to `hidden` and `embedding`); the per-token losses come back with their
+    gradients stopped, for metrics. T must be divisible by `num_chunks`.
+    """
+    length = hidden.shape[1]
+    if num_chunks < 1 or length % num_chunks:
+        raise ValueError(f"num_chunks={num_chunks} must be >= 1 and divide the sequence length ({length})")
+    objective, ce, log_z = _token_chunked(
+        hidden, embedding, targets, weights.astype(jnp.float32), float(z_loss), num_chunks, jnp.dtype(dtype)
+    )
+    return objective, jax.lax.stop_gradient(ce), jax.lax.stop_gradient(log_z)
+
+
+def _by_tokens(x: jax.Array, num_chunks: int) -> jax.Array:
+    """[B, T, ...] -> [n, B, T/n, ...]: the scan axis first, rows kept whole (and sharded)."""
+    rows, length = x.shape[:2]
+    return x.reshape(rows, num_chunks, length // num_chunks, *x.shape[2:]).swapaxes(0, 1)
+
+
+def _from_tokens(x: jax.Array) -> jax.Array:
+    """Inverse of `_by_tokens`."""
+    chunks, rows, width = x.shape[:3]
+    return x.swapaxes(0, 1).reshape(rows, chunks * width, *x.shape[3:])
+
+
+def _objective(ce, log_z, weights, z_loss):
+    per_token = ce + z_loss * jnp.square(log_z) if z_loss else ce
+    return jnp.sum(per_token * weights)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _token_chunked(hidden, embedding, targets, weights, z_loss, num_chunks, dtype):
+    table = embedding.astype(dtype)
+
+    def chunk_losses(xs):
+        h, t = xs
+        return token_losses(_logits(h, table, dtype), t)
+
+    ce, log_z = jax.lax.map(chunk_losses, (_by_tokens(hidden, num_chunks), _by_tokens(targets, num_chunks)))
+    ce, log_z = _from_tokens(ce), _from_tokens(log_z)
+    return _objective(ce, log_z, weights, z_loss), ce, log_z
+
+
+def _token_chunked_forward(hidden, embedding, targets, weights, z_loss, num_chunks, dtype):
+    table = embedding.astype(dtype)
+
+    def step(grad_table, xs):
+        h, t, w = xs
+        logits = _logits(h, table, dtype)
+        ce, log_z = token_losses(logits, t)
+        # d/d(logit_v) of w * (ce + z * log_z^2) = w * ((1 + 2 z log_z) * p_v - [v == target]).
+        probs = jnp.exp(logits - log_z[..., None])
+        is_target = jnp.arange(logits.shape[-1]) == t[..., None]
+        grad_logits = (w * (1.0 + 2.0 * z_loss * log_z))[..., None] * probs - jnp.where(
+            is_target, w[..., None], 0.0
+        )
+        grad_logits = grad_logits.astype(dtype)
+        grad_h = jnp.einsum("BCV,VD->BCD", grad_logits, table, preferred_element_type=jnp.float32)
+        grad_table = grad_table + jnp.einsum(
+            "BCV,BCD->VD", grad_logits, h.astype(dtype), preferred_element_type=jnp.float32
+        )
+        return grad_table, (ce, log_z, grad_h)
+
+    chunks = (
+        _by_tokens(hidden, num_chunks),
+        _by_tokens(targets, num_chunks),
+        _by_tokens(weights, num_chunks),
+    )
+    grad_embedding, (ce, log_z, grad_hidden) = jax.lax.scan(
+        step, jnp.zeros(embedding.shape, jnp.float32), chunks
+    )
+    ce, log_z, grad_hidden = _from_tokens(ce), _from_tokens(log_z), _from_tokens(grad_hidden)
+    outputs = (_objective(ce, log_z, weights, z_loss), ce, log_z)
+    return outputs, (grad_hidden.astype(hidden.dtype), grad_embedding.astype(embedding.dtype))
+
+
+def _token_chunked_backward(z_loss, num_chunks, dtype, residuals, cotangents):
+    grad_hidden, grad_embedding = residuals
+    scale = cotangents[0]  # the per-token outputs are stop_gradient'ed: only the objective's counts
+    return (
+        (scale * grad_hidden).astype(grad_hidden.dtype),
+        (scale * grad_embedding).astype(grad_embedding.dtype),
+        None,
+        None,
+    )
+
+
+_token_chunked.defvjp(_token_chunked_forward, _token_chunked_backward)

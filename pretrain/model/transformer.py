@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from common.checks import ConfigError
 from pretrain.model import attention, layers, modules
@@ -50,6 +51,7 @@ class TransformerConfig:
     attention: str = "xla"  # "xla" (CPU, reference), "splash" (TPU Pallas), "cudnn" (GPU)
     scan_layers: bool = False  # nn.scan over the blocks: one compiled block, stacked params
     vocab_chunks: int = 0  # >0: fused chunked cross-entropy over this many vocabulary chunks
+    token_chunks: int = 0  # >0: loss by this many sequence chunks, gradient in the forward pass
     max_documents: int = 16  # "cudnn": rows with more documents take the dense-mask path
 
     def __post_init__(self):
@@ -84,6 +86,22 @@ class TransformerConfig:
     @property
     def weight_dtype(self) -> jnp.dtype:
         return DTYPES[self.param_dtype]
+
+
+def config_dict(**fields: Any) -> ml_collections.ConfigDict:
+    """A config's model section holding every TransformerConfig field, defaults for those not
+    given: a preset (configs/models) lists the shape, and `--config.model.FIELD=...` can still
+    override any execution field (ml_collections refuses fields a ConfigDict lacks)."""
+    return ml_collections.ConfigDict({**defaults(), **fields})
+
+
+def defaults() -> dict[str, Any]:
+    """The fields a model section may leave out, with the values they then take."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(TransformerConfig)
+        if f.default is not dataclasses.MISSING
+    }
 
 
 def _validate(values: Mapping[str, Any], where: str) -> None:
@@ -129,6 +147,14 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         raise ConfigError(
             f"{where}.vocab_chunks: must be 0 (full logits) or a positive divisor of "
             f"vocab_size={values['vocab_size']}, got {chunks!r}"
+        )
+    tokens = values["token_chunks"]
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        raise ConfigError(f"{where}.token_chunks: must be 0 (off) or a positive integer, got {tokens!r}")
+    if tokens and chunks:
+        raise ConfigError(
+            f"{where}.token_chunks: the loss is chunked over tokens or over the vocabulary, not both "
+            f"(vocab_chunks={chunks}); set one of them to 0"
         )
     if values["remat_policy"] not in REMAT_POLICIES:
         raise ConfigError(

@@ -129,3 +129,19 @@ def test_synthetic_training_needs_no_tensorflow_grain_or_beam(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training done: 2 steps" in result.stdout
+
+
+def test_gpu_bench_times_every_loss_form_and_compares_them(tmp_path):
+    """bench/gpu_throughput.py's loss part, at a CPU-sized shape: each form timed and its
+    value and gradients within float32 rounding of the first form's (full logits)."""
+    forms = ["logits", "vocab:4", "token:4"]
+    result = subprocess.run(
+        [sys.executable, "bench/gpu_throughput.py", "--parts=loss", "--loss_shape=2,32,16,48",
+         f"--loss_forms={','.join(forms)}", f"--out={tmp_path / 'bench'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (loss,) = [json.loads(line) for line in (tmp_path / "bench" / "results.jsonl").read_text().splitlines()]
+    for form in forms:
+        assert loss[f"ms_{form}"] > 0, loss
+        assert loss[f"rel_error_{form}"] < 2e-2, loss  # bf16 matmul operands in every form

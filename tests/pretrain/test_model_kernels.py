@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pretrain.model import attention
-from pretrain.model.cross_entropy import chunked_token_losses, token_losses
+from pretrain.model.cross_entropy import chunked_token_losses, token_chunked_objective, token_losses
 from pretrain.model.transformer import Transformer, TransformerConfig, stack_layers, unstack_layers
 from pretrain.train_step import make_loss_fn
 from tests.support.devices import run_on_devices
@@ -89,6 +89,65 @@ def test_chunked_cross_entropy_rejects_a_chunk_count_that_does_not_divide_the_vo
         TransformerConfig.from_config_dict({**TINY.to_dict(), "vocab_chunks": 7})
 
 
+@pytest.mark.parametrize("chunks", [1, 3, 12])
+@pytest.mark.parametrize("z_loss", [0.0, 0.1])
+def test_token_chunked_objective_matches_full_logits_values_and_gradients(chunks, z_loss):
+    hidden, embedding, targets = _ce_inputs()
+    weights = jnp.linspace(0.0, 1.0, targets.size).reshape(targets.shape)
+
+    def reference(h, e):
+        ce, log_z = _reference_ce(h, e, targets, jnp.float32)
+        return jnp.sum(weights * (ce + z_loss * jnp.square(log_z))), (ce, log_z)
+
+    def chunked(h, e):
+        objective, ce, log_z = token_chunked_objective(h, e, targets, weights, z_loss, chunks, jnp.float32)
+        return objective, (ce, log_z)
+
+    for scale in (1.0, 2.5):  # the backward pass scales the gradients built in the forward pass
+        grad = lambda f, scale=scale: jax.value_and_grad(lambda h, e: scale * f(h, e)[0], argnums=(0, 1))
+        want, want_grads = grad(reference)(hidden, embedding)
+        got, got_grads = jax.jit(grad(chunked))(hidden, embedding)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        for g, w in zip(got_grads, want_grads):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    (got, (ce, log_z)), (want, (want_ce, want_log_z)) = (
+        chunked(hidden, embedding),
+        reference(hidden, embedding),
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(ce, want_ce, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(log_z, want_log_z, rtol=1e-6)
+
+
+def test_token_chunked_objective_passes_no_gradient_through_the_per_token_losses():
+    """Only the objective is differentiable: a loss built on the returned ce must not
+    silently receive the objective's gradient (the forward pass built that one)."""
+    hidden, embedding, targets = _ce_inputs()
+    weights = jnp.ones(targets.shape)
+    grads = jax.grad(
+        lambda h: jnp.sum(token_chunked_objective(h, embedding, targets, weights, 0.0, 4, jnp.float32)[1])
+    )(hidden)
+    np.testing.assert_array_equal(grads, 0.0)
+
+
+def test_token_chunked_objective_bf16_matches_the_models_bf16_output_layer():
+    hidden, embedding, targets = _ce_inputs(jnp.bfloat16)
+    weights = jnp.ones(targets.shape)
+    _, ce, log_z = token_chunked_objective(hidden, embedding, targets, weights, 0.0, 4, jnp.bfloat16)
+    for g, w in zip((ce, log_z), _reference_ce(hidden, embedding, targets, jnp.bfloat16)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_token_chunks_is_checked_against_the_sequence_and_the_vocabulary_chunks():
+    hidden, embedding, targets = _ce_inputs()
+    with pytest.raises(ValueError, match="divide the sequence length"):
+        token_chunked_objective(hidden, embedding, targets, jnp.ones(targets.shape), 0.0, 5, jnp.float32)
+    with pytest.raises(ValueError, match="config.model.token_chunks: .*not both"):
+        TransformerConfig.from_config_dict({**TINY.to_dict(), "vocab_chunks": 8, "token_chunks": 4})
+    with pytest.raises(ValueError, match="config.model.token_chunks"):
+        TransformerConfig.from_config_dict({**TINY.to_dict(), "token_chunks": -1})
+
+
 def _batch(rows=4, length=32, seed=0):
     rng = np.random.default_rng(seed)
     seg = _packed_segments(rows, length)
@@ -114,7 +173,7 @@ def _params(config):
 
 
 def test_train_loss_with_fused_cross_entropy_equals_the_full_logits_loss():
-    """Objective, per-task sums and every parameter gradient, z-loss on."""
+    """Both fused forms: objective, per-task sums and every parameter gradient, z-loss on."""
     batch, params = _batch(), _params(TINY)
     total = jnp.float32(batch["loss_weights"].sum())
 
@@ -123,11 +182,14 @@ def test_train_loss_with_fused_cross_entropy_equals_the_full_logits_loss():
         return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, batch, total)
 
     (want, want_sums), want_grads = run(TINY)
-    (got, got_sums), got_grads = run(dataclasses.replace(TINY, vocab_chunks=8))
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    for key in want_sums:
-        np.testing.assert_allclose(got_sums[key], want_sums[key], rtol=1e-6, atol=1e-7)
-    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7), got_grads, want_grads)
+    for fused in (dict(vocab_chunks=8), dict(token_chunks=4)):
+        (got, got_sums), got_grads = run(dataclasses.replace(TINY, **fused))
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        for key in want_sums:
+            np.testing.assert_allclose(got_sums[key], want_sums[key], rtol=1e-6, atol=1e-7)
+        jax.tree.map(
+            lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7), got_grads, want_grads
+        )
 
 
 def _qkv(kv_heads, length=256, heads=4, dim=32):
@@ -248,7 +310,7 @@ def test_a_scanned_checkpoint_exports_the_same_hugging_face_tensors(tmp_path):
 
 _SHARDED = textwrap.dedent("""
     import dataclasses, json, sys
-    import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+    import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax
     sys.path.insert(0, "tests/pretrain")
     from pretrain import sharding
     from pretrain.model.transformer import Transformer, TransformerConfig, abstract_variables, stack_layers
@@ -260,27 +322,34 @@ _SHARDED = textwrap.dedent("""
     for kv, shape in ((1, (2, 4, 1)), (4, (1, 4, 2))):
         ref = TransformerConfig(vocab_size=256, num_layers=2, embed_dim=32, num_heads=4,
                                 num_kv_heads=kv, head_dim=16, hidden_dim=64)
-        fast = dataclasses.replace(ref, attention="splash", scan_layers=True, vocab_chunks=4,
-                                   remat_policy="full")
         batch = _batch(rows=8, length=128, seed=kv)
         total = jnp.float32(batch["loss_weights"].sum())
         dummy = jnp.zeros((1, 8), jnp.int32)
         params = nn.unbox(Transformer(ref).init(jax.random.key(0), dummy, dummy, dummy)["params"])
-        want = jax.jit(make_loss_fn(Transformer(ref), 1e-3, 2))(params, batch, total)[0]
+        grad_fn = lambda cfg, rules=(): jax.jit(jax.value_and_grad(make_loss_fn(Transformer(cfg), 1e-3, 2, rules),
+                                                                   has_aux=True))
+        (want, _), want_grads = grad_fn(ref)(params, batch, total)
+        want_grads = stack_layers(want_grads, 2)
         mesh = sharding.make_mesh(dict(zip(sharding.MESH_AXES, shape)))
         rules = sharding.logical_rules(None)
-        shardings = sharding.mesh_shardings(abstract_variables(fast)["params"], mesh, rules)
-        placed = jax.device_put(stack_layers(params, 2), shardings)
         rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
-        with jax.sharding.set_mesh(mesh):
-            got = jax.jit(make_loss_fn(Transformer(fast), 1e-3, 2, rules))(
-                placed, jax.device_put(batch, rows), total)[0]
-        errors[f"kv{kv}-{shape}"] = abs(float(got) - float(want)) / abs(float(want))
+        for loss, fields in (("vocab", dict(vocab_chunks=4)), ("token", dict(token_chunks=4))):
+            fast = dataclasses.replace(ref, attention="splash", scan_layers=True, remat_policy="full", **fields)
+            shardings = sharding.mesh_shardings(abstract_variables(fast)["params"], mesh, rules)
+            placed = jax.device_put(stack_layers(params, 2), shardings)
+            with jax.sharding.set_mesh(mesh):
+                (got, _), got_grads = grad_fn(fast, rules)(placed, jax.device_put(batch, rows), total)
+            errors[f"kv{kv}-{shape}-{loss}"] = abs(float(got) - float(want)) / abs(float(want))
+            diff = jax.tree.map(lambda g, w: g - w, got_grads, want_grads)
+            errors[f"kv{kv}-{shape}-{loss}-grads"] = float(optax.global_norm(diff) / optax.global_norm(want_grads))
     print(json.dumps(errors))
 """)
 
 
 def test_sharded_splash_scan_and_fused_loss_equal_the_one_device_reference():
-    """8 simulated devices, batch over (data, fsdp), heads over tensor: splash runs in shard_map."""
+    """8 simulated devices, batch over (data, fsdp), heads over tensor: splash runs in shard_map;
+    both fused loss forms, the loss and every gradient."""
     errors = json.loads(run_on_devices(_SHARDED).strip().splitlines()[-1])
-    assert len(errors) == 2 and max(errors.values()) < 1e-5, errors
+    assert len(errors) == 8, errors
+    assert max(v for k, v in errors.items() if not k.endswith("grads")) < 1e-5, errors
+    assert max(v for k, v in errors.items() if k.endswith("grads")) < 1e-4, errors

@@ -250,6 +250,18 @@ def test_resume_names_what_changed_and_needs_consent_for_optimiser_changes(tmp_p
     lighter.model.update(dict(remat_policy="full", vocab_chunks=4))
     assert train_lib.train(lighter)["resumed_from"] == 8
 
+    # A config.json from before the model presets listed every field (or before a field
+    # existed): the missing fields read as their defaults, so the resume goes on.
+    older = json.loads(recorded)
+    for field in ("token_chunks", "max_documents", "scan_layers", "attention"):
+        del older["model"][field]
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    tokens = tiny_config(tmp_path, total_steps=12, z_loss=1e-4)
+    tokens.optim.peak_lr *= 100
+    tokens.resume_accept = hotter.resume_accept
+    tokens.model.update(dict(remat_policy="full", token_chunks=4))
+    assert train_lib.train(tokens)["resumed_from"] == 10
+
 
 def test_real_stream_trains_switches_stage_and_resumes_exactly(tmp_path):
     from tests.support.mixtures import build_prepared, demo_mixture, pack_mixture
