@@ -29,6 +29,7 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 @dataclasses.dataclass(frozen=True)
 class Shortcut:
     """`--flag` for `config.<field>`; `multi=True` for a repeatable flag (a list field).
+    A bool field's flag is a switch: `--flag`, `--noflag`, `--flag=false`.
 
     `field` defaults to the flag's own name: `Shortcut("output_dir", help="...")` sets
     `config.output_dir`, `Shortcut("input", "inputs", "...")` sets `config.inputs`.
@@ -184,10 +185,13 @@ def _define(
         config_flags.DEFINE_config_file(
             "config", path, "Config file (configs/...py); --config.FIELD=VALUE overrides a field."
         )
+    defaults = flags.FLAGS["config"].value
     for s in shortcuts:
         text = f"{s.help} (sets config.{s.field})"
         if s.multi:
             flags.DEFINE_multi_string(s.flag, [], text)
+        elif defaults is not None and isinstance(_get_or_none(defaults, s.field), bool):
+            flags.DEFINE_bool(s.flag, None, text)
         else:
             flags.DEFINE_string(s.flag, None, text)
     if define_extra_flags:

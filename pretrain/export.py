@@ -1,16 +1,23 @@
 """Exports a training checkpoint as a Hugging Face Gemma directory or params-only Orbax.
 
-  python -m pretrain.export --workdir W [--step N] --format hf --output DIR [--dtype bfloat16]
+  python -m pretrain.export --workdir W [--step N] --format hf --output DIR [--dtype bfloat16] [--overwrite]
   python -m pretrain.export --workdir W --format orbax-params --output DIR --dtype float32
 
 W and DIR may be local (relative or absolute) or gs:// paths.
 The HF directory loads with `transformers.GemmaForCausalLM.from_pretrained(DIR)`. Tensors
 are converted and written one at a time (pretrain.safetensors_stream), each parameter's
 device buffer is freed once written, so the host never holds a second full copy.
+
+DIR must not exist, be empty, or (with --overwrite) hold an earlier export (config.json
+with model.safetensors, its index, or params/), which is replaced whole; anything else is
+refused before anything is written. The export is written to a sibling DIR.partial-<id>
+and swapped in when complete, so a failed or killed export leaves DIR as it was (a killed
+one leaves its .partial folder, which no later run touches).
 """
 
 import json
 import time
+import uuid
 from typing import Any
 
 import jax
@@ -207,8 +214,48 @@ def default_config() -> ml_collections.ConfigDict:
             "dtype": "bfloat16",  # stored weight dtype
             "tokenizer": "",  # tokenizer.model (or its directory); default: config.data.tokenizer
             "max_shard_bytes": DEFAULT_MAX_SHARD_BYTES,  # split model.safetensors above this size
+            "overwrite": False,  # replace an earlier export in `output`
         }
     )
+
+
+def is_export(path: str) -> bool:
+    """Does `path` hold what an earlier export wrote (HF or orbax-params)?"""
+    names = set(fs.listdir(path)) if fs.isdir(path) else set()
+    return "config.json" in names and bool(names & {SINGLE_FILE, INDEX_FILE, "params"})
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """ConfigError unless `output` is absent, empty, or an earlier export with `overwrite`."""
+    if not fs.exists(output) or (fs.isdir(output) and not fs.listdir(output)):
+        return
+    checks.require(
+        is_export(output),
+        "output",
+        "already holds files that are not an earlier export; export to a new folder (nothing is overwritten)",
+        output,
+    )
+    checks.require(
+        overwrite,
+        "output",
+        "holds an earlier export; pass --overwrite to replace it, or use a new folder",
+        output,
+    )
+
+
+def commit(staging: str, output: str, overwrite: bool) -> None:
+    """Swaps the complete export in `staging` into `output` (an earlier export moved aside
+    first and removed last, so a crash in between leaves both, never neither)."""
+    check_output(output, overwrite)  # again: something may have written there meanwhile
+    earlier = None
+    if fs.exists(output) and fs.listdir(output):
+        earlier = f"{staging}-replaced"
+        fs.move(output, earlier)
+    elif fs.exists(output):
+        fs.rmtree(output)  # an empty folder, replaced by the export of the same name
+    fs.move(staging, output)
+    if earlier:
+        fs.rmtree(earlier)
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
@@ -216,7 +263,9 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.one_of(config.format, ("hf", "orbax-params"), "format")
     checks.one_of(config.dtype, DTYPES, "dtype")
     checks.positive(config.max_shard_bytes, "max_shard_bytes")
+    checks.require(bool(config.output), "output", "required (--output=DIR)")
     workdir, output = fs.resolve(config.workdir), fs.resolve(config.output)
+    check_output(output, config.overwrite)
     step = None if config.step < 0 else config.step
     start = time.time()
     print(f"restoring params from {workdir} (step {'latest' if step is None else step}) ...", flush=True)
@@ -226,20 +275,26 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     if tokenizer is None:
         print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
     print(f"writing {config.format} ({config.dtype}) to {output} ...", flush=True)
-    if config.format == "hf":
-        summary = export_hf(
-            params,
-            model_config,
-            tokenizer,
-            output,
-            dtype=config.dtype,
-            max_shard_bytes=config.max_shard_bytes,
-            consume=True,
-        )
-    else:
-        summary = export_orbax_params(
-            params, model_config, output, dtype=config.dtype, tokenizer_path=tokenizer
-        )
+    staging = f"{output.rstrip('/')}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        if config.format == "hf":
+            summary = export_hf(
+                params,
+                model_config,
+                tokenizer,
+                staging,
+                dtype=config.dtype,
+                max_shard_bytes=config.max_shard_bytes,
+                consume=True,
+            )
+        else:
+            summary = export_orbax_params(
+                params, model_config, staging, dtype=config.dtype, tokenizer_path=tokenizer
+            )
+    except BaseException:
+        fs.rmtree(staging)  # this run's own partial files only: DIR is as it was
+        raise
+    commit(staging, output, config.overwrite)
     print(
         f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
         f"{len(summary['files'])} file(s) to {output} in {time.time() - start:.1f}s"
@@ -263,6 +318,7 @@ def run() -> None:
                 help="tokenizer.model or its directory; default: the training config's data.tokenizer",
             ),
             cli.Shortcut("max_shard_bytes", help="split model.safetensors above this size"),
+            cli.Shortcut("overwrite", help="replace an earlier export in --output (nothing else)"),
         ],
         required=["workdir", "output"],
     )
