@@ -79,7 +79,8 @@ def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any
         ]
     items = probe_items(config.probes)
     docs += [{"text": item.text, "source": item.eval_set, "id": item.item_id} for item in items]
-    fs.write_text(path, "".join(json.dumps(d) + "\n" for d in docs))
+    # Slices of one mixture search may build it at once: each reader sees a whole file.
+    fs.write_text_atomic(path, "".join(json.dumps(d) + "\n" for d in docs))
     counts: dict[str, int] = {}
     for d in docs:
         counts[d["source"]] = counts.get(d["source"], 0) + 1
