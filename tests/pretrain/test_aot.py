@@ -92,3 +92,15 @@ def test_a_step_the_tpu_compiler_cannot_fit_exits_non_zero(capsys):
         aot.main(config, [])
     assert exit_info.value.code == 1
     assert "RESOURCE_EXHAUSTED" in capsys.readouterr().err
+
+
+def test_the_token_chunked_loss_compiles_for_tpu_without_full_logits_or_recompute(report):
+    """model.token_chunks on the v5e compiler: a [rows/chip, L/16, V] chunk of logits at a
+    time (no full-logits array), and no output-layer recomputation in the executed FLOPs."""
+    tokens = aot.analyse(_config(vocab_chunks=0, token_chunks=16), "v5e:2x2")
+    assert tokens.fits
+    full_logits = ROWS // tokens.chips * LENGTH * VOCAB * 4
+    assert tokens.temp_bytes < full_logits / 2
+    width = _config().model.embed_dim
+    output_layer = 2 * report.tokens_per_step * width * VOCAB / report.chips  # one [T, D] x [D, V] matmul
+    assert report.executed_flops - tokens.executed_flops == pytest.approx(output_layer)
