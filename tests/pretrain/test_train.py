@@ -190,6 +190,7 @@ def get_config():
     [
         ("", "config.mixture.stages[1].start: stages must start in increasing order"),
         ("--config.model.num_kv_heads=3", "config.model.num_kv_heads: must divide num_heads"),
+        ("--config.model.token_chunks=5", "config.model.token_chunks: must divide data.seq_len=32, got 5"),
     ],
 )
 def test_config_errors_are_one_line_exit_2_before_anything_is_written(tmp_path, override, message):
