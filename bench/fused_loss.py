@@ -21,6 +21,7 @@ from absl import app, flags
 
 from configs.bench import tiny_gemma_cpu
 from pretrain import data, sharding
+from pretrain.model import cross_entropy
 from pretrain.train_setup import build_setup, jitted_train_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds; each runs every variant once.")
@@ -30,19 +31,13 @@ _FORMS = flags.DEFINE_list(
 )
 
 
-def form_fields(form: str) -> dict[str, int]:
-    """The model fields of a form: "vocab:16" -> {"vocab_chunks": 16, "token_chunks": 0}."""
-    kind, _, chunks = form.partition(":")
-    if kind == "logits" and not chunks:
-        return dict(vocab_chunks=0, token_chunks=0)
-    if kind in ("vocab", "token") and chunks.isdigit() and int(chunks) > 0:
-        return dict(vocab_chunks=0, token_chunks=0) | {f"{kind}_chunks": int(chunks)}
-    raise app.UsageError(f"--forms: {form!r} is not logits, vocab:N or token:N")
-
-
 def compiled_step(form: str):
     config = tiny_gemma_cpu.get_config()
-    config.model.update(dict(**form_fields(form), remat_policy=_REMAT.value))
+    try:
+        fields = cross_entropy.form_fields(form)
+    except ValueError as e:
+        raise app.UsageError(f"--forms: {e}") from None
+    config.model.update(dict(**fields, remat_policy=_REMAT.value))
     setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
     step = jitted_train_step(setup, num_tasks=1)  # the trainer's own step (grad_accum 1, z_loss 0 here)
     source = data.SyntheticBatches(

@@ -307,23 +307,18 @@ def loss_worker() -> dict:
     z_loss, dtype = 1e-4, jnp.bfloat16
 
     def objective(form: str):
-        kind, _, chunks = form.partition(":")
-        if kind == "token":
-            return lambda h, e: cross_entropy.token_chunked_objective(
-                h, e, targets, weights, z_loss, int(chunks), dtype
+        fields = cross_entropy.form_fields(form)
+        if any(fields.values()):
+            return lambda h, e: cross_entropy.fused_objective(
+                h, e, targets, weights, z_loss, dtype, **fields
             )[0]
-        if kind == "vocab":
-            losses = lambda h, e: cross_entropy.chunked_token_losses(h, e, targets, int(chunks), dtype)
-        else:
-            losses = lambda h, e: cross_entropy.token_losses(
-                jnp.einsum("BTD,VD->BTV", h, e.astype(dtype), preferred_element_type=jnp.float32), targets
-            )
 
-        def weighted(h, e):
-            ce, log_z = losses(h, e)
-            return jnp.sum((ce + z_loss * jnp.square(log_z)) * weights)
+        def full_logits(h, e):
+            logits = jnp.einsum("BTD,VD->BTV", h, e.astype(dtype), preferred_element_type=jnp.float32)
+            ce, log_z = cross_entropy.token_losses(logits, targets)
+            return cross_entropy.weighted_objective(ce, log_z, weights, z_loss)
 
-        return weighted
+        return full_logits
 
     result: dict = {"shape": [rows, length, width, vocab]}
     first = None  # the first form's value and gradients: every other form is compared with it

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pretrain.model.cross_entropy import chunked_token_losses, token_chunked_objective, token_losses
+from pretrain.model.cross_entropy import fused_objective, token_losses, weighted_objective
 
 Batch = dict[str, jax.Array]
 State = dict[str, Any]  # params, opt_state, step, rng
@@ -40,18 +40,18 @@ def model_objective(
     cfg = model.config
     if not (cfg.vocab_chunks or cfg.token_chunks):
         ce, log_z = token_losses(model.apply({"params": params}, *args), batch["targets"])
-    else:
-        hidden = model.apply({"params": params}, *args, return_hidden=True)
-        embedding = params["embedder"]["input_embedding"]
-        if cfg.token_chunks:
-            return token_chunked_objective(
-                hidden, embedding, batch["targets"], weights, z_loss, cfg.token_chunks, cfg.activation_dtype
-            )
-        ce, log_z = chunked_token_losses(
-            hidden, embedding, batch["targets"], cfg.vocab_chunks, cfg.activation_dtype
-        )
-    per_token = ce + z_loss * jnp.square(log_z) if z_loss else ce
-    return jnp.sum(per_token * weights), ce, log_z
+        return weighted_objective(ce, log_z, weights, z_loss), ce, log_z
+    hidden = model.apply({"params": params}, *args, return_hidden=True)
+    return fused_objective(
+        hidden,
+        params["embedder"]["input_embedding"],
+        batch["targets"],
+        weights,
+        z_loss,
+        cfg.activation_dtype,
+        vocab_chunks=cfg.vocab_chunks,
+        token_chunks=cfg.token_chunks,
+    )
 
 
 def make_loss_fn(

@@ -34,6 +34,45 @@ def token_losses(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.
     return log_z - target_logit, log_z
 
 
+def weighted_objective(ce: jax.Array, log_z: jax.Array, weights: jax.Array, z_loss: float) -> jax.Array:
+    """The training objective from per-token losses: sum((ce + z_loss * log_z**2) * weights)."""
+    per_token = ce + z_loss * jnp.square(log_z) if z_loss else ce
+    return jnp.sum(per_token * weights)
+
+
+def fused_objective(
+    hidden: jax.Array,
+    embedding: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    z_loss: float,
+    dtype: jnp.dtype,
+    *,
+    vocab_chunks: int = 0,
+    token_chunks: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(objective, ce, log_z) of the tied output layer without full-vocabulary logits, in the
+    form one of the two chunk counts (TransformerConfig fields of those names) asks for."""
+    if token_chunks:
+        return token_chunked_objective(hidden, embedding, targets, weights, z_loss, token_chunks, dtype)
+    if not vocab_chunks:
+        raise ValueError("fused_objective needs vocab_chunks or token_chunks > 0 (0, 0: full logits)")
+    ce, log_z = chunked_token_losses(hidden, embedding, targets, vocab_chunks, dtype)
+    return weighted_objective(ce, log_z, weights, z_loss), ce, log_z
+
+
+def form_fields(form: str) -> dict[str, int]:
+    """A loss form by the name the benchmarks take ("logits", "vocab:N", "token:N") as the
+    TransformerConfig fields that select it: "vocab:16" -> {"vocab_chunks": 16, "token_chunks": 0}."""
+    kind, _, chunks = form.partition(":")
+    fields = dict(vocab_chunks=0, token_chunks=0)
+    if kind == "logits" and not chunks:
+        return fields
+    if kind in ("vocab", "token") and chunks.isdigit() and int(chunks) > 0:
+        return fields | {f"{kind}_chunks": int(chunks)}
+    raise ValueError(f"loss form {form!r} is not logits, vocab:N or token:N")
+
+
 def chunked_token_losses(
     hidden: jax.Array, embedding: jax.Array, targets: jax.Array, num_chunks: int, dtype: jnp.dtype
 ) -> tuple[jax.Array, jax.Array]:
@@ -171,11 +210,6 @@ def _from_tokens(x: jax.Array) -> jax.Array:
     return x.swapaxes(0, 1).reshape(rows, chunks * width, *x.shape[3:])
 
 
-def _objective(ce, log_z, weights, z_loss):
-    per_token = ce + z_loss * jnp.square(log_z) if z_loss else ce
-    return jnp.sum(per_token * weights)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def _token_chunked(hidden, embedding, targets, weights, z_loss, num_chunks, dtype):
     table = embedding.astype(dtype)
@@ -186,7 +220,7 @@ def _token_chunked(hidden, embedding, targets, weights, z_loss, num_chunks, dtyp
 
     ce, log_z = jax.lax.map(chunk_losses, (_by_tokens(hidden, num_chunks), _by_tokens(targets, num_chunks)))
     ce, log_z = _from_tokens(ce), _from_tokens(log_z)
-    return _objective(ce, log_z, weights, z_loss), ce, log_z
+    return weighted_objective(ce, log_z, weights, z_loss), ce, log_z
 
 
 def _token_chunked_forward(hidden, embedding, targets, weights, z_loss, num_chunks, dtype):
@@ -218,7 +252,7 @@ def _token_chunked_forward(hidden, embedding, targets, weights, z_loss, num_chun
         step, jnp.zeros(embedding.shape, jnp.float32), chunks
     )
     ce, log_z, grad_hidden = _from_tokens(ce), _from_tokens(log_z), _from_tokens(grad_hidden)
-    outputs = (_objective(ce, log_z, weights, z_loss), ce, log_z)
+    outputs = (weighted_objective(ce, log_z, weights, z_loss), ce, log_z)
     return outputs, (grad_hidden.astype(hidden.dtype), grad_embedding.astype(embedding.dtype))
 
 

@@ -68,11 +68,10 @@ class TransformerConfig:
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ConfigError(f"{where}.{unknown[0]}: unknown model field (known: {sorted(fields)})")
-        for name, f in fields.items():
-            if name not in values:
-                if f.default is dataclasses.MISSING:
-                    raise ConfigError(f"{where}.{name}: required model field is missing")
-                values[name] = f.default
+        values = {**defaults(), **values}
+        missing = [name for name in fields if name not in values]
+        if missing:
+            raise ConfigError(f"{where}.{missing[0]}: required model field is missing")
         _validate(values, where)
         return cls(**values)
 
