@@ -1,7 +1,7 @@
 """Where the job writes, and how it never deletes what it did not create.
 
-One run at a time holds ``OUT`` (``locked``: a lock file per run, checked by listing, so it
-works on ``gs://`` without conditional writes). A run writes everything into its own
+One run at a time holds ``OUT`` (common/run_lock.py: a lock file per run, checked by
+listing, so it works on ``gs://`` without conditional writes). A run writes everything into its own
 staging folder ``OUT/_staging-<run id>/`` and, only after the pipeline, the metadata and
 the run's checks succeeded, commits: the previous run's outputs (the names listed in its
 marker file, each a plain child name of ``OUT``) are removed, the staged entries are moved
@@ -21,14 +21,10 @@ sorted, so a retried bundle rewrites identical bytes.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
-import os
-import socket
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -37,16 +33,11 @@ from absl import logging
 
 from common import fs
 from common.checks import ConfigError
+from common.run_lock import LOCK_PREFIX
 
 MARKER = "PREPARE_OUTPUTS.json"
 STAGING_PREFIX = "_staging-"
-LOCK_PREFIX = "_lock-"
 JOB = "data_pipeline.prepare"
-
-
-def new_run_id() -> str:
-    """Sortable by start time, unique across machines."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
 def _marker(path: str) -> dict[str, Any] | None:
@@ -65,40 +56,6 @@ def _ours(out: str) -> set[str]:
         if n.startswith(LOCK_PREFIX)
         or (n.startswith(STAGING_PREFIX) and _marker(fs.join(out, n)) is not None)
     }
-
-
-@contextlib.contextmanager
-def locked(out: str, run_id: str) -> Iterator[None]:
-    """Holds ``out`` for this run; fails at once, naming the holder, when another run holds it.
-
-    Each run writes its own lock file and then lists the folder: when two start together
-    both see two locks and both stop, so no two runs ever write into one folder. A lock of a
-    killed run stays; the message says which file to delete.
-    """
-    name = f"{LOCK_PREFIX}{run_id}.json"
-    holder = {
-        "run": run_id,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    fs.write_text(fs.join(out, name), json.dumps(holder))
-    others = [n for n in fs.listdir(out) if n.startswith(LOCK_PREFIX) and n != name]
-    if others:
-        fs.rmtree(fs.join(out, name))
-        try:
-            h = json.loads(fs.read_text(fs.join(out, others[0])))
-            who = f"run {h['run']}, pid {h['pid']} on {h['host']}, started {h['started']}"
-        except (OSError, ValueError, KeyError):  # it vanished, or is being written: still a holder
-            who = "run unknown"
-        raise ConfigError(
-            f"config.output_dir: {out} is in use by another prepare run ({who}); one run per output "
-            f"folder at a time (if that run is dead, delete {fs.join(out, others[0])})"
-        )
-    try:
-        yield
-    finally:
-        fs.rmtree(fs.join(out, name))
 
 
 def _plain_name(name: object) -> bool:

@@ -35,7 +35,7 @@ from absl import flags
 from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from common import checks, cli, fs
+from common import checks, cli, fs, run_lock
 from data_pipeline import controls, decontamination_report, outputs, records, sources, stats, tfds_output
 from data_pipeline.clean import Clean
 from data_pipeline.decontaminate import Decontaminate
@@ -299,8 +299,8 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
             "decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items})
         )
     out = fs.resolve(config.output_dir)
-    run_id = outputs.new_run_id()
-    with outputs.locked(out, run_id):
+    run_id = run_lock.new_run_id()
+    with run_lock.held(out, run_id, field="config.output_dir", command="prepare", say=absl_logging.warning):
         old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
         staging = outputs.new_staging(out, run_id)
         try:

@@ -35,7 +35,6 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -46,7 +45,7 @@ from absl import flags
 from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from common import checks, cli, fs
+from common import checks, cli, fs, run_lock
 from common.parsers import parse_assignment
 from data_pipeline import prepared
 from mixtures import manifest as manifest_lib
@@ -89,8 +88,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # A run writes its rows and manifest into OUTPUT/_staging-<run id>/ and commits only once
 # the job and its checks passed: the files an earlier pack's manifest names are replaced
 # (the manifest first, so no reader sees one naming missing files) and nothing else in
-# OUTPUT is touched. A failed run removes its staging folder; a killed one leaves it
-# (safe to delete; later runs ignore it), and OUTPUT as it was. While files are swapped,
+# OUTPUT is touched. One run at a time holds OUTPUT (common/run_lock.py). A failed run
+# removes its staging folder; a killed one leaves it (safe to delete; later runs ignore
+# it), and OUTPUT as it was. While files are swapped,
 # OUTPUT/_committing.json names the old and the new ones: a commit killed halfway leaves
 # a folder the next run with --overwrite replaces whole.
 
@@ -98,8 +98,11 @@ STAGING_PREFIX = "_staging-"
 COMMITTING = "_committing.json"
 
 
-def _staging_folders(out: str) -> set[str]:
-    return {n for n in fs.listdir(out) if n.startswith(STAGING_PREFIX)} if fs.isdir(out) else set()
+def _runs_in_progress(out: str) -> set[str]:
+    """Staging folders and locks (common/run_lock.py) of pack runs: not an earlier pack's files."""
+    if not fs.isdir(out):
+        return set()
+    return {n for n in fs.listdir(out) if n.startswith((STAGING_PREFIX, run_lock.LOCK_PREFIX))}
 
 
 def earlier_outputs(out: str, overwrite: bool) -> list[str]:
@@ -107,7 +110,7 @@ def earlier_outputs(out: str, overwrite: bool) -> list[str]:
 
     Refuses a non-empty `out` that holds no packed rows, and one that does unless `overwrite`.
     """
-    if not fs.exists(out) or not set(fs.listdir(out)) - _staging_folders(out):
+    if not fs.exists(out) or not set(fs.listdir(out)) - _runs_in_progress(out):
         return []
     if fs.exists(fs.join(out, COMMITTING)):  # a commit was killed halfway
         checks.require(
@@ -448,27 +451,40 @@ def pack(config: ml_collections.ConfigDict, beam_args: Iterable[str] = ()) -> di
         )
     validate(config)
     items = work_items(config)
-    earlier = earlier_outputs(pc.output, bool(pc.overwrite))
-    created = not fs.exists(pc.output)
-    staging = fs.join(pc.output, f"{STAGING_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}")
-    try:
-        options = PipelineOptions([f"--{k}={v}" for k, v in pc.runner.items()] + list(beam_args))
-        with beam.Pipeline(options=options) as p:
-            build(p, config, items, vocab_info(pc.vocab_path), staging)
-        manifest = manifest_lib.read(staging)
-        for split, tasks in manifest["splits"].items():
-            for task, s in tasks.items():
-                if s["tokens_out"] != s["tokens_in"] or s["tokens_in"] != s["tokens_read"]:
-                    raise RuntimeError(
-                        f"{split}/{task}: tokens read {s['tokens_read']}, packed in {s['tokens_in']}, "
-                        f"out {s['tokens_out']}: packing lost tokens"
-                    )
-    except BaseException:
-        fs.rmtree(staging)  # only this run's own files: OUTPUT stays as it was
-        if created and fs.isdir(pc.output) and not fs.listdir(pc.output):
-            fs.rmtree(pc.output)
-        raise
-    commit(pc.output, staging, earlier)
+    run_id = run_lock.new_run_id()
+    with run_lock.held(
+        pc.output, run_id, field="config.pack.output", command="mixtures.pack", say=absl_logging.warning
+    ):
+        earlier = earlier_outputs(pc.output, bool(pc.overwrite))
+        staging = fs.join(pc.output, STAGING_PREFIX + run_id)
+        try:
+            manifest = _pack_into(staging, config, items, beam_args)
+        except BaseException:
+            fs.rmtree(staging)  # only this run's own files: OUTPUT stays as it was
+            raise
+        commit(pc.output, staging, earlier)
+    return manifest
+
+
+def _pack_into(
+    staging: str,
+    config: ml_collections.ConfigDict,
+    items: list[tuple[str, str, int, int]],
+    beam_args: Iterable[str],
+) -> dict[str, Any]:
+    """Runs the Beam job into `staging` and checks that every token read was packed; returns the manifest."""
+    pc = config.pack
+    options = PipelineOptions([f"--{k}={v}" for k, v in pc.runner.items()] + list(beam_args))
+    with beam.Pipeline(options=options) as p:
+        build(p, config, items, vocab_info(pc.vocab_path), staging)
+    manifest = manifest_lib.read(staging)
+    for split, tasks in manifest["splits"].items():
+        for task, s in tasks.items():
+            if s["tokens_out"] != s["tokens_in"] or s["tokens_in"] != s["tokens_read"]:
+                raise RuntimeError(
+                    f"{split}/{task}: tokens read {s['tokens_read']}, packed in {s['tokens_in']}, "
+                    f"out {s['tokens_out']}: packing lost tokens"
+                )
     return manifest
 
 

@@ -14,9 +14,10 @@ optimiser, shardings and restore (pretrain.train_setup), and what the run report
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -25,7 +26,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from common import cli, fs
+from common import cli, fs, run_lock
 from pretrain import aot, checkpoint, data, sharding
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
@@ -66,54 +67,67 @@ def train(
     accepted = check_resume(workdir, config)
     total_steps = config.train.total_steps
 
-    setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
-    source, _ = make_data(config)
-    if accepted is None:  # a fresh run: every check passed, nothing was written before this
-        write_config(workdir, config)
-    elif accepted:
-        say("resuming with changed optimiser settings (config.resume_accept): " + "; ".join(accepted))
-    manager = checkpoint.make_manager(workdir, config.checkpoint)
-    state, start, origin = restore_or_init(setup, config, manager, source, say)
-    preemption_notice(start)  # registers the starting step with the preemption service
-    step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
-    evaluate = make_evaluator(config, setup)
-    report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin, say)
-    goodput.add("restart", time.perf_counter() - goodput.started + recomputed_seconds(workdir, start))
+    with workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
+        setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
+        source, _ = make_data(config)
+        if accepted is None:  # a fresh run: every check passed, nothing was written before this
+            write_config(workdir, config)
+        elif accepted:
+            say("resuming with changed optimiser settings (config.resume_accept): " + "; ".join(accepted))
+        manager = checkpoint.make_manager(workdir, config.checkpoint)
+        state, start, origin = restore_or_init(setup, config, manager, source, say)
+        preemption_notice(start)  # registers the starting step with the preemption service
+        step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
+        evaluate = make_evaluator(config, setup)
+        report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin, say)
+        goodput.add("restart", time.perf_counter() - goodput.started + recomputed_seconds(workdir, start))
 
-    try:
-        for step in range(start, total_steps):
-            weights = report.mixture_at(step)
-            with goodput.timed("data_wait"):
-                batch = data.to_global(next(source), setup.batch_sharding, config.data.global_batch_size)
-            state, metrics = step_fn(state, batch)
-            done = step + 1
-            report.collect(done, metrics)
+        try:
+            for step in range(start, total_steps):
+                weights = report.mixture_at(step)
+                with goodput.timed("data_wait"):
+                    batch = data.to_global(next(source), setup.batch_sharding, config.data.global_batch_size)
+                state, metrics = step_fn(state, batch)
+                done = step + 1
+                report.collect(done, metrics)
 
-            preempted = preemption_notice(done)
-            saving = save_due(config, done) or preempted
-            if report.log_due(done) or saving:
-                report.check_finite(manager)  # before anything from a NaN step is saved
-            if report.log_due(done):
-                with goodput.timed("eval"):
-                    eval_loss = evaluate(done, state["params"])
-                report.log(done, metrics, weights, eval_loss)
-            if saving:
-                with goodput.timed("checkpoint"):
-                    checkpoint.save(
-                        manager, done, state, source.get_state(), force=preempted or done == total_steps
+                preempted = preemption_notice(done)
+                saving = save_due(config, done) or preempted
+                if report.log_due(done) or saving:
+                    report.check_finite(manager)  # before anything from a NaN step is saved
+                if report.log_due(done):
+                    with goodput.timed("eval"):
+                        eval_loss = evaluate(done, state["params"])
+                    report.log(done, metrics, weights, eval_loss)
+                if saving:
+                    with goodput.timed("checkpoint"):
+                        checkpoint.save(
+                            manager, done, state, source.get_state(), force=preempted or done == total_steps
+                        )
+                if preempted:
+                    raise Preempted(
+                        f"preemption notice (SIGTERM): saved step {done} on every "
+                        "process; rerun the same command to resume"
                     )
-            if preempted:
-                raise Preempted(
-                    f"preemption notice (SIGTERM): saved step {done} on every "
-                    "process; rerun the same command to resume"
-                )
-    finally:  # Also on NaN or Ctrl-C: commit the last good async save, stop the reader.
-        with goodput.timed("checkpoint"):
-            manager.wait_until_finished()
-        manager.close()
-        report.close()
-        source.close()
-    return report.finish(total_steps)
+        finally:  # Also on NaN or Ctrl-C: commit the last good async save, stop the reader.
+            with goodput.timed("checkpoint"):
+                manager.wait_until_finished()
+            manager.close()
+            report.close()
+            source.close()
+        return report.finish(total_steps)
+
+
+@contextlib.contextmanager
+def workdir_held(workdir: str, say: Callable[[str], None]) -> Iterator[None]:
+    """One pretrain.train per workdir (common/run_lock.py); process 0 holds it for all processes."""
+    if jax.process_index() != 0:
+        yield
+        return
+    with run_lock.held(
+        workdir, run_lock.new_run_id(), field="config.workdir", command="pretrain.train", say=say
+    ):
+        yield
 
 
 def save_due(config: ml_collections.ConfigDict, done: int) -> bool:

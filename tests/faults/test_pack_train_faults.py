@@ -9,12 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from common import run_lock
 from common.checks import ConfigError
 from mixtures import manifest as manifest_lib
 from mixtures import pack
@@ -22,7 +24,7 @@ from pretrain import checkpoint
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
 from tests.support.mixtures import build_prepared, write_mixture_config
-from tests.support.train import tiny_config
+from tests.support.train import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
@@ -129,9 +131,10 @@ def test_killed_pack_leaves_the_earlier_pack_as_it_was(packed, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     (staging,) = [p for p in out.iterdir() if p.name.startswith(pack.STAGING_PREFIX)]
     assert manifest_lib.read(str(staging))["seed"] == 7  # the killed run's own, complete folder
-    after = {k: v for k, v in _snapshot(out).items() if not k.startswith(staging.name)}
+    (lock,) = [p for p in out.iterdir() if p.name.startswith(run_lock.LOCK_PREFIX)]  # its lock, too
+    after = {k: v for k, v in _snapshot(out).items() if not k.startswith((staging.name, lock.name))}
     assert after == before
-    assert pack.earlier_outputs(str(out), overwrite=True)[0] == manifest_lib.FILE_NAME  # staging ignored
+    assert pack.earlier_outputs(str(out), overwrite=True)[0] == manifest_lib.FILE_NAME  # both ignored
 
 
 def test_a_pack_committed_meanwhile_is_not_replaced(packed, tmp_path):
@@ -304,3 +307,52 @@ def test_training_with_another_tokenizer_than_the_packed_rows_is_refused(packed,
     with pytest.raises(ConfigError, match=rf"config\.data\.tokenizer: is not the tokenizer .*{packed_with}"):
         train_lib.train(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_one_trainer_per_workdir_and_a_killed_trainers_lock_is_not_in_the_way(tmp_path):
+    """A second pretrain.train on a running workdir stops at once (exit 2, the first untouched);
+    after the first is SIGKILLed, rerunning the same command resumes (its lock removed, one line)."""
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pretrain.train", f"--config={config_file(tmp_path, total_steps=10_000)}"]
+    cmd.append(f"--workdir={workdir}")
+    first = subprocess.Popen(
+        cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (workdir / "checkpoints" / "4").exists():  # it is in its training loop
+            assert first.poll() is None and time.monotonic() < deadline, (
+                first.stderr and first.stderr.read()[-2000:]
+            )
+            time.sleep(0.2)
+        config_json = (workdir / "config.json").read_bytes()
+        second = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert (
+            second.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"train.py: config.workdir: {workdir} is in use by another pretrain.train run (run ")
+        )
+        assert f"pid {first.pid} on " in second.stderr
+        assert first.poll() is None and (workdir / "config.json").read_bytes() == config_json
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert [p.name for p in workdir.iterdir() if p.name.startswith(run_lock.LOCK_PREFIX)]  # left by the kill
+    latest = max(_steps(workdir))
+    third = subprocess.run(
+        [*cmd, f"--config.train.total_steps={latest + 2}"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "removed the lock of a run that no longer runs (run " in third.stdout
+    assert f"pid {first.pid} on " in third.stdout
+    assert max(_steps(workdir)) == latest + 2
+    assert not [p.name for p in workdir.iterdir() if p.name.startswith(run_lock.LOCK_PREFIX)]

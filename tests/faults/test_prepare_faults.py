@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import fs  # noqa: E402
+from common import fs, run_lock  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
 from data_pipeline import outputs, prepare, sources  # noqa: E402
 from data_pipeline.prepared import read_split  # noqa: E402
@@ -90,14 +91,46 @@ def test_accepting_incomplete_files_commits_with_a_warning(tmp_path):
 # ------------------------------------------------------------------ 3: one run per output folder
 
 
+def _prepare_lock(out: str, run_id: str):
+    return run_lock.held(out, run_id, field="config.output_dir", command="prepare")
+
+
 def test_a_second_run_into_a_locked_folder_stops_at_start_naming_the_holder(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", _docs(2))
     out = tmp_path / "out"
-    with outputs.locked(str(out), "other-run"):
+    out.mkdir()
+    with _prepare_lock(str(out), "other-run"):
         with pytest.raises(ConfigError, match=r"in use by another prepare run \(run other-run, pid \d+"):
             prepare.prepare(prepare_config([f"web={tmp_path / 'in' / '*'}"], out))
-        assert [n for n in os.listdir(out) if not n.startswith(outputs.LOCK_PREFIX)] == []
+        assert [n for n in os.listdir(out) if not n.startswith(run_lock.LOCK_PREFIX)] == []
     assert os.listdir(out) == []
+
+
+def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
+    """SIGKILL leaves the lock file; the next run sees its process is gone and removes it."""
+    write_jsonl(tmp_path / "in" / "a.jsonl", _docs(2))
+    out = tmp_path / "out"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_HOLDER, str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [n for n in os.listdir(out) if n.startswith(run_lock.LOCK_PREFIX)]
+    prepare.prepare(prepare_config([f"web={tmp_path / 'in' / '*'}"], out))
+    assert not [n for n in os.listdir(out) if n.startswith(run_lock.LOCK_PREFIX)]
+    assert (out / "web" / "dataset_info.json").exists()
+
+
+# Takes the prepare lock of OUT and dies by SIGKILL while holding it.
+_KILLED_HOLDER = """
+import os, signal, sys
+from common import run_lock
+with run_lock.held(sys.argv[1], "killed", field="config.output_dir", command="prepare"):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 
 def test_the_lock_works_on_gcs():
@@ -107,13 +140,13 @@ def test_the_lock_works_on_gcs():
 
     with FakeGCS("bucket"):
         out = "gs://bucket/prep"
-        with outputs.locked(out, "first"):
+        with _prepare_lock(out, "first"):
             assert outputs.check_output_dir(out, overwrite=False) == []
             with pytest.raises(ConfigError, match=r"in use by another prepare run \(run first, pid"):
-                with outputs.locked(out, "second"):
+                with _prepare_lock(out, "second"):
                     pass
-            assert fs.listdir(out) == [f"{outputs.LOCK_PREFIX}first.json"]
-        assert not fs.exists(fs.join(out, f"{outputs.LOCK_PREFIX}first.json"))
+            assert fs.listdir(out) == [f"{run_lock.LOCK_PREFIX}first.json"]
+        assert not fs.exists(fs.join(out, f"{run_lock.LOCK_PREFIX}first.json"))
 
 
 def test_a_commit_never_deletes_another_runs_staging_folder(tmp_path):
