@@ -165,10 +165,11 @@ def _wait_for_or_remove(
 ) -> None:
     """Returns once the lock at `path` is gone (removed here if its run is dead); raises if it lives."""
 
-    def refuse(who: str) -> ConfigError:
+    def refuse(who: str, holder: dict[str, Any] | None = None) -> ConfigError:
+        holder_command = (holder or {}).get("command", command)  # e.g. a trainer, seen by hf_import
         return ConfigError(
-            f"{field}: {folder} is in use by another {command} run ({who}); one run per folder at a "
-            f"time (if that run is dead, delete {path})"
+            f"{field}: {folder} is in use by another {holder_command} run ({who}); one run per folder "
+            f"at a time (if that run is dead, delete {path})"
         )
 
     def read() -> dict[str, Any] | None:
@@ -182,7 +183,7 @@ def _wait_for_or_remove(
         return
     if holder["host"] == socket.gethostname() and holder.get("boot") == _boot_id():
         if _running(holder):
-            raise refuse(_describe(holder, time.time()))
+            raise refuse(_describe(holder, time.time()), holder)
         say(f"removed the lock of a run that no longer runs ({_describe(holder, time.time())}): {path}")
         fs.rmtree(path)
         return
@@ -198,6 +199,6 @@ def _wait_for_or_remove(
         if now_holder is None:
             return
         if now_holder["heartbeat"] != first:
-            raise refuse(_describe(now_holder, time.time()))
+            raise refuse(_describe(now_holder, time.time()), now_holder)
     say(f"removed the lock of a run whose heartbeat stopped ({_describe(holder, time.time())}): {path}")
     fs.rmtree(path)

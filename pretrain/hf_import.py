@@ -6,7 +6,8 @@ training checkpoint, so it can be evaluated or continued with pretrain.train.
 The training config's `model` must describe the HF model (its vocab_size may be larger:
 256128 rows for the released 256000-piece Gemma; extra rows are zero). Writes
 W/config.json and a step-0 checkpoint W/checkpoints/0 (imported params, fresh optimiser
-state); running pretrain.train with the same config then continues from those weights.
+state) into a new or empty W (it starts a run; another run's folder is refused before the
+weights are read); running pretrain.train with the same config then continues from those weights.
 """
 
 import json
@@ -16,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from common import checks, cli, fs
+from common import checks, cli, fs, run_lock
 from pretrain import checkpoint, hf_mapping, safetensors_stream, sharding
 from pretrain.model.transformer import DTYPES, TransformerConfig, stack_layers
 from pretrain.train_config import write_config
@@ -84,17 +85,30 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
     which pretrain.train reads as "start of the stream".
     """
     workdir = fs.resolve(train_config.workdir)
-    write_config(workdir, train_config)
-    setup = build_setup(train_config, sharding.make_mesh(dict(train_config.mesh)))
-    if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
-        params = stack_layers(params, train_config.model.num_layers)
-    params = jax.device_put(params, setup.sharding["params"])
-    state = setup.from_params(params, jax.random.PRNGKey(train_config.seed))
-    manager = checkpoint.make_manager(workdir, train_config.checkpoint)
-    checkpoint.save(manager, 0, state, None, force=True)
-    manager.wait_until_finished()
-    manager.close()
+    check_new_workdir(workdir)
+    with run_lock.held(workdir, run_lock.new_run_id(), field="config.workdir", command="pretrain.hf_import"):
+        write_config(workdir, train_config)
+        setup = build_setup(train_config, sharding.make_mesh(dict(train_config.mesh)))
+        if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
+            params = stack_layers(params, train_config.model.num_layers)
+        params = jax.device_put(params, setup.sharding["params"])
+        state = setup.from_params(params, jax.random.PRNGKey(train_config.seed))
+        manager = checkpoint.make_manager(workdir, train_config.checkpoint)
+        checkpoint.save(manager, 0, state, None, force=True)
+        manager.wait_until_finished()
+        manager.close()
     return fs.join(workdir, "checkpoints", "0")
+
+
+def check_new_workdir(workdir: str) -> None:
+    """The import starts a run: it never writes its config.json and step 0 over another run's."""
+    checks.require(
+        not fs.exists(workdir) or not fs.listdir(workdir),
+        "workdir",
+        "exists and is not empty; pretrain.hf_import starts a new run and never writes into another: "
+        "choose a new or empty folder",
+        workdir,
+    )
 
 
 ARCHITECTURE_FIELDS = (
@@ -128,6 +142,7 @@ def main(train_config: ml_collections.ConfigDict, argv: list[str]) -> None:
         hf_dir = fs.resolve(train_config.hf_dir)
         del train_config["hf_dir"]
         train_config.workdir = fs.resolve(train_config.workdir)
+    check_new_workdir(train_config.workdir)  # before the slow read of the weights
     train_model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
     hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
     hf_vocab = hf_config["vocab_size"]

@@ -110,6 +110,18 @@ def test_cli_hf_to_training_checkpoint_and_back_is_exact(tmp_path):
         timeout=300,
     )
     assert (workdir / "config.json").exists() and (workdir / "checkpoints" / "0").is_dir()
+    recorded = (workdir / "config.json").read_bytes()
+    again = subprocess.run(  # importing again into the run it made: refused, nothing rewritten
+        [sys.executable, "-m", "pretrain.hf_import", f"--hf_dir={tmp_path / 'hf_in'}", f"--config={config_file}"],
+        env=env, cwd=REPO, timeout=300, capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert (
+        again.stderr.strip()
+        .splitlines()[-1]
+        .startswith("hf_import.py: config.workdir: exists and is not empty")
+    )
+    assert (workdir / "config.json").read_bytes() == recorded
     out = subprocess.run(
         [
             sys.executable,
