@@ -50,6 +50,53 @@ class StateMismatchError(ConfigError):
     the one line and exits 2: restarting cannot help)."""
 
 
+class UnreadablePackedFile(ConfigError):
+    """A packed file that no longer reads as its manifest describes (damaged, truncated,
+    replaced); the command prints the one line naming it and exits 2: restarting cannot help."""
+
+
+def _unreadable(path: str, count: int, why: str) -> UnreadablePackedFile:
+    return UnreadablePackedFile(
+        f"packed rows unreadable: {path} ({why}); it is not the file of {count} rows the packed "
+        f"manifest.json lists: restore it, or pack again (mixtures.pack --overwrite)"
+    )
+
+
+def _open_rows(files: list[tuple[str, int]]) -> grain.sources.ArrayRecordDataSource:
+    """One task's shard files as one source, checked against the manifest's row counts."""
+    try:
+        source = grain.sources.ArrayRecordDataSource([p for p, _ in files])
+        if len(source) == sum(n for _, n in files):
+            return source
+    except Exception:  # array_record's message does not name the file: find it below
+        pass
+    for path, count in files:
+        try:
+            found = len(grain.sources.ArrayRecordDataSource([path]))
+        except Exception as e:
+            raise _unreadable(path, count, str(e).splitlines()[0]) from None
+        if found != count:
+            raise _unreadable(path, count, f"it holds {found} rows")
+    return grain.sources.ArrayRecordDataSource([p for p, _ in files])  # it reads now: a passing fault
+
+
+def _read_rows(
+    source: grain.sources.ArrayRecordDataSource, files: list[tuple[str, int]], keys: list[int]
+) -> list[bytes]:
+    """The records at `keys`; an unreadable one is named by its file."""
+    try:
+        return source.__getitems__(keys)
+    except Exception as first:
+        ends = np.cumsum([n for _, n in files])
+        for key in keys:
+            try:
+                source.__getitems__([key])
+            except Exception as e:
+                path, count = files[int(np.searchsorted(ends, key, side="right"))]
+                raise _unreadable(path, count, f"row {key}: {str(e).splitlines()[0]}") from None
+        raise first
+
+
 class _Plan:
     """Step -> (task of each local row, packed row of each): the pure function, with a cache.
 
@@ -109,8 +156,14 @@ class _Plan:
 class _ReadStep:
     """Step -> this process's batch (Grain map function; picklable for worker processes)."""
 
-    def __init__(self, plan: _Plan, sources: list[grain.sources.ArrayRecordDataSource | None], seq_len: int):
-        self.plan, self.sources, self.seq_len = plan, sources, seq_len
+    def __init__(
+        self,
+        plan: _Plan,
+        sources: list[grain.sources.ArrayRecordDataSource | None],
+        files: list[list[tuple[str, int]]],
+        seq_len: int,
+    ):
+        self.plan, self.sources, self.files, self.seq_len = plan, sources, files, seq_len
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         tasks, packed = self.plan(int(step))
@@ -118,7 +171,7 @@ class _ReadStep:
         read_bytes = 0
         for t in np.unique(tasks):
             where = np.flatnonzero(tasks == t)
-            records = self.sources[t].__getitems__(packed[where].tolist())
+            records = _read_rows(self.sources[t], self.files[t], packed[where].tolist())
             for r, record in zip(where, records):
                 rows.decode_into(record, batch, int(r))
                 read_bytes += len(record)
@@ -173,10 +226,7 @@ class MixtureStream:
                 f"{field}.stages: tasks {empty} have weight but no packed rows in split "
                 f"{split!r} of {packed_dir}"
             )
-        sources = [
-            grain.sources.ArrayRecordDataSource([p for p, _ in f]) if n else None
-            for f, n in zip(files, num_rows)
-        ]
+        sources = [_open_rows(f) if n else None for f, n in zip(files, num_rows)]
         self.rows_per_task = dict(zip(self.task_names, num_rows))
         lo = process_index * self.local_batch_size
         plan = _Plan(
@@ -187,7 +237,7 @@ class MixtureStream:
             num_rows,
             [assignment.task_seed(self.seed, t) for t in self.task_names],
         )
-        self._read_step = _ReadStep(plan, sources, self.seq_len)
+        self._read_step = _ReadStep(plan, sources, files, self.seq_len)
         self._stream_fingerprint = canonical_hash(
             dict(seed=self.seed, batch_size=batch_size, split=split, seq_len=self.seq_len)
         )

@@ -5,6 +5,7 @@ deleted) and the run resumes from the one before, exactly; the wrong tokenizer i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from common import run_lock
 from common.checks import ConfigError
 from mixtures import manifest as manifest_lib
 from mixtures import pack
+from mixtures import stream as stream_lib
 from pretrain import checkpoint
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
@@ -307,6 +309,35 @@ def test_training_with_another_tokenizer_than_the_packed_rows_is_refused(packed,
     with pytest.raises(ConfigError, match=rf"config\.data\.tokenizer: is not the tokenizer .*{packed_with}"):
         train_lib.train(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_a_damaged_packed_file_stops_training_with_one_line_naming_it(packed, tmp_path, damage):
+    """array_record's own error names no file; the stream names it. A truncated file is
+    found when the stream opens (before anything is written), an overwritten one when read."""
+    from tests.support.mixtures import demo_mixture
+
+    prep_dir, vocab, _, packed_dir = packed
+    copy = Path(shutil.copytree(packed_dir, tmp_path / "packed"))
+    shards = sorted((copy / "train" / "web").glob("*.array_record"))
+    for shard in shards[:1] if damage == "truncated" else shards:  # overwritten: any web row read fails
+        data = bytearray(shard.read_bytes())
+        if damage == "truncated":
+            shard.write_bytes(data[: len(data) * 6 // 10])
+        else:
+            lo, hi = len(data) // 5, len(data) * 7 // 10
+            data[lo:hi] = np.random.default_rng(0).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+            shard.write_bytes(bytes(data))
+    config = tiny_config(tmp_path / "run", total_steps=4)
+    config.data.update(dict(synthetic=False, packed_dir=str(copy), tokenizer=str(vocab)))
+    config.mixture = demo_mixture(seq_len=config.data.seq_len)
+    named = "|".join(re.escape(str(p)) for p in shards)
+    with pytest.raises(
+        stream_lib.UnreadablePackedFile, match=rf"^packed rows unreadable: ({named}) \(.*\); it is not"
+    ):
+        train_lib.train(config)
+    if damage == "truncated":
+        assert not (tmp_path / "run").exists()
 
 
 def test_one_trainer_per_workdir_and_a_killed_trainers_lock_is_not_in_the_way(tmp_path):
