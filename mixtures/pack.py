@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -240,6 +241,7 @@ class ReadDocuments(_TaskDoFn):
 def read_documents(task_name: str, split: str, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray]]:
     """(record index, token ids) of records [lo, hi) of a task's split, through its preprocessors."""
     import seqio
+    import tensorflow as tf
 
     from mixtures.tasks import INDEX_KEY  # SeqIO/TensorFlow, ~4 s measured: on the workers only
 
@@ -250,9 +252,33 @@ def read_documents(task_name: str, split: str, lo: int, hi: int) -> Iterator[tup
     )
     ds = ds.enumerate(lo).map(lambda k, ex: {**ex, INDEX_KEY: k})
     ds = task.preprocess_postcache(task.preprocess_precache(ds), sequence_length=None)
-    for ex in ds.as_numpy_iterator():
-        if len(ex["targets"]):
-            yield int(ex[INDEX_KEY]), ex["targets"].astype(np.int32)
+    next_record = lo
+    try:
+        for ex in ds.as_numpy_iterator():
+            next_record = int(ex[INDEX_KEY]) + 1
+            if len(ex["targets"]):
+                yield int(ex[INDEX_KEY]), ex["targets"].astype(np.int32)
+    except tf.errors.DataLossError as e:  # TensorFlow names the byte offset, not the file
+        files = source.builder.info.splits[f"{split}[{lo}:{hi}]"].file_instructions
+        ends = lo + np.cumsum([f.take for f in files])
+        at = int(np.searchsorted(ends, next_record, side="right"))
+        file = files[at].filename if at < len(files) else f"a file in {source.dataset_dir}"
+        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", str(e.message).splitlines()[0])  # TF's op names
+        raise RuntimeError(
+            f"{DAMAGED} {file} ({reason}; at or after record {next_record} of {task_name}/{split}); "
+            f"{DAMAGED_ADVICE}"
+        ) from None
+
+
+# A damaged prepared file, named by the worker; Beam re-raises a worker's error as its text,
+# so `pack` finds the line again by these words and makes it the command's one line.
+DAMAGED = "prepared data unreadable:"
+DAMAGED_ADVICE = "restore the file, or prepare the data again"
+
+
+class DamagedPreparedData(checks.ConfigError):
+    """A prepared file that does not read to the end; the command prints the one line naming
+    it and exits 2 (rerunning cannot help), OUTPUT untouched."""
 
 
 class PackShard(beam.DoFn):
@@ -475,8 +501,14 @@ def _pack_into(
     """Runs the Beam job into `staging` and checks that every token read was packed; returns the manifest."""
     pc = config.pack
     options = PipelineOptions([f"--{k}={v}" for k, v in pc.runner.items()] + list(beam_args))
-    with beam.Pipeline(options=options) as p:
-        build(p, config, items, vocab_info(pc.vocab_path), staging)
+    try:
+        with beam.Pipeline(options=options) as p:
+            build(p, config, items, vocab_info(pc.vocab_path), staging)
+    except Exception as e:
+        damaged = re.search(rf"{re.escape(DAMAGED)} .*?; {re.escape(DAMAGED_ADVICE)}", str(e))
+        if damaged:
+            raise DamagedPreparedData(damaged.group(0)) from None
+        raise
     manifest = manifest_lib.read(staging)
     for split, tasks in manifest["splits"].items():
         for task, s in tasks.items():

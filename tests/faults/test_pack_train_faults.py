@@ -93,6 +93,23 @@ def test_failed_pack_leaves_the_output_as_it_was(packed, tmp_path):
     assert _snapshot(out) == before  # no staging folder left either
 
 
+def test_a_damaged_prepared_file_stops_the_pack_with_one_line_naming_it(packed, tmp_path):
+    """TensorFlow's DataLossError names a byte offset, not the file; the pack names the file."""
+    prep_dir, vocab, config, _ = packed
+    copy = Path(shutil.copytree(prep_dir, tmp_path / "prep"))
+    damaged = max((copy / "web").glob("*-train.tfrecord-*"), key=lambda p: p.stat().st_size)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    damaged.write_bytes(bytes(data))
+    result = _pack(config, copy, vocab, tmp_path / "P")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith(f"pack.py: prepared data unreadable: {damaged} (")
+    )
+    assert result.stderr.strip().endswith("restore the file, or prepare the data again")
+    assert not (tmp_path / "P").exists()
+
+
 def test_refuses_a_pack_without_overwrite_and_replaces_only_what_its_manifest_names(packed, tmp_path):
     prep_dir, vocab, config, packed_dir = packed
     out = _user_copy(packed_dir, tmp_path / "P")
