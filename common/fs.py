@@ -99,6 +99,11 @@ def rename(src: PathLike, dst: PathLike) -> None:
     as_path(src).rename(resolve(dst))
 
 
+def replace(src: PathLike, dst: PathLike) -> None:
+    """Renames the file `src` to `dst`, replacing a file there (`rename` refuses)."""
+    as_path(src).replace(resolve(dst))
+
+
 def move(src: PathLike, dst: PathLike) -> None:
     """Moves a file or a whole directory to `dst`, creating `dst`'s parent.
 

@@ -43,6 +43,7 @@ def default_train_config() -> ml_collections.ConfigDict:
             "positive": [],  # GLOBs of high-quality documents (--positive, repeatable)
             "negative": [],  # GLOBs of low-quality documents (--negative, repeatable)
             "output": "",  # the model file to write (--output)
+            "overwrite": False,  # replace an earlier quality model at `output` (--overwrite)
         }
     )
 
@@ -146,6 +147,22 @@ def train(
     return scorer, metrics
 
 
+def check_output(output: str, overwrite: bool) -> None:
+    """Fails unless `output` is new or (with `overwrite`) an earlier quality model: a trained
+    classifier that prepare runs were scored with, or any other file, is never replaced unasked."""
+    if not fs.exists(output):
+        return
+    try:
+        QualityScorer.load(output)
+        earlier = True
+    except Exception:  # a folder, another kind of file, an unreadable one
+        earlier = False
+    checks.require(earlier, "output", "exists and is not a quality model; refusing to replace it", output)
+    checks.require(
+        overwrite, "output", "holds a quality model already; pass --overwrite to replace it", output
+    )
+
+
 def main(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
     checks.require(
         list(argv) == ["train"],
@@ -158,14 +175,16 @@ def main(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
     )
     checks.require(config.n_features >= 2, "n_features", "must be >= 2", config.n_features)
     checks.positive(config.ngram_max, "ngram_max")
+    output = fs.resolve(config.output)
+    check_output(output, bool(config.overwrite))
     start = time.time()
     docs = {}
     for label in ("positive", "negative"):
         docs[label] = [t for pattern in config[label] for t in read_documents(pattern, config.text_field)]
         print(f"read {len(docs[label])} {label} documents", flush=True)
     scorer, metrics = train(docs["positive"], docs["negative"], config)
-    output = fs.resolve(config.output)
-    scorer.save(output)
+    scorer.save(output + ".partial")
+    fs.replace(output + ".partial", output)  # whole or not at all: prepare runs may read it
     print(f"wrote {output} in {time.time() - start:.1f}s")
     for key, value in metrics.items():
         print(f"  {key:18s} {value:.4f}" if isinstance(value, float) else f"  {key:18s} {value}")
@@ -182,6 +201,7 @@ def run(argv: Sequence[str] | None = None) -> None:
             cli.Shortcut("positive", help="GLOB of high-quality documents (repeatable).", multi=True),
             cli.Shortcut("negative", help="GLOB of low-quality documents (repeatable).", multi=True),
             cli.Shortcut("output", help="Path of the model file to write (.npz)."),
+            cli.Shortcut("overwrite", help="Replace an earlier quality model at --output."),
         ],
         required=["positive", "negative", "output"],
     )

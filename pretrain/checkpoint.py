@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from common import checks, fs
+from common.checks import ConfigError
 
 ITEMS = ("state", "data")
 
@@ -107,9 +108,8 @@ def restore_latest(
             continue
         for bad, error in failed:
             where = _set_aside(manager, bad)
-            reason = (str(error).strip().splitlines() or [""])[0][:300]
             say(
-                f"checkpoint step {bad} does not restore ({type(error).__name__}: {reason}); "
+                f"checkpoint step {bad} does not restore ({_root_cause(error)}); "
                 f"resuming from step {step} instead; the damaged checkpoint is kept at {where}"
             )
         return restored.state, dict(restored.data or {})
@@ -135,7 +135,7 @@ def load_train_config(workdir: fs.PathLike) -> ml_collections.ConfigDict:
     """WORKDIR/config.json, written by pretrain.train at start."""
     path = fs.join(workdir, "config.json")
     if not fs.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir} a pretrain.train workdir?")
+        raise MissingCheckpoint(f"{path} not found: is {workdir} a pretrain.train workdir?")
     return ml_collections.ConfigDict(json.loads(fs.read_text(path)))
 
 
@@ -160,27 +160,59 @@ def restore_params(
     ) as manager:
         step = manager.latest_step() if step is None else step
         if step is None or step not in manager.all_steps():
-            raise FileNotFoundError(
+            raise MissingCheckpoint(
                 f"no checkpoint for step {step} in {directory} (have {sorted(manager.all_steps())})"
             )
-        metadata = manager.item_metadata(step).state
-        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        if isinstance(sharding, jax.sharding.Sharding):
-            sharding = jax.tree.map(lambda _: sharding, metadata["params"])
-        abstract = jax.tree.map(
-            lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s), metadata["params"], sharding
-        )
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item={"params": abstract},
-                    restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
-                    partial_restore=True,
-                )
-            ),
-        )
-    return restored.state["params"], config
+        try:
+            params = _read_params(manager, step, sharding)
+        except Exception as e:  # Orbax, tensorstore and the filesystem each raise their own
+            earlier = [s for s in sorted(manager.all_steps()) if s != step]
+            raise UnrestorableCheckpoint(
+                f"checkpoint step {step} in {directory} does not restore ({_root_cause(e)}); "
+                f"choose another step (the run holds {earlier or 'no other'})"
+            ) from None
+    return params, config
+
+
+def _read_params(
+    manager: ocp.CheckpointManager, step: int, sharding: jax.sharding.Sharding | Any | None
+) -> dict[str, Any]:
+    metadata = manager.item_metadata(step).state
+    if metadata is None:
+        raise FileNotFoundError("its tree metadata (state/_METADATA) is missing")
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if isinstance(sharding, jax.sharding.Sharding):
+        sharding = jax.tree.map(lambda _: sharding, metadata["params"])
+    abstract = jax.tree.map(
+        lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s), metadata["params"], sharding
+    )
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": abstract},
+                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
+                partial_restore=True,
+            )
+        ),
+    )
+    return restored.state["params"]
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost cause: tensorstore's names the file and what is wrong."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:300]
+
+
+class MissingCheckpoint(ConfigError, FileNotFoundError):
+    """A reader asked for a workdir or step that is not there: one line, exit 2."""
+
+
+class UnrestorableCheckpoint(ConfigError):
+    """The checkpoint a reader asked for is damaged: one line naming it and the other steps,
+    exit 2 (rerunning cannot help); readers never move or delete a run's files."""
 
 
 def restore_state(
@@ -198,7 +230,7 @@ def restore_state(
     ) as manager:
         step = manager.latest_step() if step is None else step
         if step is None or step not in manager.all_steps():
-            raise FileNotFoundError(
+            raise MissingCheckpoint(
                 f"config.init_from: no checkpoint for step {step} in "
                 f"{directory} (have {sorted(manager.all_steps())})"
             )

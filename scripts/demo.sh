@@ -36,7 +36,7 @@ stage prepare   "$PY" -m data_pipeline.prepare --config=configs/data/demo.py \
                   --input "web=$DEMO/corpus/web.jsonl" --input "math=$DEMO/corpus/math.jsonl" \
                   --input "code=$DEMO/corpus/code.jsonl" --output_dir "$DEMO/prep" --overwrite
 stage tokenizer "$PY" -m tokenizer.train --config=configs/tokenizer/demo.py \
-                  --input "$DEMO/prep" --output "$DEMO/tokenizer"
+                  --input "$DEMO/prep" --output "$DEMO/tokenizer" --overwrite
 stage pack      "$PY" -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \
                   --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed" --overwrite
 stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stage.py --packed_dir="$DEMO/packed" \

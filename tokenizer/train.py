@@ -173,6 +173,33 @@ def describe_model(model: bytes) -> dict:
     }
 
 
+FILES = ("tokenizer.vocab", "settings.json", "tokenizer.model")  # the model, what runs use, last
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Fails unless `output` is new, empty, or (with `overwrite`) an earlier tokenizer's folder.
+
+    Packs and training runs record the tokenizer's sha256 and refuse another one, so a
+    tokenizer replaced by mistake strands them: replacing one takes --overwrite.
+    """
+    if not fs.exists(output) or not fs.listdir(output):
+        return
+    require(
+        all(fs.exists(fs.join(output, name)) for name in ("tokenizer.model", "settings.json")),
+        "output",
+        "is not empty and holds no tokenizer (tokenizer.model and settings.json); refusing to write "
+        "into it: choose a new or empty folder",
+        output,
+    )
+    require(
+        overwrite,
+        "output",
+        "holds a tokenizer already; pass --overwrite to replace it (packs and training runs made "
+        "with it record its sha256 and will refuse the new one)",
+        output,
+    )
+
+
 def train_tokenizer(
     config: ml_collections.ConfigDict, output: fs.PathLike, log: Callable[[str], None] = logging.info
 ) -> dict:
@@ -180,7 +207,8 @@ def train_tokenizer(
 
     `log` receives the progress lines (default: the log; the command prints them)."""
     validate(config)
-    output = fs.makedirs(output)
+    output = fs.resolve(output)
+    check_output(output, bool(config.get("overwrite", False)))
     start = time.perf_counter()
     settings: dict = {"config": config.to_dict()}
     if config.model_path:
@@ -209,11 +237,14 @@ def train_tokenizer(
         )
         model = train_model(sentences, settings["trainer"], config.sample.seed)
     model_path = fs.join(output, "tokenizer.model")
-    fs.write_bytes(model_path, model)
-    write_vocab(model, fs.join(output, "tokenizer.vocab"))
     settings["model"] = describe_model(model)
     settings["seconds"] = round(time.perf_counter() - start, 2)
-    fs.write_text(fs.join(output, "settings.json"), json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    partial = {name: fs.join(output, f"{name}.partial") for name in FILES}
+    fs.write_bytes(partial["tokenizer.model"], model)
+    write_vocab(model, partial["tokenizer.vocab"])
+    fs.write_text(partial["settings.json"], json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    for name in FILES:  # all three written before any replaces an earlier tokenizer's
+        fs.replace(partial[name], fs.join(output, name))
     log(
         f"tokenizer: wrote {model_path} ({settings['model']['pieces']} pieces, sha256 {settings['model']['sha256'][:12]}) "
         f"and settings.json in {settings['seconds']:.1f}s"
@@ -242,6 +273,10 @@ def run() -> None:
             ),
             cli.Shortcut("vocab_size", "spm.vocab_size", "number of pieces"),
             cli.Shortcut("output", help="output directory"),
+            cli.Shortcut(
+                "overwrite",
+                help="replace the tokenizer in --output (only its three files; sets config.overwrite)",
+            ),
         ],
         required=["output"],
     )

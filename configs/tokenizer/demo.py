@@ -12,6 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.inputs = ["runs/demo/prep"]
     config.split = "train"  # TFDS split to sample from
     config.output = "runs/demo/tokenizer"
+    config.overwrite = False  # replace an earlier tokenizer in `output` (its three files only)
 
     config.sample = ml_collections.ConfigDict()
     config.sample.domain_weights = ml_collections.ConfigDict({"web": 0.4, "math": 0.3, "code": 0.3})

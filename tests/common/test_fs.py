@@ -56,3 +56,12 @@ def test_read_jsonl_streams_values_of_plain_and_gzipped_files_and_names_a_bad_li
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n\n{"text": \n')
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 3: "):
         list(fs.read_jsonl(tmp_path / "bad.jsonl"))
+
+
+def test_replace_overwrites_a_file_where_rename_refuses(tmp_path):
+    fs.write_text(tmp_path / "a", "old")
+    fs.write_text(tmp_path / "a.partial", "new")
+    with pytest.raises(FileExistsError):
+        fs.rename(tmp_path / "a.partial", tmp_path / "a")
+    fs.replace(tmp_path / "a.partial", tmp_path / "a")
+    assert fs.read_text(tmp_path / "a") == "new" and fs.listdir(tmp_path) == ["a"]

@@ -65,11 +65,29 @@ def test_cli_trains_from_globs(tmp_path):
             for text in _docs(vocab, 30, seed):
                 f.write(json.dumps({"text": text}) + "\n")
     out = tmp_path / "m.npz"
-    result = subprocess.run(
-        [sys.executable, "-m", "data_pipeline.quality", "train", f"--positive={tmp_path}/pos/*.jsonl",
-         f"--negative={tmp_path}/neg/*.jsonl", f"--output={out}", "--config.n_features=4096"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+
+    def train(output, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "data_pipeline.quality", "train", f"--positive={tmp_path}/pos/*.jsonl",
+             f"--negative={tmp_path}/neg/*.jsonl", f"--output={output}", "--config.n_features=4096", *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    result = train(out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "read 30 positive documents" in result.stdout and "holdout_auc" in result.stdout
     assert quality.QualityScorer.load(str(out)).score(" ".join(GOOD)) > 0.5
+    model = out.read_bytes()
+    again = train(out)  # the model prepare runs were scored with is not replaced unasked
+    assert again.returncode == 2 and "config.output: holds a quality model already" in again.stderr
+    assert out.read_bytes() == model
+    data = tmp_path / "pos" / "a.jsonl"
+    kept = data.read_bytes()
+    wrong = train(data, "--overwrite")  # a slip of --output: not a model, never replaced
+    assert wrong.returncode == 2 and "config.output: exists and is not a quality model" in wrong.stderr
+    assert data.read_bytes() == kept
+    assert train(out, "--overwrite").returncode == 0 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.npz",
+        "neg",
+        "pos",
+    ]

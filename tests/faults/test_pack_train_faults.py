@@ -88,8 +88,8 @@ def test_failed_pack_leaves_the_output_as_it_was(packed, tmp_path):
     shard = next((broken / "web").glob("web-train.tfrecord-00000-of-*"))
     os.truncate(shard, shard.stat().st_size // 2)
     result = _pack(config, broken, vocab, out, "--overwrite")
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "truncated record" in result.stderr or "DataLoss" in result.stderr
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"pack.py: prepared data unreadable: {shard} (")
     assert _snapshot(out) == before  # no staging folder left either
 
 
@@ -404,3 +404,24 @@ def test_one_trainer_per_workdir_and_a_killed_trainers_lock_is_not_in_the_way(tm
     assert f"pid {first.pid} on " in third.stdout
     assert max(_steps(workdir)) == latest + 2
     assert not [p.name for p in workdir.iterdir() if p.name.startswith(run_lock.LOCK_PREFIX)]
+
+
+@pytest.mark.parametrize("how", ["truncated blob", "deleted _METADATA"])
+def test_readers_of_a_damaged_checkpoint_name_it_and_the_other_steps_and_move_nothing(
+    reference_run, tmp_path, how
+):
+    """export and evaluate read through checkpoint.restore_params: one line (exit 2), no traceback
+    of Orbax's; unlike the trainer they never set the damaged step aside."""
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run, workdir)
+    _damage(workdir / "checkpoints" / "8", how)
+    before = _snapshot(workdir)
+    with pytest.raises(
+        checkpoint.UnrestorableCheckpoint,
+        match=rf"^checkpoint step 8 in {workdir / 'checkpoints'} does not restore \(\w+: .+\); "
+        r"choose another step \(the run holds \[4\]\)$",
+    ):
+        checkpoint.restore_params(workdir)
+    assert _snapshot(workdir) == before
+    params, _ = checkpoint.restore_params(workdir, step=4)
+    assert "embedder" in params

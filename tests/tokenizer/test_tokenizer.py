@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import random
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +20,7 @@ import sentencepiece as spm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.checks import ConfigError
 from configs.tokenizer import demo, gemma
 from tokenizer import report
 from tokenizer.train import train_tokenizer
@@ -275,3 +278,31 @@ def test_cli_trains_and_reports(corpus, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert "code" in {r["domain"] for r in rows} and all(r["tokens_per_byte"] > 0 for r in rows)
+
+
+def test_an_earlier_tokenizer_is_replaced_only_with_overwrite_and_nothing_else_is_touched(
+    corpus, trained, tmp_path
+):
+    out = tmp_path / "tok"
+    shutil.copytree(trained, out)
+    (out / "NOTES.txt").write_text("mine\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = tiny_config(corpus, out, **{"sample.seed": 7, "sample.max_sentences": 300})
+    with pytest.raises(ConfigError, match=r"^config\.output: holds a tokenizer already; pass --overwrite"):
+        train_tokenizer(other, out, log=lambda *_: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    other.overwrite = True
+    settings = train_tokenizer(other, out, log=lambda *_: None)
+    assert (out / "tokenizer.model").read_bytes() != before["tokenizer.model"]
+    assert hashlib.sha256((out / "tokenizer.model").read_bytes()).hexdigest() == settings["model"]["sha256"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no .partial left; NOTES.txt kept
+    assert (out / "NOTES.txt").read_text() == "mine\n"
+
+
+def test_a_folder_that_holds_no_tokenizer_is_refused_even_with_overwrite(corpus, tmp_path):
+    (tmp_path / "data.txt").write_text("not a tokenizer\n")
+    config = tiny_config(corpus, tmp_path)
+    config.overwrite = True
+    with pytest.raises(ConfigError, match=r"^config\.output: is not empty and holds no tokenizer"):
+        train_tokenizer(config, tmp_path, log=lambda *_: None)
+    assert [p.name for p in tmp_path.iterdir()] == ["data.txt"]
