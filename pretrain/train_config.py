@@ -143,13 +143,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] |
     """
     if not checkpoint.saved_steps(workdir):
         return None
-    recorded = _with_model_defaults(_flat(json.loads(checkpoint.load_train_config(workdir).to_json())))
-    now = _with_model_defaults(_flat(json.loads(config.to_json_best_effort())))
-    fixed = [
-        c
-        for c in _changes(recorded, now, RESUME_FIXED)
-        if c.split(":")[0].removeprefix("config.") not in RESUME_EXECUTION
-    ]
+    fixed = changes_since(workdir, config, RESUME_FIXED)
     if fixed:
         raise checks.ConfigError(
             f"{'; '.join(fixed)}: {workdir} holds checkpoints of the run its config.json records; "
@@ -157,7 +151,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] |
             "(config.init_from starts from its weights)"
         )
     accept = {f.strip() for f in str(config.get("resume_accept", "")).split(",") if f.strip()}
-    changed = _changes(recorded, now, RESUME_OPTIMISER)
+    changed = changes_since(workdir, config, RESUME_OPTIMISER)
     refused = [c for c in changed if c.split(":")[0].removeprefix("config.") not in accept]
     if refused:
         names = ",".join(c.split(":")[0].removeprefix("config.") for c in refused)
@@ -166,6 +160,18 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] |
             f"if intended, resume with --config.resume_accept={names}"
         )
     return changed
+
+
+def changes_since(workdir: str, config: ml_collections.ConfigDict, prefixes: tuple[str, ...]) -> list[str]:
+    """ "config.FIELD: OLD -> NEW" for each field under `prefixes` that differs between
+    WORKDIR/config.json and `config`; the model's execution-only fields do not count."""
+    recorded = _with_model_defaults(_flat(json.loads(checkpoint.load_train_config(workdir).to_json())))
+    now = _with_model_defaults(_flat(json.loads(config.to_json_best_effort())))
+    return [
+        c
+        for c in _changes(recorded, now, prefixes)
+        if c.split(":")[0].removeprefix("config.") not in RESUME_EXECUTION
+    ]
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -39,6 +39,7 @@ from absl import logging
 from common import checks, cli, fs
 from mixtures.schedule import Schedule
 from pretrain.checkpoint import load_train_config
+from pretrain.train_config import changes_since
 from studies import anneal_eval, anneal_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,6 +248,35 @@ def _done(workdir: str, step: int) -> bool:
     return fs.isdir(fs.join(workdir, "checkpoints", str(step)))
 
 
+# What makes a prefix or an arm the run it is: a rerun of the study reuses (or resumes) a
+# run in its workdir only when these equal what the study's config asks now.
+RUN_FIELDS = (
+    "model",
+    "seed",
+    "mixture",
+    "optim",
+    "init_from",
+    "train.total_steps",
+    "train.z_loss",
+    "data.packed_dir",
+    "data.global_batch_size",
+    "data.seq_len",
+)
+
+
+def _check_reusable(workdir: str, cfg: ml_collections.ConfigDict, field: str) -> None:
+    """Refuses a workdir holding a run made with other settings: reusing its checkpoints would
+    report, under this config, results of another (an edited arm, a changed anneal length)."""
+    if not fs.exists(fs.join(workdir, "config.json")):
+        return
+    changed = changes_since(workdir, cfg, RUN_FIELDS)
+    if changed:
+        raise checks.ConfigError(
+            f"config.{field}: {workdir} holds a run made with other settings ({'; '.join(changed[:4])}"
+            f"{'; ...' if len(changed) > 4 else ''}); name the arm anew or use a new --output_dir"
+        )
+
+
 Trainer = Callable[[ml_collections.ConfigDict, str], float]  # (config, log path) -> seconds
 
 
@@ -274,17 +304,19 @@ def run_arms(
         else:
             prefix_dir, step = fs.join(seed_dir, "prefix"), config.prefix_steps
             base = prefix_config(config, seed, prefix_dir)
+            _check_reusable(prefix_dir, base, "prefix_steps")
             if not _done(prefix_dir, step):
                 progress(f"seed {seed}: training the prefix ({step} steps) in {prefix_dir}")
                 _timed(prefix_dir, trainer(base, fs.join(logs, f"seed{seed}_prefix.log")), step)
             runs["timings"]["prefix"].append({"seed": seed, **_timing(prefix_dir)})
         general = prefix_weights(base, step)
         arms = {}
-        for arm in config.arms:
+        for i, arm in enumerate(config.arms):
             workdir = fs.join(seed_dir, arm["name"])
             cfg = arm_config(
                 base, arm, general, prefix_dir, step, config.anneal_steps, config.eval_every, seed, workdir
             )
+            _check_reusable(workdir, cfg, f"arms[{i}]")
             if not _done(workdir, cfg.train.total_steps):
                 progress(
                     f"seed {seed}: arm {arm['name']} ({config.anneal_steps} steps from "

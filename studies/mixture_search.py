@@ -436,11 +436,18 @@ def search(
     general = general_weights(config)
     arms = plan(config, general)
     plan_path = fs.join(out, "plan.json")
-    planned = json.dumps([{k: a.get(k) for k in ("name", "weights")} for a in arms], sort_keys=True)
+    planned = json.dumps(
+        {
+            "arms": [{k: a.get(k) for k in ("name", "weights", "optim")} for a in arms],
+            "branch": {k: config[k] for k in ("from_workdir", "from_step", "prefix_steps")},
+            "anneal": {k: config[k] for k in ("anneal_steps", "eval_every")},
+        },
+        sort_keys=True,
+    )
     if fs.exists(plan_path) and fs.read_text(plan_path) != planned:
         raise checks.ConfigError(
             f"config.output_dir: {out} holds another search (its plan.json differs: other arms, "
-            "seed or bounds); use another directory"
+            "seed, bounds, branch point or anneal length); use another directory"
         )
     fs.write_text_atomic(plan_path, planned)
     i, n = parse_slice(config.search.arms_slice)

@@ -8,6 +8,7 @@ from pathlib import Path
 import ml_collections
 import pytest
 
+from common.checks import ConfigError
 from configs.anneal import demo
 from data_pipeline import prepared
 from pretrain import train as train_lib
@@ -74,6 +75,33 @@ def studied(tmp_path_factory):
 def train_in_process(config: ml_collections.ConfigDict, log_path: str) -> float:
     """The tests' trainer: pretrain.train's function, without a subprocess per run."""
     return train_lib.train(config)["wall_seconds"]
+
+
+def test_a_rerun_reuses_its_runs_and_refuses_ones_made_with_other_settings(studied):
+    """The same config trains nothing again; an edited arm or anneal length names the arm and
+    what changed instead of reporting the old run's results under the new config."""
+    _, config, report = studied
+
+    def no_training(cfg, log_path):
+        raise AssertionError(f"retrained {cfg.workdir}")
+
+    again = anneal.run_arms(ml_collections.ConfigDict(config.to_dict()), lambda _: None, no_training)
+    assert (
+        again["seeds"]["0"]["arms"]["hq"]["workdir"] == report["runs"]["seeds"]["0"]["arms"]["hq"]["workdir"]
+    )
+    edited = ml_collections.ConfigDict(config.to_dict())
+    edited.arms[1]["weights"] = {"web_hq": 0.2, "math_hq": 0.5, "code_hq": 0.3}
+    with pytest.raises(
+        ConfigError, match=r"^config\.arms\[1\]: .*/hq holds a run made with other settings \(config\.mixture"
+    ):
+        anneal.run_arms(edited, lambda _: None, no_training)
+    longer = ml_collections.ConfigDict(config.to_dict())
+    longer.anneal_steps = 2 * ANNEAL
+    with pytest.raises(
+        ConfigError,
+        match=r"^config\.arms\[0\]: .*/general holds a run .*config\.train\.total_steps: 12 -> 16",
+    ):
+        anneal.run_arms(longer, lambda _: None, no_training)
 
 
 def test_arm_is_the_uninterrupted_run_it_branched_from(studied):

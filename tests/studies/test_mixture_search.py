@@ -200,6 +200,10 @@ def test_another_search_in_the_same_directory_is_refused(tmp_path):
             stub.train,
             stub.score,
         )
+    longer = config(tmp_path, arms=4, holdout=1, arms_slice="0/4")
+    longer.anneal_steps *= 2  # the scored arms annealed for fewer steps: not this search's
+    with pytest.raises(ValueError, match="holds another search"):
+        ms.search(longer, lambda _: None, stub.train, stub.score)
 
 
 @pytest.mark.parametrize(
