@@ -10,7 +10,8 @@ into one folder.
 
 A lock whose run died (SIGKILL, OOM, a lost VM) must not block a restart, so the holder
 rewrites its lock every ``heartbeat_s`` seconds and a new run tells the dead from the
-living: on the same machine (host name and boot id) by asking whether the pid still runs;
+living: on the same machine (host name, boot id and pid namespace) by asking whether the
+pid still runs (and started when the lock says);
 elsewhere by the heartbeat, waiting until it either moves (the holder lives: refused) or
 is ``stale_s`` seconds old (the holder is dead: its lock is removed, with a line saying so).
 A lock that cannot be read is never removed; the message names the file.
@@ -46,6 +47,14 @@ def _boot_id() -> str | None:
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as f:
             return f.read().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """Two containers on one kernel (host network: one host name, one boot) number pids apart."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
 
@@ -122,6 +131,7 @@ def held(
         "pid_start": _process_start(os.getpid()),
         "host": socket.gethostname(),
         "boot": _boot_id(),
+        "pid_namespace": _pid_namespace(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -181,7 +191,12 @@ def _wait_for_or_remove(
     holder = read()
     if holder is None:
         return
-    if holder["host"] == socket.gethostname() and holder.get("boot") == _boot_id():
+    here = (socket.gethostname(), _boot_id(), _pid_namespace())
+    if (
+        holder["host"],
+        holder.get("boot"),
+        holder.get("pid_namespace"),
+    ) == here:  # its pid means a process here
         if _running(holder):
             raise refuse(_describe(holder, time.time()), holder)
         say(f"removed the lock of a run that no longer runs ({_describe(holder, time.time())}): {path}")

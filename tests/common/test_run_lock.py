@@ -35,6 +35,7 @@ def _plant(folder, run_id: str, **holder) -> str:
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "boot": run_lock._boot_id(),
+        "pid_namespace": run_lock._pid_namespace(),
         "started": "2026-12-04T00:00:00Z",
         "heartbeat": time.time(),
         **holder,
@@ -82,6 +83,17 @@ def test_a_lock_from_an_earlier_boot_is_not_a_running_process(tmp_path):
     with _held(tmp_path, "next", said):
         pass
     assert "heartbeat stopped" in said[0]
+
+
+def test_a_lock_from_another_pid_namespace_is_judged_by_its_heartbeat(tmp_path):
+    """Another container on this kernel: its pid (dead here) says nothing, its heartbeat does."""
+    _plant(tmp_path, "container", pid=_dead_pid(), pid_namespace="pid:[1]")
+    said: list[str] = []
+    start = time.perf_counter()
+    with _held(tmp_path, "next", said, heartbeat_s=0.1, stale_s=0.5):
+        pass
+    assert time.perf_counter() - start >= 0.4
+    assert "waiting up to" in said[0] and "heartbeat stopped" in said[1]
 
 
 def test_another_machines_lock_with_an_old_heartbeat_is_removed_at_once(tmp_path):
