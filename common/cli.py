@@ -87,7 +87,7 @@ def run(
     """
     argv = list(sys.argv if argv is None else argv)
     try:  # a default config file is read, with its --config.FIELD overrides, right here
-        _define(default_config, shortcuts, define_extra_flags)
+        _define(default_config, shortcuts, define_extra_flags, argv)
     except (AttributeError, KeyError) as e:
         _fail_unknown_field(argv, e)
     if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
@@ -123,6 +123,23 @@ def run(
             _fail(rest, str(e))
 
     app.run(app_main, argv=argv, flags_parser=parse)
+
+
+def _config_named_in(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
+    """The config of a `--config=FILE` on the command line, which config_flags loads only when
+    it parses (the flag's value is None before): its fields' types decide which shortcuts are
+    switches. None when there is none, or it does not load (parsing then says why)."""
+    args = list(argv[1:])
+    for i, arg in enumerate(args):
+        path = arg.removeprefix("--config=") if arg.startswith("--config=") else None
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        if path:
+            try:
+                return flags.FLAGS["config"].parser.parse(path)
+            except Exception:  # the real parse reports it
+                return None
+    return None
 
 
 def _get_or_none(config: ml_collections.ConfigDict, field: str) -> Any:
@@ -174,7 +191,10 @@ def _fail(argv: list[str], message: str) -> None:
 
 
 def _define(
-    default_config, shortcuts: Sequence[Shortcut], define_extra_flags: Callable[[], None] | None
+    default_config,
+    shortcuts: Sequence[Shortcut],
+    define_extra_flags: Callable[[], None] | None,
+    argv: Sequence[str],
 ) -> None:
     if "config" in flags.FLAGS:
         return
@@ -185,7 +205,7 @@ def _define(
         config_flags.DEFINE_config_file(
             "config", path, "Config file (configs/...py); --config.FIELD=VALUE overrides a field."
         )
-    defaults = flags.FLAGS["config"].value
+    defaults = flags.FLAGS["config"].value or _config_named_in(argv)
     for s in shortcuts:
         text = f"{s.help} (sets config.{s.field})"
         if s.multi:

@@ -78,3 +78,42 @@ def test_help_exits_zero_and_lists_the_shortcuts(command):
     assert out.returncode == 0
     assert "A test command." in out.stdout and "--output_dir" in out.stdout
     assert "sets config.output_dir" in out.stdout
+
+
+FILE_COMMAND = textwrap.dedent("""
+    import json
+    from common import cli
+
+    def main(config, rest):
+        print(json.dumps({"overwrite": config.overwrite, "output": config.output}))
+
+    cli.run(main, doc="A command whose config is a file.", default_config=None,
+            shortcuts=[cli.Shortcut("overwrite", help="Replace."), cli.Shortcut("output", help="Where.")])
+""")
+
+CONFIG_FILE = textwrap.dedent("""
+    import ml_collections
+
+    def get_config():
+        return ml_collections.ConfigDict({"overwrite": False, "output": ""})
+""")
+
+
+def test_a_bool_field_is_a_switch_also_when_the_config_file_is_named_on_the_command_line(tmp_path):
+    """config_flags loads a --config=FILE only when it parses; the switch must not wait for that
+    (it once took a value, swallowing the next flag: `--overwrite --output=o`)."""
+    import json
+
+    (tmp_path / "command.py").write_text(FILE_COMMAND)
+    (tmp_path / "config.py").write_text(CONFIG_FILE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for args, expected in [
+        ([f"--config={tmp_path / 'config.py'}", "--overwrite", "--output=o"], True),
+        (["--config", str(tmp_path / "config.py"), "--output=o", "--nooverwrite"], False),
+        ([f"--config={tmp_path / 'config.py'}", "--output=o"], False),
+    ]:
+        out = subprocess.run(
+            [sys.executable, str(tmp_path / "command.py"), *args], capture_output=True, text=True, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"overwrite": expected, "output": "o"}
