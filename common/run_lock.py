@@ -67,9 +67,12 @@ def _process_start(pid: int) -> str | None:
     """
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
-    except (OSError, IndexError):
+            fields = f.read().rsplit(")", 1)[1].split()  # from field 3; the name before ")" may hold spaces
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):  # a zombie (killed, not yet reaped) runs no more
+        return None
+    return fields[19]  # field 22: starttime
 
 
 def _running(holder: dict[str, Any]) -> bool:

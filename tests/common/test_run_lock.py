@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,20 @@ def test_a_folder_the_lock_created_is_removed_when_left_empty(tmp_path):
     with _held(tmp_path, "r"):  # existed before: stays, even empty
         pass
     assert tmp_path.is_dir()
+
+
+def test_a_killed_but_unreaped_process_is_not_running(tmp_path):
+    """A zombie keeps its pid and start time until its parent reaps it; it holds nothing."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    started = run_lock._process_start(child.pid)
+    assert started is not None
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, unreaped
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    _plant(tmp_path, "zombie", pid=child.pid, pid_start=started)
+    said: list[str] = []
+    with _held(tmp_path, "next", said):
+        pass
+    assert "no longer runs" in said[0]
+    child.wait()
