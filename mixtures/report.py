@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from common import cli, fs
+from common import checks, cli, fs
+from mixtures import manifest as manifest_lib
 from mixtures.schedule import Schedule
 from mixtures.stream import MixtureStream
 
@@ -168,9 +169,14 @@ def format_report(r: dict[str, Any]) -> str:
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     if argv:
         raise SystemExit(f"unexpected arguments: {argv}")
-    r = report(
-        config, fs.resolve(config.pack.output), FLAGS.steps, FLAGS.batch_size, FLAGS.total_steps, FLAGS.window
+    packed = fs.resolve(config.pack.output)
+    checks.require(
+        fs.exists(fs.join(packed, manifest_lib.FILE_NAME)),
+        "pack.output",
+        "must be a packed-data directory (python -m mixtures.pack)",
+        packed,
     )
+    r = report(config, packed, FLAGS.steps, FLAGS.batch_size, FLAGS.total_steps, FLAGS.window)
     print(format_report(r))
     if FLAGS.json:
         fs.write_text(FLAGS.json, json.dumps(r, indent=1) + "\n")

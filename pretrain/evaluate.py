@@ -155,6 +155,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.require(not argv, "input", "unexpected positional arguments", argv)
     checks.one_of(config.dtype, DTYPES, "dtype")
     checks.positive(config.batch_size, "batch_size")
+    checks.require(fs.isfile(fs.resolve(config.input)), "input", "no such file", config.input)
     result = evaluate(
         fs.resolve(config.workdir),
         fs.resolve(config.input),

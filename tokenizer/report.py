@@ -110,7 +110,10 @@ def default_config() -> ml_collections.ConfigDict:
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.require(not argv, "inputs", "unexpected positional arguments (use --input)", argv)
     checks.positive(config.max_mb_per_domain, "max_mb_per_domain")
-    vocab = load_vocabulary(config.model)
+    try:
+        vocab = load_vocabulary(config.model)
+    except FileNotFoundError as e:
+        raise checks.ConfigError(f"config.model: {e}") from None
     print(f"report: {vocab.sentencepiece_model_file}, {vocab.vocab_size} pieces, split {config.split!r}")
     rows = measure(vocab.tokenizer, list(config.inputs), config.split, int(config.max_mb_per_domain * 1e6))
     print(format_table(rows))

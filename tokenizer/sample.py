@@ -74,7 +74,9 @@ def resolve_inputs(specs: Sequence[str]) -> list[Source]:
         else:
             files = [p for p in fs.glob(path) if fs.isfile(p)]
         if not files:
-            raise ValueError(f"input {spec!r}: no TFDS dataset, prepared-data directory or file found")
+            raise ConfigError(
+                f"config.inputs: {spec!r}: no TFDS dataset, prepared-data directory or file found"
+            )
         sources += [Source(domain or _file_domain(f), _file_kind(f), f) for f in files]
     return sources
 

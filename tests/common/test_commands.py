@@ -48,3 +48,34 @@ def test_help_and_missing_input(module, flag, missing, message):
     failed = _run(module, *missing)
     assert failed.returncode == 2, (failed.stdout[-2000:], failed.stderr[-2000:])
     assert message in failed.stderr.strip().splitlines()[-1]
+
+
+# (module, arguments naming a path that does not exist, the start of the one line it prints)
+MISSING_PATHS = [
+    (
+        "tokenizer.train",
+        ["--input=/nonexistent", "--output=OUT"],
+        "config.inputs: '/nonexistent': no TFDS dataset",
+    ),
+    (
+        "tokenizer.report",
+        ["--model=/nonexistent", "--input=x"],
+        "config.model: no SentencePiece tokenizer.model",
+    ),
+    ("pretrain.evaluate", ["--workdir=w", "--input=/nonexistent.jsonl"], "config.input: no such file"),
+    (
+        "mixtures.report",
+        ["--config=configs/mixtures/demo_two_stage.py", "--packed_dir=/nonexistent"],
+        "config.pack.output: must be a packed-data directory",
+    ),
+    ("pretrain.export", ["--workdir=/nonexistent", "--output=OUT"], "/nonexistent/config.json not found"),
+]
+
+
+@pytest.mark.parametrize("module, args, message", MISSING_PATHS, ids=[c[0] for c in MISSING_PATHS])
+def test_a_path_that_does_not_exist_is_one_line_and_exit_2(module, args, message, tmp_path):
+    failed = _run(module, *(a.replace("OUT", str(tmp_path / "out")) for a in args))
+    assert failed.returncode == 2, (failed.stdout[-2000:], failed.stderr[-2000:])
+    assert "Traceback" not in failed.stderr, failed.stderr[-2000:]
+    assert message in failed.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.checks import ConfigError
 from tests.support.mixtures import write_prepared
 from tokenizer import sample as sample_lib
 from tokenizer.sample import Source, cut_sentences, resolve_inputs, sample_sentences
@@ -106,7 +107,7 @@ def test_domain_prefix_glob_and_text_files(tmp_path):
         Source("notes", "text", str(tmp_path / "notes.md")),
     ]
     assert list(sample_lib.iter_documents(sources[0], "train")) == ["content of a.tex"]
-    with pytest.raises(ValueError, match="no TFDS dataset"):
+    with pytest.raises(ConfigError, match=r"^config\.inputs: '.*missing\.jsonl': no TFDS dataset"):
         resolve_inputs([str(tmp_path / "missing.jsonl")])
 
 
