@@ -191,6 +191,14 @@ def _eval_every(steps: int, every: int, log_every: int) -> int:
     return every if every <= steps else 0
 
 
+def branch_step(config: ml_collections.ConfigDict) -> int:
+    """The step the arms branch at: `from_step` of `from_workdir` (-1: its newest checkpoint),
+    or the end of the study's own prefix."""
+    if not config.from_workdir:
+        return int(config.prefix_steps)
+    return latest_step(config.from_workdir) if config.from_step < 0 else int(config.from_step)
+
+
 def latest_step(workdir: str) -> int:
     """The newest finished checkpoint step of a pretrain.train workdir."""
     directory = fs.join(workdir, "checkpoints")
@@ -295,14 +303,13 @@ def run_arms(
     for seed in config.seeds:
         seed_dir = fs.join(out, f"seed{seed}")
         if config.from_workdir:
-            prefix_dir = config.from_workdir
-            step = latest_step(prefix_dir) if config.from_step < 0 else config.from_step
+            prefix_dir, step = config.from_workdir, branch_step(config)
             base = load_train_config(prefix_dir)
             base.data.update(
                 {k: v for k, v in config.train.data.items() if k in ("packed_dir", "tokenizer") and v}
             )
         else:
-            prefix_dir, step = fs.join(seed_dir, "prefix"), config.prefix_steps
+            prefix_dir, step = fs.join(seed_dir, "prefix"), branch_step(config)
             base = prefix_config(config, seed, prefix_dir)
             _check_reusable(prefix_dir, base, "prefix_steps")
             if not _done(prefix_dir, step):

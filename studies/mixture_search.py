@@ -204,10 +204,10 @@ def general_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
     """The prefix's mixture (what the reference arm keeps), without training anything."""
     from pretrain.checkpoint import load_train_config
 
-    if config.from_workdir:
-        step = anneal.latest_step(config.from_workdir) if config.from_step < 0 else config.from_step
-        return anneal.prefix_weights(load_train_config(config.from_workdir), step)
-    return anneal.prefix_weights(config.train, config.prefix_steps)
+    step = anneal.branch_step(config)
+    return anneal.prefix_weights(
+        load_train_config(config.from_workdir) if config.from_workdir else config.train, step
+    )
 
 
 # ----------------------------------------------------------------------------- fit and proposal
@@ -439,7 +439,7 @@ def search(
     planned = json.dumps(
         {
             "arms": [{k: a.get(k) for k in ("name", "weights", "optim")} for a in arms],
-            "branch": {k: config[k] for k in ("from_workdir", "from_step", "prefix_steps")},
+            "branch": {"from_workdir": config.from_workdir, "step": anneal.branch_step(config)},
             "anneal": {k: config[k] for k in ("anneal_steps", "eval_every")},
         },
         sort_keys=True,

@@ -206,6 +206,20 @@ def test_another_search_in_the_same_directory_is_refused(tmp_path):
         ms.search(longer, lambda _: None, stub.train, stub.score)
 
 
+def test_a_base_run_trained_further_is_another_search_when_branching_at_its_latest_step(tmp_path):
+    """from_step=-1 branches at the base run's newest checkpoint: the plan records that step."""
+    base = tmp_path / "base"
+    first = config(tmp_path, arms=4, holdout=1, arms_slice="0/4")
+    (base / "checkpoints" / str(first.prefix_steps)).mkdir(parents=True)
+    (base / "config.json").write_text(first.train.to_json())
+    first.from_workdir, first.from_step = str(base), -1
+    stub = Stub()
+    ms.search(first, lambda _: None, stub.train, stub.score)
+    (base / "checkpoints" / str(2 * first.prefix_steps)).mkdir()  # the base run went on meanwhile
+    with pytest.raises(ValueError, match="holds another search"):
+        ms.search(first, lambda _: None, stub.train, stub.score)
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [
