@@ -78,7 +78,7 @@ def _process_start(pid: int) -> str | None:
 def _running(holder: dict[str, Any]) -> bool:
     """Whether the run of a lock written on this machine in this boot still runs."""
     pid = int(holder["pid"])
-    if holder.get("pid_start") is not None and os.path.isdir("/proc"):
+    if holder.get("pid_start") is not None:  # read from /proc here, so /proc is here
         return _process_start(pid) == holder["pid_start"]
     try:
         os.kill(pid, 0)
@@ -146,9 +146,8 @@ def held(
 
     def keep_beating() -> None:
         while not stop.wait(heartbeat_s):
-            with contextlib.suppress(
-                Exception
-            ):  # a missed beat (a storage hiccup) is retried; the run goes on
+            # A missed beat (a storage hiccup) is retried at the next one; the run goes on.
+            with contextlib.suppress(Exception):
                 beat()
 
     beating = threading.Thread(target=keep_beating, name=f"lock heartbeat {name}", daemon=True)
@@ -194,12 +193,12 @@ def _wait_for_or_remove(
     holder = read()
     if holder is None:
         return
-    here = (socket.gethostname(), _boot_id(), _pid_namespace())
-    if (
-        holder["host"],
-        holder.get("boot"),
-        holder.get("pid_namespace"),
-    ) == here:  # its pid means a process here
+    written_here = (holder["host"], holder.get("boot"), holder.get("pid_namespace")) == (
+        socket.gethostname(),
+        _boot_id(),
+        _pid_namespace(),
+    )
+    if written_here:  # its pid names a process of this machine, boot and pid namespace
         if _running(holder):
             raise refuse(_describe(holder, time.time()), holder)
         say(f"removed the lock of a run that no longer runs ({_describe(holder, time.time())}): {path}")

@@ -143,7 +143,8 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] |
     """
     if not checkpoint.saved_steps(workdir):
         return None
-    fixed = changes_since(workdir, config, RESUME_FIXED)
+    recorded, now = _recorded_and_now(workdir, config)
+    fixed = _changes(recorded, now, RESUME_FIXED)
     if fixed:
         raise checks.ConfigError(
             f"{'; '.join(fixed)}: {workdir} holds checkpoints of the run its config.json records; "
@@ -151,7 +152,7 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] |
             "(config.init_from starts from its weights)"
         )
     accept = {f.strip() for f in str(config.get("resume_accept", "")).split(",") if f.strip()}
-    changed = changes_since(workdir, config, RESUME_OPTIMISER)
+    changed = _changes(recorded, now, RESUME_OPTIMISER)
     refused = [c for c in changed if c.split(":")[0].removeprefix("config.") not in accept]
     if refused:
         names = ",".join(c.split(":")[0].removeprefix("config.") for c in refused)
@@ -165,13 +166,15 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str] |
 def changes_since(workdir: str, config: ml_collections.ConfigDict, prefixes: tuple[str, ...]) -> list[str]:
     """ "config.FIELD: OLD -> NEW" for each field under `prefixes` that differs between
     WORKDIR/config.json and `config`; the model's execution-only fields do not count."""
+    return _changes(*_recorded_and_now(workdir, config), prefixes)
+
+
+def _recorded_and_now(
+    workdir: str, config: ml_collections.ConfigDict
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """WORKDIR/config.json and `config` as flat {"a.b": value} dicts (JSON values), model defaults filled."""
     recorded = _with_model_defaults(_flat(json.loads(checkpoint.load_train_config(workdir).to_json())))
-    now = _with_model_defaults(_flat(json.loads(config.to_json_best_effort())))
-    return [
-        c
-        for c in _changes(recorded, now, prefixes)
-        if c.split(":")[0].removeprefix("config.") not in RESUME_EXECUTION
-    ]
+    return recorded, _with_model_defaults(_flat(json.loads(config.to_json_best_effort())))
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -191,9 +194,12 @@ def _with_model_defaults(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefixes: tuple[str, ...]) -> list[str]:
-    """ "config.FIELD: OLD -> NEW" for each field under `prefixes` whose value differs."""
+    """ "config.FIELD: OLD -> NEW" for each field under `prefixes` whose value differs, the
+    model's execution-only fields (RESUME_EXECUTION) aside."""
     fields = sorted(
-        k for k in old.keys() | new.keys() if any(k == p or k.startswith(p + ".") for p in prefixes)
+        k
+        for k in old.keys() | new.keys()
+        if any(k == p or k.startswith(p + ".") for p in prefixes) and k not in RESUME_EXECUTION
     )
     return [f"config.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in fields if old.get(k) != new.get(k)]
 

@@ -200,11 +200,10 @@ def run_and_score(
             progress(f"arm {arm['name']} seed {seed}: scored")
 
 
-def general_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
-    """The prefix's mixture (what the reference arm keeps), without training anything."""
+def general_weights(config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
+    """The prefix's mixture at the branch `step` (what the reference arm keeps), without training anything."""
     from pretrain.checkpoint import load_train_config
 
-    step = anneal.branch_step(config)
     return anneal.prefix_weights(
         load_train_config(config.from_workdir) if config.from_workdir else config.train, step
     )
@@ -433,13 +432,14 @@ def search(
     anneal.resolve_paths(config)
     out = fs.makedirs(config.output_dir)
     scorer = scorer or heldout_scorer(config)
-    general = general_weights(config)
+    branch = anneal.branch_step(config)  # once: a base run may save a checkpoint meanwhile
+    general = general_weights(config, branch)
     arms = plan(config, general)
     plan_path = fs.join(out, "plan.json")
     planned = json.dumps(
         {
             "arms": [{k: a.get(k) for k in ("name", "weights", "optim")} for a in arms],
-            "branch": {"from_workdir": config.from_workdir, "step": anneal.branch_step(config)},
+            "branch": {"from_workdir": config.from_workdir, "step": branch},
             "anneal": {k: config[k] for k in ("anneal_steps", "eval_every")},
         },
         sort_keys=True,
