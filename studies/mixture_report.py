@@ -24,25 +24,6 @@ def _objective(config: ml_collections.ConfigDict) -> str:
     return " + ".join(f"{c:g} x {m}" if c != 1 else m for m, c in config.search.objective.items())
 
 
-def cost(output_dir: str, arms: list[str], seeds: list[int]) -> dict[str, float]:
-    from studies.mixture_search import read_scores
-
-    records = [read_scores(output_dir, a, s) for a in arms for s in seeds]
-    records = [r for r in records if r]
-    prefixes = {}
-    for r in records:
-        workdir = r["prefix"]["workdir"]
-        path = fs.join(workdir, "anneal_timing.json")
-        if workdir not in prefixes and fs.exists(path):
-            prefixes[workdir] = json.loads(fs.read_text(path))["seconds"]
-    return {
-        "runs": len(records),
-        "train_seconds": float(sum(r["train_seconds"] for r in records)),
-        "score_seconds": float(sum(r["score_seconds"] for r in records)),
-        "prefix_seconds": float(sum(prefixes.values())),
-    }
-
-
 def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
     s = config.search
     reference = config.arms[0]["name"]
@@ -214,12 +195,9 @@ def plot(config, fitted, proof, path: str) -> None:
     plt.close(fig)
 
 
-def write(config, arms, fitted, best, proof, paths, wall) -> dict[str, Any]:
-    names = [a["name"] for a in arms]
-    proof_arms = list(proof["measured"])
-    costs = cost(config.output_dir, names, list(config.seeds))
-    proof_costs = cost(config.output_dir, proof_arms, list(config.search.proof_seeds))
-    total = {k: costs[k] + proof_costs[k] for k in costs}
+def write(config, arms, fitted, best, proof, paths, costs, wall) -> dict[str, Any]:
+    """Writes OUTPUT_DIR/report.{json,md,png}; `costs` is {"search", "proof"} from the search."""
+    total = {k: costs["search"][k] + costs["proof"][k] for k in costs["search"]}
     text = markdown(config, arms, fitted, best, proof, paths, total, wall)
     out = config.output_dir
     report_paths = {k: fs.join(out, f"report.{k}") for k in ("json", "md", "png")}
@@ -229,7 +207,7 @@ def write(config, arms, fitted, best, proof, paths, wall) -> dict[str, Any]:
         "best_sampled": best,
         "proof": proof,
         "proposal_configs": paths,
-        "cost": {"search": costs, "proof": proof_costs, "wall_seconds": wall},
+        "cost": {**costs, "wall_seconds": wall},
         "markdown": text,
         "paths": report_paths,
     }
