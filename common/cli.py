@@ -21,9 +21,15 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from common import quiet
 from common.checks import ConfigError, get
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# Flags defined in these packages (or in the file run as `python -m`, which absl names by
+# its path) are the command's own; libraries (absl, Grain, Orbax,
+# array_record, ...) define theirs at import, shown by --helpfull only.
+PROJECT_PACKAGES = ("common", "data_pipeline", "tokenizer", "mixtures", "evals", "pretrain", "studies")
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS_DIR = os.path.join(PROJECT_ROOT, "configs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +111,7 @@ def run(
             _fail_unknown_field(args, e)
 
     def app_main(rest: list[str]) -> None:
+        quiet.set_verbose(flags.FLAGS.verbose)
         config = flags.FLAGS.config
         if config is None:
             _fail(rest, "--config is required (a file under configs/)")
@@ -180,7 +187,7 @@ def _own_flags_help() -> str:
     own = [
         flags.FLAGS.module_help(name)
         for name in flags.FLAGS.flags_by_module_dict()
-        if not name.startswith(("absl", "jax", "tensorflow", "orbax", "tensorstore"))
+        if name.startswith(PROJECT_ROOT + os.sep) or name.split(".")[0] in PROJECT_PACKAGES
     ]
     return "\n".join(own) + "\n\n--helpfull lists every flag."
 
@@ -205,6 +212,7 @@ def _define(
         config_flags.DEFINE_config_file(
             "config", path, "Config file (configs/...py); --config.FIELD=VALUE overrides a field."
         )
+    flags.DEFINE_bool("verbose", False, "Show the libraries' INFO logs too (Orbax, Grain, Beam, ...).")
     defaults = flags.FLAGS["config"].value or _config_named_in(argv)
     for s in shortcuts:
         text = f"{s.help} (sets config.{s.field})"
