@@ -2,7 +2,7 @@
 
 A command's own lines are what a user reads; on a CPU, TensorFlow's C++ start-up lines,
 Beam's "apitools not found" (Beam without its GCP extra) and Orbax's option dumps buried
-them. So: TF_CPP_MIN_LOG_LEVEL defaults to 2, a few known import-time warnings are dropped,
+them. So: TensorFlow's C++ log level defaults to 3, a few known import-time warnings are dropped,
 and Python log records below WARNING from outside this project are dropped unless the
 command got `--verbose` (common/cli.py calls `set_verbose`).
 """
@@ -12,7 +12,11 @@ from __future__ import annotations
 import logging
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow only reads and writes files here (TFDS, SeqIO): level 3 drops its CUDA probe's
+# "failed call to cuInit" error on machines without a GPU (level 2 keeps it), and oneDNN's
+# notice that its math ops may round differently concerns no op this project runs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Warnings libraries log at import, matched by their start; nothing else is dropped whole.

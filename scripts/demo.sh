@@ -13,7 +13,7 @@ PY=${PY:-.venv/bin/python}
 STEPS=${DEMO_STEPS:+--config.train.total_steps=$DEMO_STEPS}
 DOCS=${DEMO_DOCS:+--docs_per_domain=$DEMO_DOCS}
 ANNEAL_STEPS=${DEMO_ANNEAL_STEPS:+--config.anneal_steps=$DEMO_ANNEAL_STEPS --config.eval_every=$DEMO_ANNEAL_STEPS}
-export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 mkdir -p "$DEMO/logs"
 start=$SECONDS
 
