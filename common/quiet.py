@@ -19,15 +19,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Warnings libraries log at import, matched by their start; nothing else is dropped whole.
-KNOWN_NOISE = ("apitools not found",)
+# Warnings that say nothing a user can act on, matched in the message; nothing else is dropped
+# whole: Beam without its GCP extra (at import), and the DirectRunner's workers relaying
+# their start-up notes as warnings.
+KNOWN_NOISE = ("apitools not found", "No semi_persistent_directory found", "Discarding unparseable args")
 
 
 class LibraryNoiseFilter(logging.Filter):
     verbose = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if str(record.msg).startswith(KNOWN_NOISE):
+        if any(noise in record.getMessage() for noise in KNOWN_NOISE):
             return self.verbose
         ours = os.path.abspath(record.pathname).startswith(PROJECT_ROOT + os.sep)
         return self.verbose or ours or record.levelno >= logging.WARNING

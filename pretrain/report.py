@@ -14,7 +14,11 @@ import ml_collections
 import numpy as np
 
 from pretrain import flops
+from pretrain.loss_plot import FILE as LOSS_PLOT
+from pretrain.loss_plot import write_loss_plot
 from pretrain.metrics import Goodput, MetricsWriter, goodput_over_sessions, read_metrics
+from pretrain.model.transformer import count_params
+from pretrain.train_config import differences_from_defaults
 from pretrain.train_setup import TrainSetup
 
 
@@ -69,6 +73,16 @@ class Reporter:
             f"process(es); peak {peak / 1e12:.3g} TFLOP/s per device ({peak_source}); "
             f"{self.flops_per_step / 1e9:.3g} GFLOP per step; {self.tokens_per_step} "
             "tokens per step"
+        )
+        total_steps = config.train.total_steps
+        self.say(
+            f"model {count_params(setup.model_config) / 1e6:.2f}M parameters; {total_steps} steps, "
+            f"{total_steps * self.tokens_per_step:,} tokens to train ({(total_steps - start) * self.tokens_per_step:,} "
+            "in this session)"
+        )
+        self.say(
+            "config, where it differs from configs/train/base.py: "
+            + ", ".join(differences_from_defaults(config))
         )
 
     def mixture_at(self, step: int) -> dict[str, float] | None:
@@ -146,7 +160,11 @@ class Reporter:
 
     def finish(self, total_steps: int) -> dict[str, Any]:
         """The run's summary (all sessions, from metrics.jsonl), said by process 0."""
-        s = summarize(self.workdir, self.start, total_steps, time.perf_counter() - self.goodput.started)
+        records = read_metrics(self.workdir) if jax.process_index() == 0 else []
+        s = summarize(
+            self.workdir, records, self.start, total_steps, time.perf_counter() - self.goodput.started
+        )
+        plot = write_loss_plot(self.workdir, records, self.schedule) if records else None
         self.say("=" * 72)
         self.say(
             f"training done: {s['total_steps']} steps ({s['steps_this_session']} this "
@@ -176,7 +194,8 @@ class Reporter:
                 f"peak device memory {memory['peak_bytes_in_use'] / 2**30:.1f} GiB of "
                 f"{memory.get('bytes_limit', 0) / 2**30:.1f} GiB (device 0)"
             )
-        self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl,tensorboard,config.json}}")
+        loss_png = f",{LOSS_PLOT}" if plot else ""
+        self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl{loss_png},tensorboard,config.json}}")
         return s
 
 
@@ -207,9 +226,8 @@ def log_record(
     return record
 
 
-def summarize(workdir: str, start: int, total_steps: int, wall: float) -> dict[str, Any]:
-    """Loss curve, speed and goodput over the whole run (all sessions), from metrics.jsonl."""
-    records = read_metrics(workdir) if jax.process_index() == 0 else []
+def summarize(workdir: str, records: list[dict], start: int, total_steps: int, wall: float) -> dict[str, Any]:
+    """Loss curve, speed and goodput over the whole run (all sessions), from metrics.jsonl's records."""
     losses = [r["loss"] for r in records]
     # Skip the first logged interval when averaging speed: it includes warm-up.
     steady = records[1:] or records
