@@ -33,7 +33,7 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _lines(path: Path, after: str) -> list[str]:
+def _lines(path: Path, after: str | tuple[str, ...]) -> list[str]:
     """The lines of a stage's log from the first one starting with `after` (its table or verdict)."""
     if not path.is_file():
         return []
@@ -95,7 +95,7 @@ def summary(demo: Path) -> str:
     quoted = {
         "evaluate": _lines(demo / "logs/evaluate.log", str(demo / "corpus")),
         "downstream": _lines(demo / "logs/downstream.log", "task"),
-        "anneal": _lines(demo / "anneal/report.md", "## Verdict"),
+        "anneal": _lines(demo / "anneal/report.md", ("Verdict", "## Verdict")),
     }
     out = [f"# Demo run: {demo}", "", f"Total {sum(timings.values())} s.", ""]
     out += ["| stage | wall time | figures | outputs |", "|---|---|---|---|"]
