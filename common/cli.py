@@ -39,12 +39,15 @@ class Shortcut:
 
     `field` defaults to the flag's own name: `Shortcut("output_dir", help="...")` sets
     `config.output_dir`, `Shortcut("input", "inputs", "...")` sets `config.inputs`.
+    One thing has one flag name in every command (`--output`, `--tokenizer`, `--packed_dir`);
+    a renamed flag keeps its old spelling in `deprecated`.
     """
 
     flag: str
     field: str = ""
     help: str = ""
     multi: bool = False
+    deprecated: tuple[str, ...] = ()  # older spellings: still accepted, with a line naming `flag`
 
     def __post_init__(self):
         if not self.help:
@@ -116,6 +119,11 @@ def run(
         if config is None:
             _fail(rest, "--config is required (a file under configs/)")
         for s in shortcuts:
+            for old in s.deprecated:
+                if flags.FLAGS[old].present:
+                    sys.stderr.write(f"{os.path.basename(rest[0])}: --{old} is deprecated: use --{s.flag}\n")
+                    if not flags.FLAGS[s.flag].present:
+                        flags.FLAGS[s.flag].value = flags.FLAGS[old].value
             value = flags.FLAGS[s.flag].value
             if value not in (None, [], ""):
                 _set(config, s.field, list(value) if s.multi else value)
@@ -216,11 +224,14 @@ def _define(
     defaults = flags.FLAGS["config"].value or _config_named_in(argv)
     for s in shortcuts:
         text = f"{s.help} (sets config.{s.field})"
-        if s.multi:
-            flags.DEFINE_multi_string(s.flag, [], text)
-        elif defaults is not None and isinstance(_get_or_none(defaults, s.field), bool):
-            flags.DEFINE_bool(s.flag, None, text)
-        else:
-            flags.DEFINE_string(s.flag, None, text)
+        for name, help_text in [(s.flag, text)] + [
+            (old, f"deprecated: use --{s.flag}") for old in s.deprecated
+        ]:
+            if s.multi:
+                flags.DEFINE_multi_string(name, [], help_text)
+            elif defaults is not None and isinstance(_get_or_none(defaults, s.field), bool):
+                flags.DEFINE_bool(name, None, help_text)
+            else:
+                flags.DEFINE_string(name, None, help_text)
     if define_extra_flags:
         define_extra_flags()
