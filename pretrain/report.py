@@ -142,10 +142,12 @@ class Reporter:
             )
         record["goodput"] = {"session": self.session, **self.goodput.snapshot()}
         self.writer.write(done, record)
+        remaining_s = (self.config.train.total_steps - done) * record["step_time"]
         self.say(
             f"step {done}/{self.config.train.total_steps}: loss {record['loss']:.4f} "
             f"lr {record['lr']:.3g} grad_norm {record['grad_norm']:.3g} "
-            f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}"
+            f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%} "
+            f"tokens {done * self.tokens_per_step:,} eta {_duration(remaining_s)}"
         )
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         self.overhead_at_interval_start = self._overhead()
@@ -197,6 +199,16 @@ class Reporter:
         loss_png = f",{LOSS_PLOT}" if plot else ""
         self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl{loss_png},tensorboard,config.json}}")
         return s
+
+
+def _duration(seconds: float) -> str:
+    """12s, 7m05s, 3h02m: an ETA at the precision it has."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def log_record(
