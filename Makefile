@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install install-test install-bench demo lint test clean
 

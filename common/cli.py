@@ -21,9 +21,15 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from common import quiet
 from common.checks import ConfigError, get
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# Flags defined in these packages (or in the file run as `python -m`, which absl names by
+# its path) are the command's own; libraries (absl, Grain, Orbax,
+# array_record, ...) define theirs at import, shown by --helpfull only.
+PROJECT_PACKAGES = ("common", "data_pipeline", "tokenizer", "mixtures", "evals", "pretrain", "studies")
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS_DIR = os.path.join(PROJECT_ROOT, "configs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +39,15 @@ class Shortcut:
 
     `field` defaults to the flag's own name: `Shortcut("output_dir", help="...")` sets
     `config.output_dir`, `Shortcut("input", "inputs", "...")` sets `config.inputs`.
+    One thing has one flag name in every command (`--output`, `--tokenizer`, `--packed_dir`);
+    a renamed flag keeps its old spelling in `deprecated`.
     """
 
     flag: str
     field: str = ""
     help: str = ""
     multi: bool = False
+    deprecated: tuple[str, ...] = ()  # older spellings: still accepted, with a line naming `flag`
 
     def __post_init__(self):
         if not self.help:
@@ -105,10 +114,16 @@ def run(
             _fail_unknown_field(args, e)
 
     def app_main(rest: list[str]) -> None:
+        quiet.set_verbose(flags.FLAGS.verbose)
         config = flags.FLAGS.config
         if config is None:
             _fail(rest, "--config is required (a file under configs/)")
         for s in shortcuts:
+            for old in s.deprecated:
+                if flags.FLAGS[old].present:
+                    sys.stderr.write(f"{os.path.basename(rest[0])}: --{old} is deprecated: use --{s.flag}\n")
+                    if not flags.FLAGS[s.flag].present:
+                        flags.FLAGS[s.flag].value = flags.FLAGS[old].value
             value = flags.FLAGS[s.flag].value
             if value not in (None, [], ""):
                 _set(config, s.field, list(value) if s.multi else value)
@@ -180,7 +195,7 @@ def _own_flags_help() -> str:
     own = [
         flags.FLAGS.module_help(name)
         for name in flags.FLAGS.flags_by_module_dict()
-        if not name.startswith(("absl", "jax", "tensorflow", "orbax", "tensorstore"))
+        if name.startswith(PROJECT_ROOT + os.sep) or name.split(".")[0] in PROJECT_PACKAGES
     ]
     return "\n".join(own) + "\n\n--helpfull lists every flag."
 
@@ -205,14 +220,18 @@ def _define(
         config_flags.DEFINE_config_file(
             "config", path, "Config file (configs/...py); --config.FIELD=VALUE overrides a field."
         )
+    flags.DEFINE_bool("verbose", False, "Show the libraries' INFO logs too (Orbax, Grain, Beam, ...).")
     defaults = flags.FLAGS["config"].value or _config_named_in(argv)
     for s in shortcuts:
         text = f"{s.help} (sets config.{s.field})"
-        if s.multi:
-            flags.DEFINE_multi_string(s.flag, [], text)
-        elif defaults is not None and isinstance(_get_or_none(defaults, s.field), bool):
-            flags.DEFINE_bool(s.flag, None, text)
-        else:
-            flags.DEFINE_string(s.flag, None, text)
+        for name, help_text in [(s.flag, text)] + [
+            (old, f"deprecated: use --{s.flag}") for old in s.deprecated
+        ]:
+            if s.multi:
+                flags.DEFINE_multi_string(name, [], help_text)
+            elif defaults is not None and isinstance(_get_or_none(defaults, s.field), bool):
+                flags.DEFINE_bool(name, None, help_text)
+            else:
+                flags.DEFINE_string(name, None, help_text)
     if define_extra_flags:
         define_extra_flags()

@@ -14,7 +14,11 @@ import ml_collections
 import numpy as np
 
 from pretrain import flops
+from pretrain.loss_plot import FILE as LOSS_PLOT
+from pretrain.loss_plot import write_loss_plot
 from pretrain.metrics import Goodput, MetricsWriter, goodput_over_sessions, read_metrics
+from pretrain.model.transformer import count_params
+from pretrain.train_config import differences_from_defaults
 from pretrain.train_setup import TrainSetup
 
 
@@ -69,6 +73,16 @@ class Reporter:
             f"process(es); peak {peak / 1e12:.3g} TFLOP/s per device ({peak_source}); "
             f"{self.flops_per_step / 1e9:.3g} GFLOP per step; {self.tokens_per_step} "
             "tokens per step"
+        )
+        total_steps = config.train.total_steps
+        self.say(
+            f"model {count_params(setup.model_config) / 1e6:.2f}M parameters; {total_steps} steps, "
+            f"{total_steps * self.tokens_per_step:,} tokens to train ({(total_steps - start) * self.tokens_per_step:,} "
+            "in this session)"
+        )
+        self.say(
+            "config, where it differs from configs/train/base.py: "
+            + ", ".join(differences_from_defaults(config))
         )
 
     def mixture_at(self, step: int) -> dict[str, float] | None:
@@ -128,10 +142,12 @@ class Reporter:
             )
         record["goodput"] = {"session": self.session, **self.goodput.snapshot()}
         self.writer.write(done, record)
+        remaining_s = (self.config.train.total_steps - done) * record["step_time"]
         self.say(
             f"step {done}/{self.config.train.total_steps}: loss {record['loss']:.4f} "
             f"lr {record['lr']:.3g} grad_norm {record['grad_norm']:.3g} "
-            f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%}"
+            f"{record['tokens_per_sec']:.0f} tok/s mfu {record['mfu']:.2%} "
+            f"tokens {done * self.tokens_per_step:,} eta {_duration(remaining_s)}"
         )
         self.interval_start, self.interval_steps = time.perf_counter(), 0
         self.overhead_at_interval_start = self._overhead()
@@ -146,7 +162,11 @@ class Reporter:
 
     def finish(self, total_steps: int) -> dict[str, Any]:
         """The run's summary (all sessions, from metrics.jsonl), said by process 0."""
-        s = summarize(self.workdir, self.start, total_steps, time.perf_counter() - self.goodput.started)
+        records = read_metrics(self.workdir) if jax.process_index() == 0 else []
+        s = summarize(
+            self.workdir, records, self.start, total_steps, time.perf_counter() - self.goodput.started
+        )
+        plot = write_loss_plot(self.workdir, records, self.schedule) if records else None
         self.say("=" * 72)
         self.say(
             f"training done: {s['total_steps']} steps ({s['steps_this_session']} this "
@@ -176,8 +196,19 @@ class Reporter:
                 f"peak device memory {memory['peak_bytes_in_use'] / 2**30:.1f} GiB of "
                 f"{memory.get('bytes_limit', 0) / 2**30:.1f} GiB (device 0)"
             )
-        self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl,tensorboard,config.json}}")
+        loss_png = f",{LOSS_PLOT}" if plot else ""
+        self.say(f"outputs: {s['workdir']}/{{checkpoints,metrics.jsonl{loss_png},tensorboard,config.json}}")
         return s
+
+
+def _duration(seconds: float) -> str:
+    """12s, 7m05s, 3h02m: an ETA at the precision it has."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def log_record(
@@ -207,9 +238,8 @@ def log_record(
     return record
 
 
-def summarize(workdir: str, start: int, total_steps: int, wall: float) -> dict[str, Any]:
-    """Loss curve, speed and goodput over the whole run (all sessions), from metrics.jsonl."""
-    records = read_metrics(workdir) if jax.process_index() == 0 else []
+def summarize(workdir: str, records: list[dict], start: int, total_steps: int, wall: float) -> dict[str, Any]:
+    """Loss curve, speed and goodput over the whole run (all sessions), from metrics.jsonl's records."""
     losses = [r["loss"] for r in records]
     # Skip the first logged interval when averaging speed: it includes warm-up.
     steady = records[1:] or records

@@ -1,6 +1,7 @@
 """The trainer's config at the command boundary: the checks every field gets before any
 compute (`validate`), whether a resume may continue WORKDIR's run (`check_resume`), local
-paths made absolute (`resolve_paths`), and WORKDIR/config.json (`write_config`).
+paths made absolute (`resolve_paths`), what a launch changed from the defaults
+(`differences_from_defaults`), and WORKDIR/config.json (`write_config`).
 
 Every check raises common.checks.ConfigError naming the field; common.cli.run turns it
 into one line and exit status 2, before the run writes anything.
@@ -15,6 +16,7 @@ import jax
 import ml_collections
 
 from common import checks, fs
+from configs.train import base as train_defaults
 from mixtures import manifest as manifest_lib
 from mixtures.schedule import mixture_schedule
 from pretrain import checkpoint, optim
@@ -204,6 +206,19 @@ def _changes(old: dict[str, Any], new: dict[str, Any], prefixes: tuple[str, ...]
         if any(k == p or k.startswith(p + ".") for p in prefixes) and k not in RESUME_EXECUTION
     )
     return [f"config.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in fields if old.get(k) != new.get(k)]
+
+
+def differences_from_defaults(config: ml_collections.ConfigDict) -> list[str]:
+    """ "FIELD=VALUE" for each field outside model and mixture (printed apart, as the parameter
+    count and the schedule) whose value differs from configs/train/base.py: what this launch
+    set, as a run's first lines show it."""
+    defaults = _flat(json.loads(train_defaults.get_config().to_json_best_effort()))
+    now = _flat(json.loads(config.to_json_best_effort()))
+    return [
+        f"{k}={now[k]!r}"
+        for k in sorted(now)
+        if not k.startswith(("model.", "mixture.")) and now[k] != defaults.get(k)
+    ]
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

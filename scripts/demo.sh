@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the whole path once, on CPU, on the embedded corpus. Each stage is the same
-# command a user runs on their own data; its summary goes to the terminal, its full log to
-# $DEMO/logs/.
+# command a user runs on their own data; its output goes to the terminal and, with its errors,
+# to $DEMO/logs/<stage>.log; $DEMO/SUMMARY.md gathers each stage's time and figures at the end.
 #
 # Environment knobs (CI runs the same script, smaller): DEMO_STEPS (training steps, default
 # the config's 450), DEMO_DOCS (corpus documents per domain, default 600), DEMO_ANNEAL_FROM
@@ -13,21 +13,23 @@ PY=${PY:-.venv/bin/python}
 STEPS=${DEMO_STEPS:+--config.train.total_steps=$DEMO_STEPS}
 DOCS=${DEMO_DOCS:+--docs_per_domain=$DEMO_DOCS}
 ANNEAL_STEPS=${DEMO_ANNEAL_STEPS:+--config.anneal_steps=$DEMO_ANNEAL_STEPS --config.eval_every=$DEMO_ANNEAL_STEPS}
-export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 mkdir -p "$DEMO/logs"
-start=$SECONDS
+: > "$DEMO/logs/timings.tsv"
 
-stage() {  # stage NAME COMMAND...: run a stage, its stdout shown, its stderr logged
+stage() {  # stage NAME COMMAND...: run a stage; its output is shown and kept, with its errors, in logs/NAME.log
   local name=$1; shift
+  local log="$DEMO/logs/$name.log"
   echo
   echo "=== $name"
-  echo "\$ $*"
+  echo "\$ $*" | tee "$log"
   local t0=$SECONDS
-  if ! "$@" 2>"$DEMO/logs/$name.log"; then
-    echo "stage $name failed; last lines of $DEMO/logs/$name.log:" >&2
-    tail -n 30 "$DEMO/logs/$name.log" >&2
+  if ! "$@" 2>>"$log" | tee -a "$log"; then
+    echo "stage $name failed; last lines of $log:" >&2
+    tail -n 30 "$log" >&2
     exit 1
   fi
+  printf '%s\t%s\n' "$name" "$((SECONDS - t0))" >> "$DEMO/logs/timings.tsv"
   echo "--- $name took $((SECONDS - t0))s"
 }
 
@@ -54,13 +56,5 @@ stage evaluate  "$PY" -m pretrain.tools.evaluate --workdir "$DEMO/train" --input
 stage export    "$PY" -m pretrain.convert.export --workdir "$DEMO/train" --format hf --output "$DEMO/hf" --overwrite
 
 echo
-echo "=== demo finished in $((SECONDS - start))s. Outputs:"
-echo "  corpus      $DEMO/corpus/{web,math,code}.jsonl"
-echo "  prepared    $DEMO/prep/{web,math,code} (TFDS), $DEMO/prep/stats.json"
-echo "  tokenizer   $DEMO/tokenizer/tokenizer.model"
-echo "  packed      $DEMO/packed (ArrayRecord rows, manifest.json)"
-echo "  mixture     $DEMO/mixture.png, $DEMO/mixture.json"
-echo "  training    $DEMO/train (checkpoints/, metrics.jsonl, tensorboard/)"
-echo "  anneal arms $DEMO/anneal/report.{md,json,png}"
-echo "  export      $DEMO/hf (transformers.AutoModelForCausalLM.from_pretrained(\"$DEMO/hf\"), with torch installed)"
-echo "  logs        $DEMO/logs/"
+echo "=== summary ($DEMO/SUMMARY.md)"
+"$PY" scripts/demo_summary.py "$DEMO"

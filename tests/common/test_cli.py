@@ -26,7 +26,7 @@ COMMAND = textwrap.dedent('''
                           "inputs": list(config.inputs), "rest": rest}))
 
     cli.run(main, doc=__doc__, default_config=default_config,
-            shortcuts=[cli.Shortcut("output_dir", help="Where outputs go."),  # field: output_dir
+            shortcuts=[cli.Shortcut("output", "output_dir", "Where outputs go.", deprecated=("output_dir",)),
                        cli.Shortcut("input", "inputs", "An input.", multi=True)],
             required=["output_dir"])
 ''')
@@ -48,22 +48,32 @@ def command(tmp_path):
 def test_shortcuts_and_overrides_set_config_fields(command):
     import json
 
-    out = command("--output_dir=o", "--input=a", "--input", "b", "--config.steps=5")
+    out = command("--output=o", "--input=a", "--input", "b", "--config.steps=5")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"output_dir": "o", "steps": 5, "inputs": ["a", "b"], "rest": []}
+
+
+def test_a_deprecated_flag_name_still_works_with_a_line_naming_the_new_one(command):
+    import json
+
+    out = command("--output_dir=o")
+    assert out.returncode == 0 and json.loads(out.stdout)["output_dir"] == "o", out.stderr
+    assert out.stderr.strip() == "command.py: --output_dir is deprecated: use --output"
+    both = command("--output_dir=old", "--output=new")  # the current name wins
+    assert json.loads(both.stdout)["output_dir"] == "new"
 
 
 def test_missing_required_field_and_bad_value_name_the_field(command):
     missing = command()
     assert missing.returncode == 2 and "config.output_dir" in missing.stderr
-    bad = command("--output_dir=o", "--config.steps=0")
+    bad = command("--output=o", "--config.steps=0")
     assert bad.returncode == 2 and "config.steps" in bad.stderr and "got 0" in bad.stderr
     unknown = command("--bogus=1")
     assert unknown.returncode == 2 and "bogus" in unknown.stderr
 
 
 def test_unknown_field_is_one_line_naming_it(command):
-    for flags in (["--config.stepz=1"], ["--output_dir=o", "--config.steps.x=1"]):
+    for flags in (["--config.stepz=1"], ["--output=o", "--config.steps.x=1"]):
         out = command(*flags)
         assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+ENV = {key: value for key, value in os.environ.items() if not key.startswith("TF_")} | {
+    "JAX_PLATFORMS": "cpu"
+}
 
 # (module, a flag its --help lists, arguments missing an input, the field the error names)
 COMMANDS = [
@@ -45,6 +47,10 @@ def test_help_and_missing_input(module, flag, missing, message):
     help_run = _run(module, "--help")
     assert help_run.returncode == 0, help_run.stderr[-2000:]
     assert flag in help_run.stdout
+    assert "--[no]verbose" in help_run.stdout and "grain" not in help_run.stdout  # own flags only
+    assert not [
+        line for line in help_run.stderr.splitlines() if "error" in line.lower() or "WARNING:root" in line
+    ]
     failed = _run(module, *missing)
     assert failed.returncode == 2, (failed.stdout[-2000:], failed.stderr[-2000:])
     assert message in failed.stderr.strip().splitlines()[-1]

@@ -67,9 +67,19 @@ def test_make_demo_in_a_fresh_copy(tmp_path):
         "export",
     ):
         assert f"=== {stage}" in out and f"--- {stage} took" in out, stage
-    assert "demo finished" in out
     assert "perplexity" in out
     demo = checkout / "runs" / "demo"
+    # Each stage's whole output is kept (stdout too), and SUMMARY.md gathers the figures.
+    assert "step 50/50" in (demo / "logs" / "train.log").read_text()
+    assert not [
+        f"{log.name}: {line}"
+        for log in (demo / "logs").glob("*.log")
+        for line in log.read_text(errors="replace").splitlines()
+        if "cuInit" in line or "apitools" in line
+    ]
+    summary = (demo / "SUMMARY.md").read_text()
+    assert "accounting ok" in summary and "train loss" in summary and "perplexity" in summary, summary
+    assert summary in out
     assert (demo / "train" / "checkpoints" / "50").is_dir()
     assert not (checkout / ".venv").exists()
 

@@ -27,7 +27,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_train_writes_config_metrics_and_checkpoints(tmp_path):
-    summary = train_lib.train(tiny_config(tmp_path))
+    lines: list[str] = []
+    summary = train_lib.train(tiny_config(tmp_path), say=lines.append)
+    # The first lines say what the run is; the last, where its outputs (the loss plot among them) lie.
+    assert any(line.startswith("model ") and "parameters; 8 steps" in line for line in lines), lines
+    changed = next(line for line in lines if line.startswith("config, where it differs"))
+    assert "train.total_steps=8" in changed and "model." not in changed
+    step_line = next(line for line in lines if line.startswith("step 4/8:"))
+    assert "tokens 1,024 eta " in step_line, step_line  # 4 steps x 8 rows x 32 tokens
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG") and "loss.png" in lines[-1]
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == list(range(1, 9))
     for r in records:
