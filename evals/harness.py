@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.checks import ConfigError
-from data_pipeline import eval_sets
+from data_pipeline.decontamination import eval_sets
 from evals import metrics, results
 from evals.engine import Engine
 from evals.requests import Encode, doc_requests

@@ -28,7 +28,7 @@ import ml_collections
 
 from common import fs
 from common.checks import ConfigError
-from data_pipeline import eval_sets
+from data_pipeline.decontamination import eval_sets
 
 MULTIPLE_CHOICE, GOLD_TEXT = "multiple_choice", "gold_text"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
