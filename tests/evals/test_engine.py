@@ -21,7 +21,7 @@ def model_and_params():
     cfg = TransformerConfig.from_config_dict(tiny_config("").model)
     model = Transformer(cfg)
     tokens = np.zeros((1, 8), np.int32)
-    params = model.init(jax.random.PRNGKey(0), tokens, tokens, tokens + 1)["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, tokens, tokens + 1)["params"]
     return model, params
 
 
