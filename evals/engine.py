@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 Forward = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -85,7 +86,8 @@ class Engine:
     """Scores `Request`s with `forward` on `params` in batches of `batch_rows` x `row_len`.
 
     `batch_sharding` places each batch (e.g. `NamedSharding(mesh, P(("data", "fsdp")))` on
-    the training mesh, with params already laid out for it); None: the default device.
+    the training mesh, with params already laid out for it; `batch_rows` a multiple of the
+    data-parallel size); None: the default device.
     """
 
     def __init__(
@@ -95,13 +97,16 @@ class Engine:
         *,
         row_len: int,
         batch_rows: int,
-        batch_sharding: jax.sharding.Sharding | None = None,
+        batch_sharding: NamedSharding | None = None,
     ) -> None:
         if row_len < 1 or batch_rows < 1:
             raise ValueError(f"row_len and batch_rows must be >= 1, got {row_len}, {batch_rows}")
         self.params, self.row_len, self.batch_rows = params, row_len, batch_rows
         self._sharding = batch_sharding
-        self._step = jax.jit(lambda p, *batch: _token_scores(forward, p, *batch))
+        # Every process builds the same batches and gets the scores whole (replicated), so the
+        # same code runs on one device, a mesh of one host's devices, or a multi-host mesh.
+        out = None if batch_sharding is None else NamedSharding(batch_sharding.mesh, PartitionSpec())
+        self._step = jax.jit(lambda p, *batch: _token_scores(forward, p, *batch), out_shardings=out)
 
     def score(self, requests: Sequence[Request]) -> list[Score]:
         """One Score per request, in order."""
@@ -143,7 +148,10 @@ class Engine:
                     offset = end
             batch = (inputs, targets, positions, segments)
             if self._sharding is not None:
-                batch = tuple(jax.device_put(a, self._sharding) for a in batch)
+                batch = tuple(
+                    jax.make_array_from_callback(shape, self._sharding, lambda index, a=a: a[index])
+                    for a in batch
+                )
             yield batch, layout
 
     @staticmethod

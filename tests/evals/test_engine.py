@@ -10,6 +10,7 @@ import pytest
 
 from evals.engine import Engine, Request, pack, window
 from pretrain.model.transformer import Transformer, TransformerConfig
+from tests.support.devices import run_on_devices
 from tests.support.train import tiny_config
 
 VOCAB = 256
@@ -120,3 +121,43 @@ def test_pack_fills_rows_without_overflow():
     assert len(rows) <= -(-sum(lengths) // 32) * 1.2  # near the lower bound
     with pytest.raises(ValueError, match="more than a row"):
         pack([33], 32)
+
+
+SHARDED = """
+import random
+import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from evals.engine import Engine, Request
+from pretrain import sharding
+from pretrain.model.transformer import Transformer, TransformerConfig
+from tests.support.devices import run_on_devices
+from tests.support.train import tiny_config
+
+model = Transformer(TransformerConfig.from_config_dict(tiny_config("").model))
+dummy = jnp.zeros((1, 8), jnp.int32)
+params = jax.jit(model.init)(jax.random.PRNGKey(0), dummy, dummy, dummy + 1)["params"]
+mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+rules = sharding.logical_rules(None)
+boxed = jax.eval_shape(lambda r: model.init(r, dummy, dummy, dummy + 1)["params"], jax.random.PRNGKey(0))
+placed = jax.device_put(nn.unbox(params), sharding.mesh_shardings(boxed, mesh, rules))
+rng = random.Random(6)
+requests = [Request(tuple(rng.randrange(4, 256) for _ in range(rng.randint(1, 20))),
+                    tuple(rng.randrange(4, 256) for _ in range(rng.randint(1, 6)))) for _ in range(30)]
+
+def forward(p, *args):
+    with nn.logical_axis_rules(rules):
+        return model.apply({"params": p}, *args)
+
+alone = Engine(forward, nn.unbox(params), row_len=32, batch_rows=4).score(requests)
+with jax.set_mesh(mesh):
+    spread = Engine(forward, placed, row_len=32, batch_rows=4,
+                    batch_sharding=NamedSharding(mesh, P(("data", "fsdp"), None))).score(requests)
+print(max(abs(a.loglikelihood - b.loglikelihood) for a, b in zip(alone, spread)))
+print(all(a.is_greedy == b.is_greedy for a, b in zip(alone, spread)))
+"""
+
+
+def test_sharded_on_an_8_device_mesh_equals_one_device():
+    """Batch over data x fsdp, weights over fsdp and tensor: the same scores as one device."""
+    diff, greedy = run_on_devices(SHARDED).split()
+    assert float(diff) < 1e-5 and greedy == "True"
