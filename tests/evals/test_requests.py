@@ -85,7 +85,7 @@ def test_harness_records_and_summary(vocab, engine, tmp_path):
     assert [r["contaminated"] for r in records] == [False, False, True, False, False, False, False]
     summary = harness.summarize(records)
     assert set(summary["arc_easy"]["metrics"]) == {"acc", "acc_norm", "prob_correct", "logprob_per_char"}
-    assert summary["arc_easy"]["contamination"]["items_found"] == 1
+    assert summary["arc_easy"]["contamination"]["items_found"] == 1 and summary["arc_easy"]["truncated"] == 0
     assert summary["arc_easy"]["contamination"]["clean"]["acc"]["value"] in (0, 1 / 3, 2 / 3, 1)
     assert (
         set(summary["gsm8k_bpb"]["metrics"]) == {"bpb"}
