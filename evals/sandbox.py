@@ -11,20 +11,24 @@ the session, so a background child cannot outlive its item, then removes the dir
 What limits a fork bomb: RLIMIT_NPROC counts the processes of a user, and the kernel never
 applies it to uid 0 (tested: 50 forks under RLIMIT_NPROC=10 as root). So the parent counts
 the session's processes every 10 ms and kills the session past ``processes`` (a
-``while True: os.fork()`` is gone within ~0.1 s, tests/evals/test_sandbox.py), and where the program can run as an unprivileged user it does: as root the child
-drops to uid/gid 65534 (nobody) when the interpreter works as that user (probed once), which
-also makes every file it does not own read-only to it, and RLIMIT_NPROC applies. As root with
-an interpreter only root can reach (e.g. under /root), the program runs as root: relative
-paths, ``~`` and temporary files stay in its directory, but an absolute path elsewhere is not
-protected; a warning says so. A process that leaves the session (``setsid``) on purpose is
-not followed: the limits are against accidents, not against an adversary.
+``while True: os.fork()`` is gone within ~0.1 s, tests/evals/test_sandbox.py).
+
+What keeps files safe: as another user, the program runs as that user (its own files only).
+As root, the child drops to uid/gid 65534 (nobody) when the interpreter works as that user
+(probed once): every file it does not own is then read-only to it, and RLIMIT_NPROC applies
+too. When it does not (an interpreter under /root, say), the child enters a private mount
+namespace where every mount is remounted read-only except a bind mount of its directory, so
+an absolute path elsewhere (``rm -rf /``, or /tmp once its own directory is gone) cannot be
+written either; where namespaces are not allowed, run_program raises rather than run code
+as an unconfined root. A process that leaves the session (``setsid``) on purpose is not
+followed: the limits are against accidents, not against an adversary.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
-import logging
 import math
 import os
 import resource
@@ -36,12 +40,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 UNPRIVILEGED = 65534  # nobody / nogroup
+_CLONE_NEWNS, _MS_RDONLY, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x20000, 1, 32, 4096, 16384, 1 << 18
 _POLL_S = 0.01  # how often the parent counts the session's processes
 _OUTPUT_TAIL = 2000
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,18 +72,23 @@ class Outcome:
 def run_program(source: str, limits: Limits = Limits(), python: str = sys.executable) -> Outcome:
     """Runs ``source`` with ``python -I -S`` (stdlib only) in a fresh directory under ``limits``."""
     user = UNPRIVILEGED if os.geteuid() == 0 and _runs_unprivileged(python) else None
-    if os.geteuid() == 0 and user is None:
-        _warn_root(python)
     workdir = tempfile.mkdtemp(prefix="evals-sandbox-")
     try:
-        with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8") as f:
+        program = os.path.join(workdir, "program.py")
+        with open(program, "w", encoding="utf-8") as f:
             f.write(source)
         if user is not None:
-            os.chown(workdir, user, user)
+            for path in (workdir, program):
+                os.chown(path, user, user)
         with tempfile.TemporaryFile() as output:
             return _supervise(python, workdir, output, limits, user)
+    except subprocess.SubprocessError as e:  # the set-up in the child failed: nothing ran
+        raise RuntimeError(
+            f"sandbox: could not confine the program ({e}); as root, run with an interpreter that "
+            f"uid {UNPRIVILEGED} can start (run_program's python) or where mount namespaces are allowed"
+        ) from None
     finally:
-        shutil.rmtree(workdir, onerror=_unlock_and_retry)
+        shutil.rmtree(workdir, onerror=_unlocker(workdir))
 
 
 def _supervise(python: str, workdir: str, output, limits: Limits, user: int | None) -> Outcome:
@@ -93,7 +102,7 @@ def _supervise(python: str, workdir: str, output, limits: Limits, user: int | No
         stdout=output,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_limit(limits, user),
+        preexec_fn=_limit(limits, user, workdir),
     )
     status = None
     exited = select.poll()
@@ -119,13 +128,15 @@ def _supervise(python: str, workdir: str, output, limits: Limits, user: int | No
     return Outcome(status, proc.returncode, seconds, text)
 
 
-def _limit(limits: Limits, user: int | None) -> Callable[[], None]:
+def _limit(limits: Limits, user: int | None, workdir: str) -> Callable[[], None]:
     """The child's set-up between fork and exec (no Python-level locks are taken here)."""
     uid = os.geteuid() if user is None else user
     nproc = _user_process_count(uid) + limits.processes if uid != 0 else None
     cpu = math.ceil(limits.timeout_s) + 1
 
     def apply() -> None:
+        if uid == 0:
+            _read_only_except(workdir)
         memory = limits.memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -160,14 +171,30 @@ def _runs_unprivileged(python: str) -> bool:
     return probe.returncode == 0
 
 
-@functools.cache
-def _warn_root(python: str) -> None:
-    log.warning(
-        "sandbox: running as root and %s does not start as uid %d: generated code runs as root; "
-        "files outside its temporary directory are protected only against relative paths",
-        python,
-        UNPRIVILEGED,
-    )
+def _read_only_except(workdir: str) -> None:
+    """In the child, as root: a private mount namespace in which every mount is read-only but
+    a bind mount of ``workdir``, which becomes the working directory again (the one entered
+    before is the directory on the now read-only mount below)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def call(result: int, what: str) -> None:
+        if result != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+    path = workdir.encode()
+    call(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    call(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
+    call(libc.mount(path, path, None, _MS_BIND, None), f"mount --bind {workdir}")
+    with open("/proc/self/mountinfo", "rb") as f:
+        points = [line.split()[4].decode("unicode_escape").encode("latin-1") for line in f]
+    for point in points:
+        if point != path:
+            call(
+                libc.mount(None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None),
+                f"remount {point!r} ro",
+            )
+    os.chdir(workdir)
 
 
 def _stat_fields(pid: str) -> list[str] | None:
@@ -224,9 +251,17 @@ def _user_process_count(uid: int) -> int:
     return count
 
 
-def _unlock_and_retry(func, path: str, _exc_info) -> None:
-    """rmtree's error hook: a program may have made a directory of its own unwritable."""
-    parent = os.path.dirname(path)
-    if not os.path.islink(parent):
+def _unlocker(workdir: str) -> Callable[[Any, str, Any], None]:
+    """rmtree's error hook for ``workdir``: the program may have removed it (nothing to do) or
+    made one of its own directories unwritable (made writable again, never anything above)."""
+
+    def retry(func, path: str, exc_info) -> None:
+        parent = os.path.dirname(path)
+        if isinstance(exc_info[1], FileNotFoundError):
+            return
+        if not parent.startswith(workdir) or os.path.islink(parent):
+            raise exc_info[1]
         os.chmod(parent, 0o700)
-    func(path)
+        func(path)
+
+    return retry
