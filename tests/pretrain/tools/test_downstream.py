@@ -48,19 +48,21 @@ def args_config(**fields) -> ml_collections.ConfigDict:
 def test_command_scores_tasks_and_reports_contamination(run, capsys):
     root, workdir, eval_dir = run
     out = root / "out"
-    fields = dict(workdir=workdir, tasks="arc_easy,gsm8k_bpb", eval_dir=str(eval_dir), num_fewshot=1,
-                  output=str(out), row_len=256, batch_rows=2)  # fmt: skip
+    fields = dict(workdir=workdir, tasks="arc_easy,gsm8k_bpb,gsm8k", eval_dir=str(eval_dir), num_fewshot=1,
+                  output=str(out), row_len=256, batch_rows=2, max_new_tokens=3)  # fmt: skip
     downstream.main(args_config(**fields), [])
     records = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert [(r["task"], r["doc_id"]) for r in records] == [("arc_easy", i) for i in range(4)] + [
-        ("gsm8k_bpb", i) for i in range(3)
+        (task, i) for task in ("gsm8k_bpb", "gsm8k") for i in range(3)
     ]
-    assert [r["contaminated"] for r in records] == [False, False, True, False, False, False, False]
+    assert [r["contaminated"] for r in records] == [False, False, True, False] + [False] * 6
+    assert all(isinstance(r["generation"], str) and "passed" in r for r in records[-3:])
     summary = json.loads((out / "summary.json").read_text())
     arc = summary["tasks"]["arc_easy"]
     assert arc["contamination"]["items_found"] == 1 and set(arc["contamination"]["clean"]) >= {"acc"}
     assert arc["metrics"]["acc"]["chance"] == pytest.approx((3 * 0.25 + 1 / 3) / 4)
     assert summary["step"] == 8 and set(summary["tasks"]["gsm8k_bpb"]["metrics"]) == {"bpb"}
+    assert set(summary["tasks"]["gsm8k"]["metrics"]) == {"exact_match"}
     printed = capsys.readouterr().out
     assert "95% interval" in printed and "arc_easy: 1 of 4 items found in the training data" in printed
     # --overwrite replaces both files; other files in the folder stay
