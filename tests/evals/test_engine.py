@@ -9,21 +9,10 @@ import numpy as np
 import pytest
 
 from evals.engine import Engine, Request, pack, window
-from pretrain.model.transformer import Transformer, TransformerConfig
 from tests.support.devices import run_on_devices
-from tests.support.train import tiny_config
 
 VOCAB = 256
 REF_LEN = 48
-
-
-@pytest.fixture(scope="module")
-def model_and_params():
-    cfg = TransformerConfig.from_config_dict(tiny_config("").model)
-    model = Transformer(cfg)
-    tokens = np.zeros((1, 8), np.int32)
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, tokens, tokens + 1)["params"]
-    return model, params
 
 
 def forward_of(model):
@@ -71,8 +60,8 @@ def random_requests(n: int, seed: int) -> list[Request]:
     ]
 
 
-def test_packed_scores_equal_one_request_at_a_time(model_and_params):
-    model, params = model_and_params
+def test_packed_scores_equal_one_request_at_a_time(tiny_model):
+    model, params = tiny_model
     requests = random_requests(23, seed=1)
     # a continuation the model predicts greedily: its own argmax after the context
     ctx = requests[0].context
@@ -91,16 +80,16 @@ def test_packed_scores_equal_one_request_at_a_time(model_and_params):
     assert not all(s.is_greedy for s in scores)
 
 
-def test_one_compile_per_row_shape(model_and_params):
-    model, params = model_and_params
+def test_one_compile_per_row_shape(tiny_model):
+    model, params = tiny_model
     engine = Engine(forward_of(model), params, row_len=32, batch_rows=2)
     engine.score(random_requests(30, seed=2))  # several batches
     engine.score(random_requests(5, seed=3))
     assert engine._step._cache_size() == 1
 
 
-def test_long_request_is_cut_on_the_left_like_lm_eval(model_and_params):
-    model, params = model_and_params
+def test_long_request_is_cut_on_the_left_like_lm_eval(tiny_model):
+    model, params = tiny_model
     rng = random.Random(4)
     long = Request(
         tuple(rng.randrange(4, VOCAB) for _ in range(40)), tuple(rng.randrange(4, VOCAB) for _ in range(3))
@@ -130,7 +119,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from evals.engine import Engine, Request
 from pretrain import sharding
 from pretrain.model.transformer import Transformer, TransformerConfig
-from tests.support.devices import run_on_devices
 from tests.support.train import tiny_config
 
 model = Transformer(TransformerConfig.from_config_dict(tiny_config("").model))
@@ -142,7 +130,7 @@ boxed = jax.eval_shape(lambda r: model.init(r, dummy, dummy, dummy + 1)["params"
 placed = jax.device_put(nn.unbox(params), sharding.mesh_shardings(boxed, mesh, rules))
 rng = random.Random(6)
 requests = [Request(tuple(rng.randrange(4, 256) for _ in range(rng.randint(1, 20))),
-                    tuple(rng.randrange(4, 256) for _ in range(rng.randint(1, 6)))) for _ in range(30)]
+                    tuple(rng.randrange(4, 256) for _ in range(rng.randint(1, 6)))) for _ in range(12)]
 
 def forward(p, *args):
     with nn.logical_axis_rules(rules):
