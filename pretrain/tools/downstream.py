@@ -182,6 +182,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         row_len=row_len,
         batch_rows=config.batch_rows,
         batch_sharding=batch_shardings(mesh, rules)["inputs"],
+        vocab_size=vocab.vocab_size,
     )
     contaminated = None
     prep_dir = run.data.get("prep_dir", "")
@@ -213,9 +214,10 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         "limit": config.limit,
         "tasks": harness.summarize(records, config.seed),
     }
-    items_path, summary_path = results.write(fs.resolve(config.output), records, summary)
-    print(report.table(summary["tasks"]))
-    print(f"\nper-item records: {items_path}\nsummary: {summary_path}")
+    if jax.process_index() == 0:  # every host scored the same items; one writes
+        items_path, summary_path = results.write(fs.resolve(config.output), records, summary)
+        print(report.table(summary["tasks"]))
+        print(f"\nper-item records: {items_path}\nsummary: {summary_path}")
 
 
 def run() -> None:

@@ -149,3 +149,19 @@ def test_sharded_on_an_8_device_mesh_equals_one_device():
     """Batch over data x fsdp, weights over fsdp and tensor: the same scores as one device."""
     diff, greedy = run_on_devices(SHARDED).split()
     assert float(diff) < 1e-5 and greedy == "True"
+
+
+def test_softmax_over_the_tokenizers_pieces_only(tiny_model):
+    """vocab_size=V: the scores of a model whose logits stop at V (the export's embedding)."""
+    model, params = tiny_model
+    requests = random_requests(6, seed=7)
+    requests = [
+        Request(tuple(t % 200 for t in r.context), tuple(t % 200 for t in r.continuation)) for r in requests
+    ]
+    cut = Engine(forward_of(model), params, row_len=32, batch_rows=2, vocab_size=200).score(requests)
+    full = Engine(lambda p, *a: forward_of(model)(p, *a)[..., :200], params, row_len=32, batch_rows=2).score(
+        requests
+    )
+    whole = Engine(forward_of(model), params, row_len=32, batch_rows=2).score(requests)
+    assert [s.loglikelihood for s in cut] == pytest.approx([s.loglikelihood for s in full], abs=1e-6)
+    assert all(c.loglikelihood > w.loglikelihood for c, w in zip(cut, whole))  # fewer tokens share the mass
