@@ -28,7 +28,7 @@ def table(summary: dict[str, Any]) -> str:
         if entry.get("truncated"):
             notes.append(
                 f"{task}: {entry['truncated']} of {entry['items']} items cut on the left to fit a row "
-                "(lm-eval's truncation; raise row_len up to the model's max_seq_len)"
+                "(lm-eval's truncation at its max_length: row_len, by default the model's max_seq_len)"
             )
         c = entry["contamination"]
         if c["checked"]:
