@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from common.checks import ConfigError
-from pretrain import evaluate
 from pretrain import train as train_lib
+from pretrain.tools import evaluate
 from tests.support.mixtures import train_tokenizer
 from tests.support.train import tiny_config
 

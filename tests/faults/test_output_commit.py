@@ -31,8 +31,8 @@ from configs.mixtures import base as pack_base  # noqa: E402
 from configs.tokenizer import demo as tokenizer_demo  # noqa: E402
 from data_pipeline import prepare  # noqa: E402
 from mixtures import pack  # noqa: E402
-from pretrain import export  # noqa: E402
 from pretrain import train as train_lib  # noqa: E402
+from pretrain.convert import export  # noqa: E402
 from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 from tests.support.mixtures import build_prepared, demo_mixture, train_tokenizer  # noqa: E402
 from tests.support.train import tiny_config  # noqa: E402

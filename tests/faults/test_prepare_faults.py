@@ -15,14 +15,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import (  # noqa: E402
-    fs,
-    outputs,  # noqa: E402
-    run_lock,
-)
+from common import fs, outputs, run_lock  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
-from data_pipeline import prepare, sources  # noqa: E402
+from data_pipeline import prepare  # noqa: E402
 from data_pipeline.prepared import read_split  # noqa: E402
+from data_pipeline.readers import sources  # noqa: E402
 from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
