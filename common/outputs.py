@@ -171,7 +171,8 @@ def recover(out: str, say: Callable[[str], None] = print) -> None:
     say(f"finishing the commit of {record['command']} run {record.get('run')} that was stopped in {out}")
     _apply(out, fs.join(out, staging), old, new, commit.get("last", []))
     fs.rmtree(fs.join(out, staging))
-    _write_record(out, record["command"], str(record.get("run")), new)
+    there = [r for r in new if fs.exists(fs.join(out, r))]  # all of them, unless staging was deleted
+    _write_record(out, record["command"], str(record.get("run")), there)
 
 
 def _apply(out: str, staging: str, old: list[str], new: list[str], last: Iterable[str]) -> None:
@@ -333,12 +334,15 @@ def claim(folder: str, *, command: str, run: str) -> None:
 
 
 def _owned_by_a_run(path: str) -> str | None:
-    """The folder at or above `path` that a run owns (a record or a run lock in it), if any."""
+    """The folder at or above `path` that a run owns, if any: one with a record or a run lock
+    in it, or a training workdir made before records (config.json beside checkpoints/)."""
     folder = fs.dirname(path)
     while True:
         if fs.isdir(folder):
-            names = fs.listdir(folder)
+            names = set(fs.listdir(folder))
             if RECORD in names or any(n.startswith(run_lock.LOCK_PREFIX) for n in names):
+                return folder
+            if {"config.json", "checkpoints"} <= names:
                 return folder
         parent = fs.dirname(folder)
         if parent == folder or parent in ("", ".") or parent.endswith(":/"):
