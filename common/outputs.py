@@ -72,6 +72,7 @@ def inside(out: str, relative: object) -> str:
         and "\\" not in relative
         and "\0" not in relative
         and all(part not in ("", ".", "..") for part in relative.removesuffix("/").split("/"))
+        and not _machinery(relative.split("/")[0])  # the record, a lock, a run's staging folder
     )
     if not ok:
         raise ValueError(f"{relative!r} is not a path inside {out}")
