@@ -26,8 +26,9 @@ which the journal covers.
 
 A command that writes one file (a quality model, evaluate's ``--dump``, a report's
 ``--json``) calls ``check_file`` at start and ``write_file`` at the end: an existing path
-is replaced only with ``--overwrite``, never when it is one of the command's inputs or lies
-in a folder a run owns (a record or a run lock there or above), and the file appears whole
+is replaced only with ``--overwrite``, never when it is one of the command's inputs or a
+file of a run (a record lists it, a trainer wrote it, a run is writing its folder now), and
+the file appears whole
 (a sibling temporary file renamed over it; an object store publishes an upload whole).
 
 A command that writes its folder in place (the trainer) claims it with ``claim``/
@@ -334,21 +335,30 @@ def claim(folder: str, *, command: str, run: str) -> None:
 # ----------------------------------------------------------------------------- single files
 
 
-def _owned_by_a_run(path: str) -> str | None:
-    """The folder at or above `path` that a run owns, if any: one with a record or a run lock
-    in it, or a training workdir made before records (config.json beside checkpoints/)."""
-    folder = fs.dirname(path)
+def _file_of_a_run(path: str) -> str | None:
+    """Why `path` belongs to a run, or None: a file a record lists, a file that exists in a
+    trainer's workdir (whose record lists none; or one made before records: config.json
+    beside checkpoints/), anything in a run's staging folder, or in a folder a run holds now."""
+    folder, relative = fs.dirname(path), fs.basename(path)
     while True:
-        if fs.isdir(folder):
-            names = set(fs.listdir(folder))
-            if RECORD in names or any(n.startswith(run_lock.LOCK_PREFIX) for n in names):
-                return folder
-            if {"config.json", "checkpoints"} <= names:
-                return folder
+        names = set(fs.listdir(folder)) if fs.isdir(folder) else set()
+        if any(n.startswith(run_lock.LOCK_PREFIX) for n in names):
+            return f"it lies in {folder}, which a run is writing now"
+        if relative.startswith(STAGING_PREFIX):
+            return f"it lies in a run's staging folder in {folder}"
+        record = read_record(folder) if RECORD in names else None
+        if record is not None and (relative in (record.get("files") or []) or relative == RECORD):
+            return f"{fs.join(folder, RECORD)} lists it as an output of {record['command']}"
+        trainer = (record is not None and record.get("files") is None) or {
+            "config.json",
+            "checkpoints",
+        } <= names
+        if trainer and fs.exists(path):
+            return f"it is a file of the training run in {folder}"
         parent = fs.dirname(folder)
-        if parent == folder or parent in ("", ".") or parent.endswith(":/"):
+        if parent == folder or parent in ("", ".") or parent.rstrip("/").endswith(":"):  # a bucket, or /
             return None
-        folder = parent
+        folder, relative = parent, f"{fs.basename(folder)}/{relative}"
 
 
 def _same(a: str, b: str) -> bool:
@@ -367,7 +377,7 @@ def check_file(
 ) -> str:
     """The resolved `path` a command may write one file to; ConfigError naming `field` if not.
 
-    Refused: a folder; one of `inputs` (the command's own); a file in a folder a run owns;
+    Refused: a folder; one of `inputs` (the command's own); a file of a run (`_file_of_a_run`);
     an existing file without `overwrite`; with `earlier`, an existing file it rejects (only
     an earlier output of the command may be replaced).
     """
@@ -377,9 +387,9 @@ def check_file(
     for given in inputs:
         if given and _same(path, fs.resolve(given)):
             raise ConfigError(f"{field}: {path} is an input of this command; name another file")
-    owner = _owned_by_a_run(path)
+    owner = _file_of_a_run(path)
     if owner is not None:
-        raise ConfigError(f"{field}: {path} lies in {owner}, a folder a run owns; write it elsewhere")
+        raise ConfigError(f"{field}: {path} is a file of a run ({owner}); write it elsewhere")
     if fs.exists(path) or (not fs.is_uri(path) and os.path.islink(path)):
         if not overwrite:
             raise ConfigError(f"{field}: {path} exists; pass --overwrite to replace it")

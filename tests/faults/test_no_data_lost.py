@@ -106,5 +106,5 @@ def test_report_json_never_replaces_a_file_of_a_run(run_dir, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("report.py: --json: ")
-    assert "a folder a run owns" in result.stderr
+    assert "is a file of a run (it is a file of the training run in" in result.stderr
     assert (workdir / "config.json").read_bytes() == before

@@ -398,3 +398,23 @@ def test_a_recovery_killed_at_any_step_is_finished_by_the_run_after(tmp_path, mo
         if not killed:
             break
     assert step >= len(second) + 2
+
+
+def test_a_single_file_output_never_replaces_a_file_of_the_output(written, tmp_path):
+    """evaluate --dump, mixtures.report --json, tokenizer.report --json, the quality model:
+    a file the record lists is refused even with --overwrite; a new file beside them is not."""
+    real, link = _lay_out(tmp_path, written)
+    recorded = next(f for f in written["first_record"]["files"] if not f.endswith("/"))
+    with pytest.raises(ConfigError, match=r"^--json: .* is a file of a run \(.*lists it as an output of"):
+        outputs.check_file(str(link / recorded), field="--json", overwrite=True)
+    assert outputs.check_file(str(link / "report.json"), field="--json", overwrite=False).endswith(
+        "report.json"
+    )
+    with outputs.writing(str(link), command=written["command"], field="f", overwrite=True) as staged:
+        with pytest.raises(ConfigError, match="which a run is writing now"):
+            outputs.check_file(str(link / "report.json"), field="--json", overwrite=False)
+        with pytest.raises(ConfigError, match="which a run is writing now"):
+            outputs.check_file(f"{staged.path}/x.json", field="--json", overwrite=False)
+    (real / "_staging-killed").mkdir()  # a killed run's
+    with pytest.raises(ConfigError, match="staging folder"):
+        outputs.check_file(str(link / "_staging-killed" / "x.json"), field="--json", overwrite=False)
