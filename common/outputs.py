@@ -307,7 +307,7 @@ def writing(
 
 def check_claim(folder: str, *, command: str, field: str, allow: Iterable[str] = ()) -> None:
     """Refuses (ConfigError naming `field`) a `folder` that holds anything but an earlier run
-    of `command` (its record), locks, and the entries named in `allow`."""
+    of `command` (its record), locks, empty folders and the entries named in `allow`."""
     if not fs.isdir(folder):
         if fs.exists(folder):
             raise ConfigError(f"{field}: {folder} is a file, not a folder")
@@ -315,13 +315,22 @@ def check_claim(folder: str, *, command: str, field: str, allow: Iterable[str] =
     record = read_record(folder)
     if record is not None and record["command"] == command:
         return
-    foreign = [n for n in fs.listdir(folder) if not _machinery(n) and n not in set(allow)]
+    foreign = [
+        n
+        for n in fs.listdir(folder)
+        if not _machinery(n) and n not in set(allow) and not _empty_folder(fs.join(folder, n))
+    ]
     if foreign or record is not None:
         owner = f"a {record['command']} run wrote it" if record else f"it holds {foreign[:3]}"
         raise ConfigError(
             f"{field}: {folder} is not empty and is not a {command} run ({owner}); refusing to write "
             f"into it: choose a new or empty folder"
         )
+
+
+def _empty_folder(path: str) -> bool:
+    """Holds nothing to lose (an Orbax manager made `checkpoints/` and saved no step, say)."""
+    return fs.isdir(path) and not fs.listdir(path)
 
 
 def claim(folder: str, *, command: str, run: str) -> None:
