@@ -10,12 +10,12 @@ TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl, contamination_
 and stats.json (layout in
 docs/DESIGN.md). Every configured stage runs or the job fails; nothing is skipped quietly.
 One run at a time holds the output folder; it writes into its own staging folder and
-commits at the end (data_pipeline/writers/outputs.py) only if the run's checks pass
+commits at the end (common/outputs.py) only if the run's checks pass
 (``stats.findings``): an invariant violation, an input file that could not be read to the
 end (unless --accept_incomplete_files) or inputs that hold no records leave the output
 folder as it was and the run's outputs in its staging folder, with exit status 1. An
 existing non-empty output folder is refused unless --overwrite, and even then only a
-previous run's own outputs (named by its marker file) are replaced. Flags that are not
+previous run's own outputs (listed in its OUTPUTS.json) are replaced. Flags that are not
 ours go to Beam unchanged, so ``--runner=DataflowRunner --project=...`` runs the same job
 on Dataflow.
 """
@@ -35,7 +35,8 @@ from absl import flags
 from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from common import checks, cli, fs, run_lock
+from common import checks, cli, fs
+from common import outputs as run_outputs
 from data_pipeline import records, stats
 from data_pipeline.clean.pii import Redactor
 from data_pipeline.clean.stage import Clean
@@ -287,6 +288,9 @@ def pipeline_options(config: ml_collections.ConfigDict, beam_args: Sequence[str]
     return PipelineOptions([f"--{k}={v}" for k, v in config.runner.items()] + list(beam_args))
 
 
+COMMAND = "data_pipeline.prepare"
+
+
 def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) -> dict[str, Any]:
     """Runs the job; returns (and writes) stats.json's content. Raises RunFailed, leaving the
     output folder as it was, when the run fails its checks."""
@@ -303,25 +307,25 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
             "decontamination: %d eval items from %s", len(items), sorted({i.eval_set for i in items})
         )
     out = fs.resolve(config.output_dir)
-    run_id = run_lock.new_run_id()
-    with run_lock.held(out, run_id, field="config.output_dir", command="prepare", say=absl_logging.warning):
-        old_outputs = outputs.check_output_dir(out, bool(config.overwrite))
-        staging = outputs.new_staging(out, run_id)
-        try:
-            result_stats = _run(config, beam_args, specs, eval_specs, out, staging, start)
-        except BaseException:
-            fs.rmtree(staging)  # this run's own partial outputs; nothing else is touched
-            raise
+    with run_outputs.writing(
+        out,
+        command=COMMAND,
+        field="config.output_dir",
+        overwrite=bool(config.overwrite),
+        say=absl_logging.warning,
+    ) as staged:
+        result_stats = _run(config, beam_args, specs, eval_specs, out, staged.path, start)
         failures, warnings = stats.findings(result_stats, bool(config.read.accept_incomplete_files))
         if config.decontamination.enabled:  # a run that cannot show its decontamination works fails
             failures += controls.failures(
                 result_stats["controls"], float(config.decontamination.control_min_recall)
             )
         result_stats.update(failures=failures, warnings=warnings)
-        fs.write_text(fs.join(staging, "stats.json"), stats.dumps(result_stats))
+        fs.write_text(fs.join(staged.path, "stats.json"), stats.dumps(result_stats))
         if failures:
-            raise RunFailed(failures, result_stats, out, staging)
-        outputs.commit(out, staging, old_outputs)
+            staged.keep()
+            raise RunFailed(failures, result_stats, out, staged.path)
+        staged.commit()
     return result_stats
 
 
@@ -394,7 +398,7 @@ def _define_extra_flags() -> None:
         "overwrite",
         None,
         "Replace the outputs of an earlier prepare run in --output_dir "
-        "(only what its marker names; sets config.overwrite).",
+        "(only what its OUTPUTS.json lists; sets config.overwrite).",
     )
     flags.DEFINE_bool(
         "accept_incomplete_files",

@@ -9,9 +9,9 @@ task's documents through the task itself (same source, preprocessors and vocabul
 `config.seq_len` tokens with `DocumentPacker` (long documents continue in the next rows,
 nothing is dropped) and writes the rows to ArrayRecord files with an index and stats
 (`mixtures.manifest`). The trainer then only reads rows (`mixtures.stream`). The run
-writes into a staging folder and commits at the end (see "the output" below): PACKED may
-hold an earlier pack only with `--overwrite`, and then only the files its manifest names
-are replaced.
+writes into a staging folder and commits at the end (common/outputs.py): PACKED may
+hold an earlier pack only with `--overwrite`, and then only the files its OUTPUTS.json
+lists are replaced.
 `--extra_task=NAME=DIR` (repeatable) packs one more task from a prepared dataset directory
 outside PREP (another prepare run's `PREP2/math`, say): a candidate dataset for an anneal.
 
@@ -30,7 +30,6 @@ flags the job does not define go to Beam).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -48,7 +47,7 @@ from absl import flags
 from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from common import checks, cli, fs, run_lock
+from common import checks, cli, fs, outputs
 from common.parsers import parse_assignment
 from data_pipeline import prepared
 from mixtures import manifest as manifest_lib
@@ -88,107 +87,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
             path,
         )
     checks.require(fs.isfile(p.vocab_path), "pack.vocab_path", "must be a tokenizer.model file", p.vocab_path)
-
-
-# ----------------------------------------------------------------------------- the output
-# A run writes its rows and manifest into OUTPUT/_staging-<run id>/ and commits only once
-# the job and its checks passed: the files an earlier pack's manifest names are replaced
-# (the manifest first, so no reader sees one naming missing files) and nothing else in
-# OUTPUT is touched. One run at a time holds OUTPUT (common/run_lock.py). A failed run
-# removes its staging folder; a killed one leaves it (safe to delete; later runs ignore
-# it), and OUTPUT as it was. While files are swapped,
-# OUTPUT/_committing.json names the old and the new ones: a commit killed halfway leaves
-# a folder the next run with --overwrite replaces whole.
-
-STAGING_PREFIX = "_staging-"
-COMMITTING = "_committing.json"
-
-
-def _runs_in_progress(out: str) -> set[str]:
-    """Staging folders and locks (common/run_lock.py) of pack runs: not an earlier pack's files."""
-    if not fs.isdir(out):
-        return set()
-    return {n for n in fs.listdir(out) if n.startswith((STAGING_PREFIX, run_lock.LOCK_PREFIX))}
-
-
-def earlier_outputs(out: str, overwrite: bool) -> list[str]:
-    """Paths (relative to `out`) of the earlier pack that a commit replaces, manifest first.
-
-    Refuses a non-empty `out` that holds no packed rows, and one that does unless `overwrite`.
-    """
-    if not fs.exists(out) or not set(fs.listdir(out)) - _runs_in_progress(out):
-        return []
-    if fs.exists(fs.join(out, COMMITTING)):  # a commit was killed halfway
-        checks.require(
-            overwrite, "pack.output", f"holds a half-committed pack ({COMMITTING}); pass --overwrite", out
-        )
-        files = json.loads(fs.read_text(fs.join(out, COMMITTING)))["files"]
-        checks.require(
-            all(_inside(f) for f in files), "pack.output", f"{COMMITTING} names paths outside it", out
-        )
-        return [manifest_lib.FILE_NAME, *(f for f in files if f != manifest_lib.FILE_NAME), COMMITTING]
-    checks.require(
-        fs.exists(fs.join(out, manifest_lib.FILE_NAME)),
-        "pack.output",
-        "exists and is not a packed directory (no manifest.json); refusing to write into it",
-        out,
-    )
-    checks.require(
-        overwrite,
-        "pack.output",
-        "holds packed rows (manifest.json); pass --overwrite to replace them (only the files its "
-        "manifest names are removed)",
-        out,
-    )
-    return [manifest_lib.FILE_NAME, *manifest_lib.files(manifest_lib.read(out))]
-
-
-def commit(out: str, staging: str, earlier: list[str]) -> None:
-    """Replaces the `earlier` files of `out` with the staged ones; the manifest goes in last.
-
-    A staged file whose place holds anything but an earlier output (another pack committed
-    there meanwhile) stops the commit before it changes anything, the new rows left in
-    `staging`.
-    """
-    staged = [manifest_lib.FILE_NAME, *manifest_lib.files(manifest_lib.read(staging))]
-    clash = [f for f in staged if f not in earlier and fs.exists(fs.join(out, f))]
-    if clash:
-        raise RuntimeError(
-            f"{out}: {clash[:3]} appeared there while this run packed (another pack's output?); "
-            f"nothing was replaced, the new rows stay in {staging}"
-        )
-    fs.write_text(
-        fs.join(out, COMMITTING), json.dumps({"files": sorted(set(earlier + staged) - {COMMITTING})})
-    )
-    for relative in earlier:
-        fs.rmtree(fs.join(out, relative))
-    for relative in staged[1:] + staged[:1]:
-        fs.move(fs.join(staging, relative), fs.join(out, relative))
-    for relative in earlier:
-        _remove_empty_parents(out, relative)
-    fs.rmtree(fs.join(out, COMMITTING))
-    fs.rmtree(staging)
-
-
-def _inside(relative: str) -> bool:
-    """A path below OUTPUT: relative, no `..` part."""
-    return (
-        isinstance(relative, str)
-        and bool(relative)
-        and not relative.startswith("/")
-        and ".." not in relative.split("/")
-    )
-
-
-def _remove_empty_parents(out: str, relative: str) -> None:
-    """Removes the folders of `relative` below `out` that its removal left empty."""
-    parts = relative.split("/")[:-1]
-    while parts:
-        folder = fs.join(out, *parts)
-        if not fs.isdir(folder) or fs.listdir(folder):
-            return
-        fs.rmtree(folder)
-        parts.pop()
 
 
 def extra_tasks(config: ml_collections.ConfigDict) -> dict[str, str]:
@@ -468,18 +366,15 @@ def pack(config: ml_collections.ConfigDict, beam_args: Iterable[str] = ()) -> di
         )
     validate(config)
     items = work_items(config)
-    run_id = run_lock.new_run_id()
-    with run_lock.held(
-        pc.output, run_id, field="config.pack.output", command="mixtures.pack", say=absl_logging.warning
-    ):
-        earlier = earlier_outputs(pc.output, bool(pc.overwrite))
-        staging = fs.join(pc.output, STAGING_PREFIX + run_id)
-        try:
-            manifest = _pack_into(staging, config, items, beam_args)
-        except BaseException:
-            fs.rmtree(staging)  # only this run's own files: OUTPUT stays as it was
-            raise
-        commit(pc.output, staging, earlier)
+    with outputs.writing(
+        pc.output,
+        command="mixtures.pack",
+        field="config.pack.output",
+        overwrite=bool(pc.overwrite),
+        say=absl_logging.warning,
+    ) as staged:
+        manifest = _pack_into(staged.path, config, items, beam_args)
+        staged.commit(last=[manifest_lib.FILE_NAME])  # readers find the manifest only once every file is in
     return manifest
 
 
@@ -570,7 +465,7 @@ def run() -> None:
         define_extra_flags=lambda: flags.DEFINE_bool(
             "overwrite",
             None,
-            "Replace an earlier pack in --output (only the files its manifest names; sets "
+            "Replace an earlier pack in --output (only the files its OUTPUTS.json lists; sets "
             "config.pack.overwrite).",
         ),
     )

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from common import checks, cli, fs
+from common import checks, cli, fs, outputs
 from mixtures import manifest as manifest_lib
 from mixtures.schedule import Schedule
 from mixtures.stream import MixtureStream
@@ -35,6 +35,7 @@ def _report_flags() -> None:
     flags.DEFINE_integer("window", 50, "Steps per reporting window.")
     flags.DEFINE_string("plot", None, "Write a PNG of schedule against realized shares here.")
     flags.DEFINE_string("json", None, "Write the report as JSON here.")
+    flags.DEFINE_bool("overwrite", False, "Replace existing --json / --plot files.")
 
 
 def windows_report(
@@ -63,7 +64,14 @@ def windows_report(
     return out
 
 
-def plot(path: str, schedule: Schedule, task_names: list[str], windows: list[dict], steps: int) -> None:
+def plot(
+    path: str,
+    schedule: Schedule,
+    task_names: list[str],
+    windows: list[dict],
+    steps: int,
+    overwrite: bool = False,
+) -> None:
     import io
 
     import matplotlib
@@ -88,7 +96,9 @@ def plot(path: str, schedule: Schedule, task_names: list[str], windows: list[dic
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    fs.write_bytes(path, buffer.getvalue())
+    outputs.write_file(
+        fs.resolve(path), lambda tmp: fs.write_bytes(tmp, buffer.getvalue()), overwrite=overwrite
+    )
 
 
 def report(
@@ -176,10 +186,17 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         "must be a packed-data directory (python -m mixtures.pack)",
         packed,
     )
+    written = {"--json": FLAGS.json, "--plot": FLAGS.plot}
+    for flag, path in written.items():  # before reading: never an input, nor a file of a run
+        if path:
+            outputs.check_file(path, field=flag, overwrite=FLAGS.overwrite, inputs=[packed])
     r = report(config, packed, FLAGS.steps, FLAGS.batch_size, FLAGS.total_steps, FLAGS.window)
     print(format_report(r))
     if FLAGS.json:
-        fs.write_text(FLAGS.json, json.dumps(r, indent=1) + "\n")
+        text = json.dumps(r, indent=1) + "\n"
+        outputs.write_file(
+            fs.resolve(FLAGS.json), lambda path: fs.write_text(path, text), overwrite=FLAGS.overwrite
+        )
         print(f"wrote {FLAGS.json}")
     if FLAGS.plot:
         plot(
@@ -188,6 +205,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
             list(r["windows"][0]["scheduled"]),
             r["windows"],
             r["config"]["steps"],
+            overwrite=FLAGS.overwrite,
         )
         print(f"wrote {FLAGS.plot}")
 

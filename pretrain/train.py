@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from common import cli, fs, run_lock
+from common import cli, fs, outputs, run_lock
 from pretrain import checkpoint, data, sharding
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
@@ -45,6 +45,9 @@ class Preempted(RuntimeError):
 PREEMPTED = 3  # exit status after a preemption checkpoint: resume by rerunning
 
 # ----------------------------------------------------------------------------- the loop
+
+COMMAND = "pretrain.train"
+LAUNCHER_FILES = ("launch",)  # the pod launcher (pretrain/launch) writes W/launch/ before training starts
 
 
 def train(
@@ -66,12 +69,16 @@ def train(
     enable_compilation_cache(config)
     workdir = fs.resolve(config.workdir)
     accepted = check_resume(workdir, config)
+    if accepted is None:  # no checkpoint: the folder must be new, empty or a run of ours not yet saved
+        outputs.check_claim(workdir, command=COMMAND, field="config.workdir", allow=LAUNCHER_FILES)
     total_steps = config.train.total_steps
 
     with workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
         setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
         source, _ = make_data(config)
         if accepted is None:  # a fresh run: every check passed, nothing was written before this
+            if jax.process_index() == 0:
+                outputs.claim(workdir, command=COMMAND, run=run_lock.new_run_id())
             write_config(workdir, config)
         elif accepted:
             say("resuming with changed optimiser settings (config.resume_accept): " + "; ".join(accepted))
@@ -125,9 +132,7 @@ def workdir_held(workdir: str, say: Callable[[str], None]) -> Iterator[None]:
     if jax.process_index() != 0:
         yield
         return
-    with run_lock.held(
-        workdir, run_lock.new_run_id(), field="config.workdir", command="pretrain.train", say=say
-    ):
+    with run_lock.held(workdir, run_lock.new_run_id(), field="config.workdir", command=COMMAND, say=say):
         yield
 
 

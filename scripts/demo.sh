@@ -42,7 +42,7 @@ stage tokenizer "$PY" -m tokenizer.train --config=configs/tokenizer/demo.py \
 stage pack      "$PY" -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \
                   --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed" --overwrite
 stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stage.py --packed_dir="$DEMO/packed" \
-                  --steps "${DEMO_STEPS:-450}" --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json"
+                  --steps "${DEMO_STEPS:-450}" --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json" --overwrite
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
                   --config.workdir="$DEMO/train" --config.data.packed_dir="$DEMO/packed" \
                   --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS

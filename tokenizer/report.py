@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 import sentencepiece as spm
 
-from common import checks, cli, fs
+from common import checks, cli, fs, outputs
 from tokenizer import sample as sample_lib
 from tokenizer.vocab import load_vocabulary
 
@@ -103,6 +103,7 @@ def default_config() -> ml_collections.ConfigDict:
             "split": "validation",  # TFDS split to read
             "max_mb_per_domain": 20.0,  # read at most this many MB of text per domain
             "json": "",  # also write the rows here
+            "overwrite": False,  # replace an existing `json` file
         }
     )
 
@@ -110,6 +111,13 @@ def default_config() -> ml_collections.ConfigDict:
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.require(not argv, "inputs", "unexpected positional arguments (use --input)", argv)
     checks.positive(config.max_mb_per_domain, "max_mb_per_domain")
+    if config.json:  # never the tokenizer, an input or a file of a run
+        outputs.check_file(
+            config.json,
+            field="config.json",
+            overwrite=bool(config.overwrite),
+            inputs=[config.model, *(str(i).split("=", 1)[-1] for i in config.inputs)],
+        )
     try:
         vocab = load_vocabulary(config.model)
     except FileNotFoundError as e:
@@ -118,7 +126,10 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     rows = measure(vocab.tokenizer, list(config.inputs), config.split, int(config.max_mb_per_domain * 1e6))
     print(format_table(rows))
     if config.json:
-        fs.write_text(config.json, json.dumps(rows, indent=2) + "\n")
+        text = json.dumps(rows, indent=2) + "\n"
+        outputs.write_file(
+            fs.resolve(config.json), lambda path: fs.write_text(path, text), overwrite=config.overwrite
+        )
         print(f"report: rows written to {config.json}")
 
 
@@ -134,6 +145,7 @@ def run() -> None:
             cli.Shortcut("split", help="TFDS split to read"),
             cli.Shortcut("max_mb_per_domain", help="MB of text read per domain"),
             cli.Shortcut("json", help="also write the rows to this JSON file"),
+            cli.Shortcut("overwrite", help="replace an existing --json file"),
         ],
         required=["model", "inputs"],
     )

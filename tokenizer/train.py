@@ -30,7 +30,7 @@ from absl import logging
 from google.protobuf import json_format
 from sentencepiece import sentencepiece_model_pb2
 
-from common import checks, cli, fs
+from common import checks, cli, fs, outputs
 from common.checks import require
 from tokenizer import sample as sample_lib
 from tokenizer.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, load_vocabulary
@@ -173,33 +173,6 @@ def describe_model(model: bytes) -> dict:
     }
 
 
-FILES = ("tokenizer.vocab", "settings.json", "tokenizer.model")  # the model, what runs use, last
-
-
-def check_output(output: str, overwrite: bool) -> None:
-    """Fails unless `output` is new, empty, or (with `overwrite`) an earlier tokenizer's folder.
-
-    Packs and training runs record the tokenizer's sha256 and refuse another one, so a
-    tokenizer replaced by mistake strands them: replacing one takes --overwrite.
-    """
-    if not fs.exists(output) or not fs.listdir(output):
-        return
-    require(
-        all(fs.exists(fs.join(output, name)) for name in ("tokenizer.model", "settings.json")),
-        "output",
-        "is not empty and holds no tokenizer (tokenizer.model and settings.json); refusing to write "
-        "into it: choose a new or empty folder",
-        output,
-    )
-    require(
-        overwrite,
-        "output",
-        "holds a tokenizer already; pass --overwrite to replace it (packs and training runs made "
-        "with it record its sha256 and will refuse the new one)",
-        output,
-    )
-
-
 def train_tokenizer(
     config: ml_collections.ConfigDict, output: fs.PathLike, log: Callable[[str], None] = logging.info
 ) -> dict:
@@ -208,7 +181,24 @@ def train_tokenizer(
     `log` receives the progress lines (default: the log; the command prints them)."""
     validate(config)
     output = fs.resolve(output)
-    check_output(output, bool(config.get("overwrite", False)))
+    with outputs.writing(
+        output,
+        command="tokenizer.train",
+        field="config.output",
+        overwrite=bool(config.get("overwrite", False)),
+        say=log,
+    ) as staged:
+        settings = _train_into(config, staged.path, log)
+        staged.commit(last=["tokenizer.model"])  # the file runs use comes once the others are in
+    log(
+        f"tokenizer: wrote {fs.join(output, 'tokenizer.model')} ({settings['model']['pieces']} pieces, "
+        f"sha256 {settings['model']['sha256'][:12]}) and settings.json in {settings['seconds']:.1f}s"
+    )
+    return settings
+
+
+def _train_into(config: ml_collections.ConfigDict, staging: str, log: Callable[[str], None]) -> dict:
+    """Trains (or copies) the model and writes its three files into `staging`; returns the settings."""
     start = time.perf_counter()
     settings: dict = {"config": config.to_dict()}
     if config.model_path:
@@ -236,19 +226,11 @@ def train_tokenizer(
             f"({settings['sample']['bytes'] / 1e6:.1f} MB)"
         )
         model = train_model(sentences, settings["trainer"], config.sample.seed)
-    model_path = fs.join(output, "tokenizer.model")
     settings["model"] = describe_model(model)
     settings["seconds"] = round(time.perf_counter() - start, 2)
-    partial = {name: fs.join(output, f"{name}.partial") for name in FILES}
-    fs.write_bytes(partial["tokenizer.model"], model)
-    write_vocab(model, partial["tokenizer.vocab"])
-    fs.write_text(partial["settings.json"], json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    for name in FILES:  # all three written before any replaces an earlier tokenizer's
-        fs.replace(partial[name], fs.join(output, name))
-    log(
-        f"tokenizer: wrote {model_path} ({settings['model']['pieces']} pieces, sha256 {settings['model']['sha256'][:12]}) "
-        f"and settings.json in {settings['seconds']:.1f}s"
-    )
+    fs.write_bytes(fs.join(staging, "tokenizer.model"), model)
+    write_vocab(model, fs.join(staging, "tokenizer.vocab"))
+    fs.write_text(fs.join(staging, "settings.json"), json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return settings
 
 
@@ -275,7 +257,7 @@ def run() -> None:
             cli.Shortcut("output", help="output directory"),
             cli.Shortcut(
                 "overwrite",
-                help="replace the tokenizer in --output (only its three files; sets config.overwrite)",
+                help="replace the tokenizer in --output (only the files it wrote; sets config.overwrite)",
             ),
         ],
         required=["output"],

@@ -22,7 +22,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from common import checks, cli, fs
+from common import checks, cli, fs, outputs
 from data_pipeline.readers.sources import guess_format, match_files
 
 FORMAT = "gemma-pretrain-quality-v1"
@@ -147,20 +147,13 @@ def train(
     return scorer, metrics
 
 
-def check_output(output: str, overwrite: bool) -> None:
-    """Fails unless `output` is new or (with `overwrite`) an earlier quality model: a trained
-    classifier that prepare runs were scored with, or any other file, is never replaced unasked."""
-    if not fs.exists(output):
-        return
+def is_model(path: str) -> bool:
+    """Whether `path` holds a quality model (the only file `--overwrite` may replace)."""
     try:
-        QualityScorer.load(output)
-        earlier = True
+        QualityScorer.load(path)
     except Exception:  # a folder, another kind of file, an unreadable one
-        earlier = False
-    checks.require(earlier, "output", "exists and is not a quality model; refusing to replace it", output)
-    checks.require(
-        overwrite, "output", "holds a quality model already; pass --overwrite to replace it", output
-    )
+        return False
+    return True
 
 
 def main(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
@@ -175,16 +168,20 @@ def main(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
     )
     checks.require(config.n_features >= 2, "n_features", "must be >= 2", config.n_features)
     checks.positive(config.ngram_max, "ngram_max")
-    output = fs.resolve(config.output)
-    check_output(output, bool(config.overwrite))
+    output = outputs.check_file(
+        config.output,
+        field="config.output",
+        overwrite=bool(config.overwrite),
+        inputs=[*config.positive, *config.negative],
+        earlier=is_model,  # a trained classifier prepare runs were scored with, never any other file
+    )
     start = time.time()
     docs = {}
     for label in ("positive", "negative"):
         docs[label] = [t for pattern in config[label] for t in read_documents(pattern, config.text_field)]
         print(f"read {len(docs[label])} {label} documents", flush=True)
     scorer, metrics = train(docs["positive"], docs["negative"], config)
-    scorer.save(output + ".partial")
-    fs.replace(output + ".partial", output)  # whole or not at all: prepare runs may read it
+    outputs.write_file(output, scorer.save, overwrite=bool(config.overwrite))  # whole: prepare runs read it
     print(f"wrote {output} in {time.time() - start:.1f}s")
     for key, value in metrics.items():
         print(f"  {key:18s} {value:.4f}" if isinstance(value, float) else f"  {key:18s} {value}")

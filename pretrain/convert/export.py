@@ -8,16 +8,16 @@ The HF directory loads with `transformers.GemmaForCausalLM.from_pretrained(DIR)`
 are converted and written one at a time (pretrain.convert.safetensors_stream), each parameter's
 device buffer is freed once written, so the host never holds a second full copy.
 
-DIR must not exist, be empty, or (with --overwrite) hold an earlier export (config.json
-with model.safetensors, its index, or params/), which is replaced whole; anything else is
-refused before anything is written. The export is written to a sibling DIR.partial-<id>
-and swapped in when complete, so a failed or killed export leaves DIR as it was (a killed
-one leaves its .partial folder, which no later run touches).
+DIR must not exist, be empty, or (with --overwrite) hold an earlier export (its
+OUTPUTS.json), of which only the files that export wrote are replaced (a NOTES.md or an
+eval_results/ folder put beside them stays); anything else is refused before anything is
+written. The export is written to DIR/_staging-<run id>/ and committed when complete
+(common/outputs.py): a failed export leaves DIR as it was, a killed commit is finished by
+the next run into DIR.
 """
 
 import json
 import time
-import uuid
 from typing import Any
 
 import jax
@@ -26,7 +26,7 @@ import numpy as np
 import sentencepiece as spm
 from absl import logging
 
-from common import checks, cli, fs
+from common import checks, cli, fs, outputs
 from pretrain import checkpoint
 from pretrain.convert import hf_mapping, safetensors_stream
 from pretrain.model.transformer import DTYPES as MODEL_DTYPES
@@ -214,45 +214,6 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
-def is_export(path: str) -> bool:
-    """Does `path` hold what an earlier export wrote (HF or orbax-params)?"""
-    names = set(fs.listdir(path)) if fs.isdir(path) else set()
-    return "config.json" in names and bool(names & {SINGLE_FILE, INDEX_FILE, "params"})
-
-
-def check_output(output: str, overwrite: bool) -> None:
-    """ConfigError unless `output` is absent, empty, or an earlier export with `overwrite`."""
-    if not fs.exists(output) or (fs.isdir(output) and not fs.listdir(output)):
-        return
-    checks.require(
-        is_export(output),
-        "output",
-        "already holds files that are not an earlier export; export to a new folder (nothing is overwritten)",
-        output,
-    )
-    checks.require(
-        overwrite,
-        "output",
-        "holds an earlier export; pass --overwrite to replace it, or use a new folder",
-        output,
-    )
-
-
-def commit(staging: str, output: str, overwrite: bool) -> None:
-    """Swaps the complete export in `staging` into `output` (an earlier export moved aside
-    first and removed last, so a crash in between leaves both, never neither)."""
-    check_output(output, overwrite)  # again: something may have written there meanwhile
-    earlier = None
-    if fs.exists(output) and fs.listdir(output):
-        earlier = f"{staging}-replaced"
-        fs.move(output, earlier)
-    elif fs.exists(output):
-        fs.rmtree(output)  # an empty folder, replaced by the export of the same name
-    fs.move(staging, output)
-    if earlier:
-        fs.rmtree(earlier)
-
-
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.require(not argv, "workdir", "unexpected positional arguments", argv)
     checks.one_of(config.format, ("hf", "orbax-params"), "format")
@@ -260,40 +221,39 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.positive(config.max_shard_bytes, "max_shard_bytes")
     checks.require(bool(config.output), "output", "required (--output=DIR)")
     workdir, output = fs.resolve(config.workdir), fs.resolve(config.output)
-    check_output(output, config.overwrite)
-    step = None if config.step < 0 else config.step
     start = time.time()
+    with outputs.writing(
+        output, command="pretrain.export", field="config.output", overwrite=bool(config.overwrite)
+    ) as staged:
+        summary = _export(config, workdir, staged.path)
+        staged.commit(last=["config.json"])  # loaders look for config.json: it comes once the rest is in
+    print(
+        f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
+        f"{len(summary['files'])} file(s) to {output} in {time.time() - start:.1f}s"
+    )
+
+
+def _export(config: ml_collections.ConfigDict, workdir: str, staging: str) -> dict[str, Any]:
+    """Restores the checkpoint and writes the export into `staging`; returns its summary."""
+    step = None if config.step < 0 else config.step
     print(f"restoring params from {workdir} (step {'latest' if step is None else step}) ...", flush=True)
     params, train_config = checkpoint.restore_params(workdir, step)
     model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
     tokenizer = config.tokenizer or train_config.get("data", {}).get("tokenizer") or None
     if tokenizer is None:
         print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
-    print(f"writing {config.format} ({config.dtype}) to {output} ...", flush=True)
-    staging = f"{output.rstrip('/')}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        if config.format == "hf":
-            summary = export_hf(
-                params,
-                model_config,
-                tokenizer,
-                staging,
-                dtype=config.dtype,
-                max_shard_bytes=config.max_shard_bytes,
-                consume=True,
-            )
-        else:
-            summary = export_orbax_params(
-                params, model_config, staging, dtype=config.dtype, tokenizer_path=tokenizer
-            )
-    except BaseException:
-        fs.rmtree(staging)  # this run's own partial files only: DIR is as it was
-        raise
-    commit(staging, output, config.overwrite)
-    print(
-        f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
-        f"{len(summary['files'])} file(s) to {output} in {time.time() - start:.1f}s"
-    )
+    print(f"writing {config.format} ({config.dtype}) to {fs.resolve(config.output)} ...", flush=True)
+    if config.format == "hf":
+        return export_hf(
+            params,
+            model_config,
+            tokenizer,
+            staging,
+            dtype=config.dtype,
+            max_shard_bytes=config.max_shard_bytes,
+            consume=True,
+        )
+    return export_orbax_params(params, model_config, staging, dtype=config.dtype, tokenizer_path=tokenizer)
 
 
 def run() -> None:

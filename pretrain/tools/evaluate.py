@@ -9,7 +9,9 @@ split like the packer splits long documents: window k holds tokens[k*L : k*L + L
 every token after the first is predicted exactly once, with the context of its window.
 Prints the mean loss per predicted token and its perplexity, overall and per source.
 `--dump` writes one JSON line per document with the exact `tokens` and per-token `losses`
-(losses[i] = -log p(tokens[i+1] | its window)), so another implementation can check them.
+(losses[i] = -log p(tokens[i+1] | its window)), so another implementation can check them;
+an existing PATH is replaced only with `--overwrite`, and never when it is an input or a
+file of a run (common/outputs.py).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from common import checks, cli, fs
+from common import checks, cli, fs, outputs
 from pretrain.checkpoint import restore_params
 from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
 from pretrain.train_step import token_losses
@@ -119,20 +121,16 @@ def evaluate(
     if any(doc["source"] for doc in docs):
         result["per_source"] = {s: summary(p) for s, p in sorted(by_source.items())}
     if dump:
-        with fs.open(dump, "w") as f:
-            for doc, tokens, doc_losses in zip(docs, token_lists, losses):
-                f.write(
-                    json.dumps(
-                        {
-                            "id": doc["id"],
-                            "source": doc["source"],
-                            "tokens": tokens,
-                            "losses": [float(x) for x in doc_losses],
-                        }
-                    )
-                    + "\n"
-                )
+        rows = zip(docs, token_lists, losses)
+        outputs.write_file(fs.resolve(dump), lambda path: _write_dump(path, rows), overwrite=True)
     return result
+
+
+def _write_dump(path: str, rows: Iterable[tuple[dict[str, str], list[int], np.ndarray]]) -> None:
+    with fs.open(path, "w") as f:
+        for doc, tokens, doc_losses in rows:
+            line = {"id": doc["id"], "source": doc["source"], "tokens": tokens}
+            f.write(json.dumps({**line, "losses": [float(x) for x in doc_losses]}) + "\n")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -145,6 +143,7 @@ def default_config() -> ml_collections.ConfigDict:
             "dump": "",  # write per-document tokens and losses here (JSON lines)
             "tokenizer": "",  # tokenizer.model; default: the training config's
             "batch_size": 8,  # windows scored per forward pass
+            "overwrite": False,  # replace an existing `dump` file
         }
     )
 
@@ -154,6 +153,13 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.one_of(config.dtype, DTYPES, "dtype")
     checks.positive(config.batch_size, "batch_size")
     checks.require(fs.isfile(fs.resolve(config.input)), "input", "no such file", config.input)
+    if config.dump:  # never one of the inputs, nor a file of a run (W/config.json, say)
+        outputs.check_file(
+            config.dump,
+            field="config.dump",
+            overwrite=bool(config.overwrite),
+            inputs=[config.input, config.tokenizer, fs.join(fs.resolve(config.workdir), "config.json")],
+        )
     result = evaluate(
         fs.resolve(config.workdir),
         fs.resolve(config.input),
@@ -190,6 +196,7 @@ def run() -> None:
             cli.Shortcut("dump", help="write per-document tokens and losses (JSON lines)"),
             cli.Shortcut("tokenizer", help="tokenizer.model; default: the training config's"),
             cli.Shortcut("batch_size", help="windows scored per forward pass"),
+            cli.Shortcut("overwrite", help="replace an existing --dump file"),
         ],
         required=["workdir", "input"],
     )

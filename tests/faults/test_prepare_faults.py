@@ -15,12 +15,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import fs, run_lock  # noqa: E402
+from common import fs, outputs, run_lock  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
-from data_pipeline import prepare
+from data_pipeline import prepare  # noqa: E402
 from data_pipeline.prepared import read_split  # noqa: E402
-from data_pipeline.readers import sources
-from data_pipeline.writers import outputs  # noqa: E402
+from data_pipeline.readers import sources  # noqa: E402
 from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,69 +142,12 @@ def test_the_lock_works_on_gcs():
     with FakeGCS("bucket"):
         out = "gs://bucket/prep"
         with _prepare_lock(out, "first"):
-            assert outputs.check_output_dir(out, overwrite=False) == []
+            assert outputs.earlier_files(out, command=prepare.COMMAND, field="f", overwrite=False) == []
             with pytest.raises(ConfigError, match=r"in use by another prepare run \(run first, pid"):
                 with _prepare_lock(out, "second"):
                     pass
             assert fs.listdir(out) == [f"{run_lock.LOCK_PREFIX}first.json"]
         assert not fs.exists(fs.join(out, f"{run_lock.LOCK_PREFIX}first.json"))
-
-
-def test_a_commit_never_deletes_another_runs_staging_folder(tmp_path):
-    out = str(tmp_path / "out")
-    theirs = outputs.new_staging(out, "theirs")
-    fs.write_text(fs.join(theirs, "web", "part"), "in progress")
-    mine = outputs.new_staging(out, "mine")
-    fs.write_text(fs.join(mine, "stats.json"), "{}")
-    assert outputs.commit(out, mine, []) == ["stats.json"]
-    assert fs.read_text(fs.join(theirs, "web", "part")) == "in progress"
-
-
-def _staged(out: str, run_id: str, files: dict[str, str]) -> str:
-    staging = outputs.new_staging(out, run_id)
-    for name, text in files.items():
-        fs.write_text(fs.join(staging, name), text)
-    return staging
-
-
-def test_a_commit_killed_halfway_is_replaced_whole_by_the_next_run(tmp_path, monkeypatch):
-    out = str(tmp_path / "out")
-    outputs.commit(out, _staged(out, "one", {"web/a": "1", "stats.json": "1"}), [])
-    moves = []
-
-    def dies_on_the_second_move(src, dst):
-        moves.append(src)
-        if len(moves) == 2:
-            raise KeyboardInterrupt("killed")
-        fs.rename(src, dst)
-
-    monkeypatch.setattr(outputs.fs, "move", dies_on_the_second_move)
-    two = _staged(out, "two", {"code/b": "2", "rejected/r": "2", "stats.json": "2"})
-    with pytest.raises(KeyboardInterrupt):
-        outputs.commit(out, two, outputs.check_output_dir(out, overwrite=True))
-    monkeypatch.undo()
-    # Old outputs gone, one new one moved in: the marker still names every entry there.
-    old = outputs.check_output_dir(out, overwrite=True)
-    assert set(fs.listdir(out)) - set(old) - {outputs.MARKER} == {fs.basename(two)}
-    outputs.commit(out, _staged(out, "three", {"math/c": "3", "stats.json": "3"}), old)
-    assert set(fs.listdir(out)) == {"math", "stats.json", outputs.MARKER, fs.basename(two)}
-    assert fs.read_text(fs.join(out, "stats.json")) == "3"
-
-
-# ------------------------------------------------------------------ 4: only plain child names are removed
-
-
-@pytest.mark.parametrize("name", ["../../victim", "/abs/victim", "..", "sub/dir", ""])
-def test_a_marker_naming_anything_but_a_child_is_refused(tmp_path, name):
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    (victim / "precious").write_text("keep")
-    out = tmp_path / "a" / "out"
-    out.mkdir(parents=True)
-    (out / outputs.MARKER).write_text(json.dumps({"job": outputs.JOB, "outputs": [name, "stats.json"]}))
-    with pytest.raises(ConfigError, match=r"PREPARE_OUTPUTS.json names .* not a plain name"):
-        outputs.check_output_dir(str(out), overwrite=True)
-    assert (victim / "precious").read_text() == "keep"
 
 
 # ------------------------------------------------------------------ 10: bad inputs, found early and named

@@ -79,12 +79,12 @@ def test_cli_trains_from_globs(tmp_path):
     assert classifier.QualityScorer.load(str(out)).score(" ".join(GOOD)) > 0.5
     model = out.read_bytes()
     again = train(out)  # the model prepare runs were scored with is not replaced unasked
-    assert again.returncode == 2 and "config.output: holds a quality model already" in again.stderr
+    assert again.returncode == 2 and "exists; pass --overwrite to replace it" in again.stderr
     assert out.read_bytes() == model
     data = tmp_path / "pos" / "a.jsonl"
     kept = data.read_bytes()
     wrong = train(data, "--overwrite")  # a slip of --output: not a model, never replaced
-    assert wrong.returncode == 2 and "config.output: exists and is not a quality model" in wrong.stderr
+    assert wrong.returncode == 2 and "exists and is not an earlier output of this command" in wrong.stderr
     assert data.read_bytes() == kept
     assert train(out, "--overwrite").returncode == 0 and sorted(p.name for p in tmp_path.iterdir()) == [
         "m.npz",
