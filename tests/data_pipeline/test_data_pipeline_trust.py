@@ -33,7 +33,7 @@ def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
     code = (
         "import sys; sys.modules['data_pipeline.dedup.near'] = None\n"
         "from configs.data import base\nfrom data_pipeline import prepare\n"
-        f"c = base.getprepare_config(); c.inputs = ['web={tmp_path / 'in' / '*'}']; c.output_dir = '{tmp_path / 'out'}'\n"
+        f"c = base.get_config(); c.inputs = ['web={tmp_path / 'in' / '*'}']; c.output_dir = '{tmp_path / 'out'}'\n"
         "c.runner.direct_running_mode = 'in_memory'\nprepare.prepare(c)\n"
     )
     result = subprocess.run(
@@ -45,7 +45,7 @@ def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode != 0
-    assert "near_dedup" in result.stderr
+    assert "data_pipeline.dedup.near" in result.stderr
     assert not (tmp_path / "out" / "stats.json").exists()
 
 
