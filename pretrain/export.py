@@ -4,7 +4,9 @@
   python -m pretrain.export --workdir W --format orbax-params --output DIR --dtype float32
 
 W and DIR may be local (relative or absolute) or gs:// paths.
-The HF directory loads with `transformers.GemmaForCausalLM.from_pretrained(DIR)`. Tensors
+The HF directory loads with `transformers.GemmaForCausalLM.from_pretrained(DIR)`; its
+tokenizer (tokenizer.model, the same ids as tokenizer.json, <bos> as the run's `mixture.bos`)
+with `AutoTokenizer.from_pretrained(DIR)` (pretrain.hf_tokenizer). Tensors
 are converted and written one at a time (pretrain.safetensors_stream), each parameter's
 device buffer is freed once written, so the host never holds a second full copy.
 
@@ -27,7 +29,7 @@ import sentencepiece as spm
 from absl import logging
 
 from common import checks, cli, fs
-from pretrain import checkpoint, hf_mapping, safetensors_stream
+from pretrain import checkpoint, hf_mapping, hf_tokenizer, safetensors_stream
 from pretrain.model.transformer import DTYPES as MODEL_DTYPES
 from pretrain.model.transformer import TransformerConfig, unstack_layers
 
@@ -36,17 +38,6 @@ DTYPES = {name: np.dtype(MODEL_DTYPES[name]) for name in ("bfloat16", "float32")
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # the HF hub convention: shard above 5 GB
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_CONFIG = {
-    "tokenizer_class": "GemmaTokenizer",
-    "bos_token": "<bos>",
-    "eos_token": "<eos>",
-    "pad_token": "<pad>",
-    "unk_token": "<unk>",
-    "add_bos_token": True,
-    "add_eos_token": False,
-    "padding_side": "left",
-    "model_max_length": None,
-}
 
 
 def tokenizer_file(path: fs.PathLike) -> str:
@@ -73,13 +64,11 @@ def _pop(tree: Any, path: tuple[str, ...]) -> None:
         leaf.delete()
 
 
-def _write_tokenizer(tokenizer_path: str, output: str, model_max_length: int) -> int:
+def _write_tokenizer(tokenizer_path: str, output: str, model_max_length: int, bos: str) -> int:
     model = fs.read_bytes(tokenizer_path)
     fs.write_bytes(fs.join(output, "tokenizer.model"), model)
-    config = dict(TOKENIZER_CONFIG, model_max_length=model_max_length)
-    fs.write_text(fs.join(output, "tokenizer_config.json"), json.dumps(config, indent=2) + "\n")
-    special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
-    fs.write_text(fs.join(output, "special_tokens_map.json"), json.dumps(special, indent=2) + "\n")
+    for name, text in hf_tokenizer.tokenizer_files(model, bos, model_max_length).items():
+        fs.write_text(fs.join(output, name), text)
     return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
 
 
@@ -92,10 +81,12 @@ def export_hf(
     dtype: str = "bfloat16",
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     consume: bool = False,
+    bos: str = "document",
 ) -> dict[str, Any]:
     """Writes an HF GemmaForCausalLM directory from a Flax params tree.
 
-    The embedding is sliced to the tokenizer's size (all rows without a tokenizer). With
+    The embedding is sliced to the tokenizer's size (all rows without a tokenizer); the
+    tokenizer files add <bos> by `bos`, the run's `mixture.bos` policy. With
     `consume`, each parameter is removed from `params` (and its buffer freed) once written.
     Returns a summary: files, bytes, tensor count, vocabulary rows.
     """
@@ -107,7 +98,7 @@ def export_hf(
     target = DTYPES[dtype]
     vocab = model_config.vocab_size
     if tokenizer_path is not None:
-        vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len)
+        vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len, bos)
 
     params = unstack_layers(params, model_config.num_layers)  # a scan_layers tree -> layer_{i}
     rules = hf_mapping.rules(model_config, vocab)
@@ -286,6 +277,7 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
                 dtype=config.dtype,
                 max_shard_bytes=config.max_shard_bytes,
                 consume=True,
+                bos=train_config.get("mixture", {}).get("bos", "document"),
             )
         else:
             summary = export_orbax_params(
