@@ -8,7 +8,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Tokenizer
 
-from pretrain import hf_tokenizer
+from pretrain.convert import hf_tokenizer
 from tests.support import export as fx
 
 transformers = pytest.importorskip("transformers")
