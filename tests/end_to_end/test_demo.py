@@ -61,14 +61,19 @@ def test_make_demo_in_a_fresh_copy(tmp_path):
         "tokenizer",
         "pack",
         "mixture",
+        "evalset",
         "train",
         "anneal",
         "evaluate",
         "export",
+        "downstream",
     ):
         assert f"=== {stage}" in out and f"--- {stage} took" in out, stage
     assert "demo finished" in out
     assert "perplexity" in out
+    assert "step 50: downstream docstrings" in out  # scored in the loop at the last step
+    table = out[out.index("=== downstream") :]
+    assert "docstrings" in table and "humaneval_bpb" in table and "0.2500" in table  # chance: 1 in 4
     demo = checkout / "runs" / "demo"
     assert (demo / "train" / "checkpoints" / "50").is_dir()
     assert not (checkout / ".venv").exists()
