@@ -100,7 +100,7 @@ def score(
 
 
 def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """{task: {items, metrics: {name: {value, ci95[, chance, differs_from_chance]}},
+    """{task: {items, truncated, metrics: {name: {value, ci95[, chance, differs_from_chance]}},
     contamination: {checked, items_found[, clean: metrics, contaminated: metrics]}}}."""
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -109,6 +109,7 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any
     for task, items in by_task.items():
         entry: dict[str, Any] = {
             "items": len(items),
+            "truncated": sum(bool(r.get("truncated")) for r in items),
             "metrics": {k: v.to_json() for k, v in metrics.summarize(items, seed).items()},
         }
         checked = all(r.get("contaminated") is not None for r in items)

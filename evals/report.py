@@ -25,6 +25,11 @@ def table(summary: dict[str, Any]) -> str:
             low, high = m["ci95"]
             chance = f"{m['chance']:.4f}" if "chance" in m else "-"
             rows.append((task, name, f"{m['value']:.4f}", f"[{low:.4f}, {high:.4f}]", chance, _verdict(m)))
+        if entry.get("truncated"):
+            notes.append(
+                f"{task}: {entry['truncated']} of {entry['items']} items cut on the left to fit a row "
+                "(lm-eval's truncation at its max_length: row_len, by default the model's max_seq_len)"
+            )
         c = entry["contamination"]
         if c["checked"]:
             line = f"{task}: {c['items_found']} of {entry['items']} items found in the training data"

@@ -21,8 +21,8 @@ import dataclasses
 import json
 import random
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol
 
 import ml_collections
 
@@ -316,22 +316,32 @@ def _gold_index(gold: Any, texts: tuple[str, ...], labels: list[str]) -> int:
 # ----------------------------------------------------------------------------- loading
 
 
-def resolve(names: Sequence[str], user_tasks: Sequence[str] = ()) -> list[Task]:
-    """The tasks `names` (built-in or defined by one of the `user_tasks` JSON files), in order."""
+def resolve(names: Sequence[str], user_tasks: Sequence[str] = (), others: Collection[str] = ()) -> list[Task]:
+    """The tasks `names` (built-in or defined by one of the `user_tasks` JSON files), in order;
+    names in `others` (the generative tasks, evals.generative.TASKS) are known and left out."""
     known = dict(TASKS)
     for path in user_tasks:
         task = user_task(path)
         known[task.name] = task
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and n not in others]
     if unknown:
-        raise ConfigError(f"config.tasks: unknown task {unknown[0]!r} (known: {sorted(known)})")
+        raise ConfigError(f"config.tasks: unknown task {unknown[0]!r} (known: {sorted([*known, *others])})")
     if not names:
         raise ConfigError("config.tasks: name at least one task")
-    return [known[n] for n in names]
+    return [known[n] for n in names if n not in others]
+
+
+class Located(Protocol):
+    """Where a task's files are: a Task, or a generative task (evals.generative.GenTask)."""
+
+    name: str
+    dataset: str
+    test_path: str
+    fewshot_path: str
 
 
 def task_paths(
-    task: Task, eval_dir: str, eval_sets_given: dict[str, str], fewshot_given: dict[str, str]
+    task: Located, eval_dir: str, eval_sets_given: dict[str, str], fewshot_given: dict[str, str]
 ) -> tuple[str, str]:
     """(scored path, few-shot path or "") of `task`: a `--eval_set`/`--fewshot_set` for its
     dataset, else its default file under `eval_dir`."""

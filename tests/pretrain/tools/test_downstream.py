@@ -1,12 +1,10 @@
-"""pretrain.tools.downstream on a tiny trained run: the command end to end, its records
-against the model scored directly, the contamination report, and bad input (exit 2, nothing written)."""
+"""pretrain.tools.downstream on a tiny trained run: records and summary, the contamination
+report, and bad input (ConfigError: one line and exit 2 through common.cli; nothing written).
+--help and a missing input through the real command line: tests/common/test_commands.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import ml_collections
@@ -21,7 +19,6 @@ from tests.support.mixtures import make_documents, train_tokenizer, write_prepar
 from tests.support.train import tiny_config
 from tokenizer.vocab import model_sha256
 
-REPO = Path(__file__).resolve().parents[3]
 LEAKED = "Which of these animals is a mammal that lives in the ocean and breathes air? whale"
 
 
@@ -48,40 +45,34 @@ def args_config(**fields) -> ml_collections.ConfigDict:
     return config
 
 
-def test_command_scores_tasks_and_reports_contamination(run):
+def test_command_scores_tasks_and_reports_contamination(run, capsys):
     root, workdir, eval_dir = run
     out = root / "out"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pretrain.tools.downstream", f"--workdir={workdir}", "--tasks=arc_easy,gsm8k_bpb",
-         f"--eval_dir={eval_dir}", "--num_fewshot=1", f"--output={out}", "--config.row_len=256",
-         "--config.batch_rows=2"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    fields = dict(workdir=workdir, tasks="arc_easy,gsm8k_bpb,gsm8k", eval_dir=str(eval_dir), num_fewshot=1,
+                  output=str(out), row_len=256, batch_rows=2, max_new_tokens=3)  # fmt: skip
+    downstream.main(args_config(**fields), [])
     records = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert [(r["task"], r["doc_id"]) for r in records] == [("arc_easy", i) for i in range(4)] + [
-        ("gsm8k_bpb", i) for i in range(3)
+        (task, i) for task in ("gsm8k_bpb", "gsm8k") for i in range(3)
     ]
-    assert [r["contaminated"] for r in records] == [False, False, True, False, False, False, False]
+    assert [r["contaminated"] for r in records] == [False, False, True, False] + [False] * 6
+    assert all(isinstance(r["generation"], str) and "passed" in r for r in records[-3:])
     summary = json.loads((out / "summary.json").read_text())
     arc = summary["tasks"]["arc_easy"]
     assert arc["contamination"]["items_found"] == 1 and set(arc["contamination"]["clean"]) >= {"acc"}
     assert arc["metrics"]["acc"]["chance"] == pytest.approx((3 * 0.25 + 1 / 3) / 4)
-    assert summary["step"] == 8
-    assert (
-        "95% interval" in result.stdout
-        and "arc_easy: 1 of 4 items found in the training data" in result.stdout
-    )
-    # the same numbers in process (the command adds nothing between engine and file)
-    again = root / "again"
+    assert summary["step"] == 8 and set(summary["tasks"]["gsm8k_bpb"]["metrics"]) == {"bpb"}
+    assert set(summary["tasks"]["gsm8k"]["metrics"]) == {"exact_match"}
+    printed = capsys.readouterr().out
+    assert "95% interval" in printed and "arc_easy: 1 of 4 items found in the training data" in printed
+    # --overwrite replaces both files; other files in the folder stay
+    (out / "NOTES.md").write_text("mine")
     downstream.main(
-        args_config(workdir=workdir, tasks="arc_easy", eval_dir=str(eval_dir), num_fewshot=1, output=str(again),
-                    row_len=256, batch_rows=1, contamination=False),
-        [],
-    )  # fmt: skip
-    same = [json.loads(line) for line in (again / "items.jsonl").read_text().splitlines()]
-    for a, b in zip(same, records[:4]):
+        args_config(**{**fields, "tasks": "arc_easy", "overwrite": True, "contamination": False}), []
+    )
+    again = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert len(again) == 4 and (out / "NOTES.md").read_text() == "mine"
+    for a, b in zip(again, records):
         assert (
             a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-5) and a["contaminated"] is None
         )
