@@ -130,10 +130,11 @@ def main(argv: list[str]) -> None:
     assert theirs_pairs == ours_pairs, "lm-eval and the engine would score different strings"
 
     model = Transformer(model_config)
-    pieces = vocab.vocab_size
-    forward = lambda p, x, pos, seg: model.apply({"params": p}, x, pos, seg)[..., :pieces]
+    forward = lambda p, x, pos, seg: model.apply({"params": p}, x, pos, seg)
     row_len = FLAGS.row_len or model_config.max_seq_len
-    engine = Engine(forward, params, row_len=row_len, batch_rows=FLAGS.batch_rows)
+    engine = Engine(
+        forward, params, row_len=row_len, batch_rows=FLAGS.batch_rows, vocab_size=vocab.vocab_size
+    )
     start = time.perf_counter()
     harness.score(data, engine, vocab.encode, bos_prefix(bos))  # compiles once
     compile_s = time.perf_counter() - start

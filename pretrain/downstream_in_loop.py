@@ -87,14 +87,11 @@ class DownstreamScorer:
         vocab = load_vocabulary(config.data.tokenizer)
         self.encode = vocab.encode
         self.bos = bos_prefix(config.mixture.get("bos", "document"))
-        model, rules, pieces = setup.model, setup.rules, vocab.vocab_size
+        model, rules = setup.model, setup.rules
 
         def forward(params, inputs, positions, segment_ids):
             with nn.logical_axis_rules(rules):
-                logits = model.apply({"params": params}, inputs, positions, segment_ids)
-            # Softmax over the tokenizer's pieces only, as the exported model (and lm-eval) has
-            # it: the embedding's padding rows beyond them (256128 vs 256000 for Gemma) drop out.
-            return logits[..., :pieces]
+                return model.apply({"params": params}, inputs, positions, segment_ids)
 
         self.engine = Engine(
             forward,
@@ -102,6 +99,7 @@ class DownstreamScorer:
             row_len=setup.model_config.max_seq_len,
             batch_rows=config.data.global_batch_size,
             batch_sharding=setup.batch_sharding["inputs"],
+            vocab_size=vocab.vocab_size,  # as the exported model (and lm-eval) has it
         )
 
     def __call__(self, params: Any) -> Scores:

@@ -57,11 +57,11 @@ def engine_records(workdir, items, bos: str) -> list[dict]:
     params, train_config = checkpoint.restore_params(str(workdir))
     model = Transformer(TransformerConfig.from_config_dict(train_config.model))
     vocab = load_vocabulary(train_config.data.tokenizer)
-    # The model has more embedding rows than the tokenizer has pieces; the export drops them.
-    forward = lambda p, x, pos, seg: model.apply({"params": p}, x, pos, seg)[..., : vocab.vocab_size]
+    forward = lambda p, x, pos, seg: model.apply({"params": p}, x, pos, seg)
     data = harness.load_tasks(tasks_lib.resolve(["arc_easy"]), eval_set_paths={"arc_easy": str(items)})
     encode = vocab.encode
-    engine = Engine(forward, params, row_len=128, batch_rows=4)
+    # The model has more embedding rows than the tokenizer has pieces; the export drops them.
+    engine = Engine(forward, params, row_len=128, batch_rows=4, vocab_size=vocab.vocab_size)
     return harness.score(data, engine, encode, bos_prefix(bos))
 
 
