@@ -36,7 +36,9 @@ def _listed(text: str) -> list[str]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """The fields' own checks (the task files are checked when the evaluator is built)."""
-    d = config.downstream
+    d = config.get("downstream")
+    if d is None:  # a config.json from before the section existed (e.g. an anneal arm's base)
+        return
     checks.non_negative(d.every_steps, "downstream.every_steps")
     checks.require(
         d.every_steps % config.train.log_every == 0,
@@ -57,9 +59,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def make_downstream(config: ml_collections.ConfigDict, setup: Any) -> Callable[[int, Any], Scores | None]:
     """`downstream(step, params)`: {task: {metric: value}, "seconds": s} when due, else None."""
-    d = config.downstream
+    d = config.get("downstream")
     total = config.train.total_steps
-    if not _listed(d.tasks) or not (d.every_steps or d.at_end):
+    if d is None or not _listed(d.tasks) or not (d.every_steps or d.at_end):
         return lambda step, params: None
     score = DownstreamScorer(config, setup)
 
