@@ -1,6 +1,6 @@
 """Items/s of the evals engine against lm-evaluation-harness's HF backend, same model, same requests.
 
-  python bench/downstream_speed.py [--items 200] [--rounds 3] [--lm_eval_batch 16] [--batch_rows 8]
+  python bench/downstream_speed.py [--items 200] [--rounds 3] [--lm_eval_batch 64] [--batch_rows 2] [--row_len 0]
       [--eval_set arc_easy=../shared/data/eval/arc/ARC-e/ARC-Easy-Test.jsonl] [--workdir W]
 
 The model is the CPU demo's (configs/train/demo_tiny_cpu.py: tiny Gemma, vocab 4096), either
@@ -51,8 +51,8 @@ from tokenizer.vocab import bos_prefix, load_vocabulary  # noqa: E402
 SHARED = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
 flags.DEFINE_integer("items", 200, "ARC-Easy items scored per round (4 requests each)")
 flags.DEFINE_integer("rounds", 3, "alternating rounds per side")
-flags.DEFINE_integer("lm_eval_batch", 16, "lm-eval's batch size (requests padded to the longest)")
-flags.DEFINE_integer("batch_rows", 8, "engine rows per batch")
+flags.DEFINE_integer("lm_eval_batch", 64, "lm-eval's batch size (requests padded to the longest)")
+flags.DEFINE_integer("batch_rows", 2, "engine rows per batch (on CPU small batches are fastest: bench/RESULTS.md)")
 flags.DEFINE_integer("row_len", 0, "engine row length; 0: the model's max_seq_len (lm-eval's max_length)")
 flags.DEFINE_string("eval_set", f"arc_easy={SHARED / 'eval/arc/ARC-e/ARC-Easy-Test.jsonl'}", "NAME=PATH")
 flags.DEFINE_string("workdir", "", "a pretrain.train run to load (default: the demo model, initialised)")
