@@ -52,7 +52,9 @@ SHARED = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
 flags.DEFINE_integer("items", 200, "ARC-Easy items scored per round (4 requests each)")
 flags.DEFINE_integer("rounds", 3, "alternating rounds per side")
 flags.DEFINE_integer("lm_eval_batch", 64, "lm-eval's batch size (requests padded to the longest)")
-flags.DEFINE_integer("batch_rows", 2, "engine rows per batch (on CPU small batches are fastest: bench/RESULTS.md)")
+flags.DEFINE_integer(
+    "batch_rows", 2, "engine rows per batch (on CPU small batches are fastest: bench/RESULTS.md)"
+)
 flags.DEFINE_integer("row_len", 0, "engine row length; 0: the model's max_seq_len (lm-eval's max_length)")
 flags.DEFINE_string("eval_set", f"arc_easy={SHARED / 'eval/arc/ARC-e/ARC-Easy-Test.jsonl'}", "NAME=PATH")
 flags.DEFINE_string("workdir", "", "a pretrain.train run to load (default: the demo model, initialised)")
