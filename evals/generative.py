@@ -39,7 +39,7 @@ from data_pipeline.decontamination import eval_sets
 from evals import answers
 from evals.generate import GenerateFn, Sampling
 from evals.sandbox import Limits, run_program
-from evals.tasks import _LEAK_CONFIG
+from evals.tasks import LEAK_CONFIG
 
 KIND = "generative"
 CODE_SAMPLING = Sampling(temperature=0.8, top_p=0.95)  # lm-eval humaneval's sampled setting
@@ -252,7 +252,7 @@ def load_items(
                     f"--eval_set {spec.dataset}: row {index} of {file} is not a {task} item (no {missing[0]!r}); "
                     f"fields: {sorted(row) if isinstance(row, dict) else row!r}"
                 )
-            leak = eval_sets.row_item(spec.dataset, row, _LEAK_CONFIG, f"{source}:{index}")
+            leak = eval_sets.row_item(spec.dataset, row, LEAK_CONFIG, f"{source}:{index}")
             items.append(Item(index, source, row, leak))
             if limit and len(items) == limit:
                 return items

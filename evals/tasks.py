@@ -362,8 +362,9 @@ def task_paths(
     return test, fewshot
 
 
-# The fields decontamination reads by default (config.decontamination's text/answer/id fields)
-_LEAK_CONFIG = ml_collections.ConfigDict(
+# The fields decontamination reads by default (config.decontamination's text/answer/id fields):
+# what a Doc's `leak` holds, for tasks here and in evals.generative
+LEAK_CONFIG = ml_collections.ConfigDict(
     {
         "text_fields": eval_sets.DEFAULT_TEXT_FIELDS,
         "answer_fields": eval_sets.DEFAULT_ANSWER_FIELDS,
@@ -372,17 +373,21 @@ _LEAK_CONFIG = ml_collections.ConfigDict(
 )
 
 
+def eval_files(task: Located, path: str) -> list[str]:
+    """The eval files at `path` (eval_sets.files); none: a ConfigError naming the task's --eval_set."""
+    try:
+        return eval_sets.files(path)
+    except ValueError as e:
+        raise ConfigError(f"--eval_set {task.dataset}: {e} (task {task.name})") from None
+
+
 def read_docs(task: Task, path: str, row_filter: RowFilter | None, limit: int = 0) -> list[Doc]:
     """The task's Docs of `path` (its rows that pass `row_filter`; the first `limit`, 0: all).
 
     A missing file, a row the task cannot read: ConfigError naming the task, file and row.
     """
-    try:
-        files = eval_sets.files(path)
-    except ValueError as e:
-        raise ConfigError(f"--eval_set {task.dataset}: {e} (task {task.name})") from None
     docs = []
-    for file in files:
+    for file in eval_files(task, path):
         source = fs.basename(file)
         for index, row in enumerate(eval_sets.file_rows(file)):
             if row_filter is not None and not row_filter(row):
@@ -394,7 +399,7 @@ def read_docs(task: Task, path: str, row_filter: RowFilter | None, limit: int = 
                     f"--eval_set {task.dataset}: row {index} of {file} is not a {task.name} item "
                     f"({type(e).__name__}: {e}); fields: {sorted(row) if isinstance(row, dict) else row!r}"
                 ) from None
-            leak = eval_sets.row_item(task.dataset, row, _LEAK_CONFIG, f"{source}:{index}")
+            leak = eval_sets.row_item(task.dataset, row, LEAK_CONFIG, f"{source}:{index}")
             docs.append(task.doc(index, source, item, leak))
             if limit and len(docs) == limit:
                 return docs
