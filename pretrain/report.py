@@ -120,7 +120,12 @@ class Reporter:
         self.pending.clear()
 
     def log(
-        self, done: int, metrics: dict, weights: dict[str, float] | None, eval_loss: dict[str, float] | None
+        self,
+        done: int,
+        metrics: dict,
+        weights: dict[str, float] | None,
+        eval_loss: dict[str, float] | None,
+        downstream: dict[str, Any] | None = None,
     ) -> None:
         """Writes the metrics.jsonl record of step `done` and says its line."""
         elapsed = (
@@ -139,6 +144,17 @@ class Reporter:
             record["eval_loss"] = eval_loss
             self.say(
                 f"step {done}: validation loss " + ", ".join(f"{k} {v:.4f}" for k, v in eval_loss.items())
+            )
+        if downstream is not None:
+            record["downstream"] = downstream
+            self.say(
+                f"step {done}: downstream "
+                + "; ".join(
+                    f"{task} " + " ".join(f"{k} {v:.4g}" for k, v in m.items())
+                    for task, m in downstream.items()
+                    if task != "seconds"
+                )
+                + f" ({downstream['seconds']:.1f}s)"
             )
         record["goodput"] = {"session": self.session, **self.goodput.snapshot()}
         self.writer.write(done, record)

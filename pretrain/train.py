@@ -27,7 +27,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from common import cli, fs, outputs, run_lock
-from pretrain import checkpoint, data, sharding
+from pretrain import checkpoint, data, downstream_in_loop, sharding
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
@@ -65,6 +65,7 @@ def train(
     setup_distributed(config.distributed)
     say = say if jax.process_index() == 0 else (lambda line: None)
     validate(config)
+    downstream_in_loop.validate(config)
     resolve_remat_policy(config, say)
     enable_compilation_cache(config)
     workdir = fs.resolve(config.workdir)
@@ -76,6 +77,7 @@ def train(
     with workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
         setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
         source, _ = make_data(config)
+        downstream = downstream_in_loop.make_downstream(config, setup)  # reads its eval files now
         if accepted is None:  # a fresh run: every check passed, nothing was written before this
             if jax.process_index() == 0:
                 outputs.claim(workdir, command=COMMAND, run=run_lock.new_run_id())
@@ -106,7 +108,8 @@ def train(
                 if report.log_due(done):
                     with goodput.timed("eval"):
                         eval_loss = evaluate(done, state["params"])
-                    report.log(done, metrics, weights, eval_loss)
+                        scores = downstream(done, state["params"])
+                    report.log(done, metrics, weights, eval_loss, scores)
                 if saving:
                     with goodput.timed("checkpoint"):
                         checkpoint.save(

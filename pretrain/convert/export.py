@@ -4,8 +4,10 @@
   python -m pretrain.convert.export --workdir W --format orbax-params --output DIR --dtype float32
 
 W and DIR may be local (relative or absolute) or gs:// paths.
-The HF directory loads with `transformers.GemmaForCausalLM.from_pretrained(DIR)`. Tensors
-are converted and written one at a time (pretrain.convert.safetensors_stream), each parameter's
+The HF directory loads with `transformers.GemmaForCausalLM.from_pretrained(DIR)`; its
+tokenizer (tokenizer.model, the same ids as tokenizer.json, <bos> as the run's `mixture.bos`)
+with `AutoTokenizer.from_pretrained(DIR)` (pretrain.convert.hf_tokenizer). Tensors are
+converted and written one at a time (pretrain.convert.safetensors_stream), each parameter's
 device buffer is freed once written, so the host never holds a second full copy.
 
 DIR must not exist, be empty, or (with --overwrite) hold an earlier export (its
@@ -28,7 +30,7 @@ from absl import logging
 
 from common import checks, cli, fs, outputs
 from pretrain import checkpoint
-from pretrain.convert import hf_mapping, safetensors_stream
+from pretrain.convert import hf_mapping, hf_tokenizer, safetensors_stream
 from pretrain.model.transformer import DTYPES as MODEL_DTYPES
 from pretrain.model.transformer import TransformerConfig, unstack_layers
 from tokenizer.model_file import model_file
@@ -38,17 +40,6 @@ DTYPES = {name: np.dtype(MODEL_DTYPES[name]) for name in ("bfloat16", "float32")
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # the HF hub convention: shard above 5 GB
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_CONFIG = {
-    "tokenizer_class": "GemmaTokenizer",
-    "bos_token": "<bos>",
-    "eos_token": "<eos>",
-    "pad_token": "<pad>",
-    "unk_token": "<unk>",
-    "add_bos_token": True,
-    "add_eos_token": False,
-    "padding_side": "left",
-    "model_max_length": None,
-}
 
 
 def _get(tree: Any, path: tuple[str, ...]) -> Any:
@@ -68,13 +59,11 @@ def _pop(tree: Any, path: tuple[str, ...]) -> None:
         leaf.delete()
 
 
-def _write_tokenizer(tokenizer_path: str, output: str, model_max_length: int) -> int:
+def _write_tokenizer(tokenizer_path: str, output: str, model_max_length: int, bos: str) -> int:
     model = fs.read_bytes(tokenizer_path)
     fs.write_bytes(fs.join(output, "tokenizer.model"), model)
-    config = dict(TOKENIZER_CONFIG, model_max_length=model_max_length)
-    fs.write_text(fs.join(output, "tokenizer_config.json"), json.dumps(config, indent=2) + "\n")
-    special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
-    fs.write_text(fs.join(output, "special_tokens_map.json"), json.dumps(special, indent=2) + "\n")
+    for name, text in hf_tokenizer.tokenizer_files(model, bos, model_max_length).items():
+        fs.write_text(fs.join(output, name), text)
     return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
 
 
@@ -87,10 +76,12 @@ def export_hf(
     dtype: str = "bfloat16",
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     consume: bool = False,
+    bos: str = "document",
 ) -> dict[str, Any]:
     """Writes an HF GemmaForCausalLM directory from a Flax params tree.
 
-    The embedding is sliced to the tokenizer's size (all rows without a tokenizer). With
+    The embedding is sliced to the tokenizer's size (all rows without a tokenizer); the
+    tokenizer files add <bos> by `bos`, the run's `mixture.bos` policy. With
     `consume`, each parameter is removed from `params` (and its buffer freed) once written.
     Returns a summary: files, bytes, tensor count, vocabulary rows.
     """
@@ -102,7 +93,7 @@ def export_hf(
     target = DTYPES[dtype]
     vocab = model_config.vocab_size
     if tokenizer_path is not None:
-        vocab = _write_tokenizer(model_file(tokenizer_path), output, model_config.max_seq_len)
+        vocab = _write_tokenizer(model_file(tokenizer_path), output, model_config.max_seq_len, bos)
 
     params = unstack_layers(params, model_config.num_layers)  # a scan_layers tree -> layer_{i}
     rules = hf_mapping.rules(model_config, vocab)
@@ -252,6 +243,7 @@ def _export(config: ml_collections.ConfigDict, workdir: str, staging: str) -> di
             dtype=config.dtype,
             max_shard_bytes=config.max_shard_bytes,
             consume=True,
+            bos=train_config.get("mixture", {}).get("bos", "document"),
         )
     return export_orbax_params(params, model_config, staging, dtype=config.dtype, tokenizer_path=tokenizer)
 

@@ -61,13 +61,18 @@ def test_make_demo_in_a_fresh_copy(tmp_path):
         "tokenizer",
         "pack",
         "mixture",
+        "evalset",
         "train",
         "anneal",
         "evaluate",
         "export",
+        "downstream",
     ):
         assert f"=== {stage}" in out and f"--- {stage} took" in out, stage
     assert "perplexity" in out
+    assert "step 50: downstream docstrings" in out  # scored in the loop at the last step
+    table = out[out.index("=== downstream") :]
+    assert "docstrings" in table and "humaneval_bpb" in table and "0.2500" in table  # chance: 1 in 4
     demo = checkout / "runs" / "demo"
     # Each stage's whole output is kept (stdout too), and SUMMARY.md gathers the figures.
     assert "step 50/50" in (demo / "logs" / "train.log").read_text()

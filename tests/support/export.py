@@ -1,5 +1,6 @@
 """Shared helpers for the export tests: a tiny SentencePiece model and random tiny Gemmas."""
 
+import os
 from pathlib import Path
 
 import flax.linen as nn
@@ -26,6 +27,42 @@ def train_tokenizer(directory: Path) -> Path:
         input=str(corpus),
         model_prefix=str(directory / "tokenizer"),
         vocab_size=TOKENIZER_PIECES,
+        minloglevel=2,
+        **GEMMA_SPM_FLAGS,
+    )
+    return directory / "tokenizer.model"
+
+
+VARIED_TEXT = [
+    "naïve café Größe",
+    "日本語のテキスト 漢字",
+    "Ελληνικά и русский",
+    "emoji 😀🎉 ✓",
+    "∑∫√π ≤ ≥",
+    "tab\tseparated\tcolumns",
+    "    indented  code  = [1, 22, 333]",
+    "trailing   ",
+    "1234567890 3.14159 -42",
+    "no\u00a0break",
+    "<start_of_turn>user",
+]
+
+
+def train_varied_tokenizer(directory: Path, vocab_size: int = 1000) -> Path:
+    """A BPE model with the project's settings trained on Python's own modules and mixed-script
+    lines: whitespace-run, digit, multi-byte and byte-fallback pieces all occur."""
+    modules = sorted(Path(os.__file__).parent.glob("[a-m]*.py"))[:25]
+    rng = np.random.default_rng(0)
+    lines = [line for module in modules for line in module.read_text(encoding="utf-8").splitlines()]
+    lines += [" ".join(rng.choice(VARIED_TEXT, 3)) for _ in range(2000)]
+    corpus = directory / "corpus.txt"
+    corpus.write_text("\n".join(lines), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(directory / "tokenizer"),
+        vocab_size=vocab_size,
+        character_coverage=0.9995,  # rare characters left to byte fallback
+        user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
         minloglevel=2,
         **GEMMA_SPM_FLAGS,
     )

@@ -103,6 +103,15 @@ def test_tokenizer_loads_and_encodes_like_sentencepiece(exported, tokenizer_path
     for text in ["gemma model export 12", "packed  segment\nrotary norm", "unseen wörds ∑"]:
         assert hf_tok(text, add_special_tokens=False).input_ids == sp.encode(text)
     assert hf_tok("flax").input_ids[0] == 2  # <bos> prepended like Gemma
+    assert (out / "tokenizer.json").is_file()  # read as is, not converted from tokenizer.model
+
+
+def test_tokenizer_config_states_a_run_without_bos(exported, tokenizer_path, tmp_path):
+    config, params, _, _, _ = exported
+    export.export_hf(params, config, tokenizer_path, tmp_path, dtype="float32", bos="none")
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["add_bos_token"] is False
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path)("flax 12").input_ids == sp.encode("flax 12")
 
 
 def test_sharded_export_with_index_loads_identically(exported, tmp_path):
