@@ -20,7 +20,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from common import checks, fs
+from common import fs
+from common.parsers import comma_list
 from data_pipeline.decontamination import eval_sets
 from evals import harness
 from evals import tasks as tasks_lib
@@ -30,38 +31,11 @@ from tokenizer.vocab import bos_prefix, load_vocabulary
 Scores = dict[str, Any]
 
 
-def _listed(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-    """The fields' own checks (the task files are checked when the evaluator is built)."""
-    d = config.get("downstream")
-    if d is None:  # a config.json from before the section existed (e.g. an anneal arm's base)
-        return
-    checks.non_negative(d.every_steps, "downstream.every_steps")
-    checks.require(
-        d.every_steps % config.train.log_every == 0,
-        "downstream.every_steps",
-        f"must be a multiple of train.log_every={config.train.log_every}",
-        d.every_steps,
-    )
-    checks.non_negative(d.limit, "downstream.limit")
-    checks.non_negative(d.num_fewshot, "downstream.num_fewshot")
-    if _listed(d.tasks):
-        checks.require(
-            bool(config.data.tokenizer),
-            "data.tokenizer",
-            "downstream.tasks needs the run's tokenizer.model",
-            config.data.tokenizer,
-        )
-
-
 def make_downstream(config: ml_collections.ConfigDict, setup: Any) -> Callable[[int, Any], Scores | None]:
     """`downstream(step, params)`: {task: {metric: value}, "seconds": s} when due, else None."""
     d = config.get("downstream")
     total = config.train.total_steps
-    if d is None or not _listed(d.tasks) or not (d.every_steps or d.at_end):
+    if d is None or not comma_list(d.tasks) or not (d.every_steps or d.at_end):
         return lambda step, params: None
     score = DownstreamScorer(config, setup)
 
@@ -79,10 +53,10 @@ class DownstreamScorer:
         d = config.downstream
         self.mesh, self.seed, self.num_fewshot = setup.mesh, config.seed, d.num_fewshot
         self.data = harness.load_tasks(
-            tasks_lib.resolve(_listed(d.tasks), [fs.resolve(p) for p in _listed(d.user_tasks)]),
+            tasks_lib.resolve(comma_list(d.tasks), [fs.resolve(p) for p in comma_list(d.user_tasks)]),
             eval_dir=d.eval_dir,
-            eval_set_paths=eval_sets.parse_specs(_listed(d.eval_sets)),
-            fewshot_paths=eval_sets.parse_specs(_listed(d.fewshot_sets)),
+            eval_set_paths=eval_sets.parse_specs(comma_list(d.eval_sets)),
+            fewshot_paths=eval_sets.parse_specs(comma_list(d.fewshot_sets)),
             limit=d.limit,
             num_fewshot=d.num_fewshot,
         )

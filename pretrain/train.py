@@ -27,7 +27,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from common import cli, fs, outputs, run_lock
-from pretrain import checkpoint, data, downstream_in_loop, sharding
+from common.parsers import comma_list
+from pretrain import checkpoint, data, sharding
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
@@ -65,7 +66,6 @@ def train(
     setup_distributed(config.distributed)
     say = say if jax.process_index() == 0 else (lambda line: None)
     validate(config)
-    downstream_in_loop.validate(config)
     resolve_remat_policy(config, say)
     enable_compilation_cache(config)
     workdir = fs.resolve(config.workdir)
@@ -77,7 +77,7 @@ def train(
     with workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
         setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
         source, _ = make_data(config)
-        downstream = downstream_in_loop.make_downstream(config, setup)  # reads its eval files now
+        downstream = make_downstream(config, setup)  # reads its eval files now
         if accepted is None:  # a fresh run: every check passed, nothing was written before this
             if jax.process_index() == 0:
                 outputs.claim(workdir, command=COMMAND, run=run_lock.new_run_id())
@@ -157,6 +157,17 @@ def preemption_notice(done: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- the run's own setup
+
+
+def make_downstream(config: ml_collections.ConfigDict, setup: TrainSetup) -> Callable[[int, Any], Any]:
+    """The in-loop downstream evaluation (`config.downstream`), or a no-op without tasks."""
+    if not comma_list(config.get("downstream", {}).get("tasks", "")):
+        return lambda step, params: None
+    # Optional: the evals package reads eval files with SeqIO/TensorFlow, which the GPU
+    # machines lack; a run without downstream tasks must not need them.
+    from pretrain import downstream_in_loop
+
+    return downstream_in_loop.make_downstream(config, setup)
 
 
 def setup_distributed(cfg: ml_collections.ConfigDict) -> None:

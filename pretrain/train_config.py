@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from common import checks, fs
+from common.parsers import comma_list
 from configs.train import base as train_defaults
 from mixtures import manifest as manifest_lib
 from mixtures.schedule import mixture_schedule
@@ -71,8 +72,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
             model.token_chunks,
         )
     mixture_schedule(config)
+    validate_downstream(config)
     if not config.data.synthetic:
         validate_data(config)
+
+
+def validate_downstream(config: ml_collections.ConfigDict) -> None:
+    """`config.downstream`'s own fields (its task files are read when the scorer is built)."""
+    d = config.get("downstream")
+    if d is None:  # a config.json from before the section existed (e.g. an anneal arm's base)
+        return
+    checks.non_negative(d.every_steps, "downstream.every_steps")
+    checks.require(
+        d.every_steps % config.train.log_every == 0,
+        "downstream.every_steps",
+        f"must be a multiple of train.log_every={config.train.log_every}",
+        d.every_steps,
+    )
+    checks.non_negative(d.limit, "downstream.limit")
+    checks.non_negative(d.num_fewshot, "downstream.num_fewshot")
+    if comma_list(d.tasks):
+        checks.require(
+            bool(config.data.tokenizer),
+            "data.tokenizer",
+            "downstream.tasks needs the run's tokenizer.model",
+            config.data.tokenizer,
+        )
 
 
 def validate_data(config: ml_collections.ConfigDict) -> None:

@@ -40,6 +40,7 @@ OPTIONAL_IMPORTS = {
     ("pretrain.train_setup", "mixtures.stream"),  # Grain, ArrayRecord
     ("pretrain.heldout", "mixtures.stream"),  # Grain, ArrayRecord
     ("pretrain.train_config", "tokenizer.vocab"),  # SeqIO, TensorFlow
+    ("pretrain.train", "pretrain.downstream_in_loop"),  # evals reads eval files with SeqIO, TensorFlow
 }
 ABSENT_ON_GPU_MACHINES = ("tensorflow", "seqio", "grain", "array_record", "tensorflow_datasets")
 
