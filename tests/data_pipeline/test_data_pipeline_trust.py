@@ -46,7 +46,7 @@ def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode != 0
-    assert "near_dedup" in result.stderr
+    assert "data_pipeline.dedup.near" in result.stderr
     assert not (tmp_path / "out" / "stats.json").exists()
 
 
