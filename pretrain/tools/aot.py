@@ -4,9 +4,9 @@
 
 `jax.experimental.topologies.get_topology_desc` describes the slice's devices without
 having them (it needs `libtpu`: `pip install 'libtpu==0.0.42.*'`, the version `jax[tpu]`
-0.10.2 pins, or `pip install -e '.[test]'`). The step built by the trainer's own setup
-(`pretrain.train_setup.build_setup` and `jitted_train_step`) is lowered with abstract state and
-batch and compiled for those devices; the compiler then reports, per chip, what the
+0.10.2 pins, or `pip install -e '.[test]'`). The step built by the trainer's own setup is
+lowered with abstract state and batch and compiled for those devices (`pretrain.step_memory`,
+which the trainer's `remat_policy="auto"` uses too); the compiler then reports, per chip, what the
 program needs in HBM and how many FLOPs and bytes one step costs. From those a roofline
 gives a step time and MFU (compute, HBM and ICI bounds, assuming perfect overlap), next to
 the 6ND-style model FLOPs of `pretrain.flops`. Exits 1 when the step does not fit in
