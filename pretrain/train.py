@@ -15,7 +15,9 @@ optimiser, shardings and restore (pretrain.train_setup), and what the run report
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -67,7 +69,8 @@ def train(
     accepted = check_resume(workdir, config)
     total_steps = config.train.total_steps
 
-    with workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
+    notice = PreemptionNotice()
+    with notice, workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
         setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
         source, _ = make_data(config)
         if accepted is None:  # a fresh run: every check passed, nothing was written before this
@@ -76,7 +79,7 @@ def train(
             say("resuming with changed optimiser settings (config.resume_accept): " + "; ".join(accepted))
         manager = checkpoint.make_manager(workdir, config.checkpoint)
         state, start, origin = restore_or_init(setup, config, manager, source, say)
-        preemption_notice(start)  # registers the starting step with the preemption service
+        notice(start)  # registers the starting step with the preemption service
         step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
         evaluate = make_evaluator(config, setup)
         report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin, say)
@@ -91,7 +94,7 @@ def train(
                 done = step + 1
                 report.collect(done, metrics)
 
-                preempted = preemption_notice(done)
+                preempted = notice(done)
                 saving = save_due(config, done) or preempted
                 if report.log_due(done) or saving:
                     report.check_finite(manager)  # before anything from a NaN step is saved
@@ -135,16 +138,39 @@ def save_due(config: ml_collections.ConfigDict, done: int) -> bool:
     return bool(every) and (done % every == 0 or done == config.train.total_steps)
 
 
-def preemption_notice(done: int) -> bool:
-    """True, on every process at the same step, once any process got SIGTERM.
+class PreemptionNotice:
+    """`notice(done)`: True, on every process at the same step, once any process got SIGTERM.
 
-    jax.distributed's preemption service turns a SIGTERM on any host (a Spot VM's
-    preemption notice, `pretrain.launch --action=stop`) into a step all hosts agree on, so
-    they save one consistent checkpoint before they go. Every process calls this with the
-    starting step and then every step: the agreed step is one past the largest step any
-    process has reported, and it only matches if reported steps are consecutive.
+    On several processes, jax.distributed's preemption service turns a SIGTERM on any host
+    (a Spot VM's preemption notice, `pretrain.launch --action=stop`) into a step all hosts
+    agree on, so they save one consistent checkpoint before they go. Every process calls
+    this with the starting step and then every step: the agreed step is one past the
+    largest step any process has reported, and it only matches if reported steps are
+    consecutive. On one process (no distributed.initialize: a GPU node, a workstation)
+    nothing installs that service, so while the run is inside `with notice:` a SIGTERM
+    handler of its own notes the signal and the next step answers True: the same
+    checkpoint and exit status as on a pod, instead of dying with every step since the
+    last checkpoint.
     """
-    return jax.distributed.is_initialized() and multihost_utils.reached_preemption_sync_point(done)
+
+    def __init__(self) -> None:
+        self._signalled = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> PreemptionNotice:
+        if not jax.distributed.is_initialized() and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._signalled.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def __call__(self, done: int) -> bool:
+        if jax.distributed.is_initialized():
+            return multihost_utils.reached_preemption_sync_point(done)
+        return self._signalled.is_set()
 
 
 # ----------------------------------------------------------------------------- the run's own setup

@@ -425,3 +425,43 @@ def test_readers_of_a_damaged_checkpoint_name_it_and_the_other_steps_and_move_no
     assert _snapshot(workdir) == before
     params, _ = checkpoint.restore_params(workdir, step=4)
     assert "embedder" in params
+
+
+# pretrain.train's command on one host (no distributed.initialize), sent a real SIGTERM by
+# itself once step 5 is done: between checkpoints (every 4 steps), where a preemption lands.
+_SIGTERM_AT_5 = """
+import os, signal
+from pretrain import report, train
+collect = report.Reporter.collect
+def collect_then_sigterm(self, done, metrics):
+    collect(self, done, metrics)
+    if done == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+report.Reporter.collect = collect_then_sigterm
+train.run()
+"""
+
+
+def test_sigterm_on_one_host_saves_the_step_and_exits_preempted_and_the_rerun_resumes_exactly(
+    reference_run, tmp_path
+):
+    workdir = tmp_path / "run"
+    args = [f"--config={config_file(tmp_path, total_steps=8)}", f"--workdir={workdir}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_AT_5, *args],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == train_lib.PREEMPTED, proc.stderr[-3000:]
+    assert "preemption notice (SIGTERM): saved step 5" in proc.stderr
+    assert _steps(workdir) == [4, 5]
+    summary = train_lib.train(tiny_config(workdir, total_steps=8))
+    assert summary["resumed_from"] == 5
+    losses = [(r["step"], r["loss"]) for r in read_metrics(workdir)]
+    assert losses == [(r["step"], r["loss"]) for r in read_metrics(reference_run)]
+    a, _ = checkpoint.restore_params(workdir)
+    b, _ = checkpoint.restore_params(reference_run)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
