@@ -44,7 +44,7 @@ def _marker(path: str) -> dict[str, Any] | None:
     marker = fs.join(path, MARKER)
     if not fs.exists(marker):
         return None
-    data = json.loads(fs.read_text(marker))
+    data = fs.read_json_state(marker, "restore it, or prepare into a new folder", kind=object)
     return data if isinstance(data, dict) and data.get("job") == JOB else None
 
 

@@ -56,7 +56,7 @@ def read(packed_dir: str) -> dict[str, Any]:
             f"{path} not found: pack the mixture first "
             f"(python -m mixtures.pack --config=... --output={packed_dir})"
         )
-    manifest = json.loads(fs.read_text(path))
+    manifest = fs.read_json_state(path, "restore it, or pack again (mixtures.pack --overwrite)")
     if manifest.get("format") != FORMAT:
         raise ValueError(
             f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; re-run mixtures.pack"

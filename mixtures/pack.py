@@ -117,7 +117,10 @@ def earlier_outputs(out: str, overwrite: bool) -> list[str]:
         checks.require(
             overwrite, "pack.output", f"holds a half-committed pack ({COMMITTING}); pass --overwrite", out
         )
-        files = json.loads(fs.read_text(fs.join(out, COMMITTING)))["files"]
+        files = fs.read_json_state(fs.join(out, COMMITTING), "remove it and pack anew into a new folder").get(
+            "files"
+        )
+        checks.require(isinstance(files, list), "pack.output", f"{COMMITTING} names no files list", out)
         checks.require(
             all(_inside(f) for f in files), "pack.output", f"{COMMITTING} names paths outside it", out
         )

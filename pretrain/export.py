@@ -30,6 +30,7 @@ from common import checks, cli, fs
 from pretrain import checkpoint, hf_mapping, safetensors_stream
 from pretrain.model.transformer import DTYPES as MODEL_DTYPES
 from pretrain.model.transformer import TransformerConfig, unstack_layers
+from pretrain.train_config import check_tokenizer
 
 # The model's dtype table, as numpy dtypes; HF checkpoints are bfloat16 or float32.
 DTYPES = {name: np.dtype(MODEL_DTYPES[name]) for name in ("bfloat16", "float32")}
@@ -198,7 +199,7 @@ def load_orbax_params(directory: fs.PathLike) -> tuple[dict, TransformerConfig]:
     """(params, model config) of an `--format orbax-params` export."""
     import orbax.checkpoint as ocp
 
-    config = json.loads(fs.read_text(fs.join(directory, "config.json")))["model"]
+    config = fs.read_json_state(fs.join(directory, "config.json"), "export again")["model"]
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(fs.as_path(fs.join(directory, "params")))
     return params, TransformerConfig.from_config_dict(config, where="config.json:model")
@@ -269,11 +270,15 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     step = None if config.step < 0 else config.step
     start = time.time()
     print(f"restoring params from {workdir} (step {'latest' if step is None else step}) ...", flush=True)
-    params, train_config = checkpoint.restore_params(workdir, step)
-    model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
+    train_config = checkpoint.load_train_config(workdir)
     tokenizer = config.tokenizer or train_config.get("data", {}).get("tokenizer") or None
     if tokenizer is None:
         print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
+    else:
+        tokenizer = tokenizer_file(tokenizer)
+        check_tokenizer(train_config, tokenizer, "tokenizer")  # before anything is read or written
+    params, train_config = checkpoint.restore_params(workdir, step)
+    model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
     print(f"writing {config.format} ({config.dtype}) to {output} ...", flush=True)
     staging = f"{output.rstrip('/')}.partial-{uuid.uuid4().hex[:8]}"
     try:

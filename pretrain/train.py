@@ -33,7 +33,7 @@ from pretrain import aot, checkpoint, data, sharding
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
-from pretrain.train_config import check_resume, resolve_paths, validate, write_config
+from pretrain.train_config import check_resume, record_tokenizer, resolve_paths, validate, write_config
 from pretrain.train_setup import TrainSetup, build_setup, jitted_train_step, make_data, restore_or_init
 
 PROCESS_START = time.perf_counter()  # the command's goodput counts imports as startup
@@ -74,6 +74,7 @@ def train(
         setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
         source, _ = make_data(config)
         if accepted is None:  # a fresh run: every check passed, nothing was written before this
+            record_tokenizer(config)
             write_config(workdir, config)
         elif accepted:
             say("resuming with changed optimiser settings (config.resume_accept): " + "; ".join(accepted))

@@ -320,3 +320,32 @@ def test_reading_prepared_data_never_imports_a_module_the_folder_names(tmp_path,
     read = [r for r in sources.ReadTfdsShardFn(spec, 1 << 20, 256).process(0) if isinstance(r, dict)]
     assert texts == ["hello"] and [r["text"] for r in read] == ["hello"]
     assert not (tmp_path / "pwned").exists() and "evilmod" not in sys.modules
+
+
+# ------------------------------------------------------------------ issue 32, 8: lone surrogates
+
+
+def _dead_letters(out: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted((out / "dead_letter").rglob("*.gz"))
+        for line in gzip.decompress(path.read_bytes()).decode().splitlines()
+    ]
+
+
+def test_a_lone_surrogate_is_one_dead_letter_and_the_job_goes_on(tmp_path):
+    """`"\\ud83d"` (an emoji cut in half in crawled JSON) decodes to text no UTF-8 encodes:
+    it killed the whole job in Beam's coder. An id holding one is kept, escaped."""
+    lines = [json.dumps(d) for d in _docs(3)]
+    lines.append('{"id": "half-emoji", "text": ' + json.dumps(prose(7))[:-1] + ' \\ud83d"}')
+    lines.append('{"id": "odd-\\udc80-id", "text": ' + json.dumps(prose(8)) + "}")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("\n".join(lines) + "\n")
+    result = prepare.prepare(prepare_config([f"web={tmp_path / 'in' / '*'}"], tmp_path / "out"))
+    assert result["invariant"]["ok"] and result["total"]["input"] == 5
+    assert result["total"]["dead_letter"] == 1 and result["total"]["kept"] == 4
+    (dead,) = _dead_letters(tmp_path / "out")
+    assert dead["id"] == "half-emoji" and dead["error"].startswith("lone_surrogate: 'text'")
+    dataset = read_split(tmp_path / "out" / "web", "train+validation")
+    kept = {ex["id"].decode() for ex in dataset.as_numpy_iterator()}
+    assert kept == {"d0", "d1", "d2", "odd-\\udc80-id"}
