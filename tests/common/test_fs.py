@@ -5,7 +5,7 @@ import os
 import pytest
 
 from common import fs
-from data_pipeline.sources import match_files
+from data_pipeline.readers.sources import match_files
 
 
 def test_resolve_makes_local_paths_absolute_and_keeps_uris(tmp_path, monkeypatch):

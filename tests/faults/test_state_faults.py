@@ -15,11 +15,13 @@ import pytest
 
 from common import fs
 from common.checks import ConfigError
-from data_pipeline import outputs
+from data_pipeline.writers import outputs
 from mixtures import manifest as manifest_lib
 from mixtures import pack
-from pretrain import checkpoint, evaluate, export, optim
+from pretrain import checkpoint, optim
 from pretrain import train as train_lib
+from pretrain.convert import export
+from pretrain.tools import evaluate
 from tests.support.mixtures import train_tokenizer
 from tests.support.train import tiny_config
 from tokenizer import vocab as vocab_lib
