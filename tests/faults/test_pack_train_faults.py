@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import grain
 import jax
 import numpy as np
 import pytest
+from array_record.python.array_record_module import ArrayRecordWriter
 
 from common import run_lock
 from common.checks import ConfigError
@@ -25,7 +27,7 @@ from mixtures import stream as stream_lib
 from pretrain import checkpoint
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
-from tests.support.mixtures import build_prepared, write_mixture_config
+from tests.support.mixtures import build_prepared, demo_mixture, write_mixture_config
 from tests.support.train import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -465,3 +467,31 @@ def test_sigterm_on_one_host_saves_the_step_and_exits_preempted_and_the_rerun_re
     a, _ = checkpoint.restore_params(workdir)
     b, _ = checkpoint.restore_params(reference_run)
     jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_a_row_file_swapped_for_another_with_the_same_row_count_is_refused_at_open(packed, tmp_path):
+    """The same rows in another order: same row count, same size, reads fine, trains on other
+    rows. The manifest's size and sampled sha256 find it before anything is read or written."""
+    _, vocab, _, packed_dir = packed
+    copy = Path(shutil.copytree(packed_dir, tmp_path / "packed"))
+    shard = sorted((copy / "train" / "web").glob("*.array_record"))[0]
+    source = grain.sources.ArrayRecordDataSource([str(shard)])
+    records = source.__getitems__(list(range(len(source))))
+    size = shard.stat().st_size
+    shard.unlink()
+    writer = ArrayRecordWriter(str(shard), manifest_lib.WRITER_OPTIONS)
+    for record in reversed(records):
+        writer.write(record)
+    writer.close()
+    assert shard.stat().st_size == size and len(grain.sources.ArrayRecordDataSource([str(shard)])) == len(
+        records
+    )
+    config = tiny_config(tmp_path / "run", total_steps=4)
+    config.data.update(dict(synthetic=False, packed_dir=str(copy), tokenizer=str(vocab)))
+    config.mixture = demo_mixture(seq_len=config.data.seq_len)
+    with pytest.raises(
+        stream_lib.UnreadablePackedFile,
+        match=rf"^packed rows unreadable: {re.escape(str(shard))} \(its content differs from the manifest's sampled sha256",
+    ):
+        train_lib.train(config)
+    assert not (tmp_path / "run").exists()

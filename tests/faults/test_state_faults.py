@@ -15,6 +15,7 @@ import pytest
 
 from common import fs
 from common.checks import ConfigError
+from configs.mixtures import base as mixture_configs
 from data_pipeline.writers import outputs
 from mixtures import manifest as manifest_lib
 from mixtures import pack
@@ -22,7 +23,7 @@ from pretrain import checkpoint, optim
 from pretrain import train as train_lib
 from pretrain.convert import export
 from pretrain.tools import evaluate
-from tests.support.mixtures import train_tokenizer
+from tests.support.mixtures import PACK_SEQ_LEN, demo_mixture, train_tokenizer
 from tests.support.train import tiny_config
 from tokenizer import vocab as vocab_lib
 
@@ -176,6 +177,22 @@ def test_a_learning_rate_that_is_not_a_positive_finite_number_is_refused(value):
     config.optim.peak_lr = value
     with pytest.raises(ConfigError, match=r"^config\.optim\.peak_lr: must be a finite number > 0, got"):
         optim.validate(config.optim, config.train.total_steps)
+
+
+@pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf")])
+def test_a_mixture_weight_that_is_not_finite_and_non_negative_stops_the_pack_at_start(tmp_path, weight):
+    """mixtures.pack never built the schedule: it packed a mixture every reader then refused."""
+    config = demo_mixture(PACK_SEQ_LEN)
+    config.pack = mixture_configs.pack_config()
+    config.pack.update(
+        dict(prep_dir=str(tmp_path), vocab_path=str(tmp_path / "v"), output=str(tmp_path / "P"))
+    )
+    config.stages[0]["weights"].update({"web": weight, "code": 0.85})
+    with pytest.raises(
+        ConfigError, match=r"^config\.stages\[0\]\.weights\['web'\]: must be a finite number >= 0"
+    ):
+        pack.validate(config)
+    assert not (tmp_path / "P").exists()
 
 
 @pytest.mark.parametrize("field", ["end_lr_ratio", "weight_decay", "clip_norm", "b1", "b2", "eps"])
