@@ -7,7 +7,9 @@ nothing is written or moved."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -225,3 +227,43 @@ def test_evaluate_scores_a_lone_surrogate_as_the_replacement_character_and_count
     expected = evaluate.evaluate(run, replaced)
     assert "documents_with_lone_surrogates" not in expected
     assert (result["loss"], result["tokens"]) == (expected["loss"], expected["tokens"])
+
+
+# ----------------------------------------------------------------------------- more attacks
+
+
+def test_an_empty_tokenizer_file_is_one_line_naming_it(tmp_path):
+    empty = tmp_path / "tokenizer.model"
+    empty.write_bytes(b"")
+    with pytest.raises(vocab_lib.UnreadableTokenizer, match=rf"^{empty}: not a SentencePiece model"):
+        vocab_lib.load_vocabulary(empty)
+
+
+@pytest.mark.parametrize("content", ["[]", '"a string"', "null"])
+def test_a_config_json_that_is_json_but_not_an_object_is_one_line(run, content):
+    (run / "config.json").write_text(content)
+    with pytest.raises(
+        fs.DamagedState, match=r"config\.json: not a valid JSON state file \(a JSON \w+, not dict\)"
+    ):
+        checkpoint.restore_params(run)
+
+
+@pytest.mark.parametrize("tail", [b'{"step": 9, "loss": 1.', b"\xff\xfe\x00garbage"])
+def test_a_torn_or_garbled_last_metrics_line_is_dropped_at_resume(run, tail):
+    """A kill mid-append (or a bad sector) leaves half a line: the resume drops it, keeps the rest."""
+    metrics = run / "metrics.jsonl"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good + tail)
+    summary = train_lib.train(tiny_config(run, total_steps=8))
+    assert summary["resumed_from"] == 8
+    assert metrics.read_bytes() == good
+
+
+def test_a_sigterm_before_the_first_step_is_noted_and_the_old_handler_comes_back():
+    """On one host the notice is the run's own handler, installed only while it trains."""
+    before = signal.getsignal(signal.SIGTERM)
+    with train_lib.PreemptionNotice() as notice:
+        assert not notice(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert notice(1) and notice(2)  # noted once, answered at every later step
+    assert signal.getsignal(signal.SIGTERM) is before
