@@ -252,7 +252,8 @@ def check_tokenizer(run_config: ml_collections.ConfigDict, path: str, field: str
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     if jax.process_index() == 0:
         fs.makedirs(workdir)
-        fs.write_text(fs.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+        # Atomic: a kill mid-write must not leave half a config.json for export, evaluate or a resume.
+        fs.write_text_atomic(fs.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
 
 
 PATH_FIELDS = (
