@@ -57,11 +57,15 @@ class UnreadableTokenizer(ConfigError):
     """A tokenizer.model that does not parse: one line naming it (exit 2)."""
 
 
+class MissingTokenizer(ConfigError, FileNotFoundError):
+    """No tokenizer.model where a path says: one line naming it (exit 2)."""
+
+
 def model_file(path: fs.PathLike) -> str:
     """The `tokenizer.model` at `path` (the file, or a directory holding one), any filesystem."""
     path = fs.join(path, "tokenizer.model") if fs.isdir(path) else fs.resolve(path)
     if not fs.isfile(path):
-        raise FileNotFoundError(f"no SentencePiece tokenizer.model at {path}")
+        raise MissingTokenizer(f"no SentencePiece tokenizer.model at {path}")
     return path
 
 

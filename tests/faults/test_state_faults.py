@@ -267,3 +267,9 @@ def test_a_sigterm_before_the_first_step_is_noted_and_the_old_handler_comes_back
         os.kill(os.getpid(), signal.SIGTERM)
         assert notice(1) and notice(2)  # noted once, answered at every later step
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_export_with_a_tokenizer_that_is_not_there_is_one_line(run, tmp_path):
+    with pytest.raises(vocab_lib.MissingTokenizer, match=r"^no SentencePiece tokenizer.model at .*nowhere"):
+        _export(run, tmp_path / "hf", tokenizer=str(tmp_path / "nowhere"))
+    assert not (tmp_path / "hf").exists()
