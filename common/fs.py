@@ -13,6 +13,8 @@ from __future__ import annotations
 import fnmatch
 import glob as _local_glob
 import gzip
+import hashlib
+import http.client
 import io
 import json
 import os
@@ -21,6 +23,8 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from etils import epath
+
+from common.checks import ConfigError
 
 PathLike = str | os.PathLike | epath.Path
 
@@ -45,7 +49,54 @@ def resolve(path: PathLike) -> str:
 
 def as_path(path: PathLike) -> epath.Path:
     """An `epath.Path` for `path`, absolute when local (Orbax requires that)."""
-    return epath.Path(resolve(path))
+    text = resolve(path)
+    if text.startswith("gs://"):
+        _require_gcs_credentials(text)
+    return epath.Path(text)
+
+
+class NoCredentials(ConfigError):
+    """A gs:// path with no Google Cloud credentials to reach it: one line, exit 2."""
+
+
+# Where Google's clients (TensorFlow's GCS filesystem, google-auth) find credentials, in
+# their order: a key file, the test token / emulator, `gcloud auth application-default login`.
+_CREDENTIAL_ENV = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_AUTH_TOKEN_FOR_TESTING", "STORAGE_EMULATOR_HOST")
+_gcs_credentials_found = False
+
+
+def _require_gcs_credentials(path: str) -> None:
+    """Raises NoCredentials unless some credentials are there, in about a second at most.
+
+    Without any, the clients probe the GCE metadata server with retries and fail after
+    8-10 s with a traceback naming neither the path nor the remedy. Found once, not asked again.
+    """
+    global _gcs_credentials_found
+    if _gcs_credentials_found:
+        return
+    gcloud = os.environ.get("CLOUDSDK_CONFIG") or os.path.expanduser("~/.config/gcloud")
+    _gcs_credentials_found = (
+        any(os.environ.get(name) for name in _CREDENTIAL_ENV)
+        or os.path.isfile(os.path.join(gcloud, "application_default_credentials.json"))
+        or _on_google_cloud()
+    )
+    if not _gcs_credentials_found:
+        raise NoCredentials(
+            f"{path}: no Google Cloud credentials (GOOGLE_APPLICATION_CREDENTIALS is unset, there is no "
+            f"{gcloud}/application_default_credentials.json, and this is not a Google Cloud VM); run "
+            "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a key file"
+        )
+
+
+def _on_google_cloud() -> bool:
+    """Whether the GCE metadata server (a VM's own service account) answers, as google-auth asks it."""
+    host = os.environ.get("GCE_METADATA_HOST") or os.environ.get("GCE_METADATA_IP") or "169.254.169.254"
+    try:
+        connection = http.client.HTTPConnection(host, timeout=1)
+        connection.request("GET", "/computeMetadata/v1/", headers={"Metadata-Flavor": "Google"})
+        return connection.getresponse().getheader("Metadata-Flavor") == "Google"
+    except OSError:
+        return False
 
 
 def join(base: PathLike, *parts: str) -> str:
@@ -208,12 +259,47 @@ def read_jsonl(path: PathLike) -> Iterator[Any]:
             yield value
 
 
+class DamagedState(ConfigError):
+    """A JSON file a command wrote for later runs (config.json, manifest.json, a marker)
+    does not parse: one line naming it (exit 2); rerunning cannot help, the file must be
+    restored or remade."""
+
+
+def read_json_state(path: PathLike, remedy: str, kind: type = dict) -> Any:
+    """The JSON value of a state file, which must be a `kind` (a JSON object by default).
+
+    A file cut short (a full disk, a kill mid-write, an editor) or holding something else
+    raises DamagedState: "`path`: not a valid JSON state file (why); `remedy`". Every reader
+    of a project's JSON state goes through here, so each fails the same way, in one line.
+    """
+    try:
+        value = json.loads(read_bytes(path).decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise DamagedState(
+            f"{path}: not a valid JSON state file (truncated or damaged: {e}); {remedy}"
+        ) from None
+    if not isinstance(value, kind):
+        raise DamagedState(
+            f"{path}: not a valid JSON state file (a JSON {type(value).__name__}, not {kind.__name__}); {remedy}"
+        )
+    return value
+
+
 def read_text(path: PathLike) -> str:
     return as_path(path).read_text(encoding="utf-8")
 
 
 def read_bytes(path: PathLike) -> bytes:
     return as_path(path).read_bytes()
+
+
+def sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: PathLike, text: str) -> None:
@@ -244,6 +330,13 @@ def write_bytes(path: PathLike, data: bytes) -> None:
     p.write_bytes(data)
 
 
+# How every command's path patterns read (their --help says it).
+PATTERN_HELP = (
+    "a path that exists is that file or folder, whatever its name holds; otherwise *, ?, [abc] "
+    "and ** (any depth) are wildcards ([[] matches a literal [)"
+)
+
+
 def has_wildcard(pattern: PathLike) -> bool:
     return bool(_WILDCARD.search(os.fspath(pattern)))
 
@@ -251,12 +344,15 @@ def has_wildcard(pattern: PathLike) -> bool:
 def glob(pattern: PathLike) -> list[str]:
     """Sorted paths matching `pattern` (`*`, `?`, `[..]`, and `**` for any depth).
 
-    A pattern without wildcards names itself if it exists (a directory too); URIs keep
-    their scheme in the results.
+    A pattern that names an existing path (a directory too) is that path, even when its
+    name holds wildcard characters: a file `web[1].jsonl` is read, not `web1.jsonl`
+    (PATTERN_HELP). URIs keep their scheme in the results.
     """
     text = os.fspath(pattern)
+    if exists(text):
+        return [resolve(text)]
     if not has_wildcard(text):
-        return [resolve(text)] if exists(text) else []
+        return []
     if not is_uri(text):
         return sorted(_local_glob.glob(resolve(text), recursive=True))
     parts = text.split("/")

@@ -124,11 +124,8 @@ def read_record(out: str) -> dict[str, Any] | None:
     path = fs.join(out, RECORD)
     if not fs.exists(path):
         return None
-    try:
-        record = json.loads(fs.read_text(path))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not readable ({e}); refusing to touch {out}: fix or remove it") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT or "command" not in record:
+    record = fs.read_json_state(path, f"refusing to touch {out}: fix or remove it")
+    if record.get("format") != FORMAT or "command" not in record:
         raise ConfigError(f"{path}: not a record of this project; refusing to touch {out}: fix or remove it")
     return record
 

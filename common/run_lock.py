@@ -12,9 +12,13 @@ A lock whose run died (SIGKILL, OOM, a lost VM) must not block a restart, so the
 rewrites its lock every ``heartbeat_s`` seconds and a new run tells the dead from the
 living: on the same machine (host name, boot id and pid namespace) by asking whether the
 pid still runs (and started when the lock says);
-elsewhere by the heartbeat, waiting until it either moves (the holder lives: refused) or
-is ``stale_s`` seconds old (the holder is dead: its lock is removed, with a line saying so).
-A lock that cannot be read is never removed; the message names the file.
+elsewhere by watching the heartbeat: if it moves within ``stale_s`` seconds, timed by this
+machine's monotonic clock, the holder lives (refused); if it does not, the holder is dead
+(its lock is removed, with a line saying so). The heartbeat's value is never compared with
+this machine's clock: another host's clock may be minutes off (a live holder whose clock
+is behind would pass for dead, a dead one whose clock is ahead for alive), so a dead
+holder elsewhere always costs one ``stale_s`` wait. A lock that cannot be read is never
+removed; the message names the file.
 """
 
 from __future__ import annotations
@@ -89,10 +93,12 @@ def _running(holder: dict[str, Any]) -> bool:
     return True
 
 
-def _describe(holder: dict[str, Any], now: float) -> str:
+def _describe(holder: dict[str, Any]) -> str:
+    """Who holds a lock; the heartbeat as the holder's own clock wrote it (never compared with ours)."""
+    beat = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(holder["heartbeat"])))
     return (
         f"run {holder['run']}, pid {holder['pid']} on {holder['host']}, started {holder['started']}, "
-        f"heartbeat {now - holder['heartbeat']:.0f} s ago"
+        f"last heartbeat {beat} by its clock"
     )
 
 
@@ -102,7 +108,12 @@ def _read(path: str) -> dict[str, Any] | None:
         holder = json.loads(fs.read_text(path))
     except FileNotFoundError:
         return None
-    if not isinstance(holder, dict) or not {"run", "pid", "host", "heartbeat"} <= holder.keys():
+    if (
+        not isinstance(holder, dict)
+        or not {"run", "pid", "host", "heartbeat"} <= holder.keys()
+        or not isinstance(holder["heartbeat"], (int, float))
+        or not isinstance(holder["pid"], int)
+    ):
         raise ValueError(f"{path} is not a lock file of this project")
     return holder
 
@@ -200,22 +211,24 @@ def _wait_for_or_remove(
     )
     if written_here:  # its pid names a process of this machine, boot and pid namespace
         if _running(holder):
-            raise refuse(_describe(holder, time.time()), holder)
-        say(f"removed the lock of a run that no longer runs ({_describe(holder, time.time())}): {path}")
+            raise refuse(_describe(holder), holder)
+        say(f"removed the lock of a run that no longer runs ({_describe(holder)}): {path}")
         fs.rmtree(path)
         return
-    first = holder["heartbeat"]
-    if time.time() - first < stale_s:
-        say(
-            f"{folder} is locked by {_describe(holder, time.time())} on another machine; waiting up to "
-            f"{stale_s - (time.time() - first):.0f} s to see whether it is alive"
-        )
-    while (age := time.time() - first) < stale_s:
-        time.sleep(min(heartbeat_s / 4, stale_s - age))
+    first, watched = holder["heartbeat"], time.monotonic()
+    say(
+        f"{folder} is locked by {_describe(holder)} on another machine; waiting up to "
+        f"{stale_s:.0f} s to see whether its heartbeat moves (whether it is alive)"
+    )
+    while (waited := time.monotonic() - watched) < stale_s:
+        time.sleep(min(heartbeat_s / 4, stale_s - waited))
         now_holder = read()
         if now_holder is None:
             return
         if now_holder["heartbeat"] != first:
-            raise refuse(_describe(now_holder, time.time()), now_holder)
-    say(f"removed the lock of a run whose heartbeat stopped ({_describe(holder, time.time())}): {path}")
+            raise refuse(_describe(now_holder), now_holder)
+    say(
+        f"removed the lock of a run whose heartbeat stopped (unchanged for {stale_s:.0f} s; "
+        f"{_describe(holder)}): {path}"
+    )
     fs.rmtree(path)

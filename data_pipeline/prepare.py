@@ -440,9 +440,17 @@ def run() -> None:
         default_config="data/base.py",
         shortcuts=[
             cli.Shortcut(
-                "input", "inputs", "DOMAIN=GLOB (repeatable); replaces the config's inputs.", multi=True
+                "input",
+                "inputs",
+                f"DOMAIN=GLOB (repeatable); replaces the config's inputs. GLOB: {fs.PATTERN_HELP}.",
+                multi=True,
             ),
-            cli.Shortcut("eval_set", "eval_sets", "NAME=PATH of an eval set (repeatable).", multi=True),
+            cli.Shortcut(
+                "eval_set",
+                "eval_sets",
+                f"NAME=PATH of an eval set (repeatable); PATH may be a folder or a pattern: {fs.PATTERN_HELP}.",
+                multi=True,
+            ),
             cli.Shortcut("output_dir", help="Output folder."),
         ],
         required=["output_dir"],

@@ -32,6 +32,30 @@ def shard_path(split: str, task: str, shard: int, num_shards: int) -> str:
     return f"{split}/{task}/rows-{shard:05d}-of-{num_shards:05d}{RECORD_SUFFIX}"
 
 
+# A row file's identity, checked by every reader at open (mixtures.stream): its size and the
+# SHA-256 of SAMPLE_BLOCKS blocks spread over it, first and last included (the whole file
+# when it is at most SAMPLE_BLOCKS blocks long). The per-file `sha256` (of its records)
+# would need the whole file read; the sample costs 16 reads of 64 KiB per file.
+SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES = 16, 1 << 16
+
+
+def file_identity(path: str) -> dict[str, Any]:
+    """{"bytes": size, "sample_sha256": hex} of a row file, as the manifest records it."""
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        size = f.seek(0, 2)
+        digest.update(str(size).encode() + b"\0")
+        if size <= SAMPLE_BLOCKS * SAMPLE_BLOCK_BYTES:
+            f.seek(0)
+            digest.update(f.read())
+        else:
+            stride = (size - SAMPLE_BLOCK_BYTES) // (SAMPLE_BLOCKS - 1)
+            for i in range(SAMPLE_BLOCKS):
+                f.seek(i * stride)
+                digest.update(f.read(SAMPLE_BLOCK_BYTES))
+    return {"bytes": size, "sample_sha256": digest.hexdigest()}
+
+
 def canonical_hash(value: Any) -> str:
     """SHA-256 of a JSON-serialisable value, independent of key order."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -56,7 +80,7 @@ def read(packed_dir: str) -> dict[str, Any]:
             f"{path} not found: pack the mixture first "
             f"(python -m mixtures.pack --config=... --output={packed_dir})"
         )
-    manifest = json.loads(fs.read_text(path))
+    manifest = fs.read_json_state(path, "restore it, or pack again (mixtures.pack --overwrite)")
     if manifest.get("format") != FORMAT:
         raise ValueError(
             f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; re-run mixtures.pack"

@@ -54,10 +54,15 @@ from mixtures import manifest as manifest_lib
 from mixtures import rows
 from mixtures import tasks as tasks_lib
 from mixtures.document_packer import DocumentPacker
+from mixtures.schedule import Schedule
 from tokenizer.model_file import model_sha256
 from tokenizer.vocab import load_vocabulary
 
 Key = tuple[str, str]  # (task, split)
+
+
+# Stage starts become steps only with the trainer's total_steps; any large count checks the rest.
+SCHEDULE_CHECK_STEPS = 1_000_000
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -65,6 +70,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     checks.positive(config.seq_len, "seq_len")
     checks.require(bool(config.tasks), "tasks", "must name at least one task", config.tasks)
     checks.require(bool(p.splits), "pack.splits", "must name at least one split", p.splits)
+    if config.get("stages"):  # the weights every reader of these rows will be given (finite, >= 0)
+        Schedule.from_config(config, SCHEDULE_CHECK_STEPS, "config")
     checks.positive(p.rows_per_shard, "pack.rows_per_shard")
     checks.positive(p.docs_per_read, "pack.docs_per_read")
     checks.positive(p.lookahead, "pack.lookahead")
@@ -203,6 +210,7 @@ class PackShard(beam.DoFn):
                 stats["tokens_out"] += sum(p.end - p.start for p in row)
                 stats["cut_documents"] += int(not row[-1].ends_document)
             writer.close()
+            identity = manifest_lib.file_identity(local)  # what readers check at open
             target = fs.join(self.output, relative)
             fs.makedirs(fs.dirname(target))
             fs.copy(local, target)
@@ -214,6 +222,7 @@ class PackShard(beam.DoFn):
             shard=shard,
             path=relative,
             sha256=digest.hexdigest(),
+            **identity,
             documents=packer.documents_in,
             tokens_in=packer.tokens_in,
             **stats,
@@ -258,7 +267,14 @@ def assemble_manifest(
                 totals["tokens_out"] / (totals["rows"] * header["seq_len"]) if totals["rows"] else None
             )
             totals["files"] = [
-                dict(path=s["path"], rows=s["rows"], tokens=s["tokens_out"], sha256=s["sha256"]) for s in mine
+                dict(
+                    path=s["path"],
+                    rows=s["rows"],
+                    tokens=s["tokens_out"],
+                    sha256=s["sha256"],
+                    **{k: s[k] for k in ("bytes", "sample_sha256") if k in s},
+                )
+                for s in mine
             ]
             splits[split][task] = totals
     return {**{k: v for k, v in header.items() if k != "split_names"}, "splits": splits}

@@ -36,6 +36,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from common import fs
 from common.checks import ConfigError
 from mixtures import assignment, rows
 from mixtures import manifest as manifest_lib
@@ -60,6 +61,26 @@ def _unreadable(path: str, count: int, why: str) -> UnreadablePackedFile:
         f"packed rows unreadable: {path} ({why}); it is not the file of {count} rows the packed "
         f"manifest.json lists: restore it, or pack again (mixtures.pack --overwrite)"
     )
+
+
+def _check_identity(packed_dir: str, entries: list[dict[str, Any]]) -> None:
+    """Each row file is the one the manifest lists: its size and sampled SHA-256
+    (manifest.file_identity). A file swapped for another pack's with the same row count
+    reads fine and trains on other rows; this finds it before the first step. Files of a
+    pack made before the manifest recorded identities are checked by row count only."""
+    for entry in entries:
+        if "sample_sha256" not in entry:
+            continue
+        path = fs.join(packed_dir, entry["path"])
+        found = manifest_lib.file_identity(path)
+        if found["bytes"] != entry["bytes"]:
+            raise _unreadable(path, entry["rows"], f"it holds {found['bytes']} bytes, not {entry['bytes']}")
+        if found["sample_sha256"] != entry["sample_sha256"]:
+            raise _unreadable(
+                path,
+                entry["rows"],
+                "its content differs from the manifest's sampled sha256: another pack's file, or overwritten",
+            )
 
 
 def _open_rows(files: list[tuple[str, int]]) -> grain.sources.ArrayRecordDataSource:
@@ -227,6 +248,8 @@ class MixtureStream:
                 f"{split!r} of {packed_dir}"
             )
         sources = [_open_rows(f) if n else None for f, n in zip(files, num_rows)]
+        for t in self.task_names:
+            _check_identity(packed_dir, self.manifest["splits"][split][t]["files"])
         self.rows_per_task = dict(zip(self.task_names, num_rows))
         lo = process_index * self.local_batch_size
         plan = _Plan(

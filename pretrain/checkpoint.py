@@ -9,7 +9,6 @@ middle of a save restores from the previous finished step.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -114,7 +113,11 @@ def restore_latest(
             )
         return restored.state, dict(restored.data or {})
     if failed:
-        raise failed[0][1]
+        causes = "; ".join(f"step {step}: {_root_cause(error)}" for step, error in failed)
+        raise UnrestorableCheckpoint(
+            f"no checkpoint in {manager.directory} restores ({causes}); nothing was moved: restore "
+            "them, or train in a new workdir (config.init_from can start from another run)"
+        ) from None
     return None
 
 
@@ -136,7 +139,9 @@ def load_train_config(workdir: fs.PathLike) -> ml_collections.ConfigDict:
     path = fs.join(workdir, "config.json")
     if not fs.exists(path):
         raise MissingCheckpoint(f"{path} not found: is {workdir} a pretrain.train workdir?")
-    return ml_collections.ConfigDict(json.loads(fs.read_text(path)))
+    return ml_collections.ConfigDict(
+        fs.read_json_state(path, "restore the run's config.json (export, evaluate and resumes read it)")
+    )
 
 
 def restore_params(
@@ -166,10 +171,14 @@ def restore_params(
         try:
             params = _read_params(manager, step, sharding)
         except Exception as e:  # Orbax, tensorstore and the filesystem each raise their own
-            earlier = [s for s in sorted(manager.all_steps()) if s != step]
+            others = [s for s in sorted(manager.all_steps()) if s != step]
+            readable = [s for s in others if _metadata_reads(manager, s)]
+            damaged = (
+                f"; damaged too: {sorted(set(others) - set(readable))}" if len(readable) < len(others) else ""
+            )
             raise UnrestorableCheckpoint(
                 f"checkpoint step {step} in {directory} does not restore ({_root_cause(e)}); "
-                f"choose another step (the run holds {earlier or 'no other'})"
+                f"choose another step (the run holds {readable or 'no other'}{damaged})"
             ) from None
     return params, config
 
@@ -199,6 +208,16 @@ def _read_params(
     return restored.state["params"]
 
 
+def _metadata_reads(manager: ocp.CheckpointManager, step: int) -> bool:
+    """Whether checkpoint `step`'s tree metadata reads: the cheap part of a restore, so a
+    reader offers no step whose metadata is as damaged as the one it could not read."""
+    try:
+        metadata = manager.item_metadata(step).state
+        return metadata is not None and "params" in metadata
+    except Exception:  # what a damaged _METADATA raises depends on how it is damaged
+        return False
+
+
 def _root_cause(error: BaseException) -> str:
     """The first line of the innermost cause: tensorstore's names the file and what is wrong."""
     while error.__cause__ is not None:
@@ -211,8 +230,9 @@ class MissingCheckpoint(ConfigError, FileNotFoundError):
 
 
 class UnrestorableCheckpoint(ConfigError):
-    """The checkpoint a reader asked for is damaged: one line naming it and the other steps,
-    exit 2 (rerunning cannot help); readers never move or delete a run's files."""
+    """The checkpoint a reader asked for is damaged, or none of a resuming run's restores:
+    one line naming it (and the other steps), exit 2 (rerunning cannot help); readers never
+    move or delete a run's files."""
 
 
 def restore_state(

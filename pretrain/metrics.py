@@ -30,6 +30,14 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
         out[prefix] = float(value)
 
 
+def _read_lines(path: str) -> list[str]:
+    """The non-blank lines of metrics.jsonl; bytes that are not UTF-8 (a bad sector, a torn
+    write) become U+FFFD, so their line fails to parse and is dropped, not the resume."""
+    return [
+        line for line in fs.read_bytes(path).decode("utf-8", errors="replace").splitlines() if line.strip()
+    ]
+
+
 def _parse(lines: list[str]) -> list[tuple[int, str]]:
     """(step, line) of each complete record; a torn last line (a kill mid-append) is dropped."""
     out = []
@@ -51,8 +59,8 @@ class MetricsWriter:
         self._file = None
         if not self.enabled:
             return
-        existing = fs.read_text(self.path).splitlines() if fs.exists(self.path) else []
-        records = _parse([line for line in existing if line.strip()])
+        existing = _read_lines(self.path) if fs.exists(self.path) else []
+        records = _parse(existing)
         self._lines = [line + "\n" for step, line in records if step <= resume_step]
         if len(self._lines) != len(existing) or not fs.exists(self.path):
             fs.write_text_atomic(self.path, "".join(self._lines))
@@ -101,8 +109,7 @@ class MetricsWriter:
 
 def read_metrics(workdir: fs.PathLike) -> list[dict[str, Any]]:
     """The records of WORKDIR/metrics.jsonl, in order."""
-    text = fs.read_text(fs.join(workdir, "metrics.jsonl"))
-    return [json.loads(line) for _, line in _parse([l for l in text.splitlines() if l.strip()])]
+    return [json.loads(line) for _, line in _parse(_read_lines(fs.join(workdir, "metrics.jsonl")))]
 
 
 GOODPUT_CATEGORIES = ("restart", "compile", "data_wait", "checkpoint", "eval")

@@ -10,6 +10,8 @@ stay float32 ("master weights") whatever the activation dtype.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -29,19 +31,25 @@ def validate(cfg: ml_collections.ConfigDict, total_steps: int) -> None:
         checks.require(ok, f"optim.{field}", msg, value)
 
     check(cfg.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}", cfg.schedule)
-    check(cfg.peak_lr > 0, "peak_lr", "must be > 0", cfg.peak_lr)
-    check(0 <= cfg.end_lr_ratio <= 1, "end_lr_ratio", "must be in [0, 1]", cfg.end_lr_ratio)
+
+    def number(field: str, ok: Callable[[float], bool], msg: str) -> None:
+        value = cfg[field]
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        check(finite and ok(value), field, f"must be a finite number {msg}", value)
+
+    number("peak_lr", lambda v: v > 0, "> 0")
+    number("end_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]")
     check(
         0 <= cfg.warmup_steps <= total_steps,
         "warmup_steps",
         f"must be in [0, total_steps={total_steps}]",
         cfg.warmup_steps,
     )
-    check(cfg.weight_decay >= 0, "weight_decay", "must be >= 0", cfg.weight_decay)
-    check(cfg.clip_norm >= 0, "clip_norm", "must be >= 0 (0 disables clipping)", cfg.clip_norm)
-    check(0 <= cfg.b1 < 1, "b1", "must be in [0, 1)", cfg.b1)
-    check(0 <= cfg.b2 < 1, "b2", "must be in [0, 1)", cfg.b2)
-    check(cfg.eps > 0, "eps", "must be > 0", cfg.eps)
+    number("weight_decay", lambda v: v >= 0, ">= 0")
+    number("clip_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)")
+    number("b1", lambda v: 0 <= v < 1, "in [0, 1)")
+    number("b2", lambda v: 0 <= v < 1, "in [0, 1)")
+    number("eps", lambda v: v > 0, "> 0")
     if cfg.schedule == "wsd":
         check(
             _parse_decay_start(cfg.decay_start) is not None,

@@ -15,7 +15,9 @@ optimiser, shardings and restore (pretrain.train_setup), and what the run report
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,7 +35,7 @@ from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
 from pretrain.step_memory import resolve_remat_policy
-from pretrain.train_config import check_resume, resolve_paths, validate, write_config
+from pretrain.train_config import check_resume, record_tokenizer, resolve_paths, validate, write_config
 from pretrain.train_setup import TrainSetup, build_setup, jitted_train_step, make_data, restore_or_init
 
 PROCESS_START = time.perf_counter()  # the command's goodput counts imports as startup
@@ -74,19 +76,21 @@ def train(
         outputs.check_claim(workdir, command=COMMAND, field="config.workdir", allow=LAUNCHER_FILES)
     total_steps = config.train.total_steps
 
-    with workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
+    notice = PreemptionNotice()
+    with notice, workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
         setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
         source, _ = make_data(config)
         downstream = make_downstream(config, setup)  # reads its eval files now
         if accepted is None:  # a fresh run: every check passed, nothing was written before this
             if jax.process_index() == 0:
                 outputs.claim(workdir, command=COMMAND, run=run_lock.new_run_id())
+            record_tokenizer(config)
             write_config(workdir, config)
         elif accepted:
             say("resuming with changed optimiser settings (config.resume_accept): " + "; ".join(accepted))
         manager = checkpoint.make_manager(workdir, config.checkpoint)
         state, start, origin = restore_or_init(setup, config, manager, source, say)
-        preemption_notice(start)  # registers the starting step with the preemption service
+        notice(start)  # registers the starting step with the preemption service
         step_fn = compile_on_first_call(setup, len(source.task_names), goodput)
         evaluate = make_evaluator(config, setup)
         report = Reporter(config, setup, workdir, start, source.task_names, goodput, origin, say)
@@ -101,7 +105,7 @@ def train(
                 done = step + 1
                 report.collect(done, metrics)
 
-                preempted = preemption_notice(done)
+                preempted = notice(done)
                 saving = save_due(config, done) or preempted
                 if report.log_due(done) or saving:
                     report.check_finite(manager)  # before anything from a NaN step is saved
@@ -144,16 +148,39 @@ def save_due(config: ml_collections.ConfigDict, done: int) -> bool:
     return bool(every) and (done % every == 0 or done == config.train.total_steps)
 
 
-def preemption_notice(done: int) -> bool:
-    """True, on every process at the same step, once any process got SIGTERM.
+class PreemptionNotice:
+    """`notice(done)`: True, on every process at the same step, once any process got SIGTERM.
 
-    jax.distributed's preemption service turns a SIGTERM on any host (a Spot VM's
-    preemption notice, `pretrain.launch --action=stop`) into a step all hosts agree on, so
-    they save one consistent checkpoint before they go. Every process calls this with the
-    starting step and then every step: the agreed step is one past the largest step any
-    process has reported, and it only matches if reported steps are consecutive.
+    On several processes, jax.distributed's preemption service turns a SIGTERM on any host
+    (a Spot VM's preemption notice, `pretrain.launch --action=stop`) into a step all hosts
+    agree on, so they save one consistent checkpoint before they go. Every process calls
+    this with the starting step and then every step: the agreed step is one past the
+    largest step any process has reported, and it only matches if reported steps are
+    consecutive. On one process (no distributed.initialize: a GPU node, a workstation)
+    nothing installs that service, so while the run is inside `with notice:` a SIGTERM
+    handler of its own notes the signal and the next step answers True: the same
+    checkpoint and exit status as on a pod, instead of dying with every step since the
+    last checkpoint.
     """
-    return jax.distributed.is_initialized() and multihost_utils.reached_preemption_sync_point(done)
+
+    def __init__(self) -> None:
+        self._signalled = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> PreemptionNotice:
+        if not jax.distributed.is_initialized() and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._signalled.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def __call__(self, done: int) -> bool:
+        if jax.distributed.is_initialized():
+            return multihost_utils.reached_preemption_sync_point(done)
+        return self._signalled.is_set()
 
 
 # ----------------------------------------------------------------------------- the run's own setup

@@ -246,10 +246,56 @@ def differences_from_defaults(config: ml_collections.ConfigDict) -> list[str]:
     ]
 
 
+def record_tokenizer(config: ml_collections.ConfigDict) -> None:
+    """config.data.tokenizer_sha256 of the run's tokenizer, for config.json: export and
+    evaluate refuse any other tokenizer (`check_tokenizer`)."""
+    if config.data.tokenizer and fs.isfile(config.data.tokenizer):
+        with config.unlocked():
+            config.data.tokenizer_sha256 = fs.sha256(config.data.tokenizer)
+
+
+def check_tokenizer(run_config: ml_collections.ConfigDict, path: str, field: str) -> Any:
+    """The vocabulary at `path`, if it is the tokenizer the run of `run_config` (its
+    config.json) trained with and fits its embedding; ConfigError naming `field` otherwise.
+
+    The run's SHA-256 is the one its config.json records (data.tokenizer_sha256), or for a
+    run that predates that record the packed manifest's, when the packed rows are there.
+    Another tokenizer of the same size would give an export or a perplexity that is
+    silently wrong; a larger one, token ids past the embedding.
+    """
+    # SeqIO/TensorFlow, ~3.7 s measured: only readers of a real tokenizer need it
+    from tokenizer.vocab import load_vocabulary
+
+    checks.require(fs.isfile(path), field, "no such tokenizer.model file", path)
+    data = run_config.get("data", {})
+    recorded, where = data.get("tokenizer_sha256"), "its config.json"
+    packed_dir = data.get("packed_dir")
+    if not recorded and packed_dir and fs.exists(fs.join(packed_dir, manifest_lib.FILE_NAME)):
+        recorded, where = manifest_lib.read(packed_dir)["vocab"]["sha256"], f"the manifest of {packed_dir}"
+    given = fs.sha256(path)
+    checks.require(
+        not recorded or given == recorded,
+        field,
+        f"is not the tokenizer the run trained with (sha256 {given}; the run's, in {where}: "
+        f"{recorded}); pass the run's tokenizer",
+        path,
+    )
+    vocab = load_vocabulary(path)
+    rows = run_config.model.vocab_size
+    checks.require(
+        vocab.vocab_size <= rows,
+        field,
+        f"has {vocab.vocab_size} pieces, more than the model's {rows} embedding rows: not this run's tokenizer",
+        path,
+    )
+    return vocab
+
+
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     if jax.process_index() == 0:
         fs.makedirs(workdir)
-        fs.write_text(fs.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
+        # Atomic: a kill mid-write must not leave half a config.json for export, evaluate or a resume.
+        fs.write_text_atomic(fs.join(workdir, "config.json"), config.to_json_best_effort(indent=2) + "\n")
 
 
 PATH_FIELDS = (

@@ -244,7 +244,11 @@ def _timed(workdir: str, seconds: float, steps: int) -> None:
 
 def timing(workdir: str) -> dict[str, Any]:
     path = fs.join(workdir, TIMING_FILE)
-    return json.loads(fs.read_text(path)) if fs.exists(path) else {"steps": 0, "seconds": 0.0}
+    return (
+        fs.read_json_state(path, "remove it (the arm's timing)")
+        if fs.exists(path)
+        else {"steps": 0, "seconds": 0.0}
+    )
 
 
 def _done(workdir: str, step: int) -> bool:

@@ -140,7 +140,7 @@ def score_path(output_dir: str, arm: str, seed: int) -> str:
 
 def read_scores(output_dir: str, arm: str, seed: int) -> dict[str, Any] | None:
     path = score_path(output_dir, arm, seed)
-    return json.loads(fs.read_text(path)) if fs.exists(path) else None
+    return fs.read_json_state(path, "remove it: the arm is then scored again") if fs.exists(path) else None
 
 
 def heldout_scorer(config: ml_collections.ConfigDict) -> Scorer:

@@ -6,19 +6,22 @@ only locate or fingerprint the file (the trainer's config check, export) do not 
 
 from __future__ import annotations
 
-import hashlib
-
 from common import fs
+from common.checks import ConfigError
+
+
+class MissingTokenizer(ConfigError, FileNotFoundError):
+    """No tokenizer.model where a path says: one line naming it (exit 2)."""
 
 
 def model_file(path: fs.PathLike) -> str:
     """The `tokenizer.model` at `path` (the file, or a directory holding one), any filesystem."""
     path = fs.join(path, "tokenizer.model") if fs.isdir(path) else fs.resolve(path)
     if not fs.isfile(path):
-        raise FileNotFoundError(f"no SentencePiece tokenizer.model at {path}")
+        raise MissingTokenizer(f"no SentencePiece tokenizer.model at {path}")
     return path
 
 
 def model_sha256(path: fs.PathLike) -> str:
     """SHA-256 of a tokenizer.model: the packed manifest records it, the trainer compares it."""
-    return hashlib.sha256(fs.read_bytes(model_file(path))).hexdigest()
+    return fs.sha256(model_file(path))

@@ -24,6 +24,7 @@ from absl import logging
 
 from common import fs
 from common.checks import ConfigError
+from common.text import has_lone_surrogate
 from data_pipeline import prepared
 
 _JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")
@@ -140,6 +141,7 @@ class DomainSample:
     quota: int
     sources: list[str]
     documents_read: int = 0
+    documents_skipped: int = 0  # holding a lone surrogate: not UTF-8 text (common/text.py)
     sentences_seen: int = 0
     sentences: list[str] = dataclasses.field(default_factory=list)
 
@@ -149,6 +151,7 @@ class DomainSample:
             "quota": self.quota,
             "sources": self.sources,
             "documents_read": self.documents_read,
+            "documents_skipped_lone_surrogate": self.documents_skipped,
             "sentences_seen": self.sentences_seen,
             "sentences_kept": len(self.sentences),
             "bytes_kept": sum(len(s.encode("utf-8")) for s in self.sentences),
@@ -215,10 +218,18 @@ def sample_sentences(
                 if max_documents_per_domain and sample.documents_read >= max_documents_per_domain:
                     break
                 sample.documents_read += 1
+                if has_lone_surrogate(text):
+                    sample.documents_skipped += 1
+                    continue
                 reservoir(sample, cut_sentences(text, max_sentence_bytes), rng)
+        skipped = (
+            f", skipped {sample.documents_skipped} holding a lone surrogate"
+            if sample.documents_skipped
+            else ""
+        )
         log(
-            f"sample: {domain}: {sample.documents_read} documents, {sample.sentences_seen} sentences seen, "
-            f"kept {len(sample.sentences)} (quota {sample.quota})"
+            f"sample: {domain}: {sample.documents_read} documents{skipped}, {sample.sentences_seen} sentences "
+            f"seen, kept {len(sample.sentences)} (quota {sample.quota})"
         )
         samples.append(sample)
     sentences = [s for sample in samples for s in sample.sentences]

@@ -250,7 +250,7 @@ def run() -> None:
                 "input",
                 "inputs",
                 "[domain=]path of training text (PREP_DIR, TFDS dir, "
-                "JSONL, text files, globs; local or gs://); repeatable",
+                f"JSONL, text files, patterns; local or gs://); repeatable; patterns: {fs.PATTERN_HELP}",
                 multi=True,
             ),
             cli.Shortcut("vocab_size", "spm.vocab_size", "number of pieces"),

@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
             packed_dir="",  # rows packed by `python -m mixtures.pack --output=...` (the mixture's tasks)
             prep_dir="",  # the prepared data those rows came from: not read by the trainer (held-out evaluation)
             tokenizer="",  # the tokenizer the rows were packed with (vocab size check, evaluation)
+            tokenizer_sha256="",  # set by the trainer: data.tokenizer's SHA-256, which export and evaluate require
             workers=0,  # Grain worker processes reading rows; 0: read threads in this process
             seq_len=128,
             global_batch_size=8,

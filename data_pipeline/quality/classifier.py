@@ -195,8 +195,14 @@ def run(argv: Sequence[str] | None = None) -> None:
         default_config=default_train_config,
         argv=argv,
         shortcuts=[
-            cli.Shortcut("positive", help="GLOB of high-quality documents (repeatable).", multi=True),
-            cli.Shortcut("negative", help="GLOB of low-quality documents (repeatable).", multi=True),
+            cli.Shortcut(
+                "positive",
+                help=f"GLOB of high-quality documents (repeatable); {fs.PATTERN_HELP}.",
+                multi=True,
+            ),
+            cli.Shortcut(
+                "negative", help=f"GLOB of low-quality documents (repeatable); {fs.PATTERN_HELP}.", multi=True
+            ),
             cli.Shortcut("output", help="Path of the model file to write (.npz)."),
             cli.Shortcut("overwrite", help="Replace an earlier quality model at --output."),
         ],

@@ -32,6 +32,7 @@ from absl import logging
 from common import fs
 from common.checks import ConfigError
 from common.parsers import parse_assignment
+from common.text import escape_lone_surrogates, has_lone_surrogate
 from data_pipeline import prepared, records
 from data_pipeline.readers.code_languages import language_from_path
 from data_pipeline.readers.textio import CORRUPT_STREAM_ERRORS, strip_compression
@@ -183,7 +184,7 @@ class ReadFileFn(beam.DoFn):
         row_id = row.get(self._spec.id_field) if self._spec.id_field else None
         if isinstance(row_id, bytes):
             row_id = row_id.decode("utf-8", errors="backslashreplace")
-        record_id = str(row_id) if row_id not in (None, "") else f"{rel}:{index}"
+        record_id = escape_lone_surrogates(str(row_id)) if row_id not in (None, "") else f"{rel}:{index}"
         text = row.get(self._spec.text_field)
         if isinstance(text, bytes):
             try:
@@ -193,7 +194,14 @@ class ReadFileFn(beam.DoFn):
         if not isinstance(text, str):
             error = "missing_text_field" if text is None else f"text_not_a_string: {type(text).__name__}"
             return self._dead_letter(record_id, path, f"{error}: {self._spec.text_field!r}", raw)
-        return self._emit(record_id, text, path, self._language(rel, row))
+        if has_lone_surrogate(text):  # no UTF-8 encodes it: every writer downstream would fail
+            return self._dead_letter(
+                record_id,
+                path,
+                f"lone_surrogate: {self._spec.text_field!r} holds an unpaired UTF-16 surrogate",
+                raw,
+            )
+        return self._emit(record_id, text, path, escape_lone_surrogates(self._language(rel, row)))
 
     def _lines(self, path: str, counts: dict[str, Any]) -> Iterator[tuple[int, bytes]]:
         """(index, raw line) of each non-blank line; a corrupt compressed stream ends the file."""

@@ -33,6 +33,7 @@ from pretrain import checkpoint
 from pretrain.convert import hf_mapping, hf_tokenizer, safetensors_stream
 from pretrain.model.transformer import DTYPES as MODEL_DTYPES
 from pretrain.model.transformer import TransformerConfig, unstack_layers
+from pretrain.train_config import check_tokenizer
 from tokenizer.model_file import model_file
 
 # The model's dtype table, as numpy dtypes; HF checkpoints are bfloat16 or float32.
@@ -184,7 +185,7 @@ def load_orbax_params(directory: fs.PathLike) -> tuple[dict, TransformerConfig]:
     """(params, model config) of an `--format orbax-params` export."""
     import orbax.checkpoint as ocp
 
-    config = json.loads(fs.read_text(fs.join(directory, "config.json")))["model"]
+    config = fs.read_json_state(fs.join(directory, "config.json"), "export again")["model"]
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(fs.as_path(fs.join(directory, "params")))
     return params, TransformerConfig.from_config_dict(config, where="config.json:model")
@@ -212,11 +213,12 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     checks.positive(config.max_shard_bytes, "max_shard_bytes")
     checks.require(bool(config.output), "output", "required (--output=DIR)")
     workdir, output = fs.resolve(config.workdir), fs.resolve(config.output)
+    tokenizer = _run_tokenizer(config, workdir)  # checked before anything is written
     start = time.time()
     with outputs.writing(
         output, command="pretrain.export", field="config.output", overwrite=bool(config.overwrite)
     ) as staged:
-        summary = _export(config, workdir, staged.path)
+        summary = _export(config, workdir, tokenizer, staged.path)
         staged.commit(last=["config.json"])  # loaders look for config.json: it comes once the rest is in
     print(
         f"exported {summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB in "
@@ -224,15 +226,27 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     )
 
 
-def _export(config: ml_collections.ConfigDict, workdir: str, staging: str) -> dict[str, Any]:
+def _run_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+    """The tokenizer.model to export beside the weights (--tokenizer, else the run's), refused
+    unless it is the one the run trained with; None for a run without one (synthetic data)."""
+    train_config = checkpoint.load_train_config(workdir)
+    tokenizer = config.tokenizer or train_config.get("data", {}).get("tokenizer") or None
+    if tokenizer is None:
+        print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
+        return None
+    tokenizer = model_file(tokenizer)
+    check_tokenizer(train_config, tokenizer, "tokenizer")
+    return tokenizer
+
+
+def _export(
+    config: ml_collections.ConfigDict, workdir: str, tokenizer: str | None, staging: str
+) -> dict[str, Any]:
     """Restores the checkpoint and writes the export into `staging`; returns its summary."""
     step = None if config.step < 0 else config.step
     print(f"restoring params from {workdir} (step {'latest' if step is None else step}) ...", flush=True)
     params, train_config = checkpoint.restore_params(workdir, step)
     model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
-    tokenizer = config.tokenizer or train_config.get("data", {}).get("tokenizer") or None
-    if tokenizer is None:
-        print("no tokenizer in config.data.tokenizer (synthetic data?): exporting without tokenizer files")
     print(f"writing {config.format} ({config.dtype}) to {fs.resolve(config.output)} ...", flush=True)
     if config.format == "hf":
         return export_hf(

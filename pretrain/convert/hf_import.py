@@ -10,7 +10,6 @@ state) into a new or empty W (it starts a run; another run's folder is refused b
 weights are read); running pretrain.train with the same config then continues from those weights.
 """
 
-import json
 from typing import Any
 
 import jax
@@ -29,7 +28,7 @@ def _tensor_files(hf_dir: str) -> dict[str, str]:
     """Tensor name -> safetensors file, from the index JSON or the single model file."""
     index = fs.join(hf_dir, "model.safetensors.index.json")
     if fs.exists(index):
-        weight_map = json.loads(fs.read_text(index))["weight_map"]
+        weight_map = fs.read_json_state(index, "restore the Hugging Face folder")["weight_map"]
         return {name: fs.join(hf_dir, file) for name, file in weight_map.items()}
     single = fs.join(hf_dir, "model.safetensors")
     if not fs.exists(single):
@@ -47,7 +46,7 @@ def import_hf(
     row count); tensors are read one parameter at a time.
     """
     hf_dir = fs.resolve(hf_dir)
-    hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
+    hf_config = fs.read_json_state(fs.join(hf_dir, "config.json"), "restore the Hugging Face folder")
     config = hf_mapping.model_config_from_hf(
         hf_config, vocab_size, param_dtype=param_dtype, **model_overrides
     )
@@ -147,7 +146,7 @@ def main(train_config: ml_collections.ConfigDict, argv: list[str]) -> None:
         train_config.workdir = fs.resolve(train_config.workdir)
     check_new_workdir(train_config.workdir)  # before the slow read of the weights
     train_model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
-    hf_config = json.loads(fs.read_text(fs.join(hf_dir, "config.json")))
+    hf_config = fs.read_json_state(fs.join(hf_dir, "config.json"), "restore the Hugging Face folder")
     hf_vocab = hf_config["vocab_size"]
     check_matches(train_model, hf_mapping.model_config_from_hf(hf_config), hf_vocab)
     print(f"reading {hf_dir} ...", flush=True)

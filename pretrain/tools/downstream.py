@@ -31,12 +31,12 @@ from evals import generative, harness, report, results, tasks
 from evals.contamination import found_in_training
 from evals.engine import Engine
 from evals.generate import make_generate_fn
-from mixtures import manifest as manifest_lib
 from pretrain import sharding
 from pretrain.checkpoint import load_train_config, restore_params, saved_steps
 from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
+from pretrain.train_config import check_tokenizer
 from pretrain.train_setup import batch_shardings
-from tokenizer.vocab import bos_prefix, load_vocabulary, model_sha256
+from tokenizer.vocab import bos_prefix
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -90,30 +90,6 @@ def _specs(values: list[str], field: str) -> dict[str, str]:
     return out
 
 
-def run_tokenizer(config: ml_collections.ConfigDict, run: ml_collections.ConfigDict) -> str:
-    """The tokenizer path, checked against the one the run's packed data records (sha256)."""
-    path = config.tokenizer or run.data.get("tokenizer", "")
-    checks.require(bool(path), "tokenizer", "the run's config names no data.tokenizer; pass --tokenizer")
-    checks.require(fs.isfile(path), "tokenizer", "no such tokenizer.model", path)
-    packed_dir = run.data.get("packed_dir", "")
-    if packed_dir and fs.exists(fs.join(packed_dir, manifest_lib.FILE_NAME)):
-        try:
-            expected = manifest_lib.read(packed_dir)["vocab"]["sha256"]
-        except (ValueError, KeyError) as e:
-            raise checks.ConfigError(
-                f"config.tokenizer: cannot check it against the run's packed data ({e})"
-            ) from None
-        given = model_sha256(path)
-        checks.require(
-            given == expected,
-            "tokenizer",
-            f"is not the run's tokenizer (sha256 {given}; the run's packed data {packed_dir} was "
-            f"made with {expected})",
-            path,
-        )
-    return path
-
-
 def _contaminated(leaks: dict[str, list], prep_dir: str) -> dict[str, set[int]]:
     """{task: indices of its items found in PREP_DIR's train split}; `leaks` per task: each
     item's EvalItem (None: no text to look for)."""
@@ -147,15 +123,12 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         generated[name] = (generative.load_items(name, test, config.limit), fewshot)
     workdir = fs.resolve(config.workdir)
     run = load_train_config(workdir)
-    vocab_path = run_tokenizer(config, run)
-    vocab = load_vocabulary(vocab_path)
-    model_cfg = TransformerConfig.from_config_dict({**run.model.to_dict(), "dtype": config.dtype})
+    vocab_path = config.tokenizer or run.data.get("tokenizer", "")
     checks.require(
-        vocab.vocab_size <= model_cfg.vocab_size,
-        "tokenizer",
-        f"has {vocab.vocab_size} tokens, more than the model's {model_cfg.vocab_size} embedding rows",
-        vocab_path,
+        bool(vocab_path), "tokenizer", "the run's config names no data.tokenizer; pass --tokenizer"
     )
+    vocab = check_tokenizer(run, fs.resolve(vocab_path), "tokenizer")  # the run's, and fits its embedding
+    model_cfg = TransformerConfig.from_config_dict({**run.model.to_dict(), "dtype": config.dtype})
     mesh = sharding.make_mesh(config.mesh.to_dict())
     rules = sharding.logical_rules(run)
     data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]

@@ -27,10 +27,12 @@ import ml_collections
 import numpy as np
 
 from common import checks, cli, fs, outputs
-from pretrain.checkpoint import restore_params
+from common.text import has_lone_surrogate, replace_lone_surrogates
+from pretrain.checkpoint import load_train_config, restore_params
 from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
+from pretrain.train_config import check_tokenizer
 from pretrain.train_step import token_losses
-from tokenizer.vocab import EOS_ID, bos_prefix, load_vocabulary
+from tokenizer.vocab import EOS_ID, bos_prefix
 
 
 def read_documents(path: fs.PathLike) -> list[dict[str, str]]:
@@ -42,7 +44,7 @@ def read_documents(path: fs.PathLike) -> list[dict[str, str]]:
                 raise ValueError(f"{path}: line {i + 1} has no 'text' field")
             docs.append(
                 {
-                    "text": record["text"],
+                    "text": str(record["text"]),
                     "source": str(record.get("source", "")),
                     "id": str(record.get("id", i)),
                 }
@@ -92,19 +94,16 @@ def evaluate(
     batch_size: int = 8,
 ) -> dict[str, Any]:
     """{'loss', 'perplexity', 'tokens', 'documents', 'per_source': {...}} of the checkpoint."""
+    config = load_train_config(workdir)
+    vocab_path = tokenizer or config.data.tokenizer
+    checks.require(bool(vocab_path), "tokenizer", "required: the training config has no data.tokenizer")
+    vocab = check_tokenizer(config, fs.resolve(vocab_path), "tokenizer")
     params, config = restore_params(workdir, step)
     model_cfg = TransformerConfig.from_config_dict({**config.model.to_dict(), "dtype": dtype})
-    vocab_path = tokenizer or config.data.tokenizer
-    if not vocab_path:
-        raise ValueError("--tokenizer: the training config has no data.tokenizer; pass one")
-    vocab = load_vocabulary(vocab_path)
-    if vocab.vocab_size > model_cfg.vocab_size:
-        raise ValueError(
-            f"--tokenizer: {vocab.vocab_size} tokens, more than the model's "
-            f"{model_cfg.vocab_size} embedding rows"
-        )
     bos = bos_prefix(config.get("mixture", {}).get("bos", "document"))
     docs = read_documents(input_path)
+    replaced = sum(has_lone_surrogate(d["text"]) for d in docs)  # not UTF-8: scored as U+FFFD
+    docs = [{**d, "text": replace_lone_surrogates(d["text"])} for d in docs]
     token_lists = [bos + list(vocab.encode(d["text"])) + [EOS_ID] for d in docs]
     losses = score(Transformer(model_cfg), params, token_lists, config.data.seq_len, batch_size)
 
@@ -118,6 +117,8 @@ def evaluate(
         return {"loss": mean, "perplexity": math.exp(mean), "tokens": int(flat.size), "documents": len(parts)}
 
     result = summary(losses)
+    if replaced:
+        result["documents_with_lone_surrogates"] = replaced
     if any(doc["source"] for doc in docs):
         result["per_source"] = {s: summary(p) for s, p in sorted(by_source.items())}
     if dump:
@@ -173,6 +174,11 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         f"{config.input}: {result['documents']} documents, {result['tokens']} tokens: "
         f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f}"
     )
+    if result.get("documents_with_lone_surrogates"):
+        print(
+            f"  {result['documents_with_lone_surrogates']} document(s) held lone UTF-16 surrogates "
+            "(not UTF-8 text): each was scored with U+FFFD in its place"
+        )
     for source, r in result.get("per_source", {}).items():
         print(
             f"  {source or '(no source)'}: {r['documents']} documents, {r['tokens']} tokens: "

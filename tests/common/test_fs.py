@@ -5,6 +5,7 @@ import os
 import pytest
 
 from common import fs
+from data_pipeline.readers.sources import match_files
 
 
 def test_resolve_makes_local_paths_absolute_and_keeps_uris(tmp_path, monkeypatch):
@@ -65,3 +66,15 @@ def test_replace_overwrites_a_file_where_rename_refuses(tmp_path):
         fs.rename(tmp_path / "a.partial", tmp_path / "a")
     fs.replace(tmp_path / "a.partial", tmp_path / "a")
     assert fs.read_text(tmp_path / "a") == "new" and fs.listdir(tmp_path) == ["a"]
+
+
+def test_a_path_that_exists_is_that_file_even_when_its_name_reads_as_a_pattern(tmp_path):
+    """`web[1].jsonl` is a file here, not the pattern matching `web1.jsonl` (which exists too)."""
+    literal, lookalike = tmp_path / "web[1].jsonl", tmp_path / "web1.jsonl"
+    literal.write_text('{"text": "the file asked for"}\n')
+    lookalike.write_text('{"text": "another file"}\n')
+    assert fs.glob(str(literal)) == [str(literal)]
+    assert match_files(str(literal)) == [str(literal)]
+    assert fs.glob(str(tmp_path / "web[[]1].jsonl")) == [str(literal)]  # the pattern for a literal [
+    assert fs.glob(str(tmp_path / "web[0-9].jsonl")) == [str(lookalike)]  # a pattern that is no path
+    assert "[[] matches a literal [" in fs.PATTERN_HELP

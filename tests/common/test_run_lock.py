@@ -81,9 +81,9 @@ def test_a_reused_pid_does_not_pass_for_the_dead_run(tmp_path):
 def test_a_lock_from_an_earlier_boot_is_not_a_running_process(tmp_path):
     _plant(tmp_path, "before-reboot", boot="another boot", heartbeat=time.time() - 3600)
     said: list[str] = []
-    with _held(tmp_path, "next", said):
+    with _held(tmp_path, "next", said, heartbeat_s=0.1, stale_s=0.5):
         pass
-    assert "heartbeat stopped" in said[0]
+    assert "heartbeat stopped" in said[1]
 
 
 def test_a_lock_from_another_pid_namespace_is_judged_by_its_heartbeat(tmp_path):
@@ -97,26 +97,74 @@ def test_a_lock_from_another_pid_namespace_is_judged_by_its_heartbeat(tmp_path):
     assert "waiting up to" in said[0] and "heartbeat stopped" in said[1]
 
 
-def test_another_machines_lock_with_an_old_heartbeat_is_removed_at_once(tmp_path):
+def _beat(path: str, stop: threading.Event, clock_offset_s: float = 0.0) -> threading.Thread:
+    """Keeps the planted lock's heartbeat moving, as a live holder whose clock is off by `clock_offset_s`."""
+
+    def beating():
+        while not stop.wait(0.05):
+            holder = json.loads(fs.read_text(path))
+            fs.write_text_atomic(path, json.dumps({**holder, "heartbeat": time.time() + clock_offset_s}))
+
+    thread = threading.Thread(target=beating)
+    thread.start()
+    return thread
+
+
+def test_another_machines_lock_with_an_old_heartbeat_is_watched_before_it_is_removed(tmp_path):
+    """An old heartbeat says nothing by itself (the holder's clock may be behind): it must not move."""
     _plant(tmp_path, "lost-vm", host="elsewhere", heartbeat=time.time() - 1000)
+    said: list[str] = []
     start = time.perf_counter()
-    with _held(tmp_path, "next", stale_s=60):
+    with _held(tmp_path, "next", said, heartbeat_s=0.1, stale_s=0.5):
         pass
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start >= 0.4
+    assert "heartbeat stopped (unchanged for 0 s" in said[1]
+
+
+def test_a_live_holder_whose_clock_is_behind_is_not_declared_dead(tmp_path):
+    """Clock skew: the holder's clock is 130 s behind ours (more than stale_s), its heartbeat moves."""
+    path = _plant(tmp_path, "skewed", host="elsewhere", heartbeat=time.time() - 130)
+    stop = threading.Event()
+    thread = _beat(path, stop, clock_offset_s=-130)
+    try:
+        with pytest.raises(ConfigError, match=r"run skewed, pid \d+ on elsewhere"):
+            with _held(tmp_path, "next", heartbeat_s=0.2, stale_s=120):
+                pass
+    finally:
+        stop.set()
+        thread.join()
+    assert os.path.exists(path)
+
+
+def test_a_dead_holder_whose_clock_was_ahead_is_removed_after_one_watch(tmp_path):
+    """Clock skew the other way: a heartbeat from our future does not keep a dead lock alive."""
+    path = _plant(tmp_path, "ahead", host="elsewhere", heartbeat=time.time() + 3)
+    start = time.perf_counter()
+    with _held(tmp_path, "next", heartbeat_s=0.1, stale_s=0.5):
+        assert not os.path.exists(path)
+    assert time.perf_counter() - start < 2.5
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"run": "x", "pid": 1, "host": "h", "heartbeat": "soon"}',
+        '{"run": "x", "pid": "1", "host": "h", "heartbeat": 1}',
+    ],
+)
+def test_a_lock_with_fields_of_the_wrong_type_is_refused_and_kept(tmp_path, content):
+    path = fs.join(str(tmp_path), f"{run_lock.LOCK_PREFIX}odd.json")
+    fs.write_text(path, content)
+    with pytest.raises(ConfigError, match=r"unreadable lock: .*_lock-odd\.json is not a lock file"):
+        with _held(tmp_path, "next"):
+            pass
+    assert os.path.exists(path)
 
 
 def test_another_machines_live_run_is_refused_once_its_heartbeat_moves(tmp_path):
     path = _plant(tmp_path, "alive", host="elsewhere")
     stop = threading.Event()
-
-    def beating():
-        while not stop.wait(0.05):
-            fs.write_text_atomic(
-                path, json.dumps({**json.loads(fs.read_text(path)), "heartbeat": time.time()})
-            )
-
-    thread = threading.Thread(target=beating)
-    thread.start()
+    thread = _beat(path, stop)
     try:
         with pytest.raises(ConfigError, match=r"run alive, pid \d+ on elsewhere"):
             with _held(tmp_path, "next", heartbeat_s=0.2, stale_s=10):

@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import grain
 import jax
 import numpy as np
 import pytest
+from array_record.python.array_record_module import ArrayRecordWriter
 
 from common import outputs, run_lock
 from common.checks import ConfigError
@@ -24,7 +26,7 @@ from mixtures import stream as stream_lib
 from pretrain import checkpoint
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
-from tests.support.mixtures import build_prepared, write_mixture_config
+from tests.support.mixtures import build_prepared, demo_mixture, write_mixture_config
 from tests.support.train import config_file, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -357,3 +359,71 @@ def test_readers_of_a_damaged_checkpoint_name_it_and_the_other_steps_and_move_no
     assert _snapshot(workdir) == before
     params, _ = checkpoint.restore_params(workdir, step=4)
     assert "embedder" in params
+
+
+# pretrain.train's command on one host (no distributed.initialize), sent a real SIGTERM by
+# itself once step 5 is done: between checkpoints (every 4 steps), where a preemption lands.
+_SIGTERM_AT_5 = """
+import os, signal
+from pretrain import report, train
+collect = report.Reporter.collect
+def collect_then_sigterm(self, done, metrics):
+    collect(self, done, metrics)
+    if done == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+report.Reporter.collect = collect_then_sigterm
+train.run()
+"""
+
+
+def test_sigterm_on_one_host_saves_the_step_and_exits_preempted_and_the_rerun_resumes_exactly(
+    reference_run, tmp_path
+):
+    workdir = tmp_path / "run"
+    args = [f"--config={config_file(tmp_path, total_steps=8)}", f"--workdir={workdir}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_AT_5, *args],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == train_lib.PREEMPTED, proc.stderr[-3000:]
+    assert "preemption notice (SIGTERM): saved step 5" in proc.stderr
+    assert _steps(workdir) == [4, 5]
+    summary = train_lib.train(tiny_config(workdir, total_steps=8))
+    assert summary["resumed_from"] == 5
+    losses = [(r["step"], r["loss"]) for r in read_metrics(workdir)]
+    assert losses == [(r["step"], r["loss"]) for r in read_metrics(reference_run)]
+    a, _ = checkpoint.restore_params(workdir)
+    b, _ = checkpoint.restore_params(reference_run)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_a_row_file_swapped_for_another_with_the_same_row_count_is_refused_at_open(packed, tmp_path):
+    """The same rows in another order: same row count, same size, reads fine, trains on other
+    rows. The manifest's size and sampled sha256 find it before anything is read or written."""
+    _, vocab, _, packed_dir = packed
+    copy = Path(shutil.copytree(packed_dir, tmp_path / "packed"))
+    shard = sorted((copy / "train" / "web").glob("*.array_record"))[0]
+    source = grain.sources.ArrayRecordDataSource([str(shard)])
+    records = source.__getitems__(list(range(len(source))))
+    size = shard.stat().st_size
+    shard.unlink()
+    writer = ArrayRecordWriter(str(shard), manifest_lib.WRITER_OPTIONS)
+    for record in reversed(records):
+        writer.write(record)
+    writer.close()
+    assert shard.stat().st_size == size and len(grain.sources.ArrayRecordDataSource([str(shard)])) == len(
+        records
+    )
+    config = tiny_config(tmp_path / "run", total_steps=4)
+    config.data.update(dict(synthetic=False, packed_dir=str(copy), tokenizer=str(vocab)))
+    config.mixture = demo_mixture(seq_len=config.data.seq_len)
+    with pytest.raises(
+        stream_lib.UnreadablePackedFile,
+        match=rf"^packed rows unreadable: {re.escape(str(shard))} \(its content differs from the manifest's sampled sha256",
+    ):
+        train_lib.train(config)
+    assert not (tmp_path / "run").exists()

@@ -206,7 +206,7 @@ def test_inputs_that_hold_nothing_are_not_committed_as_an_empty_dataset(tmp_path
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> tuple[Path, dict]:
-    """Two inputs sharing ids, an empty file, secrets in kept and rejected web documents."""
+    """Two inputs sharing ids, an empty file, secrets in kept and rejected web documents, lone surrogates."""
     root = tmp_path_factory.mktemp("prepared")
     secret = {"id": "secret", "text": prose(7) + f"\n\nOur key {AWS_KEY} and token {GITHUB_TOKEN} here."}
     leaky = {"id": "short", "text": f"mail alice@example.com, key {AWS_KEY}"}
@@ -214,6 +214,10 @@ def prepared(tmp_path_factory) -> tuple[Path, dict]:
     # The same ids as in a.jsonl, other documents.
     write_jsonl(root / "b" / "b.jsonl", [{"id": f"d{i}", "text": prose(100 + i)} for i in range(2)])
     (root / "b" / "empty.jsonl").write_bytes(b"")
+    # Lone UTF-16 surrogates, as JSON escapes: one in a text, one in an id.
+    half_emoji = '{"id": "half-emoji", "text": ' + json.dumps(prose(9))[:-1] + ' \\ud83d"}'
+    odd_id = '{"id": "odd-\\udc80-id", "text": ' + json.dumps(prose(8)) + "}"
+    (root / "b" / "surrogates.jsonl").write_text(half_emoji + "\n" + odd_id + "\n")
     result = prepare.prepare(
         prepare_config([f"web={root / 'a' / 'a.jsonl'}", f"web={root / 'b' / '*'}"], root / "out")
     )
@@ -264,3 +268,26 @@ def test_reading_prepared_data_never_imports_a_module_the_folder_names(tmp_path,
     read = [r for r in sources.ReadTfdsShardFn(spec, 1 << 20, 256).process(0) if isinstance(r, dict)]
     assert texts == ["hello"] and [r["text"] for r in read] == ["hello"]
     assert not (tmp_path / "pwned").exists() and "evilmod" not in sys.modules
+
+
+# ------------------------------------------------------------------ issue 32, 8: lone surrogates
+
+
+def _dead_letters(out: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted((out / "dead_letter").rglob("*.gz"))
+        for line in gzip.decompress(path.read_bytes()).decode().splitlines()
+    ]
+
+
+def test_a_lone_surrogate_is_one_dead_letter_and_the_job_goes_on(prepared):
+    """`"\\ud83d"` (an emoji cut in half in crawled JSON) decodes to text no UTF-8 encodes:
+    it killed the whole job in Beam's coder. An id holding one is kept, escaped."""
+    out, result = prepared
+    assert result["invariant"]["ok"]
+    dead = [d for d in _dead_letters(out) if d["id"] == "half-emoji"]
+    assert len(dead) == 1 and dead[0]["error"].startswith("lone_surrogate: 'text'")
+    dataset = read_split(out / "web", "train+validation")
+    kept = {ex["id"].decode() for ex in dataset.as_numpy_iterator()}
+    assert "odd-\\udc80-id" in kept and "half-emoji" not in kept

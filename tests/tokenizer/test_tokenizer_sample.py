@@ -157,3 +157,19 @@ def test_train_on_prepared_tfds(prep_dir, tmp_path):
     assert settings["sample"]["domains"]["code"]["documents_read"] == 20
     vocab = load_vocabulary(tmp_path / "tokenizer.model")
     assert vocab.decode(vocab.encode("web train document 19\n")) == "web train document 19\n"
+
+
+def test_a_document_with_a_lone_surrogate_is_skipped_and_counted(tmp_path):
+    """`"\\ud83d"` decodes to text no UTF-8 encodes: SentencePiece (and the sample's hash)
+    would fail on it; the trainer skips that document and says how many it skipped."""
+    path = tmp_path / "web.jsonl"
+    path.write_text(
+        '{"text": "a whole page"}\n{"text": "half an emoji \\ud83d here"}\n{"text": "another page"}\n'
+    )
+    said: list[str] = []
+    sentences, description = sample_sentences(
+        [Source("web", "jsonl", str(path))], {}, 100, 64, 0, log=said.append
+    )
+    assert sorted(sentences) == ["a whole page", "another page"]
+    assert description["domains"]["web"]["documents_skipped_lone_surrogate"] == 1
+    assert "skipped 1 holding a lone surrogate" in said[0]

@@ -14,10 +14,11 @@ from common.checks import ConfigError
 from mixtures import manifest as manifest_lib
 from pretrain import train as train_lib
 from pretrain.tools import downstream
+from pretrain.train_config import check_tokenizer
 from tests.support.eval_files import write_eval_dir
 from tests.support.mixtures import make_documents, train_tokenizer, write_prepared
 from tests.support.train import tiny_config
-from tokenizer.vocab import model_sha256
+from tokenizer.model_file import model_sha256
 
 LEAKED = "Which of these animals is a mammal that lives in the ocean and breathes air? whale"
 
@@ -100,16 +101,21 @@ def test_bad_input_stops_before_writing(run, tmp_path):
 
 
 def test_a_tokenizer_that_is_not_the_runs_is_refused(run, tmp_path):
+    """The one check export and evaluate use too (pretrain.train_config.check_tokenizer)."""
     root, workdir, eval_dir = run
     packed = tmp_path / "packed"
     packed.mkdir()
     manifest_lib.write(str(packed), {"format": manifest_lib.FORMAT, "vocab": {"sha256": "0" * 64}})
-    run_config = ml_collections.ConfigDict({"data": {"tokenizer": str(root / "tok/tokenizer.model"),
-                                                     "packed_dir": str(packed)}})  # fmt: skip
-    with pytest.raises(ConfigError, match=r"config.tokenizer: is not the run's tokenizer \(sha256 "):
-        downstream.run_tokenizer(downstream.default_config(), run_config)
+    run_config = ml_collections.ConfigDict(
+        {
+            "data": {"tokenizer": str(root / "tok/tokenizer.model"), "packed_dir": str(packed)},
+            "model": {"vocab_size": 256},
+        }
+    )
+    with pytest.raises(
+        ConfigError, match=r"config.tokenizer: is not the tokenizer the run trained with \(sha256 "
+    ):
+        check_tokenizer(run_config, str(root / "tok/tokenizer.model"), "tokenizer")
     sha = model_sha256(root / "tok/tokenizer.model")
     manifest_lib.write(str(packed), {"format": manifest_lib.FORMAT, "vocab": {"sha256": sha}})
-    assert downstream.run_tokenizer(downstream.default_config(), run_config) == str(
-        root / "tok/tokenizer.model"
-    )
+    assert check_tokenizer(run_config, str(root / "tok/tokenizer.model"), "tokenizer").vocab_size <= 256
