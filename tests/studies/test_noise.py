@@ -1,0 +1,78 @@
+"""Signal-to-noise, minimum detectable difference, paired intervals and verdicts on numbers
+whose answer is known."""
+
+import numpy as np
+import pytest
+
+from studies import noise
+
+
+def test_snr_is_the_arm_range_over_the_pooled_seed_std():
+    row = noise.signal_to_noise({"a": [1.0, 1.2], "b": [2.0, 2.2], "c": [1.5, 1.7]})
+    s = np.sqrt(0.02)  # every arm's sample variance is 0.02
+    assert row["seed_std"] == pytest.approx(s)
+    assert row["spread"] == pytest.approx(1.0)
+    assert row["snr"] == pytest.approx(1.0 / s)
+    assert row["signal"] == pytest.approx(1.0 / 1.6) and row["noise"] == pytest.approx(s / 1.6)
+    one_seed = noise.signal_to_noise({"a": [1.0], "b": [2.0]})
+    assert np.isnan(one_seed["seed_std"]) and np.isnan(one_seed["snr"])
+
+
+def test_min_detectable_difference_formula_and_its_power():
+    assert noise.min_detectable_difference(1.0, 2) == pytest.approx(1.959964 + 0.841621, rel=1e-5)
+    assert noise.min_detectable_difference(0.5, 8) == pytest.approx(2.801585 * 0.5 * 0.5, rel=1e-5)
+    assert noise.min_detectable_difference(1.0, 1) == float("inf")
+    # A true difference of one MDD is detected by the two-sided z test in ~80% of experiments.
+    rng = np.random.default_rng(0)
+    sigma, n = 0.3, 4
+    mdd = noise.min_detectable_difference(sigma, n)
+    a = rng.normal(mdd, sigma, (20000, n)).mean(1)
+    b = rng.normal(0.0, sigma, (20000, n)).mean(1)
+    power = np.mean(np.abs(a - b) > 1.959964 * sigma * np.sqrt(2 / n))
+    assert 0.78 < power < 0.82
+
+
+def test_noise_table_counts_seeds_and_gives_mdd():
+    table = noise.noise_table({"loss": {"a": [1.0, 1.2], "b": [2.0, 2.2]}, "acc": {"a": [0.5], "b": [0.6]}})
+    assert table["loss"]["seeds"] == 2 and np.isfinite(table["loss"]["mdd"])
+    assert table["acc"]["seeds"] == 1 and table["acc"]["mdd"] == float("inf")
+    assert noise.below_floor(table, ["loss", "acc"], floor=2.0) == ["acc"]
+    assert noise.below_floor(table, ["loss"], floor=10.0) == ["loss"]
+
+
+def test_paired_interval_sees_a_small_shift_under_large_shared_item_noise():
+    rng = np.random.default_rng(1)
+    items = [rng.normal(0, 1.0, 300) for _ in range(3)]  # item difficulty: shared by both arms
+    a = [x + 0.02 + rng.normal(0, 0.01, 300) for x in items]
+    b = [x + rng.normal(0, 0.01, 300) for x in items]
+    ci = noise.paired_difference(a, b, resamples=300)
+    assert ci["low"] > 0 and ci["difference"] == pytest.approx(0.02, abs=0.005)
+    assert noise.verdict(ci) == noise.HIGHER
+    assert noise.verdict(noise.paired_difference(b, a, resamples=300)) == noise.LOWER
+
+
+def test_same_distribution_is_no_difference_and_one_seed_no_verdict():
+    rng = np.random.default_rng(2)
+    a = [rng.normal(0, 1, 200) for _ in range(3)]
+    b = [rng.normal(0, 1, 200) for _ in range(3)]
+    assert noise.verdict(noise.paired_difference(a, b, resamples=300)) == noise.NO_DIFFERENCE
+    shifted = [x - 1.0 for x in a[:1]]
+    one = noise.paired_difference(shifted, a[:1], resamples=300)
+    assert one["high"] < 0, "an interval over items alone excludes 0 ..."
+    assert noise.verdict(one) == noise.ONE_SEED, "... but one seed has no seed spread: no verdict"
+    with pytest.raises(ValueError, match="same seeds"):
+        noise.paired_difference(a, b[:2])
+
+
+def test_controls_make_verdicts_trustworthy_only_when_both_pass():
+    same = {"difference": 0.0, "low": -0.1, "high": 0.1, "seeds": 2}
+    down = {"difference": -0.3, "low": -0.4, "high": -0.2, "seeds": 2}
+    null_ok = noise.control("null", same, "")
+    positive_ok = noise.control("positive", down, noise.LOWER)
+    assert null_ok["passed"] and positive_ok["passed"]
+    assert noise.trustworthy({"null": null_ok, "positive": positive_ok})
+    assert not noise.control("null", down, "")["passed"]
+    assert not noise.control("positive", same, noise.LOWER)["passed"]
+    assert not noise.control("positive", {**down, "seeds": 1}, noise.LOWER)["passed"]
+    assert not noise.trustworthy({"null": null_ok, "positive": noise.control("positive", same, noise.LOWER)})
+    assert not noise.trustworthy({"null": null_ok}), "a study without a positive control proves nothing"
