@@ -23,9 +23,10 @@ training.
 
   (2.80 s sqrt(2/n) at 95% and 80% power): a true difference smaller than this is missed
   more often than not, so arms closer than the MDD cannot be ranked with these seeds.
-- Paired comparisons: the difference of two arms, mean over seeds and items, with a
-  percentile bootstrap interval that resamples seeds and items (the same draw for both
-  arms: they share the prefix per seed and the items).
+- Paired comparisons: the difference of two arms on an objective (a weighted sum of
+  metrics, each a ratio of per-item sums: a mean, a token-pooled loss, bits per byte), mean
+  over seeds, with a percentile bootstrap interval that resamples seeds and items (the same
+  draw for both arms: they share the prefix per seed and the items).
 - Verdicts: one seed gives "one seed: no verdict" (there is no seed spread to judge by); an
   interval spanning zero gives "no difference"; else "lower" or "higher".
 - Controls: the null control (the same mixture on another data-order seed) must come out
@@ -93,44 +94,79 @@ def noise_table(
     return out
 
 
+Items = Mapping[str, Mapping[str, np.ndarray]]  # {set: {"num": per-item numerators, "den": denominators}}
+
+
+def pooled(items: Items, members: Sequence[str], index: Mapping[str, np.ndarray] | None = None) -> float:
+    """sum(num) / sum(den) over the items of `members` (sets): a mean (den 1), a token-pooled
+    loss (num: loss sums, den: tokens) or bits per byte; `index[set]` picks (resampled) items."""
+    num = den = 0.0
+    for s in members:
+        n, d = items[s]["num"], items[s]["den"]
+        if index is not None:
+            n, d = n[index[s]], d[index[s]]
+        num += float(n.sum())
+        den += float(d.sum())
+    return num / den if den else float("nan")
+
+
+def objective_of(
+    items: Items,
+    objective: Mapping[str, float],
+    groups: Mapping[str, Sequence[str]],
+    index: Mapping[str, np.ndarray] | None = None,
+) -> float:
+    """sum of coef x metric; a metric is a group of sets (pooled) or one set."""
+    return sum(coef * pooled(items, groups.get(m, [m]), index) for m, coef in objective.items())
+
+
 def paired_difference(
-    a: Sequence[np.ndarray],
-    b: Sequence[np.ndarray],
+    a: Sequence[Items],
+    b: Sequence[Items],
+    objective: Mapping[str, float],
+    groups: Mapping[str, Sequence[str]] | None = None,
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, float]:
-    """mean(a - b) over seeds and items, with a percentile bootstrap interval over both.
+    """objective(a) - objective(b), mean over seeds, with a percentile bootstrap interval.
 
     `a[i]`, `b[i]`: seed i's per-item values of the two arms, the same items in the same
-    order (paired). Every resample draws seeds, then items, once for both arms.
+    order (paired). Every resample draws seeds, then every set's items, once for both arms.
     """
     if len(a) != len(b) or not a:
         raise ValueError(f"paired_difference: both arms need the same seeds, got {len(a)} and {len(b)}")
-    diffs = [np.asarray(x, np.float64) - np.asarray(y, np.float64) for x, y in zip(a, b)]
-    sizes = {d.size for d in diffs}
-    if len(sizes) != 1:
-        raise ValueError(f"paired_difference: every seed needs the same items, got sizes {sorted(sizes)}")
-    d = np.stack(diffs)  # [seeds, items]
+    groups = groups or {}
     rng = np.random.default_rng(seed)
-    n_seeds, n_items = d.shape
+    sets = sorted({s for m in objective for s in groups.get(m, [m])})
+    sizes = {s: len(a[0][s]["num"]) for s in sets}
+    per_seed = [objective_of(x, objective, groups) - objective_of(y, objective, groups) for x, y in zip(a, b)]
     draws = np.empty(resamples)
     for r in range(resamples):
-        rows = rng.integers(0, n_seeds, n_seeds)
-        cols = rng.integers(0, n_items, n_items)
-        draws[r] = d[np.ix_(rows, cols)].mean()
+        index = {s: rng.integers(0, n, n) for s, n in sizes.items()}
+        seeds = rng.integers(0, len(a), len(a))
+        draws[r] = np.mean(
+            [
+                objective_of(a[i], objective, groups, index) - objective_of(b[i], objective, groups, index)
+                for i in seeds
+            ]
+        )
     tail = (1 - confidence) / 2
     low, high = np.quantile(draws, [tail, 1 - tail])
-    per_seed = d.mean(1)
     return {
-        "difference": float(d.mean()),
+        "difference": float(np.mean(per_seed)),
         "low": float(low),
         "high": float(high),
         "confidence": confidence,
-        "seeds": n_seeds,
-        "items": n_items,
-        "seed_spread": float(np.std(per_seed, ddof=1)) if n_seeds > 1 else 0.0,
+        "seeds": len(a),
+        "seed_spread": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+        "resamples": resamples,
     }
+
+
+def as_items(values: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """{set: per-item values} as Items of means (den 1)."""
+    return {s: {"num": np.asarray(v, np.float64), "den": np.ones(len(v))} for s, v in values.items()}
 
 
 def verdict(interval: Mapping[str, Any]) -> str:

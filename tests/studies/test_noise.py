@@ -40,28 +40,33 @@ def test_noise_table_counts_seeds_and_gives_mdd():
     assert noise.below_floor(table, ["loss"], floor=10.0) == ["loss"]
 
 
+def _paired(a, b):
+    items = lambda arm: [noise.as_items({"s": x}) for x in arm]
+    return noise.paired_difference(items(a), items(b), {"s": 1.0}, resamples=300)
+
+
 def test_paired_interval_sees_a_small_shift_under_large_shared_item_noise():
     rng = np.random.default_rng(1)
     items = [rng.normal(0, 1.0, 300) for _ in range(3)]  # item difficulty: shared by both arms
     a = [x + 0.02 + rng.normal(0, 0.01, 300) for x in items]
     b = [x + rng.normal(0, 0.01, 300) for x in items]
-    ci = noise.paired_difference(a, b, resamples=300)
+    ci = _paired(a, b)
     assert ci["low"] > 0 and ci["difference"] == pytest.approx(0.02, abs=0.005)
     assert noise.verdict(ci) == noise.HIGHER
-    assert noise.verdict(noise.paired_difference(b, a, resamples=300)) == noise.LOWER
+    assert noise.verdict(_paired(b, a)) == noise.LOWER
 
 
 def test_same_distribution_is_no_difference_and_one_seed_no_verdict():
     rng = np.random.default_rng(2)
     a = [rng.normal(0, 1, 200) for _ in range(3)]
     b = [rng.normal(0, 1, 200) for _ in range(3)]
-    assert noise.verdict(noise.paired_difference(a, b, resamples=300)) == noise.NO_DIFFERENCE
+    assert noise.verdict(_paired(a, b)) == noise.NO_DIFFERENCE
     shifted = [x - 1.0 for x in a[:1]]
-    one = noise.paired_difference(shifted, a[:1], resamples=300)
+    one = _paired(shifted, a[:1])
     assert one["high"] < 0, "an interval over items alone excludes 0 ..."
     assert noise.verdict(one) == noise.ONE_SEED, "... but one seed has no seed spread: no verdict"
     with pytest.raises(ValueError, match="same seeds"):
-        noise.paired_difference(a, b[:2])
+        _paired(a, b[:2])
 
 
 def test_controls_make_verdicts_trustworthy_only_when_both_pass():
@@ -76,3 +81,15 @@ def test_controls_make_verdicts_trustworthy_only_when_both_pass():
     assert not noise.control("positive", {**down, "seeds": 1}, noise.LOWER)["passed"]
     assert not noise.trustworthy({"null": null_ok, "positive": noise.control("positive", same, noise.LOWER)})
     assert not noise.trustworthy({"null": null_ok}), "a study without a positive control proves nothing"
+
+
+def test_ratio_metrics_pool_items_and_groups_pool_sets():
+    items = {
+        "x": {"num": np.array([2.0, 4.0]), "den": np.array([1.0, 3.0])},
+        "y": {"num": np.array([6.0]), "den": np.array([2.0])},
+    }
+    assert noise.pooled(items, ["x"]) == pytest.approx(6 / 4)
+    assert noise.pooled(items, ["x", "y"]) == pytest.approx(12 / 6)
+    assert noise.objective_of(items, {"both": 1.0, "y": -2.0}, {"both": ["x", "y"]}) == pytest.approx(2 - 6)
+    ci = noise.paired_difference([items, items], [items, items], {"both": 1.0}, {"both": ["x", "y"]}, 50)
+    assert ci["difference"] == ci["low"] == ci["high"] == 0.0 and ci["seeds"] == 2
