@@ -33,6 +33,8 @@ def get_config(arg: str = ""):
         accelerator.workdir, accelerator.data.tokenizer = c.train.workdir, c.train.data.tokenizer
         accelerator.mixture = c.train.mixture
         accelerator.mixture.seq_len = accelerator.data.seq_len
+        # The study's prefix is its own short WSD stable phase: the warmup must fit in it.
+        accelerator.optim.warmup_steps = min(accelerator.optim.warmup_steps, c.prefix_steps)
         c.train = accelerator
     c.train.data.packed_dir = f"{root}/packed_reference"
     c.arms = [
