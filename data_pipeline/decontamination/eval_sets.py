@@ -79,15 +79,17 @@ def parse_specs(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _files(path: str) -> list[str]:
+def files(path: str) -> list[str]:
+    """The eval files at ``path`` (a file, a folder searched recursively, or a glob), sorted."""
     found = fs.walk_files(path) if fs.isdir(path) else fs.glob(path)
-    files = sorted(f for f in found if strip_compression(f).endswith(_SUFFIXES))
-    if not files:
+    matched = sorted(f for f in found if strip_compression(f).endswith(_SUFFIXES))
+    if not matched:
         raise ValueError(f"--eval_set: no {'/'.join(_SUFFIXES)} files (optionally .gz) at {path!r}")
-    return files
+    return matched
 
 
-def _rows(path: str) -> Iterator[dict[str, Any]]:
+def file_rows(path: str) -> Iterator[dict[str, Any]]:
+    """The rows of one eval file, in file order, by its format (suffix)."""
     name = strip_compression(path)
     if name.endswith(".jsonl"):
         yield from fs.read_jsonl(path)
@@ -111,7 +113,8 @@ def _rows(path: str) -> Iterator[dict[str, Any]]:
         yield from rows
 
 
-def _get(row: Any, dotted: str) -> Any:
+def get_field(row: Any, dotted: str) -> Any:
+    """``row["a"]["b"]`` for ``"a.b"``; None when a part is missing."""
     for part in dotted.split("."):
         if not isinstance(row, dict) or part not in row:
             return None
@@ -131,16 +134,16 @@ def _strings(value: Any) -> Iterator[str]:
 
 def item_text(row: dict[str, Any], text_fields: Sequence[str]) -> str:
     """The configured fields present in ``row``, strings only, joined by newlines."""
-    return "\n".join(s for field in text_fields for s in _strings(_get(row, field)) if s.strip())
+    return "\n".join(s for field in text_fields for s in _strings(get_field(row, field)) if s.strip())
 
 
 def has_text_field(row: Any, text_fields: Sequence[str]) -> bool:
-    return isinstance(row, dict) and any(_get(row, field) is not None for field in text_fields)
+    return isinstance(row, dict) and any(get_field(row, field) is not None for field in text_fields)
 
 
 def item_id(row: dict[str, Any], id_fields: Sequence[str], fallback: str) -> str:
     for field in id_fields:
-        value = _get(row, field)
+        value = get_field(row, field)
         if value is not None and not isinstance(value, (dict, list)):
             return str(value)
     return fallback
@@ -153,8 +156,8 @@ def named_rows(name: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
             raise ValueError(f"--eval_set {name}=builtin: built-ins are {sorted(BUILTINS)}")
         yield from BUILTINS[name]()
         return
-    for file in _files(path):
-        for row in _rows(file):
+    for file in files(path):
+        for row in file_rows(file):
             yield file, row
 
 
@@ -176,10 +179,22 @@ def load_eval_sets(specs: dict[str, str], config: ml_collections.ConfigDict) -> 
                     f"--eval_set {name}: row {index} of {file} has no text field; fields seen: {seen}; "
                     f"recognised: {list(config.text_fields)} (config.decontamination.text_fields)"
                 )
-            question = item_text(row, [f for f in config.text_fields if f not in config.answer_fields])
-            answer = item_text(row, [f for f in config.text_fields if f in config.answer_fields])
-            if question or answer:
-                text = "\n".join(t for t in (question, answer) if t)
-                item = item_id(row, config.id_fields, f"{fs.basename(file)}:{index}")
-                items.append(EvalItem(name, item, text, question, answer))
+            item = row_item(name, row, config, f"{fs.basename(file)}:{index}")
+            if item is not None:
+                items.append(item)
     return items
+
+
+def row_item(
+    name: str, row: dict[str, Any], config: ml_collections.ConfigDict, fallback_id: str
+) -> EvalItem | None:
+    """The EvalItem decontamination indexes for one row (None when its text fields are blank).
+
+    ``config`` as in ``load_eval_sets``; ``fallback_id`` names the row when no id field does.
+    """
+    question = item_text(row, [f for f in config.text_fields if f not in config.answer_fields])
+    answer = item_text(row, [f for f in config.text_fields if f in config.answer_fields])
+    if not (question or answer):
+        return None
+    text = "\n".join(t for t in (question, answer) if t)
+    return EvalItem(name, item_id(row, config.id_fields, fallback_id), text, question, answer)

@@ -1,0 +1,65 @@
+"""Loglikelihood requests, tokenized exactly as lm-evaluation-harness tokenizes them.
+
+lm-eval (HFLM._encode_pair) moves the context's trailing whitespace into the
+continuation, encodes context + continuation together and the context alone, and takes the
+whole encoding's tokens past the context's length as the continuation: a word boundary is
+then tokenized as in running text, not as two separately encoded pieces. The BOS token
+opens both encodings when the run trained with one (the mixture's `bos` policy); an empty
+context becomes the BOS token alone (lm-eval's prefix token), the continuation encoded alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from evals.engine import Request
+from evals.tasks import Doc, Task, fewshot_examples
+from tokenizer.vocab import BOS_ID
+
+Encode = Callable[[str], Sequence[int]]
+
+
+def move_whitespace(context: str, continuation: str) -> tuple[str, str]:
+    """The context's trailing whitespace goes to the front of the continuation."""
+    stripped = context.rstrip()
+    return stripped, context[len(stripped) :] + continuation
+
+
+def encode_pair(encode: Encode, context: str, continuation: str, bos: Sequence[int]) -> Request:
+    """The Request of one (context, continuation) pair; `bos` is `bos_prefix(policy)`."""
+    if not context:  # lm-eval's loglikelihood: the prefix token (BOS) is the context
+        return Request((BOS_ID,), tuple(encode(continuation)))
+    context, continuation = move_whitespace(context, continuation)
+    whole = list(bos) + list(encode(context + continuation))
+    context_tokens = list(bos) + list(encode(context))
+    return Request(tuple(context_tokens), tuple(whole[len(context_tokens) :]))
+
+
+@dataclasses.dataclass(frozen=True)
+class DocRequests:
+    """A doc, its full context (with shots) and one Request per continuation."""
+
+    doc: Doc
+    context: str
+    continuations: tuple[str, ...]
+    requests: tuple[Request, ...]
+
+
+def doc_requests(
+    task: Task,
+    docs: Sequence[Doc],
+    pool: Sequence[Doc],
+    num_fewshot: int,
+    seed: int,
+    encode: Encode,
+    bos: Sequence[int],
+) -> list[DocRequests]:
+    """Every doc's context (description, `num_fewshot` shots from `pool`, prompt) and requests."""
+    out = []
+    for doc in docs:
+        context = task.context(doc, fewshot_examples(task, doc, pool, num_fewshot, seed))
+        continuations = tuple(task.continuations(doc))
+        requests = tuple(encode_pair(encode, context, c, bos) for c in continuations)
+        out.append(DocRequests(doc, context, continuations, requests))
+    return out
