@@ -35,6 +35,7 @@ SMOKE = [
     "--config.probes.max_items=30",
     "--config.probes.validation_docs=20",
     "--config.search.bootstrap=300",
+    "--config.downstream.limit=40",
 ]
 
 

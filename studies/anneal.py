@@ -40,7 +40,7 @@ from common import checks, cli, fs
 from mixtures.schedule import Schedule
 from pretrain.checkpoint import load_train_config
 from pretrain.train_config import changes_since
-from studies import anneal_eval, anneal_report
+from studies import anneal_eval, anneal_report, controls, inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -165,7 +165,7 @@ def arm_config(
     `start` for `anneal_steps` as the arm says (`config.init_from`, keeping the step)."""
     c = ml_collections.ConfigDict(base.to_dict())
     total = start + anneal_steps
-    c.workdir, c.seed = workdir, seed
+    c.workdir, c.seed = workdir, seed + int(arm.get("data_seed", 0))  # data_seed: another data order
     c.train.total_steps = total
     weights = dict(arm["weights"]) if arm.get("weights") is not None else general
     c.mixture = arm_mixture(base.mixture, general, weights, start, total)
@@ -364,11 +364,23 @@ def study(
     config: ml_collections.ConfigDict,
     progress: Callable[[str], None] = logging.info,
     trainer: Trainer = train_subprocess,
+    scorer: anneal_eval.Scorer | None = None,
 ) -> dict[str, Any]:
-    """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
+    """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR).
+
+    OUTPUT_DIR/plan.json records the content hash of every input (`studies.inputs`); a rerun
+    into the same OUTPUT_DIR on inputs that hash differently is refused before anything runs.
+    """
     validate(config)
+    controls.validate(config)
     resolve_paths(config)
     fs.makedirs(config.output_dir)
+    plan_path = fs.join(config.output_dir, "plan.json")
+    hashes = anneal_eval.study_inputs(config)
+    recorded = inputs.read_recorded(plan_path)
+    if recorded is not None:
+        inputs.check_same(recorded, hashes, config.output_dir)
+    fs.write_text_atomic(plan_path, json.dumps({"inputs": hashes}, indent=1, sort_keys=True) + "\n")
     fs.write_text(
         fs.join(config.output_dir, "study_config.json"), config.to_json_best_effort(indent=2) + "\n"
     )
@@ -377,10 +389,10 @@ def study(
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     progress("scoring every checkpoint on the held-out sets")
-    scores = anneal_eval.score_study(config, runs)
+    scores = anneal_eval.score_study(config, runs, scorer)
     eval_seconds = time.perf_counter() - t1
     runs["timings"].update(train_seconds=train_seconds, eval_seconds=eval_seconds)
-    return anneal_report.write(config, runs, scores)
+    return anneal_report.write(config, runs, scores, hashes)
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:

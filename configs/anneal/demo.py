@@ -95,10 +95,21 @@ def get_config() -> ml_collections.ConfigDict:
             groups={"code": ["humaneval"]},  # metric -> sets averaged per token
         )
     )
+    # Downstream tasks (studies.downstream, the evals package) scored on every arm beside the
+    # loss probes; their metrics are named "<task>/<metric>" (e.g. "arc_easy/prob_correct").
+    c.downstream = ml_collections.ConfigDict(
+        dict(
+            tasks=(),  # evals task names, e.g. ("arc_easy", "gsm8k_bpb"); empty: loss probes only
+            eval_dir="",  # the eval sets' folder (their original layouts, as evals reads them)
+            eval_sets={},  # dataset -> file, replacing the default under eval_dir
+            limit=100,  # the first N items of each task (0: all)
+        )
+    )
     # What the report checks for every arm against the first, by paired intervals over seeds
-    # and items (studies.noise): `lower` metrics must be lower beyond the interval, `level`
-    # ones show no difference or stay within `tolerance` (relative). One seed: no verdict.
+    # and items (studies.noise): `lower` metrics must be lower beyond the interval (`higher`:
+    # higher, e.g. "arc_easy/prob_correct"), `level` ones show no difference or stay within
+    # `tolerance` (relative). One seed: no verdict.
     c.verdict = ml_collections.ConfigDict(
-        dict(lower=["code"], level=["val_web"], tolerance=0.02, bootstrap=1000, confidence=0.95)
+        dict(lower=["code"], higher=[], level=["val_web"], tolerance=0.02, bootstrap=1000, confidence=0.95)
     )
     return c

@@ -93,3 +93,27 @@ def test_ratio_metrics_pool_items_and_groups_pool_sets():
     assert noise.objective_of(items, {"both": 1.0, "y": -2.0}, {"both": ["x", "y"]}) == pytest.approx(2 - 6)
     ci = noise.paired_difference([items, items], [items, items], {"both": 1.0}, {"both": ["x", "y"]}, 50)
     assert ci["difference"] == ci["low"] == ci["high"] == 0.0 and ci["seeds"] == 2
+
+
+def test_bootstrap_interval_covers_the_difference_and_narrows_with_items():
+    def arms(n: int, seeds: int, rng) -> tuple[list, list]:
+        """a is b lowered by 0.1 nats per token, plus noise per item; same items for both."""
+        a, b = [], []
+        for _ in range(seeds):
+            tokens = rng.integers(20, 60, n).astype(float)
+            base = 3.0 + rng.normal(0, 0.5, n)
+            b.append({"p": {"num": base * tokens, "den": tokens}})
+            a.append({"p": {"num": (base - 0.1 + rng.normal(0, 0.3, n)) * tokens, "den": tokens}})
+        return a, b
+
+    widths = []
+    for n in (40, 400):
+        a, b = arms(n, 3, np.random.default_rng(n))
+        ci = noise.paired_difference(a, b, {"m": 1.0}, {"m": ["p"]}, resamples=400)
+        assert ci["low"] < -0.1 < ci["high"]
+        assert ci["low"] < ci["difference"] < ci["high"]
+        widths.append(ci["high"] - ci["low"])
+    assert widths[1] < widths[0] / 2  # ~ 1 / sqrt(items)
+    # a difference far beyond the noise: the interval excludes 0
+    a, b = arms(400, 2, np.random.default_rng(0))
+    assert noise.paired_difference(a, b, {"m": 1.0}, {"m": ["p"]}, resamples=200)["high"] < 0
