@@ -42,6 +42,8 @@ from typing import Any
 import apache_beam as beam
 import ml_collections
 import numpy as np
+import seqio
+import tensorflow as tf
 from absl import flags
 from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -51,7 +53,10 @@ from common.parsers import parse_assignment
 from data_pipeline import prepared
 from mixtures import manifest as manifest_lib
 from mixtures import rows
+from mixtures import tasks as tasks_lib
 from mixtures.document_packer import DocumentPacker
+from tokenizer.model_file import model_sha256
+from tokenizer.vocab import load_vocabulary
 
 Key = tuple[str, str]  # (task, split)
 
@@ -215,9 +220,6 @@ class _TaskDoFn(beam.DoFn):
         self.prep_dir, self.vocab_path, self.bos, self.extra = prep_dir, vocab_path, bos, extra
 
     def setup(self) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from mixtures import tasks as tasks_lib  # SeqIO/TensorFlow, ~4 s measured: on the workers only
-
         tasks_lib.register_tasks(self.prep_dir, self.vocab_path, bos=self.bos, extra=self.extra)
 
 
@@ -240,24 +242,19 @@ class ReadDocuments(_TaskDoFn):
 
 def read_documents(task_name: str, split: str, lo: int, hi: int) -> Iterator[tuple[int, np.ndarray]]:
     """(record index, token ids) of records [lo, hi) of a task's split, through its preprocessors."""
-    import seqio
-    import tensorflow as tf
-
-    from mixtures.tasks import INDEX_KEY  # SeqIO/TensorFlow, ~4 s measured: on the workers only
-
     task = seqio.get_mixture_or_task(task_name)
     source = task.source
     ds = prepared.read_split(
         source.dataset_dir, f"{split}[{lo}:{hi}]", one_file_at_a_time=True, builder=source.builder
     )
-    ds = ds.enumerate(lo).map(lambda k, ex: {**ex, INDEX_KEY: k})
+    ds = ds.enumerate(lo).map(lambda k, ex: {**ex, tasks_lib.INDEX_KEY: k})
     ds = task.preprocess_postcache(task.preprocess_precache(ds), sequence_length=None)
     next_record = lo
     try:
         for ex in ds.as_numpy_iterator():
-            next_record = int(ex[INDEX_KEY]) + 1
+            next_record = int(ex[tasks_lib.INDEX_KEY]) + 1
             if len(ex["targets"]):
-                yield int(ex[INDEX_KEY]), ex["targets"].astype(np.int32)
+                yield int(ex[tasks_lib.INDEX_KEY]), ex["targets"].astype(np.int32)
     except tf.errors.DataLossError as e:  # TensorFlow names the byte offset, not the file
         files = source.builder.info.splits[f"{split}[{lo}:{hi}]"].file_instructions
         ends = lo + np.cumsum([f.take for f in files])
@@ -377,9 +374,6 @@ def _write_manifest(
 
 def work_items(config: ml_collections.ConfigDict) -> list[tuple[str, str, int, int]]:
     """(task, split, lo, hi) record ranges covering every split of every task."""
-    # SeqIO/TensorFlow, ~4 s measured: lazy so --help and config errors come first
-    from mixtures import tasks as tasks_lib
-
     try:
         registered = tasks_lib.register_tasks(
             config.pack.prep_dir, config.pack.vocab_path, bos=config.bos, extra=extra_tasks(config)
@@ -458,9 +452,6 @@ def build(
 
 
 def vocab_info(vocab_path: str) -> dict[str, Any]:
-    # SeqIO/TensorFlow, ~4 s measured: lazy so --help and config errors come first
-    from tokenizer.vocab import load_vocabulary, model_sha256
-
     return dict(
         path=vocab_path, size=int(load_vocabulary(vocab_path).vocab_size), sha256=model_sha256(vocab_path)
     )

@@ -147,3 +147,22 @@ class Schedule:
                 )
             )
         return rows
+
+
+def mixture_schedule(config: Any) -> Schedule | None:
+    """A training config's mixture Schedule over `train.total_steps`, or None when
+    `config.mixture` has no stages.
+
+    Built even for synthetic data, so a synthetic run has the real run's learning-rate
+    schedule (the WSD decay aligned with the annealing stage).
+    """
+    if not config.mixture.get("stages"):
+        return None
+    return Schedule.from_config(config.mixture, config.train.total_steps, "config.mixture")
+
+
+def anneal_start(schedule: Schedule | None) -> int | None:
+    """Step at which the mixture's last (annealing) stage begins, for the WSD decay."""
+    if schedule is None or len(schedule.stages) < 2:
+        return None
+    return schedule.stages[-1].start_step

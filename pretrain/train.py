@@ -31,7 +31,7 @@ from pretrain import checkpoint, data, sharding
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
-from pretrain.tools import aot
+from pretrain.step_memory import resolve_remat_policy
 from pretrain.train_config import check_resume, resolve_paths, validate, write_config
 from pretrain.train_setup import TrainSetup, build_setup, jitted_train_step, make_data, restore_or_init
 
@@ -180,25 +180,6 @@ def setup_distributed(cfg: ml_collections.ConfigDict) -> None:
         jax.process_count(),
         jax.local_device_count(),
         jax.device_count(),
-    )
-
-
-def resolve_remat_policy(config: ml_collections.ConfigDict, say: Callable[[str], None]) -> None:
-    """`model.remat_policy="auto"`: the least recomputation whose step fits in
-    `aot.max_hbm_fraction` of device 0's memory, by the compiler's own figures.
-
-    Without a memory limit (CPU) that is the first candidate, "none". config.json records
-    the resolved policy; a resume with "auto" chooses again (train_config.RESUME_EXECUTION allows it).
-    """
-    if config.model.remat_policy != "auto":
-        return
-    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    if not limit:
-        config.model.remat_policy = aot.FASTEST_FIRST[0]
-        say(f"remat_policy auto -> {config.model.remat_policy} (no device memory limit to fit)")
-        return
-    config.model.remat_policy = aot.choose_remat_policy(
-        config, jax.devices(), config.aot.max_hbm_fraction * limit, say
     )
 
 

@@ -16,10 +16,11 @@ import ml_collections
 
 from common import checks, fs
 from mixtures import manifest as manifest_lib
+from mixtures.schedule import mixture_schedule
 from pretrain import checkpoint, optim
 from pretrain.model.transformer import TransformerConfig
 from pretrain.model.transformer import defaults as model_defaults
-from pretrain.train_setup import mixture_schedule
+from tokenizer.model_file import model_sha256
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -88,8 +89,9 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
         d.tokenizer,
     )
     require(bool(config.mixture.get("stages")), "mixture", "must be a mixture config with stages")
-    # SeqIO/TensorFlow, ~3.7 s measured: only for real data (synthetic runs and tools skip it)
-    from tokenizer.vocab import load_vocabulary, model_sha256
+    # Imported here: SeqIO and TensorFlow, only for real data; the GPU machines that
+    # bench/gpu_throughput.py trains on synthetic data with have neither.
+    from tokenizer.vocab import load_vocabulary
 
     manifest = manifest_lib.read(d.packed_dir)
     require(

@@ -22,7 +22,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mixtures.schedule import Schedule
+from mixtures.schedule import anneal_start, mixture_schedule
 from pretrain import checkpoint, data, optim, sharding
 from pretrain.model.transformer import Transformer, TransformerConfig
 from pretrain.train_step import BATCH_KEYS, jit_train_step, make_train_step
@@ -61,25 +61,6 @@ def make_data(config: ml_collections.ConfigDict) -> tuple[data.BatchSource, Any]
         field="config.mixture",
     )
     return stream, stream.schedule
-
-
-def mixture_schedule(config: ml_collections.ConfigDict) -> Any:
-    """The mixture's Schedule, or None when config.mixture has no stages.
-
-    Built even for synthetic data, so a synthetic run has the real run's learning-rate
-    schedule (the WSD decay aligned with the annealing stage).
-    """
-    if not config.mixture.get("stages"):
-        return None
-
-    return Schedule.from_config(config.mixture, config.train.total_steps, "config.mixture")
-
-
-def anneal_start(schedule: Any) -> int | None:
-    """Step at which the mixture's last (annealing) stage begins, for the WSD decay."""
-    if schedule is None or len(schedule.stages) < 2:
-        return None
-    return schedule.stages[-1].start_step
 
 
 @dataclasses.dataclass

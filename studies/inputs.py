@@ -29,7 +29,7 @@ import ml_collections
 from common import checks, fs
 from data_pipeline import demo_corpus, prepared
 from mixtures import manifest
-from tokenizer.vocab import model_sha256
+from tokenizer.model_file import model_sha256
 
 
 def tree_sha256(root: str, suffix: str = "") -> str:

@@ -26,25 +26,6 @@ def _objective(config: ml_collections.ConfigDict) -> str:
     return " + ".join(f"{c:g} x {m}" if c != 1 else m for m, c in config.search.objective.items())
 
 
-def cost(output_dir: str, arms: list[str], seeds: list[int]) -> dict[str, float]:
-    from studies.mixture_search import read_scores
-
-    records = [read_scores(output_dir, a, s) for a in arms for s in seeds]
-    records = [r for r in records if r]
-    prefixes = {}
-    for r in records:
-        workdir = r["prefix"]["workdir"]
-        path = fs.join(workdir, "anneal_timing.json")
-        if workdir not in prefixes and fs.exists(path):
-            prefixes[workdir] = json.loads(fs.read_text(path))["seconds"]
-    return {
-        "runs": len(records),
-        "train_seconds": float(sum(r["train_seconds"] for r in records)),
-        "score_seconds": float(sum(r["score_seconds"] for r in records)),
-        "prefix_seconds": float(sum(prefixes.values())),
-    }
-
-
 def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
     s = config.search
     reference = config.arms[0]["name"]
@@ -217,15 +198,12 @@ def plot(config, fitted, proof, path: str) -> None:
 
 
 def write(
-    config, arms, fitted, best, proof, paths, wall, noise_rows, outcomes, decision, hashes
+    config, arms, fitted, best, proof, paths, costs, wall, noise_rows, outcomes, decision, hashes
 ) -> dict[str, Any]:
-    """OUTPUT_DIR/report.{json,md,png}. Without a fit (`fitted` None: the objective's SNR is below
-    the floor) the report gives the noise, the controls and "no decision"."""
-    names = [a["name"] for a in arms]
-    costs = cost(config.output_dir, names, list(config.seeds))
-    proof_arms = list(proof["measured"]) if proof else []
-    proof_costs = cost(config.output_dir, proof_arms, list(config.search.proof_seeds))
-    total = {k: costs[k] + proof_costs[k] for k in costs}
+    """Writes OUTPUT_DIR/report.{json,md,png}; `costs` is {"search", "proof"} from the search.
+    Without a fit (`fitted` None: the objective's SNR is below the floor) the report gives the
+    noise, the controls and "no decision"."""
+    total = {k: costs["search"][k] + costs["proof"][k] for k in costs["search"]}
     reference = config.arms[0]["name"]
     head = [
         f"**Decision: {decision['summary']}**" + (f": {decision['reason']}." if decision["reason"] else "."),
@@ -263,7 +241,7 @@ def write(
         "best_sampled": best,
         "proof": proof,
         "proposal_configs": paths,
-        "cost": {"search": costs, "proof": proof_costs, "wall_seconds": wall},
+        "cost": {**costs, "wall_seconds": wall},
         "markdown": text,
         "paths": report_paths,
     }

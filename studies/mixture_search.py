@@ -5,8 +5,8 @@
 
 1. Search: N annealing-stage weight vectors over `search.tasks` are sampled from a Dirichlet
    around the general mixture (`search.center`, blended with uniform by `search.uniform_share`),
-   inside `search.bounds`; each is an anneal arm of `studies.anneal` (same prefix, same decay,
-   `anneal.run_arms`), as are the hand-written recipes of `config.arms` (the first is the
+   inside `search.bounds`; each is an anneal arm (`studies.anneal_arms.run_arms`: same prefix,
+   same decay, a `pretrain.train` subprocess), as are the hand-written recipes of `config.arms` (the first is the
    reference). Every arm is scored on `config.seeds` with the study's held-out file
    (`studies.anneal_eval`: validation splits and probes), per item, into
    S/scores/<arm>/seed<S>.json. An arm whose scores exist is never retrained, so a killed
@@ -26,7 +26,7 @@
    measured objective among those meeting the constraints) are trained on `search.proof_seeds`
    (never used by the search) and compared with bootstrap confidence intervals over probe
    items and seeds. S/report.{md,json,png}: predicted vs measured, the proposal, the verdict
-   and the cost.
+   and the cost (`studies.mixture_report` renders it; this module trains, scores and decides).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ import numpy as np
 from absl import logging
 
 from common import checks, cli, fs
-from studies import anneal, anneal_eval, controls, inputs, noise
+from pretrain.checkpoint import load_train_config
+from studies import anneal_arms, anneal_eval, controls, inputs, mixture_report, noise
 from studies import mixture_fit as mf
 
 PROPOSAL = "proposal"
@@ -54,7 +55,7 @@ Scorer = anneal_eval.Scorer
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    anneal.validate(config)
+    anneal_arms.validate(config)
     controls.validate(config)
     s = config.search
     checks.require(
@@ -153,11 +154,11 @@ def run_and_score(
     config: ml_collections.ConfigDict,
     arms: list[dict[str, Any]],
     seeds: list[int],
-    trainer: anneal.Trainer,
+    trainer: anneal_arms.Trainer,
     scorer: Scorer,
     progress: Callable[[str], None],
 ) -> None:
-    """Trains (anneal.run_arms) and scores every arm x seed that has no scores yet."""
+    """Trains (anneal_arms.run_arms) and scores every arm x seed that has no scores yet."""
     out = config.output_dir
     for arm in arms:
         for seed in seeds:
@@ -165,7 +166,7 @@ def run_and_score(
                 continue
             sub = ml_collections.ConfigDict(config.to_dict())
             sub.output_dir, sub.seeds, sub.arms = fs.join(out, "runs"), (seed,), [arm]
-            runs = anneal.run_arms(sub, progress, trainer)
+            runs = anneal_arms.run_arms(sub, progress, trainer)
             run = runs["seeds"][str(seed)]["arms"][arm["name"]]
             t0 = time.perf_counter()
             scores = scorer(run["workdir"], run["step"])
@@ -183,11 +184,35 @@ def run_and_score(
             progress(f"arm {arm['name']} seed {seed}: scored")
 
 
+def cost(output_dir: str, arms: list[str], seeds: list[int]) -> dict[str, float]:
+    """Seconds spent on the scored runs of `arms` x `seeds`, and on the prefixes they branched
+    from (each prefix once)."""
+    records = [r for r in (read_scores(output_dir, a, s) for a in arms for s in seeds) if r]
+    prefixes = {
+        r["prefix"]["workdir"]: anneal_arms.timing(r["prefix"]["workdir"])["seconds"] for r in records
+    }
+    return {
+        "runs": len(records),
+        "train_seconds": float(sum(r["train_seconds"] for r in records)),
+        "score_seconds": float(sum(r["score_seconds"] for r in records)),
+        "prefix_seconds": float(sum(prefixes.values())),
+    }
+
+
+def costs_of(
+    config: ml_collections.ConfigDict, arms: list[dict[str, Any]], proof: dict[str, Any] | None
+) -> dict[str, dict[str, float]]:
+    """{"search", "proof"}: the cost of the search's runs and of the proof's (none without a proof)."""
+    out = config.output_dir
+    return {
+        "search": cost(out, [a["name"] for a in arms], list(config.seeds)),
+        "proof": cost(out, list(proof["measured"]) if proof else [], list(config.search.proof_seeds)),
+    }
+
+
 def general_weights(config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
     """The prefix's mixture at the branch `step` (what the reference arm keeps), without training anything."""
-    from pretrain.checkpoint import load_train_config
-
-    return anneal.prefix_weights(
+    return anneal_arms.prefix_weights(
         load_train_config(config.from_workdir) if config.from_workdir else config.train, step
     )
 
@@ -317,7 +342,7 @@ def write_proposal(
     `search.anneal_start`) and S/proposal/train.py (the training config with that mixture)."""
     total = config.train.train.total_steps
     start = int(round(config.search.anneal_start * total))
-    mixture = anneal.arm_mixture(config.train.mixture, general, weights, start, total)
+    mixture = anneal_arms.arm_mixture(config.train.mixture, general, weights, start, total)
     mixture.stages[-1]["name"] = "anneal"
     train = ml_collections.ConfigDict(config.train.to_dict())
     train.mixture = mixture
@@ -449,17 +474,15 @@ def decide(
 def search(
     config: ml_collections.ConfigDict,
     progress: Callable[[str], None] = logging.info,
-    trainer: anneal.Trainer = anneal.train_subprocess,
+    trainer: anneal_arms.Trainer = anneal_arms.train_subprocess,
     scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """Runs the search's slice; without a slice (or with merge) also fits, proposes, proves and reports."""
-    from studies import mixture_report
-
     validate(config)
-    anneal.resolve_paths(config)
+    anneal_arms.resolve_paths(config)
     out = fs.makedirs(config.output_dir)
     scorer = scorer or anneal_eval.item_scorer(config)
-    branch = anneal.branch_step(config)  # once: a base run may save a checkpoint meanwhile
+    branch = anneal_arms.branch_step(config)  # once: a base run may save a checkpoint meanwhile
     general = general_weights(config, branch)
     arms = plan(config, general)
     plan_path = fs.join(out, "plan.json")
@@ -519,6 +542,7 @@ def search(
             None,
             None,
             None,
+            costs_of(config, arms, None),
             time.perf_counter() - t0,
             noise_rows,
             outcomes,
@@ -552,6 +576,7 @@ def search(
         best,
         proof,
         paths,
+        costs_of(config, arms, proof),
         time.perf_counter() - t0,
         noise_rows,
         outcomes,

@@ -8,11 +8,10 @@ by `tokenizer.train` and for the released Gemma `tokenizer.model`.
 
 from __future__ import annotations
 
-import hashlib
-
 import seqio
 
 from common import fs
+from tokenizer.model_file import model_file
 
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_PIECES = {PAD_ID: "<pad>", EOS_ID: "<eos>", BOS_ID: "<bos>", UNK_ID: "<unk>"}
@@ -45,22 +44,9 @@ class GemmaVocabulary(seqio.SentencePieceVocabulary):
             )
 
 
-def model_file(path: fs.PathLike) -> str:
-    """The `tokenizer.model` at `path` (the file, or a directory holding one), any filesystem."""
-    path = fs.join(path, "tokenizer.model") if fs.isdir(path) else fs.resolve(path)
-    if not fs.isfile(path):
-        raise FileNotFoundError(f"no SentencePiece tokenizer.model at {path}")
-    return path
-
-
 def load_vocabulary(path: fs.PathLike, extra_ids: int = 0) -> GemmaVocabulary:
     """Loads a SentencePiece `tokenizer.model` (trained here or released) as a vocabulary.
 
     SeqIO reads the file through tf.io.gfile, so `path` may be a gs:// URI.
     """
     return GemmaVocabulary(model_file(path), extra_ids=extra_ids)
-
-
-def model_sha256(path: fs.PathLike) -> str:
-    """SHA-256 of a tokenizer.model: the packed manifest records it, the trainer compares it."""
-    return hashlib.sha256(fs.read_bytes(model_file(path))).hexdigest()

@@ -31,6 +31,7 @@ from pretrain import checkpoint
 from pretrain.convert import hf_mapping, safetensors_stream
 from pretrain.model.transformer import DTYPES as MODEL_DTYPES
 from pretrain.model.transformer import TransformerConfig, unstack_layers
+from tokenizer.model_file import model_file
 
 # The model's dtype table, as numpy dtypes; HF checkpoints are bfloat16 or float32.
 DTYPES = {name: np.dtype(MODEL_DTYPES[name]) for name in ("bfloat16", "float32")}
@@ -48,13 +49,6 @@ TOKENIZER_CONFIG = {
     "padding_side": "left",
     "model_max_length": None,
 }
-
-
-def tokenizer_file(path: fs.PathLike) -> str:
-    """The SentencePiece model at `path` (a tokenizer.model file or a directory holding one)."""
-    from tokenizer.vocab import model_file  # SeqIO/TensorFlow, ~3.5 s measured: only when needed
-
-    return model_file(path)
 
 
 def _get(tree: Any, path: tuple[str, ...]) -> Any:
@@ -108,7 +102,7 @@ def export_hf(
     target = DTYPES[dtype]
     vocab = model_config.vocab_size
     if tokenizer_path is not None:
-        vocab = _write_tokenizer(tokenizer_file(tokenizer_path), output, model_config.max_seq_len)
+        vocab = _write_tokenizer(model_file(tokenizer_path), output, model_config.max_seq_len)
 
     params = unstack_layers(params, model_config.num_layers)  # a scan_layers tree -> layer_{i}
     rules = hf_mapping.rules(model_config, vocab)
@@ -190,7 +184,7 @@ def export_orbax_params(
         fs.join(output, "config.json"), json.dumps({"model": model_config.to_dict()}, indent=2) + "\n"
     )
     if tokenizer_path is not None:
-        fs.copy(tokenizer_file(tokenizer_path), fs.join(output, "tokenizer.model"))
+        fs.copy(model_file(tokenizer_path), fs.join(output, "tokenizer.model"))
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
     return {"files": ["params", "config.json"], "bytes": nbytes, "tensors": len(cast)}
 

@@ -16,45 +16,23 @@ RESOURCE_EXHAUSTED, minutes into a paid launch). Approach after MaxText's train_
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib.util
 import math
 import os
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 
 from common import checks, cli
-from pretrain import flops, sharding
-from pretrain.train_setup import build_setup, jitted_train_step
-from pretrain.train_step import BATCH_KEYS
+from pretrain import flops
+from pretrain.step_memory import GIB, DoesNotFit, choose_remat_policy, compile_step, live_peak
 
 INSTALL_HINT = (
     "pip install 'libtpu==0.0.42.*'  (the libtpu jax[tpu]==0.10.2 pins; also in the "
     "test extra: pip install -e '.[test]')"
 )
-GIB = 2**30
-
-
-# Remat policies (pretrain.model.transformer.REMAT_POLICIES), least recomputation first: what
-# `remat_policy="auto"` tries in order (choose_remat_policy).
-FASTEST_FIRST = ("none", "matmul_outputs", "matmul_outputs_but_mlp_inputs", "full")
-
-
-class DoesNotFit(RuntimeError):
-    """The TPU compiler itself refused the step: it needs more HBM than a chip has."""
-
-
-def live_peak(argument: int, output: int, alias: int, temp: int, code: int) -> int:
-    """Live device memory at a program's peak: inputs, plus outputs not aliased to inputs,
-    plus scratch and code (the fields of XLA's memory_analysis())."""
-    return argument + output - alias + temp + code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,85 +150,6 @@ def fsdp_ici_bytes(
         return 0.0
     ring = (fsdp - 1) / fsdp
     return ring * param_count * (gathers * micro_steps * compute_bytes + grad_bytes)
-
-
-def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any, dict]:
-    """(compiled step, facts) for `config` on `devices`, built exactly as pretrain.train builds it."""
-    setup = build_setup(config, sharding.make_mesh(dict(config.mesh), devices=devices))
-    rows, length = config.data.global_batch_size, config.data.seq_len
-    dtypes = {"loss_weights": jnp.float32}
-    batch = {
-        key: jax.ShapeDtypeStruct(
-            (rows,) if key == "task_ids" else (rows, length),
-            dtypes.get(key, jnp.int32),
-            sharding=setup.batch_sharding[key],
-        )
-        for key in BATCH_KEYS
-    }
-    num_tasks = max(1, len(config.mixture.get("tasks", ()) or ()))
-    step = jitted_train_step(setup, num_tasks)
-    start = time.perf_counter()
-    with jax.set_mesh(setup.mesh):
-        lowered = step.lower(setup.abstract, batch)
-        try:
-            compiled = lowered.compile()
-        except jax.errors.JaxRuntimeError as e:
-            if "RESOURCE_EXHAUSTED" not in str(e):
-                raise
-            raise DoesNotFit(str(e).strip().splitlines()[0][:2000]) from None
-    params = sum(x.size for x in jax.tree.leaves(setup.abstract["params"]))
-    return compiled, {
-        "mesh": dict(setup.mesh.shape),
-        "compile_seconds": time.perf_counter() - start,
-        "param_count": int(params),
-        "model": setup.model_config,
-    }
-
-
-def step_memory(config: ml_collections.ConfigDict, devices: list | None) -> float:
-    """Per-device bytes the compiled step needs at its peak (inf: the compiler refused it)."""
-    try:
-        m = compile_step(config, devices)[0].memory_analysis()
-    except DoesNotFit:
-        return math.inf
-    return live_peak(
-        m.argument_size_in_bytes,
-        m.output_size_in_bytes,
-        m.alias_size_in_bytes,
-        m.temp_size_in_bytes,
-        m.generated_code_size_in_bytes,
-    )
-
-
-def choose_remat_policy(
-    config: ml_collections.ConfigDict,
-    devices: list | None,
-    budget_bytes: float,
-    say: Callable[[str], None] = print,
-) -> str:
-    """The first policy of FASTEST_FIRST whose compiled step needs at most `budget_bytes` per device.
-
-    Each candidate is the real step compiled for `devices` (this machine's, or a TPU slice
-    described by libtpu) and measured by the compiler's memory_analysis(), so the choice
-    follows the batch, sequence length, mesh and model of `config`.
-    """
-    for policy in FASTEST_FIRST:
-        candidate = copy.deepcopy(config)
-        candidate.model.remat_policy = policy
-        need = step_memory(candidate, devices)
-        fits = need <= budget_bytes
-        needs = f"{need / GIB:.2f} GiB" if math.isfinite(need) else "more than the device has (compiler)"
-        say(
-            f"remat_policy {policy}: {needs} per device of {budget_bytes / GIB:.2f} GiB"
-            + (" -> chosen" if fits else "")
-        )
-        if fits:
-            return policy
-    raise checks.ConfigError(
-        f"config.model.remat_policy: 'auto' found no policy whose step fits in {budget_bytes / GIB:.2f} GiB "
-        "per device; lower data.global_batch_size (raise train.grad_accum_steps to keep the tokens "
-        "per step) or add devices"
-    )
 
 
 def analyse(config: ml_collections.ConfigDict, topology: str) -> Report:

@@ -28,6 +28,7 @@ from common import checks, cli, fs
 from pretrain.checkpoint import restore_params
 from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
 from pretrain.train_step import token_losses
+from tokenizer.vocab import EOS_ID, bos_prefix, load_vocabulary
 
 
 def read_documents(path: fs.PathLike) -> list[dict[str, str]]:
@@ -89,9 +90,6 @@ def evaluate(
     batch_size: int = 8,
 ) -> dict[str, Any]:
     """{'loss', 'perplexity', 'tokens', 'documents', 'per_source': {...}} of the checkpoint."""
-    # SeqIO/TensorFlow, ~3.5 s measured: lazy so --help is quick
-    from tokenizer.vocab import EOS_ID, bos_prefix, load_vocabulary
-
     params, config = restore_params(workdir, step)
     model_cfg = TransformerConfig.from_config_dict({**config.model.to_dict(), "dtype": dtype})
     vocab_path = tokenizer or config.data.tokenizer

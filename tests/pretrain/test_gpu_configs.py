@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from common import checks
-from pretrain.tools import aot
+from pretrain import step_memory
 from tests.support.devices import REPO, run_on_devices
 from tests.support.train import config_file, tiny_config
 
@@ -70,20 +70,20 @@ def _config():
 
 def test_auto_remat_takes_the_least_recomputation_that_fits():
     needs = {}
-    for policy in aot.FASTEST_FIRST:
+    for policy in step_memory.FASTEST_FIRST:
         c = _config()
         c.model.remat_policy = policy
-        needs[policy] = aot.step_memory(c, None)
+        needs[policy] = step_memory.needed_bytes(c, None)
     # Each policy keeps less than the one before it (the names really select tensors).
     assert needs["none"] > needs["matmul_outputs"] > needs["matmul_outputs_but_mlp_inputs"] > needs["full"]
     said = []
     budget = (needs["matmul_outputs"] + needs["none"]) / 2
-    assert aot.choose_remat_policy(_config(), None, budget, said.append) == "matmul_outputs"
+    assert step_memory.choose_remat_policy(_config(), None, budget, said.append) == "matmul_outputs"
     assert [line.split(":")[0] for line in said] == ["remat_policy none", "remat_policy matmul_outputs"]
     assert said[-1].endswith("-> chosen")
-    assert aot.choose_remat_policy(_config(), None, float("inf"), said.append) == "none"
+    assert step_memory.choose_remat_policy(_config(), None, float("inf"), said.append) == "none"
     with pytest.raises(checks.ConfigError, match="config.model.remat_policy: 'auto' found no policy"):
-        aot.choose_remat_policy(_config(), None, needs["full"] / 2, said.append)
+        step_memory.choose_remat_policy(_config(), None, needs["full"] / 2, said.append)
 
 
 def test_synthetic_rows_can_be_packed_with_documents():

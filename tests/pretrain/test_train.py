@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mixtures.schedule import anneal_start, mixture_schedule
 from pretrain import train as train_lib
 from pretrain import train_setup
 from pretrain.metrics import read_metrics
@@ -312,8 +313,8 @@ def test_launch_configs_schedule(name):
     import importlib
 
     config = importlib.import_module(f"configs.train.{name}").get_config()
-    schedule = train_setup.mixture_schedule(config)
-    assert train_setup.anneal_start(schedule) == schedule.stages[-1].start_step > 0
+    schedule = mixture_schedule(config)
+    assert anneal_start(schedule) == schedule.stages[-1].start_step > 0
 
 
 # pretrain.train's own command (flag parsing, path resolution) with `train()` replaced by

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from configs.anneal import search_study
-from studies import anneal
+from studies import anneal_arms
 from studies import mixture_search as ms
 
 # What the study sets in every run it generates; everything else is the training config's.
@@ -37,19 +37,20 @@ def test_the_plan_for_an_accelerator_config_is_the_cpu_plan_with_its_training_co
     }
     assert accelerator.train.model.num_layers == 18 and accelerator.train.data.seq_len == 8192
     ms.validate(accelerator)
-    step = anneal.branch_step(accelerator)
+    step = anneal_arms.branch_step(accelerator)
     general = ms.general_weights(accelerator, step)
     assert general == ms.general_weights(cpu, step)
     arms = ms.plan(accelerator, general)
     assert [a["name"] for a in arms] == [a["name"] for a in ms.plan(cpu, general)]
     assert {"null_control", "more_math"} <= {a["name"] for a in arms}
-    prefix = anneal.prefix_config(accelerator, 0, str(tmp_path / "prefix"))
+    prefix = anneal_arms.prefix_config(accelerator, 0, str(tmp_path / "prefix"))
     expected = _flat(accelerator.train)
     assert _flat(prefix) == expected
     for arm in arms:
-        run = anneal.arm_config(
+        run = anneal_arms.arm_config(
             prefix, arm, general, str(tmp_path / "prefix"), step, accelerator.anneal_steps,
-            accelerator.eval_every, 0 + arm.get("data_seed", 0), str(tmp_path / arm["name"]),
+            accelerator.eval_every, 0, str(tmp_path / arm["name"]),
         )  # fmt: skip
         assert _flat(run) == expected, arm["name"]
+        assert run.seed == arm.get("data_seed", 0)  # the null control reads another data order
         assert run.model.num_layers == 18 and run.mixture.seq_len == 8192

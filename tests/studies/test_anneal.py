@@ -13,7 +13,7 @@ from configs.anneal import demo
 from data_pipeline import prepared
 from pretrain import train as train_lib
 from pretrain.metrics import read_metrics
-from studies import anneal, anneal_report
+from studies import anneal, anneal_arms, anneal_report
 from tests.support.mixtures import PACK_SEQ_LEN, packed_fixture
 from tests.support.train import tiny_config
 
@@ -85,7 +85,7 @@ def test_a_rerun_reuses_its_runs_and_refuses_ones_made_with_other_settings(studi
     def no_training(cfg, log_path):
         raise AssertionError(f"retrained {cfg.workdir}")
 
-    again = anneal.run_arms(ml_collections.ConfigDict(config.to_dict()), lambda _: None, no_training)
+    again = anneal_arms.run_arms(ml_collections.ConfigDict(config.to_dict()), lambda _: None, no_training)
     assert (
         again["seeds"]["0"]["arms"]["hq"]["workdir"] == report["runs"]["seeds"]["0"]["arms"]["hq"]["workdir"]
     )
@@ -94,14 +94,14 @@ def test_a_rerun_reuses_its_runs_and_refuses_ones_made_with_other_settings(studi
     with pytest.raises(
         ConfigError, match=r"^config\.arms\[1\]: .*/hq holds a run made with other settings \(config\.mixture"
     ):
-        anneal.run_arms(edited, lambda _: None, no_training)
+        anneal_arms.run_arms(edited, lambda _: None, no_training)
     longer = ml_collections.ConfigDict(config.to_dict())
     longer.anneal_steps = 2 * ANNEAL
     with pytest.raises(
         ConfigError,
         match=r"^config\.arms\[0\]: .*/general holds a run .*config\.train\.total_steps: 12 -> 16",
     ):
-        anneal.run_arms(longer, lambda _: None, no_training)
+        anneal_arms.run_arms(longer, lambda _: None, no_training)
 
 
 def test_arm_is_the_uninterrupted_run_it_branched_from(studied):
@@ -263,7 +263,7 @@ def test_study_config_declares_the_three_arms_of_the_issue(tmp_path):
     from configs.anneal import study
 
     config = study.get_config(str(tmp_path))
-    anneal.validate(config)
+    anneal_arms.validate(config)
     arms = {arm["name"]: arm for arm in config.arms}
     b, c = arms["hq_reference_mc"], arms["candidate_gsm8k_train"]
     assert c["versus"] == "hq_reference_mc" and c["packed_dir"] == b["packed_dir"]
@@ -288,13 +288,13 @@ def test_bad_config_fails_naming_field(field, value, message):
     with config.unlocked():
         config[field] = value
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        anneal.validate(config)
+        anneal_arms.validate(config)
 
 
 def test_subprocess_trainer_runs_the_config_it_is_given(tmp_path):
     config = tiny_config(tmp_path / "run", total_steps=2)
     config.optim.warmup_steps = 1
-    seconds = anneal.train_subprocess(config, str(tmp_path / "train.log"))
+    seconds = anneal_arms.train_subprocess(config, str(tmp_path / "train.log"))
     assert seconds > 0
     written = json.loads((tmp_path / "run" / "config.json").read_text())
     assert written == json.loads(config.to_json())
