@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 Forward = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -73,9 +74,12 @@ def pack(lengths: Sequence[int], row_len: int) -> list[list[int]]:
     return rows
 
 
-def _token_scores(forward: Forward, params: Any, inputs, targets, positions, segment_ids):
-    """Per position: log p(target) under a float32 log-softmax, and whether target is the argmax."""
-    logits = forward(params, inputs, positions, segment_ids).astype(jnp.float32)
+def _token_scores(
+    forward: Forward, vocab_size: int | None, params: Any, inputs, targets, positions, segment_ids
+):
+    """Per position: log p(target) under a float32 log-softmax over the first `vocab_size`
+    logits (all: None), and whether target is the argmax."""
+    logits = forward(params, inputs, positions, segment_ids)[..., :vocab_size].astype(jnp.float32)
     target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     log_probs = target_logits - jax.nn.logsumexp(logits, axis=-1)
     return log_probs, jnp.argmax(logits, axis=-1) == targets
@@ -85,7 +89,11 @@ class Engine:
     """Scores `Request`s with `forward` on `params` in batches of `batch_rows` x `row_len`.
 
     `batch_sharding` places each batch (e.g. `NamedSharding(mesh, P(("data", "fsdp")))` on
-    the training mesh, with params already laid out for it); None: the default device.
+    the training mesh, with params already laid out for it; `batch_rows` a multiple of the
+    data-parallel size); None: the default device. `vocab_size`: the softmax covers the
+    tokenizer's pieces only, as in the exported model (the export keeps the embedding's first
+    `vocab_size` rows, dropping padding rows such as Gemma's 256000..256127); None: every logit.
+    `params` may be replaced between calls (the trainer's loop): the compiled step stays.
     """
 
     def __init__(
@@ -95,13 +103,19 @@ class Engine:
         *,
         row_len: int,
         batch_rows: int,
-        batch_sharding: jax.sharding.Sharding | None = None,
+        batch_sharding: NamedSharding | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         if row_len < 1 or batch_rows < 1:
             raise ValueError(f"row_len and batch_rows must be >= 1, got {row_len}, {batch_rows}")
         self.params, self.row_len, self.batch_rows = params, row_len, batch_rows
         self._sharding = batch_sharding
-        self._step = jax.jit(lambda p, *batch: _token_scores(forward, p, *batch))
+        # Every process builds the same batches and gets the scores whole (replicated), so the
+        # same code runs on one device, a mesh of one host's devices, or a multi-host mesh.
+        out = None if batch_sharding is None else NamedSharding(batch_sharding.mesh, PartitionSpec())
+        self._step = jax.jit(
+            lambda p, *batch: _token_scores(forward, vocab_size, p, *batch), out_shardings=out
+        )
 
     def score(self, requests: Sequence[Request]) -> list[Score]:
         """One Score per request, in order."""
@@ -143,7 +157,10 @@ class Engine:
                     offset = end
             batch = (inputs, targets, positions, segments)
             if self._sharding is not None:
-                batch = tuple(jax.device_put(a, self._sharding) for a in batch)
+                batch = tuple(
+                    jax.make_array_from_callback(shape, self._sharding, lambda index, a=a: a[index])
+                    for a in batch
+                )
             yield batch, layout
 
     @staticmethod

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.checks import ConfigError
-from data_pipeline.decontamination import eval_sets
 from evals import metrics, results
 from evals.engine import Engine
 from evals.requests import Encode, doc_requests
-from evals.tasks import Doc, Task, read_docs, task_paths
+from evals.tasks import Doc, Task, eval_files, read_docs, task_paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +51,7 @@ def load_tasks(
                     f"config.num_fewshot: task {task.name} has no few-shot file; name one with "
                     f"--fewshot_set {task.dataset}=PATH (a train or dev split) or use --num_fewshot 0"
                 )
-            same = _files(fewshot, task) == _files(test, task)
+            same = eval_files(task, fewshot) == eval_files(task, test)
             if same and task.fewshot_filter is None:
                 raise ConfigError(
                     f"--fewshot_set {task.dataset}: {fewshot} is the scored file of {task.name}; "
@@ -61,13 +60,6 @@ def load_tasks(
             pool = read_docs(task, fewshot, task.fewshot_filter)
         out.append(TaskData(task, docs, pool))
     return out
-
-
-def _files(path: str, task: Task) -> list[str]:
-    try:
-        return eval_sets.files(path)
-    except ValueError as e:
-        raise ConfigError(f"--eval_set {task.dataset}: {e} (task {task.name})") from None
 
 
 def score(
@@ -100,7 +92,7 @@ def score(
 
 
 def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """{task: {items, metrics: {name: {value, ci95[, chance, differs_from_chance]}},
+    """{task: {items, truncated, metrics: {name: {value, ci95[, chance, differs_from_chance]}},
     contamination: {checked, items_found[, clean: metrics, contaminated: metrics]}}}."""
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -109,6 +101,7 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any
     for task, items in by_task.items():
         entry: dict[str, Any] = {
             "items": len(items),
+            "truncated": sum(bool(r.get("truncated")) for r in items),
             "metrics": {k: v.to_json() for k, v in metrics.summarize(items, seed).items()},
         }
         checked = all(r.get("contaminated") is not None for r in items)

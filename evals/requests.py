@@ -28,12 +28,23 @@ def move_whitespace(context: str, continuation: str) -> tuple[str, str]:
 
 def encode_pair(encode: Encode, context: str, continuation: str, bos: Sequence[int]) -> Request:
     """The Request of one (context, continuation) pair; `bos` is `bos_prefix(policy)`."""
+    return encode_choices(encode, context, [continuation], bos)[0]
+
+
+def encode_choices(
+    encode: Encode, context: str, continuations: Sequence[str], bos: Sequence[int]
+) -> list[Request]:
+    """`encode_pair` of each continuation after one context, the context encoded once."""
     if not context:  # lm-eval's loglikelihood: the prefix token (BOS) is the context
-        return Request((BOS_ID,), tuple(encode(continuation)))
-    context, continuation = move_whitespace(context, continuation)
-    whole = list(bos) + list(encode(context + continuation))
-    context_tokens = list(bos) + list(encode(context))
-    return Request(tuple(context_tokens), tuple(whole[len(context_tokens) :]))
+        return [Request((BOS_ID,), tuple(encode(c))) for c in continuations]
+    stripped, _ = move_whitespace(context, "")
+    context_tokens = tuple(bos) + tuple(encode(stripped))
+    requests = []
+    for continuation in continuations:
+        stripped, moved = move_whitespace(context, continuation)
+        whole = tuple(bos) + tuple(encode(stripped + moved))
+        requests.append(Request(context_tokens, whole[len(context_tokens) :]))
+    return requests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +71,6 @@ def doc_requests(
     for doc in docs:
         context = task.context(doc, fewshot_examples(task, doc, pool, num_fewshot, seed))
         continuations = tuple(task.continuations(doc))
-        requests = tuple(encode_pair(encode, context, c, bos) for c in continuations)
+        requests = tuple(encode_choices(encode, context, continuations, bos))
         out.append(DocRequests(doc, context, continuations, requests))
     return out

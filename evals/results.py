@@ -73,10 +73,10 @@ def write(directory: str, records: Iterable[dict[str, Any]], summary: dict[str, 
     return items, summary_path
 
 
-def read_items(path: str) -> list[dict[str, Any]]:
-    """The records of an items.jsonl (or of DIR/items.jsonl)."""
+def read_items(path: str, field: str) -> list[dict[str, Any]]:
+    """The records of an items.jsonl (or of DIR/items.jsonl); ConfigError naming `field` when absent."""
     if fs.isdir(path):
         path = fs.join(path, ITEMS)
     if not fs.isfile(path):
-        raise ConfigError(f"{path}: no such results file (items.jsonl)")
+        raise ConfigError(f"config.{field}: no results file (items.jsonl) at {path}")
     return list(fs.read_jsonl(path))

@@ -21,8 +21,8 @@ import dataclasses
 import json
 import random
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol
 
 import ml_collections
 
@@ -316,22 +316,32 @@ def _gold_index(gold: Any, texts: tuple[str, ...], labels: list[str]) -> int:
 # ----------------------------------------------------------------------------- loading
 
 
-def resolve(names: Sequence[str], user_tasks: Sequence[str] = ()) -> list[Task]:
-    """The tasks `names` (built-in or defined by one of the `user_tasks` JSON files), in order."""
+def resolve(names: Sequence[str], user_tasks: Sequence[str] = (), others: Collection[str] = ()) -> list[Task]:
+    """The tasks `names` (built-in or defined by one of the `user_tasks` JSON files), in order;
+    names in `others` (the generative tasks, evals.generative.TASKS) are known and left out."""
     known = dict(TASKS)
     for path in user_tasks:
         task = user_task(path)
         known[task.name] = task
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and n not in others]
     if unknown:
-        raise ConfigError(f"config.tasks: unknown task {unknown[0]!r} (known: {sorted(known)})")
+        raise ConfigError(f"config.tasks: unknown task {unknown[0]!r} (known: {sorted([*known, *others])})")
     if not names:
         raise ConfigError("config.tasks: name at least one task")
-    return [known[n] for n in names]
+    return [known[n] for n in names if n not in others]
+
+
+class Located(Protocol):
+    """Where a task's files are: a Task, or a generative task (evals.generative.GenTask)."""
+
+    name: str
+    dataset: str
+    test_path: str
+    fewshot_path: str
 
 
 def task_paths(
-    task: Task, eval_dir: str, eval_sets_given: dict[str, str], fewshot_given: dict[str, str]
+    task: Located, eval_dir: str, eval_sets_given: dict[str, str], fewshot_given: dict[str, str]
 ) -> tuple[str, str]:
     """(scored path, few-shot path or "") of `task`: a `--eval_set`/`--fewshot_set` for its
     dataset, else its default file under `eval_dir`."""
@@ -352,8 +362,9 @@ def task_paths(
     return test, fewshot
 
 
-# The fields decontamination reads by default (config.decontamination's text/answer/id fields)
-_LEAK_CONFIG = ml_collections.ConfigDict(
+# The fields decontamination reads by default (config.decontamination's text/answer/id fields):
+# what a Doc's `leak` holds, for tasks here and in evals.generative
+LEAK_CONFIG = ml_collections.ConfigDict(
     {
         "text_fields": eval_sets.DEFAULT_TEXT_FIELDS,
         "answer_fields": eval_sets.DEFAULT_ANSWER_FIELDS,
@@ -362,17 +373,21 @@ _LEAK_CONFIG = ml_collections.ConfigDict(
 )
 
 
+def eval_files(task: Located, path: str) -> list[str]:
+    """The eval files at `path` (eval_sets.files); none: a ConfigError naming the task's --eval_set."""
+    try:
+        return eval_sets.files(path)
+    except ValueError as e:
+        raise ConfigError(f"--eval_set {task.dataset}: {e} (task {task.name})") from None
+
+
 def read_docs(task: Task, path: str, row_filter: RowFilter | None, limit: int = 0) -> list[Doc]:
     """The task's Docs of `path` (its rows that pass `row_filter`; the first `limit`, 0: all).
 
     A missing file, a row the task cannot read: ConfigError naming the task, file and row.
     """
-    try:
-        files = eval_sets.files(path)
-    except ValueError as e:
-        raise ConfigError(f"--eval_set {task.dataset}: {e} (task {task.name})") from None
     docs = []
-    for file in files:
+    for file in eval_files(task, path):
         source = fs.basename(file)
         for index, row in enumerate(eval_sets.file_rows(file)):
             if row_filter is not None and not row_filter(row):
@@ -384,7 +399,7 @@ def read_docs(task: Task, path: str, row_filter: RowFilter | None, limit: int = 
                     f"--eval_set {task.dataset}: row {index} of {file} is not a {task.name} item "
                     f"({type(e).__name__}: {e}); fields: {sorted(row) if isinstance(row, dict) else row!r}"
                 ) from None
-            leak = eval_sets.row_item(task.dataset, row, _LEAK_CONFIG, f"{source}:{index}")
+            leak = eval_sets.row_item(task.dataset, row, LEAK_CONFIG, f"{source}:{index}")
             docs.append(task.doc(index, source, item, leak))
             if limit and len(docs) == limit:
                 return docs

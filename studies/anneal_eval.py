@@ -12,7 +12,7 @@ belongs to:
 
 Decontamination is what keeps the probes out of training; `contamination()` checks it
 rather than assuming it: it looks every probe item up in the training split with the
-decontamination stage's own index (`data_pipeline.decontamination.decontaminate.CharWindowIndex`) and reports
+decontamination stage's own index (`evals.contamination.found_in_training`) and reports
 the items found (expected: none).
 Each checkpoint is scored with `pretrain.tools.evaluate.evaluate` (the trainer's tokenization and
 windows), so the numbers are the ones `python -m pretrain.tools.evaluate` prints.
@@ -33,6 +33,7 @@ from absl import logging
 from common import fs
 from data_pipeline import prepared
 from data_pipeline.decontamination import decontaminate, eval_sets
+from evals.contamination import found_in_training
 from pretrain.metrics import read_metrics
 from pretrain.tools.evaluate import evaluate
 from studies import downstream, inputs
@@ -59,15 +60,8 @@ def validation_documents(prep_dir: str, domain: str, limit: int) -> list[str]:
 
 def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
     """{probe set: items sharing a decontamination window with PREP's train split}."""
-    cfg = decontaminate.default_config()
-    index = decontaminate.build_index(items, cfg)
-    found: set[int] = set()
-    if index.keys:
-        for domain in prepared.domains(prep_dir):
-            for text in prepared.texts(prepared.domain_dir(prep_dir, domain), "train"):
-                found.update(i for _, _, i, _ in index.find(text))
     counts = {item.eval_set: 0 for item in items}
-    for i in found:
+    for i in found_in_training(items, prep_dir):
         counts[items[i].eval_set] += 1
     return counts
 

@@ -67,6 +67,7 @@ def score(
         params,
         row_len=config.data.seq_len,
         batch_rows=batch_rows,
+        vocab_size=vocab.vocab_size,  # the softmax over the tokenizer's pieces, as the downstream command
     )
     bos = bos_prefix(config.get("mixture", {}).get("bos", "document"))
     return harness.score(data, engine, lambda text: list(vocab.encode(text)), bos)

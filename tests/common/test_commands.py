@@ -19,6 +19,12 @@ COMMANDS = [
     ("tokenizer.report", "--max_mb_per_domain", ["--model=x"], "config.inputs: required"),
     ("pretrain.convert.export", "--max_shard_bytes", ["--workdir=w"], "config.output: required"),
     ("pretrain.tools.evaluate", "--batch_size", ["--input=x.jsonl"], "config.workdir: required"),
+    (
+        "pretrain.tools.downstream",
+        "--num_fewshot",
+        ["--workdir=w", "--tasks=arc_easy"],
+        "config.output: required",
+    ),
     ("pretrain.tools.model_info", "--config", [], "--config is required"),
     (
         "pretrain.convert.hf_import",

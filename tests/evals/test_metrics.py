@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from evals import metrics
+from common.checks import ConfigError
+from evals import compare, metrics, results
 
 
 def mc(doc_id, lls, gold, chars, task="t"):
@@ -89,3 +91,21 @@ def test_paired_comparison_on_shared_items():
     assert 0 < low <= out["acc"]["difference"] <= high and not out["acc"]["no_difference"]
     same = metrics.compare(better, better, seed=0)["acc"]
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["no_difference"]
+
+
+def test_compare_command_reads_two_result_folders(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    results.write(str(a), [mc(i, [0.0, -5.0], 0, [1, 1]) for i in range(30)], {})
+    results.write(str(b), [mc(i, [-5.0, 0.0], 0, [1, 1]) for i in range(30)], {})
+    config = compare.default_config()
+    config.update(a=str(a), b=str(b), json=str(tmp_path / "c.json"))
+    compare.main(config, [])
+    out = capsys.readouterr().out
+    assert "A higher" in out and "+1.0000" in out
+    assert json.loads((tmp_path / "c.json").read_text())["t"]["acc"]["difference"] == 1.0
+    with pytest.raises(ConfigError, match="config.json: exists; pass --overwrite"):
+        compare.main(config, [])
+    config.b = str(tmp_path / "nothing")
+    config.overwrite = True
+    with pytest.raises(ConfigError, match="config.b: no results file"):
+        compare.main(config, [])

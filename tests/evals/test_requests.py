@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import types
 
-import jax
-import numpy as np
 import pytest
 
 from evals import harness, tasks
 from evals.engine import Engine, Request
 from evals.requests import encode_pair, move_whitespace
-from pretrain.model.transformer import Transformer, TransformerConfig
 from tests.support.eval_files import write_eval_dir
 from tests.support.mixtures import train_tokenizer
-from tests.support.train import tiny_config
 from tokenizer.vocab import BOS_ID, bos_prefix, load_vocabulary
 
 PAIRS = [
@@ -56,11 +52,8 @@ def test_encode_pair_matches_lm_eval(vocab, policy):
 
 
 @pytest.fixture(scope="module")
-def engine():
-    cfg = TransformerConfig.from_config_dict(tiny_config("").model)
-    model = Transformer(cfg)
-    tokens = np.zeros((1, 8), np.int32)
-    params = jax.jit(model.init)(jax.random.PRNGKey(1), tokens, tokens, tokens + 1)["params"]
+def engine(tiny_model):
+    model, params = tiny_model
     return Engine(lambda p, *a: model.apply({"params": p}, *a), params, row_len=256, batch_rows=2)
 
 
@@ -85,7 +78,7 @@ def test_harness_records_and_summary(vocab, engine, tmp_path):
     assert [r["contaminated"] for r in records] == [False, False, True, False, False, False, False]
     summary = harness.summarize(records)
     assert set(summary["arc_easy"]["metrics"]) == {"acc", "acc_norm", "prob_correct", "logprob_per_char"}
-    assert summary["arc_easy"]["contamination"]["items_found"] == 1
+    assert summary["arc_easy"]["contamination"]["items_found"] == 1 and summary["arc_easy"]["truncated"] == 0
     assert summary["arc_easy"]["contamination"]["clean"]["acc"]["value"] in (0, 1 / 3, 2 / 3, 1)
     assert (
         set(summary["gsm8k_bpb"]["metrics"]) == {"bpb"}

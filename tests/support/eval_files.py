@@ -31,7 +31,12 @@ def write_eval_dir(root: Path) -> Path:
         [
             arc_row(0, "Which colour is the sky?", ["red", "blue", "green", "black"], 1),
             arc_row(1, "What do plants need?", ["sunlight", "plastic", "metal"], 0, numeric_labels=True),
-            arc_row(2, "Which is a mammal?", ["shark", "trout", "whale", "eel"], 2),
+            arc_row(
+                2,
+                "Which of these animals is a mammal that lives in the ocean and breathes air?",
+                ["shark", "trout", "whale", "eel"],
+                2,
+            ),
             arc_row(3, "Which is hot?", ["ice", "snow", "sun", "rain"], 2),
         ],
     )
