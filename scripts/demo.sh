@@ -52,7 +52,8 @@ stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py 
                   --config.downstream.tasks=docstrings --config.downstream.user_tasks="$DEMO/evals/docstrings_task.json"
 stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
                   --from_workdir="$DEMO/train" --config.from_step="${DEMO_ANNEAL_FROM:-300}" $ANNEAL_STEPS \
-                  --config.prep_dir="$DEMO/prep" --config.train.data.packed_dir="$DEMO/packed" \
+                  --config.prep_dir="$DEMO/prep" --config.corpus_dir="$DEMO/corpus" \
+                  --config.train.data.packed_dir="$DEMO/packed" \
                   --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
 # Perplexity of the final checkpoint on one domain's documents (seen in training: the demo
 # has no separate held-out file; the held-out loss per domain is in metrics.jsonl).

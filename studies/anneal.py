@@ -4,10 +4,11 @@
 
 The arms are branched from the prefix's checkpoint and trained as `pretrain.train`
 subprocesses (`studies.anneal_arms`: why a branch is the exact continuation, and cheap).
-Each arm is then scored with `pretrain.tools.evaluate` on the same held-out file
-(per-domain validation documents and eval-set probes, see `studies.anneal_eval`), and
-`studies.anneal_report` writes the table, the curves and the verdict to
-OUTPUT_DIR/report.{json,md,png}.
+Each arm is then scored per item with `pretrain.tools.evaluate` on the same held-out file
+(per-domain validation documents and eval-set probes, see `studies.anneal_eval`) and on the
+downstream tasks (`studies.downstream`), and `studies.anneal_report` writes the table, the
+noise, the controls, the curves and the verdicts to OUTPUT_DIR/report.{json,md,png}.
+OUTPUT_DIR/plan.json holds the content hash of every input (`studies.inputs`).
 
 Layout: OUTPUT_DIR/seed<S>/prefix (unless --from_workdir), OUTPUT_DIR/seed<S>/<arm>,
 OUTPUT_DIR/heldout.jsonl, OUTPUT_DIR/logs/, OUTPUT_DIR/report.*.
@@ -15,6 +16,7 @@ OUTPUT_DIR/heldout.jsonl, OUTPUT_DIR/logs/, OUTPUT_DIR/report.*.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +25,7 @@ import ml_collections
 from absl import logging
 
 from common import cli, fs
-from studies import anneal_arms, anneal_eval, anneal_report
+from studies import anneal_arms, anneal_eval, anneal_report, controls, inputs
 from studies.anneal_arms import Trainer, train_subprocess
 
 
@@ -31,11 +33,23 @@ def study(
     config: ml_collections.ConfigDict,
     progress: Callable[[str], None] = logging.info,
     trainer: Trainer = train_subprocess,
+    scorer: anneal_eval.Scorer | None = None,
 ) -> dict[str, Any]:
-    """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR)."""
+    """Runs, scores and reports the whole study; returns the report (also in OUTPUT_DIR).
+
+    OUTPUT_DIR/plan.json records the content hash of every input (`studies.inputs`); a rerun
+    into the same OUTPUT_DIR on inputs that hash differently is refused before anything runs.
+    """
     anneal_arms.validate(config)
+    controls.validate(config)
     anneal_arms.resolve_paths(config)
     fs.makedirs(config.output_dir)
+    plan_path = fs.join(config.output_dir, "plan.json")
+    hashes = anneal_eval.study_inputs(config)
+    recorded = inputs.read_recorded(plan_path)
+    if recorded is not None:
+        inputs.check_same(recorded, hashes, config.output_dir)
+    fs.write_text_atomic(plan_path, json.dumps({"inputs": hashes}, indent=1, sort_keys=True) + "\n")
     fs.write_text(
         fs.join(config.output_dir, "study_config.json"), config.to_json_best_effort(indent=2) + "\n"
     )
@@ -44,10 +58,10 @@ def study(
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     progress("scoring every checkpoint on the held-out sets")
-    scores = anneal_eval.score_study(config, runs)
+    scores = anneal_eval.score_study(config, runs, scorer)
     eval_seconds = time.perf_counter() - t1
     runs["timings"].update(train_seconds=train_seconds, eval_seconds=eval_seconds)
-    return anneal_report.write(config, runs, scores)
+    return anneal_report.write(config, runs, scores, hashes)
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:

@@ -158,7 +158,7 @@ def arm_config(
     `start` for `anneal_steps` as the arm says (`config.init_from`, keeping the step)."""
     c = ml_collections.ConfigDict(base.to_dict())
     total = start + anneal_steps
-    c.workdir, c.seed = workdir, seed
+    c.workdir, c.seed = workdir, seed + int(arm.get("data_seed", 0))  # data_seed: another data order
     c.train.total_steps = total
     weights = dict(arm["weights"]) if arm.get("weights") is not None else general
     c.mixture = arm_mixture(base.mixture, general, weights, start, total)

@@ -21,6 +21,9 @@ windows), so the numbers are the ones `python -m pretrain.tools.evaluate` prints
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -33,6 +36,7 @@ from data_pipeline.decontamination import decontaminate, eval_sets
 from evals.contamination import found_in_training
 from pretrain.metrics import read_metrics
 from pretrain.tools.evaluate import evaluate
+from studies import downstream, inputs
 
 VALIDATION_PREFIX = "val_"
 
@@ -62,8 +66,8 @@ def contamination(items: list[Any], prep_dir: str) -> dict[str, int]:
     return counts
 
 
-def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any]:
-    """Writes the held-out file; returns its composition and the contamination check."""
+def heldout_documents(config: ml_collections.ConfigDict) -> list[dict[str, str]]:
+    """The held-out file's documents ({text, source, id}): validation splits, then probe items."""
     prep_dir = config.prep_dir
     docs = []
     for domain in prepared.domains(prep_dir):
@@ -72,14 +76,30 @@ def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any
             {"text": t, "source": VALIDATION_PREFIX + domain, "id": f"{domain}-{i}"}
             for i, t in enumerate(texts)
         ]
-    items = probe_items(config.probes)
-    docs += [{"text": item.text, "source": item.eval_set, "id": item.item_id} for item in items]
+    return docs + [
+        {"text": item.text, "source": item.eval_set, "id": item.item_id}
+        for item in probe_items(config.probes)
+    ]
+
+
+def build_heldout(config: ml_collections.ConfigDict, path: str) -> dict[str, Any]:
+    """Writes the held-out file; returns its composition and the contamination check."""
+    docs = heldout_documents(config)
     # Slices of one mixture search may build it at once: each reader sees a whole file.
     fs.write_text_atomic(path, "".join(json.dumps(d) + "\n" for d in docs))
     counts: dict[str, int] = {}
     for d in docs:
         counts[d["source"]] = counts.get(d["source"], 0) + 1
-    return {"path": path, "documents": counts, "contaminated_items": contamination(items, prep_dir)}
+    items = probe_items(config.probes)
+    return {"path": path, "documents": counts, "contaminated_items": contamination(items, config.prep_dir)}
+
+
+def study_inputs(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The content hash of every input of the study (`studies.inputs`), downstream items included."""
+    extra = (
+        {"downstream": downstream.items_sha256(downstream.load(config))} if downstream.enabled(config) else {}
+    )
+    return inputs.input_hashes(config, heldout_documents(config), extra)
 
 
 def scores_of(result: dict[str, Any], groups: dict[str, list[str]]) -> dict[str, float]:
@@ -94,19 +114,66 @@ def scores_of(result: dict[str, Any], groups: dict[str, list[str]]) -> dict[str,
     return out
 
 
-def score_study(config: ml_collections.ConfigDict, runs: dict[str, Any]) -> dict[str, Any]:
-    """Scores every seed's prefix and arms on the held-out file; {seed: {run: {metric: loss}}}."""
-    heldout = build_heldout(config, fs.join(config.output_dir, "heldout.jsonl"))
+Scorer = Callable[[str, int], dict[str, Any]]  # (workdir, step) -> {"metrics", "items"}
+
+
+def item_scorer(config: ml_collections.ConfigDict) -> Scorer:
+    """Scores a checkpoint per item: every held-out document and probe item of
+    OUTPUT_DIR/heldout.jsonl (built once, by the first caller; `num` its loss sum, `den` its
+    tokens) and every downstream task's items (`studies.downstream`; `num`/`den` as evals
+    pools them). Returns {"metrics": {name: value}, "items": {set: {"ids", "num", "den"}}}."""
     groups = {k: list(v) for k, v in config.probes.groups.items()}
+    path = fs.join(config.output_dir, "heldout.jsonl")
+    tasks = downstream.load(config) if downstream.enabled(config) else []
+
+    def score(workdir: str, step: int) -> dict[str, Any]:
+        if not fs.exists(fs.join(config.output_dir, "heldout.json")):
+            held = build_heldout(config, path)
+            fs.write_text_atomic(fs.join(config.output_dir, "heldout.json"), json.dumps(held, indent=2))
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "dump.jsonl")
+            result = evaluate(workdir, path, step=step, dump=dump)
+            items: dict[str, dict[str, list]] = {}
+            for record in fs.read_jsonl(dump):
+                entry = items.setdefault(record["source"], {"ids": [], "num": [], "den": []})
+                entry["ids"].append(record["id"])
+                entry["num"].append(float(np.sum(record["losses"], dtype=np.float64)))
+                entry["den"].append(len(record["losses"]))
+        metrics = scores_of(result, groups)
+        if tasks:
+            extra = downstream.per_item(downstream.score(workdir, step, tasks))
+            items.update(extra)
+            metrics.update({m: float(np.sum(v["num"]) / np.sum(v["den"])) for m, v in extra.items()})
+        return {"metrics": metrics, "items": items}
+
+    return score
+
+
+def item_arrays(record: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """A scored record's items as `studies.noise` Items."""
+    return {
+        s: {"num": np.asarray(v["num"], np.float64), "den": np.asarray(v["den"], np.float64)}
+        for s, v in record["items"].items()
+    }
+
+
+def score_study(
+    config: ml_collections.ConfigDict, runs: dict[str, Any], scorer: Scorer | None = None
+) -> dict[str, Any]:
+    """Scores every seed's prefix and arms per item; {"heldout", "losses": {seed: {run: {metric:
+    value}}}, "items": {seed: {run: items}}}."""
+    score = scorer or item_scorer(config)
     table: dict[str, dict[str, dict[str, float]]] = {}
+    items: dict[str, dict[str, Any]] = {}
     for seed, entry in runs["seeds"].items():
         runs_of_seed = {"prefix": entry["prefix"], **entry["arms"]}
-        table[seed] = {}
+        table[seed], items[seed] = {}, {}
         for name, run in runs_of_seed.items():
             logging.info("seed %s: scoring %s (step %d)", seed, name, run["step"])
-            result = evaluate(run["workdir"], heldout["path"], step=run["step"])
-            table[seed][name] = scores_of(result, groups)
-    return {"heldout": heldout, "losses": table}
+            record = score(run["workdir"], run["step"])
+            table[seed][name], items[seed][name] = record["metrics"], record["items"]
+    heldout = json.loads(fs.read_text(fs.join(config.output_dir, "heldout.json")))
+    return {"heldout": heldout, "losses": table, "items": items}
 
 
 def curves(workdir: str) -> dict[str, list[tuple[int, float]]]:

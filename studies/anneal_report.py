@@ -1,12 +1,16 @@
-"""The anneal study's report: arm x metric table, curves, verdict and cost, as JSON, Markdown, PNG.
+"""The anneal study's report: arm x metric table, noise, controls, verdicts and cost, as JSON, Markdown, PNG.
 
 Spread over seeds is the sample standard deviation of a metric across seeds (0 with one
 seed). Differences to the reference arm (the first declared) are paired: each seed's arm
 minus the same seed's reference, which share the prefix, so the prefix's seed-to-seed
-variation cancels; the table gives their mean and spread. An arm "beats" the reference on
-a metric when its mean loss is lower by more than the larger of the two arms' seed spreads,
-and is "level" when the difference is within that spread or within `verdict.tolerance`
-(relative) of the reference. An arm that names `versus` (another arm) is also compared
+variation cancels. A verdict rests on the paired bootstrap interval of that difference over
+seeds and items (`studies.noise`): with one seed there is none ("one seed: no verdict"), an
+interval spanning zero is "no difference". An arm "beats" the reference on a `lower` metric
+when the interval lies below zero (`higher`: above), and is "level" on a `level` metric when
+the interval spans zero or the difference is within `verdict.tolerance` (relative). For
+every metric the report gives its signal-to-noise ratio over the arms and the minimum
+detectable difference at the seeds used; the controls (`studies.controls`) say whether the
+verdicts can be trusted at all. An arm that names `versus` (another arm) is also compared
 with that arm, and judged against it: arm (c) "(b) plus a candidate dataset" says
 `versus="b"`, so the question it answers is what the candidate adds to (b). Those
 comparisons are keyed "arm vs other" in the delta and verdict tables.
@@ -21,7 +25,8 @@ import ml_collections
 import numpy as np
 
 from common import fs
-from studies.anneal_eval import curves
+from studies import controls, noise
+from studies.anneal_eval import curves, item_arrays
 
 PREFIX = "prefix"
 
@@ -70,31 +75,56 @@ def summarize(
     return {"metrics": metrics, "runs": runs, "table": table, "delta": delta, "comparisons": pairs}
 
 
+def interval_of(config: ml_collections.ConfigDict, scores: dict[str, Any]) -> controls.Interval:
+    """(arm, baseline, objective) -> paired bootstrap interval over the study's seeds and items."""
+    seeds = sorted(scores["items"])
+    groups = {k: list(v) for k, v in config.probes.groups.items()}
+    items = {s: {run: item_arrays({"items": v}) for run, v in scores["items"][s].items()} for s in seeds}
+
+    def interval(arm: str, base: str, objective: dict[str, float]) -> dict[str, Any]:
+        return noise.paired_difference(
+            [items[s][arm] for s in seeds],
+            [items[s][base] for s in seeds],
+            objective,
+            groups,
+            config.verdict.bootstrap,
+            config.verdict.confidence,
+        )
+
+    return interval
+
+
 def verdict(
-    summary: dict[str, Any], reference: str, lower: list[str], level: list[str], tolerance: float
+    config: ml_collections.ConfigDict, summary: dict[str, Any], interval: controls.Interval
 ) -> dict[str, Any]:
-    """Per comparison (each arm against the reference, and against its `versus` arm): which
-    `lower` metrics it beats the baseline on, which `level` ones hold."""
+    """Per comparison (each arm but the controls against the reference, and against its
+    `versus` arm): the verdict of each `lower`, `higher` and `level` metric from its paired
+    interval; `ok` is None with one seed (no verdict)."""
+    v = config.verdict
+    wanted = {
+        **{m: "level" for m in v.level},
+        **{m: "lower" for m in v.lower},
+        **{m: "higher" for m in v.higher},
+    }
+    control_arms = {a["name"] for a in config.arms if controls.is_control(a)}
     out = {}
     for label, (arm, base) in summary["comparisons"].items():
+        if arm in control_arms:
+            continue
         checks = {}
-        for m in [*lower, *level]:
+        for m, kind in wanted.items():
             if label not in summary["delta"].get(m, {}):
                 continue
-            spread = max(summary["table"][m][arm]["std"], summary["table"][m][base]["std"])
-            d = summary["delta"][m][label]
-            if m in lower:
-                ok = d["mean"] < -spread
+            ci = interval(arm, base, {m: 1.0})
+            said = noise.verdict(ci)
+            relative = summary["delta"][m][label]["relative"]
+            if said == noise.ONE_SEED:
+                ok = None
+            elif kind == "level":
+                ok = said == noise.NO_DIFFERENCE or abs(relative) <= v.tolerance
             else:
-                ok = abs(d["mean"]) <= spread or abs(d["relative"]) <= tolerance
-            checks[m] = {
-                "kind": "lower" if m in lower else "level",
-                "ok": bool(ok),
-                "difference": d["mean"],
-                "relative": d["relative"],
-                "seed_spread": spread,
-                "paired_spread": d["std"],
-            }
+                ok = said == kind
+            checks[m] = {"kind": kind, "verdict": said, "ok": ok, "relative": relative, **ci}
         out[label] = {
             "arm": arm,
             "baseline": base,
@@ -102,6 +132,20 @@ def verdict(
             "all_ok": bool(checks) and all(c["ok"] for c in checks.values()),
         }
     return out
+
+
+def noise_of(
+    config: ml_collections.ConfigDict, summary: dict[str, Any], losses: dict[str, Any]
+) -> dict[str, Any]:
+    """Signal-to-noise and minimum detectable difference of every metric over the arms (no
+    controls, no prefix), from each arm's value per seed."""
+    arms = [a["name"] for a in config.arms if not controls.is_control(a)]
+    seeds = sorted(losses)
+    values = {
+        m: {a: [losses[s][a][m] for s in seeds] for a in arms if a in summary["table"][m]}
+        for m in summary["metrics"]
+    }
+    return noise.noise_table({m: v for m, v in values.items() if len(v) >= 2}, config.verdict.confidence)
 
 
 def cost(timings: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +178,9 @@ def markdown(
     summary: dict[str, Any],
     verdicts: dict[str, Any],
     costs: dict[str, Any],
+    noise_rows: dict[str, Any],
+    outcomes: dict[str, Any],
+    hashes: dict[str, str],
 ) -> str:
     reference = config.arms[0]["name"]
     seeds = sorted(scores["losses"])
@@ -191,17 +238,19 @@ def markdown(
                 else f"{d['mean']:+.4f} ({d['relative']:+.1%})" + (f" ± {d['std']:.4f}" if d["n"] > 1 else "")
             )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", noise_markdown(noise_rows, config.verdict.confidence), ""]
+    lines += controls.markdown(outcomes, reference)
     if verdicts:
         lines += [
             "",
-            "Verdict (lower: beats the baseline by more than the seed spread; level: "
-            f"within the spread or {config.verdict.tolerance:.0%}):",
+            f"Verdict ({config.verdict.confidence:.0%} paired interval over seeds and items; lower/higher: "
+            f"beyond the interval; level: no difference or within {config.verdict.tolerance:.0%}):",
             "",
         ]
         for arm, v in verdicts.items():
             parts = [
-                f"{m} {c['kind']} {'yes' if c['ok'] else 'NO'} ({c['difference']:+.4f} vs "
-                f"spread {c['seed_spread']:.4f})"
+                f"{m} {c['kind']}: {c['verdict']} ({c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}])"
+                + ("" if c["ok"] is None else f" {'yes' if c['ok'] else 'NO'}")
                 for m, c in v["checks"].items()
             ]
             lines.append(f"- `{arm}`: " + "; ".join(parts))
@@ -226,7 +275,25 @@ def markdown(
             f"(separate runs: {costs['separate_runs_seconds_per_seed']:.0f}s); whole study: train "
             f"{costs['train_seconds']:.0f}s, scoring {costs['eval_seconds']:.0f}s."
         )
+    lines.append("Inputs (sha256): " + ", ".join(f"{k} {v[:12]}" for k, v in sorted(hashes.items())) + ".")
     return "\n".join(lines) + "\n"
+
+
+def noise_markdown(rows: dict[str, Any], confidence: float) -> str:
+    """The noise table: per metric, arm spread, seed std, SNR and the minimum detectable difference."""
+    lines = [
+        "Noise per metric over the arms (SNR: spread of the arms' means over the pooled seed std, after "
+        f"Signal and Noise, arXiv 2508.13144; MDD: minimum detectable difference at {confidence:.0%}, "
+        "power 80%, at the seeds used):",
+        "",
+        "| metric | seeds | arm spread | seed std | SNR | MDD |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, r in rows.items():
+        lines.append(
+            f"| {m} | {r['seeds']} | {r['spread']:.4f} | {r['seed_std']:.4f} | {r['snr']:.2f} | {r['mdd']:.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: str) -> None:
@@ -296,24 +363,32 @@ def plot(runs: dict[str, Any], summary: dict[str, Any], reference: str, path: st
     plt.close(fig)
 
 
-def write(config: ml_collections.ConfigDict, runs: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
+def write(
+    config: ml_collections.ConfigDict, runs: dict[str, Any], scores: dict[str, Any], hashes: dict[str, str]
+) -> dict[str, Any]:
     """OUTPUT_DIR/report.{json,md,png}; returns the report (with the Markdown and the paths)."""
     reference = config.arms[0]["name"]
     versus = {arm["name"]: arm["versus"] for arm in config.arms if arm.get("versus")}
     summary = summarize(scores["losses"], reference, versus)
-    verdicts = verdict(
-        summary, reference, list(config.verdict.lower), list(config.verdict.level), config.verdict.tolerance
-    )
+    interval = interval_of(config, scores)
+    verdicts = verdict(config, summary, interval)
+    decided_on = [*config.verdict.lower, *config.verdict.higher, *config.verdict.level]
+    outcomes = controls.judge(config, decided_on, interval)
+    noise_rows = noise_of(config, summary, scores["losses"])
     costs = cost(runs["timings"])
-    text = markdown(config, runs, scores, summary, verdicts, costs)
+    text = markdown(config, runs, scores, summary, verdicts, costs, noise_rows, outcomes, hashes)
     out = config.output_dir
     paths = {k: fs.join(out, f"report.{k}") for k in ("json", "md", "png")}
     report = {
         "reference": reference,
+        "inputs": hashes,
         "runs": runs,
         "heldout": scores["heldout"],
         "losses": scores["losses"],
         "summary": summary,
+        "noise": noise_rows,
+        "controls": outcomes,
+        "trustworthy": noise.trustworthy(outcomes),
         "verdict": verdicts,
         "cost": costs,
         "markdown": text,

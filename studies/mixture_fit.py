@@ -14,8 +14,6 @@
   the reference arm, so a shared bias of the model cancels; the margin, e.g. the model's
   cross-validated RMSE, keeps the proposal off the constraint's edge, where the model's error
   would decide); random search then local refinement.
-- `bootstrap_difference`: confidence interval of an objective difference between two arms,
-  resampling seeds and probe items (paired: the same items for both arms).
 """
 
 from __future__ import annotations
@@ -278,67 +276,4 @@ def propose(
         "objective": float(objective_values(fits, objective, best)[0]),
         "predicted": {m: float(f.predict(best)[0]) for m, f in fits.items()},
         "limits": limits,
-    }
-
-
-# ----------------------------------------------------------------------------- bootstrap
-
-
-def metric_loss(items: dict[str, dict[str, np.ndarray]], members: Sequence[str], index=None) -> float:
-    """Token-pooled loss of `members` (sets) from per-item loss sums and token counts;
-    `index[set]` picks (resampled) items."""
-    loss = tokens = 0.0
-    for s in members:
-        ls, ts = items[s]["loss"], items[s]["tokens"]
-        if index is not None:
-            ls, ts = ls[index[s]], ts[index[s]]
-        loss += float(ls.sum())
-        tokens += float(ts.sum())
-    return loss / tokens if tokens else float("nan")
-
-
-def objective_of(
-    items: dict[str, dict[str, np.ndarray]],
-    objective: dict[str, float],
-    groups: dict[str, list[str]],
-    index=None,
-) -> float:
-    return sum(coef * metric_loss(items, groups.get(m, [m]), index) for m, coef in objective.items())
-
-
-def bootstrap_difference(
-    a: list[dict[str, dict[str, np.ndarray]]],
-    b: list[dict[str, dict[str, np.ndarray]]],
-    objective: dict[str, float],
-    groups: dict[str, list[str]],
-    resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Objective(a) - objective(b), mean over seeds, with a percentile CI from resampling seeds
-    and, within every set, items (the same draw for both arms: paired)."""
-    checks.require(len(a) == len(b) and a, "proof", "both arms need the same seeds", (len(a), len(b)))
-    rng = np.random.default_rng(seed)
-    sets = sorted({s for m in objective for s in groups.get(m, [m])})
-    sizes = {s: len(a[0][s]["loss"]) for s in sets}
-    per_seed = [objective_of(x, objective, groups) - objective_of(y, objective, groups) for x, y in zip(a, b)]
-    draws = np.empty(resamples)
-    for r in range(resamples):
-        index = {s: rng.integers(0, n, n) for s, n in sizes.items()}
-        seeds = rng.integers(0, len(a), len(a))
-        draws[r] = np.mean(
-            [
-                objective_of(a[i], objective, groups, index) - objective_of(b[i], objective, groups, index)
-                for i in seeds
-            ]
-        )
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return {
-        "difference": float(np.mean(per_seed)),
-        "low": float(low),
-        "high": float(high),
-        "confidence": confidence,
-        "seed_spread": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
-        "resamples": resamples,
     }

@@ -14,6 +14,8 @@ import ml_collections
 import numpy as np
 
 from common import fs
+from studies import controls
+from studies.anneal_report import noise_markdown
 
 
 def _w(weights: dict[str, float] | None) -> str:
@@ -105,7 +107,7 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
     for a, ci in proof["objective"].items():
         lines.append(
             f"| {a} | {proof['measured'][a]['objective']:.4f} | {ci['difference']:+.4f} | "
-            f"[{ci['low']:+.4f}, {ci['high']:+.4f}] | {ci['seed_spread']:.4f} | {'yes' if ci['beats'] else 'NO'} | "
+            f"[{ci['low']:+.4f}, {ci['high']:+.4f}] | {ci['seed_spread']:.4f} | {'yes' if ci['beats'] else 'NO: ' + ci['verdict']} | "
             f"{'yes' if ci.get('meets_constraints', True) else 'NO'} |"
         )
     for m, ci in proof["constraints"].items():
@@ -195,14 +197,46 @@ def plot(config, fitted, proof, path: str) -> None:
     plt.close(fig)
 
 
-def write(config, arms, fitted, best, proof, paths, costs, wall) -> dict[str, Any]:
-    """Writes OUTPUT_DIR/report.{json,md,png}; `costs` is {"search", "proof"} from the search."""
+def write(
+    config, arms, fitted, best, proof, paths, costs, wall, noise_rows, outcomes, decision, hashes
+) -> dict[str, Any]:
+    """Writes OUTPUT_DIR/report.{json,md,png}; `costs` is {"search", "proof"} from the search.
+    Without a fit (`fitted` None: the objective's SNR is below the floor) the report gives the
+    noise, the controls and "no decision"."""
     total = {k: costs["search"][k] + costs["proof"][k] for k in costs["search"]}
-    text = markdown(config, arms, fitted, best, proof, paths, total, wall)
+    reference = config.arms[0]["name"]
+    head = [
+        f"**Decision: {decision['summary']}**" + (f": {decision['reason']}." if decision["reason"] else "."),
+        "",
+        noise_markdown(noise_rows, config.search.confidence),
+        "",
+        *controls.markdown(outcomes, reference),
+        "",
+    ]
+    if fitted is None:
+        text = "\n".join(
+            [
+                f"## Mixture search: {config.search.arms} sampled annealing mixtures + {len(config.arms)} "
+                f"recipes, seeds {list(config.seeds)}: no fit",
+                "",
+                *head,
+                f"Cost: {total['runs']} arm runs, training {total['train_seconds']:.0f}s + scoring "
+                f"{total['score_seconds']:.0f}s (+ prefixes {total['prefix_seconds']:.0f}s); this call {wall:.0f}s wall.",
+            ]
+        )
+    else:
+        body = markdown(config, arms, fitted, best, proof, paths, total, wall)
+        first, _, rest = body.partition("\n\n")
+        text = "\n\n".join([first, "\n".join(head).rstrip(), rest])
+    text += "\n" + "Inputs (sha256): " + ", ".join(f"{k} {v[:12]}" for k, v in sorted(hashes.items())) + ".\n"
     out = config.output_dir
     report_paths = {k: fs.join(out, f"report.{k}") for k in ("json", "md", "png")}
     report = {
         "search": json.loads(config.search.to_json()),
+        "inputs": hashes,
+        "decision": decision,
+        "noise": noise_rows,
+        "controls": outcomes,
         "fitted": fitted,
         "best_sampled": best,
         "proof": proof,
@@ -213,7 +247,10 @@ def write(config, arms, fitted, best, proof, paths, costs, wall) -> dict[str, An
     }
     fs.write_text(report_paths["json"], json.dumps(report, indent=2, default=_jsonable) + "\n")
     fs.write_text(report_paths["md"], text)
-    plot(config, fitted, proof, report_paths["png"])
+    if fitted is not None:
+        plot(config, fitted, proof, report_paths["png"])
+    else:
+        report_paths.pop("png")
     return report
 
 

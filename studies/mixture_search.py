@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,13 +43,12 @@ from absl import logging
 
 from common import checks, cli, fs
 from pretrain.checkpoint import load_train_config
-from pretrain.tools.evaluate import evaluate
-from studies import anneal_arms, anneal_eval, mixture_report
+from studies import anneal_arms, anneal_eval, controls, inputs, mixture_report, noise
 from studies import mixture_fit as mf
 
 PROPOSAL = "proposal"
 SAMPLE_PREFIX = "mix"
-Scorer = Callable[[str, int], dict[str, Any]]  # (workdir, step) -> {"metrics", "items"}
+Scorer = anneal_eval.Scorer
 
 
 # ----------------------------------------------------------------------------- config
@@ -59,7 +56,12 @@ Scorer = Callable[[str, int], dict[str, Any]]  # (workdir, step) -> {"metrics", 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     anneal_arms.validate(config)
+    controls.validate(config)
     s = config.search
+    checks.require(
+        len(config.seeds) >= 2, "seeds", "the fit needs the seed noise: name at least two seeds", config.seeds
+    )
+    checks.non_negative(s.snr_floor, "search.snr_floor")
     checks.require(len(s.tasks) >= 2, "search.tasks", "must name at least two packed tasks", s.tasks)
     checks.positive(s.arms, "search.arms")
     checks.require(0 <= s.holdout < s.arms, "search.holdout", "must be in [0, search.arms)", s.holdout)
@@ -70,7 +72,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "must be fresh: none of config.seeds",
         s.proof_seeds,
     )
-    checks.require(len(s.proof_seeds) >= 1, "search.proof_seeds", "must name at least one seed")
+    checks.require(
+        len(s.proof_seeds) >= 2,
+        "search.proof_seeds",
+        "one seed gives no verdict: name at least two",
+        s.proof_seeds,
+    )
     unknown = (set(s.center) | set(s.bounds)) - set(s.tasks)
     checks.require(not unknown, "search.center/bounds", f"name tasks outside search.tasks: {sorted(unknown)}")
     for c in s.constraints:
@@ -143,29 +150,6 @@ def read_scores(output_dir: str, arm: str, seed: int) -> dict[str, Any] | None:
     return fs.read_json_state(path, "remove it: the arm is then scored again") if fs.exists(path) else None
 
 
-def heldout_scorer(config: ml_collections.ConfigDict) -> Scorer:
-    """Scores a checkpoint on OUTPUT_DIR/heldout.jsonl (built once, by the first caller), per item."""
-    groups = {k: list(v) for k, v in config.probes.groups.items()}
-    path = fs.join(config.output_dir, "heldout.jsonl")
-
-    def score(workdir: str, step: int) -> dict[str, Any]:
-        if not fs.exists(fs.join(config.output_dir, "heldout.json")):
-            held = anneal_eval.build_heldout(config, path)
-            fs.write_text_atomic(fs.join(config.output_dir, "heldout.json"), json.dumps(held, indent=2))
-        with tempfile.TemporaryDirectory() as tmp:
-            dump = os.path.join(tmp, "dump.jsonl")
-            result = evaluate(workdir, path, step=step, dump=dump)
-            items: dict[str, dict[str, list]] = {}
-            for record in fs.read_jsonl(dump):
-                entry = items.setdefault(record["source"], {"ids": [], "loss": [], "tokens": []})
-                entry["ids"].append(record["id"])
-                entry["loss"].append(float(np.sum(record["losses"], dtype=np.float64)))
-                entry["tokens"].append(len(record["losses"]))
-        return {"metrics": anneal_eval.scores_of(result, groups), "items": items}
-
-    return score
-
-
 def run_and_score(
     config: ml_collections.ConfigDict,
     arms: list[dict[str, Any]],
@@ -215,6 +199,17 @@ def cost(output_dir: str, arms: list[str], seeds: list[int]) -> dict[str, float]
     }
 
 
+def costs_of(
+    config: ml_collections.ConfigDict, arms: list[dict[str, Any]], proof: dict[str, Any] | None
+) -> dict[str, dict[str, float]]:
+    """{"search", "proof"}: the cost of the search's runs and of the proof's (none without a proof)."""
+    out = config.output_dir
+    return {
+        "search": cost(out, [a["name"] for a in arms], list(config.seeds)),
+        "proof": cost(out, list(proof["measured"]) if proof else [], list(config.search.proof_seeds)),
+    }
+
+
 def general_weights(config: ml_collections.ConfigDict, step: int) -> dict[str, float]:
     """The prefix's mixture at the branch `step` (what the reference arm keeps), without training anything."""
     return anneal_arms.prefix_weights(
@@ -238,6 +233,8 @@ def measured(config: ml_collections.ConfigDict, arm: str, seeds: list[int]) -> d
 
 
 def in_fit(config: ml_collections.ConfigDict, arm: dict[str, Any], general: dict[str, float]) -> bool:
+    if controls.is_control(arm):
+        return False
     same_pack = not arm.get("packed_dir") or fs.resolve(arm["packed_dir"]) == config.train.data.packed_dir
     weights = general if arm.get("weights") is None else arm["weights"]
     return same_pack and not arm.get("optim") and vector(list(config.search.tasks), weights) is not None
@@ -375,13 +372,6 @@ def write_proposal(
 # ----------------------------------------------------------------------------- proof
 
 
-def item_arrays(record: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-    return {
-        s: {"loss": np.asarray(v["loss"], np.float64), "tokens": np.asarray(v["tokens"], np.float64)}
-        for s, v in record["items"].items()
-    }
-
-
 def proposal_name(weights: dict[str, float]) -> str:
     """The proof arm of a proposal, named by its weights: another proposal is another arm."""
     return f"{PROPOSAL}-" + hashlib.sha1(json.dumps(weights, sort_keys=True).encode()).hexdigest()[:6]
@@ -392,26 +382,19 @@ def prove(config: ml_collections.ConfigDict, contenders: list[str], proposal: st
     objective and on each constraint metric (against the reference)."""
     s = config.search
     seeds = list(s.proof_seeds)
-    groups = {k: list(v) for k, v in config.probes.groups.items()}
-    arms = {
-        a: [item_arrays(read_scores(config.output_dir, a, seed)) for seed in seeds]
-        for a in [proposal, *contenders]
-    }
+    interval = interval_on(config, seeds)
     out: dict[str, Any] = {"proposal": proposal, "objective": {}, "constraints": {}, "measured": {}}
     for a in [proposal, *contenders]:
         out["measured"][a] = measured(config, a, seeds)
     for a in contenders:
-        ci = mf.bootstrap_difference(
-            arms[proposal], arms[a], dict(s.objective), groups, s.bootstrap, s.confidence, s.seed
-        )
-        ci["beats"] = ci["high"] < 0
+        ci = interval(proposal, a, dict(s.objective))
+        ci["verdict"] = noise.verdict(ci)
+        ci["beats"] = ci["verdict"] == noise.LOWER
         out["objective"][a] = ci
     reference = config.arms[0]["name"]
     for c in s.constraints:
         m = c["metric"]
-        ci = mf.bootstrap_difference(
-            arms[proposal], arms[reference], {m: 1.0}, groups, s.bootstrap, s.confidence, s.seed
-        )
+        ci = interval(proposal, reference, {m: 1.0})
         base = out["measured"][reference][m]
         ci.update(relative=ci["difference"] / base, tolerance=c["tolerance"])
         ci["ok"] = ci["relative"] <= c["tolerance"]
@@ -432,6 +415,62 @@ def prove(config: ml_collections.ConfigDict, contenders: list[str], proposal: st
 # ----------------------------------------------------------------------------- command
 
 
+def interval_on(config: ml_collections.ConfigDict, seeds: list[int]) -> controls.Interval:
+    """(arm, baseline, objective) -> the paired bootstrap interval over `seeds` and the items."""
+    s = config.search
+    groups = {k: list(v) for k, v in config.probes.groups.items()}
+
+    def items(arm: str) -> list[dict[str, dict[str, np.ndarray]]]:
+        return [anneal_eval.item_arrays(read_scores(config.output_dir, arm, seed)) for seed in seeds]
+
+    def interval(arm: str, base: str, objective: dict[str, float]) -> dict[str, Any]:
+        return noise.paired_difference(
+            items(arm), items(base), objective, groups, s.bootstrap, s.confidence, s.seed
+        )
+
+    return interval
+
+
+def search_noise(config: ml_collections.ConfigDict, arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Signal-to-noise and minimum detectable difference over the fitted arms on the search
+    seeds, for every metric of the objective and constraints and for the objective itself."""
+    seeds = list(config.seeds)
+    records = {a["name"]: [read_scores(config.output_dir, a["name"], seed) for seed in seeds] for a in arms}
+    values = {
+        m: {a: [r["metrics"][m] for r in rs] for a, rs in records.items()} for m in metrics_needed(config)
+    }
+    values["objective"] = {
+        a: [sum(c * r["metrics"][m] for m, c in config.search.objective.items()) for r in rs]
+        for a, rs in records.items()
+    }
+    return noise.noise_table(values, config.search.confidence)
+
+
+def decide(
+    config: ml_collections.ConfigDict,
+    noise_rows: dict[str, Any],
+    outcomes: dict[str, Any],
+    proof: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The search's answer in one line (`summary`: what two reruns must agree on), and why."""
+    s = config.search
+    row = noise_rows["objective"]
+    if proof is None:
+        reason = (
+            f"the objective's SNR over the search arms is {row['snr']:.2f}, below search.snr_floor "
+            f"{s.snr_floor:g} (arm spread {row['spread']:.4f}, seed std {row['seed_std']:.4f}, minimum "
+            f"detectable difference {row['mdd']:.4f} at {row['seeds']} seeds)"
+        )
+        return {"summary": "no decision", "reason": reason, "trustworthy": noise.trustworthy(outcomes)}
+    summary = "proposal wins" if proof["wins"] else "proposal does not win"
+    trust = noise.trustworthy(outcomes)
+    return {
+        "summary": summary if trust else f"{summary} (untrustworthy: controls)",
+        "reason": "",
+        "trustworthy": trust,
+    }
+
+
 def search(
     config: ml_collections.ConfigDict,
     progress: Callable[[str], None] = logging.info,
@@ -442,16 +481,21 @@ def search(
     validate(config)
     anneal_arms.resolve_paths(config)
     out = fs.makedirs(config.output_dir)
-    scorer = scorer or heldout_scorer(config)
+    scorer = scorer or anneal_eval.item_scorer(config)
     branch = anneal_arms.branch_step(config)  # once: a base run may save a checkpoint meanwhile
     general = general_weights(config, branch)
     arms = plan(config, general)
     plan_path = fs.join(out, "plan.json")
+    hashes = anneal_eval.study_inputs(config)
+    recorded = inputs.read_recorded(plan_path)
+    if recorded is not None:  # first: a study on other data is refused naming what changed
+        inputs.check_same(recorded, hashes, out)
     planned = json.dumps(
         {
-            "arms": [{k: a.get(k) for k in ("name", "weights", "optim")} for a in arms],
+            "arms": [{k: a.get(k) for k in ("name", "weights", "optim", "data_seed")} for a in arms],
             "branch": {"from_workdir": config.from_workdir, "step": branch},
             "anneal": {k: config[k] for k in ("anneal_steps", "eval_every")},
+            "inputs": hashes,
         },
         sort_keys=True,
     )
@@ -481,6 +525,30 @@ def search(
             f"search.merge: {len(missing)} arm x seed scores are missing ({', '.join(missing[:8])}"
             f"{'...' if len(missing) > 8 else ''}); run the slices that hold them first"
         )
+    noise_rows = search_noise(config, [a for a in arms if in_fit(config, a, general)])
+    decided_on = metrics_needed(config)
+    low = noise.below_floor(noise_rows, ["objective"], config.search.snr_floor)
+    if low and not config.search.allow_low_snr:
+        progress(
+            f"no decision: the objective's SNR {noise_rows['objective']['snr']:.2f} is below "
+            f"search.snr_floor {config.search.snr_floor:g} (--config.search.allow_low_snr=true fits anyway)"
+        )
+        outcomes = controls.judge(config, decided_on, interval_on(config, list(config.seeds)))
+        decision = decide(config, noise_rows, outcomes, None)
+        return mixture_report.write(
+            config,
+            arms,
+            None,
+            None,
+            None,
+            None,
+            costs_of(config, arms, None),
+            time.perf_counter() - t0,
+            noise_rows,
+            outcomes,
+            decision,
+            hashes,
+        )
     progress("fitting loss(weights) per metric and proposing a mixture")
     fitted = fit_and_propose(config, arms, general)
     proposal = fitted["proposal"]
@@ -490,7 +558,7 @@ def search(
         )
     paths = write_proposal(config, general, proposal["weights"])
     best = best_sampled(config, fitted)
-    contenders = [a["name"] for a in config.arms] + [best]
+    contenders = [a["name"] for a in config.arms if not controls.is_control(a)] + [best]
     proof_arms = [a for a in config.arms] + [a for a in arms if a["name"] == best]
     name = proposal_name(proposal["weights"])
     proof_arms.append(dict(name=name, weights=proposal["weights"], optim={}))
@@ -499,11 +567,22 @@ def search(
     )
     run_and_score(config, proof_arms, list(config.search.proof_seeds), trainer, scorer, progress)
     proof = prove(config, contenders, name)
-    costs = {
-        "search": cost(out, [a["name"] for a in arms], list(config.seeds)),
-        "proof": cost(out, list(proof["measured"]), list(config.search.proof_seeds)),
-    }
-    return mixture_report.write(config, arms, fitted, best, proof, paths, costs, time.perf_counter() - t0)
+    outcomes = controls.judge(config, decided_on, interval_on(config, list(config.search.proof_seeds)))
+    decision = decide(config, noise_rows, outcomes, proof)
+    return mixture_report.write(
+        config,
+        arms,
+        fitted,
+        best,
+        proof,
+        paths,
+        costs_of(config, arms, proof),
+        time.perf_counter() - t0,
+        noise_rows,
+        outcomes,
+        decision,
+        hashes,
+    )
 
 
 def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:

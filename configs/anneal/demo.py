@@ -34,6 +34,22 @@ SEARCHED_NOTE = (
 )
 
 
+# Controls (studies.controls): the reference's mixture on another data-order seed must come
+# out "no difference"; annealing on more math must lower the loss on math (Llama 3's
+# annealing ablations), or the study cannot see an effect of that size.
+NULL_CONTROL = dict(name="null_control", weights=None, optim={}, data_seed=1, control=dict(kind="null"))
+MORE_MATH = {"web": 0.3, "math": 0.5, "code": 0.2}
+
+
+def positive_control(metric: str) -> dict:
+    return dict(
+        name="more_math",
+        weights=MORE_MATH,
+        optim={},
+        control=dict(kind="positive", metric=metric, expected="lower"),
+    )
+
+
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.output_dir = "runs/demo/anneal"
@@ -45,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 20  # validation loss every N steps during the anneal (the curves)
 
     c.prep_dir = "runs/demo/prep"  # the prepared data behind train.data.packed_dir: held-out documents
+    c.corpus_dir = (
+        ""  # the corpus behind prep_dir (its *.jsonl are hashed into the plan); empty: not recorded
+    )
     c.train = demo_tiny_cpu.get_config()  # model, data, optimiser and eval of prefix and arms
     c.train.workdir = "(set per run)"
     c.train.checkpoint.async_save = False
@@ -56,11 +75,14 @@ def get_config() -> ml_collections.ConfigDict:
     # optional `optim` overrides of its decay (e.g. {"end_lr_ratio": 0.0}), `packed_dir` (the
     # same documents packed with another high_quality marking, or with an extra task: a
     # candidate dataset, `mixtures.pack --extra_task`) and `versus` (another arm this one is
-    # also judged against: "(b) plus a candidate" against (b)). The first arm is the
+    # also judged against: "(b) plus a candidate" against (b)), `data_seed` (an offset of the
+    # arm's data-order seed) and `control` (studies.controls). The first arm is the
     # reference every arm is compared with.
     c.arms = [
         dict(name="general", weights=None, optim={}),
         dict(name="searched", weights=SEARCHED, optim={}, note=SEARCHED_NOTE),
+        NULL_CONTROL,
+        positive_control("val_math"),
     ]
 
     c.probes = ml_collections.ConfigDict(
@@ -73,7 +95,21 @@ def get_config() -> ml_collections.ConfigDict:
             groups={"code": ["humaneval"]},  # metric -> sets averaged per token
         )
     )
-    # What the report checks for every arm against the first: `lower` metrics must be lower
-    # by more than the seed spread, `level` ones within the spread or `tolerance` (relative).
-    c.verdict = ml_collections.ConfigDict(dict(lower=["code"], level=["val_web"], tolerance=0.02))
+    # Downstream tasks (studies.downstream, the evals package) scored on every arm beside the
+    # loss probes; their metrics are named "<task>/<metric>" (e.g. "arc_easy/prob_correct").
+    c.downstream = ml_collections.ConfigDict(
+        dict(
+            tasks=(),  # evals task names, e.g. ("arc_easy", "gsm8k_bpb"); empty: loss probes only
+            eval_dir="",  # the eval sets' folder (their original layouts, as evals reads them)
+            eval_sets={},  # dataset -> file, replacing the default under eval_dir
+            limit=100,  # the first N items of each task (0: all)
+        )
+    )
+    # What the report checks for every arm against the first, by paired intervals over seeds
+    # and items (studies.noise): `lower` metrics must be lower beyond the interval (`higher`:
+    # higher, e.g. "arc_easy/prob_correct"), `level` ones show no difference or stay within
+    # `tolerance` (relative). One seed: no verdict.
+    c.verdict = ml_collections.ConfigDict(
+        dict(lower=["code"], higher=[], level=["val_web"], tolerance=0.02, bootstrap=1000, confidence=0.95)
+    )
     return c

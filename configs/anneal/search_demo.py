@@ -33,7 +33,14 @@ def search_config() -> ml_collections.ConfigDict:
             trust_region=True,  # propose only within the range of weights the fitted arms span
             use_tolerance=0.75,  # the proposal may use this share of each constraint's tolerance
             margin=1.0,  # and stays this many of the constraint model's cross-validated RMSEs inside it
-            proof_seeds=(100,),  # fresh seeds: the proposal, the recipes and the best sampled arm
+            proof_seeds=(100, 101),  # fresh seeds (>= 2): the proposal, the recipes and the best sampled arm
+            # Refuse to fit an objective whose signal-to-noise ratio over the search arms
+            # (studies.noise: arm range / pooled seed std) is below this: at 2 proof seeds the
+            # minimum detectable difference is 2.8 seed stds, so below ~3 even the best and worst
+            # arms searched could not be told apart on fresh seeds. The search then reports
+            # "no decision" with what it measured. allow_low_snr=True fits anyway.
+            snr_floor=3.0,
+            allow_low_snr=False,
             bootstrap=1000,  # resamples of seeds and probe items
             confidence=0.95,
             anneal_start=0.8,  # where the written schedule's annealing stage starts (fraction of training)
@@ -46,5 +53,6 @@ def search_config() -> ml_collections.ConfigDict:
 def get_config() -> ml_collections.ConfigDict:
     c = demo.get_config()
     c.output_dir = "runs/demo/search"
+    c.seeds = (0, 1)  # the fit needs the seed noise: at least two seeds per arm
     c.search = search_config()
     return c

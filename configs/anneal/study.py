@@ -20,6 +20,8 @@ Arms (all from the same prefix, same decay), as issue 15 names them:
 (c) `candidate_gsm8k_train`: (b) at 70% plus a candidate dataset at 30%, GSM8K *train*
     word problems prepared like any math corpus (OUT/prep_candidate, packed as the extra
     task `gsm8k_train`): Llama 3's "is this dataset worth it" probe, judged against (b).
+Controls (studies.controls): `null_control`, the general mixture on another data-order seed,
+must come out "no difference"; `more_math`, annealing on more math, must lower the math probes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def get_config(out: str = ""):
     c.anneal_steps = 60
     c.eval_every = 20
     c.prep_dir = f"{root}/prep_heuristic"  # held-out documents; the same in both preps
+    c.corpus_dir = f"{root}/corpus"  # the pinned demo corpus behind both preps
     c.train.data.packed_dir = f"{root}/packed_heuristic"
     c.train.data.tokenizer = f"{root}/tokenizer/tokenizer.model"
     c.train.metrics.peak_flops = 1e12  # skip the CPU matmul probe in every run
@@ -60,6 +63,8 @@ def get_config(out: str = ""):
             packed_dir=f"{root}/packed_reference",
             versus="hq_reference_mc",
         ),
+        demo.NULL_CONTROL,
+        demo.positive_control("math_probes"),
     ]
     c.probes.sets = {
         "gsm8k": f"{root}/probes/gsm8k_test.jsonl",

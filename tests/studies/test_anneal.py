@@ -148,6 +148,11 @@ def test_every_run_scored_on_the_same_heldout_sets(studied):
         "quiz": 4,
         "leaky": 1,
     }
+    # One seed: no verdict, however far apart the arms are; no controls: untrustworthy.
+    assert {c["verdict"] for c in report["verdict"]["hq"]["checks"].values()} == {"one seed: no verdict"}
+    assert "one seed: no verdict" in report["markdown"] and "UNTRUSTWORTHY" in report["markdown"]
+    assert not report["trustworthy"] and set(report["inputs"]) >= {"packed", "tokenizer", "heldout"}
+    assert report["noise"]["quiz"]["seeds"] == 1 and report["noise"]["quiz"]["mdd"] == float("inf")
     # Annealing moves the probes off the prefix's values.
     assert losses["general"]["val_web"] != losses["prefix"]["val_web"]
     delta = report["summary"]["delta"]["quiz"]["hq"]["mean"]
@@ -203,9 +208,28 @@ def test_summary_spread_and_verdict():
     assert summary["table"]["m"]["a"]["std"] == pytest.approx(0.0141421, rel=1e-4)
     assert summary["delta"]["m"]["b"]["mean"] == pytest.approx(-0.2)
     assert summary["delta"]["m"]["b"]["std"] == pytest.approx(0.0, abs=1e-12)
-    v = anneal_report.verdict(summary, "a", lower=["m"], level=["w"], tolerance=0.01)["b"]
-    assert v["checks"]["m"]["ok"] and not v["checks"]["w"]["ok"]  # +1.5% > 1%, spread 0
-    assert anneal_report.verdict(summary, "a", ["m"], ["w"], 0.02)["b"]["all_ok"]
+    config = _verdict_config(lower=["m"], level=["w"], tolerance=0.01)
+    intervals = {  # b - a: m lower beyond its interval; w higher beyond it (+1.5%)
+        ("b", "a", "m"): {"difference": -0.2, "low": -0.21, "high": -0.19, "seeds": 2},
+        ("b", "a", "w"): {"difference": 0.03, "low": 0.02, "high": 0.04, "seeds": 2},
+    }
+    interval = lambda arm, base, objective: intervals[(arm, base, *objective)]  # noqa: E731
+    v = anneal_report.verdict(config, summary, interval)["b"]
+    assert v["checks"]["m"]["verdict"] == "lower" and v["checks"]["m"]["ok"]
+    assert v["checks"]["w"]["verdict"] == "higher" and not v["checks"]["w"]["ok"]  # +1.5% > 1%
+    config.verdict.tolerance = 0.02
+    assert anneal_report.verdict(config, summary, interval)["b"]["all_ok"]
+    one_seed = lambda arm, base, objective: {**intervals[(arm, base, *objective)], "seeds": 1}  # noqa: E731
+    v = anneal_report.verdict(config, summary, one_seed)["b"]
+    assert {c["verdict"] for c in v["checks"].values()} == {"one seed: no verdict"}
+    assert {c["ok"] for c in v["checks"].values()} == {None} and not v["all_ok"]
+
+
+def _verdict_config(**verdict):
+    config = demo.get_config()
+    config.arms = [dict(name="a", weights=None), dict(name="b", weights=None), dict(name="c", weights=None)]
+    config.verdict.update(verdict)
+    return config
 
 
 def test_arm_with_versus_is_also_judged_against_that_arm():
@@ -223,7 +247,12 @@ def test_arm_with_versus_is_also_judged_against_that_arm():
     assert list(summary["comparisons"]) == ["b", "c", "c vs b"]
     assert summary["delta"]["m"]["c vs b"]["mean"] == pytest.approx(0.025)
     assert summary["delta"]["m"]["c"]["mean"] == pytest.approx(-0.075)
-    verdicts = anneal_report.verdict(summary, "a", lower=["m"], level=[], tolerance=0.0)
+    interval = lambda arm, base, objective: (  # noqa: E731
+        {"difference": -0.075, "low": -0.1, "high": -0.05, "seeds": 2}
+        if base == "a"
+        else {"difference": 0.025, "low": -0.01, "high": 0.06, "seeds": 2}
+    )
+    verdicts = anneal_report.verdict(_verdict_config(lower=["m"], level=[], tolerance=0.0), summary, interval)
     assert verdicts["c"]["checks"]["m"]["ok"]  # beats a
     assert verdicts["c vs b"]["baseline"] == "b" and not verdicts["c vs b"]["checks"]["m"]["ok"]
 

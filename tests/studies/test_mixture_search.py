@@ -11,11 +11,20 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs.anneal import search_demo
+from common.checks import ConfigError
+from configs.anneal import demo, search_demo
 from mixtures.schedule import Schedule
 from studies import mixture_search as ms
+from tests.support.mixtures import packed_fixture
 
 ITEMS = 30
+DATA: dict[str, str] = {}  # the prepared data, packed rows and tokenizer every search hashes as its inputs
+
+
+@pytest.fixture(autouse=True)
+def _inputs(tmp_path_factory):
+    prep_dir, vocab, packed_dir = packed_fixture(tmp_path_factory)
+    DATA.update(prep_dir=str(prep_dir), packed_dir=str(packed_dir), tokenizer=str(vocab))
 
 
 def planted(weights: dict[str, float]) -> dict[str, float]:
@@ -30,11 +39,13 @@ def planted(weights: dict[str, float]) -> dict[str, float]:
 
 class Stub:
     """Trainer: records the config and writes the final checkpoint's directory. Scorer: the
-    planted losses per item (fixed item offsets, so arms are paired), seed noise 0.002."""
+    planted losses per item (fixed item offsets, so arms are paired), seed noise 0.002 per run
+    and 0.02 per item (the same for every arm of a seed: the data order; `flat`: no relation)."""
 
-    def __init__(self, fail_after: int | None = None):
+    def __init__(self, fail_after: int | None = None, flat: bool = False):
         self.trained: list[str] = []
         self.fail_after = fail_after
+        self.flat = flat
 
     def train(self, config: ml_collections.ConfigDict, log_path: str) -> float:
         if self.fail_after is not None and len(self.trained) >= self.fail_after:
@@ -50,17 +61,18 @@ class Stub:
 
     def score(self, workdir: str, step: int) -> dict:
         run = json.loads((Path(workdir) / "stub.json").read_text())
-        noise = np.random.default_rng(run["seed"]).normal(0, 0.002)
+        rng = np.random.default_rng(run["seed"])
+        noise, per_item = rng.normal(0, 0.002), rng.normal(0, 0.02, ITEMS)
         offsets = np.random.default_rng(7).normal(0, 0.05, ITEMS)
         items = {}
-        for source, loss in planted(run["weights"]).items():
+        for source, loss in planted({} if self.flat else run["weights"]).items():
             tokens = np.full(ITEMS, 10.0)
             items[source] = {
                 "ids": list(range(ITEMS)),
-                "loss": ((loss + noise + offsets) * tokens).tolist(),
-                "tokens": tokens.tolist(),
+                "num": ((loss + noise + per_item + offsets) * tokens).tolist(),
+                "den": tokens.tolist(),
             }
-        metrics = {s: float(np.sum(v["loss"]) / np.sum(v["tokens"])) for s, v in items.items()}
+        metrics = {s: float(np.sum(v["num"]) / np.sum(v["den"])) for s, v in items.items()}
         metrics["code"] = metrics["humaneval"]
         return {"metrics": metrics, "items": items}
 
@@ -68,6 +80,11 @@ class Stub:
 def config(tmp_path: Path, **search) -> ml_collections.ConfigDict:
     c = search_demo.get_config()
     c.output_dir = str(tmp_path / "search")
+    c.prep_dir, c.train.data.packed_dir, c.train.data.tokenizer = (
+        DATA["prep_dir"],
+        DATA["packed_dir"],
+        DATA["tokenizer"],
+    )
     c.seeds = (0, 1)
     c.search.update({"arms": 16, "holdout": 5, "proof_seeds": (100, 101), "bootstrap": 200, **search})
     c.search.objective = {"code": 1.0, "val_math": 1.0}
@@ -223,7 +240,9 @@ def test_a_base_run_trained_further_is_another_search_when_branching_at_its_late
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("proof_seeds", (0,), "search.proof_seeds: must be fresh"),
+        ("proof_seeds", (0, 1), "search.proof_seeds: must be fresh"),
+        ("proof_seeds", (100,), "search.proof_seeds: one seed gives no verdict"),
+        ("snr_floor", -1.0, "search.snr_floor: must be >= 0"),
         ("holdout", 16, "search.holdout"),
         ("bounds", {"nope": (0, 1)}, "name tasks outside search.tasks"),
         ("arms_slice", "3/2", "search.arms_slice"),
@@ -242,7 +261,7 @@ def test_search_end_to_end_on_a_tiny_model(tmp_path, tmp_path_factory):
     pretrain.tools.evaluate per item on the held-out file, fitted, proposed, proved, reported."""
     from pretrain.tools.evaluate import read_documents
     from tests.studies.test_anneal import study_config, train_in_process
-    from tests.support.mixtures import packed_fixture
+    from tests.support.eval_files import write_eval_dir
 
     prep_dir, vocab, packed_dir = packed_fixture(tmp_path_factory)
     probe = tmp_path / "quiz.jsonl"
@@ -256,16 +275,24 @@ def test_search_end_to_end_on_a_tiny_model(tmp_path, tmp_path_factory):
     (tmp_path / "leaky.jsonl").write_text(json.dumps({"question": "def sum of list return value"}) + "\n")
     c = study_config(tmp_path, prep_dir, packed_dir, vocab, probe)
     c.search = search_demo.search_config()
-    c.search.update({"arms": 4, "holdout": 1, "folds": 3, "proof_seeds": (100,), "bootstrap": 50})
-    c.search.objective = {"quiz": 1.0}
+    c.seeds = (0, 1)
+    c.search.update({"arms": 4, "holdout": 1, "folds": 3, "proof_seeds": (100, 101), "bootstrap": 50})
+    c.search.update({"allow_low_snr": True})  # a few steps of a tiny model: the noise decides
+    c.downstream.update(
+        dict(tasks=("arc_easy", "gsm8k_bpb"), eval_dir=str(write_eval_dir(tmp_path / "eval")))
+    )
+    c.search.objective = {"quiz": 1.0, "arc_easy/prob_correct": -1.0}
     c.search.constraints = [dict(metric="val_web", tolerance=0.05)]
     c.search.anneal_start = 0.75
     report = ms.search(c, lambda _: None, train_in_process)
     out = Path(c.output_dir)
     record = json.loads((out / "scores" / "mix000" / "seed0.json").read_text())
     assert len(record["items"]["quiz"]["ids"]) == 6 and len(record["items"]["val_web"]["ids"]) == 3
-    pooled = sum(record["items"]["quiz"]["loss"]) / sum(record["items"]["quiz"]["tokens"])
-    assert pooled == pytest.approx(record["metrics"]["quiz"], rel=1e-6)  # the items add up to the metric
+    for metric in ("quiz", "arc_easy/prob_correct", "gsm8k_bpb/bpb"):  # the items add up to the metric
+        pooled = sum(record["items"][metric]["num"]) / sum(record["items"][metric]["den"])
+        assert pooled == pytest.approx(record["metrics"][metric], rel=1e-6)
+    assert 0 < record["metrics"]["arc_easy/prob_correct"] < 1 and record["metrics"]["gsm8k_bpb/bpb"] > 0
+    assert len(record["items"]["arc_easy/acc"]["ids"]) == 4
     assert len(read_documents(out / "heldout.jsonl")) == 9 + 6 + 1
     proposal = report["proof"]["proposal"]
     assert proposal == ms.proposal_name(report["fitted"]["proposal"]["weights"])
@@ -274,3 +301,56 @@ def test_search_end_to_end_on_a_tiny_model(tmp_path, tmp_path_factory):
     mixture = load(report["proposal_configs"]["mixture"])
     assert mixture.stages[-1]["weights"] == report["fitted"]["proposal"]["weights"]
     assert (out / "report.png").stat().st_size > 0
+
+
+def test_controls_noise_and_inputs_go_into_the_decision(tmp_path):
+    c = config(tmp_path, arms=8, holdout=2)
+    c.arms = [*c.arms, demo.NULL_CONTROL, demo.positive_control("val_math")]
+    stub = Stub()
+    report = ms.search(c, lambda _: None, stub.train, stub.score)
+    outcomes = report["controls"]
+    assert {o["kind"] for o in outcomes.values()} == {"null", "positive"}
+    assert all(o["passed"] for o in outcomes.values()), outcomes
+    assert report["decision"]["summary"] == "proposal wins" and report["decision"]["trustworthy"]
+    assert (
+        "null_control" not in report["fitted"]["arms"] and "null_control" not in report["proof"]["objective"]
+    )
+    assert (
+        report["noise"]["objective"]["snr"] > c.search.snr_floor
+        and report["noise"]["objective"]["seeds"] == 2
+    )
+    assert set(report["inputs"]) >= {"packed", "tokenizer", "heldout"}
+    assert "Controls" in report["markdown"] and "| objective | 2 |" in report["markdown"]
+
+
+def test_an_objective_below_the_snr_floor_gives_no_decision_unless_allowed(tmp_path):
+    c = config(tmp_path, arms=6, holdout=2)
+    c.arms = [*c.arms, demo.NULL_CONTROL, demo.positive_control("val_math")]
+    report = ms.search(c, lambda _: None, Stub(flat=True).train, Stub(flat=True).score)
+    assert report["decision"]["summary"] == "no decision" and report["fitted"] is None
+    assert "below search.snr_floor 3" in report["decision"]["reason"]
+    assert "**Decision: no decision**" in report["markdown"]
+    assert not report["controls"]["more_math"]["passed"]  # no effect planted: the positive control sees none
+    allowed = config(tmp_path, arms=6, holdout=2, allow_low_snr=True, merge=True)
+    allowed.arms = c.arms
+    assert ms.search(allowed, lambda _: None, Stub(flat=True).train, Stub(flat=True).score)["fitted"]
+
+
+def test_one_seed_is_refused_and_a_study_on_other_inputs_too(tmp_path):
+    one = config(tmp_path, arms=4, holdout=1)
+    one.seeds = (0,)
+    with pytest.raises(ConfigError, match=r"config.seeds: the fit needs the seed noise"):
+        ms.validate(one)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "web.jsonl").write_text('{"id": "a", "text": "one"}\n')
+    c = config(tmp_path, arms=4, holdout=1, arms_slice="0/4")
+    c.corpus_dir = str(corpus)
+    stub = Stub()
+    ms.search(c, lambda _: None, stub.train, stub.score)
+    assert json.loads((tmp_path / "search" / "plan.json").read_text())["inputs"]["corpus"]
+    (corpus / "web.jsonl").write_text('{"id": "a", "text": "another"}\n')
+    trained = len(stub.trained)
+    with pytest.raises(ConfigError, match=r"config.output_dir: .* was planned on other inputs \(corpus "):
+        ms.search(c, lambda _: None, stub.train, stub.score)
+    assert len(stub.trained) == trained
