@@ -170,8 +170,8 @@ def arm_config(
     c.init_from.update(dict(workdir=source_workdir, step=start, keep_step=True))
     c.train.log_every = _divisor(c.train.log_every, eval_every)
     c.eval.every_steps = eval_every
-    if "downstream" in c:  # the prefix's downstream tasks, scored at the arm's end (its anneal's)
-        c.downstream.every_steps = 0
+    if "downstream" in c:  # the study scores its arms' downstream tasks itself (studies.downstream)
+        c.downstream.tasks = ""
     c.checkpoint.every_steps = anneal_steps
     return c
 
