@@ -216,7 +216,7 @@ def main() -> None:
             "--config=configs/data/demo.py",
             *inputs,
             *evals,
-            f"--output_dir={out}/prep_heuristic",
+            f"--output={out}/prep_heuristic",
         ],
         timings,
     )
@@ -261,7 +261,7 @@ def main() -> None:
             *inputs,
             *evals,
             f"--config.quality.model_path={out}/reference/quality.npz",
-            f"--output_dir={out}/prep_reference",
+            f"--output={out}/prep_reference",
         ],
         timings,
     )
@@ -276,7 +276,7 @@ def main() -> None:
             "--config=configs/data/demo.py",
             f"--input=math={out}/candidate/gsm8k_train.jsonl",
             *evals,
-            f"--output_dir={out}/prep_candidate",
+            f"--output={out}/prep_candidate",
         ],
         timings,
     )
@@ -294,7 +294,7 @@ def main() -> None:
                 "mixtures.pack",
                 "--config=configs/mixtures/demo_two_stage.py",
                 f"--prep_dir={out}/prep_{recipe}",
-                f"--vocab_path={out}/tokenizer/tokenizer.model",
+                f"--tokenizer={out}/tokenizer/tokenizer.model",
                 f"--output={out}/packed_{recipe}",
                 *extra,
             ],

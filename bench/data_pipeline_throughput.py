@@ -135,7 +135,7 @@ def run_ours(work: Path, out: Path, workers: int) -> float:
         sys.executable,
         "-m",
         "data_pipeline.prepare",
-        f"--output_dir={out}",
+        f"--output={out}",
         f"--direct_num_workers={workers}",
     ]
     args += [f"--input={d}={work / d / 'part-*.jsonl'}" for d in ("web", "math", "code")]

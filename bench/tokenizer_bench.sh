@@ -25,6 +25,6 @@ for V in ${VOCAB_SIZES:-4096 8192 16384}; do
   echo "== vocab $V"
   /usr/bin/time -f "train wall %es, max RSS %MkB" $PY -m tokenizer.train --config=configs/tokenizer/demo.py \
     "${TRAIN[@]}" --config.sample.max_sentences=20000 --vocab_size "$V" --output "$OUT/v$V" --overwrite 2>&1 | grep -E "^(tokenizer|sample|train wall)"
-  $PY -m tokenizer.report --model "$OUT/v$V/tokenizer.model" "${HELD_OUT[@]}" --json "$OUT/v$V/report.json" 2>&1 \
+  $PY -m tokenizer.report --tokenizer "$OUT/v$V/tokenizer.model" "${HELD_OUT[@]}" --json "$OUT/v$V/report.json" 2>&1 \
     | grep -vE "^(I0000|W0000|E0000|WARNING: All)"
 done

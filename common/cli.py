@@ -1,7 +1,7 @@
 """The one shape of every command: `python -m PACKAGE.MODULE --config=FILE --config.a.b=V
 --shortcut=V ...`.
 
-Inputs are config fields; the most used have flag shortcuts (`--output_dir` sets
+Inputs are config fields; the most used have flag shortcuts (`--output` sets
 `config.output_dir`). `--help` prints the command's doc and flags and exits 0. Required
 fields that are still empty after the flags are applied stop the command with one line
 naming the field and its shortcut, as do `ConfigError`s raised by the command's

@@ -1,7 +1,7 @@
 """The data-prep job: raw corpora -> cleaned, deduplicated, decontaminated TFDS datasets.
 
   python -m data_pipeline.prepare [--config=configs/data/demo.py] [--input DOMAIN=GLOB ...]
-      [--eval_set NAME=PATH ...] --output_dir DIR [--overwrite] [any Beam pipeline option]
+      [--eval_set NAME=PATH ...] --output DIR [--overwrite] [any Beam pipeline option]
 
 Without --config the defaults of configs/data/base.py apply. The stages are the literal
 list in ``stages()``: read (dead letters for unreadable input) -> clean (normalise, filter,
@@ -150,7 +150,7 @@ def input_specs(config: ml_collections.ConfigDict) -> list[sources.InputSpec]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the fields this module reads; the stages check their own sections."""
-    checks.require(bool(config.output_dir), "output_dir", "must be set (or pass --output_dir)")
+    checks.require(bool(config.output_dir), "output_dir", "must be set (or pass --output)")
     checks.require(
         0.0 <= config.split.validation_fraction < 1.0,
         "split.validation_fraction",
@@ -397,7 +397,7 @@ def _define_extra_flags() -> None:
     flags.DEFINE_bool(
         "overwrite",
         None,
-        "Replace the outputs of an earlier prepare run in --output_dir "
+        "Replace the outputs of an earlier prepare run in --output "
         "(only what its OUTPUTS.json lists; sets config.overwrite).",
     )
     flags.DEFINE_bool(
@@ -451,7 +451,7 @@ def run() -> None:
                 f"NAME=PATH of an eval set (repeatable); PATH may be a folder or a pattern: {fs.PATTERN_HELP}.",
                 multi=True,
             ),
-            cli.Shortcut("output_dir", help="Output folder."),
+            cli.Shortcut("output", "output_dir", "Output folder (PREP).", deprecated=("output_dir",)),
         ],
         required=["output_dir"],
         define_extra_flags=_define_extra_flags,

@@ -1,7 +1,7 @@
 """Packs a mixture's SeqIO tasks offline into fixed-length rows (Apache Beam).
 
     python -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \\
-        --prep_dir=PREP --vocab_path=TOK/tokenizer.model --output=PACKED [--overwrite] [any Beam option]
+        --prep_dir=PREP --tokenizer=TOK/tokenizer.model --output=PACKED [--overwrite] [any Beam option]
 
 For every task of the mixture and every split in `config.pack.splits`, the job reads the
 task's documents through the task itself (same source, preprocessors and vocabulary as
@@ -467,7 +467,9 @@ def run() -> None:
         default_config=None,
         shortcuts=[
             cli.Shortcut("prep_dir", "pack.prep_dir", "Prepared data (PREP/{web,math,code})."),
-            cli.Shortcut("vocab_path", "pack.vocab_path", "SentencePiece tokenizer.model."),
+            cli.Shortcut(
+                "tokenizer", "pack.vocab_path", "SentencePiece tokenizer.model.", deprecated=("vocab_path",)
+            ),
             cli.Shortcut("output", "pack.output", "Directory for the packed rows and manifest.json."),
             cli.Shortcut(
                 "extra_task",

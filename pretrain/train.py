@@ -303,7 +303,9 @@ def run(argv: list[str] | None = None) -> None:
             cli.Shortcut(
                 "workdir",
                 help="run directory: checkpoints, metrics.jsonl, config.json (resumes if it has checkpoints)",
-            )
+            ),
+            cli.Shortcut("packed_dir", "data.packed_dir", "packed rows (mixtures.pack --output)"),
+            cli.Shortcut("tokenizer", "data.tokenizer", "the tokenizer.model the rows were packed with"),
         ],
         required=["workdir"],
         argv=argv,

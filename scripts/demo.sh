@@ -36,21 +36,21 @@ stage() {  # stage NAME COMMAND...: run a stage; its output is shown and kept, w
 stage corpus    "$PY" -m data_pipeline.demo_corpus --output "$DEMO/corpus" $DOCS
 stage prepare   "$PY" -m data_pipeline.prepare --config=configs/data/demo.py \
                   --input "web=$DEMO/corpus/web.jsonl" --input "math=$DEMO/corpus/math.jsonl" \
-                  --input "code=$DEMO/corpus/code.jsonl" --output_dir "$DEMO/prep" --overwrite
+                  --input "code=$DEMO/corpus/code.jsonl" --output "$DEMO/prep" --overwrite
 stage tokenizer "$PY" -m tokenizer.train --config=configs/tokenizer/demo.py \
                   --input "$DEMO/prep" --output "$DEMO/tokenizer" --overwrite
 stage pack      "$PY" -m mixtures.pack --config=configs/mixtures/demo_two_stage.py \
-                  --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed" --overwrite
+                  --prep_dir="$DEMO/prep" --tokenizer="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed" --overwrite
 stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stage.py --packed_dir="$DEMO/packed" \
                   --steps "${DEMO_STEPS:-450}" --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json" --overwrite
 # A multiple-choice set made from the install's docstrings, added as a user task (JSONL + task
 # config): the trainer scores it in the loop, the downstream stage below on the final checkpoint.
 stage evalset   "$PY" -m evals.demo_set --output "$DEMO/evals" --count 100
 stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
-                  --config.workdir="$DEMO/train" --config.data.packed_dir="$DEMO/packed" \
-                  --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS \
+                  --workdir="$DEMO/train" --packed_dir="$DEMO/packed" \
+                  --tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS \
                   --config.downstream.tasks=docstrings --config.downstream.user_tasks="$DEMO/evals/docstrings_task.json"
-stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
+stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output="$DEMO/anneal" \
                   --from_workdir="$DEMO/train" --config.from_step="${DEMO_ANNEAL_FROM:-300}" $ANNEAL_STEPS \
                   --config.prep_dir="$DEMO/prep" --config.corpus_dir="$DEMO/corpus" \
                   --config.train.data.packed_dir="$DEMO/packed" \

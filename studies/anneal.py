@@ -1,6 +1,6 @@
 """Branching anneals: K short annealing arms from one checkpoint, compared on the same held-out sets.
 
-  python -m studies.anneal --config=configs/anneal/demo.py [--from_workdir W] [--output_dir D]
+  python -m studies.anneal --config=configs/anneal/demo.py [--from_workdir W] [--output D]
 
 The arms are branched from the prefix's checkpoint and trained as `pretrain.train`
 subprocesses (`studies.anneal_arms`: why a branch is the exact continuation, and cheap).
@@ -79,7 +79,7 @@ def run() -> None:
         default_config="anneal/demo.py",
         shortcuts=[
             cli.Shortcut("from_workdir", help="Branch from this workdir's checkpoint instead of a prefix"),
-            cli.Shortcut("output_dir", help="Where runs and the report go"),
+            cli.Shortcut("output", "output_dir", "Where runs and the report go", deprecated=("output_dir",)),
         ],
         required=["output_dir"],
     )

@@ -43,7 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the study's own fields (the training config is checked by pretrain.train)."""
-    checks.require(bool(config.output_dir), "output_dir", "must be set (--output_dir=DIR)")
+    checks.require(bool(config.output_dir), "output_dir", "must be set (--output=DIR)")
     checks.require(
         bool(config.prep_dir),
         "prep_dir",
@@ -280,7 +280,7 @@ def _check_reusable(workdir: str, cfg: ml_collections.ConfigDict, field: str) ->
     if changed:
         raise checks.ConfigError(
             f"config.{field}: {workdir} holds a run made with other settings ({'; '.join(changed[:4])}"
-            f"{'; ...' if len(changed) > 4 else ''}); name the arm anew or use a new --output_dir"
+            f"{'; ...' if len(changed) > 4 else ''}); name the arm anew or use a new --output"
         )
 
 

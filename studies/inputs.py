@@ -83,7 +83,7 @@ def check_same(recorded: Mapping[str, str], now: Mapping[str, str], output_dir: 
     if changed:
         raise checks.ConfigError(
             f"config.output_dir: {output_dir} was planned on other inputs ({'; '.join(changed)}); "
-            "restore them or use a new --output_dir"
+            "restore them or use a new --output"
         )
 
 

@@ -1,7 +1,7 @@
 """Find the annealing mixture instead of guessing it: a RegMix-style search over branched anneal arms.
 
   python -m studies.mixture_search --config=configs/anneal/search_demo.py --from_workdir=W \\
-      --output_dir=S [--arms=i/n] [--merge]
+      --output=S [--arms=i/n] [--merge]
 
 1. Search: N annealing-stage weight vectors over `search.tasks` are sampled from a Dirichlet
    around the general mixture (`search.center`, blended with uniform by `search.uniform_share`),
@@ -605,7 +605,12 @@ def run() -> None:
         default_config="anneal/search_demo.py",
         shortcuts=[
             cli.Shortcut("from_workdir", help="Branch from this workdir's checkpoint instead of a prefix"),
-            cli.Shortcut("output_dir", help="Where arms, scores, the proposal and the report go"),
+            cli.Shortcut(
+                "output",
+                "output_dir",
+                "Where arms, scores, the proposal and the report go",
+                deprecated=("output_dir",),
+            ),
             cli.Shortcut("arms", "search.arms_slice", help="i/n: run only this slice of the arms, then stop"),
             cli.Shortcut(
                 "merge", "search.merge", help="Train no search arm: fit the scored ones, prove, report"

@@ -1,6 +1,6 @@
 """Tokenizer report: tokens per byte per domain on held-out text, and encode speed on one core.
 
-    python -m tokenizer.report --model DIR/tokenizer.model --input PREP_DIR [--input math=x.jsonl ...] [--json OUT]
+    python -m tokenizer.report --tokenizer DIR/tokenizer.model --input PREP_DIR [--input math=x.jsonl ...] [--json OUT]
 
 Tokens per byte (UTF-8 bytes of the original text) is the compression figure that decides
 how many training tokens a corpus yields; it is read on the `validation` split of the
@@ -140,7 +140,12 @@ def run() -> None:
         doc=__doc__,
         default_config=default_config,
         shortcuts=[
-            cli.Shortcut("model", help="SentencePiece tokenizer.model (or its directory)"),
+            cli.Shortcut(
+                "tokenizer",
+                "model",
+                "SentencePiece tokenizer.model (or its directory)",
+                deprecated=("model",),
+            ),
             cli.Shortcut("input", "inputs", "[domain=]path of held-out text; repeatable", multi=True),
             cli.Shortcut("split", help="TFDS split to read"),
             cli.Shortcut("max_mb_per_domain", help="MB of text read per domain"),

@@ -1,7 +1,7 @@
 """Mixture search of the CPU demo: sampled annealing mixtures over the demo's six packed tasks.
 
 `python -m studies.mixture_search --config=configs/anneal/search_demo.py --from_workdir=W
---output_dir=S` branches every arm from W's checkpoint (`--config.from_step`), like
+--output=S` branches every arm from W's checkpoint (`--config.from_step`), like
 configs/anneal/demo.py, whose arms (the general mixture: the reference; the heuristic
 high-quality recipe) are the hand-written recipes the search also runs and must beat.
 """

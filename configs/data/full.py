@@ -3,7 +3,7 @@ run on Dataflow. Launch (Beam options pass through unchanged):
 
   python -m data_pipeline.worker_requirements > worker-requirements.txt
   python -m data_pipeline.prepare --config=configs/data/full.py \
-      --output_dir=gs://BUCKET/prep --runner=DataflowRunner --project=PROJECT \
+      --output=gs://BUCKET/prep --runner=DataflowRunner --project=PROJECT \
       --region=us-central1 --temp_location=gs://BUCKET/tmp --num_workers=200 \
       --extra_package=dist/gemma_pretrain-0.1.0-py3-none-any.whl \
       --requirements_file=worker-requirements.txt

@@ -7,7 +7,7 @@ def pack_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
             prep_dir="",  # required: --prep_dir (data_pipeline.prepare output)
-            vocab_path="",  # required: --vocab_path (tokenizer.model)
+            vocab_path="",  # required: --tokenizer (tokenizer.model)
             output="",  # required: --output, the packed directory the trainer reads (config.data.packed_dir)
             overwrite=False,  # --overwrite: replace an earlier pack in output (only what its manifest names)
             extra_tasks=(),  # "NAME=DIR": more tasks from prepared dataset dirs outside prep_dir (--extra_task)

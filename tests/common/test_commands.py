@@ -18,7 +18,7 @@ ENV = {key: value for key, value in os.environ.items() if not key.startswith("TF
 # (module, a flag its --help lists, arguments missing an input, the field the error names)
 COMMANDS = [
     ("tokenizer.train", "--vocab_size", ["--config.output="], "config.output: required"),
-    ("tokenizer.report", "--max_mb_per_domain", ["--model=x"], "config.inputs: required"),
+    ("tokenizer.report", "--max_mb_per_domain", ["--tokenizer=x"], "config.inputs: required"),
     ("pretrain.convert.export", "--max_shard_bytes", ["--workdir=w"], "config.output: required"),
     ("pretrain.tools.evaluate", "--batch_size", ["--input=x.jsonl"], "config.workdir: required"),
     (

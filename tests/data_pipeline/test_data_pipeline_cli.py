@@ -36,7 +36,7 @@ def test_run_with_flags_only(tmp_path):
     out = tmp_path / "out"
     result = _cli(
         "--config=configs/data/demo.py", f"--input=web={tmp_path / 'web.jsonl'}", f"--eval_set=gsm={tmp_path / 'gsm.jsonl'}",
-        f"--output_dir={out}", "--config.filters.web.gopher_quality.min_words=300",
+        f"--output={out}", "--config.filters.web.gopher_quality.min_words=300",
         "--direct_running_mode=in_memory",  # a Beam option, passed through
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -66,14 +66,12 @@ def test_runs_without_config_and_reads_each_file_by_its_own_format(tmp_path):
         compress="gz",
     )
     out = tmp_path / "out"
-    result = _cli(
-        f"--input=web={tmp_path / 'in'}/*", f"--output_dir={out}", "--direct_running_mode=in_memory"
-    )
+    result = _cli(f"--input=web={tmp_path / 'in'}/*", f"--output={out}", "--direct_running_mode=in_memory")
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["total"]["input"] == stats["invariant"]["held_by_files"] == 5
     assert stats["invariant"]["ok"]
-    again = _cli(f"--input=web={tmp_path / 'in'}/*", f"--output_dir={out}", "--direct_running_mode=in_memory")
+    again = _cli(f"--input=web={tmp_path / 'in'}/*", f"--output={out}", "--direct_running_mode=in_memory")
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
 
 
@@ -86,7 +84,7 @@ def test_a_run_with_decontamination_broken_on_purpose_fails_on_its_controls(tmp_
     out = tmp_path / "out"
     big = 100_000
     result = _cli(
-        f"--input=web={tmp_path / 'web.jsonl'}", f"--eval_set=quiz={tmp_path / 'quiz.jsonl'}", f"--output_dir={out}",
+        f"--input=web={tmp_path / 'web.jsonl'}", f"--eval_set=quiz={tmp_path / 'quiz.jsonl'}", f"--output={out}",
         *(f"--config.decontamination.{f}={big}" for f in ("window_chars", "answer_window_chars", "min_chars")),
         f"--config.decontamination.min_item_chars={big}", "--direct_running_mode=in_memory",
     )  # fmt: skip

@@ -65,7 +65,7 @@ def _pipeline(cwd: Path, root: str, corpus: str, env: dict | None = None) -> dic
         "prepare": run(
             "data_pipeline.prepare",
             "--config=configs/data/demo.py",
-            f"--output_dir={prep}",
+            f"--output={prep}",
             *(f"--input={d}={corpus}/{d}.jsonl" for d in DOMAINS),
         )
     }
@@ -81,7 +81,7 @@ def _pipeline(cwd: Path, root: str, corpus: str, env: dict | None = None) -> dic
         "--config=configs/mixtures/demo_two_stage.py",
         "--config.seq_len=64",
         f"--prep_dir={prep}",
-        f"--vocab_path={tok}/tokenizer.model",
+        f"--tokenizer={tok}/tokenizer.model",
         f"--output={packed}",
     )
     run(

@@ -55,7 +55,7 @@ def _pack_args(config: Path, prep_dir: Path, vocab: Path, out: Path, *extra: str
         "mixtures.pack",
         f"--config={config}",
         f"--prep_dir={prep_dir}",
-        f"--vocab_path={vocab}",
+        f"--tokenizer={vocab}",
         f"--output={out}",
         "--config.pack.splits=('train',)",
         *extra,

@@ -59,7 +59,7 @@ def test_a_failed_run_commits_nothing_and_says_which_file_broke(tmp_path):
     _truncated_gz(tmp_path / "in" / "b.jsonl.gz")
     result = subprocess.run(
         [sys.executable, "-m", "data_pipeline.prepare", f"--input=web={tmp_path / 'in' / '*'}",
-         f"--output_dir={out}", "--overwrite", "--direct_running_mode=in_memory",
+         f"--output={out}", "--overwrite", "--direct_running_mode=in_memory",
          "--config.output.train_shards=1", "--config.filters.web.c4.enabled=false",
          "--config.filters.web.fineweb.enabled=false"],
         cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True, timeout=300,

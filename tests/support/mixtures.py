@@ -183,7 +183,7 @@ def pack_mixture(root: Path, prep_dir: Path, vocab: Path, *extra: str, seq_len: 
         "mixtures.pack",
         f"--config={config}",
         f"--prep_dir={prep_dir}",
-        f"--vocab_path={vocab}",
+        f"--tokenizer={vocab}",
         f"--output={out}",
         *extra,
     )

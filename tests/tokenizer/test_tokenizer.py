@@ -266,7 +266,7 @@ def test_cli_trains_and_reports(corpus, tmp_path):
             sys.executable,
             "-m",
             "tokenizer.report",
-            f"--model={tmp_path}/tokenizer.model",
+            f"--tokenizer={tmp_path}/tokenizer.model",
             *[f"--input={p}" for p in corpus],
             f"--json={tmp_path}/rows.json",
         ],
