@@ -6,12 +6,14 @@
 # Environment knobs (CI runs the same script, smaller): DEMO_STEPS (training steps, default
 # the config's 450), DEMO_DOCS (corpus documents per domain, default 600), DEMO_ANNEAL_FROM
 # (the training checkpoint the anneal arms branch from, default 300), DEMO_ANNEAL_STEPS
-# (steps per arm, and its evaluation interval; default the config's), PY (interpreter).
+# (steps per arm, and its evaluation interval; default the config's), DEMO_FAMILY (the tiny
+# model's family: gemma, gemma2 or gemma3; default gemma), PY (interpreter).
 set -euo pipefail
 DEMO=${1:-runs/demo}
 PY=${PY:-.venv/bin/python}
 STEPS=${DEMO_STEPS:+--config.train.total_steps=$DEMO_STEPS}
 DOCS=${DEMO_DOCS:+--docs_per_domain=$DEMO_DOCS}
+FAMILY=${DEMO_FAMILY:+:$DEMO_FAMILY}
 ANNEAL_STEPS=${DEMO_ANNEAL_STEPS:+--config.anneal_steps=$DEMO_ANNEAL_STEPS --config.eval_every=$DEMO_ANNEAL_STEPS}
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 mkdir -p "$DEMO/logs"
@@ -41,10 +43,10 @@ stage pack      "$PY" -m mixtures.pack --config=configs/mixtures/demo_two_stage.
                   --prep_dir="$DEMO/prep" --vocab_path="$DEMO/tokenizer/tokenizer.model" --output="$DEMO/packed" --overwrite
 stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stage.py --packed_dir="$DEMO/packed" \
                   --steps "${DEMO_STEPS:-450}" --batch_size 8 --plot "$DEMO/mixture.png" --json "$DEMO/mixture.json"
-stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
+stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py$FAMILY \
                   --config.workdir="$DEMO/train" --config.data.packed_dir="$DEMO/packed" \
                   --config.data.tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS
-stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output_dir="$DEMO/anneal" \
+stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py$FAMILY --output_dir="$DEMO/anneal" \
                   --from_workdir="$DEMO/train" --config.from_step="${DEMO_ANNEAL_FROM:-300}" $ANNEAL_STEPS \
                   --config.prep_dir="$DEMO/prep" --config.train.data.packed_dir="$DEMO/packed" \
                   --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"

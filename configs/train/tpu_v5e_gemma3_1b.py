@@ -1,0 +1,23 @@
+"""Gemma 3 1B (text) on a TPU v5e pod slice (v5litepod-256: 256 chips, 16 GiB HBM each).
+
+The Gemma 2B launch (configs/train/tpu_v5e_2b.py: pure FSDP, 2 rows of 8192 per chip,
+4.2M tokens per step) with the Gemma 3 1B model: splash attention with a 512-token local
+mask on 5 of every 6 layers (blocks outside the window are not visited), the 262,144-row
+vocabulary through the chunked loss (32 chunks of 8192 rows: no [rows, 8192, 262144]
+float32 logits), the 4 full repeats of the 6-layer pattern scanned and the 2 remaining
+local layers unrolled. 2T tokens as in the Gemma 3 report: 477k steps. HBM per chip from
+`python -m pretrain.aot --config=configs/train/tpu_v5e_gemma3_1b.py`: bench/RESULTS.md.
+"""
+
+import ml_collections
+
+from configs.models import gemma3_1b
+from configs.train import tpu_v5e_2b
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = tpu_v5e_2b.get_config()
+    c.model = gemma3_1b.get_config()
+    c.model.update(dict(remat_policy="full", attention="splash", scan_layers=True, vocab_chunks=32))
+    c.train.total_steps = 477_000
+    return c
