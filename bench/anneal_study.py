@@ -12,7 +12,7 @@ a reason if they are absent). Stages, each skipped when its output exists (so an
    worked answers): never the same items as the probes or each other.
 2. the demo corpus; data_pipeline.prepare decontaminated against every probe set, once
    with the heuristic high-quality score (prep_heuristic) and once with the reference
-   classifier (prep_reference, `data_pipeline.quality train`); the candidate prepared the
+   classifier (prep_reference, `data_pipeline.quality.classifier train`); the candidate prepared the
    same way as a math corpus (prep_candidate); the tokenizer; both preps packed with the
    demo mixture's six tasks (`mixtures.pack`), the reference one with the candidate as a
    seventh task (`--extra_task=gsm8k_train=prep_candidate/math`).
@@ -241,7 +241,7 @@ def main() -> None:
         [
             py,
             "-m",
-            "data_pipeline.quality",
+            "data_pipeline.quality.classifier",
             "train",
             f"--positive={out}/reference/positive.jsonl",
             *[f"--negative={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")],

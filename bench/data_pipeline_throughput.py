@@ -89,9 +89,13 @@ def _mb(rows: list[dict]) -> float:
 def per_stage(corpus: dict[str, list[dict]]) -> list[tuple[str, int, float, float]]:
     """(stage, documents, seconds, MB) of each per-document step, one process."""
     from configs.data import base
-    from data_pipeline import dedup, heuristic_quality, normalize, pii, prepared, shingles, tfds_output
+    from data_pipeline import prepared
+    from data_pipeline.clean import normalize, pii
+    from data_pipeline.dedup import exact, shingles
+    from data_pipeline.dedup.near import MinHasher
     from data_pipeline.filters.chain import build_chain, run_chain
-    from data_pipeline.near_dedup import MinHasher
+    from data_pipeline.quality import heuristic
+    from data_pipeline.writers import tfds_output
 
     config = base.get_config()
     docs = [
@@ -108,9 +112,9 @@ def per_stage(corpus: dict[str, list[dict]]) -> list[tuple[str, int, float, floa
         "normalize": lambda i: normalize.normalize_text(docs[i]["text"]),
         "filters (domain chain)": lambda i: run_chain(chains[docs[i]["domain"]], docs[i]),
         "PII redaction": lambda i: redactor(docs[i]),
-        "exact-dedup hash": lambda i: dedup.text_hash(docs[i]["text"], "case_whitespace"),
+        "exact-dedup hash": lambda i: exact.text_hash(docs[i]["text"], "case_whitespace"),
         "MinHash signature": lambda i: hasher.signature(shingles.shingle_set(docs[i]["text"], 5)),
-        "quality score (heuristic)": lambda i: heuristic_quality.heuristic_score(docs[i]),
+        "quality score (heuristic)": lambda i: heuristic.heuristic_score(docs[i]),
         "TFDS serialize": lambda i: features.serialize_example(
             features.encode_example(tfds_output.example_of(docs[i]))
         ),

@@ -6,7 +6,7 @@
   from ../shared/data/eval. Every flagged document is listed with the stretch it matched, so
   a reader can judge whether it is a real near-duplicate of a test item. Target <= 0.1%.
 - Recall: ``--items_per_set`` items of every suite set pasted into real web pages that pass
-  the default filters, verbatim and perturbed two ways (data_pipeline/controls.py's
+  the default filters, verbatim and perturbed two ways (data_pipeline/decontamination/controls.py's
   perturbation, and heldout_data_quality.py's), plus the untouched pages as clean documents.
   Target >= 0.99 on every set.
 
@@ -32,7 +32,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs.data import full
-from data_pipeline import controls, decontaminate, decontamination_report
+from data_pipeline.decontamination import controls, decontaminate
+from data_pipeline.decontamination import report as decontamination_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heldout_data_quality import DATA, filtered_pages, paste, perturb_heldout  # noqa: E402

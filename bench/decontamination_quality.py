@@ -23,9 +23,9 @@ from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 from ml_collections import config_flags
 
-from data_pipeline import decontaminate
-from data_pipeline.eval_sets import load_eval_sets
-from data_pipeline.shingles import normalized_words
+from data_pipeline.decontamination import decontaminate
+from data_pipeline.decontamination.eval_sets import load_eval_sets
+from data_pipeline.dedup.shingles import normalized_words
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from near_dedup_quality import DATA, load_web_docs  # noqa: E402

@@ -17,7 +17,7 @@ import tempfile
 _CHILD = r"""
 import json, os, sys, time
 import jax, jax.numpy as jnp, numpy as np
-from pretrain import export, hf_mapping
+from pretrain.convert import export, hf_mapping
 from pretrain.model.transformer import TransformerConfig
 method, out, layers, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 config = TransformerConfig(vocab_size=32000, num_layers=layers, embed_dim=1024, num_heads=8,

@@ -43,9 +43,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import fs
 from configs.data import base
-from data_pipeline import decontaminate, eval_sets, near_dedup
+from data_pipeline.clean.normalize import normalize_record
+from data_pipeline.decontamination import decontaminate, eval_sets
+from data_pipeline.dedup import near
 from data_pipeline.filters.chain import build_chain, run_chain
-from data_pipeline.normalize import normalize_record
 
 # ../shared/data next to the checkout; SHARED_DATA overrides (a worktree lives elsewhere).
 DATA = os.environ.get("SHARED_DATA") or os.path.normpath(
@@ -341,7 +342,7 @@ def bench_near_dedup(pages: list[dict], rng: random.Random, variant: str) -> dic
     twins = make_twins(pages, rng, variant)
     docs = pages + [t for _, t, _ in twins]
     start = time.time()
-    rejected = {r["id"] for r in _run(docs, near_dedup.NearDedup(base.get_config().near_dedup), 1)}
+    rejected = {r["id"] for r in _run(docs, near.NearDedup(base.get_config().near_dedup), 1)}
     seconds = time.time() - start
     caught = [p["id"] in rejected or t["id"] in rejected for p, t, _ in twins]
     misses = [(p["id"], round(s, 3)) for (p, _, s), ok in zip(twins, caught) if not ok]

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import transformers
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import _export_fixtures as fx  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pretrain import export  # noqa: E402
+from pretrain.convert import export  # noqa: E402
 from pretrain.model.transformer import Transformer  # noqa: E402
+from tests.support import export as fx  # noqa: E402
 
 
 def main():

@@ -24,8 +24,8 @@ from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 from ml_collections import config_flags
 
-from data_pipeline import near_dedup
-from data_pipeline.shingles import jaccard, shingle_set
+from data_pipeline.dedup import near
+from data_pipeline.dedup.shingles import jaccard, shingle_set
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEB_GLOBS = ("web/dolma-cc/*.json*.gz", "web/olmo-c4/*.json*.gz", "web/trafilatura/*.jsonl")
@@ -37,7 +37,7 @@ def _define_flags() -> None:
     """Only when run as a script: the decontamination bench imports the loader below."""
     flags.DEFINE_integer("pairs", 300, "Planted near-duplicate pairs.")
     flags.DEFINE_integer("seed", 0, "Random seed for sampling and edits.")
-    config_flags.DEFINE_config_dict("config", near_dedup.default_config(), "NearDedup config.")
+    config_flags.DEFINE_config_dict("config", near.default_config(), "NearDedup config.")
 
 
 def load_web_docs(min_words: int = 100) -> list[dict[str, str]]:
@@ -100,7 +100,7 @@ def main(argv):
     out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"near_dedup_bench_{os.getpid()}"
     start = time.time()
     p = beam.Pipeline(options=options)
-    _, rejected = p | beam.Create(docs) | near_dedup.NearDedup(FLAGS.config)
+    _, rejected = p | beam.Create(docs) | near.NearDedup(FLAGS.config)
     _ = rejected | beam.Map(lambda r: r["id"]) | beam.io.WriteToText(str(out_dir / "rejected"))
     result = p.run()
     result.wait_until_finish()

@@ -10,7 +10,7 @@ TFDS datasets, plus rejected/, dead_letter/, contamination.jsonl, contamination_
 and stats.json (layout in
 docs/DESIGN.md). Every configured stage runs or the job fails; nothing is skipped quietly.
 One run at a time holds the output folder; it writes into its own staging folder and
-commits at the end (data_pipeline/outputs.py) only if the run's checks pass
+commits at the end (data_pipeline/writers/outputs.py) only if the run's checks pass
 (``stats.findings``): an invariant violation, an input file that could not be read to the
 end (unless --accept_incomplete_files) or inputs that hold no records leave the output
 folder as it was and the run's outputs in its staging folder, with exit status 1. An
@@ -36,15 +36,19 @@ from absl import logging as absl_logging
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs, run_lock
-from data_pipeline import controls, decontamination_report, outputs, records, sources, stats, tfds_output
-from data_pipeline.clean import Clean
-from data_pipeline.decontaminate import Decontaminate
-from data_pipeline.dedup import ExactDedup
-from data_pipeline.eval_sets import load_eval_sets, parse_specs
+from data_pipeline import records, stats
+from data_pipeline.clean.pii import Redactor
+from data_pipeline.clean.stage import Clean
+from data_pipeline.decontamination import controls
+from data_pipeline.decontamination import report as decontamination_report
+from data_pipeline.decontamination.decontaminate import Decontaminate
+from data_pipeline.decontamination.eval_sets import load_eval_sets, parse_specs
+from data_pipeline.dedup.exact import ExactDedup
+from data_pipeline.dedup.near import NearDedup
 from data_pipeline.filters.chain import build_chain
-from data_pipeline.near_dedup import NearDedup
-from data_pipeline.pii import Redactor
-from data_pipeline.scoring import ScoreQuality
+from data_pipeline.quality.scoring import ScoreQuality
+from data_pipeline.readers import sources
+from data_pipeline.writers import outputs, tfds_output
 
 WORK_DIR = "_work"
 HITS = "hits"
@@ -102,7 +106,7 @@ def redactor(config: ml_collections.ConfigDict) -> Redactor | None:
 
 
 def stages(config: ml_collections.ConfigDict, domains: set[str], eval_specs: dict[str, str]) -> list[Stage]:
-    """The job's stages, in order. The positive controls (data_pipeline/controls.py) go through
+    """The job's stages, in order. The positive controls (data_pipeline/decontamination/controls.py) go through
     Decontaminate only: the earlier stages would judge their carrier, not the decontamination."""
     chains = {domain: build_chain(domain, config.filters) for domain in domains}
     clean_redactor = redactor(config)

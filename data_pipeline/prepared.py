@@ -1,5 +1,5 @@
 """Reads prepared data: the one way every stage finds and opens what data_pipeline.prepare
-wrote (data_pipeline/tfds_output.py writes it; docs/DESIGN.md fixes the layout).
+wrote (data_pipeline/writers/tfds_output.py writes it; docs/DESIGN.md fixes the layout).
 
 `PREP_DIR/<domain>` is a TFDS dataset directory with the features of `features()`:
 

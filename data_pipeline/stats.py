@@ -27,7 +27,9 @@ INPUT, KEPT, REJECTED, DEAD_LETTER, REDACTIONS, CONTAMINATION, ID_VIOLATION = (
     "contamination",
     "id_violation",
 )
-CONTROL = "control"  # decontamination positive controls (data_pipeline/controls.py), never inputs
+CONTROL = (
+    "control"  # decontamination positive controls (data_pipeline/decontamination/controls.py), never inputs
+)
 # What the input files hold by their own count (lines, Parquet footer rows, TFDS shard
 # lengths), files whose stream broke off (their true size is unknown), and files holding nothing.
 HELD, INCOMPLETE_FILES, EMPTY_FILES = "held_by_files", "incomplete_files", "empty_files"

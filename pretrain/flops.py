@@ -67,7 +67,7 @@ def executed_train_flops_per_token(s: Shape, seq_len: int, remat_policy: str, vo
     ("matmul_outputs": the core's residuals are not among the kept names), or that and the
     MLP's two input matmuls ("matmul_outputs_but_mlp_inputs"); the chunked
     cross-entropy recomputes the output layer's logits in the backward pass. Used by
-    pretrain.aot because XLA's cost analysis counts a loop body (nn.scan over layers, the
+    pretrain.tools.aot because XLA's cost analysis counts a loop body (nn.scan over layers, the
     vocabulary-chunk scan) once and a Pallas kernel as nothing.
     """
     attention_forward = 2 * s.num_layers * s.num_heads * s.head_dim * seq_len

@@ -6,7 +6,7 @@ command resumes), or start from another run's weights (`config.init_from`); then
 next batch -> sharded step -> log -> checkpoint. A NaN or inf loss or gradient stops the
 run before anything is saved from it.
 
-What the loop calls lives beside it, and the tools (pretrain.aot, pretrain.hf_import,
+What the loop calls lives beside it, and the tools (pretrain.tools.aot, pretrain.convert.hf_import,
 studies/) import it from there: the config's checks (pretrain.train_config), the model,
 optimiser, shardings and restore (pretrain.train_setup), and what the run reports
 (pretrain.report).
@@ -27,10 +27,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from common import cli, fs, run_lock
-from pretrain import aot, checkpoint, data, sharding
+from pretrain import checkpoint, data, sharding
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
+from pretrain.tools import aot
 from pretrain.train_config import check_resume, resolve_paths, validate, write_config
 from pretrain.train_setup import TrainSetup, build_setup, jitted_train_step, make_data, restore_or_init
 

@@ -1,5 +1,5 @@
-"""What a training run is built from, shared by the trainer and its tools (pretrain.aot,
-pretrain.hf_import, bench/): `TrainSetup` (the model, its optimiser and learning-rate
+"""What a training run is built from, shared by the trainer and its tools (pretrain.tools.aot,
+pretrain.convert.hf_import, bench/): `TrainSetup` (the model, its optimiser and learning-rate
 schedule, the mesh and the state's and batch's shardings), `build_setup(config, mesh)`,
 the data source (`make_data`), `restore_or_init` (the latest checkpoint, else
 `config.init_from`, else a fresh initialisation) and the sharded, jitted train step.
@@ -238,7 +238,7 @@ def restart_schedule(setup: TrainSetup, state: Any) -> Any:
 
 
 def jitted_train_step(setup: TrainSetup, num_tasks: int) -> Any:
-    """The sharded, jitted (not yet compiled) train step of `setup`; pretrain.aot compiles it too."""
+    """The sharded, jitted (not yet compiled) train step of `setup`; pretrain.tools.aot compiles it too."""
     c = setup.config
     return jit_train_step(
         make_train_step(

@@ -52,8 +52,8 @@ stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py$FAMILY -
                   --config.train.data.tokenizer="$DEMO/tokenizer/tokenizer.model"
 # Perplexity of the final checkpoint on one domain's documents (seen in training: the demo
 # has no separate held-out file; the held-out loss per domain is in metrics.jsonl).
-stage evaluate  "$PY" -m pretrain.evaluate --workdir "$DEMO/train" --input "$DEMO/corpus/math.jsonl"
-stage export    "$PY" -m pretrain.export --workdir "$DEMO/train" --format hf --output "$DEMO/hf" --overwrite
+stage evaluate  "$PY" -m pretrain.tools.evaluate --workdir "$DEMO/train" --input "$DEMO/corpus/math.jsonl"
+stage export    "$PY" -m pretrain.convert.export --workdir "$DEMO/train" --format hf --output "$DEMO/hf" --overwrite
 
 echo
 echo "=== demo finished in $((SECONDS - start))s. Outputs:"

@@ -14,7 +14,7 @@ prefix + K x anneal steps, not K x (prefix + anneal).
 
 Every run is a `pretrain.train` subprocess on a generated config (the training config with
 the arm's mixture, decay and init_from). Each
-arm is then scored with `pretrain.evaluate` on the same held-out file (per-domain validation
+arm is then scored with `pretrain.tools.evaluate` on the same held-out file (per-domain validation
 documents and eval-set probes, see `studies.anneal_eval`), and `studies.anneal_report`
 writes the table, the curves and the verdict to OUTPUT_DIR/report.{json,md,png}.
 

@@ -7,15 +7,15 @@ belongs to:
   `validation` split (held out by data_pipeline.prepare, never trained on);
 - `<probe>`: the first `probes.max_items` items of each eval set in `probes.sets`, as
   question + reference answer text: the exact text data_pipeline.prepare decontaminates
-  against (`data_pipeline.eval_sets`), so a lower loss means the model predicts the
+  against (`data_pipeline.decontamination.eval_sets`), so a lower loss means the model predicts the
   benchmark's answers better, scored without generation (loss-based probes).
 
 Decontamination is what keeps the probes out of training; `contamination()` checks it
 rather than assuming it: it looks every probe item up in the training split with the
-decontamination stage's own index (`data_pipeline.decontaminate.CharWindowIndex`) and reports
+decontamination stage's own index (`data_pipeline.decontamination.decontaminate.CharWindowIndex`) and reports
 the items found (expected: none).
-Each checkpoint is scored with `pretrain.evaluate.evaluate` (the trainer's tokenization and
-windows), so the numbers are the ones `python -m pretrain.evaluate` prints.
+Each checkpoint is scored with `pretrain.tools.evaluate.evaluate` (the trainer's tokenization and
+windows), so the numbers are the ones `python -m pretrain.tools.evaluate` prints.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import numpy as np
 from absl import logging
 
 from common import fs
-from data_pipeline import decontaminate, eval_sets, prepared
-from pretrain.evaluate import evaluate
+from data_pipeline import prepared
+from data_pipeline.decontamination import decontaminate, eval_sets
 from pretrain.metrics import read_metrics
+from pretrain.tools.evaluate import evaluate
 
 VALIDATION_PREFIX = "val_"
 

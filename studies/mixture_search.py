@@ -143,7 +143,7 @@ def read_scores(output_dir: str, arm: str, seed: int) -> dict[str, Any] | None:
 
 def heldout_scorer(config: ml_collections.ConfigDict) -> Scorer:
     """Scores a checkpoint on OUTPUT_DIR/heldout.jsonl (built once, by the first caller), per item."""
-    from pretrain.evaluate import evaluate
+    from pretrain.tools.evaluate import evaluate
 
     groups = {k: list(v) for k, v in config.probes.groups.items()}
     path = fs.join(config.output_dir, "heldout.jsonl")

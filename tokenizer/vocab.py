@@ -17,7 +17,7 @@ from common import fs
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_PIECES = {PAD_ID: "<pad>", EOS_ID: "<eos>", BOS_ID: "<bos>", UNK_ID: "<unk>"}
 # Where <bos> goes: "document" puts one before every document (Gemma's training format),
-# "none" never. Tasks, held-out evaluation and pretrain.evaluate all ask bos_prefix.
+# "none" never. Tasks, held-out evaluation and pretrain.tools.evaluate all ask bos_prefix.
 BOS_POLICIES = ("none", "document")
 
 

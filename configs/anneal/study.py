@@ -5,10 +5,10 @@ in `--config=configs/anneal/study.py:DIR`): the demo corpus prepared twice, deco
 two ways of choosing the high-quality subsets:
 
 - OUT/prep_heuristic (packed: OUT/packed_heuristic): `high_quality` = top 30% of each domain
-  by the heuristic score (data_pipeline/heuristic_quality.py), the project's default and the
+  by the heuristic score (data_pipeline/quality/heuristic.py), the project's default and the
   demo's recipe;
 - OUT/prep_reference (packed: OUT/packed_reference): top 30% of each domain by a classifier
-  (data_pipeline.quality) trained to tell reference text (GSM8K *train* question+answer, MBPP *train* problems+solutions,
+  (data_pipeline.quality.classifier) trained to tell reference text (GSM8K *train* question+answer, MBPP *train* problems+solutions,
   Wikipedia articles) from the corpus: the DCLM / OpenWebMath way of choosing data that
   looks like what the model should be good at. The probes use the *test* splits.
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ml_collections
 
 from common.domains import DOMAINS
-from data_pipeline import decontaminate, dedup, near_dedup
+from data_pipeline.decontamination import decontaminate
+from data_pipeline.dedup import exact, near
 from data_pipeline.filters.chain import default_params
 
 
@@ -53,11 +54,11 @@ def get_config() -> ml_collections.ConfigDict:
             "secrets_domains": DOMAINS,  # keys and tokens leak into web pages and papers too
         }
     )
-    config.dedup = dedup.default_config()
-    config.near_dedup = near_dedup.default_config()
+    config.dedup = exact.default_config()
+    config.near_dedup = near.default_config()
     config.decontamination = decontaminate.default_config()
     config.quality = ml_collections.ConfigDict({
-        "model_path": "",  # data_pipeline.quality model; empty: the heuristic score (data_pipeline/heuristic_quality.py)
+        "model_path": "",  # data_pipeline.quality.classifier model; empty: the heuristic score (data_pipeline/quality/heuristic.py)
         "min_score": 0.0,  # drop documents scoring below (reason low_quality)
         "high_quality_percentile": 0.7,  # per domain, documents at or above this score quantile are high_quality
         "high_quality_min_score": -1.0,  # if >= 0, an absolute threshold instead of the percentile

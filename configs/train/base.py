@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
         )
     )  # the data stream always starts fresh; ignored once this run has its own checkpoint
     c.aot = ml_collections.ConfigDict(
-        dict(  # python -m pretrain.aot: compile for a TPU slice here
+        dict(  # python -m pretrain.tools.aot: compile for a TPU slice here
             topology="",  # e.g. "v5e:16x16" (a v5litepod-256)
             max_hbm_fraction=0.9,  # the step must fit in this share of a chip's HBM
         )

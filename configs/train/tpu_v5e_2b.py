@@ -9,7 +9,7 @@ scanned layers, and the remat policy `--config.model.remat_policy=auto` picks on
 "matmul_outputs_but_mlp_inputs" (keep the attention projections and the MLP output,
 recompute the MLP's input matmuls): 9.64 GiB per chip, 61% of HBM, 7% fewer executed
 FLOPs than full remat (5.24 GiB); keeping the MLP's input pair too does not fit
-(`python -m pretrain.aot --config=configs/train/tpu_v5e_2b.py`; bench/RESULTS.md).
+(`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_2b.py`; bench/RESULTS.md).
 Launch with `python -m pretrain.launch` (README).
 """
 
@@ -49,6 +49,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep_every = 50_000
     c.metrics.peak_flops = 197e12  # v5e bf16
     c.mesh.update(dict(data=1, fsdp=-1, tensor=1))
-    c.aot.topology = "v5e:16x16"  # python -m pretrain.aot --config=configs/train/tpu_v5e_2b.py
+    c.aot.topology = "v5e:16x16"  # python -m pretrain.tools.aot --config=configs/train/tpu_v5e_2b.py
     c.distributed.initialize = True
     return c

@@ -3,7 +3,7 @@
 Mesh: pure FSDP, fsdp=256. 8.5B fp32 params + AdamW moments are ~100 GB, ~0.4 GB per chip
 once sharded. Each chip holds 2 of the 512 rows; with splash attention, the chunked loss,
 scanned layers and full rematerialisation the compiled step needs 12.1 GiB per chip (77%
-of 15.75 GiB; `python -m pretrain.aot --config=configs/train/tpu_v5e_7b.py`, figures in
+of 15.75 GiB; `python -m pretrain.tools.aot --config=configs/train/tpu_v5e_7b.py`, figures in
 bench/RESULTS.md). tensor=4 would put 8 rows on each chip group and its 28 saved
 [8, 8192, 3072] bf16 residuals alone would take 10.5 GiB. 512 x 8192 = 4.2M tokens per step;
 1.43M steps is ~6T tokens as in the report. Launch with `python -m pretrain.launch` (README).

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from common import checks
+from data_pipeline.dedup.shingles import ngram_hashes, word_hashes
 from data_pipeline.filters.base import (
     GOPHER_STOP_WORDS,
     TERMINAL_PUNCTUATION,
@@ -17,7 +18,6 @@ from data_pipeline.filters.base import (
     lines,
     words,
 )
-from data_pipeline.shingles import ngram_hashes, word_hashes
 
 _BULLETS = ("●", "•", "*", "-", "‣", "⁃", "◦", "▪", "▫", "–")
 _ELLIPSES = ("...", "…")

@@ -398,3 +398,7 @@ def run(argv: list[str] | None = None) -> None:
         argv=argv,
         define_extra_flags=lambda: flags.DEFINE_bool("dry_run", False, "print every command, run none"),
     )
+
+
+if __name__ == "__main__":
+    run()

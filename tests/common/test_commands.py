@@ -17,11 +17,11 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
 COMMANDS = [
     ("tokenizer.train", "--vocab_size", ["--config.output="], "config.output: required"),
     ("tokenizer.report", "--max_mb_per_domain", ["--model=x"], "config.inputs: required"),
-    ("pretrain.export", "--max_shard_bytes", ["--workdir=w"], "config.output: required"),
-    ("pretrain.evaluate", "--batch_size", ["--input=x.jsonl"], "config.workdir: required"),
-    ("pretrain.model_info", "--config", [], "--config is required"),
+    ("pretrain.convert.export", "--max_shard_bytes", ["--workdir=w"], "config.output: required"),
+    ("pretrain.tools.evaluate", "--batch_size", ["--input=x.jsonl"], "config.workdir: required"),
+    ("pretrain.tools.model_info", "--config", [], "--config is required"),
     (
-        "pretrain.hf_import",
+        "pretrain.convert.hf_import",
         "--hf_dir",
         ["--config=configs/train/demo_tiny_cpu.py"],
         "config.hf_dir: required",
@@ -62,13 +62,17 @@ MISSING_PATHS = [
         ["--model=/nonexistent", "--input=x"],
         "config.model: no SentencePiece tokenizer.model",
     ),
-    ("pretrain.evaluate", ["--workdir=w", "--input=/nonexistent.jsonl"], "config.input: no such file"),
+    ("pretrain.tools.evaluate", ["--workdir=w", "--input=/nonexistent.jsonl"], "config.input: no such file"),
     (
         "mixtures.report",
         ["--config=configs/mixtures/demo_two_stage.py", "--packed_dir=/nonexistent"],
         "config.pack.output: must be a packed-data directory",
     ),
-    ("pretrain.export", ["--workdir=/nonexistent", "--output=OUT"], "/nonexistent/config.json not found"),
+    (
+        "pretrain.convert.export",
+        ["--workdir=/nonexistent", "--output=OUT"],
+        "/nonexistent/config.json not found",
+    ),
 ]
 
 

@@ -14,7 +14,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from configs.data import base  # noqa: E402
-from data_pipeline import controls, prepare, prepared, tfds_output  # noqa: E402
+from data_pipeline import prepare, prepared
+from data_pipeline.decontamination import controls  # noqa: E402
+from data_pipeline.writers import tfds_output
 from tests.support.data import code_text, math_text, prose, write_jsonl  # noqa: E402
 
 

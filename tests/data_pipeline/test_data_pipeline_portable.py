@@ -15,8 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import apache_beam as beam  # noqa: E402
 
 from configs.data import base  # noqa: E402
-from data_pipeline import prepare, sources  # noqa: E402
-from data_pipeline.eval_sets import parse_specs  # noqa: E402
+from data_pipeline import prepare  # noqa: E402
+from data_pipeline.decontamination.eval_sets import parse_specs  # noqa: E402
+from data_pipeline.readers import sources
 from tests.support.data import prose, write_jsonl  # noqa: E402
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]

@@ -17,7 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common import fs  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
-from data_pipeline import outputs, prepare, sources, stats  # noqa: E402
+from data_pipeline import prepare, stats
+from data_pipeline.readers import sources
+from data_pipeline.writers import outputs  # noqa: E402
 from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +32,7 @@ def test_a_stage_that_cannot_be_imported_fails_the_job(tmp_path):
     """Before: `except ImportError` around the stages wrote never-deduplicated data, exit 0."""
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": f"d{i}", "text": prose(i)} for i in range(3)])
     code = (
-        "import sys; sys.modules['data_pipeline.near_dedup'] = None\n"
+        "import sys; sys.modules['data_pipeline.dedup.near'] = None\n"
         "from configs.data import base\nfrom data_pipeline import prepare\n"
         f"c = base.getprepare_config(); c.inputs = ['web={tmp_path / 'in' / '*'}']; c.output_dir = '{tmp_path / 'out'}'\n"
         "c.runner.direct_running_mode = 'in_memory'\nprepare.prepare(c)\n"

@@ -6,14 +6,16 @@ from __future__ import annotations
 import pytest
 
 from configs.data import base
-from data_pipeline import normalize, pii, sources, stats
-from data_pipeline.code_languages import language_from_path
+from data_pipeline import stats
+from data_pipeline.clean import normalize, pii
 from data_pipeline.filters.chain import build_chain, run_chain
 from data_pipeline.filters.code import Code
 from data_pipeline.filters.language import Language
 from data_pipeline.filters.math_density import MathDensity
 from data_pipeline.filters.web import C4, FineWeb, GopherQuality, GopherRepetition
-from data_pipeline.heuristic_quality import heuristic_score
+from data_pipeline.quality.heuristic import heuristic_score
+from data_pipeline.readers import sources
+from data_pipeline.readers.code_languages import language_from_path
 from tests.support.data import code_text, math_text, prose
 
 

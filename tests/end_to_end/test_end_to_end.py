@@ -107,12 +107,12 @@ def _pipeline(cwd: Path, root: str, corpus: str, env: dict | None = None) -> dic
         fs.rmtree(fs.join(work, "checkpoints", step))
     out["resume"] = run(*train)  # the same command: restores step 3, trains 4..7 again
     out["evaluate"] = run(
-        "pretrain.evaluate",
+        "pretrain.tools.evaluate",
         f"--workdir={work}",
         f"--input={corpus}/math.jsonl",
         f"--dump={root}/losses.jsonl",
     )
-    out["export"] = run("pretrain.export", f"--workdir={work}", "--format=hf", f"--output={hf}")
+    out["export"] = run("pretrain.convert.export", f"--workdir={work}", "--format=hf", f"--output={hf}")
     return out
 
 

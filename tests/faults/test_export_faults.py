@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from common.checks import ConfigError
-from pretrain import export, safetensors_stream
 from pretrain import train as train_lib
+from pretrain.convert import export, safetensors_stream
 from tests.support.devices import REPO
 from tests.support.train import tiny_config
 
@@ -78,7 +78,7 @@ def test_an_export_into_an_empty_folder_completes_it(workdir, tmp_path):
 
 def test_an_earlier_export_is_replaced_only_with_overwrite(workdir, tmp_path):
     """Through the command line, as the demo reruns it: `--overwrite` is a switch."""
-    command = [sys.executable, "-m", "pretrain.export", f"--workdir={workdir}", "--format=orbax-params",
+    command = [sys.executable, "-m", "pretrain.convert.export", f"--workdir={workdir}", "--format=orbax-params",
                f"--output={tmp_path / 'out'}", "--dtype=float32"]  # fmt: skip
     first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -245,7 +245,7 @@ def test_refused_resume_leaves_config_json(tmp_path):
     with pytest.raises(ConfigError, match=r"config\.model\.num_layers: 2 -> 3: .* holds checkpoints"):
         train_lib.train(changed)
     assert (tmp_path / "config.json").read_bytes() == recorded
-    params, config = checkpoint.restore_params(tmp_path)  # what pretrain.export reads
+    params, config = checkpoint.restore_params(tmp_path)  # what pretrain.convert.export reads
     assert config.model.num_layers == 2 and "layer_1" in params and "layer_2" not in params
 
 

@@ -17,8 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common import fs, run_lock  # noqa: E402
 from common.checks import ConfigError  # noqa: E402
-from data_pipeline import outputs, prepare, sources  # noqa: E402
+from data_pipeline import prepare
 from data_pipeline.prepared import read_split  # noqa: E402
+from data_pipeline.readers import sources
+from data_pipeline.writers import outputs  # noqa: E402
 from tests.support.data import prepare_config, prose, write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

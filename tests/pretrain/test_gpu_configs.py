@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from common import checks
-from pretrain import aot
+from pretrain.tools import aot
 from tests.support.devices import REPO, run_on_devices
 from tests.support.train import config_file, tiny_config
 

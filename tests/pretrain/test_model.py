@@ -233,7 +233,7 @@ def test_model_info_cli_prints_exact_count():
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
     out = subprocess.run(
-        [sys.executable, "-m", "pretrain.model_info", "--config=configs/models/gemma_2b.py"],
+        [sys.executable, "-m", "pretrain.tools.model_info", "--config=configs/models/gemma_2b.py"],
         capture_output=True,
         text=True,
         env=env,
@@ -247,7 +247,7 @@ def test_model_info_cli_prints_exact_count():
 def test_model_info_accepts_a_training_config():
     import ml_collections
 
-    from pretrain.model_info import model_config_from, parameter_table
+    from pretrain.tools.model_info import model_config_from, parameter_table
 
     train_cfg = ml_collections.ConfigDict({"model": gemma_7b.get_config(), "workdir": ""})
     config = model_config_from(train_cfg)

@@ -355,7 +355,7 @@ def test_scanned_layers_compute_the_same_loss_and_map_to_per_layer_params():
 def test_a_scanned_checkpoint_exports_the_same_hugging_face_tensors(tmp_path):
     from safetensors.numpy import load_file
 
-    from pretrain import export
+    from pretrain.convert import export
 
     params = _params(TINY)
     scanned = dataclasses.replace(TINY, scan_layers=True)

@@ -165,10 +165,11 @@ def test_contamination_check_finds_a_probe_that_is_in_training(studied):
 
 
 def test_arms_branch_from_a_hugging_face_import(studied, tmp_path):
-    """--from_workdir on what pretrain.hf_import writes (a step-0 checkpoint of HF weights):
+    """--from_workdir on what pretrain.convert.hf_import writes (a step-0 checkpoint of HF weights):
     the arms start from those weights, and the imported model is the pre-anneal baseline."""
-    from pretrain import evaluate, export, hf_import
+    from pretrain.convert import export, hf_import
     from pretrain.model.transformer import TransformerConfig
+    from pretrain.tools import evaluate
     from tests.support.export import random_params
 
     root, base, _ = studied

@@ -239,8 +239,8 @@ def test_bad_search_config_fails_naming_field(tmp_path, field, value, message):
 
 def test_search_end_to_end_on_a_tiny_model(tmp_path, tmp_path_factory):
     """The real path: anneal arms trained by pretrain.train (in process), scored by
-    pretrain.evaluate per item on the held-out file, fitted, proposed, proved, reported."""
-    from pretrain.evaluate import read_documents
+    pretrain.tools.evaluate per item on the held-out file, fitted, proposed, proved, reported."""
+    from pretrain.tools.evaluate import read_documents
     from tests.studies.test_anneal import study_config, train_in_process
     from tests.support.mixtures import packed_fixture
 

@@ -1,0 +1,1 @@
+"""Decontamination against eval sets: the eval sets, the matching stage, its positive controls and its report."""

@@ -1,0 +1,1 @@
+"""Checkpoint conversion: export to Hugging Face / Orbax params and import from Hugging Face."""
