@@ -6,7 +6,7 @@ the Gemma 2 2B model: splash attention with its local mask on the 13 sliding-win
 (4096 of 8192 tokens) and the attention-logit soft-cap in the kernel, the final-logit
 soft-cap inside the chunked loss (32 chunks of 8000 rows), scanned over the 13 repeats of
 (local, global). 2T tokens as in the Gemma 2 report: 477k steps. The HBM per chip that
-`python -m pretrain.aot --config=configs/train/tpu_v5e_gemma2_2b.py` reports is in
+`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma2_2b.py` reports is in
 bench/RESULTS.md (Gemma 2 / 3 on TPU v5e).
 """
 

@@ -6,7 +6,7 @@ mask on 5 of every 6 layers (blocks outside the window are not visited), the 262
 vocabulary through the chunked loss (32 chunks of 8192 rows: no [rows, 8192, 262144]
 float32 logits), the 4 full repeats of the 6-layer pattern scanned and the 2 remaining
 local layers unrolled. 2T tokens as in the Gemma 3 report: 477k steps. HBM per chip from
-`python -m pretrain.aot --config=configs/train/tpu_v5e_gemma3_1b.py`: bench/RESULTS.md.
+`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma3_1b.py`: bench/RESULTS.md.
 """
 
 import ml_collections

@@ -6,7 +6,7 @@ The Gemma 2B launch (configs/train/tpu_v5e_2b.py: pure FSDP, 2 rows of 8192 per 
 the 262,208-row vocabulary through the chunked loss (32 chunks of 8194 rows), 5 scanned
 repeats of the 6-layer pattern and 4 unrolled local layers, full remat. 4T tokens as in
 the Gemma 3 report: 954k steps. HBM per chip from
-`python -m pretrain.aot --config=configs/train/tpu_v5e_gemma3_4b.py`: bench/RESULTS.md.
+`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma3_4b.py`: bench/RESULTS.md.
 """
 
 import ml_collections

@@ -17,9 +17,11 @@ import pytest
 
 from common.checks import ConfigError
 from configs.models import gemma2_2b, gemma2_9b, gemma3_1b, gemma3_4b, tiny
-from pretrain import model_info
+from pretrain import flops
+from pretrain.convert import hf_mapping
 from pretrain.model.cross_entropy import chunked_token_losses, token_losses
 from pretrain.model.transformer import Transformer, TransformerConfig, stack_layers, unstack_layers
+from pretrain.tools import model_info
 from pretrain.train_step import make_loss_fn
 
 SMALL = dict(
@@ -72,7 +74,7 @@ def test_bad_gemma2_3_fields_name_the_field(field, value, message):
 
 def test_a_window_longer_than_max_seq_len_is_one_line_and_exit_2(repo_root):
     result = subprocess.run(
-        [sys.executable, "-m", "pretrain.model_info", "--config=configs/models/gemma3_1b.py",
+        [sys.executable, "-m", "pretrain.tools.model_info", "--config=configs/models/gemma3_1b.py",
          "--config.sliding_window=40000"],
         cwd=repo_root, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -173,8 +175,6 @@ def test_chunked_loss_applies_the_final_logit_softcap_values_and_gradients():
 def test_preset_parameter_counts_match_the_published_totals_and_transformers(name, capsys):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    from pretrain import hf_mapping
-
     cfg = PRESETS[name].get_config()
     model_info.main(cfg, [])
     printed = capsys.readouterr().out
@@ -188,3 +188,15 @@ def test_preset_parameter_counts_match_the_published_totals_and_transformers(nam
         model = transformers.AutoModelForCausalLM.from_config(hf_cfg)
     assert type(model).__name__ == hf["architectures"][0]
     assert sum(p.numel() for p in model.parameters()) == total
+
+
+def test_mfu_counts_only_the_keys_a_local_layer_attends_to():
+    config = TransformerConfig.from_config_dict(gemma3_1b.get_config())
+    shape = flops.shape_of(config)
+    assert (shape.local_layers, shape.sliding_window) == (22, 512)
+    length = 8192
+    visible = np.minimum(np.arange(1, length + 1), 512).mean()  # keys each token of a row sees
+    assert flops.attended_keys(shape, length) == pytest.approx(4 * (length + 1) / 2 + 22 * visible, rel=1e-3)
+    dense = flops.shape_of(dataclasses.replace(config, attention_pattern="global", sliding_window=0))
+    saved = flops.train_flops_per_token(dense, length) - flops.train_flops_per_token(shape, length)
+    assert saved == pytest.approx(12 * 4 * 256 * 22 * (length / 2 - (512 - 512**2 / (2 * length))))

@@ -1,7 +1,7 @@
 """Gemma 2 and Gemma 3 checkpoints, trained a few steps on the tiny configs' architecture
 (sliding window 8 < 32-token rows), export to directories transformers loads as
 Gemma2ForCausalLM / Gemma3ForCausalLM, score the same per-token losses as
-`pretrain.evaluate --dump` (float32, <= 1e-4) on documents and packed rows longer than the
+`pretrain.tools.evaluate --dump` (float32, <= 1e-4) on documents and packed rows longer than the
 window, and come back through hf_import into a run that resumes training."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from configs.models import tiny  # noqa: E402
-from pretrain import checkpoint, evaluate, export, hf_import, hf_mapping  # noqa: E402
+from pretrain import checkpoint  # noqa: E402
 from pretrain import train as train_lib  # noqa: E402
+from pretrain.convert import export, hf_import, hf_mapping  # noqa: E402
 from pretrain.model.transformer import Transformer, TransformerConfig, unstack_layers  # noqa: E402
+from pretrain.tools import evaluate  # noqa: E402
 from tests.support import export as fx  # noqa: E402
 from tests.support.train import tiny_config  # noqa: E402
 
@@ -43,7 +45,7 @@ def tokenizer_path(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def exported(request, tokenizer_path, tmp_path_factory):
-    """(family, workdir, HF dir, HF model): 2 training steps, then `pretrain.export`'s main."""
+    """(family, workdir, HF dir, HF model): 2 training steps, then `pretrain.convert.export`'s main."""
     family = request.param
     root = tmp_path_factory.mktemp(family)
     train_lib.train(_train_config(root / "run", tokenizer_path, family, total_steps=2))
@@ -94,7 +96,7 @@ def test_loads_as_its_family_with_the_window_pattern_and_caps(exported):
 
 
 def test_per_token_losses_match_evaluate_dump(exported, tmp_path):
-    """Documents of 12-33 tokens (longer than the window) scored by `pretrain.evaluate --dump`."""
+    """Documents of 12-33 tokens (longer than the window) scored by `pretrain.tools.evaluate --dump`."""
     _, workdir, _, hf = exported
     words = ["gemma", "model", "token", "export", "packed", "segment", "rotary", "norm", "flax"]
     rng = np.random.default_rng(0)
