@@ -205,7 +205,7 @@ def hf_config(config: TransformerConfig, hf_vocab_size: int, torch_dtype: str) -
         return out
     out.update(
         layer_types=[HF_LAYER_TYPES[kind] for kind in config.layer_kinds],
-        sliding_window=config.sliding_window or None,
+        sliding_window=config.sliding_window or config.max_seq_len,  # transformers needs one
         query_pre_attn_scalar=_int_if_whole(config.query_pre_attn_scalar or config.head_dim),
         attn_logit_softcapping=config.attn_logit_softcap or None,
         final_logit_softcapping=config.final_logit_softcap or None,

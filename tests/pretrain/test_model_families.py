@@ -17,12 +17,14 @@ import pytest
 
 from common.checks import ConfigError
 from configs.models import gemma2_2b, gemma2_9b, gemma3_1b, gemma3_4b, tiny
+from configs.tokenizer import gemma3 as gemma3_tokenizer
 from pretrain import flops
 from pretrain.convert import hf_mapping
 from pretrain.model.cross_entropy import chunked_token_losses, token_losses
 from pretrain.model.transformer import Transformer, TransformerConfig, stack_layers, unstack_layers
 from pretrain.tools import model_info
 from pretrain.train_step import make_loss_fn
+from tokenizer import train as tokenizer_train
 
 SMALL = dict(
     vocab_size=256, embed_dim=32, num_heads=4, num_kv_heads=2, head_dim=16, hidden_dim=64, max_seq_len=64
@@ -200,3 +202,10 @@ def test_mfu_counts_only_the_keys_a_local_layer_attends_to():
     dense = flops.shape_of(dataclasses.replace(config, attention_pattern="global", sliding_window=0))
     saved = flops.train_flops_per_token(dense, length) - flops.train_flops_per_token(shape, length)
     assert saved == pytest.approx(12 * 4 * 256 * 22 * (length / 2 - (512 - 512**2 / (2 * length))))
+
+
+def test_gemma3_tokenizer_config_fills_the_gemma3_embedding():
+    config = gemma3_tokenizer.get_config()
+    tokenizer_train.validate(config)
+    assert config.spm.vocab_size == gemma3_1b.get_config().vocab_size == 262_144
+    assert gemma3_4b.get_config().vocab_size >= config.spm.vocab_size
