@@ -107,7 +107,7 @@ class TransformerConfig:
     @property
     def pattern(self) -> tuple[str, ...]:
         """One period of layer kinds, e.g. ("local", "global")."""
-        return tuple(kind.strip() for kind in self.attention_pattern.split(","))
+        return parse_pattern(self.attention_pattern)
 
     @property
     def layer_kinds(self) -> tuple[str, ...]:
@@ -211,10 +211,15 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         )
 
 
+def parse_pattern(attention_pattern: str) -> tuple[str, ...]:
+    """The kinds of an attention_pattern string: "local, global" -> ("local", "global")."""
+    return tuple(kind.strip() for kind in attention_pattern.split(","))
+
+
 def _validate_gemma2_3(values: Mapping[str, Any], where: str) -> None:
     """The Gemma 2 / 3 fields: layer pattern, window, soft-caps, norms, query and RoPE scales."""
     pattern = values["attention_pattern"]
-    kinds = [kind.strip() for kind in pattern.split(",")] if isinstance(pattern, str) else []
+    kinds = parse_pattern(pattern) if isinstance(pattern, str) else ()
     if not kinds or any(kind not in LAYER_KINDS for kind in kinds):
         raise ConfigError(
             f"{where}.attention_pattern: must be layer kinds {LAYER_KINDS} separated by commas "
