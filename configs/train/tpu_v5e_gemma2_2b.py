@@ -5,9 +5,9 @@ The Gemma 2B launch (configs/train/tpu_v5e_2b.py: pure FSDP over 256 chips, 2 ro
 the Gemma 2 2B model: splash attention with its local mask on the 13 sliding-window layers
 (4096 of 8192 tokens) and the attention-logit soft-cap in the kernel, the final-logit
 soft-cap inside the chunked loss (32 chunks of 8000 rows), scanned over the 13 repeats of
-(local, global). 2T tokens as in the Gemma 2 report: 477k steps. The HBM per chip that
-`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma2_2b.py` reports is in
-bench/RESULTS.md (Gemma 2 / 3 on TPU v5e).
+(local, global). 2T tokens as in the Gemma 2 report: 477k steps.
+`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma2_2b.py`: 6.53 GiB per
+chip, 41.5% of HBM (bench/RESULTS.md, 2026-12-07).
 """
 
 import ml_collections

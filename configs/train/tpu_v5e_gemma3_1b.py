@@ -9,8 +9,9 @@ AdamW moments (the compile needs 19.2 GiB of temporaries that way: RESOURCE_EXHA
 mask on 5 of every 6 layers (blocks outside the window are not visited), the 262,144-row
 vocabulary through the chunked loss (32 chunks of 8192 rows: no [rows, 8192, 262144]
 float32 logits), the 4 full repeats of the 6-layer pattern scanned and the 2 remaining
-local layers unrolled. 2T tokens as in the Gemma 3 report: 477k steps. HBM per chip from
-`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma3_1b.py`: bench/RESULTS.md.
+local layers unrolled. 2T tokens as in the Gemma 3 report: 477k steps.
+`python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma3_1b.py`: 9.83 GiB per
+chip, 62.4% of HBM (bench/RESULTS.md, 2026-12-07).
 """
 
 import ml_collections
