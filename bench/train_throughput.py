@@ -1,6 +1,7 @@
 """Training throughput (tokens/s, MFU) of pretrain.train, and of MaxText on the same model.
 
   python bench/train_throughput.py [--steps 60] [--rounds 3] [--remat full] [--maxtext_python /path/to/py3.12/bin/python]
+  python bench/train_throughput.py --families=gemma,gemma3 --rounds 3   # tiny Gemma 3 against Gemma 1
 
 Both trainers run the tiny Gemma-shaped model of configs/bench/tiny_gemma_cpu.py (emb 256,
 4 layers, 4 query heads, 1 key/value head, head_dim 64, MLP 1024, vocab 32000, seq 256,
@@ -10,7 +11,9 @@ both; the speed-up is the ratio of the medians. Steady-state figures skip the fi
 interval (compilation, warm-up). Both sides run the same rematerialisation policy
 (--remat: "full" recomputes each block's forward pass, "none" keeps every activation).
 MaxText needs Python >= 3.12, so it runs from its own interpreter (--maxtext_python);
-without one only our numbers are reported.
+without one only our numbers are reported. `--families` runs our trainer once per model
+family of the bench config (`configs/bench/tiny_gemma_cpu.py:FAMILY`: the tiny Gemma 3 has
+the Gemma 1 model's parameter count to 0.3%), alternating them in each round.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ _MAXTEXT_PYTHON = flags.DEFINE_string(
 )
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Alternating runs of each trainer; medians are compared.")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
+_FAMILIES = flags.DEFINE_list("families", ["gemma"], "Model families of the bench config our trainer runs.")
 _REMAT = flags.DEFINE_enum(
     "remat",
     "full",
@@ -43,12 +47,12 @@ _REMAT = flags.DEFINE_enum(
 )
 
 
-def run_ours(steps: int, workdir: Path) -> dict:
+def run_ours(steps: int, workdir: Path, family: str = "gemma") -> dict:
     cmd = [
         sys.executable,
         "-m",
         "pretrain.train",
-        "--config=configs/bench/tiny_gemma_cpu.py",
+        f"--config=configs/bench/tiny_gemma_cpu.py:{family}",
         f"--config.workdir={workdir}",
         f"--config.train.total_steps={steps}",
         "--config.train.log_every=10",
@@ -62,7 +66,7 @@ def run_ours(steps: int, workdir: Path) -> dict:
     steady = records[1:]
     step_time = sum(r["step_time"] for r in steady) / len(steady)
     return {
-        "trainer": "pretrain.train",
+        "trainer": "pretrain.train" if family == "gemma" else f"pretrain.train[{family}]",
         "steps": steps,
         "wall_seconds": wall,
         "step_time": step_time,
@@ -150,9 +154,10 @@ def main(argv) -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(_ROUNDS.value):
-            ours = run_ours(_STEPS.value, Path(tmp) / f"ours{round_}")
-            results.append(ours)
-            print(json.dumps(ours))
+            for family in _FAMILIES.value:
+                ours = run_ours(_STEPS.value, Path(tmp) / f"ours{round_}_{family}", family)
+                results.append(ours)
+                print(json.dumps(ours))
             if _MAXTEXT_PYTHON.value:
                 theirs = run_maxtext(_MAXTEXT_PYTHON.value, _STEPS.value, Path(tmp) / f"maxtext{round_}")
                 results.append(theirs)
@@ -163,6 +168,9 @@ def main(argv) -> None:
     }
     for name, tps in sorted(medians.items()):
         print(f"{name}: median {tps:.0f} tokens/s over {_ROUNDS.value} run(s)")
+    for name in medians:
+        if name.startswith("pretrain.train[") and "pretrain.train" in medians:
+            print(f"{name}: {medians[name] / medians['pretrain.train']:.2f}x the Gemma 1 model's tokens/s")
     if "maxtext" in medians:
         print(f"speed-up: {medians['pretrain.train'] / medians['maxtext']:.2f}x MaxText")
     if _OUT.value:

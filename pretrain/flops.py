@@ -3,7 +3,10 @@
 Counting follows PaLM (Chowdhery et al. 2022, appendix B) as MaxText does: 6 FLOPs per
 matmul parameter per token (forward 2 + backward 4) plus causal self-attention,
 QK^T and AV each 2*L*H*hd per token forward, halved by the causal mask, times 3 for
-training. Embedding lookups are not matmuls; the tied output projection is.
+training. A local (sliding-window) layer of Gemma 2/3 attends to at most W keys: its
+tokens see W - W^2 / (2L) keys on average instead of L / 2 (the same integral over the
+row), so MFU counts only the attention a window leaves. Embedding lookups are not
+matmuls; the tied output projection is.
 """
 
 from __future__ import annotations
@@ -40,11 +43,26 @@ class Shape:
     num_kv_heads: int
     head_dim: int
     vocab_size: int
+    local_layers: int = 0  # of num_layers, those with sliding-window attention
+    sliding_window: int = 0
 
 
 def shape_of(model_config: Any) -> Shape:
     """The Shape of a pretrain.model TransformerConfig (or anything with the same fields)."""
-    return Shape(**{f.name: getattr(model_config, f.name) for f in dataclasses.fields(Shape)})
+    fields = [f.name for f in dataclasses.fields(Shape) if f.name != "local_layers"]
+    kinds = getattr(model_config, "layer_kinds", ())
+    return Shape(
+        **{name: getattr(model_config, name, 0) for name in fields},
+        local_layers=sum(kind == "local" for kind in kinds),
+    )
+
+
+def attended_keys(s: Shape, seq_len: int) -> float:
+    """Keys per query token summed over the layers: L / 2 per global layer (causal), and
+    W - W^2 / (2L) per local layer with window W < L (the mean of min(t, W) over the row)."""
+    window = min(s.sliding_window, seq_len) if s.local_layers else seq_len
+    local = window - window**2 / (2 * seq_len)
+    return (s.num_layers - s.local_layers) * seq_len / 2 + s.local_layers * local
 
 
 def matmul_params(s: Shape) -> int:
@@ -56,7 +74,7 @@ def matmul_params(s: Shape) -> int:
 
 def train_flops_per_token(s: Shape, seq_len: int) -> float:
     """Forward + backward FLOPs for one token in a causal sequence of `seq_len`."""
-    attention = 6 * s.num_layers * s.num_heads * s.head_dim * seq_len  # 3 * (4 S H hd L) / 2
+    attention = 12 * s.num_heads * s.head_dim * attended_keys(s, seq_len)  # 3 * 4 H hd keys
     return 6 * matmul_params(s) + attention
 
 
@@ -70,7 +88,7 @@ def executed_train_flops_per_token(s: Shape, seq_len: int, remat_policy: str, vo
     pretrain.tools.aot because XLA's cost analysis counts a loop body (nn.scan over layers, the
     vocabulary-chunk scan) once and a Pallas kernel as nothing.
     """
-    attention_forward = 2 * s.num_layers * s.num_heads * s.head_dim * seq_len
+    attention_forward = 4 * s.num_heads * s.head_dim * attended_keys(s, seq_len)
     blocks_forward = 2 * (matmul_params(s) - s.embed_dim * s.vocab_size) + attention_forward
     mlp_inputs_forward = 2 * s.num_layers * 2 * s.embed_dim * s.hidden_dim
     recompute = {

@@ -51,6 +51,7 @@ def model_objective(
         cfg.activation_dtype,
         vocab_chunks=cfg.vocab_chunks,
         token_chunks=cfg.token_chunks,
+        softcap=cfg.final_logit_softcap,
     )
 
 

@@ -6,12 +6,14 @@
 # Environment knobs (CI runs the same script, smaller): DEMO_STEPS (training steps, default
 # the config's 450), DEMO_DOCS (corpus documents per domain, default 600), DEMO_ANNEAL_FROM
 # (the training checkpoint the anneal arms branch from, default 300), DEMO_ANNEAL_STEPS
-# (steps per arm, and its evaluation interval; default the config's), PY (interpreter).
+# (steps per arm, and its evaluation interval; default the config's), DEMO_FAMILY (the tiny
+# model's family: gemma, gemma2 or gemma3; default gemma), PY (interpreter).
 set -euo pipefail
 DEMO=${1:-runs/demo}
 PY=${PY:-.venv/bin/python}
 STEPS=${DEMO_STEPS:+--config.train.total_steps=$DEMO_STEPS}
 DOCS=${DEMO_DOCS:+--docs_per_domain=$DEMO_DOCS}
+FAMILY=${DEMO_FAMILY:+:$DEMO_FAMILY}
 ANNEAL_STEPS=${DEMO_ANNEAL_STEPS:+--config.anneal_steps=$DEMO_ANNEAL_STEPS --config.eval_every=$DEMO_ANNEAL_STEPS}
 export PYTHONUNBUFFERED=1
 mkdir -p "$DEMO/logs"
@@ -46,11 +48,11 @@ stage mixture   "$PY" -m mixtures.report --config=configs/mixtures/demo_two_stag
 # A multiple-choice set made from the install's docstrings, added as a user task (JSONL + task
 # config): the trainer scores it in the loop, the downstream stage below on the final checkpoint.
 stage evalset   "$PY" -m evals.demo_set --output "$DEMO/evals" --count 100
-stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py \
+stage train     "$PY" -m pretrain.train --config=configs/train/demo_tiny_cpu.py$FAMILY \
                   --workdir="$DEMO/train" --packed_dir="$DEMO/packed" \
                   --tokenizer="$DEMO/tokenizer/tokenizer.model" $STEPS \
                   --config.downstream.tasks=docstrings --config.downstream.user_tasks="$DEMO/evals/docstrings_task.json"
-stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py --output="$DEMO/anneal" \
+stage anneal    "$PY" -m studies.anneal --config=configs/anneal/demo.py$FAMILY --output="$DEMO/anneal" \
                   --from_workdir="$DEMO/train" --config.from_step="${DEMO_ANNEAL_FROM:-300}" $ANNEAL_STEPS \
                   --config.prep_dir="$DEMO/prep" --config.corpus_dir="$DEMO/corpus" \
                   --config.train.data.packed_dir="$DEMO/packed" \

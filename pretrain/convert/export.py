@@ -96,7 +96,8 @@ def export_hf(
     if tokenizer_path is not None:
         vocab = _write_tokenizer(model_file(tokenizer_path), output, model_config.max_seq_len, bos)
 
-    params = unstack_layers(params, model_config.num_layers)  # a scan_layers tree -> layer_{i}
+    # a scan_layers tree -> layer_{i}
+    params = unstack_layers(params, model_config.num_layers, len(model_config.pattern))
     rules = hf_mapping.rules(model_config, vocab)
     entries, rule_of = [], {}
     for index, rule in enumerate(rules):

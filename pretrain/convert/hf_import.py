@@ -92,7 +92,8 @@ def write_training_checkpoint(params: dict, train_config: ml_collections.ConfigD
         write_config(workdir, train_config)
         setup = build_setup(train_config, sharding.make_mesh(dict(train_config.mesh)))
         if train_config.model.get("scan_layers"):  # the layout nn.scan over the blocks expects
-            params = stack_layers(params, train_config.model.num_layers)
+            model = TransformerConfig.from_config_dict(train_config.model, where="config.model")
+            params = stack_layers(params, model.num_layers, len(model.pattern))
         params = jax.device_put(params, setup.sharding["params"])
         state = setup.from_params(params, jax.random.PRNGKey(train_config.seed))
         manager = checkpoint.make_manager(workdir, train_config.checkpoint)
@@ -121,6 +122,16 @@ ARCHITECTURE_FIELDS = (
     "head_dim",
     "hidden_dim",
     "rope_base",
+    # Gemma 2 / 3
+    "attention_pattern",
+    "sliding_window",
+    "attn_logit_softcap",
+    "final_logit_softcap",
+    "qk_norm",
+    "post_norms",
+    "query_pre_attn_scalar",
+    "local_rope_base",
+    "rope_scale_factor",
 )
 
 

@@ -1,5 +1,8 @@
-"""One table mapping Flax Gemma parameters to Hugging Face `GemmaForCausalLM` tensors.
+"""One table mapping Flax Gemma parameters to Hugging Face `GemmaForCausalLM`,
+`Gemma2ForCausalLM` and `Gemma3ForCausalLM` (text) tensors, and the config.json of each.
 
+The family follows from the model config (`hf_family`): query/key norms make a Gemma 3,
+post-norms without them a Gemma 2, neither a Gemma 1.
 Export and import both read this table, so the two directions cannot drift apart.
 PyTorch `nn.Linear` stores weights as [out, in]; the Flax einsums keep heads as their own
 axis, so each rule is a transpose + reshape (and its exact inverse). Both RMSNorms use
@@ -62,10 +65,15 @@ def rules(config: TransformerConfig, hf_vocab_size: int) -> list[Rule]:
     ]
     q_to, q_from = _heads_in(n, d, h)
     kv_to, kv_from = _heads_in(k, d, h)
+    # Gemma 1 names its second norm post_attention_layernorm; Gemma 2/3 have four per layer.
+    pre_ffw = "pre_feedforward_layernorm" if config.post_norms else "post_attention_layernorm"
     for i in range(config.num_layers):
         src, dst = f"layer_{i}", f"model.layers.{i}"
         table.append(_identity((src, "pre_attention_norm", "scale"), f"{dst}.input_layernorm.weight"))
         attn = f"{dst}.self_attn"
+        if config.qk_norm:
+            table.append(_identity((src, "attn", "query_norm", "scale"), f"{attn}.q_norm.weight"))
+            table.append(_identity((src, "attn", "key_norm", "scale"), f"{attn}.k_norm.weight"))
         qkv_names = (f"{attn}.q_proj.weight", f"{attn}.k_proj.weight", f"{attn}.v_proj.weight")
         if k == n:  # the reference fuses q, k, v into one weight when there are as many kv heads
             table.append(
@@ -101,7 +109,15 @@ def rules(config: TransformerConfig, hf_vocab_size: int) -> list[Rule]:
                 lambda ts: ts[0].T.reshape(n, h, d),
             )
         )
-        table.append(_identity((src, "pre_ffw_norm", "scale"), f"{dst}.post_attention_layernorm.weight"))
+        if config.post_norms:
+            table.append(
+                _identity((src, "post_attention_norm", "scale"), f"{dst}.post_attention_layernorm.weight")
+            )
+        table.append(_identity((src, "pre_ffw_norm", "scale"), f"{dst}.{pre_ffw}.weight"))
+        if config.post_norms:
+            table.append(
+                _identity((src, "post_ffw_norm", "scale"), f"{dst}.post_feedforward_layernorm.weight")
+            )
         mlp = f"{dst}.mlp"
         table.append(
             Rule(
@@ -122,11 +138,47 @@ def _stack(arrays: Sequence[Array]) -> Array:
     return np.stack([np.asarray(a) for a in arrays])
 
 
+# model_type -> the CausalLM class transformers loads it as.
+ARCHITECTURES = {
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+}
+HF_LAYER_TYPES = {"local": "sliding_attention", "global": "full_attention"}
+
+
+def hf_family(config: TransformerConfig) -> str:
+    """The HF model_type that computes what `config` does; ValueError naming the field if none does."""
+    family = "gemma3_text" if config.qk_norm else "gemma2" if config.post_norms else "gemma"
+
+    def require(ok: bool, field: str, why: str) -> None:
+        if not ok:
+            raise ValueError(
+                f"config.model.{field}: {getattr(config, field)!r} has no Hugging Face {family} equivalent ({why})"
+            )
+
+    if family == "gemma3_text":
+        require(config.post_norms, "post_norms", "Gemma 3 has post-norms")
+        return family
+    require(config.local_rope_base in (0, config.rope_base), "local_rope_base", "one RoPE base")
+    require(config.rope_scale_factor == 1, "rope_scale_factor", "no RoPE scaling")
+    if family == "gemma":
+        require(set(config.pattern) == {"global"}, "attention_pattern", "global attention only")
+        for field in ("attn_logit_softcap", "final_logit_softcap"):
+            require(not getattr(config, field), field, "no soft-capping")
+        require(
+            config.query_pre_attn_scalar in (0, config.head_dim), "query_pre_attn_scalar", "1/sqrt(head_dim)"
+        )
+    return family
+
+
 def hf_config(config: TransformerConfig, hf_vocab_size: int, torch_dtype: str) -> dict[str, Any]:
-    """config.json for transformers' GemmaConfig (fields of both transformers 4.x and 5.x)."""
-    return {
-        "architectures": ["GemmaForCausalLM"],
-        "model_type": "gemma",
+    """config.json for transformers' GemmaConfig, Gemma2Config or Gemma3TextConfig (fields of
+    both transformers 4.x and 5.x)."""
+    family = hf_family(config)
+    out = {
+        "architectures": [ARCHITECTURES[family]],
+        "model_type": family,
         "vocab_size": hf_vocab_size,
         "hidden_size": config.embed_dim,
         "intermediate_size": config.hidden_dim,
@@ -149,16 +201,98 @@ def hf_config(config: TransformerConfig, hf_vocab_size: int, torch_dtype: str) -
         "torch_dtype": torch_dtype,
         "dtype": torch_dtype,
     }
+    if family == "gemma":
+        return out
+    out.update(
+        layer_types=[HF_LAYER_TYPES[kind] for kind in config.layer_kinds],
+        sliding_window=config.sliding_window or config.max_seq_len,  # transformers needs one
+        query_pre_attn_scalar=_int_if_whole(config.query_pre_attn_scalar or config.head_dim),
+        attn_logit_softcapping=config.attn_logit_softcap or None,
+        final_logit_softcapping=config.final_logit_softcap or None,
+        use_bidirectional_attention=False,
+    )
+    if family == "gemma3_text":
+        local_base = float(config.local_rope_base or config.rope_base)
+        full = {"rope_type": "default", "rope_theta": float(config.rope_base)}
+        scaling = None
+        if config.rope_scale_factor != 1:
+            scaling = {"rope_type": "linear", "factor": float(config.rope_scale_factor)}
+            full.update(scaling)
+        out.update(
+            rope_parameters={
+                "full_attention": full,
+                "sliding_attention": {"rope_type": "default", "rope_theta": local_base},
+            },
+            rope_local_base_freq=local_base,  # transformers 4.x names
+            rope_scaling=scaling,
+            sliding_window_pattern=len(config.pattern),
+        )
+    return out
+
+
+def _int_if_whole(value: float) -> int | float:
+    """transformers types query_pre_attn_scalar as an int (its strict configs refuse 256.0)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _pattern(layer_types: Sequence[str]) -> str:
+    """The shortest repeating period of HF layer_types, as an attention_pattern string."""
+    kinds = {value: key for key, value in HF_LAYER_TYPES.items()}
+    unknown = sorted(set(layer_types) - set(kinds))
+    if unknown:
+        raise ValueError(f"the HF config.json: layer_types holds {unknown[0]!r}, not one of {sorted(kinds)}")
+    for period in range(1, len(layer_types) + 1):
+        if all(layer_types[i] == layer_types[i % period] for i in range(len(layer_types))):
+            return ",".join(kinds[t] for t in layer_types[:period])
+    raise AssertionError("unreachable: the whole list is a period")
+
+
+def _family_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    """The TransformerConfig fields a Gemma 2 / 3 config.json sets beyond Gemma 1's."""
+    family = hf["model_type"]
+    layers = hf["num_hidden_layers"]
+    if family == "gemma":
+        rope = (hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rope_theta", 10_000.0))
+        return {"rope_base": float(rope)}
+    every = 2 if family == "gemma2" else hf.get("sliding_window_pattern", 6)  # HF's defaults
+    layer_types = hf.get("layer_types") or [
+        "sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)
+    ]
+    fields = {
+        "attention_pattern": _pattern(layer_types),
+        "sliding_window": int(hf.get("sliding_window") or 0) if "sliding_attention" in layer_types else 0,
+        "query_pre_attn_scalar": float(hf.get("query_pre_attn_scalar", 256)),
+        "attn_logit_softcap": float(hf.get("attn_logit_softcapping") or 0.0),
+        "final_logit_softcap": float(hf.get("final_logit_softcapping") or 0.0),
+        "post_norms": True,
+        "qk_norm": family == "gemma3_text",
+    }
+    rope = hf.get("rope_parameters") or {}
+    if family == "gemma2":
+        fields["rope_base"] = float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+        return fields
+    full, local = rope.get("full_attention") or {}, rope.get("sliding_attention") or {}
+    scaling = full if full.get("rope_type", "default") != "default" else hf.get("rope_scaling") or {}
+    if scaling and scaling.get("rope_type", scaling.get("type")) != "linear":
+        raise ValueError(
+            f"the HF config.json: RoPE scaling {scaling!r} is not linear (the only kind supported)"
+        )
+    fields["rope_base"] = float(full.get("rope_theta", hf.get("rope_theta", 1_000_000.0)))
+    fields["local_rope_base"] = float(local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0)))
+    fields["rope_scale_factor"] = float(scaling.get("factor", 1.0)) if scaling else 1.0
+    return fields
 
 
 def model_config_from_hf(hf: dict[str, Any], vocab_size: int | None = None, **overrides) -> TransformerConfig:
-    """TransformerConfig of an HF Gemma config.json; `vocab_size` may pad the embedding (e.g. 256128)."""
-    if hf.get("model_type") != "gemma":
-        raise ValueError(f"the HF config.json: model_type must be 'gemma', got {hf.get('model_type')!r}")
+    """TransformerConfig of an HF Gemma, Gemma 2 or Gemma 3 (text) config.json; `vocab_size`
+    may pad the embedding (e.g. 256128)."""
+    if hf.get("model_type") not in ARCHITECTURES:
+        raise ValueError(
+            f"the HF config.json: model_type must be one of {sorted(ARCHITECTURES)}, got {hf.get('model_type')!r}"
+        )
     act = hf.get("hidden_activation") or hf.get("hidden_act")
     if act not in ("gelu_pytorch_tanh", "gelu"):  # "gelu" in the released configs means tanh GELU
         raise ValueError(f"the HF config.json: hidden_activation {act!r} is not Gemma's tanh GELU")
-    rope = (hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rope_theta", 10_000.0))
     return TransformerConfig(
         vocab_size=vocab_size or hf["vocab_size"],
         num_layers=hf["num_hidden_layers"],
@@ -167,7 +301,7 @@ def model_config_from_hf(hf: dict[str, Any], vocab_size: int | None = None, **ov
         num_kv_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
         head_dim=hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"]),
         hidden_dim=hf["intermediate_size"],
-        rope_base=float(rope),
         max_seq_len=hf.get("max_position_embeddings", 8192),
+        **_family_fields(hf),
         **overrides,
     )

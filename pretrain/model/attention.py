@@ -1,15 +1,19 @@
 """Causal, document-masked attention cores, one per backend, selected by `config.model.attention`.
 
-All take query [B, T, N, H] (already scaled by 1/sqrt(H) and rotated), key and value
-[B, S, K, H] with K dividing N (query head i reads key/value head i // (N/K)) and
-segment ids [B, T] (packed documents; a token attends only to earlier tokens of its own
-document), and return [B, T, N, H] in the value dtype.
+All take query [B, T, N, H] (already scaled and rotated), key and value [B, S, K, H]
+with K dividing N (query head i reads key/value head i // (N/K)) and segment ids [B, T]
+(packed documents; a token attends only to earlier tokens of its own document), and
+return [B, T, N, H] in the value dtype. Two options every core honours (Gemma 2/3):
+`window` > 0 (a local layer: a token sees itself and the window - 1 tokens before it,
+Hugging Face's `sliding_window`) and `softcap` > 0 (attention logits become
+softcap * tanh(logits / softcap) before the mask, Gemma 2).
 
 - "xla": the reference. Materialises [B, T, K, G, S] float32 scores: fine on CPU and for
   short rows, 4 GiB per sequence and layer for Gemma 2B at 8192 tokens.
 - "splash": the Pallas TPU splash-attention kernel (flash attention with block-sparse
   masks): the causal mask is static, the document mask comes from the segment ids, and
-  no T x S array exists forward or backward. Runs inside `shard_map` over the mesh axes
+  no T x S array exists forward or backward. A window is splash's LocalMask (left
+  window - 1, right 0: causal), so blocks wholly outside it are not visited. Runs inside `shard_map` over the mesh axes
   the logical rules give the batch and heads. Off TPU (the mesh's platform, or the default
   backend without a mesh) it runs in Pallas interpret mode: slow, for tests on CPU.
 - "cudnn": cuDNN's fused flash attention on NVIDIA GPUs in its packed (ragged) layout:
@@ -20,6 +24,9 @@ document), and return [B, T, N, H] in the value dtype.
   which cuDNN turns into a bias it reads for every block (bench/RESULTS.md, GPU: one
   layer's forward + backward at 4 x 8192 tokens takes 19.6 ms that way, 10.4 ms packed
   with one document per row, 4.8 ms with ~1.2k-token documents).
+  A window is cuDNN's sliding_window_length on both paths (jax.nn's local_window_size
+  on the dense one). jax.nn.dot_product_attention has no logit soft-cap, so `softcap`
+  (Gemma 2) takes the "xla" core under "cudnn".
   The dense call with `implementation=None` is the XLA path, which is how the dense
   branch is tested on CPU; the packed branch is tested on CPU against `ragged_reference`,
   an XLA statement of what cuDNN computes from the same offsets and lengths.
@@ -43,10 +50,13 @@ IMPLEMENTATIONS = ("xla", "splash", "cudnn")
 SPLASH_LANES = 128  # splash tiles are multiples of this; other lengths take the dense path
 
 
-def attention_mask(segment_ids: jax.Array) -> jax.Array:
-    """[B, L, L] boolean: causal by index and only within the same document (segment)."""
+def attention_mask(segment_ids: jax.Array, window: int = 0) -> jax.Array:
+    """[B, L, L] boolean: causal by index, only within the same document (segment), and
+    with `window` > 0 only the last `window` positions (the query's own included)."""
     length = segment_ids.shape[-1]
     causal = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
+    if window:
+        causal = causal & ~jnp.tril(jnp.ones((length, length), dtype=jnp.bool_), -window)
     same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
     return causal[None] & same_segment
 
@@ -59,26 +69,30 @@ def attend(
     implementation: str,
     dtype: jnp.dtype,
     max_documents: int = 16,
+    window: int = 0,
+    softcap: float = 0.0,
 ) -> jax.Array:
     """Dispatches to the selected core; see the module docstring."""
-    if implementation == "xla":
-        return xla_attention(query, key, value, segment_ids, dtype)
+    if implementation == "xla" or (implementation == "cudnn" and softcap):
+        return xla_attention(query, key, value, segment_ids, dtype, window, softcap)
     if implementation == "splash":
         if query.shape[1] % SPLASH_LANES:  # e.g. the 8-token rows that init traces: same maths
-            return xla_attention(query, key, value, segment_ids, dtype)
-        return splash_attention(query, key, value, segment_ids)
+            return xla_attention(query, key, value, segment_ids, dtype, window, softcap)
+        return splash_attention(query, key, value, segment_ids, window=window, softcap=softcap)
     if implementation == "cudnn":
-        return cudnn_attention(query, key, value, segment_ids, max_documents)
+        return cudnn_attention(query, key, value, segment_ids, max_documents, window=window)
     raise ValueError(f"unknown attention implementation {implementation!r} (known: {IMPLEMENTATIONS})")
 
 
-def xla_attention(query, key, value, segment_ids, dtype):
+def xla_attention(query, key, value, segment_ids, dtype, window: int = 0, softcap: float = 0.0):
     """Dense attention: grouped einsums accumulating in float32, softmax in float32."""
     b, t, n, h = query.shape
     k = key.shape[2]
     grouped = query.reshape(b, t, k, n // k, h)
     logits = layers.einsum("BTKGH,BSKH->BTKGS", grouped, key, dtype, jnp.float32)
-    logits = jnp.where(attention_mask(segment_ids)[:, :, None, None, :], logits, MASK_VALUE)
+    if softcap:
+        logits = softcap * jnp.tanh(logits / softcap)
+    logits = jnp.where(attention_mask(segment_ids, window)[:, :, None, None, :], logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
     return layers.einsum("BTKGS,BSKH->BTKGH", probs, value, dtype).reshape(b, t, n, h)
 
@@ -91,24 +105,25 @@ def cudnn_attention(
     max_documents: int = 16,
     packed_kernel: Callable | None = None,
     dense_implementation: str | None = "cudnn",
+    window: int = 0,
 ):
     """cuDNN flash attention over packed documents; see the module docstring.
 
-    `packed_kernel` is the ragged-layout call (default: cuDNN's when the GPU supports it,
-    else none and every row takes the dense-mask call); tests on CPU pass
-    `ragged_reference` and `dense_implementation=None` (XLA).
+    `packed_kernel` is the ragged-layout call, (q, k, v, offsets, lengths, window) -> out
+    (default: cuDNN's when the GPU supports it, else none and every row takes the
+    dense-mask call); tests on CPU pass `ragged_reference` and `dense_implementation=None` (XLA).
     """
     packed_kernel = packed_kernel or _cudnn_packed_kernel()
 
     def dense(q, k, v):
-        return dense_mask_attention(q, k, v, segment_ids, dense_implementation)
+        return dense_mask_attention(q, k, v, segment_ids, dense_implementation, window)
 
     if packed_kernel is None or max_documents < 2:
         return dense(query, key, value)
     offsets, lengths, counts = document_layout(segment_ids, max_documents)
 
     def packed(q, k, v):
-        return packed_kernel(q, k, v, offsets, lengths)
+        return packed_kernel(q, k, v, offsets, lengths, window)
 
     return jax.lax.cond(jnp.all(counts <= max_documents), packed, dense, query, key, value)
 
@@ -137,7 +152,7 @@ def document_layout(segment_ids: jax.Array, max_documents: int) -> tuple[jax.Arr
     return offsets, lengths, counts
 
 
-def ragged_reference(query, key, value, offsets, lengths):
+def ragged_reference(query, key, value, offsets, lengths, window: int = 0):
     """What cuDNN's packed causal call computes from (offsets, lengths), in dense XLA.
 
     Position s is visible from t when one run holds both and s <= t; positions in no run
@@ -151,14 +166,24 @@ def ragged_reference(query, key, value, offsets, lengths):
     member = valid[:, :, None] & (pos >= starts[:, :, None]) & (pos < ends[:, :, None])  # [B, M, T]
     run = jnp.argmax(member, axis=1) + jnp.where(jnp.any(member, axis=1), 0, -t)  # [B, T]; < 0: none
     segment = jnp.where(run >= 0, run + 1, -(pos + 1))  # positions in no run see only themselves
-    return xla_attention(query, key, value, segment, value.dtype)
+    return xla_attention(query, key, value, segment, value.dtype, window)
 
 
-def dense_mask_attention(query, key, value, segment_ids, implementation: str | None = "cudnn"):
-    """jax.nn.dot_product_attention with causal + document masking (query pre-scaled)."""
+def dense_mask_attention(
+    query, key, value, segment_ids, implementation: str | None = "cudnn", window: int = 0
+):
+    """jax.nn.dot_product_attention with causal + document masking (query pre-scaled) and,
+    with `window`, its local window (left window - 1, right 0; cuDNN: sliding_window_length)."""
     same_document = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
     return jax.nn.dot_product_attention(
-        query, key, value, mask=same_document, scale=1.0, is_causal=True, implementation=implementation
+        query,
+        key,
+        value,
+        mask=same_document,
+        scale=1.0,
+        is_causal=True,
+        local_window_size=(window - 1, 0) if window else None,
+        implementation=implementation,
     )
 
 
@@ -175,7 +200,7 @@ def _cudnn_packed_kernel() -> Callable | None:
         return None
     from jax._src.cudnn import fused_attention_stablehlo as cudnn
 
-    def kernel(query, key, value, offsets, lengths):
+    def kernel(query, key, value, offsets, lengths, window):
         return cudnn.dot_product_attention(
             query,
             key,
@@ -186,12 +211,23 @@ def _cudnn_packed_kernel() -> Callable | None:
             kv_offsets=offsets,
             scale=1.0,
             mask_type=cudnn.MaskType.PADDING_CAUSAL,
+            sliding_window_length=window or None,
         )
 
     return kernel
 
 
-def splash_attention(query, key, value, segment_ids, *, interpret: bool | None = None, block: int = 512):
+def splash_attention(
+    query,
+    key,
+    value,
+    segment_ids,
+    *,
+    interpret: bool | None = None,
+    block: int = 512,
+    window: int = 0,
+    softcap: float = 0.0,
+):
     """Pallas splash attention, sharded over batch (and heads) with shard_map.
 
     The mesh is the one set by `jax.set_mesh` (the train step compiles under it); without
@@ -235,9 +271,13 @@ def splash_attention(query, key, value, segment_ids, *, interpret: bool | None =
     def local(q, kk, v, seg):
         # One kernel per (row, key/value head) over that head's group of query heads.
         group = local_heads // local_kv
-        mask = splash.MultiHeadMask([splash.CausalMask((t, t))] * group)
         kernel = splash.make_splash_mqa(
-            mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
+            splash.MultiHeadMask([splash_mask(t, window)] * group),
+            block_sizes=sizes,
+            head_shards=1,
+            q_seq_shards=1,
+            attn_logits_soft_cap=softcap or None,
+            interpret=interpret,
         )
         b = q.shape[0]
         qg = q.reshape(b, t, local_kv, group, q.shape[-1]).transpose(0, 2, 3, 1, 4)  # B K G T H
@@ -261,6 +301,16 @@ def splash_attention(query, key, value, segment_ids, *, interpret: bool | None =
         out_specs=qkv_spec,
         check_vma=False,
     )(query, key, value, segment_ids)
+
+
+def splash_mask(length: int, window: int = 0):
+    """Splash's causal mask, or with `window` its LocalMask (window - 1 back, none ahead),
+    which is causal too and whose block mask omits the blocks wholly outside the window."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    if window:
+        return splash.LocalMask((length, length), window_size=(window - 1, 0), offset=0)
+    return splash.CausalMask((length, length))
 
 
 def _axis_size(mesh, axes) -> int:

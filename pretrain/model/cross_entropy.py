@@ -9,6 +9,8 @@ the saved log-normaliser (custom VJP), so the softmax gradient is also built chu
 chunk. Chunk j holds vocabulary rows j, j + n, j + 2n, ... (strided), which keeps a
 vocabulary axis sharded over a mesh axis sharded within each chunk: no gather.
 Cost: the output layer's matmuls run 4 times instead of 3 (the recomputation).
+A final-logit soft-cap (Gemma 2: logits -> cap * tanh(logits / cap)) is applied to each
+chunk, and its derivative in the backward pass.
 
 `token_chunked_objective` is the other memory-light form: it walks the sequence in
 chunks of full-vocabulary logits and, because the training objective's cotangent of each
@@ -50,14 +52,18 @@ def fused_objective(
     *,
     vocab_chunks: int = 0,
     token_chunks: int = 0,
+    softcap: float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(objective, ce, log_z) of the tied output layer without full-vocabulary logits, in the
-    form one of the two chunk counts (TransformerConfig fields of those names) asks for."""
+    form one of the two chunk counts (TransformerConfig fields of those names) asks for;
+    `softcap` (final_logit_softcap) only with vocab_chunks."""
     if token_chunks:
+        if softcap:
+            raise ValueError("token_chunks has no final-logit soft-cap; use vocab_chunks")
         return token_chunked_objective(hidden, embedding, targets, weights, z_loss, token_chunks, dtype)
     if not vocab_chunks:
         raise ValueError("fused_objective needs vocab_chunks or token_chunks > 0 (0, 0: full logits)")
-    ce, log_z = chunked_token_losses(hidden, embedding, targets, vocab_chunks, dtype)
+    ce, log_z = chunked_token_losses(hidden, embedding, targets, vocab_chunks, dtype, softcap)
     return weighted_objective(ce, log_z, weights, z_loss), ce, log_z
 
 
@@ -74,9 +80,15 @@ def form_fields(form: str) -> dict[str, int]:
 
 
 def chunked_token_losses(
-    hidden: jax.Array, embedding: jax.Array, targets: jax.Array, num_chunks: int, dtype: jnp.dtype
+    hidden: jax.Array,
+    embedding: jax.Array,
+    targets: jax.Array,
+    num_chunks: int,
+    dtype: jnp.dtype,
+    softcap: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """`token_losses(einsum("BTD,VD->BTV", hidden, embedding), targets)` in `num_chunks` pieces.
+    """`token_losses(einsum("BTD,VD->BTV", hidden, embedding), targets)` in `num_chunks` pieces
+    (the logits soft-capped first when `softcap` > 0).
 
     hidden [B, T, D], embedding [V, D] (V divisible by num_chunks), targets int [B, T].
     Both matmul operands are cast to `dtype` and accumulate in float32, as the model's
@@ -86,7 +98,7 @@ def chunked_token_losses(
     vocab = embedding.shape[0]
     if num_chunks < 1 or vocab % num_chunks:
         raise ValueError(f"num_chunks={num_chunks} must be >= 1 and divide the vocabulary ({vocab})")
-    return _chunked(hidden, embedding, targets, num_chunks, jnp.dtype(dtype))
+    return _chunked(hidden, embedding, targets, num_chunks, jnp.dtype(dtype), float(softcap))
 
 
 def _chunks(embedding: jax.Array, num_chunks: int, dtype) -> jax.Array:
@@ -95,8 +107,9 @@ def _chunks(embedding: jax.Array, num_chunks: int, dtype) -> jax.Array:
     return embedding.astype(dtype).reshape(vocab // num_chunks, num_chunks, dim).swapaxes(0, 1)
 
 
-def _logits(hidden, chunk, dtype):
-    return jnp.einsum("BTD,CD->BTC", hidden.astype(dtype), chunk, preferred_element_type=jnp.float32)
+def _logits(hidden, chunk, dtype, softcap: float = 0.0):
+    logits = jnp.einsum("BTD,CD->BTC", hidden.astype(dtype), chunk, preferred_element_type=jnp.float32)
+    return softcap * jnp.tanh(logits / softcap) if softcap else logits
 
 
 def _target_mask(targets, j, num_chunks, width):
@@ -105,12 +118,12 @@ def _target_mask(targets, j, num_chunks, width):
     return in_chunk[..., None] & (jnp.arange(width) == (targets // num_chunks)[..., None])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _chunked(hidden, embedding, targets, num_chunks, dtype):
-    return _forward(hidden, embedding, targets, num_chunks, dtype)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _chunked(hidden, embedding, targets, num_chunks, dtype, softcap):
+    return _forward(hidden, embedding, targets, num_chunks, dtype, softcap)[0]
 
 
-def _forward(hidden, embedding, targets, num_chunks, dtype):
+def _forward(hidden, embedding, targets, num_chunks, dtype, softcap):
     chunks = _chunks(embedding, num_chunks, dtype)
     width = chunks.shape[1]
     shape = targets.shape
@@ -118,7 +131,7 @@ def _forward(hidden, embedding, targets, num_chunks, dtype):
     def step(carry, xs):
         running_max, running_sum, target_logit = carry
         j, chunk = xs
-        logits = _logits(hidden, chunk, dtype)
+        logits = _logits(hidden, chunk, dtype, softcap)
         new_max = jnp.maximum(running_max, jnp.max(logits, axis=-1))
         running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(
             jnp.exp(logits - new_max[..., None]), axis=-1
@@ -138,7 +151,7 @@ def _forward(hidden, embedding, targets, num_chunks, dtype):
     return (log_z - target_logit, log_z), (hidden, embedding, targets, log_z)
 
 
-def _backward(num_chunks, dtype, residuals, cotangents):
+def _backward(num_chunks, dtype, softcap, residuals, cotangents):
     hidden, embedding, targets, log_z = residuals
     grad_ce, grad_log_z = (g.astype(jnp.float32) for g in cotangents)
     chunks = _chunks(embedding, num_chunks, dtype)
@@ -148,11 +161,13 @@ def _backward(num_chunks, dtype, residuals, cotangents):
 
     def step(grad_hidden, xs):
         j, chunk = xs
-        logits = _logits(hidden, chunk, dtype)
+        logits = _logits(hidden, chunk, dtype, softcap)
         probs = jnp.exp(logits - log_z[..., None])
         grad_logits = grad_p * probs - jnp.where(
             _target_mask(targets, j, num_chunks, width), grad_ce[..., None], 0.0
         )
+        if softcap:  # d(cap * tanh(z / cap))/dz = 1 - tanh^2
+            grad_logits = grad_logits * (1.0 - jnp.square(logits / softcap))
         grad_logits = grad_logits.astype(dtype)
         grad_hidden = grad_hidden + jnp.einsum(
             "BTC,CD->BTD", grad_logits, chunk, preferred_element_type=jnp.float32

@@ -52,7 +52,12 @@ class Embedder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Causal, segment-masked multi-head attention with grouped key/value heads and RoPE."""
+    """Causal, segment-masked multi-head attention with grouped key/value heads and RoPE.
+
+    The defaults are Gemma 1; Gemma 2 and 3 set a local `window` on some layers, a logit
+    `softcap` (2), RMSNorm on queries and keys (`qk_norm`, 3), their query scale
+    (`query_pre_attn_scalar`) and per-layer RoPE base and linear scaling (3).
+    """
 
     num_heads: int
     num_kv_heads: int
@@ -61,6 +66,11 @@ class Attention(nn.Module):
     rope_base: float = 10_000.0
     implementation: str = "xla"  # attention core: pretrain.model.attention.IMPLEMENTATIONS
     max_documents: int = 16  # "cudnn": documents per row its packed layout describes
+    window: int = 0  # > 0: local layer, a token sees itself and window - 1 tokens back
+    softcap: float = 0.0  # > 0: attention logits softcap * tanh(logits / softcap)
+    qk_norm: bool = False
+    query_pre_attn_scalar: float = 0.0  # queries scaled by this ** -0.5; 0: head_dim
+    rope_scale_factor: float = 1.0
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -89,14 +99,27 @@ class Attention(nn.Module):
             )
             key, value = checkpoint_name(kv("BSD,CKDH->CBSKH", x), "attn_kv")
         query = nn.with_logical_constraint(query, (BATCH, LENGTH, HEADS, KV))
+        if self.qk_norm:
+            dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+            query = layers.RMSNorm(name="query_norm", **dtypes)(query)
+            key = layers.RMSNorm(name="key_norm", **dtypes)(key)
 
-        query = positional_embeddings.apply_rope(query, positions, self.rope_base) * jnp.asarray(
-            h**-0.5, self.dtype
+        rope = dict(max_wavelength=self.rope_base, scale_factor=self.rope_scale_factor)
+        query = positional_embeddings.apply_rope(query, positions, **rope) * jnp.asarray(
+            (self.query_pre_attn_scalar or h) ** -0.5, self.dtype
         )
-        key = positional_embeddings.apply_rope(key, positions, self.rope_base)
+        key = positional_embeddings.apply_rope(key, positions, **rope)
 
         encoded = attention.attend(
-            query, key, value, segment_ids, self.implementation, self.dtype, self.max_documents
+            query,
+            key,
+            value,
+            segment_ids,
+            self.implementation,
+            self.dtype,
+            self.max_documents,
+            window=self.window,
+            softcap=self.softcap,
         )
         encoded = nn.with_logical_constraint(encoded, (BATCH, LENGTH, HEADS, KV))
 
@@ -137,7 +160,8 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.)); with `post_norms`
+    (Gemma 2 and 3) each branch's output is normed again before the residual add."""
 
     num_heads: int
     num_kv_heads: int
@@ -147,6 +171,12 @@ class Block(nn.Module):
     rope_base: float = 10_000.0
     attention: str = "xla"
     max_documents: int = 16
+    window: int = 0
+    softcap: float = 0.0
+    qk_norm: bool = False
+    query_pre_attn_scalar: float = 0.0
+    rope_scale_factor: float = 1.0
+    post_norms: bool = False
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -161,10 +191,21 @@ class Block(nn.Module):
             self.rope_base,
             self.attention,
             self.max_documents,
+            self.window,
+            self.softcap,
+            self.qk_norm,
+            self.query_pre_attn_scalar,
+            self.rope_scale_factor,
             name="attn",
             **dtypes,
         )
-        x = x + attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, segment_ids)
+        out = attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, segment_ids)
+        if self.post_norms:
+            out = layers.RMSNorm(name="post_attention_norm", **dtypes)(out)
+        x = x + out
         mlp = FeedForward(self.embed_dim, self.hidden_dim, name="mlp", **dtypes)
-        x = x + mlp(layers.RMSNorm(name="pre_ffw_norm", **dtypes)(x))
+        out = mlp(layers.RMSNorm(name="pre_ffw_norm", **dtypes)(x))
+        if self.post_norms:
+            out = layers.RMSNorm(name="post_ffw_norm", **dtypes)(out)
+        x = x + out
         return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))

@@ -1,4 +1,8 @@
-"""The Gemma decoder: `Transformer(config)(tokens, positions, segment_ids) -> logits`."""
+"""The Gemma decoder: `Transformer(config)(tokens, positions, segment_ids) -> logits`.
+
+One module for Gemma 1, 2 and 3 (text): the fields after `max_seq_len` that say what
+Gemma 2 and 3 changed default to Gemma 1, whose computation they leave op for op as it was.
+"""
 
 import dataclasses
 from collections.abc import Mapping
@@ -29,6 +33,7 @@ REMAT_POLICIES = {
     ),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+LAYER_KINDS = ("local", "global")  # sliding-window or full (causal) attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +47,21 @@ class TransformerConfig:
     num_kv_heads: int
     head_dim: int
     hidden_dim: int
-    rope_base: float = 10_000.0
+    rope_base: float = 10_000.0  # global layers' RoPE base (Gemma 3: 1M)
     max_seq_len: int = 8192  # only recorded in exports (max_position_embeddings)
+    # Gemma 2 / 3 (the defaults are Gemma 1's):
+    # Layer kinds, comma-separated, repeated over the layers in order: "local,global" (Gemma 2),
+    # 5 x "local" then "global" (Gemma 3). The last repeat may be cut short (Gemma 3 1B: 26
+    # layers), as in Hugging Face's layer_types and MaxText's remainder layers.
+    attention_pattern: str = "global"
+    sliding_window: int = 0  # local layers: a token sees itself and sliding_window - 1 tokens back
+    attn_logit_softcap: float = 0.0  # > 0: attention logits cap * tanh(logits / cap) (Gemma 2: 50)
+    final_logit_softcap: float = 0.0  # > 0: the same on the output logits (Gemma 2: 30)
+    qk_norm: bool = False  # RMSNorm on queries and keys per head (Gemma 3)
+    post_norms: bool = False  # RMSNorm on the attention's and the MLP's outputs (Gemma 2, 3)
+    query_pre_attn_scalar: float = 0.0  # queries scaled by this ** -0.5; 0: head_dim
+    local_rope_base: float = 0.0  # local layers' RoPE base; 0: rope_base (Gemma 3: 10k)
+    rope_scale_factor: float = 1.0  # global layers' linear position scaling (Gemma 3 4B: 8)
     dtype: str = "float32"  # activations / matmul inputs
     param_dtype: str = "float32"  # master weights
     remat_policy: str = "none"
@@ -86,6 +104,37 @@ class TransformerConfig:
     def weight_dtype(self) -> jnp.dtype:
         return DTYPES[self.param_dtype]
 
+    @property
+    def pattern(self) -> tuple[str, ...]:
+        """One period of layer kinds, e.g. ("local", "global")."""
+        return parse_pattern(self.attention_pattern)
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """Every layer's kind, the pattern repeated (and cut) to num_layers."""
+        pattern = self.pattern
+        return tuple(pattern[i % len(pattern)] for i in range(self.num_layers))
+
+    def block_fields(self, kind: str) -> dict[str, Any]:
+        """modules.Block's fields (but the dtypes) for a layer of this kind."""
+        local = kind == "local"
+        return dict(
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            embed_dim=self.embed_dim,
+            head_dim=self.head_dim,
+            hidden_dim=self.hidden_dim,
+            rope_base=(self.local_rope_base or self.rope_base) if local else self.rope_base,
+            attention=self.attention,
+            max_documents=self.max_documents,
+            window=self.sliding_window if local else 0,
+            softcap=self.attn_logit_softcap,
+            qk_norm=self.qk_norm,
+            query_pre_attn_scalar=self.query_pre_attn_scalar,
+            rope_scale_factor=1.0 if local else self.rope_scale_factor,
+            post_norms=self.post_norms,
+        )
+
 
 def config_dict(**fields: Any) -> ml_collections.ConfigDict:
     """A config's model section holding every TransformerConfig field, defaults for those not
@@ -127,6 +176,7 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"{where}.head_dim: must be even for RoPE, got {values['head_dim']}")
     if not isinstance(values["rope_base"], (int, float)) or not values["rope_base"] > 1:
         raise ConfigError(f"{where}.rope_base: must be a number > 1, got {values['rope_base']!r}")
+    _validate_gemma2_3(values, where)
     for name in ("dtype", "param_dtype"):
         if values[name] not in DTYPES:
             raise ConfigError(f"{where}.{name}: must be one of {sorted(DTYPES)}, got {values[name]!r}")
@@ -161,13 +211,66 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         )
 
 
+def parse_pattern(attention_pattern: str) -> tuple[str, ...]:
+    """The kinds of an attention_pattern string: "local, global" -> ("local", "global")."""
+    return tuple(kind.strip() for kind in attention_pattern.split(","))
+
+
+def _validate_gemma2_3(values: Mapping[str, Any], where: str) -> None:
+    """The Gemma 2 / 3 fields: layer pattern, window, soft-caps, norms, query and RoPE scales."""
+    pattern = values["attention_pattern"]
+    kinds = parse_pattern(pattern) if isinstance(pattern, str) else ()
+    if not kinds or any(kind not in LAYER_KINDS for kind in kinds):
+        raise ConfigError(
+            f"{where}.attention_pattern: must be layer kinds {LAYER_KINDS} separated by commas "
+            f"(e.g. 'local,global'), got {pattern!r}"
+        )
+    if len(kinds) > values["num_layers"]:
+        raise ConfigError(
+            f"{where}.attention_pattern: {len(kinds)} layer kinds do not fit in "
+            f"num_layers={values['num_layers']}, got {pattern!r}"
+        )
+    window = values["sliding_window"]
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise ConfigError(f"{where}.sliding_window: must be a non-negative integer, got {window!r}")
+    if "local" in kinds and not window:
+        raise ConfigError(
+            f"{where}.sliding_window: must be > 0 with local layers in attention_pattern, got 0"
+        )
+    if window > values["max_seq_len"]:
+        raise ConfigError(
+            f"{where}.sliding_window: must not exceed max_seq_len={values['max_seq_len']}, got {window}"
+        )
+    for name in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar", "local_rope_base"):
+        value = values[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}.{name}: must be 0 (off) or a positive number, got {value!r}")
+    if values["local_rope_base"] and not values["local_rope_base"] > 1:
+        raise ConfigError(
+            f"{where}.local_rope_base: must be 0 (rope_base) or > 1, got {values['local_rope_base']!r}"
+        )
+    factor = values["rope_scale_factor"]
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not factor >= 1:
+        raise ConfigError(f"{where}.rope_scale_factor: must be a number >= 1, got {factor!r}")
+    for name in ("qk_norm", "post_norms"):
+        if not isinstance(values[name], bool):
+            raise ConfigError(f"{where}.{name}: must be a bool, got {values[name]!r}")
+    if values["final_logit_softcap"] and values["token_chunks"]:
+        raise ConfigError(
+            f"{where}.token_chunks: the token-chunked loss has no final-logit soft-cap "
+            f"(final_logit_softcap={values['final_logit_softcap']}); use vocab_chunks or full logits"
+        )
+
+
 class Transformer(nn.Module):
-    """Gemma v1 decoder-only transformer with tied embeddings; returns float32 logits.
+    """Gemma 1/2/3 decoder-only transformer with tied embeddings; returns float32 logits.
 
     `return_hidden=True` returns the final-normed hidden states [B, T, D] instead, for
     `cross_entropy.chunked_token_losses` with params["embedder"]["input_embedding"].
-    With `scan_layers` the blocks' parameters are stacked under "layers" with a leading
-    [num_layers] axis (`unstack_layers` / `stack_layers` convert to and from layer_{i}).
+    With `scan_layers` one repeat of the attention pattern is scanned: the blocks'
+    parameters are stacked under "layers" ("block", or "block_{j}" per pattern entry)
+    with a leading [num_layers // len(pattern)] axis; the layers of a cut-short last repeat
+    stay "layer_{i}" (`unstack_layers` / `stack_layers` convert to and from layer_{i}).
     """
 
     config: TransformerConfig
@@ -183,69 +286,96 @@ class Transformer(nn.Module):
         x = nn.with_logical_constraint(
             embedder.encode(tokens), (modules.BATCH, modules.LENGTH, modules.EMBED)
         )
-        block_args = (
-            cfg.num_heads,
-            cfg.num_kv_heads,
-            cfg.embed_dim,
-            cfg.head_dim,
-            cfg.hidden_dim,
-            cfg.rope_base,
-            cfg.attention,
-            cfg.max_documents,
-        )
-        block_cls = modules.Block
-        if cfg.remat_policy != "none":
-            block_cls = nn.remat(
-                block_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers
-            )
+        kinds = cfg.layer_kinds
+        scanned_layers = 0
         if cfg.scan_layers:
+            period = [cfg.block_fields(kind) for kind in cfg.pattern]
+            repeats = cfg.num_layers // len(period)
             scanned = nn.scan(
-                _Carried,
+                _Period,
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
                 in_axes=(nn.broadcast, nn.broadcast),
-                length=cfg.num_layers,
+                length=repeats,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            x, _ = scanned(block_cls, block_args, dtypes, name="layers")(x, positions, segment_ids)
-        else:
-            for i in range(cfg.num_layers):
-                x = block_cls(*block_args, name=f"layer_{i}", **dtypes)(x, positions, segment_ids)
+            x, _ = scanned(_block_class(cfg.remat_policy, True), tuple(period), dtypes, name="layers")(
+                x, positions, segment_ids
+            )
+            scanned_layers = repeats * len(period)
+        block_cls = _block_class(cfg.remat_policy, False)
+        for i in range(scanned_layers, cfg.num_layers):  # all, or the cut-short last repeat
+            x = block_cls(**cfg.block_fields(kinds[i]), name=f"layer_{i}", **dtypes)(
+                x, positions, segment_ids
+            )
         x = layers.RMSNorm(name="final_norm", **dtypes)(x)
         if return_hidden:
             return x
-        logits = embedder.decode(x)
+        logits = softcap_logits(embedder.decode(x), cfg.final_logit_softcap)
         return nn.with_logical_constraint(logits, (modules.BATCH, modules.LENGTH, modules.VOCAB))
 
 
-class _Carried(nn.Module):
-    """One block as an nn.scan body: (x, positions, segment_ids) -> (x, None)."""
+def _block_class(remat_policy: str, in_scan: bool) -> Any:
+    """modules.Block, rematerialised by the policy (CSE prevention is only needed outside a scan)."""
+    if remat_policy == "none":
+        return modules.Block
+    return nn.remat(modules.Block, policy=REMAT_POLICIES[remat_policy], prevent_cse=not in_scan)
+
+
+def softcap_logits(logits: jax.Array, cap: float) -> jax.Array:
+    """cap * tanh(logits / cap) (Gemma 2's final-logit soft-cap); unchanged when cap is 0."""
+    return cap * jnp.tanh(logits / cap) if cap else logits
+
+
+class _Period(nn.Module):
+    """One repeat of the layer pattern as an nn.scan body: (x, positions, segment_ids) -> (x, None).
+
+    Its blocks are "block" for a one-kind pattern (Gemma 1: every layer alike), else
+    "block_{j}" for the pattern's j-th kind: layer r * len(pattern) + j is repeat r of block_j.
+    """
 
     block_cls: Any
-    block_args: tuple
+    period: tuple  # modules.Block fields of each block of the pattern
     dtypes: dict
 
     @nn.compact
     def __call__(self, x, positions, segment_ids):
-        return self.block_cls(*self.block_args, name="block", **self.dtypes)(x, positions, segment_ids), None
+        for j, fields in enumerate(self.period):
+            name = _block_name(j, len(self.period))
+            x = self.block_cls(**fields, name=name, **self.dtypes)(x, positions, segment_ids)
+        return x, None
 
 
-def unstack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
-    """A scan_layers params tree ("layers": stacked) as the per-layer one ("layer_{i}")."""
+def _block_name(j: int, period: int) -> str:
+    return "block" if period == 1 else f"block_{j}"
+
+
+def unstack_layers(params: Mapping[str, Any], num_layers: int, period: int = 1) -> dict[str, Any]:
+    """A scan_layers params tree ("layers": stacked) as the per-layer one ("layer_{i}").
+
+    `period` is the length of the model's attention pattern (`TransformerConfig.pattern`).
+    """
     params = dict(params)
     if "layers" not in params:
         return params
-    stacked = params.pop("layers")["block"]
-    for i in range(num_layers):
-        params[f"layer_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    stacked = params.pop("layers")
+    for i in range(num_layers // period * period):
+        block = stacked[_block_name(i % period, period)]
+        params[f"layer_{i}"] = jax.tree.map(lambda x, r=i // period: x[r], block)
     return params
 
 
-def stack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
-    """The inverse of `unstack_layers`: per-layer params stacked for scan_layers."""
+def stack_layers(params: Mapping[str, Any], num_layers: int, period: int = 1) -> dict[str, Any]:
+    """The inverse of `unstack_layers`: per-layer params stacked for scan_layers (the layers
+    of a cut-short last repeat of the pattern stay "layer_{i}")."""
     params = dict(params)
-    per_layer = [params.pop(f"layer_{i}") for i in range(num_layers)]
-    params["layers"] = {"block": jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)}
+    repeats = num_layers // period
+    params["layers"] = {
+        _block_name(j, period): jax.tree.map(
+            lambda *xs: jnp.stack(xs), *[params.pop(f"layer_{r * period + j}") for r in range(repeats)]
+        )
+        for j in range(period)
+    }
     return params
 
 

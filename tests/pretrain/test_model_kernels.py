@@ -201,18 +201,39 @@ def _qkv(kv_heads, length=256, heads=4, dim=32):
     return q, k, v, jnp.asarray(_packed_segments(2, length))
 
 
-CORES = {
-    "splash": lambda q, k, v, s: attention.splash_attention(q, k, v, s, interpret=True, block=128),
-    "cudnn_dense_mask": lambda q, k, v, s: attention.dense_mask_attention(q, k, v, s, implementation=None),
+CORES = {  # (q, k, v, segment_ids, window) -> out
+    "xla": lambda q, k, v, s, w: attention.xla_attention(q, k, v, s, jnp.float32, w),
+    "splash": lambda q, k, v, s, w: attention.splash_attention(
+        q, k, v, s, interpret=True, block=128, window=w
+    ),
+    "cudnn_dense_mask": lambda q, k, v, s, w: attention.dense_mask_attention(
+        q, k, v, s, implementation=None, window=w
+    ),
     # The packed (ragged) layout as cuDNN defines it, on the layout our rows produce...
-    "cudnn_packed": lambda q, k, v, s: attention.cudnn_attention(
-        q, k, v, s, 4, attention.ragged_reference, dense_implementation=None
+    "cudnn_packed": lambda q, k, v, s, w: attention.cudnn_attention(
+        q, k, v, s, 4, attention.ragged_reference, dense_implementation=None, window=w
     ),
     # ...and a row with more documents than the layout describes takes the dense-mask branch.
-    "cudnn_too_many_documents": lambda q, k, v, s: attention.cudnn_attention(
-        q, k, v, s, 2, attention.ragged_reference, dense_implementation=None
+    "cudnn_too_many_documents": lambda q, k, v, s, w: attention.cudnn_attention(
+        q, k, v, s, 2, attention.ragged_reference, dense_implementation=None, window=w
     ),
 }
+
+
+def _dense_reference(q, k, v, seg, window=0, softcap=0.0):
+    """Attention written out plainly: repeated kv heads, a mask built from index loops."""
+    seg = np.asarray(seg)
+    rows, length = seg.shape
+    t, s = np.arange(length)[:, None], np.arange(length)[None, :]
+    visible = (s <= t) & ((t - s < window) if window else True)
+    mask = np.stack([visible & (seg[r][:, None] == seg[r][None, :]) for r in range(rows)])
+    group = q.shape[2] // k.shape[2]
+    k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k)
+    if softcap:
+        logits = softcap * jnp.tanh(logits / softcap)
+    logits = jnp.where(mask[:, None], logits, -1e30)
+    return jnp.einsum("bnts,bsnh->btnh", jax.nn.softmax(logits, axis=-1), v)
 
 
 def test_document_layout_describes_each_run_of_segment_ids():
@@ -233,7 +254,7 @@ def test_document_layout_describes_each_run_of_segment_ids():
 def test_the_packed_branch_is_taken_only_when_every_row_fits():
     q, k, v, seg = _qkv(1)  # rows of 3 documents (one with padding: 4 runs)
 
-    def poisoned(q, k, v, offsets, lengths):
+    def poisoned(q, k, v, offsets, lengths, window):
         return jnp.full_like(q, jnp.nan)
 
     fits = attention.cudnn_attention(q, k, v, seg, 4, poisoned, dense_implementation=None)
@@ -241,22 +262,60 @@ def test_the_packed_branch_is_taken_only_when_every_row_fits():
     assert np.isnan(np.asarray(fits)).all() and np.isfinite(np.asarray(overflows)).all()
 
 
-@pytest.mark.parametrize("core", sorted(CORES))
-@pytest.mark.parametrize("kv_heads", [1, 4])  # MQA (2B), MHA (7B)
-def test_attention_cores_match_the_dense_reference_on_packed_rows(core, kv_heads):
-    q, k, v, seg = _qkv(kv_heads)
+def _assert_matches_reference(fn, q, k, v, seg, window=0, softcap=0.0):
     probe = jnp.asarray(np.random.default_rng(9).normal(size=q.shape), jnp.float32)
 
-    def loss(fn):
-        return jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v, seg) * probe), argnums=(0, 1, 2))(
-            q, k, v
-        )
+    def loss(f):
+        return jax.value_and_grad(lambda q, k, v: jnp.sum(f(q, k, v) * probe), argnums=(0, 1, 2))(q, k, v)
 
-    want, want_grads = loss(lambda q, k, v, s: attention.xla_attention(q, k, v, s, jnp.float32))
-    got, got_grads = loss(CORES[core])
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+    want, want_grads = loss(lambda q, k, v: _dense_reference(q, k, v, seg, window, softcap))
+    got, got_grads = loss(fn)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
     for g, w in zip(got_grads, want_grads):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(w))))
+
+
+# Window 48: every document of the packed rows (85, 107 and 64 tokens) is longer than it.
+@pytest.mark.parametrize("core", sorted(CORES))
+@pytest.mark.parametrize(  # MQA (Gemma 2B, 3 1B), MHA (7B); GQA (Gemma 2, 3 4B) with the window
+    "kv_heads,window", [(1, 0), (4, 0), (1, 48), (2, 48)], ids=["mqa", "mha", "mqa-window48", "gqa-window48"]
+)
+def test_attention_cores_match_the_dense_reference_on_packed_rows(core, kv_heads, window):
+    q, k, v, seg = _qkv(kv_heads)
+    _assert_matches_reference(lambda q, k, v: CORES[core](q, k, v, seg, window), q, k, v, seg, window)
+
+
+@pytest.mark.parametrize("window", [0, 48], ids=["causal", "window48"])
+@pytest.mark.parametrize("core", ["xla", "splash", "cudnn"])
+def test_attention_logit_softcap_in_every_core(core, window):
+    """Gemma 2's soft-cap: splash applies it in the kernel; "cudnn" routes to the XLA core."""
+    q, k, v, seg = _qkv(2)
+    q = q * 8.0  # logits of tens, where tanh capping at 20 changes them
+    if core == "splash":
+        fn = lambda q, k, v: attention.splash_attention(  # noqa: E731
+            q, k, v, seg, interpret=True, block=128, window=window, softcap=20.0
+        )
+    else:
+        fn = lambda q, k, v: attention.attend(q, k, v, seg, core, jnp.float32, window=window, softcap=20.0)  # noqa: E731
+    _assert_matches_reference(fn, q, k, v, seg, window, 20.0)
+    assert not np.allclose(fn(q, k, v), _dense_reference(q, k, v, seg, window), atol=1e-3)
+
+
+def test_splash_local_mask_skips_the_blocks_outside_the_window():
+    """The kernel's block mask visits, per 128-row query block, only the key blocks the window reaches."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    def visited(mask):
+        sizes = splash.BlockSizes(**{f: 128 for f in ("block_q", "block_kv", "block_kv_compute", "block_q_dkv",
+                                                     "block_kv_dkv", "block_kv_dkv_compute", "block_q_dq",
+                                                     "block_kv_dq")})  # fmt: skip
+        kernel = splash.make_splash_mqa(
+            splash.MultiHeadMask([mask]), block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=True
+        )
+        return int((np.asarray(kernel.fwd_mask_info.block_mask) > 0).sum())
+
+    assert visited(attention.splash_mask(1024)) == 8 * 9 // 2  # causal: the lower triangle
+    assert visited(attention.splash_mask(1024, 256)) == 1 + 2 + 6 * 3  # window 256: 3 blocks at most
 
 
 def test_documents_do_not_see_each_other_in_any_core():
@@ -264,8 +323,8 @@ def test_documents_do_not_see_each_other_in_any_core():
     q, k, v, seg = _qkv(1)
     later = np.asarray(seg[0]) == 2
     v2 = v.at[:, np.flatnonzero(np.asarray(seg[0]) == 1)].add(5.0)
-    for fn in [lambda *a: attention.xla_attention(*a, jnp.float32), *CORES.values()]:
-        a, b = fn(q, k, v, seg), fn(q, k, v2, seg)
+    for core in CORES.values():
+        a, b = core(q, k, v, seg, 0), core(q, k, v2, seg, 0)
         np.testing.assert_allclose(a[0, later], b[0, later], atol=1e-6)
         assert not np.allclose(a[0, ~later], b[0, ~later])
 
