@@ -9,8 +9,9 @@ left to fit a row) and `contaminated` (the decontamination index found the item 
 run's training data; null when not checked). Generative records (evals.generative) add
 `generation`, `extracted`, `passed`.
 
-Files are written new: an existing one is refused unless `overwrite`, and is then replaced
-whole (`fs.write_text_atomic`), so a failed run leaves the old one as it was.
+Both go through common/outputs.py's single-file rules: an existing one is refused unless
+`overwrite`, never a file of a run, and each appears whole (written beside it and renamed),
+so a failed run leaves the old one as it was.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from common import fs
+from common import fs, outputs
 from common.checks import ConfigError
 from evals.engine import Score
 from evals.requests import DocRequests
@@ -54,22 +55,25 @@ def item_record(
 
 
 def check_writable(directory: str, overwrite: bool, field: str = "output") -> None:
-    """Refuses (ConfigError naming `field`) a folder already holding results, unless `overwrite`,
-    and any other existing file in their place; run before any work is done."""
+    """Refuses (ConfigError naming `field`) results already in `directory` unless `overwrite`,
+    and anything in their place that is not ours to replace (common/outputs.py: a folder, a
+    file of a run); run before any work is done."""
     for name in (ITEMS, SUMMARY):
-        path = fs.join(directory, name)
-        if fs.exists(path) and not overwrite:
-            raise ConfigError(f"config.{field}: {path} exists; pass --overwrite to replace it")
-        if fs.isdir(path):
-            raise ConfigError(f"config.{field}: {path} is a folder")
+        outputs.check_file(fs.join(directory, name), field=f"config.{field}", overwrite=overwrite)
 
 
-def write(directory: str, records: Iterable[dict[str, Any]], summary: dict[str, Any]) -> tuple[str, str]:
-    """DIR/items.jsonl and DIR/summary.json; returns their paths."""
+def write(
+    directory: str, records: Iterable[dict[str, Any]], summary: dict[str, Any], overwrite: bool = True
+) -> tuple[str, str]:
+    """DIR/items.jsonl and DIR/summary.json, each appearing whole; returns their paths."""
     fs.makedirs(directory)
     items, summary_path = fs.join(directory, ITEMS), fs.join(directory, SUMMARY)
-    fs.write_text_atomic(items, "".join(json.dumps(r) + "\n" for r in records))
-    fs.write_text_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    texts = {
+        items: "".join(json.dumps(r) + "\n" for r in records),
+        summary_path: json.dumps(summary, indent=2) + "\n",
+    }
+    for path, text in texts.items():
+        outputs.write_file(path, lambda tmp, text=text: fs.write_text(tmp, text), overwrite=overwrite)
     return items, summary_path
 
 

@@ -188,7 +188,9 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
         "tasks": harness.summarize(records, config.seed),
     }
     if jax.process_index() == 0:  # every host scored the same items; one writes
-        items_path, summary_path = results.write(fs.resolve(config.output), records, summary)
+        items_path, summary_path = results.write(
+            fs.resolve(config.output), records, summary, overwrite=bool(config.overwrite)
+        )
         print(report.table(summary["tasks"]))
         print(f"\nper-item records: {items_path}\nsummary: {summary_path}")
 
