@@ -36,7 +36,7 @@ lint: install-test
 	$(BIN)/ruff format --check .
 
 test: install-test
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 clean:
 	rm -rf $(VENV) runs

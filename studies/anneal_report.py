@@ -206,7 +206,7 @@ def markdown(
         )
     notes = [f"- `{arm['name']}`: {arm['note']}" for arm in config.arms if arm.get("note")]
     if notes:  # where an arm's weights come from (e.g. a studies.mixture_search proposal)
-        lines += ["", *notes]
+        lines += ["", "Where arms come from (from the study's config, not measured in this run):", "", *notes]
     lines += ["", "Mean loss per token (nats) on the held-out sets, mean ± spread over seeds:", ""]
     metrics = summary["metrics"]
     lines.append("| run | " + " | ".join(metrics) + " |")

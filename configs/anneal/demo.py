@@ -29,10 +29,9 @@ GENERAL = {"web": 0.6, "code": 0.25, "math": 0.15}
 # arm on 4 of the 5 held-out sets; see bench/RESULTS.md (mixture search, demo).
 SEARCHED = {"web": 0.4522, "math": 0.1871, "code": 0.3366, "code_hq": 0.0241}
 SEARCHED_NOTE = (
-    "weights from a mixture search over the demo's 6 tasks (10 sampled arms + 2 recipes from step 300; "
-    "objective humaneval + val_code + val_math, val_web within 1% of general): on a fresh seed it beat "
-    "general on the objective by 0.098 nats (95% CI [-0.124, -0.075]) with val_web +0.9%, while "
-    "web_hq .4 / math_hq .3 / code_hq .3 cost val_web +3.0%"
+    "weights proposed by an earlier `studies.mixture_search` run of configs/anneal/search_demo.py "
+    "(bench/RESULTS.md, mixture search, demo; on the demo corpus of that time): its figures are that "
+    "run's, not this one's"
 )
 
 
