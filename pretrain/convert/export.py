@@ -30,7 +30,7 @@ from absl import logging
 
 from common import checks, cli, fs, outputs
 from pretrain import checkpoint
-from pretrain.convert import hf_mapping, hf_tokenizer, safetensors_stream
+from pretrain.convert import hf_mapping, hf_tokenizer, model_card, safetensors_stream
 from pretrain.model.transformer import DTYPES as MODEL_DTYPES
 from pretrain.model.transformer import TransformerConfig, unstack_layers
 from pretrain.train_config import check_tokenizer
@@ -244,11 +244,15 @@ def _export(
     config: ml_collections.ConfigDict, workdir: str, tokenizer: str | None, staging: str
 ) -> dict[str, Any]:
     """Restores the checkpoint and writes the export into `staging`; returns its summary."""
-    step = None if config.step < 0 else config.step
-    print(f"restoring params from {workdir} (step {'latest' if step is None else step}) ...", flush=True)
-    params, train_config = checkpoint.restore_params(workdir, step)
+    saved = checkpoint.saved_steps(workdir)
+    step = config.step if config.step >= 0 or not saved else saved[-1]
+    print(f"restoring params from {workdir} (step {step}) ...", flush=True)
+    params, train_config = checkpoint.restore_params(workdir, None if step < 0 else step)
     model_config = TransformerConfig.from_config_dict(train_config.model, where="config.model")
     print(f"writing {config.format} ({config.dtype}) to {fs.resolve(config.output)} ...", flush=True)
+    model_card.write(
+        staging, model_card.export_info(workdir, train_config, model_config, step, config.format)
+    )
     if config.format == "hf":
         return export_hf(
             params,

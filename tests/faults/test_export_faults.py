@@ -72,7 +72,9 @@ def test_an_export_into_an_empty_folder_completes_it(workdir, tmp_path):
     _export(workdir, tmp_path / "hf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
     files = sorted(p.name for p in (tmp_path / "hf").iterdir())
-    assert files == ["OUTPUTS.json", "config.json", "generation_config.json", "model.safetensors"]
+    assert files == [
+        "OUTPUTS.json", "README.md", "config.json", "export_info.json", "generation_config.json", "model.safetensors"
+    ]  # fmt: skip
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["GemmaForCausalLM"]
 
 
@@ -92,7 +94,7 @@ def test_an_earlier_export_is_replaced_only_with_overwrite(workdir, tmp_path):
     )
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "OUTPUTS.json", "config.json", "params", "tokenizer.model"
+        "OUTPUTS.json", "config.json", "export_info.json", "params", "tokenizer.model"
     ]  # fmt: skip
     assert (tmp_path / "out" / "tokenizer.model").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -121,5 +123,20 @@ def test_export_to_gcs_commits_and_replaces_like_a_local_folder(workdir, monkeyp
         _export(workdir, "gs://bkt/hf", overwrite=True)
         assert fs.read_bytes("gs://bkt/hf/model.safetensors") == first  # same checkpoint, same bytes
         assert sorted(p.rsplit("/", 1)[-1] for p in fs.walk_files("gs://bkt")) == [
-            "OUTPUTS.json", "README.md", "config.json", "generation_config.json", "model.safetensors"
+            "OUTPUTS.json", "README.md", "README.md", "config.json", "export_info.json",
+            "generation_config.json", "model.safetensors",
         ]  # fmt: skip
+
+
+def test_the_export_carries_a_model_card_and_export_info(workdir, tmp_path):
+    """What a user handed the folder learns from it alone, from the run's own records."""
+    _export(workdir, tmp_path / "hf")
+    info = json.loads((tmp_path / "hf" / "export_info.json").read_text())
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    config = json.loads((workdir / "config.json").read_text())
+    assert info["step"] == 2 and info["hf_model_type"] == "gemma" and info["parameters"] > 0
+    assert info["tokens"] == 2 * config["data"]["global_batch_size"] * config["data"]["seq_len"]
+    assert info["train_loss"] == {"step": 2, "loss": records[-1]["loss"]}
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert f"| train loss | {records[-1]['loss']:.4f} (step 2) |" in card
+    assert f"{info['parameters']:,}" in card and "AutoModelForCausalLM.from_pretrained" in card
