@@ -179,3 +179,10 @@ def test_the_rules_see_what_they_forbid(tmp_path):
     assert imports(path) == [("pretrain.checkpoint", True), ("pretrain.tools.aot", False)]
     assert all_imports(path)[0] == ("numpy", True)
     assert layer("pretrain.tools.aot") > layer("pretrain.checkpoint")
+
+
+def test_test_file_names_are_unique():
+    """tests/ has no __init__.py files: pytest imports each test file by its base name, so two
+    files of one name in different folders stop the whole suite at collection."""
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert not sorted({n for n in names if names.count(n) > 1})
