@@ -137,3 +137,32 @@ def resolve_remat_policy(config: ml_collections.ConfigDict, say: Callable[[str],
     config.model.remat_policy = choose_remat_policy(
         config, jax.devices(), config.aot.max_hbm_fraction * limit, say
     )
+
+
+def dry_run(config: ml_collections.ConfigDict, say: Callable[[str], None]) -> dict[str, Any]:
+    """`--dry_run`: compiles the train step for this machine's devices and says what it needs
+    per device, before a long run is launched; writes nothing (not even config.json)."""
+    compiled, facts = compile_step(config, jax.devices())
+    m = compiled.memory_analysis()
+    peak = live_peak(
+        m.argument_size_in_bytes,
+        m.output_size_in_bytes,
+        m.alias_size_in_bytes,
+        m.temp_size_in_bytes,
+        m.generated_code_size_in_bytes,
+    )
+    limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")  # None on CPU
+    say(
+        f"dry run: mesh {facts['mesh']} on {jax.device_count()} {jax.devices()[0].device_kind} device(s); "
+        f"{facts['param_count']:,} parameters; step compiled in {facts['compile_seconds']:.1f}s"
+    )
+    say(
+        f"memory per device: {peak / GIB:.3f} GiB at the peak (arguments {m.argument_size_in_bytes / GIB:.3f}, "
+        f"temporaries {m.temp_size_in_bytes / GIB:.3f}, outputs {m.output_size_in_bytes / GIB:.3f} GiB)"
+        + (f" of {limit / GIB:.1f} GiB" if limit else "")
+    )
+    return {
+        "dry_run": True,
+        "peak_bytes_per_device": peak,
+        **{k: v for k, v in facts.items() if k != "model"},
+    }

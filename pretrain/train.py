@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 
 from common import cli, fs, outputs, run_lock
 from common.parsers import comma_list
-from pretrain import checkpoint, data, sharding
+from pretrain import checkpoint, data, sharding, step_memory
 from pretrain.heldout import HeldOutLoss
 from pretrain.metrics import Goodput, recomputed_seconds
 from pretrain.report import Reporter
@@ -70,6 +70,8 @@ def train(
     validate(config)
     resolve_remat_policy(config, say)
     enable_compilation_cache(config)
+    if config.train.get("dry_run"):
+        return step_memory.dry_run(config, say)
     workdir = fs.resolve(config.workdir)
     accepted = check_resume(workdir, config)
     if accepted is None:  # no checkpoint: the folder must be new, empty or a run of ours not yet saved
@@ -305,6 +307,7 @@ def run(argv: list[str] | None = None) -> None:
                 help="run directory: checkpoints, metrics.jsonl, config.json (resumes if it has checkpoints)",
             ),
             cli.Shortcut("packed_dir", "data.packed_dir", "packed rows (mixtures.pack --output)"),
+            cli.Shortcut("dry_run", "train.dry_run", "compile the step, report its memory per device, exit"),
             cli.Shortcut("tokenizer", "data.tokenizer", "the tokenizer.model the rows were packed with"),
         ],
         required=["workdir"],

@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(
         dict(
             total_steps=100,
+            dry_run=False,  # True: compile the step, report its memory per device, exit (writes nothing)
             log_every=10,
             grad_accum_steps=1,  # micro-batches per optimiser step
             z_loss=0.0,  # PaLM z-loss coefficient (1e-4 in PaLM); 0 disables

@@ -440,3 +440,13 @@ def test_resume_counts_recomputed_steps_and_sums_sessions(tmp_path):
     )
     assert total["sessions"] == 2 and total["wall_s"] == 42.0 and total["compile_s"] == 5.0
     assert total["goodput"] == pytest.approx((42.0 - 2 * 1.5 - 5.0) / 42.0)
+
+
+def test_dry_run_compiles_reports_memory_and_writes_nothing(tmp_path):
+    config = tiny_config(tmp_path / "run")
+    config.train.dry_run = True
+    lines: list[str] = []
+    summary = train_lib.train(config, say=lines.append)
+    assert summary["dry_run"] and summary["peak_bytes_per_device"] > 0
+    assert any(line.startswith("memory per device: ") and "GiB at the peak" in line for line in lines), lines
+    assert not (tmp_path / "run").exists()
