@@ -32,7 +32,8 @@ def export_info(
     workdir: str, train_config: ml_collections.ConfigDict, model: TransformerConfig, step: int, fmt: str
 ) -> dict[str, Any]:
     """The facts of the export of `workdir`'s checkpoint `step` (JSON values)."""
-    records = [r for r in read_metrics(workdir) if r.get("step", 0) <= step]
+    logged = read_metrics(workdir) if fs.exists(fs.join(workdir, "metrics.jsonl")) else []  # hf_import: none
+    records = [r for r in logged if r.get("step", 0) <= step]
     data = train_config.data
     train, evals, downstream = (_last(records, f) for f in ("loss", "eval_loss", "downstream"))
     schedule = mixture_schedule(train_config)
