@@ -73,13 +73,15 @@ def train(
     if config.train.get("dry_run"):
         return step_memory.dry_run(config, say)
     workdir = fs.resolve(config.workdir)
-    accepted = check_resume(workdir, config)
-    if accepted is None:  # no checkpoint: the folder must be new, empty or a run of ours not yet saved
-        outputs.check_claim(workdir, command=COMMAND, field="config.workdir", allow=LAUNCHER_FILES)
     total_steps = config.train.total_steps
 
     notice = PreemptionNotice()
-    with notice, workdir_held(workdir, say):  # a second run is refused; a dead run's lock is removed
+    # The lock first: a second run is refused before it reads the checkpoints a live run is
+    # writing and retiring (a dead run's lock is removed); a refused run leaves no trace.
+    with notice, workdir_held(workdir, say):
+        accepted = check_resume(workdir, config)
+        if accepted is None:  # no checkpoint: the folder must be new, empty or a run of ours not yet saved
+            outputs.check_claim(workdir, command=COMMAND, field="config.workdir", allow=LAUNCHER_FILES)
         setup = build_setup(config, sharding.make_mesh(dict(config.mesh)))
         source, _ = make_data(config)
         downstream = make_downstream(config, setup)  # reads its eval files now
