@@ -6,12 +6,13 @@ num_key_value_heads 1, head_dim 256, query_pre_attn_scalar 256, sliding_window 5
 sliding_window_pattern 6, rope_theta 1000000, rope_local_base_freq 10000, no rope_scaling,
 vocab_size 262144, max_position_embeddings 32768) and the Gemma 3 report
 (arXiv:2503.19786, Table 1: 302M embedding + 698M non-embedding). 999,885,952 parameters.
-26 layers are 4 repeats of the 6-layer pattern and 2 local layers (HF's layer_types).
+26 layers are 4 repeats of the 6-layer pattern and 2 local layers (HF's layer_types), so
+its attention_pattern lists every layer; the trainer scans the 6-layer period 4 times.
 """
 
 import ml_collections
 
-from pretrain.model.transformer import config_dict
+from pretrain.model.transformer import config_dict, repeat_pattern
 
 GEMMA3_PATTERN = ",".join(["local"] * 5 + ["global"])
 
@@ -28,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
         rope_base=1_000_000.0,
         local_rope_base=10_000.0,
         max_seq_len=32_768,
-        attention_pattern=GEMMA3_PATTERN,
+        attention_pattern=repeat_pattern(GEMMA3_PATTERN, 26),
         sliding_window=512,
         qk_norm=True,
         post_norms=True,

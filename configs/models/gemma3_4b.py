@@ -12,7 +12,7 @@ parameters). 3,880,263,168 parameters (the vision tower is not built).
 import ml_collections
 
 from configs.models.gemma3_1b import GEMMA3_PATTERN
-from pretrain.model.transformer import config_dict
+from pretrain.model.transformer import config_dict, repeat_pattern
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
         local_rope_base=10_000.0,
         rope_scale_factor=8.0,
         max_seq_len=131_072,
-        attention_pattern=GEMMA3_PATTERN,
+        attention_pattern=repeat_pattern(GEMMA3_PATTERN, 34),  # 5 repeats and 4 local layers
         sliding_window=1024,
         qk_norm=True,
         post_norms=True,

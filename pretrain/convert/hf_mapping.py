@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pretrain.model.transformer import TransformerConfig
+from pretrain.model.transformer import TransformerConfig, shortest_period
 
 Array = Any  # numpy or jax array: rules only use methods both have.
 
@@ -236,15 +236,15 @@ def _int_if_whole(value: float) -> int | float:
 
 
 def _pattern(layer_types: Sequence[str]) -> str:
-    """The shortest repeating period of HF layer_types, as an attention_pattern string."""
+    """HF layer_types as an attention_pattern: their shortest period when it divides the
+    layer count, else every layer's kind (Gemma 3 1B's cut-short last repeat)."""
     kinds = {value: key for key, value in HF_LAYER_TYPES.items()}
     unknown = sorted(set(layer_types) - set(kinds))
     if unknown:
         raise ValueError(f"the HF config.json: layer_types holds {unknown[0]!r}, not one of {sorted(kinds)}")
-    for period in range(1, len(layer_types) + 1):
-        if all(layer_types[i] == layer_types[i % period] for i in range(len(layer_types))):
-            return ",".join(kinds[t] for t in layer_types[:period])
-    raise AssertionError("unreachable: the whole list is a period")
+    ours = [kinds[t] for t in layer_types]
+    period = shortest_period(ours)
+    return ",".join(period if len(ours) % len(period) == 0 else ours)
 
 
 def _family_fields(hf: dict[str, Any]) -> dict[str, Any]:

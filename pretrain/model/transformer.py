@@ -5,7 +5,7 @@ Gemma 2 and 3 changed default to Gemma 1, whose computation they leave op for op
 """
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -51,8 +51,9 @@ class TransformerConfig:
     max_seq_len: int = 8192  # only recorded in exports (max_position_embeddings)
     # Gemma 2 / 3 (the defaults are Gemma 1's):
     # Layer kinds, comma-separated, repeated over the layers in order: "local,global" (Gemma 2),
-    # 5 x "local" then "global" (Gemma 3). The last repeat may be cut short (Gemma 3 1B: 26
-    # layers), as in Hugging Face's layer_types and MaxText's remainder layers.
+    # 5 x "local" then "global" (Gemma 3). Their number divides num_layers; a model whose last
+    # repeat is cut short (Gemma 3 1B: 26 layers) lists every layer (`repeat_pattern`), as
+    # Hugging Face's layer_types do, and is still scanned by its shortest period.
     attention_pattern: str = "global"
     sliding_window: int = 0  # local layers: a token sees itself and sliding_window - 1 tokens back
     attn_logit_softcap: float = 0.0  # > 0: attention logits cap * tanh(logits / cap) (Gemma 2: 50)
@@ -106,14 +107,14 @@ class TransformerConfig:
 
     @property
     def pattern(self) -> tuple[str, ...]:
-        """One period of layer kinds, e.g. ("local", "global")."""
-        return parse_pattern(self.attention_pattern)
+        """The shortest period of the layer kinds, e.g. ("local", "global"): what a scan repeats
+        (the last repeat may be cut short) and how stacked parameters are grouped."""
+        return shortest_period(self.layer_kinds)
 
     @property
     def layer_kinds(self) -> tuple[str, ...]:
-        """Every layer's kind, the pattern repeated (and cut) to num_layers."""
-        pattern = self.pattern
-        return tuple(pattern[i % len(pattern)] for i in range(self.num_layers))
+        """Every layer's kind, attention_pattern repeated to num_layers."""
+        return parse_pattern(repeat_pattern(self.attention_pattern, self.num_layers))
 
     def block_fields(self, kind: str) -> dict[str, Any]:
         """modules.Block's fields (but the dtypes) for a layer of this kind."""
@@ -216,6 +217,21 @@ def parse_pattern(attention_pattern: str) -> tuple[str, ...]:
     return tuple(kind.strip() for kind in attention_pattern.split(","))
 
 
+def repeat_pattern(period: str, num_layers: int) -> str:
+    """``period`` repeated over ``num_layers`` layers, the last repeat cut short if it must be,
+    as an attention_pattern string (Gemma 3 1B: ``repeat_pattern(GEMMA3_PATTERN, 26)``)."""
+    kinds = parse_pattern(period)
+    return ",".join(kinds[i % len(kinds)] for i in range(num_layers))
+
+
+def shortest_period(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The shortest prefix of ``kinds`` whose repetition, the last repeat possibly cut, is ``kinds``."""
+    for period in range(1, len(kinds) + 1):
+        if all(kinds[i] == kinds[i % period] for i in range(len(kinds))):
+            return tuple(kinds[:period])
+    raise AssertionError("unreachable: the whole list is a period")
+
+
 def _validate_gemma2_3(values: Mapping[str, Any], where: str) -> None:
     """The Gemma 2 / 3 fields: layer pattern, window, soft-caps, norms, query and RoPE scales."""
     pattern = values["attention_pattern"]
@@ -225,10 +241,11 @@ def _validate_gemma2_3(values: Mapping[str, Any], where: str) -> None:
             f"{where}.attention_pattern: must be layer kinds {LAYER_KINDS} separated by commas "
             f"(e.g. 'local,global'), got {pattern!r}"
         )
-    if len(kinds) > values["num_layers"]:
+    if values["num_layers"] % len(kinds):
         raise ConfigError(
-            f"{where}.attention_pattern: {len(kinds)} layer kinds do not fit in "
-            f"num_layers={values['num_layers']}, got {pattern!r}"
+            f"{where}.attention_pattern: {len(kinds)} layer kinds do not divide "
+            f"num_layers={values['num_layers']} (a cut-short last repeat is written out layer by layer: "
+            f"pretrain.model.transformer.repeat_pattern), got {pattern!r}"
         )
     window = values["sliding_window"]
     if not isinstance(window, int) or isinstance(window, bool) or window < 0:

@@ -17,11 +17,18 @@ import pytest
 
 from common.checks import ConfigError
 from configs.models import gemma2_2b, gemma2_9b, gemma3_1b, gemma3_4b, tiny
+from configs.models.gemma3_1b import GEMMA3_PATTERN
 from configs.tokenizer import gemma3 as gemma3_tokenizer
 from pretrain import flops
 from pretrain.convert import hf_mapping
 from pretrain.model.cross_entropy import chunked_token_losses, token_losses
-from pretrain.model.transformer import Transformer, TransformerConfig, stack_layers, unstack_layers
+from pretrain.model.transformer import (
+    Transformer,
+    TransformerConfig,
+    repeat_pattern,
+    stack_layers,
+    unstack_layers,
+)
 from pretrain.tools import model_info
 from pretrain.train_step import make_loss_fn
 from tokenizer import train as tokenizer_train
@@ -59,7 +66,7 @@ def _params(config: TransformerConfig, seed: int = 0):
         (
             "attention_pattern",
             "local,local,global",
-            "config.model.attention_pattern: 3 layer kinds do not fit",
+            "config.model.attention_pattern: 3 layer kinds do not divide num_layers=2",
         ),
         ("num_kv_heads", 3, "config.model.num_kv_heads: must divide num_heads=4"),
         ("rope_scale_factor", 0.5, "config.model.rope_scale_factor: must be a number >= 1"),
@@ -89,6 +96,11 @@ def test_layer_kinds_repeat_the_pattern_and_cut_the_last_repeat_like_hugging_fac
     config = TransformerConfig.from_config_dict(gemma3_1b.get_config())
     kinds = config.layer_kinds
     assert len(kinds) == 26 and [i for i, k in enumerate(kinds) if k == "global"] == [5, 11, 17, 23]
+    assert config.pattern == ("local",) * 5 + ("global",)  # scanned by its 6-layer period
+    with pytest.raises(ConfigError, match="6 layer kinds do not divide num_layers=26"):
+        TransformerConfig.from_config_dict(
+            {**gemma3_1b.get_config().to_dict(), "attention_pattern": GEMMA3_PATTERN}
+        )
     layer = config.block_fields("local")
     assert (layer["window"], layer["rope_base"], layer["rope_scale_factor"]) == (512, 10_000.0, 1.0)
     layer = TransformerConfig.from_config_dict(gemma3_4b.get_config()).block_fields("global")
@@ -118,7 +130,8 @@ def test_a_local_layer_sees_exactly_the_last_window_tokens(pattern):
 def test_scanning_repeats_of_the_pattern_equals_the_layer_loop_with_a_cut_short_repeat():
     """5 layers of a 2-layer pattern: 2 scanned repeats and 1 layer after them; loss,
     gradients and the stacked <-> per-layer parameter layout agree."""
-    config = _config("gemma3", num_layers=5, attention_pattern="local,global")
+    config = _config("gemma3", num_layers=5, attention_pattern=repeat_pattern("local,global", 5))
+    assert config.pattern == ("local", "global")
     scanned = dataclasses.replace(config, scan_layers=True)
     params = _params(config)
     stacked = stack_layers(params, 5, 2)
@@ -190,6 +203,8 @@ def test_preset_parameter_counts_match_the_published_totals_and_transformers(nam
         model = transformers.AutoModelForCausalLM.from_config(hf_cfg)
     assert type(model).__name__ == hf["architectures"][0]
     assert sum(p.numel() for p in model.parameters()) == total
+    back = hf_mapping.model_config_from_hf(hf)  # the layer kinds survive the trip through HF
+    assert back.layer_kinds == config.layer_kinds and back.pattern == config.pattern
 
 
 def test_mfu_counts_only_the_keys_a_local_layer_attends_to():
