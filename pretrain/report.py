@@ -74,6 +74,8 @@ class Reporter:
             f"{self.flops_per_step / 1e9:.3g} GFLOP per step; {self.tokens_per_step} "
             "tokens per step"
         )
+        for note in setup.replication_notes:
+            self.say(f"note: {note}")
         total_steps = config.train.total_steps
         self.say(
             f"model {count_params(setup.model_config) / 1e6:.2f}M parameters; {total_steps} steps, "

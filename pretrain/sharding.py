@@ -98,13 +98,44 @@ def _fit(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec
     """Drops mesh axes from dimensions they do not divide (e.g. 1 key/value head over tensor=4)."""
     fitted = []
     for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
         kept = []
-        for name in names:
+        for name in _names(axes):
             if dim % (int(np.prod([mesh.shape[a] for a in kept])) * mesh.shape[name]) == 0:
                 kept.append(name)
         fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
     return PartitionSpec(*fitted)
+
+
+def replication_notes(boxed_tree: Any, mesh: Mesh, rules: Rules) -> list[str]:
+    """One line per mesh axis that `_fit` dropped from a parameter dimension it does not divide.
+
+    Dropping is correct but costs memory: the parameter, its gradient and its optimiser moments
+    are then whole on every device of that axis (Gemma 3 1B's 1152-wide embedding over fsdp=256
+    replicated ~16 GiB per chip). The trainer and the AOT report print these lines.
+    """
+    specs = jax.tree.leaves(nn.logical_to_mesh(logical_specs(boxed_tree), rules), is_leaf=_is_spec)
+    shapes = jax.tree.leaves(nn.unbox(boxed_tree))
+    dropped: dict[tuple[str, int], list[int]] = {}  # (mesh axis, dimension size) -> leaf byte counts
+    for spec, leaf in zip(specs, shapes):
+        fitted = _fit(spec, leaf.shape, mesh)
+        for dim, wanted, kept in zip(leaf.shape, tuple(spec) + (None,) * leaf.ndim, fitted):
+            lost = set(_names(wanted)) - set(_names(kept))
+            for axis in sorted(a for a in lost if mesh.shape[a] > 1):
+                dropped.setdefault((axis, dim), []).append(leaf.size * leaf.dtype.itemsize)
+    return [
+        f"mesh axis {axis}={mesh.shape[axis]} does not divide a dimension of size {dim}: "
+        f"{len(sizes)} parameter(s), {sum(sizes) / 2**20:,.1f} MiB, are not split over it "
+        "(with their gradients and optimiser state)"
+        for (axis, dim), sizes in sorted(dropped.items())
+    ]
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, PartitionSpec)
+
+
+def _names(axes: Any) -> tuple[str, ...]:
+    return () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
 
 
 def logical_specs(boxed_tree: Any) -> Any:
@@ -124,5 +155,5 @@ def mesh_shardings(boxed_tree: Any, mesh: Mesh, rules: Rules) -> Any:
         lambda spec, x: NamedSharding(mesh, _fit(spec, x.shape, mesh)),
         specs,
         shapes,
-        is_leaf=lambda x: isinstance(x, PartitionSpec),
+        is_leaf=_is_spec,
     )

@@ -71,6 +71,7 @@ def compile_step(config: ml_collections.ConfigDict, devices: list) -> tuple[Any,
         "compile_seconds": time.perf_counter() - start,
         "param_count": int(params),
         "model": setup.model_config,
+        "replication_notes": setup.replication_notes,
     }
 
 

@@ -81,6 +81,7 @@ class TrainSetup:
     optimizer: optax.GradientTransformation
     abstract: Any
     sharding: Any
+    replication_notes: list[str]  # mesh axes that do not divide a parameter (sharding.replication_notes)
     batch_sharding: dict[str, NamedSharding]
     init: Callable[[jax.Array], Any]
     from_params: Callable[[Any, jax.Array], Any]
@@ -139,6 +140,7 @@ def build_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> T
         optimizer=optimizer,
         abstract=abstract,
         sharding=state_sharding,
+        replication_notes=sharding.replication_notes(boxed, mesh, rules),
         batch_sharding=batch_shardings(mesh, rules),
         init=jax.jit(init, out_shardings=state_sharding),
         from_params=jax.jit(from_params, out_shardings=state_sharding),

@@ -82,6 +82,7 @@ class Report:
     hbm_bandwidth: float
     ici_bandwidth: float
     tokens_per_step: int
+    replication_notes: list[str]  # parameters a mesh axis does not split (sharding.replication_notes)
 
     @property
     def peak_bytes(self) -> int:
@@ -202,6 +203,7 @@ def analyse(config: ml_collections.ConfigDict, topology: str) -> Report:
         hbm_bandwidth=chip.hbm_bandwidth,
         ici_bandwidth=chip.ici_bandwidth,
         tokens_per_step=tokens,
+        replication_notes=facts["replication_notes"],
     )
 
 
@@ -228,6 +230,7 @@ def format_report(r: Report) -> str:
         f"FSDP estimate) -> {r.step_seconds:.3f}s, {r.tokens_per_step / r.step_seconds:,.0f} tokens/s, "
         f"MFU {r.mfu:.1%} (peak {r.peak_flops / 1e12:.0f} TFLOP/s, perfect overlap assumed)",
     ]
+    lines += [f"note: {note}" for note in r.replication_notes]
     return "\n".join(lines)
 
 

@@ -51,7 +51,8 @@ _SCRIPT = textwrap.dedent("""
         results[f"kv{kv}-{shape}"] = dict(
             err=float(np.abs(got - expected).max()), kv_spec=list(kv_w.sharding.spec),
             emb_spec=list(placed["embedder"]["input_embedding"].sharding.spec),
-            constrained="sharding_constraint" in text)
+            constrained="sharding_constraint" in text,
+            notes=sharding.replication_notes(boxed, mesh, rules))
     print(json.dumps(results))
 """)
 
@@ -90,3 +91,7 @@ def test_sharded_forward_matches_single_device():
     # One key/value head cannot be split over tensor=4: that axis is dropped, fsdp kept.
     assert results["kv1-(1, 2, 4)"]["kv_spec"] == [None, None, "fsdp", None]
     assert results["kv4-(1, 2, 4)"]["kv_spec"] == [None, "tensor", "fsdp", None]
+    # ... and the trainer says so; nothing is dropped where every axis divides.
+    (note,) = results["kv1-(1, 2, 4)"]["notes"]
+    assert note.startswith("mesh axis tensor=4 does not divide a dimension of size 1: 2 parameter(s)"), note
+    assert results["kv4-(1, 2, 4)"]["notes"] == results["kv1-(8, 1, 1)"]["notes"] == []
