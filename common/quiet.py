@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 
+from absl import logging as absl_logging
+
 # TensorFlow only reads and writes files here (TFDS, SeqIO): level 3 drops its CUDA probe's
 # "failed call to cuInit" error on machines without a GPU (level 2 keeps it), and oneDNN's
 # notice that its math ops may round differently concerns no op this project runs.
@@ -38,7 +40,10 @@ class LibraryNoiseFilter(logging.Filter):
 FILTER = LibraryNoiseFilter()
 # absl (Orbax, Grain, our own commands) logs through the "absl" logger; other libraries through
 # their own, which propagate to the root's handlers: filter both loggers and their handlers.
-for _logger in (logging.getLogger(), logging.getLogger("absl")):
+# The "absl" logger is taken from absl itself: created here with logging.getLogger before absl
+# is imported, it would be a plain Logger, whose records name absl's own file as their origin,
+# and the filter would drop our commands' INFO lines as a library's.
+for _logger in (logging.getLogger(), absl_logging.get_absl_logger()):
     _logger.addFilter(FILTER)
 
 

@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import checks, cli, fs
 from common import outputs as run_outputs
-from data_pipeline import records, stats
+from data_pipeline import progress, records, stats
 from data_pipeline.clean.pii import Redactor
 from data_pipeline.clean.stage import Clean
 from data_pipeline.decontamination import controls
@@ -52,6 +52,7 @@ from data_pipeline.readers import sources
 from data_pipeline.writers import outputs, tfds_output
 
 WORK_DIR = "_work"
+PROGRESS_DIR = "progress"  # under WORK_DIR: the readers' running totals (data_pipeline.progress)
 HITS = "hits"
 CONTROLS = "controls"
 REPORT = "contamination_report.md"
@@ -178,7 +179,12 @@ def build(
     reads = [
         p
         | f"Read[{spec.source}]"
-        >> sources.ReadSource(spec, int(config.read.max_doc_bytes), int(config.read.dead_letter_raw_bytes))
+        >> sources.ReadSource(
+            spec,
+            int(config.read.max_doc_bytes),
+            int(config.read.dead_letter_raw_bytes),
+            fs.join(work, PROGRESS_DIR),
+        )
         for spec in specs
     ]
     read_records = [r.records for r in reads] | "FlattenRecords" >> beam.Flatten()
@@ -297,8 +303,7 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
     start = time.time()
     validate(config)
     specs = input_specs(config)
-    for spec in specs:
-        sources.check_matches(spec)
+    input_files = sum(sources.check_matches(spec) for spec in specs)
     eval_specs = parse_specs(list(config.eval_sets))
     decon = config.decontamination
     if decon.enabled:  # fail now on an unreadable eval set, not on every worker
@@ -314,7 +319,7 @@ def prepare(config: ml_collections.ConfigDict, beam_args: Sequence[str] = ()) ->
         overwrite=bool(config.overwrite),
         say=absl_logging.warning,
     ) as staged:
-        result_stats = _run(config, beam_args, specs, eval_specs, out, staged.path, start)
+        result_stats = _run(config, beam_args, specs, eval_specs, out, staged.path, start, input_files)
         failures, warnings = stats.findings(result_stats, bool(config.read.accept_incomplete_files))
         if config.decontamination.enabled:  # a run that cannot show its decontamination works fails
             failures += controls.failures(
@@ -337,6 +342,7 @@ def _run(
     out: str,
     staging: str,
     start: float,
+    input_files: int,
 ) -> dict[str, Any]:
     """Runs the pipeline into ``staging`` and writes the TFDS metadata; returns the stats."""
     for spec in specs:
@@ -347,11 +353,12 @@ def _run(
     p = beam.Pipeline(options=options)
     build(p, config, specs, eval_specs, staging)
     absl_logging.info("running the pipeline (%s) ...", options.get_all_options()["runner"])
-    result = p.run()
-    result.wait_until_finish()
+    work = fs.join(staging, WORK_DIR)
+    with progress.Reporter(fs.join(work, PROGRESS_DIR), input_files, absl_logging.info):
+        result = p.run()
+        result.wait_until_finish()
     absl_logging.info("pipeline finished in %.1fs; writing TFDS metadata and stats", time.time() - start)
 
-    work = fs.join(staging, WORK_DIR)
     num_shards = {
         "train": int(config.output.train_shards),
         "validation": int(config.output.validation_shards),

@@ -33,7 +33,7 @@ from common import fs
 from common.checks import ConfigError
 from common.parsers import parse_assignment
 from common.text import escape_lone_surrogates, has_lone_surrogate
-from data_pipeline import prepared, records
+from data_pipeline import prepared, progress, records
 from data_pipeline.readers.code_languages import language_from_path
 from data_pipeline.readers.textio import CORRUPT_STREAM_ERRORS, strip_compression
 
@@ -121,15 +121,28 @@ def match_files(glob: str) -> list[str]:
 
 
 class ReadFileFn(beam.DoFn):
-    """Parses one matched file into records; side outputs dead letters, rejections, file counts."""
+    """Parses one matched file into records; side outputs dead letters, rejections, file counts.
 
-    def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int):
+    With ``progress_dir``, the worker's running totals go there (``data_pipeline.progress``).
+    """
+
+    def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int, progress_dir: str = ""):
         self._spec = spec
         self._max_doc_bytes = max_doc_bytes
         self._max_raw_bytes = max_raw_bytes
         self._root = glob_root(spec.glob)
         self._read = beam.metrics.Metrics.counter("data_pipeline", f"read_{spec.domain}")
         self._dead = beam.metrics.Metrics.counter("data_pipeline", "dead_letter")
+        self._progress_dir = progress_dir
+        self.progress: progress.WorkerTotals | None = None
+
+    def setup(self) -> None:
+        if self._progress_dir:
+            self.progress = progress.WorkerTotals(self._progress_dir)
+
+    def finish_bundle(self) -> None:
+        if self.progress is not None:
+            self.progress.write()
 
     def process(self, path: str) -> Iterator[Any]:
         rel = relative_path(path, self._root)
@@ -141,7 +154,9 @@ class ReadFileFn(beam.DoFn):
             yield from self._parquet(path, rel, counts)
         else:
             yield from self._text_file(path, rel, counts)
-        logging.info("read %s: %s as %s (%d records)", self._spec.source, path, fmt, counts["held"])
+        logging.debug("read %s: %s as %s (%d records)", self._spec.source, path, fmt, counts["held"])
+        if self.progress is not None:
+            self.progress.add(files=1)
         yield beam.pvalue.TaggedOutput(FILE_COUNTS, {"source": self._spec.source, "path": path, **counts})
 
     def _dead_letter(self, record_id: str, path: str, error: str, raw: bytes) -> beam.pvalue.TaggedOutput:
@@ -160,6 +175,8 @@ class ReadFileFn(beam.DoFn):
             "path": path,
         }
         self._read.inc()
+        if self.progress is not None:
+            self.progress.add(records=1)
         if len(text) > self._max_doc_bytes // 4 and len(text.encode("utf-8")) > self._max_doc_bytes:
             return beam.pvalue.TaggedOutput(records.REJECTED, records.rejection(record, "too_long"))
         return record
@@ -335,9 +352,15 @@ class _CorruptStream(Exception):
 class ReadTfdsShardFn(beam.DoFn):
     """Reads one shard of a prepared TFDS dataset (by name + data_dir, or by directory)."""
 
-    def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int):
+    def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int, progress_dir: str = ""):
         self._spec = spec
-        self._file_fn = ReadFileFn(spec, max_doc_bytes, max_raw_bytes)
+        self._file_fn = ReadFileFn(spec, max_doc_bytes, max_raw_bytes, progress_dir)
+
+    def setup(self) -> None:
+        self._file_fn.setup()
+
+    def finish_bundle(self) -> None:
+        self._file_fn.finish_bundle()
 
     def process(self, shard: int) -> Iterator[Any]:
         builder = tfds_builder(self._spec)
@@ -348,6 +371,8 @@ class ReadTfdsShardFn(beam.DoFn):
             row = {k: v for k, v in example.items()}
             yield self._file_fn.parse_row(row, index, f"{name}/{split}/{shard}", self._spec.glob, b"")
         held = builder.info.splits[split].shard_lengths[shard]
+        if self._file_fn.progress is not None:
+            self._file_fn.progress.add(files=1)
         yield beam.pvalue.TaggedOutput(
             FILE_COUNTS,
             {
@@ -370,9 +395,10 @@ def tfds_builder(spec: InputSpec):
     return tfds.builder(target, data_dir=spec.data_dir or None)
 
 
-def check_matches(spec: InputSpec) -> None:
-    """Fails at start, naming the input, when its glob matches nothing or its Parquet files
-    lack the text column (else every row would be a dead letter)."""
+def check_matches(spec: InputSpec) -> int:
+    """The number of files (TFDS: shards) the input reads. Fails at start, naming the input, when
+    its glob matches nothing or its Parquet files lack the text column (else every row would be a
+    dead letter)."""
     if spec.format == "tfds":
         try:
             builder = tfds_builder(spec)
@@ -384,7 +410,7 @@ def check_matches(spec: InputSpec) -> None:
             raise ConfigError(
                 f"inputs[{spec.source}].split: {spec.split!r} not in {list(builder.info.splits)}"
             )
-        return
+        return len(builder.info.splits[spec.split].shard_lengths)
     files = match_files(spec.glob)
     if not files:
         raise ConfigError(f"inputs[{spec.source}].glob: no files match {spec.glob!r}")
@@ -395,6 +421,7 @@ def check_matches(spec: InputSpec) -> None:
             f"inputs[{spec.source}].text_field: {spec.text_field!r} is not a column of {parquet}; "
             f"columns seen: {sorted(columns)}"
         )
+    return len(files)
 
 
 def _parquet_columns(path: str) -> list[str] | None:
@@ -412,22 +439,23 @@ def _parquet_columns(path: str) -> list[str] | None:
 class ReadSource(beam.PTransform):
     """Records of one input, with tagged ``dead_letter``, ``rejected`` and ``file_counts`` outputs."""
 
-    def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int):
+    def __init__(self, spec: InputSpec, max_doc_bytes: int, max_raw_bytes: int, progress_dir: str = ""):
         super().__init__()
         self._spec = spec
         self._max_doc_bytes = max_doc_bytes
         self._max_raw_bytes = max_raw_bytes
+        self._progress_dir = progress_dir
 
     def expand(self, pbegin):
         spec = self._spec
         if spec.format == "tfds":
             shards = len(tfds_builder(spec).info.splits[spec.split].shard_lengths)
             units = pbegin | "Shards" >> beam.Create(list(range(shards)))
-            fn = ReadTfdsShardFn(spec, self._max_doc_bytes, self._max_raw_bytes)
+            fn = ReadTfdsShardFn(spec, self._max_doc_bytes, self._max_raw_bytes, self._progress_dir)
         else:
             # The glob is expanded on a worker: a million file names never enter the job graph.
             units = pbegin | "Glob" >> beam.Create([spec.glob]) | "Match" >> beam.FlatMap(match_files)
-            fn = ReadFileFn(spec, self._max_doc_bytes, self._max_raw_bytes)
+            fn = ReadFileFn(spec, self._max_doc_bytes, self._max_raw_bytes, self._progress_dir)
         return (
             units
             | "Spread" >> beam.Reshuffle()

@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
+from absl import logging as absl_logging
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,8 +40,28 @@ def _humaneval_leak() -> str:
     return code_text(90) + "\n\n" + item["prompt"] + item["canonical_solution"]
 
 
+class _LogLines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def log_lines():
+    """What the prepare run of `run` logs (the progress lines among them)."""
+    handler, logger, verbosity = _LogLines(), absl_logging.get_absl_logger(), absl_logging.get_verbosity()
+    logger.addHandler(handler)
+    absl_logging.set_verbosity(absl_logging.INFO)  # as prepare's main sets it
+    yield handler.lines
+    absl_logging.set_verbosity(verbosity)
+    logger.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, log_lines):
     root = tmp_path_factory.mktemp("corpus")
     near = prose(1).split(" ")
     near[10], near[40] = "lighthouse", "orchard"
@@ -200,6 +223,16 @@ def test_outputs_are_clean_tfds_datasets(run):
     for domain in ("web", "math", "code"):
         names = sorted(p.name for p in (out / domain).glob("*.tfrecord-*"))
         assert names[-1] == f"{domain}-validation.tfrecord-00000-of-00001"
+
+
+def test_progress_counts_every_input_file_and_record_across_workers(run, log_lines):
+    """The 2 worker processes' running totals add up to every matched file (and TFDS shard) and
+    every record the readers parsed (the input but its dead letters)."""
+    out, stats = run
+    read = stats["total"]["input"] - stats["total"]["dead_letter"]
+    final = [line for line in log_lines if line.startswith("read ") and "input files" in line][-1]
+    match = re.match(r"read (\d+) of (\d+) input files \(100%\), ([\d,]+) records, \d+:\d\d elapsed$", final)
+    assert match and match[1] == match[2] and int(match[3].replace(",", "")) == read > 0, (final, read)
 
 
 def test_positive_controls_are_measured_and_never_written(run):

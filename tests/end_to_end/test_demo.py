@@ -76,6 +76,7 @@ def test_make_demo_in_a_fresh_copy(tmp_path):
     demo = checkout / "runs" / "demo"
     # Each stage's whole output is kept (stdout too), and SUMMARY.md gathers the figures.
     assert "step 50/50" in (demo / "logs" / "train.log").read_text()
+    assert "input files (100%)" in (demo / "logs" / "prepare.log").read_text()  # the read progress
     assert not [
         f"{log.name}: {line}"
         for log in (demo / "logs").glob("*.log")
