@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import ml_collections
 
 from evals import harness, metrics, tasks
-from evals.engine import Engine
-from pretrain.checkpoint import restore_params
-from pretrain.model.transformer import Transformer, TransformerConfig
+from pretrain.checkpoint import load_train_config
+from pretrain.tools import checkpoint_scorer
 from studies import inputs
-from tokenizer.vocab import bos_prefix, load_vocabulary
+from tokenizer.vocab import bos_prefix
 
 SEPARATOR = "/"
 
@@ -58,19 +58,12 @@ def items_sha256(data: Sequence[harness.TaskData]) -> str:
 def score(
     workdir: str, step: int, data: Sequence[harness.TaskData], batch_rows: int = 8
 ) -> list[dict[str, Any]]:
-    """evals' per-item records of the checkpoint `step` of `workdir` (its model, tokenizer and BOS policy)."""
-    params, config = restore_params(workdir, step)
-    model = Transformer(TransformerConfig.from_config_dict({**config.model.to_dict(), "dtype": "float32"}))
-    vocab = load_vocabulary(config.data.tokenizer)
-    engine = Engine(
-        lambda p, tokens, positions, segments: model.apply({"params": p}, tokens, positions, segments),
-        params,
-        row_len=config.data.seq_len,
-        batch_rows=batch_rows,
-        vocab_size=vocab.vocab_size,  # the softmax over the tokenizer's pieces, as the downstream command
-    )
-    bos = bos_prefix(config.get("mixture", {}).get("bos", "document"))
-    return harness.score(data, engine, lambda text: list(vocab.encode(text)), bos)
+    """evals' per-item records of the checkpoint `step` of `workdir`, loaded and scored as the
+    downstream command does (its model, tokenizer and BOS policy), in rows of the run's seq_len."""
+    run = load_train_config(workdir)
+    loaded = checkpoint_scorer.load(workdir, step, batch_rows=batch_rows, row_len=run.data.seq_len)
+    with jax.set_mesh(loaded.mesh):
+        return harness.score(data, loaded.engine, loaded.vocab.encode, bos_prefix(loaded.bos))
 
 
 def per_item(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, list]]:

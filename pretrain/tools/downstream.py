@@ -20,22 +20,16 @@ DIR/items.jsonl (one record per item) and DIR/summary.json; nothing is written w
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from common import checks, cli, fs
 from common.parsers import parse_assignment
 from evals import generative, harness, report, results, tasks
 from evals.contamination import found_in_training
-from evals.engine import Engine
 from evals.generate import make_generate_fn
-from pretrain import sharding
-from pretrain.checkpoint import load_train_config, restore_params, saved_steps
-from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
-from pretrain.train_config import check_tokenizer
-from pretrain.train_setup import batch_shardings
+from pretrain.model.transformer import DTYPES
+from pretrain.tools import checkpoint_scorer
 from tokenizer.vocab import bos_prefix
 
 
@@ -121,57 +115,35 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     for name in (n for n in names if n in generative.TASKS):
         test, fewshot = tasks.task_paths(generative.TASKS[name], eval_dir, eval_set_paths, fewshot_paths)
         generated[name] = (generative.load_items(name, test, config.limit), fewshot)
-    workdir = fs.resolve(config.workdir)
-    run = load_train_config(workdir)
-    vocab_path = config.tokenizer or run.data.get("tokenizer", "")
-    checks.require(
-        bool(vocab_path), "tokenizer", "the run's config names no data.tokenizer; pass --tokenizer"
-    )
-    vocab = check_tokenizer(run, fs.resolve(vocab_path), "tokenizer")  # the run's, and fits its embedding
-    model_cfg = TransformerConfig.from_config_dict({**run.model.to_dict(), "dtype": config.dtype})
-    mesh = sharding.make_mesh(config.mesh.to_dict())
-    rules = sharding.logical_rules(run)
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    checks.require(
-        config.batch_rows % data_parallel == 0,
-        "batch_rows",
-        f"must be a multiple of the mesh's data x fsdp = {data_parallel} devices",
-        config.batch_rows,
-    )
-    model = Transformer(model_cfg)
-    dummy = jnp.zeros((1, 8), jnp.int32)
-    boxed = jax.eval_shape(lambda r: model.init(r, dummy, dummy, dummy)["params"], jax.random.PRNGKey(0))
-    step = config.step if config.step >= 0 else max(saved_steps(workdir), default=None)
-    params, _ = restore_params(workdir, step, sharding.mesh_shardings(boxed, mesh, rules))
-
-    def forward(p, inputs, positions, segment_ids):
-        with nn.logical_axis_rules(rules):
-            return model.apply({"params": p}, inputs, positions, segment_ids)
-
-    row_len = config.row_len or model_cfg.max_seq_len
-    engine = Engine(
-        forward,
-        params,
-        row_len=row_len,
+    loaded = checkpoint_scorer.load(
+        config.workdir,
+        config.step,
+        tokenizer=config.tokenizer,
+        dtype=config.dtype,
+        mesh_shape=config.mesh.to_dict(),
         batch_rows=config.batch_rows,
-        batch_sharding=batch_shardings(mesh, rules)["inputs"],
-        vocab_size=vocab.vocab_size,
+        row_len=config.row_len,
     )
+    run, vocab = loaded.run, loaded.vocab
     contaminated = None
     prep_dir = run.data.get("prep_dir", "")
     if config.contamination and prep_dir and fs.isdir(prep_dir):
         leaks = {d.task.name: [doc.leak for doc in d.docs] for d in data}
         leaks.update({name: [item.leak for item in items] for name, (items, _) in generated.items()})
         contaminated = _contaminated(leaks, prep_dir)
-    policy = run.get("mixture", {}).get("bos", "document")
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(loaded.mesh):
         records = harness.score(
-            data, engine, vocab.encode, bos_prefix(policy), num_fewshot=max(config.num_fewshot, 0),
+            data, loaded.engine, vocab.encode, bos_prefix(loaded.bos), num_fewshot=max(config.num_fewshot, 0),
             seed=config.seed, contaminated=contaminated,
         )  # fmt: skip
         if generated:
             generate_fn = make_generate_fn(
-                forward, params, vocab, max_length=row_len, bos=policy, batch_size=config.batch_rows
+                loaded.forward,
+                loaded.params,
+                vocab,
+                max_length=loaded.row_len,
+                bos=loaded.bos,
+                batch_size=config.batch_rows,
             )
         for name, (items, fewshot) in generated.items():
             records += generative.evaluate(
@@ -181,8 +153,8 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
                 contaminated=None if contaminated is None else contaminated[name],
             )  # fmt: skip
     summary = {
-        "workdir": workdir,
-        "step": step,
+        "workdir": fs.resolve(config.workdir),
+        "step": loaded.step,
         "num_fewshot": config.num_fewshot,
         "limit": config.limit,
         "tasks": harness.summarize(records, config.seed),
