@@ -5,9 +5,9 @@ The Gemma 2B launch (configs/train/tpu_v5e_2b.py: pure FSDP, 2 rows of 8192 per 
 1024-token local mask on 5 of every 6 layers, linear RoPE scaling (8) on the global ones,
 the 262,208-row vocabulary through the chunked loss (32 chunks of 8194 rows), 5 scanned
 repeats of the 6-layer pattern and 4 unrolled local layers, full remat. 4T tokens as in
-the Gemma 3 report: 954k steps. Not compiled yet (each compile took 30-40 minutes on
-the shared box): run `python -m pretrain.tools.aot --config=configs/train/tpu_v5e_gemma3_4b.py`
-before launching.
+the Gemma 3 report: 954k steps. `python -m pretrain.tools.aot
+--config=configs/train/tpu_v5e_gemma3_4b.py` (2026-12-07): fits, 12.74 GiB of 15.75 GiB per
+chip at the peak (bench/RESULTS.md).
 """
 
 import ml_collections
