@@ -251,7 +251,7 @@ def record_tokenizer(config: ml_collections.ConfigDict) -> None:
     evaluate refuse any other tokenizer (`check_tokenizer`)."""
     if config.data.tokenizer and fs.isfile(config.data.tokenizer):
         with config.unlocked():
-            config.data.tokenizer_sha256 = fs.sha256(config.data.tokenizer)
+            config.data.tokenizer_sha256 = model_sha256(config.data.tokenizer)
 
 
 def check_tokenizer(run_config: ml_collections.ConfigDict, path: str, field: str) -> Any:
@@ -272,7 +272,7 @@ def check_tokenizer(run_config: ml_collections.ConfigDict, path: str, field: str
     packed_dir = data.get("packed_dir")
     if not recorded and packed_dir and fs.exists(fs.join(packed_dir, manifest_lib.FILE_NAME)):
         recorded, where = manifest_lib.read(packed_dir)["vocab"]["sha256"], f"the manifest of {packed_dir}"
-    given = fs.sha256(path)
+    given = model_sha256(path)
     checks.require(
         not recorded or given == recorded,
         field,
