@@ -45,8 +45,9 @@ from evals.requests import doc_requests  # noqa: E402
 from pretrain import checkpoint  # noqa: E402
 from pretrain.convert import export  # noqa: E402
 from pretrain.model.transformer import Transformer, TransformerConfig  # noqa: E402
+from tokenizer.special_ids import bos_prefix  # noqa: E402
 from tokenizer.train import GEMMA_SPM_FLAGS  # noqa: E402
-from tokenizer.vocab import bos_prefix, load_vocabulary  # noqa: E402
+from tokenizer.vocab import load_vocabulary  # noqa: E402
 
 SHARED = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
 flags.DEFINE_integer("items", 200, "ARC-Easy items scored per round (4 requests each)")

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokenizer.vocab import EOS_ID, bos_prefix
+from tokenizer.special_ids import EOS_ID, bos_prefix
 
 # (params, tokens [B, L], positions [B, L], segment_ids [B, L]) -> logits [B, L, V]
 Forward = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from evals.engine import Request
 from evals.tasks import Doc, Task, fewshot_examples
-from tokenizer.vocab import BOS_ID
+from tokenizer.special_ids import BOS_ID
 
 Encode = Callable[[str], Sequence[int]]
 

@@ -27,7 +27,8 @@ from common import fs
 from common.checks import ConfigError
 from common.domains import DOMAINS, HQ_SUFFIX
 from data_pipeline import prepared
-from tokenizer.vocab import BOS_ID, BOS_POLICIES, bos_prefix, load_vocabulary
+from tokenizer.special_ids import BOS_ID, BOS_POLICIES, bos_prefix
+from tokenizer.vocab import load_vocabulary
 
 INDEX_KEY = "source_index"  # passed through when the stream enumerates the source for exact resume
 

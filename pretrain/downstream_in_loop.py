@@ -26,7 +26,8 @@ from data_pipeline.decontamination import eval_sets
 from evals import harness
 from evals import tasks as tasks_lib
 from evals.engine import Engine
-from tokenizer.vocab import bos_prefix, load_vocabulary
+from tokenizer.special_ids import bos_prefix
+from tokenizer.vocab import load_vocabulary
 
 Scores = dict[str, Any]
 

@@ -23,7 +23,7 @@ from evals import harness, metrics, tasks
 from pretrain.checkpoint import load_train_config
 from pretrain.tools import checkpoint_scorer
 from studies import inputs
-from tokenizer.vocab import bos_prefix
+from tokenizer.special_ids import bos_prefix
 
 SEPARATOR = "/"
 

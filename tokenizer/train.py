@@ -33,7 +33,8 @@ from sentencepiece import sentencepiece_model_pb2
 from common import checks, cli, fs, outputs
 from common.checks import require
 from tokenizer import sample as sample_lib
-from tokenizer.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, load_vocabulary
+from tokenizer.special_ids import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID
+from tokenizer.vocab import load_vocabulary
 
 BYTE_PIECES = 256
 GEMMA_SPM_FLAGS = {

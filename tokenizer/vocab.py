@@ -15,19 +15,7 @@ import seqio
 from common import fs
 from common.checks import ConfigError
 from tokenizer.model_file import model_file
-
-PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
-SPECIAL_PIECES = {PAD_ID: "<pad>", EOS_ID: "<eos>", BOS_ID: "<bos>", UNK_ID: "<unk>"}
-# Where <bos> goes: "document" puts one before every document (Gemma's training format),
-# "none" never. Tasks, held-out evaluation and pretrain.tools.evaluate all ask bos_prefix.
-BOS_POLICIES = ("none", "document")
-
-
-def bos_prefix(policy: str) -> list[int]:
-    """The tokens that open every document under the mixture's `bos` policy."""
-    if policy not in BOS_POLICIES:
-        raise ValueError(f"bos: must be one of {BOS_POLICIES}, got {policy!r}")
-    return [BOS_ID] if policy == "document" else []
+from tokenizer.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
 class GemmaVocabulary(seqio.SentencePieceVocabulary):

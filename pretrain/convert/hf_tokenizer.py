@@ -20,7 +20,7 @@ from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from tokenizer.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, bos_prefix
+from tokenizer.special_ids import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, bos_prefix
 
 Piece = sentencepiece_model_pb2.ModelProto.SentencePiece
 # SentencePiece's BPE encoder merges two adjacent symbols when the result is one of these.

@@ -30,7 +30,7 @@ from evals.contamination import found_in_training
 from evals.generate import make_generate_fn
 from pretrain.model.transformer import DTYPES
 from pretrain.tools import checkpoint_scorer
-from tokenizer.vocab import bos_prefix
+from tokenizer.special_ids import bos_prefix
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -32,7 +32,7 @@ from pretrain.checkpoint import load_train_config, restore_params
 from pretrain.model.transformer import DTYPES, Transformer, TransformerConfig
 from pretrain.train_config import check_tokenizer
 from pretrain.train_step import token_losses
-from tokenizer.vocab import EOS_ID, bos_prefix
+from tokenizer.special_ids import EOS_ID, bos_prefix
 
 
 def read_documents(path: fs.PathLike) -> list[dict[str, str]]:

@@ -12,7 +12,8 @@ import pytest
 from evals import generate
 from pretrain.model.transformer import Transformer
 from tests.support.export import TOKENIZER_PIECES, tiny_config, train_tokenizer
-from tokenizer.vocab import EOS_ID, load_vocabulary
+from tokenizer.special_ids import EOS_ID
+from tokenizer.vocab import load_vocabulary
 
 MAX_LENGTH = 64
 PROMPTS = [[2, 17, 45, 99, 4], [2, 250], [2, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], [2, 60, 61]]

@@ -26,7 +26,8 @@ from pretrain.model.transformer import Transformer, TransformerConfig
 from tests.support import export as fx
 from tests.support.evals import arc_rows, write_jsonl
 from tests.support.train import tiny_config
-from tokenizer.vocab import bos_prefix, load_vocabulary
+from tokenizer.special_ids import bos_prefix
+from tokenizer.vocab import load_vocabulary
 
 pytest.importorskip("lm_eval")
 pytest.importorskip("torch")

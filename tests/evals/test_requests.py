@@ -11,7 +11,8 @@ from evals.engine import Engine, Request
 from evals.requests import encode_pair, move_whitespace
 from tests.support.eval_files import write_eval_dir
 from tests.support.mixtures import train_tokenizer
-from tokenizer.vocab import BOS_ID, bos_prefix, load_vocabulary
+from tokenizer.special_ids import BOS_ID, bos_prefix
+from tokenizer.vocab import load_vocabulary
 
 PAIRS = [
     ("Question: which one?\nAnswer:", " the news page"),
