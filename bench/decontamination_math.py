@@ -10,7 +10,7 @@
   perturbation, and heldout_data_quality.py's), plus the untouched pages as clean documents.
   Target >= 0.99 on every set.
 
-Matching is the stage's own (``decontaminate.load_index(...).find``, what the Beam DoFn
+Matching is the stage's own (``matching.load_index(...).find``, what the Beam DoFn
 calls per document), without Beam around it. Writes the stage's contamination_report.md for
 the GSM8K-train run to ``--report``.
 
@@ -32,7 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs.data import full
-from data_pipeline.decontamination import controls, decontaminate
+from data_pipeline.decontamination import controls, matching
 from data_pipeline.decontamination import report as decontamination_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,17 +41,17 @@ from heldout_data_quality import DATA, filtered_pages, paste, perturb_heldout  #
 _ITEMS = flags.DEFINE_integer("items_per_set", 100, "Items pasted per eval set and variant.")
 _SEED = flags.DEFINE_integer("seed", 3, "Random seed (sampling, pasting, perturbing).")
 _REPORT = flags.DEFINE_string("report", "", "Write the GSM8K-train contamination report here.")
-_CONFIG = config_flags.DEFINE_config_dict("config", decontaminate.default_config(), "Decontaminate config.")
+_CONFIG = config_flags.DEFINE_config_dict("config", matching.default_config(), "Decontaminate config.")
 
 
-def hits_of(index: decontaminate.CharWindowIndex, doc: dict) -> list[dict]:
+def hits_of(index: matching.CharWindowIndex, doc: dict) -> list[dict]:
     """The stage's hit records for one document (one per matched item, as the DoFn emits)."""
     out, seen = [], set()
     for start, end, i, match in index.find(doc["text"]):
         item = index.items[i]
         if i not in seen:
             seen.add(i)
-            context = decontaminate.highlight(doc["text"], start, end)
+            context = matching.highlight(doc["text"], start, end)
             out.append(
                 {
                     "id": doc["id"],
@@ -65,7 +65,7 @@ def hits_of(index: decontaminate.CharWindowIndex, doc: dict) -> list[dict]:
     return out
 
 
-def false_positives(index: decontaminate.CharWindowIndex) -> list[dict]:
+def false_positives(index: matching.CharWindowIndex) -> list[dict]:
     rows = [json.loads(line) for line in open(os.path.join(DATA, "eval/gsm8k/train.jsonl"))]
     docs = [
         {"id": f"train:{k}", "source": "gsm8k_train", "text": f"{r['question']}\n{r['answer']}"}
@@ -82,7 +82,7 @@ def false_positives(index: decontaminate.CharWindowIndex) -> list[dict]:
     return hits
 
 
-def recall(index: decontaminate.CharWindowIndex, pages: list[dict], rng: random.Random) -> None:
+def recall(index: matching.CharWindowIndex, pages: list[dict], rng: random.Random) -> None:
     by_set: dict[str, list] = {}
     for item in index.items:
         by_set.setdefault(item.eval_set, []).append(item)
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     specs = {name: os.path.join(DATA, "eval", path) for name, path in full.EVAL_SUITE.items()}
     start = time.time()
-    index = decontaminate.load_index(config, specs)
+    index = matching.load_index(config, specs)
     print(
         f"{len(index.items)} eval items ({', '.join(sorted({i.eval_set for i in index.items}))}); "
         f"window {config.window_chars}, answers {config.answer_window_chars}; index {time.time() - start:.0f}s"

@@ -23,7 +23,7 @@ from absl import app, flags
 from apache_beam.options.pipeline_options import PipelineOptions
 from ml_collections import config_flags
 
-from data_pipeline.decontamination import decontaminate
+from data_pipeline.decontamination import decontaminate, matching
 from data_pipeline.decontamination.eval_sets import load_eval_sets
 from data_pipeline.dedup.shingles import normalized_words
 
@@ -43,7 +43,7 @@ PUNCT = ",.;:!?-"
 
 _ITEMS = flags.DEFINE_integer("items_per_set", 300, "Items pasted per eval set and variant.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_CONFIG = config_flags.DEFINE_config_dict("config", decontaminate.default_config(), "Decontaminate config.")
+_CONFIG = config_flags.DEFINE_config_dict("config", matching.default_config(), "Decontaminate config.")
 
 
 def perturb(text: str, rng: random.Random) -> str:
@@ -81,7 +81,7 @@ def main(argv):
     by_text = defaultdict(set)
     for item in items:
         by_text[" ".join(normalized_words(item.text))].add((item.eval_set, item.item_id))
-    short = sum(1 for i in items if len(decontaminate.normalized_chars(i.text)[0]) < config.min_chars)
+    short = sum(1 for i in items if len(matching.normalized_chars(i.text)[0]) < config.min_chars)
     print(
         f"{len(items)} eval items from {len(EVAL) + 1} sets; {short} shorter than {config.min_chars} letters/digits (never matchable)"
     )

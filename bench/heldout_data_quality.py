@@ -44,7 +44,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from common import fs
 from configs.data import base
 from data_pipeline.clean.normalize import normalize_record
-from data_pipeline.decontamination import decontaminate, eval_sets
+from data_pipeline.decontamination import decontaminate, eval_sets, matching
 from data_pipeline.dedup import near
 from data_pipeline.filters.chain import build_chain, run_chain
 
@@ -313,7 +313,7 @@ def question_of(row: dict) -> str | None:
 
 def eval_rows(name: str, path: str) -> list[tuple[str, str, str | None]]:
     """(item id, full item text, question alone) of every row, as the job indexes them."""
-    config = decontaminate.default_config()
+    config = matching.default_config()
     out = []
     for index, (file, row) in enumerate(eval_sets.named_rows(name, os.path.join(DATA, path))):
         text = eval_sets.item_text(row, config.text_fields)
@@ -369,7 +369,7 @@ def bench_near_dedup(pages: list[dict], rng: random.Random, variant: str) -> dic
 
 def bench_decontamination(pages: list[dict], rng: random.Random, variant: str, per_set: int) -> dict:
     perturb = perturb_tuned if variant == "tuned" else perturb_heldout
-    config = decontaminate.default_config()
+    config = matching.default_config()
     specs = {name: os.path.join(DATA, path) for name, path in ALL_EVAL.items()}
     docs, expected = [], {}
     for name, path in EVAL_SETS[variant].items():
@@ -379,7 +379,7 @@ def bench_decontamination(pages: list[dict], rng: random.Random, variant: str, p
             if name in QUESTION_ONLY and question:
                 pastes["question"] = perturb(question, rng)
             for kind, item in pastes.items():
-                if kind == "question" and len(decontaminate.normalized_chars(question)[0]) < config.min_chars:
+                if kind == "question" and len(matching.normalized_chars(question)[0]) < config.min_chars:
                     kind = "question_short"  # fewer letters+digits than config.min_chars: never matched by design
                 doc_id = f"{kind}|{name}|{k}"
                 docs.append(
@@ -436,13 +436,13 @@ def shared_text(text: str, items: set[tuple[str, str]], specs: dict[str, str]) -
     whether it is a genuine overlap (a quotation the eval item contains) or a false match."""
     import difflib
 
-    index = decontaminate.load_index(decontaminate.default_config(), specs)  # the run's, cached
+    index = matching.load_index(matching.default_config(), specs)  # the run's, cached
     by_key = {(item.eval_set, item.item_id): item for item in index.items}
-    codes, offsets = decontaminate.normalized_chars(text)
+    codes, offsets = matching.normalized_chars(text)
     doc = "".join(map(chr, codes.tolist()))
     out = []
     for key in sorted(items):
-        item = "".join(map(chr, decontaminate.normalized_chars(by_key[key].text)[0].tolist()))
+        item = "".join(map(chr, matching.normalized_chars(by_key[key].text)[0].tolist()))
         m = difflib.SequenceMatcher(None, doc, item, autojunk=False).find_longest_match(
             0, len(doc), 0, len(item)
         )

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from data_pipeline import prepared
-from data_pipeline.decontamination import decontaminate
+from data_pipeline.decontamination import matching
 from data_pipeline.decontamination.eval_sets import EvalItem
 
 
 def found_in_training(items: Sequence[EvalItem], prep_dir: str) -> set[int]:
     """Indices of `items` that share a decontamination window with PREP_DIR's train split."""
-    index = decontaminate.build_index(list(items), decontaminate.default_config())
+    index = matching.build_index(list(items), matching.default_config())
     found: set[int] = set()
     if index.keys:
         for domain in prepared.domains(prep_dir):

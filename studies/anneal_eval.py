@@ -32,7 +32,7 @@ from absl import logging
 
 from common import fs
 from data_pipeline import prepared
-from data_pipeline.decontamination import decontaminate, eval_sets
+from data_pipeline.decontamination import eval_sets, matching
 from evals.contamination import found_in_training
 from pretrain.metrics import read_metrics
 from pretrain.tools.evaluate import evaluate
@@ -43,7 +43,7 @@ VALIDATION_PREFIX = "val_"
 
 def probe_items(probes: ml_collections.ConfigDict) -> list[Any]:
     """The first `max_items` EvalItems of every probe set (question + reference answer)."""
-    text_config = decontaminate.default_config()
+    text_config = matching.default_config()
     text_config.builtin_eval_sets = ()
     items = []
     for name, spec in probes.sets.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from common.domains import DOMAINS
-from data_pipeline.decontamination import decontaminate
+from data_pipeline.decontamination import matching
 from data_pipeline.dedup import exact, near
 from data_pipeline.filters.chain import default_params
 
@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.dedup = exact.default_config()
     config.near_dedup = near.default_config()
-    config.decontamination = decontaminate.default_config()
+    config.decontamination = matching.default_config()
     config.quality = ml_collections.ConfigDict({
         "model_path": "",  # data_pipeline.quality.classifier model; empty: the heuristic score (data_pipeline/quality/heuristic.py)
         "min_score": 0.0,  # drop documents scoring below (reason low_quality)

@@ -2,7 +2,7 @@
 
 import random
 
-from data_pipeline.decontamination import controls, decontaminate
+from data_pipeline.decontamination import controls, matching
 from data_pipeline.decontamination.eval_sets import EvalItem
 
 TEXT = (
@@ -12,7 +12,7 @@ TEXT = (
 
 
 def _normalized(text: str) -> list[int]:
-    return decontaminate.normalized_chars(text)[0].tolist()
+    return matching.normalized_chars(text)[0].tolist()
 
 
 def test_perturbed_copies_differ_only_where_web_copies_do():

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_pipeline.decontamination import decontaminate, eval_sets
+from data_pipeline.decontamination import decontaminate, eval_sets, matching
 from data_pipeline.decontamination import report as decontamination_report
 from data_pipeline.decontamination.eval_sets import EvalItem
 from tests.support.beam import record, run_transform
@@ -24,7 +24,7 @@ FILLER = " ".join(f"filler{i}" for i in range(120))
 
 
 def _config(**overrides):
-    config = decontaminate.default_config()
+    config = matching.default_config()
     config.builtin_eval_sets = ()
     config.update(overrides)
     return config
@@ -101,11 +101,9 @@ def test_cut_drops_documents_with_nothing_left(run):
 
 
 def test_items_shorter_than_min_chars_are_skipped(run):
-    index = decontaminate.CharWindowIndex(_items(), window=50, min_chars=35, w=8)
+    index = matching.CharWindowIndex(_items(), window=50, min_chars=35, w=8)
     assert index.skipped == 1
-    assert (
-        decontaminate.CharWindowIndex(_items(), window=50, min_chars=35, w=8, min_item_chars=5).skipped == 0
-    )
+    assert matching.CharWindowIndex(_items(), window=50, min_chars=35, w=8, min_item_chars=5).skipped == 0
     kept, rejected, hits = run([record("d", FILLER + " why so?")])
     assert len(kept) == 1 and rejected == [] and hits == []
 
@@ -175,14 +173,12 @@ def test_number_only_ngrams_are_not_indexed():
         "count",
         "John counts 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 and stops",
     )
-    index = decontaminate.CharWindowIndex([counting], window=50, min_chars=35, w=8)
-    pages, _ = decontaminate.normalized_chars(
+    index = matching.CharWindowIndex([counting], window=50, min_chars=35, w=8)
+    pages, _ = matching.normalized_chars(
         "page 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 next"
     )
     assert list(index.matches(pages)) == []
-    leak, _ = decontaminate.normalized_chars(
-        "JOHN counts: " + ", ".join(map(str, range(1, 26))) + " and stops."
-    )
+    leak, _ = matching.normalized_chars("JOHN counts: " + ", ".join(map(str, range(1, 26))) + " and stops.")
     assert {m[2] for m in index.matches(leak)} == {0}
 
 
@@ -264,7 +260,7 @@ def test_arithmetic_items_without_letters_match_in_their_expression_form():
     """BBH's multistep arithmetic has no letters: its letters+digits form is a digit run like
     page numbers, so it was never indexed. With the operators kept it matches whole,
     whatever happens to brackets, spacing, the trailing '=' or Unicode minus signs."""
-    index = decontaminate.CharWindowIndex([ARITHMETIC], window=50, min_chars=35, w=8, min_item_chars=20)
+    index = matching.CharWindowIndex([ARITHMETIC], window=50, min_chars=35, w=8, min_item_chars=20)
     assert index.skipped == 0
     for leak in (
         "Intro line.\n((-1 + 2 + 9 * 5) - (-2 + -4 + -4 * -7)) =\n24\nMore.",
@@ -287,7 +283,7 @@ def test_expression_form_needs_enough_characters_and_operators():
         EvalItem("bbh", "words", "( ( not ( True ) ) ) is\nFalse"),  # no operators: a phrase
         EvalItem("bbh", "dates", "2019 2020 2021 2022 2023 2024"),  # digits only, no operators
     ]
-    index = decontaminate.CharWindowIndex(items, window=50, min_chars=35, w=8, min_item_chars=20)
+    index = matching.CharWindowIndex(items, window=50, min_chars=35, w=8, min_item_chars=20)
     assert index.skipped == 3 and len(index.expression_keys) == 0
     assert _found(index, "It is not true; not true is false. 8 + 8 / 2 + 2 = 14") == set()
 
@@ -342,14 +338,14 @@ def test_short_question_matches_with_the_start_of_its_answer():
     """A question shorter than half a window is matched together with its answer's start (the
     whole item's first window), never by answer text alone."""
     item = EvalItem("math", "m1", "Compute 7 choose 4.\n" + SOLUTION, "Compute 7 choose 4.", SOLUTION)
-    index = decontaminate.CharWindowIndex([item], window=50, min_chars=35, w=8, answer_window=100)
+    index = matching.CharWindowIndex([item], window=50, min_chars=35, w=8, answer_window=100)
     assert _found(index, "compute 7 CHOOSE 4: " + SOLUTION[:40]) == {0}
     assert _found(index, "Compute 8 choose 4. " + SOLUTION[:80]) == set()
 
 
 def test_report_ranks_generic_stretches_first_and_samples_documents_in_order():
     def hit(doc, match, item="i1"):
-        context = decontaminate.highlight(f"before {match} after", 7, 7 + len(match))
+        context = matching.highlight(f"before {match} after", 7, 7 + len(match))
         return {
             "id": doc,
             "source": "web",
@@ -387,7 +383,7 @@ def test_gsm8k_train_worked_solutions_are_kept_and_pasted_items_caught(shared_da
     train = [f"{r['question']}\n{r['answer']}" for r in rows]
 
     def flagged(config):
-        index = decontaminate.load_index(config, specs)
+        index = matching.load_index(config, specs)
         return index, {k for k, text in enumerate(train) if _found(index, text)}
 
     index, new = flagged(_config())
