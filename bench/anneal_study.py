@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterable
 
 from common import fs
+from common.checks import ConfigError
 from data_pipeline import prepared
 from studies import study_corpus
 
@@ -186,7 +187,10 @@ def main() -> None:
     inputs = [f"--input={d}={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")]
     if not os.path.exists(f"{out}/corpus/{study_corpus.MANIFEST}"):
         start = time.perf_counter()
-        counts = study_corpus.build(SHARED, f"{out}/corpus")
+        try:
+            counts = study_corpus.build(SHARED, f"{out}/corpus")
+        except ConfigError as e:  # a declared shared-data file is absent
+            sys.exit(f"skipped: {e}")
         timings["corpus"] = round(time.perf_counter() - start, 1)
         print(f"[corpus] {counts} from {SHARED}: {timings['corpus']}s", flush=True)
     stage(

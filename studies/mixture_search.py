@@ -19,7 +19,8 @@
    `search.holdout` sampled arms are kept out of the fit and the report gives the Spearman
    correlation between predicted and measured loss on them.
 3. Proposal: the weights minimising `search.objective` (a weighted sum of metrics) subject to
-   `search.constraints` (metric <= the reference's * (1 + tolerance)), written as a mixture
+   `search.constraints` (metric <= the reference's * (1 + tolerance); with `better="higher"`,
+   for an accuracy: metric >= the reference's * (1 - tolerance)), written as a mixture
    config (S/proposal/mixture.py: `mixtures.pack` / `mixtures.report --config=`) and a training
    config using it as its annealing stage (S/proposal/train.py: `pretrain.train --config=`).
 4. Proof: the proposal, the reference, every other recipe and the best sampled arm (lowest
