@@ -62,6 +62,13 @@ def compare(a: str, b: str) -> bool:
     return same
 
 
+def step(command: list[str], env: dict[str, str]) -> None:
+    """Runs one stage; a failed one ends the bench with its exit status (its own message said why)."""
+    code = subprocess.run(command, cwd=ROOT, env=env).returncode
+    if code:
+        sys.exit(code)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "runs", "mixture_search"))
@@ -78,18 +85,13 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     timings = {}
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "bench/anneal_study.py", f"--work_dir={out}", "--data_only"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
+    step([sys.executable, "bench/anneal_study.py", f"--work_dir={out}", "--data_only"], env)
     timings["data"] = round(time.perf_counter() - start, 1)
     study, name = (
         ("studies.anneal", "controls") if args.controls_only else ("studies.mixture_search", "search")
     )
     start = time.perf_counter()
-    subprocess.run(
+    step(
         [
             sys.executable,
             "-m",
@@ -98,9 +100,7 @@ def main() -> None:
             *(SMOKE if args.smoke else []),
             *args.extra,
         ],
-        cwd=ROOT,
-        env=env,
-        check=True,
+        env,
     )
     timings[name] = round(time.perf_counter() - start, 1)
     print(json.dumps(timings))
