@@ -10,7 +10,9 @@ a reason if they are absent). Stages, each skipped when its output exists (so an
    0-1499, MBPP train ids 601-974, Wikipedia articles from wikitext-2); candidate/: the
    candidate dataset of arm (c), GSM8K train items 1500-7472 (math word problems with
    worked answers): never the same items as the probes or each other.
-2. the demo corpus; data_pipeline.prepare decontaminated against every probe set, once
+2. the study corpus from ../shared/data files (`studies.study_corpus`: web pages, LaTeX
+   mathematics, source code; the SHA-256 of every file read is in corpus/corpus.json and in
+   the studies' plans); data_pipeline.prepare decontaminated against every probe set, once
    with the heuristic high-quality score (prep_heuristic) and once with the reference
    classifier (prep_reference, `data_pipeline.quality.classifier train`); the candidate prepared the
    same way as a math corpus (prep_candidate); the tokenizer; both preps packed with the
@@ -31,7 +33,9 @@ import time
 from collections.abc import Iterable
 
 from common import fs
+from common.checks import ConfigError
 from data_pipeline import prepared
+from studies import study_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
@@ -79,7 +83,7 @@ def build_probes_and_reference(out: str) -> None:
         ],
     )
     reference += [{"text": f"{r['text']}\n{r['code']}"} for r in mbpp if r["task_id"] >= 601]
-    articles = _wikitext_articles(os.path.join(SHARED, "web", "wikitext-2"))
+    articles = study_corpus.wikitext_articles(os.path.join(SHARED, "web", "wikitext-2", "valid.txt"))
     reference += [{"text": a} for a in articles[:400]]
     write_jsonl(f"{out}/reference/positive.jsonl", reference)
 
@@ -93,23 +97,6 @@ def _english_page(text: str) -> bool:
         and ascii_share > 0.97
         and sum(w in ("the", "and", "of", "to") for w in words) / max(len(words), 1) > 0.05
     )
-
-
-def _wikitext_articles(wiki_dir: str) -> list[str]:
-    """wikitext-2 validation split, cut into articles at its ` = Title = ` lines."""
-    files = [os.path.join(wiki_dir, n) for n in sorted(os.listdir(wiki_dir)) if "valid" in n]
-    articles, current = [], []
-    for path in files:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                stripped = line.strip()
-                if stripped.startswith("= ") and not stripped.startswith("= =") and current:
-                    articles.append("".join(current).strip())
-                    current = []
-                current.append(line)
-    if current:
-        articles.append("".join(current).strip())
-    return [a for a in articles if len(a) > 500]
 
 
 def subset_table(out: str) -> str:
@@ -198,13 +185,14 @@ def main() -> None:
         )
     ]
     inputs = [f"--input={d}={out}/corpus/{d}.jsonl" for d in ("web", "math", "code")]
-    stage(
-        "corpus",
-        out,
-        f"{out}/corpus/code.jsonl",
-        [py, "-m", "data_pipeline.demo_corpus", "--output", f"{out}/corpus"],
-        timings,
-    )
+    if not os.path.exists(f"{out}/corpus/{study_corpus.MANIFEST}"):
+        start = time.perf_counter()
+        try:
+            counts = study_corpus.build(SHARED, f"{out}/corpus")
+        except ConfigError as e:  # a declared shared-data file is absent
+            sys.exit(f"skipped: {e}")
+        timings["corpus"] = round(time.perf_counter() - start, 1)
+        print(f"[corpus] {counts} from {SHARED}: {timings['corpus']}s", flush=True)
     stage(
         "prepare_heuristic",
         out,

@@ -7,7 +7,8 @@ and report, and a resume or a merge into a study whose inputs now hash different
 refused with one line naming what changed. Inputs:
 
 - `corpus`: the `*.jsonl` files of `config.corpus_dir` (when set; the demo corpus records
-  the same digest in its corpus.json);
+  the same digest in its corpus.json), and `source/<file>`: each shared-data file a bench's
+  study corpus was built from (`studies.study_corpus`), re-hashed: a changed one is refused;
 - `prepared/<domain>`: every file of PREP/<domain> (the TFDS dataset the held-out documents
   and the packs come from);
 - `packed` (and `packed[<arm>]` for an arm with its own `packed_dir`): the packed manifest's
@@ -29,6 +30,7 @@ import ml_collections
 from common import checks, fs
 from data_pipeline import demo_corpus, prepared
 from mixtures import manifest
+from studies import study_corpus
 from tokenizer.model_file import model_sha256
 
 
@@ -54,6 +56,7 @@ def input_hashes(
     out: dict[str, str] = {}
     if config.get("corpus_dir"):
         out["corpus"] = tree_sha256(config.corpus_dir, ".jsonl")
+        out.update(study_corpus.verify(config.corpus_dir))
     for domain in prepared.domains(config.prep_dir):
         out[f"prepared/{domain}"] = tree_sha256(prepared.domain_dir(config.prep_dir, domain))
     packed = config.train.data.packed_dir

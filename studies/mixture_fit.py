@@ -10,7 +10,8 @@
   only with enough arms).
 - `propose`: the weight vector minimising the objective (a weighted sum of predicted
   metrics) on the simplex within the bounds, subject to constraints `pred(m, w) <=
-  pred(m, reference) * (1 + tolerance) - margin` (relative to the model's own prediction for
+  pred(m, reference) * (1 + tolerance) - margin` (for a metric where higher is better, such
+  as an accuracy: `pred(m, w) >= pred(m, reference) * (1 - tolerance) + margin`; relative to the model's own prediction for
   the reference arm, so a shared bias of the model cancels; the margin, e.g. the model's
   cross-validated RMSE, keeps the proposal off the constraint's edge, where the model's error
   would decide); random search then local refinement.
@@ -208,11 +209,25 @@ def fit(
 # ----------------------------------------------------------------------------- proposal
 
 
+BETTER = ("lower", "higher")  # a constraint's direction: losses are lower-better, accuracies higher-better
+
+
 @dataclasses.dataclass(frozen=True)
 class Constraint:
     metric: str
     tolerance: float  # relative: pred(w) <= pred(reference) * (1 + tolerance) - margin
     margin: float = 0.0  # absolute: e.g. the model's cross-validated RMSE, to stay clear of the edge
+    better: str = "lower"  # "higher": pred(w) >= pred(reference) * (1 - tolerance) + margin
+
+    def limit(self, reference: float) -> float:
+        """The worst value the constraint admits, given the reference's."""
+        if self.better == "higher":
+            return reference * (1 - self.tolerance) + self.margin
+        return reference * (1 + self.tolerance) - self.margin
+
+    def met(self, value: Any, limit: float) -> Any:
+        """Whether `value` (a number or an array) is on the good side of `limit`."""
+        return value >= limit if self.better == "higher" else value <= limit
 
 
 def objective_values(fits: dict[str, Fit], objective: dict[str, float], x: np.ndarray) -> np.ndarray:
@@ -236,10 +251,7 @@ def propose(
     check_bounds(lower, upper)
     rng = np.random.default_rng(seed)
     t = len(lower)
-    limits = {
-        c.metric: float(fits[c.metric].predict(reference)[0]) * (1 + c.tolerance) - c.margin
-        for c in constraints
-    }
+    limits = {c.metric: c.limit(float(fits[c.metric].predict(reference)[0])) for c in constraints}
 
     def inside(x: np.ndarray) -> np.ndarray:
         return np.all((x >= lower - 1e-9) & (x <= upper + 1e-9), axis=1)
@@ -247,7 +259,7 @@ def propose(
     def feasible(x: np.ndarray) -> np.ndarray:
         ok = inside(x)
         for c in constraints:
-            ok &= fits[c.metric].predict(x) <= limits[c.metric]
+            ok &= c.met(fits[c.metric].predict(x), limits[c.metric])
         return ok
 
     pool = [rng.dirichlet(np.ones(t), candidates), rng.dirichlet(np.full(t, 0.3), candidates)]

@@ -22,6 +22,11 @@ def _w(weights: dict[str, float] | None) -> str:
     return ", ".join(f"{k}={v:.3g}" for k, v in (weights or {}).items() if v)
 
 
+def _bound(better: str) -> str:
+    """How a constraint's metric must compare with its limit."""
+    return ">=" if better == "higher" else "<="
+
+
 def _objective(config: ml_collections.ConfigDict) -> str:
     return " + ".join(f"{c:g} x {m}" if c != 1 else m for m, c in config.search.objective.items())
 
@@ -40,7 +45,9 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
         + f"; each arm {config.anneal_steps} annealing steps from the same checkpoint, same decay.",
         f"Objective: minimise {_objective(config)}"
         + "".join(
-            f"; subject to {c['metric']} <= {reference} x (1 + {c['tolerance']:g})" for c in s.constraints
+            f"; subject to {c['metric']} {_bound(c.get('better', 'lower'))} {reference} x "
+            f"(1 {'-' if c.get('better') == 'higher' else '+'} {c['tolerance']:g})"
+            for c in s.constraints
         )
         + ".",
         "",
@@ -62,6 +69,7 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
             "predicted and measured loss."
         )
     p = fitted["proposal"]
+    better = {c["metric"]: c.get("better", "lower") for c in s.constraints}
     lines += [
         "",
         "### Proposal",
@@ -69,7 +77,7 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
         f"**{_w(p['weights'])}**: predicted "
         + ", ".join(f"{m} {v:.4f}" for m, v in p["predicted"].items())
         + f"; objective {p['objective']:.4f} (limits: "
-        + ", ".join(f"{m} <= {v:.4f}" for m, v in p["limits"].items())
+        + ", ".join(f"{m} {_bound(better[m])} {v:.4f}" for m, v in p["limits"].items())
         + ").",
         f"Written as `{paths['mixture']}` (the schedule, its annealing stage from "
         f"{s.anneal_start:g} of training) and `{paths['train']}` (the training config with it).",
@@ -114,7 +122,8 @@ def markdown(config, arms, fitted, best, proof, paths, costs, wall) -> str:
         lines.append("")
         lines.append(
             f"Constraint {m}: proposal - {reference} {ci['difference']:+.4f} ({ci['relative']:+.2%}; "
-            f"interval [{ci['low']:+.4f}, {ci['high']:+.4f}]), limit +{ci['tolerance']:.0%}: "
+            f"interval [{ci['low']:+.4f}, {ci['high']:+.4f}]), limit "
+            f"{'-' if ci.get('better') == 'higher' else '+'}{ci['tolerance']:.0%}: "
             f"{'met' if ci['ok'] else 'NOT met'}."
         )
     breakers = [

@@ -19,7 +19,8 @@
    `search.holdout` sampled arms are kept out of the fit and the report gives the Spearman
    correlation between predicted and measured loss on them.
 3. Proposal: the weights minimising `search.objective` (a weighted sum of metrics) subject to
-   `search.constraints` (metric <= the reference's * (1 + tolerance)), written as a mixture
+   `search.constraints` (metric <= the reference's * (1 + tolerance); with `better="higher"`,
+   for an accuracy: metric >= the reference's * (1 - tolerance)), written as a mixture
    config (S/proposal/mixture.py: `mixtures.pack` / `mixtures.report --config=`) and a training
    config using it as its annealing stage (S/proposal/train.py: `pretrain.train --config=`).
 4. Proof: the proposal, the reference, every other recipe and the best sampled arm (lowest
@@ -80,8 +81,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
     unknown = (set(s.center) | set(s.bounds)) - set(s.tasks)
     checks.require(not unknown, "search.center/bounds", f"name tasks outside search.tasks: {sorted(unknown)}")
-    for c in s.constraints:
-        checks.require(c.get("tolerance", 0) >= 0, "search.constraints", "tolerance must be >= 0", dict(c))
+    for k, c in enumerate(s.constraints):
+        field = f"search.constraints[{k}]"
+        unknown = set(c) - {"metric", "tolerance", "better"}
+        checks.require(
+            not unknown, field, f"unknown keys {sorted(unknown)} (known: metric, tolerance, better)"
+        )
+        checks.require(bool(c.get("metric")), f"{field}.metric", "must name a metric", c.get("metric"))
+        checks.require(c.get("tolerance", 0) >= 0, f"{field}.tolerance", "must be >= 0", c.get("tolerance"))
+        checks.one_of(c.get("better", "lower"), mf.BETTER, f"{field}.better")
     names = {arm["name"] for arm in config.arms}
     clash = {n for n in names if n.startswith((PROPOSAL, SAMPLE_PREFIX))}
     checks.require(not clash, "arms", f"names reserved for the search's own arms: {sorted(clash)}")
@@ -220,6 +228,11 @@ def general_weights(config: ml_collections.ConfigDict, step: int) -> dict[str, f
 # ----------------------------------------------------------------------------- fit and proposal
 
 
+def constraint(c: dict[str, Any], share: float = 1.0, margin: float = 0.0) -> mf.Constraint:
+    """A `search.constraints` entry as the fit's Constraint (`share` of its tolerance, `margin` inside it)."""
+    return mf.Constraint(c["metric"], c.get("tolerance", 0.0) * share, margin, c.get("better", "lower"))
+
+
 def metrics_needed(config: ml_collections.ConfigDict) -> list[str]:
     return list(dict.fromkeys([*config.search.objective, *(c["metric"] for c in config.search.constraints)]))
 
@@ -276,11 +289,7 @@ def fit_and_propose(
     checks.require(ref_vec is not None, "arms[0]", "the reference arm must use only search.tasks")
     lower, upper = bounds(config)
     constraints = [  # within `use_tolerance` of the tolerance, `margin` cross-validated RMSEs inside
-        mf.Constraint(
-            c["metric"],
-            c["tolerance"] * s.use_tolerance,
-            s.margin * fits[c["metric"]].cv[fits[c["metric"]].kind]["rmse"],
-        )
+        constraint(c, s.use_tolerance, s.margin * fits[c["metric"]].cv[fits[c["metric"]].kind]["rmse"])
         for c in s.constraints
     ]
     if s.trust_region:  # no extrapolation: each weight within the range the fitted arms span
@@ -317,7 +326,8 @@ def best_sampled(config: ml_collections.ConfigDict, fitted: dict[str, Any]) -> s
 
     def ok(v: dict[str, float]) -> bool:
         return all(
-            v[c["metric"]] <= ref[c["metric"]] * (1 + c["tolerance"]) for c in config.search.constraints
+            constraint(c).met(v[c["metric"]], constraint(c).limit(ref[c["metric"]]))
+            for c in config.search.constraints
         )
 
     sampled = {n: v for n, v in fitted["measured"].items() if n.startswith(SAMPLE_PREFIX)}
@@ -396,11 +406,12 @@ def prove(config: ml_collections.ConfigDict, contenders: list[str], proposal: st
         m = c["metric"]
         ci = interval(proposal, reference, {m: 1.0})
         base = out["measured"][reference][m]
-        ci.update(relative=ci["difference"] / base, tolerance=c["tolerance"])
-        ci["ok"] = ci["relative"] <= c["tolerance"]
+        bound = constraint(c)
+        ci.update(relative=ci["difference"] / base, tolerance=bound.tolerance, better=bound.better)
+        ci["ok"] = bool(bound.met(base + ci["difference"], bound.limit(base)))
         out["constraints"][m] = ci
         for a in contenders:  # a contender that breaks a constraint is no alternative to the proposal
-            within = out["measured"][a][m] <= base * (1 + c["tolerance"])
+            within = bound.met(out["measured"][a][m], bound.limit(base))
             out["objective"][a]["meets_constraints"] = (
                 out["objective"][a].get("meets_constraints", True) and within
             )

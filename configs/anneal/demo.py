@@ -18,21 +18,40 @@ The model family is the config's argument, as for the training config it takes:
 
 from __future__ import annotations
 
+import json
+import os
+
 import ml_collections
 
+from common import checks
 from configs.train import demo_tiny_cpu
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 GENERAL = {"web": 0.6, "code": 0.25, "math": 0.15}
-# The demo's annealing recipe, found by `studies.mixture_search` (configs/anneal/search_demo.py
-# with --config.search.arms=10 --config.search.holdout=3, from step 300 of the demo's training
-# run): the hand-written recipe web_hq .4 / math_hq .3 / code_hq .3 was worse than the general
-# arm on 4 of the 5 held-out sets; see bench/RESULTS.md (mixture search, demo).
-SEARCHED = {"web": 0.4522, "math": 0.1871, "code": 0.3366, "code_hq": 0.0241}
-SEARCHED_NOTE = (
-    "weights proposed by an earlier `studies.mixture_search` run of configs/anneal/search_demo.py "
-    "(bench/RESULTS.md, mixture search, demo; on the demo corpus of that time): its figures are that "
-    "run's, not this one's"
-)
+# The demo's annealing recipe: the proposal of a recorded `studies.mixture_search` run
+# (configs/anneal/searched_demo.json names the run; the hand-written recipe web_hq .4 /
+# math_hq .3 / code_hq .3 had done worse than the general arm).
+SEARCHED_RESULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "searched_demo.json")
+
+
+def searched_arm(path: str = SEARCHED_RESULT) -> dict:
+    """The arm annealing on what a `studies.mixture_search` run proposed, read from its
+    report.json (or a record of it: `fitted.proposal.weights` and a `source` naming the run).
+    Its note names the file and the run, so the anneal report quotes no other run's figures
+    as its own."""
+    with open(path) as f:
+        result = json.load(f)
+    weights = ((result.get("fitted") or {}).get("proposal") or {}).get("weights")
+    checks.require(bool(weights), "arms", f"{path} holds no proposal (a search that decided nothing)")
+    name = os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+    source = result.get("source") or "the studies.mixture_search run of that report"
+    return dict(
+        name="searched",
+        weights=weights,
+        optim={},
+        note=f"weights read from {name}, proposed by {source}; not measured in this run",
+    )
 
 
 # Controls (studies.controls): the reference's mixture on another data-order seed must come
@@ -42,10 +61,10 @@ NULL_CONTROL = dict(name="null_control", weights=None, optim={}, data_seed=1, co
 MORE_MATH = {"web": 0.3, "math": 0.5, "code": 0.2}
 
 
-def positive_control(metric: str) -> dict:
+def positive_control(metric: str, weights: dict[str, float] = MORE_MATH) -> dict:
     return dict(
         name="more_math",
-        weights=MORE_MATH,
+        weights=weights,
         optim={},
         control=dict(kind="positive", metric=metric, expected="lower"),
     )
@@ -81,7 +100,7 @@ def get_config(family: str = "gemma") -> ml_collections.ConfigDict:
     # reference every arm is compared with.
     c.arms = [
         dict(name="general", weights=None, optim={}),
-        dict(name="searched", weights=SEARCHED, optim={}, note=SEARCHED_NOTE),
+        searched_arm(),
         NULL_CONTROL,
         positive_control("val_math"),
     ]

@@ -28,7 +28,8 @@ def search_config() -> ml_collections.ConfigDict:
             models=("gbt", "dml", "linear"),  # candidates, chosen per metric by cross-validated Spearman
             folds=10,  # k-fold cross-validation (leave-one-out when there are fewer arms)
             objective={"code": 1.0, "val_math": 1.0, "val_code": 1.0},  # minimise their weighted sum
-            # metric <= reference arm's (the first of config.arms) x (1 + tolerance)
+            # metric <= reference arm's (the first of config.arms) x (1 + tolerance); an entry with
+            # better="higher" (accuracies): metric >= reference arm's x (1 - tolerance)
             constraints=[dict(metric="val_web", tolerance=0.01)],
             trust_region=True,  # propose only within the range of weights the fitted arms span
             use_tolerance=0.75,  # the proposal may use this share of each constraint's tolerance

@@ -354,3 +354,53 @@ def test_one_seed_is_refused_and_a_study_on_other_inputs_too(tmp_path):
     with pytest.raises(ConfigError, match=r"config.output_dir: .* was planned on other inputs \(corpus "):
         ms.search(c, lambda _: None, stub.train, stub.score)
     assert len(stub.trained) == trained
+
+
+class HigherStub(Stub):
+    """Adds `web_acc`, 10 - the web loss per item: a metric where higher is better (as an accuracy)."""
+
+    def score(self, workdir: str, step: int) -> dict:
+        out = super().score(workdir, step)
+        web = out["items"]["val_web"]
+        out["items"]["web_acc"] = {
+            "ids": web["ids"],
+            "num": [10.0 * d - n for n, d in zip(web["num"], web["den"])],
+            "den": web["den"],
+        }
+        out["metrics"]["web_acc"] = 10.0 - out["metrics"]["val_web"]
+        return out
+
+
+def test_a_constraint_where_higher_is_better_keeps_the_metric_up(tmp_path):
+    """The web constraint said as `web_acc >= general x (1 - 0.005)`: the proposal keeps the web
+    (by the planted truth) and the web-breaking recipe `hq` fails it (read as `<=`, it would pass)."""
+    stub = HigherStub()
+    c = config(tmp_path)
+    c.search.constraints = [dict(metric="web_acc", tolerance=0.005, better="higher")]
+    report = ms.search(c, lambda _: None, stub.train, stub.score)
+    weights = report["fitted"]["proposal"]["weights"]
+    general = 10.0 - planted({"web": 0.6, "code": 0.25, "math": 0.15})["val_web"]
+    assert 10.0 - planted(weights)["val_web"] >= general * (1 - 0.005) - 0.002
+    proof = report["proof"]
+    assert proof["constraints"]["web_acc"]["better"] == "higher" and proof["constraints_ok"]
+    assert not proof["objective"]["hq"]["meets_constraints"]
+    assert "subject to web_acc >= general x (1 - 0.005)" in report["markdown"]
+
+
+@pytest.mark.parametrize(
+    "constraint, message",
+    [
+        (
+            dict(metric="val_web", tolerance=0.01, better="up"),
+            r"search.constraints\[0\].better: must be one of",
+        ),
+        (dict(metric="val_web", tolerance=-0.1), r"search.constraints\[0\].tolerance: must be >= 0"),
+        (dict(metric="val_web", higher=True), r"search.constraints\[0\]: unknown keys \['higher'\]"),
+        (dict(tolerance=0.01), r"search.constraints\[0\].metric: must name a metric"),
+    ],
+)
+def test_a_bad_constraint_fails_naming_its_field(tmp_path, constraint, message):
+    c = config(tmp_path)
+    c.search.constraints = [constraint]
+    with pytest.raises(ConfigError, match=message):
+        ms.validate(c)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from common.checks import ConfigError
-from configs.anneal import demo
-from studies import controls, noise
+from configs.anneal import demo, search_controls
+from studies import anneal_arms, controls, noise
 
 NULL = dict(name="null_control", weights=None, optim={}, data_seed=1, control={"kind": "null"})
 MORE_MATH = {"math": 0.6, "web": 0.25, "code": 0.15}
@@ -67,3 +67,16 @@ def test_judged_against_the_reference_and_trust_needs_both():
     assert "UNTRUSTWORTHY" in text and "control null_control (code) failed" in text
     only_null = controls.judge(_config(NULL), ["code"], interval)
     assert "no positive control" in "\n".join(controls.markdown(only_null, "general"))
+
+
+def test_the_search_benchs_controls_run_alone_and_their_metric_is_scored(tmp_path):
+    """configs/anneal/search_controls.py: the search study's reference arm and its two controls,
+    valid, in their own folder; the positive control's metric is one the study scores."""
+    config = search_controls.get_config(str(tmp_path))
+    anneal_arms.validate(config)
+    controls.validate(config)
+    assert [a["name"] for a in config.arms] == ["general", "null_control", "more_math"]
+    assert config.output_dir == f"{tmp_path}/controls" and tuple(config.seeds) == (0, 1)
+    positive = dict(config.arms[2]["control"])
+    task = positive["metric"].split("/")[0]
+    assert task in config.downstream.tasks and config.arms[2]["weights"]["math"] >= 0.8
