@@ -144,9 +144,9 @@ def main(config: ml_collections.ConfigDict, argv: list[str]) -> None:
     step = config.step if config.step >= 0 else max(saved_steps(workdir), default=None)
     params, _ = restore_params(workdir, step, sharding.mesh_shardings(boxed, mesh, rules))
 
-    def forward(p, inputs, positions, segment_ids):
+    def forward(p, inputs, positions, segment_ids, **decoding):  # decoding: evals.generate.Forward
         with nn.logical_axis_rules(rules):
-            return model.apply({"params": p}, inputs, positions, segment_ids)
+            return model.apply({"params": p}, inputs, positions, segment_ids, **decoding)
 
     row_len = config.row_len or model_cfg.max_seq_len
     engine = Engine(
