@@ -30,6 +30,9 @@ softcap * tanh(logits / softcap) before the mask, Gemma 2).
   The dense call with `implementation=None` is the XLA path, which is how the dense
   branch is tested on CPU; the packed branch is tested on CPU against `ragged_reference`,
   an XLA statement of what cuDNN computes from the same offsets and lengths.
+
+Decoding (pretrain.model.kv_cache) attends a step's queries to a KV cache with the "xla"
+core's maths (`masked_attention`) under `cache_mask`; its prefill takes the selected core.
 """
 
 from __future__ import annotations
