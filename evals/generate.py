@@ -9,17 +9,20 @@ row writes its next token in the same column, so one step serves the whole batch
 are checked on the decoded text of each row's generation after every step (a stop string may
 span tokens); a row also stops at <eos>, and the batch stops when every row has.
 
-The next token comes from a ``Decoder``. ``RecomputeDecoder`` runs the full forward over the
-buffer at every step: correct for any model that takes ``(params, tokens, positions,
-segment_ids)``, and O(width) work per token. A decoder with a KV cache (once
-``pretrain.model`` has a decode path) implements the same two calls: ``start`` becomes the
-prefill over the prompts, ``step`` a one-column forward reading the cache; nothing else here
-changes.
+The next token comes from a ``Decoder``. ``KVCacheDecoder``, the default, runs the model's
+decode path (pretrain.model.kv_cache): ``start`` is the prefill over the prompts' buffer,
+which keeps every layer's keys and values, and each ``step`` a one-column forward that writes
+the column's keys and values into the cache and attends to it, under the same mask (same
+segment, causal, the local layers' window). ``RecomputeDecoder`` runs the full forward over
+the buffer at every step, O(width) work per token: the reference the cache is tested
+against, and the decoder for a forward without a decode path (any model that takes
+``(params, tokens, positions, segment_ids)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -27,10 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pretrain.model.kv_cache import KVCache
 from tokenizer.special_ids import EOS_ID, bos_prefix
 
-# (params, tokens [B, L], positions [B, L], segment_ids [B, L]) -> logits [B, L, V]
-Forward = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+# (params, tokens [B, L], positions [B, L], segment_ids [B, L], **decoding) -> logits [B, L, V];
+# KVCacheDecoder passes `cache` and `column` on to pretrain.model's Transformer (which then
+# returns (logits, cache)), RecomputeDecoder nothing.
+Forward = Callable[..., Any]
 # (prompts, max_new_tokens, stop strings) -> the generated texts, each cut before its first stop string
 GenerateFn = Callable[..., list[str]]
 
@@ -89,8 +95,66 @@ def _recompute_step(
     forward, vocab_size, params, tokens, positions, segment_ids, column, keys, temperature, top_p
 ):
     logits = forward(params, tokens, positions, segment_ids)
-    last = jax.lax.dynamic_index_in_dim(logits, column, axis=1, keepdims=False).astype(jnp.float32)
-    chosen = choose(last, keys, temperature, top_p, vocab_size)
+    last = jax.lax.dynamic_index_in_dim(logits, column, axis=1, keepdims=False)
+    return _choose_next(last, tokens, column, keys, temperature, top_p, vocab_size)
+
+
+class KVCacheDecoder:
+    """A prefill over the prompts' buffer, then one column per step reading and extending every
+    layer's KV cache (pretrain.model.kv_cache); each jitted once per (batch, width) shape.
+
+    ``forward`` must pass ``cache`` and ``column`` on to pretrain.model's ``Transformer``.
+    ``vocab_size`` as for ``RecomputeDecoder``. A step updates the cache in place (its state
+    is donated): each state is stepped once.
+    """
+
+    def __init__(self, forward: Forward, vocab_size: int | None = None):
+        def prefill(params, tokens, positions, segment_ids):
+            # Only the cache is returned: XLA drops the buffer's logits.
+            return forward(
+                params, tokens, positions, segment_ids, cache=KVCache.start(positions, segment_ids)
+            )[1]
+
+        self._prefill = jax.jit(prefill)
+        self._step = jax.jit(functools.partial(_cached_step, forward, vocab_size), donate_argnums=(1, 2))
+
+    def start(self, params, tokens, positions, segment_ids):
+        tokens = jnp.asarray(tokens)
+        return tokens, self._prefill(params, tokens, jnp.asarray(positions), jnp.asarray(segment_ids))
+
+    def step(self, params, state, column, keys, sampling):
+        tokens, cache = state
+        chosen, tokens, cache = self._step(
+            params,
+            tokens,
+            cache,
+            jnp.int32(column),
+            keys,
+            jnp.float32(sampling.temperature),
+            jnp.float32(sampling.top_p),
+        )
+        return np.asarray(chosen), (tokens, cache)
+
+
+def _cached_step(forward, vocab_size, params, tokens, cache, column, keys, temperature, top_p):
+    def at_column(x):
+        return jax.lax.dynamic_slice_in_dim(x, column, 1, axis=1)
+
+    logits, cache = forward(
+        params,
+        at_column(tokens),
+        at_column(cache.positions),
+        at_column(cache.segment_ids),
+        cache=cache,
+        column=column,
+    )
+    chosen, tokens = _choose_next(logits[:, 0], tokens, column, keys, temperature, top_p, vocab_size)
+    return chosen, tokens, cache
+
+
+def _choose_next(logits, tokens, column, keys, temperature, top_p, vocab_size):
+    """Each row's next token from its logits [B, V] at ``column``, also written at ``column + 1``."""
+    chosen = choose(logits.astype(jnp.float32), keys, temperature, top_p, vocab_size)
     tokens = jax.lax.dynamic_update_slice_in_dim(
         tokens, chosen[:, None].astype(tokens.dtype), column + 1, axis=1
     )
@@ -205,8 +269,10 @@ def make_generate_fn(
     ``vocab`` is the run's SentencePiece vocabulary (``tokenizer.vocab.load_vocabulary``);
     each prompt is encoded after the ``bos`` policy's prefix, as the run was trained.
     ``sampling`` given to a call overrides the default (code tasks sample several answers).
+    ``decoder`` defaults to ``KVCacheDecoder`` (``forward`` then takes the decoding keywords:
+    see ``Forward``).
     """
-    decoder = decoder or RecomputeDecoder(forward, vocab.vocab_size)
+    decoder = decoder or KVCacheDecoder(forward, vocab.vocab_size)
     prefix = bos_prefix(bos)
     default_sampling = sampling
 

@@ -30,6 +30,9 @@ softcap * tanh(logits / softcap) before the mask, Gemma 2).
   The dense call with `implementation=None` is the XLA path, which is how the dense
   branch is tested on CPU; the packed branch is tested on CPU against `ragged_reference`,
   an XLA statement of what cuDNN computes from the same offsets and lengths.
+
+Decoding (pretrain.model.kv_cache) attends a step's queries to a KV cache with the "xla"
+core's maths (`masked_attention`) under `cache_mask`; its prefill takes the selected core.
 """
 
 from __future__ import annotations
@@ -84,15 +87,41 @@ def attend(
     raise ValueError(f"unknown attention implementation {implementation!r} (known: {IMPLEMENTATIONS})")
 
 
+def cache_mask(
+    segment_ids: jax.Array,
+    positions: jax.Array,
+    cache_segment_ids: jax.Array,
+    cache_positions: jax.Array,
+    column: jax.Array,
+    window: int = 0,
+) -> jax.Array:
+    """[B, T, S] boolean for T query tokens at buffer columns [column, column + T) over a
+    cache of S columns (decoding): causal by column, only within the same segment (so left
+    padding, segment 0, is never read by a prompt), and with `window` > 0 only keys fewer
+    than `window` positions back (within a segment the same as `attention_mask`'s by index)."""
+    columns = column + jnp.arange(segment_ids.shape[1])
+    causal = jnp.arange(cache_segment_ids.shape[1])[None, :] <= columns[:, None]
+    mask = causal[None] & (segment_ids[:, :, None] == cache_segment_ids[:, None, :])
+    if window:
+        mask &= positions[:, :, None] - cache_positions[:, None, :] < window
+    return mask
+
+
 def xla_attention(query, key, value, segment_ids, dtype, window: int = 0, softcap: float = 0.0):
     """Dense attention: grouped einsums accumulating in float32, softmax in float32."""
+    return masked_attention(query, key, value, attention_mask(segment_ids, window), dtype, softcap)
+
+
+def masked_attention(query, key, value, mask, dtype, softcap: float = 0.0):
+    """`xla_attention` under any [B, T, S] boolean mask: the training core's maths, and the
+    decoding one's over a KV cache (`cache_mask`)."""
     b, t, n, h = query.shape
     k = key.shape[2]
     grouped = query.reshape(b, t, k, n // k, h)
     logits = layers.einsum("BTKGH,BSKH->BTKGS", grouped, key, dtype, jnp.float32)
     if softcap:
         logits = softcap * jnp.tanh(logits / softcap)
-    logits = jnp.where(attention_mask(segment_ids, window)[:, :, None, None, :], logits, MASK_VALUE)
+    logits = jnp.where(mask[:, :, None, None, :], logits, MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
     return layers.einsum("BTKGS,BSKH->BTKGH", probs, value, dtype).reshape(b, t, n, h)
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from pretrain.model import attention, layers, positional_embeddings
+from pretrain.model.kv_cache import Decoding, LayerKV
 
 # Logical axis names of activations; pretrain.sharding maps them to mesh axes.
 BATCH, LENGTH, EMBED = "activation_batch", "activation_length", "activation_embed"
@@ -82,7 +83,17 @@ class Attention(nn.Module):
         return layers.Einsum(shape, axes, init, self.dtype, self.param_dtype, name=name)
 
     @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array,
+        decoding: Decoding | None = None,
+        cached: LayerKV | None = None,
+    ) -> jax.Array | tuple[jax.Array, LayerKV]:
+        """The attention's output; with `decoding` (pretrain.model.kv_cache) also this layer's
+        keys and values over the buffer: the inputs' own in the prefill (`cached` None), else
+        `cached` with the inputs' written at `decoding.column`, which the queries attend to."""
         n, k, d, h = self.num_heads, self.num_kv_heads, self.features, self.head_dim
         if self.use_qkv_einsum:
             qkv = self._einsum(
@@ -110,23 +121,34 @@ class Attention(nn.Module):
         )
         key = positional_embeddings.apply_rope(key, positions, **rope)
 
-        encoded = attention.attend(
-            query,
-            key,
-            value,
-            segment_ids,
-            self.implementation,
-            self.dtype,
-            self.max_documents,
-            window=self.window,
-            softcap=self.softcap,
-        )
+        if cached is None:  # training, or the prefill over the whole buffer
+            encoded = attention.attend(
+                query,
+                key,
+                value,
+                segment_ids,
+                self.implementation,
+                self.dtype,
+                self.max_documents,
+                window=self.window,
+                softcap=self.softcap,
+            )
+        else:
+            key, value = (
+                jax.lax.dynamic_update_slice_in_dim(old, new.astype(old.dtype), decoding.column, axis=1)
+                for old, new in zip(cached, (key, value))
+            )
+            mask = attention.cache_mask(
+                segment_ids, positions, decoding.segment_ids, decoding.positions, decoding.column, self.window
+            )
+            encoded = attention.masked_attention(query, key, value, mask, self.dtype, self.softcap)
         encoded = nn.with_logical_constraint(encoded, (BATCH, LENGTH, HEADS, KV))
 
         out = self._einsum(
             "attn_vec_einsum", (n, h, d), ("q_heads", "head_dim", "embed"), _fan_in((0, 1), 2)
         )("BTNH,NHD->BTD", encoded)
-        return nn.with_logical_constraint(checkpoint_name(out, "attn_out"), (BATCH, LENGTH, EMBED))
+        out = nn.with_logical_constraint(checkpoint_name(out, "attn_out"), (BATCH, LENGTH, EMBED))
+        return out if decoding is None else (out, (key, value))
 
 
 class FeedForward(nn.Module):
@@ -181,7 +203,15 @@ class Block(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array,
+        decoding: Decoding | None = None,
+        cached: LayerKV | None = None,
+    ) -> jax.Array | tuple[jax.Array, LayerKV]:
+        """The block's output; with `decoding` also its attention's keys and values (Attention)."""
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         attn = Attention(
             self.num_heads,
@@ -199,7 +229,11 @@ class Block(nn.Module):
             name="attn",
             **dtypes,
         )
-        out = attn(layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, segment_ids)
+        out = attn(
+            layers.RMSNorm(name="pre_attention_norm", **dtypes)(x), positions, segment_ids, decoding, cached
+        )
+        if decoding is not None:
+            out, cached = out
         if self.post_norms:
             out = layers.RMSNorm(name="post_attention_norm", **dtypes)(out)
         x = x + out
@@ -207,5 +241,5 @@ class Block(nn.Module):
         out = mlp(layers.RMSNorm(name="pre_ffw_norm", **dtypes)(x))
         if self.post_norms:
             out = layers.RMSNorm(name="post_ffw_norm", **dtypes)(out)
-        x = x + out
-        return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+        x = nn.with_logical_constraint(x + out, (BATCH, LENGTH, EMBED))
+        return x if decoding is None else (x, cached)

@@ -15,6 +15,7 @@ import ml_collections
 
 from common.checks import ConfigError
 from pretrain.model import attention, layers, modules
+from pretrain.model.kv_cache import Decoding, KVCache
 
 # Which intermediate values a rematerialised block keeps for the backward pass.
 REMAT_POLICIES = {
@@ -294,10 +295,26 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, return_hidden: bool = False
-    ) -> jax.Array:
-        """tokens, positions, segment_ids: int [B, L]. Positions restart at each packed document."""
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array,
+        return_hidden: bool = False,
+        cache: KVCache | None = None,
+        column: jax.Array | int = 0,
+    ) -> jax.Array | tuple[jax.Array, KVCache]:
+        """tokens, positions, segment_ids: int [B, L]. Positions restart at each packed document.
+
+        With `cache` (decoding, pretrain.model.kv_cache) returns (logits or hidden, the cache
+        holding this call's keys and values): the prefill when the cache is empty, else a
+        step over the buffer's columns [column, column + L).
+        """
         cfg = self.config
+        decoding = None
+        if cache is not None:
+            decoding = Decoding(cache.positions, cache.segment_ids, jnp.asarray(column, jnp.int32))
+        cached = {} if cache is None or cache.layers is None else cache.layers
+        kvs = {}
         dtypes = dict(dtype=cfg.activation_dtype, param_dtype=cfg.weight_dtype)
         embedder = modules.Embedder(cfg.vocab_size, cfg.embed_dim, name="embedder", **dtypes)
         x = nn.with_logical_constraint(
@@ -312,24 +329,32 @@ class Transformer(nn.Module):
                 _Period,
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast),
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                 length=repeats,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            x, _ = scanned(_block_class(cfg.remat_policy, True), tuple(period), dtypes, name="layers")(
-                x, positions, segment_ids
-            )
+            x, kvs["layers"] = scanned(
+                _block_class(cfg.remat_policy, True), tuple(period), dtypes, name="layers"
+            )(x, positions, segment_ids, decoding, cached.get("layers"))
             scanned_layers = repeats * len(period)
         block_cls = _block_class(cfg.remat_policy, False)
         for i in range(scanned_layers, cfg.num_layers):  # all, or the cut-short last repeat
-            x = block_cls(**cfg.block_fields(kinds[i]), name=f"layer_{i}", **dtypes)(
-                x, positions, segment_ids
+            block = block_cls(**cfg.block_fields(kinds[i]), name=f"layer_{i}", **dtypes)
+            x, kvs[f"layer_{i}"] = _apply_block(
+                block, x, positions, segment_ids, decoding, cached.get(f"layer_{i}")
             )
         x = layers.RMSNorm(name="final_norm", **dtypes)(x)
-        if return_hidden:
-            return x
-        logits = softcap_logits(embedder.decode(x), cfg.final_logit_softcap)
-        return nn.with_logical_constraint(logits, (modules.BATCH, modules.LENGTH, modules.VOCAB))
+        if not return_hidden:
+            x = softcap_logits(embedder.decode(x), cfg.final_logit_softcap)
+            x = nn.with_logical_constraint(x, (modules.BATCH, modules.LENGTH, modules.VOCAB))
+        return x if cache is None else (x, KVCache(kvs, cache.positions, cache.segment_ids))
+
+
+def _apply_block(block, x, positions, segment_ids, decoding, kv):
+    """(output, the block's keys and values): those are None outside decoding."""
+    if decoding is None:
+        return block(x, positions, segment_ids), None
+    return block(x, positions, segment_ids, decoding, kv)
 
 
 def _block_class(remat_policy: str, in_scan: bool) -> Any:
@@ -345,7 +370,8 @@ def softcap_logits(logits: jax.Array, cap: float) -> jax.Array:
 
 
 class _Period(nn.Module):
-    """One repeat of the layer pattern as an nn.scan body: (x, positions, segment_ids) -> (x, None).
+    """One repeat of the layer pattern as an nn.scan body: (x, positions, segment_ids) -> (x, None);
+    decoding (modules.Block), (x, ..., decoding, cached keys and values) -> (x, keys and values).
 
     Its blocks are "block" for a one-kind pattern (Gemma 1: every layer alike), else
     "block_{j}" for the pattern's j-th kind: layer r * len(pattern) + j is repeat r of block_j.
@@ -356,11 +382,13 @@ class _Period(nn.Module):
     dtypes: dict
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, positions, segment_ids, decoding=None, cached=None):
+        kvs = {}
         for j, fields in enumerate(self.period):
             name = _block_name(j, len(self.period))
-            x = self.block_cls(**fields, name=name, **self.dtypes)(x, positions, segment_ids)
-        return x, None
+            block = self.block_cls(**fields, name=name, **self.dtypes)
+            x, kvs[name] = _apply_block(block, x, positions, segment_ids, decoding, (cached or {}).get(name))
+        return x, (None if decoding is None else kvs)
 
 
 def _block_name(j: int, period: int) -> str:

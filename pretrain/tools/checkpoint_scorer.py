@@ -32,7 +32,7 @@ class CheckpointScorer:
     run: Any  # the run's config.json (ConfigDict)
     step: int
     params: Any
-    forward: Forward  # (params, tokens, positions, segment_ids) -> logits, under the mesh's rules
+    forward: Forward  # (params, tokens, positions, segment_ids, **decoding) -> logits, under the mesh's rules
     vocab: Any  # the run's SentencePiece vocabulary (tokenizer.vocab)
     bos: str  # the mixture's bos policy
     mesh: Mesh
@@ -77,9 +77,9 @@ def load(
     step = step if step >= 0 else max(saved_steps(workdir), default=None)
     params, _ = restore_params(workdir, step, sharding.mesh_shardings(boxed, mesh, rules))
 
-    def forward(p, inputs, positions, segment_ids):
+    def forward(p, inputs, positions, segment_ids, **decoding):  # decoding: evals.generate.Forward
         with nn.logical_axis_rules(rules):
-            return model.apply({"params": p}, inputs, positions, segment_ids)
+            return model.apply({"params": p}, inputs, positions, segment_ids, **decoding)
 
     row_len = row_len or model_cfg.max_seq_len
     engine = Engine(

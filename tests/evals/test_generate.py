@@ -11,28 +11,12 @@ import pytest
 
 from evals import generate
 from pretrain.model.transformer import Transformer
-from tests.support.export import TOKENIZER_PIECES, tiny_config, train_tokenizer
+from tests.support.export import TOKENIZER_PIECES, lively, tiny_config, train_tokenizer
 from tokenizer.special_ids import EOS_ID
 from tokenizer.vocab import load_vocabulary
 
 MAX_LENGTH = 64
 PROMPTS = [[2, 17, 45, 99, 4], [2, 250], [2, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], [2, 60, 61]]
-
-
-@jax.jit
-def lively(params, seed: int = 7):
-    """Random weights (norm scales too) whose blocks outweigh the tied embedding: a fresh init
-    mostly repeats its last input token, which would make "equal to the reference" a weak check."""
-    leaves, tree = jax.tree_util.tree_flatten_with_path(params)
-    key = jax.random.key(seed)
-    noisy = [
-        x
-        if "embedder" in str(path)
-        else x
-        + jax.random.normal(jax.random.fold_in(key, i), x.shape) / np.sqrt(x.shape[-1] if x.ndim > 1 else 1)
-        for i, (path, x) in enumerate(leaves)
-    ]
-    return jax.tree_util.tree_unflatten(tree, noisy)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +25,8 @@ def model():
     tokens = jnp.zeros((1, 8), jnp.int32)
     params = lively(nn.unbox(jax.jit(transformer.init)(jax.random.key(0), tokens, tokens, tokens)["params"]))
 
-    def forward(params, tokens, positions, segment_ids):
-        return transformer.apply({"params": params}, tokens, positions, segment_ids)
+    def forward(params, tokens, positions, segment_ids, **decoding):
+        return transformer.apply({"params": params}, tokens, positions, segment_ids, **decoding)
 
     return forward, params
 
@@ -144,10 +128,12 @@ class CountingDecoder:
         return self.inner.step(*args)
 
 
-def test_stop_strings_cut_text_and_end_generation(model, decoder, tmp_path):
+@pytest.mark.parametrize("kind", [generate.RecomputeDecoder, generate.KVCacheDecoder])
+def test_stop_strings_cut_text_and_end_generation(model, kind, tmp_path):
+    """The same for both decoders (tests/evals/test_kv_cache_decoding.py compares them further)."""
     forward, params = model
     vocab = load_vocabulary(train_tokenizer(tmp_path))
-    counting = CountingDecoder(decoder)
+    counting = CountingDecoder(kind(forward, vocab_size=TOKENIZER_PIECES))
     fn = generate.make_generate_fn(
         forward, params, vocab, max_length=MAX_LENGTH, batch_size=4, length_multiple=32, decoder=counting
     )

@@ -91,3 +91,19 @@ def random_params(config: TransformerConfig, seed: int = 0) -> dict:
         ),
         params,
     )
+
+
+@jax.jit
+def lively(params, seed: int = 7):
+    """Random weights (norm scales too) whose blocks outweigh the tied embedding: a fresh init
+    mostly repeats its last input token, which would make "equal to the reference" a weak check."""
+    leaves, tree = jax.tree_util.tree_flatten_with_path(params)
+    key = jax.random.key(seed)
+    noisy = [
+        x
+        if "embedder" in str(path)
+        else x
+        + jax.random.normal(jax.random.fold_in(key, i), x.shape) / np.sqrt(x.shape[-1] if x.ndim > 1 else 1)
+        for i, (path, x) in enumerate(leaves)
+    ]
+    return jax.tree_util.tree_unflatten(tree, noisy)
