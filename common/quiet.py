@@ -24,7 +24,14 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Warnings that say nothing a user can act on, matched in the message; nothing else is dropped
 # whole: Beam without its GCP extra (at import), and the DirectRunner's workers relaying
 # their start-up notes as warnings.
-KNOWN_NOISE = ("apitools not found", "No semi_persistent_directory found", "Discarding unparseable args")
+# Orbax warns that a manager opened read-only will not create its folder: asked for, by every reader.
+KNOWN_NOISE = (
+    "apitools not found",
+    "No semi_persistent_directory found",
+    "Discarding unparseable args",
+    "CheckpointManagerOptions.read_only=True",
+    "Given directory is read only",
+)
 
 
 class LibraryNoiseFilter(logging.Filter):

@@ -17,7 +17,7 @@ import pytest
 from configs.models import tiny
 from evals import generate
 from pretrain.model.kv_cache import KVCache
-from pretrain.model.transformer import Transformer, TransformerConfig
+from pretrain.model.transformer import Transformer, TransformerConfig, repeat_pattern
 
 VOCAB, WINDOW, NEW_TOKENS, WIDTH = 320, 8, 24, 48
 # Longest first: generate_ids batches prompts by length, so row i of the batch is prompt i.
@@ -36,7 +36,9 @@ def model_config(family: str, **fields) -> TransformerConfig:
     )
     if family != "gemma":
         values["sliding_window"] = WINDOW
-    return TransformerConfig.from_config_dict(values | fields)
+    values |= fields  # a layer count the family's pattern does not divide cuts its last repeat short
+    values["attention_pattern"] = repeat_pattern(values["attention_pattern"], values["num_layers"])
+    return TransformerConfig.from_config_dict(values)
 
 
 def random_weights(transformer: Transformer, seed: int = 0) -> dict:
