@@ -9,10 +9,12 @@ refused with one line naming what changed. Inputs:
 - `corpus`: the `*.jsonl` files of `config.corpus_dir` (when set; the demo corpus records
   the same digest in its corpus.json), and `source/<file>`: each shared-data file a bench's
   study corpus was built from (`studies.study_corpus`), re-hashed: a changed one is refused;
-- `prepared/<domain>`: every file of PREP/<domain> (the TFDS dataset the held-out documents
-  and the packs come from);
-- `packed` (and `packed[<arm>]` for an arm with its own `packed_dir`): the packed manifest's
-  fingerprint, which covers every packed file's SHA-256 and the settings;
+- `prepared/<domain>`: the records of PREP/<domain> per split (the TFDS dataset the held-out
+  documents and the packs come from), as a set: Beam's workers write the same records to
+  the shards in an order that differs from run to run, and the packer orders them itself;
+- `packed` (and `packed[<arm>]` for an arm with its own `packed_dir`): the packed manifest
+  (every packed file's SHA-256 and the settings) less where its tokenizer lay (the tokenizer's
+  SHA-256 stays): two work folders holding the same rows hash the same;
 - `tokenizer`: the tokenizer.model's SHA-256 (the packed manifest's when the study names none);
 - `heldout`: the held-out documents and probe items the arms are scored on (set, id, text);
 - `base_run`: the config.json of `from_workdir` (the run the arms branch from);
@@ -26,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from common import checks, fs
 from data_pipeline import demo_corpus, prepared
@@ -44,6 +47,35 @@ def tree_sha256(root: str, suffix: str = "") -> str:
     return demo_corpus.corpus_sha256(files)
 
 
+def records_sha256(dataset_dir: str) -> str:
+    """One digest of a prepared dataset's records per split, whatever their order in the shards."""
+    builder = prepared.open_prepared(dataset_dir)
+    splits = {
+        split: sorted(manifest.canonical_hash(_jsonable(r)) for r in prepared.examples(dataset_dir, split))
+        for split in sorted(builder.info.splits)
+    }
+    return manifest.canonical_hash(splits)
+
+
+def _jsonable(record: Mapping[str, Any]) -> dict[str, Any]:
+    """TFDS's bytes and NumPy scalars as JSON values."""
+    return {
+        k: v.decode("utf-8", "backslashreplace")
+        if isinstance(v, bytes)
+        else v.item()
+        if isinstance(v, np.generic)
+        else v
+        for k, v in record.items()
+    }
+
+
+def packed_sha256(packed_dir: str) -> str:
+    """The packed manifest's digest without the tokenizer's path (see the module docstring)."""
+    body = {k: v for k, v in manifest.read(packed_dir).items() if k != "fingerprint"}
+    body["vocab"] = {k: v for k, v in body.get("vocab", {}).items() if k != "path"}
+    return manifest.canonical_hash(body)
+
+
 def items_sha256(items: list[Mapping[str, Any]]) -> str:
     """One digest of a list of items (dicts), in order."""
     return manifest.canonical_hash([dict(item) for item in items])
@@ -58,13 +90,13 @@ def input_hashes(
         out["corpus"] = tree_sha256(config.corpus_dir, ".jsonl")
         out.update(study_corpus.verify(config.corpus_dir))
     for domain in prepared.domains(config.prep_dir):
-        out[f"prepared/{domain}"] = tree_sha256(prepared.domain_dir(config.prep_dir, domain))
+        out[f"prepared/{domain}"] = records_sha256(prepared.domain_dir(config.prep_dir, domain))
     packed = config.train.data.packed_dir
     if packed:
-        out["packed"] = manifest.read(packed)["fingerprint"]
+        out["packed"] = packed_sha256(packed)
     for arm in config.arms:
         if arm.get("packed_dir") and fs.resolve(arm["packed_dir"]) != packed:
-            out[f"packed[{arm['name']}]"] = manifest.read(fs.resolve(arm["packed_dir"]))["fingerprint"]
+            out[f"packed[{arm['name']}]"] = packed_sha256(fs.resolve(arm["packed_dir"]))
     if config.train.data.tokenizer:
         out["tokenizer"] = model_sha256(config.train.data.tokenizer)
     elif packed:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
 from common.checks import ConfigError
 from configs.anneal import demo
+from data_pipeline import prepared
+from mixtures import manifest
 from studies import inputs
-from tests.support.mixtures import packed_fixture
+from tests.support.mixtures import packed_fixture, write_prepared
 
 
 def _config(prep_dir, packed_dir, vocab, corpus_dir=""):
@@ -17,6 +20,19 @@ def _config(prep_dir, packed_dir, vocab, corpus_dir=""):
     c.prep_dir, c.corpus_dir = str(prep_dir), str(corpus_dir)
     c.train.data.packed_dir, c.train.data.tokenizer = str(packed_dir), str(vocab)
     return c
+
+
+def test_packed_hash_ignores_where_the_tokenizer_lay(tmp_path_factory, tmp_path):
+    _, _, packed_dir = packed_fixture(tmp_path_factory)
+    moved = tmp_path / "packed"
+    shutil.copytree(packed_dir, moved)
+    record = json.loads((moved / "manifest.json").read_text())
+    record["vocab"]["path"] = "/elsewhere/tokenizer.model"  # as a pack into another folder records it
+    (moved / "manifest.json").write_text(json.dumps(manifest.with_fingerprint(record)))
+    assert inputs.packed_sha256(str(moved)) == inputs.packed_sha256(str(packed_dir))
+    record["vocab"]["sha256"] = "0" * 64  # another tokenizer: another input
+    (moved / "manifest.json").write_text(json.dumps(manifest.with_fingerprint(record)))
+    assert inputs.packed_sha256(str(moved)) != inputs.packed_sha256(str(packed_dir))
 
 
 def test_hashes_follow_content_not_paths(tmp_path_factory, tmp_path):
@@ -36,8 +52,13 @@ def test_hashes_follow_content_not_paths(tmp_path_factory, tmp_path):
     changed = inputs.input_hashes(_config(copy, packed_dir, vocab, corpus), heldout)
     assert {k for k in first if first[k] != changed[k]} == {"corpus"}
     domain = next(k for k in first if k.startswith("prepared/")).split("/")[1]
-    shard = sorted(p for p in (copy / domain).rglob("*") if p.is_file())[-1]
-    shard.write_bytes(shard.read_bytes() + b"\0")
+    records = {split: list(prepared.examples(copy / domain, split)) for split in ("train", "validation")}
+    shutil.rmtree(copy / domain)  # the same records, in another order over 3 shards: the same input
+    write_prepared(copy, domain, {split: rows[::-1] for split, rows in records.items()}, shards=3)
+    assert inputs.input_hashes(_config(copy, packed_dir, vocab, corpus), heldout) == changed
+    shutil.rmtree(copy / domain)  # one record's text changed: another input
+    records["train"][0] = {**records["train"][0], "text": records["train"][0]["text"] + b" more"}
+    write_prepared(copy, domain, records)
     edited = [{**heldout[0], "text": "question other answer"}]
     again = inputs.input_hashes(_config(copy, packed_dir, vocab, corpus), edited)
     assert {k for k in first if first[k] != again[k]} == {"corpus", f"prepared/{domain}", "heldout"}
