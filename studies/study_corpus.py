@@ -19,9 +19,9 @@ re-hashes them, so a study resumed on a changed shared file is refused naming th
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 
@@ -35,7 +35,7 @@ Reader = Callable[[str], Iterator[tuple[str, str]]]  # file -> (origin, text)
 
 def _text_field(path: str) -> Iterator[tuple[str, str]]:
     for i, row in enumerate(fs.read_jsonl(path)):
-        yield f"{os.path.basename(path)}:{i}", row["text"]
+        yield f"{fs.basename(path)}:{i}", row["text"]
 
 
 def _english_trafilatura(path: str) -> Iterator[tuple[str, str]]:
@@ -47,13 +47,12 @@ def _english_trafilatura(path: str) -> Iterator[tuple[str, str]]:
 def wikitext_articles(path: str) -> list[str]:
     """A wikitext-2 split cut into articles at its ` = Title = ` lines (over 500 characters)."""
     articles, current = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            stripped = line.strip()
-            if stripped.startswith("= ") and not stripped.startswith("= =") and current:
-                articles.append("".join(current).strip())
-                current = []
-            current.append(line)
+    for line in io.StringIO(fs.read_text(path)):  # lines as a text file gives them
+        stripped = line.strip()
+        if stripped.startswith("= ") and not stripped.startswith("= =") and current:
+            articles.append("".join(current).strip())
+            current = []
+        current.append(line)
     if current:
         articles.append("".join(current).strip())
     return [a for a in articles if len(a) > 500]
@@ -61,7 +60,7 @@ def wikitext_articles(path: str) -> list[str]:
 
 def _wikitext(path: str) -> Iterator[tuple[str, str]]:
     for i, article in enumerate(wikitext_articles(path)):
-        yield f"wikitext-2/{os.path.basename(path)}:{i}", article
+        yield f"wikitext-2/{fs.basename(path)}:{i}", article
 
 
 _SECTION = re.compile(r"(?=\\section\*?\{)")
@@ -72,7 +71,7 @@ def _latex_sections(path: str) -> Iterator[tuple[str, str]]:
     text = fs.read_text(path)
     for i, section in enumerate(_SECTION.split(text)):
         for j in range(0, len(section), MAX_DOC_CHARS):
-            yield f"{os.path.basename(path)}:{i}.{j // MAX_DOC_CHARS}", section[j : j + MAX_DOC_CHARS]
+            yield f"{fs.basename(path)}:{i}.{j // MAX_DOC_CHARS}", section[j : j + MAX_DOC_CHARS]
 
 
 def _code_by_repository(path: str) -> Iterator[tuple[str, str]]:
@@ -111,22 +110,24 @@ def _interleave(iterators: list[Iterator]) -> Iterator:
 
 def source_files(shared: str, source: str) -> list[str]:
     """The files a declared source names (a folder: its .tex files, in name order), under `shared`."""
-    path = os.path.join(shared, source)
-    if os.path.isdir(path):
-        return sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".tex"))
-    checks.require(os.path.isfile(path), "shared_data", f"the study corpus needs {path}, which is absent")
+    path = fs.join(shared, source)
+    if fs.isdir(path):
+        return [fs.join(path, n) for n in fs.listdir(path) if n.endswith(".tex")]
+    checks.require(fs.isfile(path), "shared_data", f"the study corpus needs {path}, which is absent")
     return [path]
 
 
 def build(shared: str, output_dir: str, max_chars: int = 2_000_000) -> dict[str, int]:
     """Writes DIR/{web,math,code}.jsonl (id, text, origin) and DIR/corpus.json; returns documents per domain."""
-    shared = os.path.abspath(shared)
+    shared = fs.resolve(shared)
     files = {
         domain: [(f, reader) for source, reader in sources for f in source_files(shared, source)]
         for domain, sources in SOURCES.items()
     }
     inputs = {
-        os.path.relpath(f, shared): demo_corpus.file_sha256(f) for pairs in files.values() for f, _ in pairs
+        f[len(shared.rstrip("/")) + 1 :]: demo_corpus.file_sha256(f)
+        for pairs in files.values()
+        for f, _ in pairs
     }
     output_dir = fs.makedirs(output_dir)
     counts, written = {}, {}
@@ -170,8 +171,8 @@ def verify(corpus_dir: str) -> dict[str, str]:
     manifest = json.loads(fs.read_text(path)) if fs.exists(path) else {}
     by_source: dict[str, dict[str, str]] = {}
     for name, recorded in sorted(manifest.get("inputs", {}).items()):
-        file = os.path.join(manifest["shared_data"], name)
-        now = demo_corpus.file_sha256(file) if os.path.isfile(file) else "absent"
+        file = fs.join(manifest["shared_data"], name)
+        now = demo_corpus.file_sha256(file) if fs.isfile(file) else "absent"
         checks.require(
             now == recorded,
             "corpus_dir",
